@@ -1,0 +1,176 @@
+//! A server's protocol configuration: who is in the cluster, the timing ranges of section 5 of the
+//! protocol, the optional rules (deferral, pre-vote, check-quorum), limits and the random seed.
+//!
+//! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
+//! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
+//! leader is never mistaken for a dead one; limits are non-zero.
+//! There is no `Default`: timing is a choice the caller makes, with `Config::lan` as the named one.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::limits;
+use crate::types::NodeId;
+
+/// A server's protocol configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This server's id; one of `members`.
+    pub id: NodeId,
+    /// Every server of the cluster, this one included (N odd: 3, 5, 7 recommended).
+    pub members: Vec<NodeId>,
+    /// `H`: an idle leader's interval between heartbeats (rule R7).
+    pub heartbeat_interval: Duration,
+    /// `P` lower bound: silence after which a passive server stands (rule E1).
+    pub passive_timeout_min: Duration,
+    /// `P` upper bound (exclusive).
+    pub passive_timeout_max: Duration,
+    /// `C` lower bound: how long a candidate waits for votes before a new term (rule E1).
+    pub election_cycle_min: Duration,
+    /// `C` upper bound (exclusive).
+    pub election_cycle_max: Duration,
+    /// Rule E8: competing candidates defer to the highest rank.
+    pub deferral: bool,
+    /// Rule E2: ask "would you vote for me?" before raising the term.
+    pub pre_vote: bool,
+    /// Rule E5: a leader that has not heard from a majority for a passive timeout steps down, and
+    /// servers that heard from a leader recently ignore vote requests.
+    pub check_quorum: bool,
+    /// Seed of the core's random generator (election timeouts). Same seed, same inputs: same
+    /// outputs.
+    pub seed: u64,
+    /// Entries per Append message at most.
+    pub append_entry_count_max: u64,
+    /// Payload bytes per Append message at most (one entry is always sent).
+    pub append_bytes_max: u64,
+    /// Appends in flight per follower at most, in the replicate state (rule R2).
+    pub inflight_append_count_max: u64,
+    /// Proposals appended but not committed at most; beyond, `propose` refuses.
+    pub pending_proposal_count_max: u64,
+    /// Payload bytes appended but not committed at most; beyond, `propose` refuses.
+    pub pending_proposal_bytes_max: u64,
+    /// One entry's payload at most; beyond, `propose` refuses.
+    pub entry_bytes_max: u64,
+    /// A deliberate protocol violation, for proving the simulator's checkers bite. Never set
+    /// outside tests.
+    #[doc(hidden)]
+    pub injected_bug: Option<InjectedBug>,
+}
+
+/// A deliberate protocol violation that tests switch on to prove the checkers catch it.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// Commit an entry of an older term by counting replicas (breaks R5; scenario S1).
+    CommitOlderTermByCount,
+    /// Grant a vote to every candidate, even after voting in this term (breaks E4).
+    GrantTwoVotesPerTerm,
+}
+
+impl Config {
+    /// The LAN defaults of section 5 of the protocol: `H` = 50 ms, `P` in [300, 600) ms,
+    /// `C` in [150, 300) ms, deferral, pre-vote and check-quorum on, the limits in `limits`.
+    #[must_use]
+    pub fn lan(id: NodeId, members: Vec<NodeId>, seed: u64) -> Config {
+        Config {
+            id,
+            members,
+            heartbeat_interval: Duration::from_millis(50),
+            passive_timeout_min: Duration::from_millis(300),
+            passive_timeout_max: Duration::from_millis(600),
+            election_cycle_min: Duration::from_millis(150),
+            election_cycle_max: Duration::from_millis(300),
+            deferral: true,
+            pre_vote: true,
+            check_quorum: true,
+            seed,
+            append_entry_count_max: limits::APPEND_ENTRY_COUNT_MAX,
+            append_bytes_max: limits::APPEND_BYTES_MAX,
+            inflight_append_count_max: limits::INFLIGHT_APPEND_COUNT_MAX,
+            pending_proposal_count_max: limits::PENDING_PROPOSAL_COUNT_MAX,
+            pending_proposal_bytes_max: limits::PENDING_PROPOSAL_BYTES_MAX,
+            entry_bytes_max: limits::ENTRY_BYTES_MAX,
+            injected_bug: None,
+        }
+    }
+
+    /// Checks the invariants in the module documentation; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field: &'static str, problem: String| Err(ConfigError { field, problem });
+        if !self.members.contains(&self.id) {
+            return fail("id", format!("node {} is not one of the members", self.id));
+        }
+        let mut sorted = self.members.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.members.len() {
+            return fail("members", "a member is listed twice".to_string());
+        }
+        if self.passive_timeout_min >= self.passive_timeout_max {
+            return fail("passive_timeout_min", "must be below passive_timeout_max".into());
+        }
+        if self.election_cycle_min >= self.election_cycle_max {
+            return fail("election_cycle_min", "must be below election_cycle_max".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return fail("heartbeat_interval", "must be above zero".into());
+        }
+        if self.heartbeat_interval * 2 >= self.passive_timeout_min {
+            return fail(
+                "heartbeat_interval",
+                "must be less than half of passive_timeout_min".into(),
+            );
+        }
+        let limits = [
+            ("append_entry_count_max", self.append_entry_count_max),
+            ("append_bytes_max", self.append_bytes_max),
+            ("inflight_append_count_max", self.inflight_append_count_max),
+            ("pending_proposal_count_max", self.pending_proposal_count_max),
+            ("pending_proposal_bytes_max", self.pending_proposal_bytes_max),
+            ("entry_bytes_max", self.entry_bytes_max),
+        ];
+        for (field, value) in limits {
+            if value == 0 {
+                return fail(field, "must be above zero".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of servers that make a majority of `members`.
+    #[must_use]
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Config {
+        Config::lan(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)], 7)
+    }
+
+    #[test]
+    fn lan_defaults_are_valid() {
+        assert_eq!(three().validate(), Ok(()));
+        assert_eq!(three().majority(), 2);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut config = three();
+        config.id = NodeId(9);
+        assert_eq!(config.validate().unwrap_err().field, "id");
+        let mut config = three();
+        config.members.push(NodeId(2));
+        assert_eq!(config.validate().unwrap_err().field, "members");
+        let mut config = three();
+        config.heartbeat_interval = config.passive_timeout_min;
+        assert_eq!(config.validate().unwrap_err().field, "heartbeat_interval");
+        let mut config = three();
+        config.inflight_append_count_max = 0;
+        assert_eq!(config.validate().unwrap_err().field, "inflight_append_count_max");
+    }
+}

@@ -1,0 +1,77 @@
+//! The errors the core returns to its caller.
+//!
+//! The core does no I/O, so it cannot fail on I/O; and it does not fail on bad protocol input,
+//! which it ignores or answers per the protocol. What remains are caller errors a user can act on:
+//! proposing to a server that is not the leader, exceeding a limit, or an invalid configuration.
+
+use std::fmt;
+
+use crate::types::NodeId;
+
+/// Why a proposal was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This server is not the leader (rule R1); `leader_hint` is the leader it last heard from.
+    NotLeader {
+        /// The leader this server believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// Too many proposals are waiting to commit; retry after some commit.
+    TooManyPending {
+        /// The limit that was reached (`Config::pending_proposal_count_max`).
+        limit: u64,
+    },
+    /// Too many bytes of proposals are waiting to commit; retry after some commit.
+    TooManyPendingBytes {
+        /// The limit that was reached (`Config::pending_proposal_bytes_max`).
+        limit: u64,
+    },
+    /// The payload is larger than one entry may be.
+    EntryTooLarge {
+        /// The payload's size in bytes.
+        size: u64,
+        /// The limit (`Config::entry_bytes_max`).
+        limit: u64,
+    },
+}
+
+/// Why a configuration was refused; names the field and the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field that is wrong.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProposeError::NotLeader {
+                leader_hint: Some(id),
+            } => write!(f, "not the leader; the leader is node {id}"),
+            ProposeError::NotLeader { leader_hint: None } => {
+                write!(f, "not the leader; no leader is known")
+            }
+            ProposeError::TooManyPending { limit } => {
+                write!(f, "too many pending proposals (limit {limit})")
+            }
+            ProposeError::TooManyPendingBytes { limit } => {
+                write!(f, "too many pending proposal bytes (limit {limit})")
+            }
+            ProposeError::EntryTooLarge { size, limit } => {
+                write!(f, "entry of {size} bytes is larger than the limit of {limit} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,132 @@
+//! The messages servers exchange (section 4 of the protocol): vote requests and replies, appends
+//! (heartbeats are appends without entries) and append replies.
+//!
+//! Invariants: every message names its sender, its receiver, the sender's term and incarnation.
+//! The cluster id is not here: alpo-net checks it once per connection in the handshake and on
+//! every frame, so a message from a foreign cluster never reaches the core. These types are the
+//! wire protocol's content: alpo-net's codec encodes every field, so a change here is a wire
+//! format change (bump the codec version, update the golden bytes).
+
+use crate::types::{Entry, Incarnation, LogIndex, NodeId, Rank, Term};
+
+/// One message from one server to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The sender's current term; for a pre-vote request, the term it would stand in
+    /// (`current_term + 1`, rule E2), and for a pre-vote reply the term asked about.
+    pub term: Term,
+    /// The sender's incarnation, bumped on each start, so a receiver can tell it restarted.
+    pub incarnation: Incarnation,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The four kinds of message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// A candidate asks for a vote (rules E2, E3).
+    VoteRequest(VoteRequest),
+    /// A server answers a vote request (rules E4, E5, E8).
+    VoteReply(VoteReply),
+    /// The leader sends entries, or a heartbeat when `entries` is empty (rules R2, R7).
+    Append(Append),
+    /// A follower answers an append (rules R3, R4).
+    AppendReply(AppendReply),
+}
+
+/// `requestVote`: "vote for me in `Message::term`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    /// Index of the candidate's last entry.
+    pub last_index: LogIndex,
+    /// Term of the candidate's last entry.
+    pub last_term: Term,
+    /// A pre-vote (rule E2): "would you vote for me?" — changes nobody's term or vote.
+    pub pre_vote: bool,
+}
+
+/// Why a vote was granted or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum VoteReason {
+    /// The vote is granted (rule E4).
+    Granted = 1,
+    /// The voter already voted for another candidate in this term (rule E4).
+    AlreadyVoted = 2,
+    /// The candidate's log is less up to date than the voter's (rule E4).
+    LogNotComplete = 3,
+    /// The request's term is below the voter's current term (rule E6).
+    StaleTerm = 4,
+    /// The voter heard from a live leader within the shortest passive timeout (rule E5).
+    LeaderAlive = 5,
+}
+
+/// The answer to a `VoteRequest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteReply {
+    /// Granted, or why not.
+    pub reason: VoteReason,
+    /// The voter's rank, when the voter is itself a candidate of the requested term, so that a
+    /// lower-ranked requester defers (rule E8).
+    pub voter_rank: Option<Rank>,
+    /// Whether this answers a pre-vote (rule E2).
+    pub pre_vote: bool,
+}
+
+/// `appendEntry` / `heartbeat`: entries after `prev_index`, and the leader's commit index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Append {
+    /// Index of the entry just before `entries` (0 when they start the log).
+    pub prev_index: LogIndex,
+    /// Term of the entry at `prev_index` (0 when `prev_index` is 0).
+    pub prev_term: Term,
+    /// Consecutive entries starting at `prev_index + 1`; empty for a heartbeat.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index (rule R6).
+    pub leader_commit: LogIndex,
+}
+
+/// The answer to an `Append`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendReply {
+    /// Accepted up to a match index, or rejected with a hint.
+    pub result: AppendResult,
+}
+
+/// The outcome of an `Append` at a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResult {
+    /// The follower holds the leader's log, durably, up to `match_index` (rule R4).
+    Accepted {
+        /// `prev_index + entries.len()` of the acknowledged Append; durable on the follower.
+        match_index: LogIndex,
+    },
+    /// The consistency check failed (rule R3), or the append came from a stale term (rule E6).
+    Rejected(RejectHint),
+}
+
+/// What a follower tells the leader when it rejects an Append, so the leader can move
+/// `next_index` back past a whole conflicting term at once (rule R3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectHint {
+    /// Term of the follower's entry at the Append's `prev_index` (0 if it has none there).
+    pub conflict_term: Term,
+    /// First index the follower holds of `conflict_term` (0 if `conflict_term` is 0).
+    pub conflict_first_index: LogIndex,
+    /// Index of the follower's last entry.
+    pub last_index: LogIndex,
+    /// Term of the follower's last entry.
+    pub last_term: Term,
+}
+
+impl VoteReply {
+    /// Whether the vote (or pre-vote) was granted.
+    #[must_use]
+    pub fn granted(&self) -> bool {
+        self.reason == VoteReason::Granted
+    }
+}

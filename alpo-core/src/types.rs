@@ -1,0 +1,194 @@
+//! Protocol quantities as newtypes: terms, log indices, node ids, logical time and log entries.
+//!
+//! Invariants: a `Term` or `LogIndex` only grows on a server (within an incarnation for volatile
+//! values); index 0 and term 0 mean "before the first entry" and never name a real entry.
+//! Newtypes keep a term from being passed where an index is expected.
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A term: grows only; each term has at most one leader. Term 0 precedes every election.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Term(pub u64);
+
+/// A log index: entries are numbered 1, 2, 3, … without gaps. Index 0 is "before the log".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogIndex(pub u64);
+
+/// A server's id, unique within its cluster. Ids are chosen by the operator and never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// A cluster's id: every message and file carries it, and a foreign one is rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterId(pub u64);
+
+/// A server's incarnation: bumped (and made durable by the driver) on every start, so peers can
+/// tell a restarted server from a slow one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Incarnation(pub u64);
+
+/// A point in logical, monotonic time, in nanoseconds since an origin the driver chooses.
+///
+/// alpo-core never reads a clock: every input carries `now` as one of these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(pub u64);
+
+/// What an entry carries: a client's command, or a leader's no-op (rule R8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A client command; the payload is opaque to ALPO.
+    Normal = 1,
+    /// The empty entry a new leader appends in its own term (rule R8); its payload is empty.
+    Noop = 2,
+}
+
+/// One log entry: `(index, term, kind, payload)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Position in the log, starting at 1.
+    pub index: LogIndex,
+    /// Term of the leader that created the entry.
+    pub term: Term,
+    /// Client command or no-op.
+    pub kind: EntryKind,
+    /// The command's bytes; shared, not copied, as it moves through the node.
+    pub payload: Bytes,
+}
+
+/// A position in a log: the index and term of one entry, or `(0, 0)` for the empty log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The entry's index.
+    pub index: LogIndex,
+    /// The entry's term.
+    pub term: Term,
+}
+
+/// A candidate's claim `(last term, last index, id)`, compared lexicographically (rule E8).
+///
+/// The order of the fields is the vote rule's own order (E4) followed by the id as a tie-break,
+/// so the candidate everyone defers to is one that can win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rank {
+    /// Term of the candidate's last entry.
+    pub last_term: Term,
+    /// Index of the candidate's last entry.
+    pub last_index: LogIndex,
+    /// The candidate's id.
+    pub id: NodeId,
+}
+
+/// What must survive a crash besides the log (section 3 of the protocol): the current term and
+/// the vote cast in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HardState {
+    /// The latest term this server has seen.
+    pub current_term: Term,
+    /// The candidate this server voted for in `current_term`, if any.
+    pub voted_for: Option<NodeId>,
+}
+
+impl Term {
+    /// The next term.
+    #[must_use]
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl LogIndex {
+    /// The index after this one.
+    #[must_use]
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The index before this one, saturating at 0.
+    #[must_use]
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl Instant {
+    /// An instant `nanos` nanoseconds after the driver's origin.
+    #[must_use]
+    pub const fn from_nanos(nanos: u64) -> Instant {
+        Instant(nanos)
+    }
+
+    /// An instant `millis` milliseconds after the driver's origin.
+    #[must_use]
+    pub const fn from_millis(millis: u64) -> Instant {
+        Instant(millis * 1_000_000)
+    }
+
+    /// Nanoseconds since the driver's origin.
+    #[must_use]
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Time from `earlier` to `self`, or zero if `earlier` is later.
+    #[must_use]
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    fn add(self, rhs: Duration) -> Instant {
+        let nanos = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(nanos))
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+
+    fn sub(self, rhs: Instant) -> Duration {
+        self.saturating_duration_since(rhs)
+    }
+}
+
+impl Entry {
+    /// This entry's position `(index, term)`.
+    #[must_use]
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            index: self.index,
+            term: self.term,
+        }
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
