@@ -1,7 +1,22 @@
-//! An ALPO server: wires alpo-core, alpo-log and alpo-net together behind a state-machine trait.
-//!
-//! SKELETON: the node is built under issue 5.
+//! An ALPO server: wires alpo-core, alpo-log and alpo-net together behind a state-machine trait,
+//! and the client that talks to it.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod client_protocol;
+mod command;
+pub mod config;
+mod error;
+pub mod kv;
+pub mod limits;
+mod session;
+mod state_machine;
+mod wire;
+
+pub use config::{NodeConfig, PeerConfig, Timeouts};
+pub use error::Error;
+pub use kv::{KvOp, KvResult, KvStateMachine};
+pub use state_machine::StateMachine;
+pub use wire::{DecodeError, DecodeProblem};

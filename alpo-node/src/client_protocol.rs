@@ -1,0 +1,679 @@
+//! The client protocol: requests a client sends to a node and the responses it gets, with their
+//! explicit binary encoding. Each message travels as the body of one alpo-net client frame.
+//!
+//! Request layout (all integers little-endian, byte strings `u32` length + bytes):
+//!
+//! ```text
+//! 1 byte  version (1)
+//! 8 bytes client id        (the session, section 9 of the protocol)
+//! 8 bytes sequence number  (per client; a retry reuses it)
+//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 put, 5 get, 6 delete, 7 cas, 8 command)
+//! ...     the operation's fields, in the order of the `Op` variant's fields
+//! ```
+//!
+//! Response layout: `version u8, sequence u64, tag u8` (1 appended, 2 entries, 3 status,
+//! 4 applied, 5 not-leader, 6 error), then the fields.
+//!
+//! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
+//! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
+//! byte offset.
+
+use bytes::Bytes;
+
+use alpo_core::{LogIndex, NodeId, Role, Term};
+
+use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
+
+/// The version byte every request and response starts with.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Identifies a request for duplicate detection: a retry carries the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    /// The client's session id, chosen at random by the client (never 0).
+    pub client: u64,
+    /// The request's number within the session; grows by one per new request.
+    pub seq: u64,
+}
+
+/// One client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Who sent it, for duplicate detection.
+    pub id: RequestId,
+    /// What it asks.
+    pub op: Op,
+}
+
+/// What a client asks a node to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Append `value` to the log; answered with its index once committed. Leader only.
+    Append {
+        /// The entry's content.
+        value: Bytes,
+    },
+    /// Read committed entries from index `from`, at most `max_count`. Any node.
+    Read {
+        /// The first index to return (1 for the start of the log).
+        from: LogIndex,
+        /// How many entries at most (capped by the node's `READ_ENTRY_COUNT_MAX`).
+        max_count: u32,
+    },
+    /// The node's role, term, leader and indices. Any node.
+    Status,
+    /// Key-value machine: set `key` to `value`. Leader only, through the log.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Key-value machine: read `key`. Leader only, through the log (linearizable).
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Key-value machine: remove `key`. Leader only, through the log.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Key-value machine: set `key` to `new` (or remove it when `new` is none) iff its current
+    /// value is `expected` (none: absent). Leader only, through the log.
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The value the key must have now (none: the key must be absent).
+        expected: Option<Bytes>,
+        /// The value to set (none: remove the key).
+        new: Option<Bytes>,
+    },
+    /// A command for the node's own state machine, opaque to ALPO. Leader only.
+    Command {
+        /// The command's bytes, handed to `StateMachine::apply`.
+        payload: Bytes,
+    },
+}
+
+/// One response, matched to its request by sequence number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// `Append` is committed at `index`.
+    Appended {
+        /// The entry's index.
+        index: LogIndex,
+    },
+    /// Committed entries, in index order, answering `Read`.
+    Entries {
+        /// The entries (possibly none: the reader is at the end).
+        entries: Vec<ReadEntry>,
+        /// The node's commit index when it answered.
+        commit_index: LogIndex,
+    },
+    /// The node's state, answering `Status`.
+    Status(NodeStatus),
+    /// A state-machine command (`Put`, `Get`, `Delete`, `Cas`, `Command`) was committed at
+    /// `index` and applied; `output` is the state machine's answer (for the key-value machine, a
+    /// `KvResult`).
+    Applied {
+        /// The entry's index.
+        index: LogIndex,
+        /// The state machine's answer.
+        output: Bytes,
+    },
+    /// This node is not the leader; try the hinted one.
+    NotLeader {
+        /// The leader this node believes in, if it knows one.
+        leader: Option<LeaderHint>,
+    },
+    /// The request failed.
+    Error {
+        /// What kind of failure, and so whether a retry may help.
+        code: ErrorCode,
+        /// A human-readable reason.
+        reason: String,
+    },
+}
+
+/// Where the leader is, as a follower knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id.
+    pub id: NodeId,
+    /// The leader's client address (`host:port`), or empty if this node does not know it.
+    pub client_addr: String,
+}
+
+/// One committed entry as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadEntry {
+    /// Its index.
+    pub index: LogIndex,
+    /// The term it was created in.
+    pub term: Term,
+    /// What it holds.
+    pub kind: ReadEntryKind,
+    /// For `Append`, the appended value; for `Command`, the state-machine command; empty for a
+    /// no-op.
+    pub data: Bytes,
+}
+
+/// What a committed entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReadEntryKind {
+    /// A leader's no-op (rule R8).
+    Noop = 1,
+    /// A value appended with `Op::Append`.
+    Append = 2,
+    /// A state-machine command (including key-value operations).
+    Command = 3,
+    /// A retried request already applied at an earlier index; it changed nothing.
+    Duplicate = 4,
+}
+
+/// A node's state, as `Status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it believes in.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: LogIndex,
+    /// Index of its last entry.
+    pub last_index: LogIndex,
+    /// Highest index durable on its disk.
+    pub durable_index: LogIndex,
+    /// Highest index its state machine has applied.
+    pub applied_index: LogIndex,
+}
+
+/// What kind of failure an `Error` response reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// The request is malformed; retrying it will not help.
+    BadRequest = 1,
+    /// The entry or key is larger than the node accepts; retrying will not help.
+    TooLarge = 2,
+    /// The node could not finish the request now (leader changed, too many pending requests);
+    /// retry with the same request id.
+    Retry = 3,
+    /// The request's session was forgotten (too many clients) or the sequence number is older
+    /// than the session's last; the outcome of the original request is unknown.
+    SessionExpired = 4,
+    /// The node is shutting down or failed; try another node.
+    Unavailable = 5,
+}
+
+const OP_APPEND: u8 = 1;
+const OP_READ: u8 = 2;
+const OP_STATUS: u8 = 3;
+const OP_PUT: u8 = 4;
+const OP_GET: u8 = 5;
+const OP_DELETE: u8 = 6;
+const OP_CAS: u8 = 7;
+const OP_COMMAND: u8 = 8;
+
+const BODY_APPENDED: u8 = 1;
+const BODY_ENTRIES: u8 = 2;
+const BODY_STATUS: u8 = 3;
+const BODY_APPLIED: u8 = 4;
+const BODY_NOT_LEADER: u8 = 5;
+const BODY_ERROR: u8 = 6;
+
+impl Request {
+    /// Encodes the request as described in the module documentation.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::default();
+        w.u8(PROTOCOL_VERSION).u64(self.id.client).u64(self.id.seq);
+        match &self.op {
+            Op::Append { value } => w.u8(OP_APPEND).bytes(value),
+            Op::Read { from, max_count } => w.u8(OP_READ).u64(from.0).u32(*max_count),
+            Op::Status => w.u8(OP_STATUS),
+            Op::Put { key, value } => w.u8(OP_PUT).bytes(key).bytes(value),
+            Op::Get { key } => w.u8(OP_GET).bytes(key),
+            Op::Delete { key } => w.u8(OP_DELETE).bytes(key),
+            Op::Cas { key, expected, new } => w
+                .u8(OP_CAS)
+                .bytes(key)
+                .optional_bytes(expected.as_deref())
+                .optional_bytes(new.as_deref()),
+            Op::Command { payload } => w.u8(OP_COMMAND).bytes(payload),
+        };
+        w.finish()
+    }
+
+    /// Decodes a request; never panics.
+    pub fn decode(buf: Bytes) -> Result<Request, DecodeError> {
+        let mut r = Reader::new(buf);
+        check_version(&mut r, "request")?;
+        let id = RequestId {
+            client: r.u64("client id")?,
+            seq: r.u64("sequence number")?,
+        };
+        let op = match r.u8("operation")? {
+            OP_APPEND => Op::Append {
+                value: r.bytes("value")?,
+            },
+            OP_READ => Op::Read {
+                from: LogIndex(r.u64("from")?),
+                max_count: r.u32("max count")?,
+            },
+            OP_STATUS => Op::Status,
+            OP_PUT => Op::Put {
+                key: r.bytes("key")?,
+                value: r.bytes("value")?,
+            },
+            OP_GET => Op::Get {
+                key: r.bytes("key")?,
+            },
+            OP_DELETE => Op::Delete {
+                key: r.bytes("key")?,
+            },
+            OP_CAS => Op::Cas {
+                key: r.bytes("key")?,
+                expected: r.optional_bytes("expected value")?,
+                new: r.optional_bytes("new value")?,
+            },
+            OP_COMMAND => Op::Command {
+                payload: r.bytes("payload")?,
+            },
+            tag => return Err(r.unknown_tag("operation", tag)),
+        };
+        r.finish("request")?;
+        Ok(Request { id, op })
+    }
+}
+
+impl Op {
+    /// Whether only the leader can serve this operation (it goes through the log).
+    #[must_use]
+    pub fn needs_leader(&self) -> bool {
+        !matches!(self, Op::Read { .. } | Op::Status)
+    }
+}
+
+impl Response {
+    /// Encodes the response as described in the module documentation.
+    #[must_use]
+    #[allow(clippy::expect_used, reason = "the message states the invariant")]
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::default();
+        w.u8(PROTOCOL_VERSION).u64(self.seq);
+        match &self.body {
+            ResponseBody::Appended { index } => w.u8(BODY_APPENDED).u64(index.0),
+            ResponseBody::Entries {
+                entries,
+                commit_index,
+            } => {
+                w.u8(BODY_ENTRIES).u64(commit_index.0);
+                let count = u32::try_from(entries.len())
+                    .expect("invariant: reads return at most READ_ENTRY_COUNT_MAX entries");
+                w.u32(count);
+                for entry in entries {
+                    w.u64(entry.index.0).u64(entry.term.0).u8(entry.kind as u8);
+                    w.bytes(&entry.data);
+                }
+                &mut w
+            }
+            ResponseBody::Status(status) => encode_status(w.u8(BODY_STATUS), status),
+            ResponseBody::Applied { index, output } => {
+                w.u8(BODY_APPLIED).u64(index.0).bytes(output)
+            }
+            ResponseBody::NotLeader { leader } => {
+                w.u8(BODY_NOT_LEADER);
+                match leader {
+                    None => w.u8(0),
+                    Some(hint) => w.u8(1).u64(hint.id.0).bytes(hint.client_addr.as_bytes()),
+                }
+            }
+            ResponseBody::Error { code, reason } => {
+                w.u8(BODY_ERROR).u8(*code as u8).bytes(reason.as_bytes())
+            }
+        };
+        w.finish()
+    }
+
+    /// Decodes a response; never panics.
+    pub fn decode(buf: Bytes) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(buf);
+        check_version(&mut r, "response")?;
+        let seq = r.u64("sequence number")?;
+        let body = match r.u8("response")? {
+            BODY_APPENDED => ResponseBody::Appended {
+                index: LogIndex(r.u64("index")?),
+            },
+            BODY_ENTRIES => decode_entries(&mut r)?,
+            BODY_STATUS => ResponseBody::Status(decode_status(&mut r)?),
+            BODY_APPLIED => ResponseBody::Applied {
+                index: LogIndex(r.u64("index")?),
+                output: r.bytes("output")?,
+            },
+            BODY_NOT_LEADER => ResponseBody::NotLeader {
+                leader: match r.u8("leader hint")? {
+                    0 => None,
+                    1 => Some(LeaderHint {
+                        id: NodeId(r.u64("leader id")?),
+                        client_addr: r.string("leader address")?,
+                    }),
+                    tag => return Err(r.unknown_tag("leader hint", tag)),
+                },
+            },
+            BODY_ERROR => ResponseBody::Error {
+                code: decode_error_code(&mut r)?,
+                reason: r.string("reason")?,
+            },
+            tag => return Err(r.unknown_tag("response", tag)),
+        };
+        r.finish("response")?;
+        Ok(Response { seq, body })
+    }
+}
+
+impl ErrorCode {
+    /// Whether retrying the same request (same id) may succeed.
+    #[must_use]
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Retry | ErrorCode::Unavailable)
+    }
+}
+
+fn check_version(r: &mut Reader, what: &'static str) -> Result<(), DecodeError> {
+    let version = r.u8(what)?;
+    if version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError {
+            what,
+            offset: 0,
+            problem: DecodeProblem::UnsupportedVersion(version),
+        })
+    }
+}
+
+fn encode_status<'w>(w: &'w mut Writer, status: &NodeStatus) -> &'w mut Writer {
+    let role = match status.role {
+        Role::Passive => 1,
+        Role::Candidate => 2,
+        Role::Leader => 3,
+    };
+    w.u64(status.id.0).u8(role).u64(status.term.0);
+    w.u64(status.leader.map_or(0, |id| id.0));
+    w.u64(status.commit_index.0).u64(status.last_index.0);
+    w.u64(status.durable_index.0).u64(status.applied_index.0)
+}
+
+fn decode_status(r: &mut Reader) -> Result<NodeStatus, DecodeError> {
+    let id = NodeId(r.u64("node id")?);
+    let role = match r.u8("role")? {
+        1 => Role::Passive,
+        2 => Role::Candidate,
+        3 => Role::Leader,
+        tag => return Err(r.unknown_tag("role", tag)),
+    };
+    let term = Term(r.u64("term")?);
+    // Node id 0 is never assigned (config validation refuses it), so it encodes "no leader".
+    let leader = Some(r.u64("leader")?).filter(|id| *id != 0).map(NodeId);
+    Ok(NodeStatus {
+        id,
+        role,
+        term,
+        leader,
+        commit_index: LogIndex(r.u64("commit index")?),
+        last_index: LogIndex(r.u64("last index")?),
+        durable_index: LogIndex(r.u64("durable index")?),
+        applied_index: LogIndex(r.u64("applied index")?),
+    })
+}
+
+fn decode_entries(r: &mut Reader) -> Result<ResponseBody, DecodeError> {
+    let commit_index = LogIndex(r.u64("commit index")?);
+    let count = r.u32("entry count")?;
+    // Not trusted for allocation: the vector grows as entries actually decode.
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let index = LogIndex(r.u64("entry index")?);
+        let term = Term(r.u64("entry term")?);
+        let kind = match r.u8("entry kind")? {
+            1 => ReadEntryKind::Noop,
+            2 => ReadEntryKind::Append,
+            3 => ReadEntryKind::Command,
+            4 => ReadEntryKind::Duplicate,
+            tag => return Err(r.unknown_tag("entry kind", tag)),
+        };
+        let data = r.bytes("entry data")?;
+        entries.push(ReadEntry {
+            index,
+            term,
+            kind,
+            data,
+        });
+    }
+    Ok(ResponseBody::Entries {
+        entries,
+        commit_index,
+    })
+}
+
+fn decode_error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
+    match r.u8("error code")? {
+        1 => Ok(ErrorCode::BadRequest),
+        2 => Ok(ErrorCode::TooLarge),
+        3 => Ok(ErrorCode::Retry),
+        4 => Ok(ErrorCode::SessionExpired),
+        5 => Ok(ErrorCode::Unavailable),
+        tag => Err(r.unknown_tag("error code", tag)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn all_requests() -> Vec<Op> {
+        vec![
+            Op::Append { value: b("hello") },
+            Op::Read {
+                from: LogIndex(5),
+                max_count: 10,
+            },
+            Op::Status,
+            Op::Put {
+                key: b("k"),
+                value: b("v"),
+            },
+            Op::Get { key: b("k") },
+            Op::Delete { key: b("") },
+            Op::Cas {
+                key: b("k"),
+                expected: None,
+                new: Some(b("n")),
+            },
+            Op::Cas {
+                key: b("k"),
+                expected: Some(b("o")),
+                new: None,
+            },
+            Op::Command { payload: b("cmd") },
+        ]
+    }
+
+    fn all_responses() -> Vec<ResponseBody> {
+        let status = NodeStatus {
+            id: NodeId(2),
+            role: Role::Leader,
+            term: Term(3),
+            leader: Some(NodeId(2)),
+            commit_index: LogIndex(10),
+            last_index: LogIndex(12),
+            durable_index: LogIndex(11),
+            applied_index: LogIndex(9),
+        };
+        let entry = |index, kind, data: &str| ReadEntry {
+            index: LogIndex(index),
+            term: Term(1),
+            kind,
+            data: b(data),
+        };
+        vec![
+            ResponseBody::Appended { index: LogIndex(7) },
+            ResponseBody::Entries {
+                entries: vec![
+                    entry(1, ReadEntryKind::Noop, ""),
+                    entry(2, ReadEntryKind::Append, "a"),
+                    entry(3, ReadEntryKind::Command, "c"),
+                    entry(4, ReadEntryKind::Duplicate, "a"),
+                ],
+                commit_index: LogIndex(4),
+            },
+            ResponseBody::Status(status.clone()),
+            ResponseBody::Status(NodeStatus {
+                leader: None,
+                role: Role::Candidate,
+                ..status
+            }),
+            ResponseBody::Applied {
+                index: LogIndex(3),
+                output: b("out"),
+            },
+            ResponseBody::NotLeader { leader: None },
+            ResponseBody::NotLeader {
+                leader: Some(LeaderHint {
+                    id: NodeId(3),
+                    client_addr: "127.0.0.1:7203".into(),
+                }),
+            },
+            ResponseBody::Error {
+                code: ErrorCode::Retry,
+                reason: "leader changed".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for (seq, op) in all_requests().into_iter().enumerate() {
+            let request = Request {
+                id: RequestId {
+                    client: 42,
+                    seq: seq as u64,
+                },
+                op,
+            };
+            assert_eq!(Request::decode(request.encode()).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for (seq, body) in all_responses().into_iter().enumerate() {
+            let response = Response {
+                seq: seq as u64,
+                body,
+            };
+            assert_eq!(Response::decode(response.encode()).unwrap(), response);
+        }
+    }
+
+    #[test]
+    fn golden_request_bytes() {
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Put {
+                key: b("k"),
+                value: b("v"),
+            },
+        };
+        let expected: &[u8] = &[
+            1, // version
+            1, 0, 0, 0, 0, 0, 0, 0, // client id
+            2, 0, 0, 0, 0, 0, 0, 0, // sequence number
+            4, // put
+            1, 0, 0, 0, b'k', // key
+            1, 0, 0, 0, b'v', // value
+        ];
+        assert_eq!(&request.encode()[..], expected);
+    }
+
+    #[test]
+    fn every_truncation_of_every_message_is_an_error() {
+        let requests = all_requests().into_iter().map(|op| {
+            Request {
+                id: RequestId { client: 1, seq: 1 },
+                op,
+            }
+            .encode()
+        });
+        for full in requests {
+            for cut in 0..full.len() {
+                assert!(Request::decode(full.slice(..cut)).is_err(), "cut at {cut}");
+            }
+        }
+        for body in all_responses() {
+            let full = Response { seq: 1, body }.encode();
+            for cut in 0..full.len() {
+                assert!(Response::decode(full.slice(..cut)).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_field() {
+        let error = Request::decode(Bytes::from_static(&[9, 0])).unwrap_err();
+        assert_eq!(error.to_string(), "unsupported request version 9 at byte 0");
+        let mut bytes = Request {
+            id: RequestId { client: 1, seq: 1 },
+            op: Op::Status,
+        }
+        .encode()
+        .to_vec();
+        bytes[17] = 99;
+        let error = Request::decode(Bytes::from(bytes.clone())).unwrap_err();
+        assert_eq!(error.to_string(), "unknown operation tag 99 at byte 17");
+        bytes[17] = OP_STATUS;
+        bytes.push(0);
+        let error = Request::decode(Bytes::from(bytes)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unexpected bytes after request at byte 18"
+        );
+    }
+
+    #[test]
+    fn pseudo_random_bytes_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for length in 0..2000 {
+            let bytes: Vec<u8> = (0..length % 64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 11) as u8
+                })
+                .collect();
+            let _ = Request::decode(Bytes::from(bytes.clone()));
+            let _ = Response::decode(Bytes::from(bytes));
+        }
+    }
+}

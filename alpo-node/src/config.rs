@@ -1,0 +1,329 @@
+//! A node's configuration: who it is, where it listens, who its peers are, where its data lives
+//! and its protocol timing; read from TOML or built in code, then validated.
+//!
+//! Invariants after `validate`: node ids are non-zero and distinct; the node's own id is not
+//! among its peers; every listen and peer address is distinct; the timing satisfies
+//! `alpo_core::Config::validate` (heartbeat below half the shortest passive timeout, non-empty
+//! ranges). Errors name the field (`peers[1].id`, `timeouts.heartbeat_interval_ms`) and the
+//! problem.
+//!
+//! ```toml
+//! id = 1
+//! cluster_id = 7
+//! data_dir = "/var/lib/alpo/1"
+//! peer_addr = "127.0.0.1:7101"     # listens for other nodes
+//! client_addr = "127.0.0.1:7201"   # listens for clients
+//!
+//! [[peers]]
+//! id = 2
+//! peer_addr = "127.0.0.1:7102"
+//! client_addr = "127.0.0.1:7202"
+//!
+//! [timeouts]                       # optional; these are the LAN defaults
+//! heartbeat_interval_ms = 50
+//! passive_timeout_ms_min = 300
+//! passive_timeout_ms_max = 600
+//! election_cycle_ms_min = 150
+//! election_cycle_ms_max = 300
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use alpo_core::{ClusterId, NodeId};
+
+use crate::error::Error;
+
+/// One node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id: non-zero, unique in the cluster, never reused.
+    pub id: u64,
+    /// The cluster's id: every connection and log file carries it; a foreign one is refused.
+    pub cluster_id: u64,
+    /// Where the node keeps its log and hard state (created if missing).
+    pub data_dir: PathBuf,
+    /// Address the node listens on for other nodes.
+    pub peer_addr: SocketAddr,
+    /// Address the node listens on for clients.
+    pub client_addr: SocketAddr,
+    /// The other nodes of the cluster (empty for a one-node cluster).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Protocol timing (section 5 of the protocol).
+    #[serde(default = "Timeouts::lan")]
+    pub timeouts: Timeouts,
+}
+
+/// Another node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id.
+    pub id: u64,
+    /// Where it listens for other nodes.
+    pub peer_addr: SocketAddr,
+    /// Where it listens for clients (sent to clients in "not the leader" answers).
+    pub client_addr: SocketAddr,
+}
+
+/// Protocol timing, in milliseconds (section 5 of the protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// `H`: an idle leader's interval between heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// `P` lower bound: silence after which a passive node stands for election.
+    pub passive_timeout_ms_min: u64,
+    /// `P` upper bound (exclusive).
+    pub passive_timeout_ms_max: u64,
+    /// `C` lower bound: how long a candidate waits for votes.
+    pub election_cycle_ms_min: u64,
+    /// `C` upper bound (exclusive).
+    pub election_cycle_ms_max: u64,
+}
+
+impl Timeouts {
+    /// The LAN defaults: `H` = 50 ms, `P` in [300, 600) ms, `C` in [150, 300) ms.
+    #[must_use]
+    pub fn lan() -> Timeouts {
+        Timeouts {
+            heartbeat_interval_ms: 50,
+            passive_timeout_ms_min: 300,
+            passive_timeout_ms_max: 600,
+            election_cycle_ms_min: 150,
+            election_cycle_ms_max: 300,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file; errors name the file, the field and the problem.
+    pub fn load(path: &Path) -> Result<NodeConfig, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("reading config file {}", path.display()),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|error| Error::Config {
+            field: format!("{} (toml)", path.display()),
+            problem: error.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants in the module documentation.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.id == 0 {
+            return Err(config_error("id", "must be above zero"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(config_error("data_dir", "must not be empty"));
+        }
+        let mut ids = BTreeSet::from([self.id]);
+        let mut addrs = BTreeSet::from([self.peer_addr, self.client_addr]);
+        if addrs.len() < 2 {
+            return Err(config_error("client_addr", "must differ from peer_addr"));
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.id == 0 {
+                return Err(config_error(
+                    &format!("peers[{i}].id"),
+                    "must be above zero",
+                ));
+            }
+            if !ids.insert(peer.id) {
+                let problem = format!("node id {} is used twice", peer.id);
+                return Err(config_error(&format!("peers[{i}].id"), &problem));
+            }
+            for (name, addr) in [
+                ("peer_addr", peer.peer_addr),
+                ("client_addr", peer.client_addr),
+            ] {
+                if !addrs.insert(addr) {
+                    let problem = format!("address {addr} is used twice");
+                    return Err(config_error(&format!("peers[{i}].{name}"), &problem));
+                }
+            }
+        }
+        self.core_config(0)
+            .validate()
+            .map_err(|error| Error::Config {
+                field: format!("timeouts.{}", timeout_field(error.field)),
+                problem: error.problem,
+            })
+    }
+
+    /// The protocol configuration for alpo-core, with `seed` for its random generator.
+    #[must_use]
+    pub fn core_config(&self, seed: u64) -> alpo_core::Config {
+        let mut members: Vec<NodeId> = self.peers.iter().map(|peer| NodeId(peer.id)).collect();
+        members.push(NodeId(self.id));
+        members.sort();
+        let mut config = alpo_core::Config::lan(NodeId(self.id), members, seed);
+        let t = self.timeouts;
+        config.heartbeat_interval = Duration::from_millis(t.heartbeat_interval_ms);
+        config.passive_timeout_min = Duration::from_millis(t.passive_timeout_ms_min);
+        config.passive_timeout_max = Duration::from_millis(t.passive_timeout_ms_max);
+        config.election_cycle_min = Duration::from_millis(t.election_cycle_ms_min);
+        config.election_cycle_max = Duration::from_millis(t.election_cycle_ms_max);
+        config
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.id)
+    }
+
+    /// The cluster's id.
+    #[must_use]
+    pub fn cluster(&self) -> ClusterId {
+        ClusterId(self.cluster_id)
+    }
+
+    /// The client address of node `id`, if it is this node or a peer.
+    #[must_use]
+    pub fn client_addr_of(&self, id: NodeId) -> Option<SocketAddr> {
+        if id.0 == self.id {
+            return Some(self.client_addr);
+        }
+        self.peers
+            .iter()
+            .find(|peer| peer.id == id.0)
+            .map(|peer| peer.client_addr)
+    }
+}
+
+/// Parses `ID=PEER_ADDR,CLIENT_ADDR`, the command-line form of a peer
+/// (`2=127.0.0.1:7102,127.0.0.1:7202`).
+impl FromStr for PeerConfig {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PeerConfig, String> {
+        let form = "expected ID=PEER_ADDR,CLIENT_ADDR";
+        let (id, addrs) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{form}, got {text:?}"))?;
+        let (peer_addr, client_addr) = addrs
+            .split_once(',')
+            .ok_or_else(|| format!("{form}, got {text:?}"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("node id {id:?} is not a number"))?;
+        let parse_addr = |addr: &str| {
+            addr.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{addr:?} is not an address of the form IP:PORT"))
+        };
+        Ok(PeerConfig {
+            id,
+            peer_addr: parse_addr(peer_addr)?,
+            client_addr: parse_addr(client_addr)?,
+        })
+    }
+}
+
+fn config_error(field: &str, problem: &str) -> Error {
+    Error::Config {
+        field: field.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+/// Maps alpo-core's field names to this file's, so the error names what the operator wrote.
+fn timeout_field(core_field: &str) -> &str {
+    match core_field {
+        "heartbeat_interval" => "heartbeat_interval_ms",
+        "passive_timeout_min" => "passive_timeout_ms_min",
+        "election_cycle_min" => "election_cycle_ms_min",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        id = 1
+        cluster_id = 7
+        data_dir = "/tmp/alpo/1"
+        peer_addr = "127.0.0.1:7101"
+        client_addr = "127.0.0.1:7201"
+
+        [[peers]]
+        id = 2
+        peer_addr = "127.0.0.1:7102"
+        client_addr = "127.0.0.1:7202"
+
+        [[peers]]
+        id = 3
+        peer_addr = "127.0.0.1:7103"
+        client_addr = "127.0.0.1:7203"
+    "#;
+
+    fn example() -> NodeConfig {
+        toml::from_str(EXAMPLE).unwrap()
+    }
+
+    #[test]
+    fn example_parses_and_validates() {
+        let config = example();
+        config.validate().unwrap();
+        assert_eq!(config.timeouts, Timeouts::lan());
+        let core = config.core_config(1);
+        assert_eq!(core.members, vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let addr = config.client_addr_of(NodeId(3)).unwrap();
+        assert_eq!(addr.to_string(), "127.0.0.1:7203");
+    }
+
+    fn field_of(config: &NodeConfig) -> String {
+        match config.validate().unwrap_err() {
+            Error::Config { field, .. } => field,
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut config = example();
+        config.peers[1].id = 2;
+        assert_eq!(field_of(&config), "peers[1].id");
+        let mut config = example();
+        config.peers[0].client_addr = config.client_addr;
+        assert_eq!(field_of(&config), "peers[0].client_addr");
+        let mut config = example();
+        config.timeouts.heartbeat_interval_ms = 500;
+        assert_eq!(field_of(&config), "timeouts.heartbeat_interval_ms");
+        let mut config = example();
+        config.id = 0;
+        assert_eq!(field_of(&config), "id");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let text = EXAMPLE.replace("cluster_id = 7", "cluster_id = 7\nport = 3");
+        let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("port"), "{error}");
+        let text = EXAMPLE.replace("\"127.0.0.1:7101\"", "\"nowhere\"");
+        let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("peer_addr"), "{error}");
+    }
+
+    #[test]
+    fn peer_flag_form() {
+        let peer: PeerConfig = "2=127.0.0.1:7102,127.0.0.1:7202".parse().unwrap();
+        assert_eq!(peer.id, 2);
+        assert_eq!(peer.client_addr.port(), 7202);
+        assert!("2=127.0.0.1:7102".parse::<PeerConfig>().is_err());
+        assert!("x=127.0.0.1:1,127.0.0.1:2".parse::<PeerConfig>().is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! The built-in key-value state machine: put, get, delete and compare-and-set over byte strings.
+//!
+//! Every operation, reads included, is a command that goes through the log, so every
+//! acknowledged operation is linearizable: it takes effect at its index, between the operations
+//! committed before and after it. Retried requests are applied once by the node's session table
+//! before they reach this machine (see `apply.rs`).
+//!
+//! Command layout: `tag u8` (1 put, 2 get, 3 delete, 4 cas), then `key`, then for put the value,
+//! for cas the optional expected and the optional new value (byte strings and options as in
+//! `client_protocol`). Result layout: `tag u8` (1 written, 2 value, 3 deleted, 4 cas, 5 invalid),
+//! then the fields.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use alpo_core::LogIndex;
+
+use crate::limits::KV_KEY_BYTES_MAX;
+use crate::state_machine::StateMachine;
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// A key-value operation, as it travels in a log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Read `key`.
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Set `key` to `new` (remove it when none) iff it holds `expected` (none: absent).
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The value the key must hold.
+        expected: Option<Bytes>,
+        /// The value to set.
+        new: Option<Bytes>,
+    },
+}
+
+/// The key-value machine's answer to one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvResult {
+    /// `Put` took effect.
+    Written,
+    /// `Get`'s answer: the value, or none if the key is absent.
+    Value(Option<Bytes>),
+    /// `Delete` took effect; whether the key existed.
+    Deleted {
+        /// Whether there was a value to remove.
+        existed: bool,
+    },
+    /// `Cas`'s outcome.
+    Cas {
+        /// Whether the expected value matched and the new value was set.
+        swapped: bool,
+        /// The key's value after the operation.
+        current: Option<Bytes>,
+    },
+    /// The command was malformed or too large; nothing changed.
+    Invalid(String),
+}
+
+/// The built-in key-value state machine: an ordered map from byte strings to byte strings.
+#[derive(Debug, Default)]
+pub struct KvStateMachine {
+    map: BTreeMap<Bytes, Bytes>,
+}
+
+impl KvOp {
+    /// The key the operation is about.
+    #[must_use]
+    pub fn key(&self) -> &Bytes {
+        match self {
+            KvOp::Put { key, .. }
+            | KvOp::Get { key }
+            | KvOp::Delete { key }
+            | KvOp::Cas { key, .. } => key,
+        }
+    }
+
+    /// Encodes the operation as a state-machine command.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::default();
+        match self {
+            KvOp::Put { key, value } => w.u8(1).bytes(key).bytes(value),
+            KvOp::Get { key } => w.u8(2).bytes(key),
+            KvOp::Delete { key } => w.u8(3).bytes(key),
+            KvOp::Cas { key, expected, new } => w
+                .u8(4)
+                .bytes(key)
+                .optional_bytes(expected.as_deref())
+                .optional_bytes(new.as_deref()),
+        };
+        w.finish()
+    }
+
+    /// Decodes an operation; never panics.
+    pub fn decode(buf: Bytes) -> Result<KvOp, DecodeError> {
+        let mut r = Reader::new(buf);
+        let op = match r.u8("key-value operation")? {
+            1 => KvOp::Put {
+                key: r.bytes("key")?,
+                value: r.bytes("value")?,
+            },
+            2 => KvOp::Get {
+                key: r.bytes("key")?,
+            },
+            3 => KvOp::Delete {
+                key: r.bytes("key")?,
+            },
+            4 => KvOp::Cas {
+                key: r.bytes("key")?,
+                expected: r.optional_bytes("expected value")?,
+                new: r.optional_bytes("new value")?,
+            },
+            tag => return Err(r.unknown_tag("key-value operation", tag)),
+        };
+        r.finish("key-value operation")?;
+        Ok(op)
+    }
+}
+
+impl KvResult {
+    /// Encodes the result as the state machine's answer.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut w = Writer::default();
+        match self {
+            KvResult::Written => w.u8(1),
+            KvResult::Value(value) => w.u8(2).optional_bytes(value.as_deref()),
+            KvResult::Deleted { existed } => w.u8(3).u8(u8::from(*existed)),
+            KvResult::Cas { swapped, current } => w
+                .u8(4)
+                .u8(u8::from(*swapped))
+                .optional_bytes(current.as_deref()),
+            KvResult::Invalid(reason) => w.u8(5).bytes(reason.as_bytes()),
+        };
+        w.finish()
+    }
+
+    /// Decodes a result; never panics.
+    pub fn decode(buf: Bytes) -> Result<KvResult, DecodeError> {
+        let mut r = Reader::new(buf);
+        let result = match r.u8("key-value result")? {
+            1 => KvResult::Written,
+            2 => KvResult::Value(r.optional_bytes("value")?),
+            3 => KvResult::Deleted {
+                existed: r.u8("existed")? != 0,
+            },
+            4 => KvResult::Cas {
+                swapped: r.u8("swapped")? != 0,
+                current: r.optional_bytes("current value")?,
+            },
+            5 => KvResult::Invalid(r.string("reason")?),
+            tag => return Err(r.unknown_tag("key-value result", tag)),
+        };
+        r.finish("key-value result")?;
+        Ok(result)
+    }
+}
+
+impl KvStateMachine {
+    /// An empty map.
+    #[must_use]
+    pub fn new() -> KvStateMachine {
+        KvStateMachine::default()
+    }
+
+    /// Performs one operation.
+    pub fn execute(&mut self, op: KvOp) -> KvResult {
+        if KV_KEY_BYTES_MAX < op.key().len() {
+            let size = op.key().len();
+            return KvResult::Invalid(format!(
+                "key of {size} bytes is larger than the limit of {KV_KEY_BYTES_MAX} bytes"
+            ));
+        }
+        match op {
+            KvOp::Put { key, value } => {
+                self.map.insert(key, value);
+                KvResult::Written
+            }
+            KvOp::Get { key } => KvResult::Value(self.map.get(&key).cloned()),
+            KvOp::Delete { key } => KvResult::Deleted {
+                existed: self.map.remove(&key).is_some(),
+            },
+            KvOp::Cas { key, expected, new } => self.compare_and_set(key, expected, new),
+        }
+    }
+
+    /// The value of `key`, without going through the log (local, possibly stale).
+    #[must_use]
+    pub fn get_local(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key)
+    }
+
+    /// How many keys the map holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the map is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn compare_and_set(
+        &mut self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    ) -> KvResult {
+        let current = self.map.get(&key).cloned();
+        if current != expected {
+            return KvResult::Cas {
+                swapped: false,
+                current,
+            };
+        }
+        match &new {
+            Some(value) => self.map.insert(key, value.clone()),
+            None => self.map.remove(&key),
+        };
+        KvResult::Cas {
+            swapped: true,
+            current: new,
+        }
+    }
+}
+
+impl StateMachine for KvStateMachine {
+    fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Vec<u8> {
+        let result = match KvOp::decode(Bytes::copy_from_slice(command)) {
+            Ok(op) => self.execute(op),
+            Err(error) => KvResult::Invalid(format!("malformed key-value command: {error}")),
+        };
+        result.encode().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn run(kv: &mut KvStateMachine, op: KvOp) -> KvResult {
+        let output = kv.apply(LogIndex(1), &op.encode());
+        KvResult::decode(Bytes::from(output)).unwrap()
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let mut kv = KvStateMachine::new();
+        assert_eq!(
+            run(&mut kv, KvOp::Get { key: b("a") }),
+            KvResult::Value(None)
+        );
+        let put = KvOp::Put {
+            key: b("a"),
+            value: b("1"),
+        };
+        assert_eq!(run(&mut kv, put), KvResult::Written);
+        assert_eq!(
+            run(&mut kv, KvOp::Get { key: b("a") }),
+            KvResult::Value(Some(b("1")))
+        );
+        let deleted = run(&mut kv, KvOp::Delete { key: b("a") });
+        assert_eq!(deleted, KvResult::Deleted { existed: true });
+        let deleted = run(&mut kv, KvOp::Delete { key: b("a") });
+        assert_eq!(deleted, KvResult::Deleted { existed: false });
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn compare_and_set() {
+        let mut kv = KvStateMachine::new();
+        let cas = |expected: Option<&str>, new: Option<&str>| KvOp::Cas {
+            key: b("k"),
+            expected: expected.map(b),
+            new: new.map(b),
+        };
+        let created = run(&mut kv, cas(None, Some("1")));
+        assert_eq!(
+            created,
+            KvResult::Cas {
+                swapped: true,
+                current: Some(b("1"))
+            }
+        );
+        let refused = run(&mut kv, cas(Some("0"), Some("2")));
+        assert_eq!(
+            refused,
+            KvResult::Cas {
+                swapped: false,
+                current: Some(b("1"))
+            }
+        );
+        let swapped = run(&mut kv, cas(Some("1"), Some("2")));
+        assert_eq!(
+            swapped,
+            KvResult::Cas {
+                swapped: true,
+                current: Some(b("2"))
+            }
+        );
+        let removed = run(&mut kv, cas(Some("2"), None));
+        assert_eq!(
+            removed,
+            KvResult::Cas {
+                swapped: true,
+                current: None
+            }
+        );
+        assert_eq!(kv.len(), 0);
+    }
+
+    #[test]
+    fn malformed_and_oversized_commands_change_nothing() {
+        let mut kv = KvStateMachine::new();
+        let output = kv.apply(LogIndex(1), &[9, 9]);
+        let result = KvResult::decode(Bytes::from(output)).unwrap();
+        assert_eq!(
+            result,
+            KvResult::Invalid(
+                "malformed key-value command: unknown key-value operation tag 9 at byte 0".into()
+            )
+        );
+        let key = Bytes::from(vec![b'x'; KV_KEY_BYTES_MAX + 1]);
+        let result = run(&mut kv, KvOp::Put { key, value: b("v") });
+        assert!(matches!(result, KvResult::Invalid(reason) if reason.contains("larger than")));
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let results = [
+            KvResult::Written,
+            KvResult::Value(None),
+            KvResult::Value(Some(b("v"))),
+            KvResult::Deleted { existed: true },
+            KvResult::Cas {
+                swapped: false,
+                current: None,
+            },
+            KvResult::Invalid("bad".into()),
+        ];
+        for result in results {
+            assert_eq!(KvResult::decode(result.encode()).unwrap(), result);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Named maxima for every queue, batch and table in a running node.
+//!
+//! Each limit says what happens when it is reached. Protocol limits (entries per Append, pending
+//! proposals, entry size) live in `alpo_core::limits`; these are the driver's own.
+
+/// Log operations (truncate or append batches) queued for the storage thread at most. At the
+/// limit the event loop waits for the storage thread (backpressure on proposals).
+pub const STORAGE_QUEUE_OP_COUNT_MAX: usize = 4096;
+
+/// Log operations written before one `sync()` at most (one group commit). At the limit the
+/// storage thread syncs, reports, and starts the next batch.
+pub const STORAGE_BATCH_OP_COUNT_MAX: usize = 4096;
+
+/// Messages queued for the apply thread at most. At the limit the event loop waits for the
+/// apply thread (backpressure).
+pub const APPLY_QUEUE_COUNT_MAX: usize = 4096;
+
+/// Inputs (client requests, peer messages) the event loop takes before it performs the outputs
+/// they produced. Batching is what lets one Append message and one fsync carry many proposals;
+/// the cap keeps latency bounded under a flood.
+pub const EVENT_BATCH_INPUT_COUNT_MAX: usize = 1024;
+
+/// Client requests waiting for their entry to commit at most. At the limit new proposals are
+/// refused with a retryable error.
+pub const PENDING_REQUEST_COUNT_MAX: usize = 65_536;
+
+/// Entries returned by one `Read` request at most; the client asks again from where it stopped.
+pub const READ_ENTRY_COUNT_MAX: u32 = 1024;
+
+/// Payload bytes returned by one `Read` request at most (one entry is always returned, so a
+/// reader cannot get stuck behind one large entry).
+pub const READ_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Client sessions remembered for duplicate detection at most. At the limit the session used
+/// least recently (lowest log index) is forgotten, on every node alike; a late retry from that
+/// client would then be applied again. With one request in flight per client this needs more
+/// than this many other clients to write between a request and its retry.
+pub const SESSION_COUNT_MAX: usize = 100_000;
+
+/// Bytes of one key in the built-in key-value machine at most. Beyond, the request is refused.
+pub const KV_KEY_BYTES_MAX: usize = 64 * 1024;
+
+/// Client requests queued between the client listener and the event loop at most. At the limit
+/// the listener's reader threads wait (backpressure on clients).
+pub const CLIENT_QUEUE_COUNT_MAX: usize = 4096;
+
+// A Read reply must fit well inside one key-value-sized entry budget; a larger read cap than the
+// largest entry would be pointless because one entry is always returned.
+const _: () = assert!(READ_BYTES_MAX <= alpo_core::limits::ENTRY_BYTES_MAX);
+// A key must fit in an entry, or it could never be written.
+const _: () = assert!((KV_KEY_BYTES_MAX as u64) < alpo_core::limits::ENTRY_BYTES_MAX);
