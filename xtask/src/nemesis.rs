@@ -1,0 +1,842 @@
+//! The nemesis: a seeded, deterministic schedule of faults for a cluster test run.
+//!
+//! `schedule(&config)` is a pure function of its input: the same seed, node count, duration and
+//! fault kinds always give the same list of timed actions, so a failing cluster run can be
+//! replayed with the same fault sequence. The schedule never touches a process or a socket; the
+//! runner executes each [`Action`] at its time (with the proxy and process handles it owns).
+//!
+//! Invariants the schedule keeps (and its tests check):
+//! - every fault it starts is healed (node started again, resumed, network healed) no later than
+//!   `duration_ms - settle_ms`, so the run ends with a quiet period with every node up;
+//! - at any moment the nodes taken out (killed, paused, or on the minority side of a partition or
+//!   isolated) number at most a minority, `(node_count - 1) / 2`, counted as if disjoint;
+//! - at most one network fault (partition, isolation, one-way loss, slow link) is active at once,
+//!   so healing the network never undoes another fault;
+//! - the actions are sorted by time, and a fault's heal comes strictly after its start.
+//!
+//! "The leader" is resolved when the action runs ([`resolve_target`]), because the schedule is
+//! made before the cluster exists; later actions refer to the fault by its [`FaultId`].
+
+use std::fmt;
+
+/// A small seeded PRNG (splitmix64): fast, good enough for schedules and test generators, and
+/// identical on every platform, which is what replay needs.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator whose whole output is determined by `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`; `bound` must be positive. The modulo bias is below 2^-32 for the
+    /// small bounds used here, which is irrelevant for test schedules.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(0 < bound, "invariant: below() needs a positive bound");
+        self.next_u64() % bound
+    }
+
+    /// A number in `low..=high`; `low <= high`.
+    pub fn range_inclusive(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high, "invariant: range_inclusive needs low <= high");
+        low + self.below(high - low + 1)
+    }
+
+    /// An index into a slice of `len` elements; `len` must be positive.
+    pub fn index(&mut self, len: usize) -> usize {
+        // Neither conversion can fail: usize is at most 64 bits here, and the draw is below `len`.
+        let bound = u64::try_from(len).unwrap_or(u64::MAX);
+        usize::try_from(self.below(bound)).unwrap_or(0)
+    }
+
+    /// True with probability `numerator / denominator`.
+    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.below(denominator) < numerator
+    }
+}
+
+/// The kinds of fault the nemesis can inject; a run enables a subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// `kill -9` a node (a named one or the leader) and start it again after a hold time.
+    Kill,
+    /// `SIGSTOP` a node (a named one or the leader), `SIGCONT` it after a hold time (S8).
+    Pause,
+    /// Network faults through the proxies: majority/minority split, isolate the leader, one-way
+    /// loss between a pair, slow link between a pair.
+    Partition,
+    /// Crash-restart: `kill -9` and start again almost at once, exercising recovery from disk.
+    Restart,
+}
+
+impl FaultKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Restart,
+    ];
+
+    /// Parses the names used on the command line (`kill`, `pause`, `partition`, `restart`).
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        match name {
+            "kill" => Some(FaultKind::Kill),
+            "pause" => Some(FaultKind::Pause),
+            "partition" => Some(FaultKind::Partition),
+            "restart" => Some(FaultKind::Restart),
+            _ => None,
+        }
+    }
+}
+
+/// A node's position in the cluster, `0..node_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeIndex(pub usize);
+
+/// Names one fault of a schedule, so its heal action can refer to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FaultId(pub u32);
+
+/// Which node a node fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// This node.
+    Node(NodeIndex),
+    /// Whichever node is leader when the action runs (see [`resolve_target`]).
+    Leader,
+}
+
+/// The shape of a network fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkFault {
+    /// Cut every link between `minority` and the other nodes, both ways.
+    Split {
+        /// The nodes on the minority side (at most `(node_count - 1) / 2`).
+        minority: Vec<NodeIndex>,
+    },
+    /// Cut every link to and from the node that is leader when the action runs.
+    IsolateLeader,
+    /// Lose every byte sent from `source` to `target`; the other direction still works.
+    OneWayLoss {
+        /// The sending side.
+        source: NodeIndex,
+        /// The receiving side.
+        target: NodeIndex,
+    },
+    /// Delay every chunk on the links between `source` and `target` (both ways) by `latency_ms`.
+    SlowLink {
+        /// One end.
+        source: NodeIndex,
+        /// The other end.
+        target: NodeIndex,
+        /// Added delay per chunk, in milliseconds.
+        latency_ms: u64,
+    },
+}
+
+/// One thing the runner does at a point of the schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `kill -9` the target; the node stays down until the matching [`Action::Start`].
+    Kill {
+        /// The fault this action begins.
+        fault: FaultId,
+        /// Which node.
+        target: Target,
+    },
+    /// Start again the node that fault `fault` killed (same data directory, same address).
+    Start {
+        /// The fault this action ends.
+        fault: FaultId,
+    },
+    /// `SIGSTOP` the target.
+    Pause {
+        /// The fault this action begins.
+        fault: FaultId,
+        /// Which node.
+        target: Target,
+    },
+    /// `SIGCONT` the node that fault `fault` paused.
+    Resume {
+        /// The fault this action ends.
+        fault: FaultId,
+    },
+    /// Apply a network fault through the proxies.
+    Network {
+        /// The fault this action begins.
+        fault: FaultId,
+        /// What to break.
+        shape: NetworkFault,
+    },
+    /// Heal every proxy (pass all bytes, no loss, no latency).
+    HealNetwork {
+        /// The fault this action ends.
+        fault: FaultId,
+    },
+}
+
+impl Action {
+    /// The fault this action begins or ends.
+    pub fn fault(&self) -> FaultId {
+        match self {
+            Action::Kill { fault, .. }
+            | Action::Start { fault }
+            | Action::Pause { fault, .. }
+            | Action::Resume { fault }
+            | Action::Network { fault, .. }
+            | Action::HealNetwork { fault } => *fault,
+        }
+    }
+
+    /// True for the actions that end a fault.
+    pub fn is_heal(&self) -> bool {
+        matches!(
+            self,
+            Action::Start { .. } | Action::Resume { .. } | Action::HealNetwork { .. }
+        )
+    }
+}
+
+/// An action and the time it runs, in milliseconds from the start of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedAction {
+    /// When, in milliseconds after the run started.
+    pub at_ms: u64,
+    /// What.
+    pub action: Action,
+}
+
+/// One fault from start to heal, for reports and the timeline's fault bands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpan {
+    /// Its id.
+    pub fault: FaultId,
+    /// Its kind.
+    pub kind: FaultKind,
+    /// When it starts, in milliseconds after the run started.
+    pub start_ms: u64,
+    /// When it is healed; `start_ms < end_ms`.
+    pub end_ms: u64,
+    /// A short human description (`kill leader`, `split {n1,n3} | rest`).
+    pub label: String,
+}
+
+/// The inputs of a schedule. Every timing choice is explicit; [`NemesisConfig::new`] fills in
+/// the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NemesisConfig {
+    /// The seed; the schedule is a function of this config only.
+    pub seed: u64,
+    /// Number of nodes in the cluster.
+    pub node_count: usize,
+    /// Length of the run in milliseconds.
+    pub duration_ms: u64,
+    /// Quiet period at the end of the run with every fault healed; `settle_ms < duration_ms`.
+    pub settle_ms: u64,
+    /// Enabled kinds; empty means a fault-free run.
+    pub kinds: Vec<FaultKind>,
+    /// Time before the first fault and between fault starts, drawn uniformly, milliseconds.
+    pub gap_ms_min: u64,
+    /// Upper end of the gap range.
+    pub gap_ms_max: u64,
+    /// How long a kill, pause or network fault holds, drawn uniformly, milliseconds.
+    pub hold_ms_min: u64,
+    /// Upper end of the hold range.
+    pub hold_ms_max: u64,
+    /// Downtime of a crash-restart ([`FaultKind::Restart`]), milliseconds.
+    pub restart_downtime_ms: u64,
+    /// Largest latency of a slow link, milliseconds (drawn from `1..=slow_link_ms_max`).
+    pub slow_link_ms_max: u64,
+}
+
+impl NemesisConfig {
+    /// A config with the default timings: settle for a fifth of the run (at least 2 s, at most
+    /// half the run), gaps of 0.3–2 s, holds of 0.5–3 s (shorter for short runs), 100 ms
+    /// crash-restart downtime and slow links of up to 200 ms.
+    pub fn new(seed: u64, node_count: usize, duration_ms: u64, kinds: &[FaultKind]) -> Self {
+        let settle_ms = (duration_ms / 5).max(2_000).min(duration_ms / 2);
+        let hold_ms_max = 3_000.min((duration_ms / 4).max(500));
+        Self {
+            seed,
+            node_count,
+            duration_ms,
+            settle_ms,
+            kinds: kinds.to_vec(),
+            gap_ms_min: 300,
+            gap_ms_max: 2_000,
+            hold_ms_min: 500.min(hold_ms_max),
+            hold_ms_max,
+            restart_downtime_ms: 100,
+            slow_link_ms_max: 200,
+        }
+    }
+
+    /// The largest number of nodes that may be out at once: a minority.
+    pub fn minority(&self) -> usize {
+        self.node_count.saturating_sub(1) / 2
+    }
+}
+
+/// A generated schedule: the actions in time order and the faults they make up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Actions sorted by `at_ms` (ties keep generation order; a fault's start precedes its heal).
+    pub actions: Vec<TimedAction>,
+    /// One entry per fault, sorted by start time.
+    pub faults: Vec<FaultSpan>,
+    /// Time by which every fault is healed: `duration_ms - settle_ms`.
+    pub healed_by_ms: u64,
+}
+
+/// Why a config cannot produce a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NemesisError {
+    /// `node_count` is zero.
+    NoNodes,
+    /// `settle_ms` is not below `duration_ms`.
+    SettleTooLong {
+        /// The configured settle time.
+        settle_ms: u64,
+        /// The configured duration.
+        duration_ms: u64,
+    },
+    /// A `min > max` range.
+    BadRange {
+        /// Which field pair.
+        field: &'static str,
+    },
+}
+
+impl fmt::Display for NemesisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NemesisError::NoNodes => write!(f, "nemesis: node count must be at least 1"),
+            NemesisError::SettleTooLong {
+                settle_ms,
+                duration_ms,
+            } => write!(
+                f,
+                "nemesis: settle time {settle_ms} ms must be below the run duration {duration_ms} ms"
+            ),
+            NemesisError::BadRange { field } => {
+                write!(
+                    f,
+                    "nemesis: {field}_min must not exceed {field}_max, and be positive"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for NemesisError {}
+
+/// Generates the schedule for `config`. Pure: same config, same schedule.
+pub fn schedule(config: &NemesisConfig) -> Result<Schedule, NemesisError> {
+    validate(config)?;
+    let healed_by_ms = config.duration_ms - config.settle_ms;
+    let mut rng = SplitMix64::new(config.seed);
+    let mut faults: Vec<(FaultSpan, Action, Action)> = Vec::new();
+    let mut kinds = config.kinds.clone();
+    kinds.sort();
+    kinds.dedup();
+    let mut at_ms = rng.range_inclusive(config.gap_ms_min, config.gap_ms_max);
+    // Bounded: `at_ms` grows by at least `gap_ms_min >= 1` per iteration.
+    while !kinds.is_empty() && at_ms < healed_by_ms {
+        let kind = kinds[rng.index(kinds.len())];
+        let id = FaultId(u32::try_from(faults.len()).unwrap_or(u32::MAX));
+        let fault = plan_fault(
+            config,
+            &mut rng,
+            Planned {
+                kind,
+                id,
+                at_ms,
+                healed_by_ms,
+            },
+        );
+        if let Some(fault) = fault {
+            let active: Vec<&(FaultSpan, Action, Action)> = faults
+                .iter()
+                .filter(|(span, _, _)| {
+                    span.start_ms < fault.0.end_ms && fault.0.start_ms < span.end_ms
+                })
+                .collect();
+            if fits(config, &active, &fault) {
+                faults.push(fault);
+            }
+        }
+        at_ms += rng.range_inclusive(config.gap_ms_min, config.gap_ms_max);
+    }
+    Ok(assemble(faults, healed_by_ms))
+}
+
+/// Picks the node a [`Target`] names when its action runs: the leader if it is known and up,
+/// otherwise the lowest-numbered node that is up. `down[i]` says node `i` is killed or paused.
+/// Returns `None` if every node is down.
+pub fn resolve_target(
+    target: Target,
+    leader: Option<NodeIndex>,
+    down: &[bool],
+) -> Option<NodeIndex> {
+    let is_up = |node: NodeIndex| down.get(node.0).is_some_and(|down| !down);
+    match target {
+        Target::Node(node) => Some(node),
+        Target::Leader => match leader {
+            Some(node) if is_up(node) => Some(node),
+            _ => (0..down.len()).map(NodeIndex).find(|node| is_up(*node)),
+        },
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Node(node) => write!(f, "n{}", node.0),
+            Target::Leader => write!(f, "leader"),
+        }
+    }
+}
+
+impl fmt::Display for NetworkFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkFault::Split { minority } => {
+                let names: Vec<String> = minority.iter().map(|n| format!("n{}", n.0)).collect();
+                write!(f, "split {{{}}} | rest", names.join(","))
+            }
+            NetworkFault::IsolateLeader => write!(f, "isolate leader"),
+            NetworkFault::OneWayLoss { source, target } => {
+                write!(f, "lose n{} -> n{}", source.0, target.0)
+            }
+            NetworkFault::SlowLink {
+                source,
+                target,
+                latency_ms,
+            } => {
+                write!(f, "slow n{} <-> n{} +{latency_ms}ms", source.0, target.0)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Kill { fault, target } => write!(f, "f{} kill -9 {target}", fault.0),
+            Action::Start { fault } => write!(f, "f{} start the killed node", fault.0),
+            Action::Pause { fault, target } => write!(f, "f{} SIGSTOP {target}", fault.0),
+            Action::Resume { fault } => write!(f, "f{} SIGCONT the paused node", fault.0),
+            Action::Network { fault, shape } => write!(f, "f{} {shape}", fault.0),
+            Action::HealNetwork { fault } => write!(f, "f{} heal the network", fault.0),
+        }
+    }
+}
+
+/// What [`plan_fault`] is asked to plan.
+struct Planned {
+    kind: FaultKind,
+    id: FaultId,
+    at_ms: u64,
+    healed_by_ms: u64,
+}
+
+fn validate(config: &NemesisConfig) -> Result<(), NemesisError> {
+    if config.node_count == 0 {
+        return Err(NemesisError::NoNodes);
+    }
+    if config.duration_ms <= config.settle_ms {
+        return Err(NemesisError::SettleTooLong {
+            settle_ms: config.settle_ms,
+            duration_ms: config.duration_ms,
+        });
+    }
+    let ranges = [
+        ("gap_ms", config.gap_ms_min, config.gap_ms_max),
+        ("hold_ms", config.hold_ms_min, config.hold_ms_max),
+        ("slow_link_ms", 1, config.slow_link_ms_max),
+    ];
+    for (field, min, max) in ranges {
+        if min == 0 || max < min {
+            return Err(NemesisError::BadRange { field });
+        }
+    }
+    Ok(())
+}
+
+/// Draws one fault of `kind` starting at `at_ms`; `None` if it cannot heal in time.
+fn plan_fault(
+    config: &NemesisConfig,
+    rng: &mut SplitMix64,
+    planned: Planned,
+) -> Option<(FaultSpan, Action, Action)> {
+    let Planned {
+        kind,
+        id: fault,
+        at_ms,
+        healed_by_ms,
+    } = planned;
+    let hold_ms = match kind {
+        FaultKind::Restart => config.restart_downtime_ms.max(1),
+        _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
+    };
+    let end_ms = (at_ms + hold_ms).min(healed_by_ms);
+    if end_ms <= at_ms {
+        return None;
+    }
+    let target = if rng.chance(1, 2) {
+        Target::Leader
+    } else {
+        Target::Node(NodeIndex(rng.index(config.node_count)))
+    };
+    let (begin, end, label) = match kind {
+        FaultKind::Kill => (
+            Action::Kill { fault, target },
+            Action::Start { fault },
+            format!("kill {target}"),
+        ),
+        FaultKind::Restart => (
+            Action::Kill { fault, target },
+            Action::Start { fault },
+            format!("restart {target}"),
+        ),
+        FaultKind::Pause => (
+            Action::Pause { fault, target },
+            Action::Resume { fault },
+            format!("pause {target}"),
+        ),
+        FaultKind::Partition => {
+            let shape = network_fault(config, rng)?;
+            let label = shape.to_string();
+            (
+                Action::Network { fault, shape },
+                Action::HealNetwork { fault },
+                label,
+            )
+        }
+    };
+    Some((
+        FaultSpan {
+            fault,
+            kind,
+            start_ms: at_ms,
+            end_ms,
+            label,
+        },
+        begin,
+        end,
+    ))
+}
+
+/// Draws a network fault; `None` when the cluster is too small for any.
+fn network_fault(config: &NemesisConfig, rng: &mut SplitMix64) -> Option<NetworkFault> {
+    if config.node_count < 2 {
+        return None;
+    }
+    let source = NodeIndex(rng.index(config.node_count));
+    let offset = 1 + rng.index(config.node_count - 1);
+    let target = NodeIndex((source.0 + offset) % config.node_count);
+    Some(match rng.below(4) {
+        0 if 0 < config.minority() => {
+            let size = 1 + rng.index(config.minority());
+            let mut nodes: Vec<NodeIndex> = (0..config.node_count).map(NodeIndex).collect();
+            // Partial Fisher-Yates: the first `size` entries are a uniform random subset.
+            for i in 0..size {
+                let j = i + rng.index(nodes.len() - i);
+                nodes.swap(i, j);
+            }
+            let mut minority = nodes[..size].to_vec();
+            minority.sort();
+            NetworkFault::Split { minority }
+        }
+        1 if 0 < config.minority() => NetworkFault::IsolateLeader,
+        2 => NetworkFault::OneWayLoss { source, target },
+        _ => {
+            let latency_ms = rng.range_inclusive(1, config.slow_link_ms_max);
+            NetworkFault::SlowLink {
+                source,
+                target,
+                latency_ms,
+            }
+        }
+    })
+}
+
+/// How many nodes a fault takes out of the cluster, counted as if disjoint from other faults.
+fn nodes_out(span: &FaultSpan, begin: &Action) -> usize {
+    match begin {
+        Action::Network {
+            shape: NetworkFault::Split { minority },
+            ..
+        } => minority.len(),
+        Action::Network {
+            shape: NetworkFault::IsolateLeader,
+            ..
+        } => 1,
+        Action::Network { .. } => 0,
+        _ => {
+            debug_assert!(span.kind != FaultKind::Partition);
+            1
+        }
+    }
+}
+
+/// Whether `candidate` may overlap the faults in `active` (those whose span intersects it):
+/// the nodes out stay within a minority at every instant, and network faults do not overlap.
+fn fits(
+    config: &NemesisConfig,
+    active: &[&(FaultSpan, Action, Action)],
+    candidate: &(FaultSpan, Action, Action),
+) -> bool {
+    let is_network = |span: &FaultSpan| span.kind == FaultKind::Partition;
+    let (span, begin, _) = candidate;
+    if is_network(span) && active.iter().any(|(other, _, _)| is_network(other)) {
+        return false;
+    }
+    // Upper bound on the overlap: count every intersecting fault as out at once. This is
+    // conservative (two faults may not overlap each other) but never under-counts.
+    let out: usize = nodes_out(span, begin)
+        + active
+            .iter()
+            .map(|(other, other_begin, _)| nodes_out(other, other_begin))
+            .sum::<usize>();
+    out <= config.minority()
+}
+
+fn assemble(faults: Vec<(FaultSpan, Action, Action)>, healed_by_ms: u64) -> Schedule {
+    let mut actions = Vec::with_capacity(faults.len() * 2);
+    let mut spans = Vec::with_capacity(faults.len());
+    for (span, begin, end) in faults {
+        actions.push(TimedAction {
+            at_ms: span.start_ms,
+            action: begin,
+        });
+        actions.push(TimedAction {
+            at_ms: span.end_ms,
+            action: end,
+        });
+        spans.push(span);
+    }
+    // Stable sort by time; at equal times heals go first, so a fault that starts at the instant
+    // another ends never sees both active.
+    actions.sort_by_key(|timed| (timed.at_ms, !timed.action.is_heal()));
+    spans.sort_by_key(|span| span.start_ms);
+    Schedule {
+        actions,
+        faults: spans,
+        healed_by_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(seed: u64, node_count: usize) -> NemesisConfig {
+        NemesisConfig::new(seed, node_count, 60_000, &FaultKind::ALL)
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference_output() {
+        // First outputs of the reference splitmix64 for seed 0 (Vigna's splitmix64.c).
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn same_seed_same_schedule_and_different_seed_differs() {
+        let a = schedule(&config(7, 5)).unwrap();
+        let b = schedule(&config(7, 5)).unwrap();
+        let c = schedule(&config(8, 5)).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(!a.actions.is_empty());
+    }
+
+    #[test]
+    fn every_fault_heals_before_the_settle_period() {
+        for seed in 0..200 {
+            for node_count in [1, 2, 3, 5, 7] {
+                let config = config(seed, node_count);
+                let schedule = schedule(&config).unwrap();
+                assert_eq!(schedule.healed_by_ms, 60_000 - config.settle_ms);
+                let mut open: BTreeMap<FaultId, u64> = BTreeMap::new();
+                for timed in &schedule.actions {
+                    assert!(
+                        timed.at_ms <= schedule.healed_by_ms,
+                        "seed {seed}: {timed:?}"
+                    );
+                    let fault = timed.action.fault();
+                    if timed.action.is_heal() {
+                        let start = open.remove(&fault).expect("heal of an open fault");
+                        assert!(start < timed.at_ms, "seed {seed}: heal not after start");
+                    } else {
+                        assert!(open.insert(fault, timed.at_ms).is_none());
+                    }
+                }
+                assert!(open.is_empty(), "seed {seed}: faults left open: {open:?}");
+                assert!(
+                    schedule
+                        .actions
+                        .windows(2)
+                        .all(|w| w[0].at_ms <= w[1].at_ms)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn at_most_a_minority_is_out_and_one_network_fault_at_a_time() {
+        for seed in 0..200 {
+            for node_count in [1, 2, 3, 4, 5, 7] {
+                let config = config(seed, node_count);
+                let schedule = schedule(&config).unwrap();
+                let mut out = 0usize;
+                let mut network = 0usize;
+                let mut begins: BTreeMap<FaultId, &Action> = BTreeMap::new();
+                for timed in &schedule.actions {
+                    let fault = timed.action.fault();
+                    let begin = if timed.action.is_heal() {
+                        begins.remove(&fault).unwrap()
+                    } else {
+                        begins.insert(fault, &timed.action);
+                        &timed.action
+                    };
+                    let span = schedule.faults.iter().find(|s| s.fault == fault).unwrap();
+                    let (n, w) = (
+                        nodes_out(span, begin),
+                        usize::from(span.kind == FaultKind::Partition),
+                    );
+                    if timed.action.is_heal() {
+                        out -= n;
+                        network -= w;
+                    } else {
+                        out += n;
+                        network += w;
+                    }
+                    assert!(
+                        out <= config.minority(),
+                        "seed {seed} n {node_count}: {out} out"
+                    );
+                    assert!(network <= 1, "seed {seed}: two network faults at once");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_enabled_kinds_appear_and_all_enabled_kinds_can_appear() {
+        let mut seen = BTreeMap::new();
+        for seed in 0..50 {
+            let only = NemesisConfig::new(seed, 5, 60_000, &[FaultKind::Pause]);
+            for span in schedule(&only).unwrap().faults {
+                assert_eq!(span.kind, FaultKind::Pause);
+            }
+            for timed in schedule(&config(seed, 5)).unwrap().actions {
+                let name = match timed.action {
+                    Action::Network {
+                        shape: NetworkFault::Split { .. },
+                        ..
+                    } => "split",
+                    Action::Network {
+                        shape: NetworkFault::IsolateLeader,
+                        ..
+                    } => "isolate",
+                    Action::Network {
+                        shape: NetworkFault::OneWayLoss { .. },
+                        ..
+                    } => "one-way",
+                    Action::Network {
+                        shape: NetworkFault::SlowLink { .. },
+                        ..
+                    } => "slow",
+                    Action::Kill {
+                        target: Target::Leader,
+                        ..
+                    } => "kill-leader",
+                    Action::Kill { .. } => "kill-node",
+                    Action::Pause { .. } => "pause",
+                    _ => "heal",
+                };
+                *seen.entry(name).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), 8, "{seen:?}");
+        let none = NemesisConfig::new(1, 5, 60_000, &[]);
+        assert!(schedule(&none).unwrap().actions.is_empty());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        let mut bad = config(1, 3);
+        bad.node_count = 0;
+        assert_eq!(schedule(&bad), Err(NemesisError::NoNodes));
+        let mut bad = config(1, 3);
+        bad.settle_ms = bad.duration_ms;
+        assert!(
+            schedule(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("settle time")
+        );
+        let mut bad = config(1, 3);
+        bad.gap_ms_min = 0;
+        assert_eq!(
+            schedule(&bad),
+            Err(NemesisError::BadRange { field: "gap_ms" })
+        );
+    }
+
+    #[test]
+    fn leader_targets_resolve_to_an_up_node() {
+        let down = [false, true, false];
+        assert_eq!(
+            resolve_target(Target::Leader, Some(NodeIndex(2)), &down),
+            Some(NodeIndex(2))
+        );
+        assert_eq!(
+            resolve_target(Target::Leader, Some(NodeIndex(1)), &down),
+            Some(NodeIndex(0))
+        );
+        assert_eq!(
+            resolve_target(Target::Leader, None, &[true, false]),
+            Some(NodeIndex(1))
+        );
+        assert_eq!(resolve_target(Target::Leader, None, &[true, true]), None);
+        assert_eq!(
+            resolve_target(Target::Node(NodeIndex(1)), None, &down),
+            Some(NodeIndex(1))
+        );
+    }
+
+    #[test]
+    fn actions_print_readably() {
+        let schedule = schedule(&config(3, 5)).unwrap();
+        for timed in &schedule.actions {
+            assert!(
+                timed
+                    .action
+                    .to_string()
+                    .starts_with(&format!("f{}", timed.action.fault().0))
+            );
+        }
+        let split = NetworkFault::Split {
+            minority: vec![NodeIndex(1), NodeIndex(3)],
+        };
+        assert_eq!(split.to_string(), "split {n1,n3} | rest");
+    }
+}
