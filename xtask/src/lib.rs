@@ -17,3 +17,5 @@ pub mod history;
 pub mod linearizability;
 pub mod nemesis;
 
+#[cfg(test)]
+mod tidy;

@@ -329,7 +329,8 @@ impl fmt::Display for NemesisError {
                 duration_ms,
             } => write!(
                 f,
-                "nemesis: settle time {settle_ms} ms must be below the run duration {duration_ms} ms"
+                "nemesis: settle time {settle_ms} ms must be below the run duration \
+                 {duration_ms} ms"
             ),
             NemesisError::BadRange { field } => {
                 write!(
