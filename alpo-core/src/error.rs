@@ -60,7 +60,10 @@ impl fmt::Display for ProposeError {
                 write!(f, "too many pending proposal bytes (limit {limit})")
             }
             ProposeError::EntryTooLarge { size, limit } => {
-                write!(f, "entry of {size} bytes is larger than the limit of {limit} bytes")
+                write!(
+                    f,
+                    "entry of {size} bytes is larger than the limit of {limit} bytes"
+                )
             }
         }
     }
@@ -75,3 +78,30 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Why an input trace could not be replayed (see `crate::trace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceError {
+    /// The bytes are not a well-formed trace of this version.
+    Corrupt {
+        /// Byte offset in the trace where the problem was found.
+        offset: u64,
+        /// What is wrong there.
+        problem: String,
+    },
+    /// The recorded configuration or persisted state is refused by `Node::new`.
+    Config(ConfigError),
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TraceError::Corrupt { offset, problem } => {
+                write!(f, "corrupt trace at byte {offset}: {problem}")
+            }
+            TraceError::Config(error) => write!(f, "trace start refused: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for TraceError {}

@@ -12,15 +12,27 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
+mod election;
 pub mod error;
 pub mod limits;
+mod log;
+mod marks;
 pub mod message;
 pub mod node;
 pub mod output;
+mod progress;
+mod replication;
+mod rng;
+pub mod sim;
+pub mod testkit;
+pub mod trace;
 pub mod types;
 
+#[cfg(test)]
+mod rule_tests;
+
 pub use config::{Config, InjectedBug};
-pub use error::{ConfigError, ProposeError};
+pub use error::{ConfigError, ProposeError, TraceError};
 pub use message::{
     Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
     VoteRequest,

@@ -1,15 +1,38 @@
 //! One ALPO server's protocol state and its entry points: one method per kind of input.
 //!
-//! SKELETON: the public API the rest of the workspace builds against. The engine (election,
-//! replication, progress, trace) replaces the bodies; the signatures are the contract.
+//! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`) mutates the state and
+//! pushes outputs onto an internal list, which the driver takes with [`Node::take_outputs`].
+//! The rules themselves live in `election.rs` (E0–E8) and `replication.rs` (R1–R11); this file
+//! dispatches and keeps the invariants.
+//!
+//! # Batching
+//! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
+//! that carry them to followers are generated at the next flush: at the start and end of every
+//! other input, and in `take_outputs`. So a driver that proposes many commands and then calls
+//! `take_outputs` once gets one `AppendLog` and one Append per follower window slot. A flush
+//! depends only on the node's state, so it is deterministic; `take_outputs` is recorded in the
+//! input trace because it may flush.
+//!
+//! # Invariants
+//! `applied ≤ commit ≤ durable ≤ last` (indices), `commit ≤ commit_known` (the highest index
+//! known committed, which may run ahead of the local durable index), every log term is at most
+//! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{ConfigError, ProposeError};
-use crate::message::Message;
+use crate::log::Log;
+use crate::message::{Message, MessageBody};
 use crate::output::Output;
-use crate::types::{Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Term};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::trace::Recorder;
+use crate::types::{
+    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+};
 
 /// What a server loaded from disk at start (the "restart from persisted state" input).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,54 +91,177 @@ pub struct Status {
 /// One ALPO server's protocol state machine.
 #[derive(Debug)]
 pub struct Node {
-    config: Config,
-    persisted: Persisted,
-    outputs: Vec<Output>,
+    pub(crate) config: Config,
+    pub(crate) incarnation: Incarnation,
+    pub(crate) rng: Rng,
+    pub(crate) hard_state: HardState,
+    pub(crate) log: Log,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    /// Highest index known committed (learned or counted); may exceed the durable index.
+    pub(crate) commit_known: LogIndex,
+    /// `min(commit_known, durable)`, never decreasing: what may be applied.
+    pub(crate) commit_index: LogIndex,
+    pub(crate) applied_index: LogIndex,
+    pub(crate) timers: Timers,
+    /// The pre-vote or vote round in progress, if any.
+    pub(crate) campaign: Option<Campaign>,
+    /// Per follower, when leader (empty otherwise).
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Follower: highest index verified by an Append of this term, not yet acknowledged.
+    pub(crate) pending_ack: Option<LogIndex>,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) recorder: Option<Recorder>,
+}
+
+/// The node's deadlines.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timers {
+    /// Passive: when to stand (E1). Candidate: when the election cycle ends.
+    pub(crate) election_deadline: Instant,
+    /// Not a candidate again before this instant (E8).
+    pub(crate) deferred_until: Instant,
+    /// When we last heard from the leader we follow (E5).
+    pub(crate) leader_contact: Option<Instant>,
+    /// Leader: next heartbeat round (R7).
+    pub(crate) heartbeat_due: Instant,
+    /// Leader: next check-quorum (E5).
+    pub(crate) quorum_check_due: Instant,
+}
+
+/// A round of pre-votes (E2) or votes (E3) in progress.
+#[derive(Clone, Debug)]
+pub(crate) struct Campaign {
+    /// Pre-vote round (no term change yet) or real candidacy.
+    pub(crate) pre_vote: bool,
+    /// The term asked for.
+    pub(crate) term: Term,
+    /// Servers that granted, this one included.
+    pub(crate) granted: BTreeSet<NodeId>,
 }
 
 impl Node {
     /// Starts a server from what it loaded from disk (rule E0): passive, commit index 0.
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
-        let _ = now;
-        Ok(Node {
+        let log = Log::load(persisted.entries).map_err(|error| ConfigError {
+            field: "persisted.entries",
+            problem: error.0,
+        })?;
+        let hard_state = crate::election::startup_hard_state(persisted.hard_state, &log);
+        let mut node = Node {
+            rng: Rng::new(config.seed, config.id),
             config,
-            persisted,
+            incarnation: persisted.incarnation,
+            hard_state,
+            log,
+            role: Role::Passive,
+            leader: None,
+            commit_known: LogIndex(0),
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+            timers: Timers {
+                election_deadline: now,
+                deferred_until: now,
+                leader_contact: None,
+                heartbeat_due: now,
+                quorum_check_due: now,
+            },
+            campaign: None,
+            progress: BTreeMap::new(),
+            pending_ack: None,
             outputs: Vec::new(),
-        })
+            recorder: None,
+        };
+        node.reset_passive_timer(now);
+        node.invariants();
+        Ok(node)
+    }
+
+    /// Like [`Node::new`], and records every later input into a trace (see [`crate::trace`]).
+    pub fn new_recorded(
+        config: Config,
+        persisted: Persisted,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        let recorder = Recorder::start(&config, &persisted, now);
+        let mut node = Node::new(config, persisted, now)?;
+        node.recorder = Some(recorder);
+        Ok(node)
     }
 
     /// Time passes: fire the election timer, heartbeats, check-quorum, as due at `now`.
     pub fn tick(&mut self, now: Instant) {
-        let _ = now;
+        if let Some(recorder) = &mut self.recorder {
+            recorder.tick(now);
+        }
+        self.flush_log_writes();
+        if self.role == Role::Leader {
+            self.leader_tick(now);
+        } else {
+            self.election_tick(now);
+        }
+        self.finish_input();
     }
 
     /// A message from a peer arrives.
     pub fn on_message(&mut self, now: Instant, message: Message) {
-        let _ = (now, message);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.message(now, &message);
+        }
+        self.flush_log_writes();
+        if message.to == self.config.id
+            && message.from != self.config.id
+            && self.config.members.contains(&message.from)
+        {
+            self.dispatch(now, message);
+        }
+        self.finish_input();
     }
 
     /// A client proposes a command (rule R1). On the leader, appends it and returns where it sits.
     pub fn propose(&mut self, now: Instant, payload: Bytes) -> Result<Proposal, ProposeError> {
-        let _ = (now, payload);
-        Err(ProposeError::NotLeader { leader_hint: None })
+        if let Some(recorder) = &mut self.recorder {
+            recorder.propose(now, &payload);
+        }
+        let result = self.accept_proposal(payload);
+        self.invariants();
+        result
     }
 
     /// Storage reports that the log is durable up to and including `durable` (group commit).
     pub fn on_persisted(&mut self, now: Instant, durable: LogPosition) {
-        let _ = (now, durable);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.persisted(now, durable);
+        }
+        self.flush_log_writes();
+        if self.log.mark_durable(durable) {
+            self.on_durable_advanced();
+        }
+        self.finish_input();
     }
 
     /// Takes the outputs produced by the inputs since the last call, in the order to perform
     /// them (see [`crate::output`] for the ordering contract).
     pub fn take_outputs(&mut self) -> Vec<Output> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.take_outputs();
+        }
+        self.flush();
+        self.invariants();
         std::mem::take(&mut self.outputs)
     }
 
     /// The next instant at which `tick` has something to do.
     #[must_use]
     pub fn next_timeout(&self) -> Option<Instant> {
-        None
+        if self.role == Role::Leader {
+            if self.config.check_quorum {
+                return Some(self.timers.heartbeat_due.min(self.timers.quorum_check_due));
+            }
+            return Some(self.timers.heartbeat_due);
+        }
+        Some(self.timers.election_deadline)
     }
 
     /// A snapshot of this server's protocol state.
@@ -123,16 +269,215 @@ impl Node {
     pub fn status(&self) -> Status {
         Status {
             id: self.config.id,
-            role: Role::Passive,
-            term: self.persisted.hard_state.current_term,
-            leader: None,
-            commit_index: LogIndex(0),
-            last_index: LogIndex(0),
-            durable_index: LogIndex(0),
-            applied_index: LogIndex(0),
+            role: self.role,
+            term: self.hard_state.current_term,
+            leader: self.leader,
+            commit_index: self.commit_index,
+            last_index: self.log.last_index(),
+            durable_index: self.log.durable_index(),
+            applied_index: self.applied_index,
         }
     }
 
+    /// The entry at `index`, if this server's log holds one.
+    #[must_use]
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Index and term of this server's last entry.
+    #[must_use]
+    pub fn last_position(&self) -> LogPosition {
+        self.log.last_position()
+    }
+
+    /// The current term and vote (as last handed out in a `SaveHardState`, or loaded at start).
+    #[must_use]
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// This server's configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether this server is running a pre-vote round (E2); its role is then still passive.
+    #[must_use]
+    pub fn is_pre_candidate(&self) -> bool {
+        self.campaign
+            .as_ref()
+            .is_some_and(|campaign| campaign.pre_vote)
+    }
+
+    /// The input trace recorded so far, if this node was made with [`Node::new_recorded`].
+    #[must_use]
+    pub fn trace(&self) -> Option<&[u8]> {
+        self.recorder.as_ref().map(Recorder::bytes)
+    }
+
     /// Asserts every invariant of this server's state; called after each input.
-    pub fn invariants(&self) {}
+    pub fn invariants(&self) {
+        self.log.invariants();
+        let durable = self.log.durable_index();
+        assert!(
+            self.applied_index <= self.commit_index,
+            "invariant: applied <= commit"
+        );
+        assert!(self.commit_index <= durable, "invariant: commit <= durable");
+        assert!(
+            self.commit_index <= self.commit_known,
+            "invariant: commit <= known commit"
+        );
+        assert!(
+            self.log.last_term() <= self.hard_state.current_term,
+            "invariant: no log entry from a future term"
+        );
+        match self.role {
+            Role::Leader => {
+                assert!(
+                    self.leader == Some(self.config.id),
+                    "invariant: a leader follows itself"
+                );
+                assert!(
+                    self.hard_state.voted_for == Some(self.config.id),
+                    "invariant: a leader voted for itself"
+                );
+                assert!(
+                    self.campaign.is_none(),
+                    "invariant: a leader does not campaign"
+                );
+                assert!(
+                    self.progress.len() + 1 == self.config.members.len(),
+                    "invariant: a leader tracks every follower"
+                );
+                for progress in self.progress.values() {
+                    progress.invariants(self.log.last_index());
+                }
+            }
+            Role::Candidate => {
+                assert!(
+                    self.progress.is_empty(),
+                    "invariant: only a leader tracks followers"
+                );
+                assert!(
+                    self.campaign
+                        .as_ref()
+                        .is_some_and(|c| !c.pre_vote && c.term == self.hard_state.current_term),
+                    "invariant: a candidate campaigns for its current term"
+                );
+                assert!(
+                    self.leader.is_none(),
+                    "invariant: a candidate knows no leader"
+                );
+            }
+            Role::Passive => {
+                assert!(
+                    self.progress.is_empty(),
+                    "invariant: only a leader tracks followers"
+                );
+                if let Some(campaign) = &self.campaign {
+                    assert!(
+                        campaign.pre_vote,
+                        "invariant: a passive server only pre-votes"
+                    );
+                }
+            }
+        }
+    }
+
+    /// This server's rank (E8): its log's last position, then its id.
+    pub(crate) fn rank(&self) -> Rank {
+        Rank {
+            last_term: self.log.last_term(),
+            last_index: self.log.last_index(),
+            id: self.config.id,
+        }
+    }
+
+    /// Queues a message to `to`, carrying `term`.
+    pub(crate) fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.outputs.push(Output::Send(Message {
+            from: self.config.id,
+            to,
+            term,
+            incarnation: self.incarnation,
+            body,
+        }));
+    }
+
+    /// Queues a `SaveHardState` of the current hard state; a directly preceding one is replaced,
+    /// since the newer state supersedes it and nothing was ordered between them.
+    pub(crate) fn save_hard_state(&mut self) {
+        if let Some(Output::SaveHardState(_)) = self.outputs.last() {
+            self.outputs.pop();
+        }
+        self.outputs.push(Output::SaveHardState(self.hard_state));
+    }
+
+    /// The other members, in id order.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.config
+            .members
+            .iter()
+            .copied()
+            .filter(|id| *id != me)
+            .collect()
+    }
+
+    /// Whether `count` servers make a majority.
+    pub(crate) fn is_majority(&self, count: usize) -> bool {
+        count >= self.config.majority()
+    }
+
+    fn dispatch(&mut self, now: Instant, message: Message) {
+        let (from, term) = (message.from, message.term);
+        match message.body {
+            MessageBody::VoteRequest(request) => self.on_vote_request(now, from, term, request),
+            MessageBody::VoteReply(reply) => self.on_vote_reply(now, from, term, reply),
+            MessageBody::Append(append) => self.on_append(now, from, term, append),
+            MessageBody::AppendReply(reply) => {
+                self.on_append_reply(now, &message_meta(from, term, message.incarnation), reply);
+            }
+        }
+    }
+
+    /// Hands the log entries appended since the last flush to the driver (one `AppendLog`).
+    pub(crate) fn flush_log_writes(&mut self) {
+        if self.log.written_index() < self.log.last_index() {
+            let entries = self.log.take_unwritten();
+            self.outputs.push(Output::AppendLog { entries });
+        }
+    }
+
+    /// Log writes, then (leader) the Appends the windows allow.
+    fn flush(&mut self) {
+        self.flush_log_writes();
+        if self.role == Role::Leader {
+            self.replicate();
+        }
+    }
+
+    fn finish_input(&mut self) {
+        self.flush();
+        self.invariants();
+    }
+}
+
+/// Who sent a reply, for the leader's bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MessageMeta {
+    pub(crate) from: NodeId,
+    pub(crate) term: Term,
+    pub(crate) incarnation: Incarnation,
+}
+
+fn message_meta(from: NodeId, term: Term, incarnation: Incarnation) -> MessageMeta {
+    MessageMeta {
+        from,
+        term,
+        incarnation,
+    }
 }

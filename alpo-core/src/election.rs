@@ -1,0 +1,405 @@
+//! Leader election: rules E0–E8 of the protocol (start-up term, timeouts, pre-vote, candidacy,
+//! granting votes, leader stickiness and check-quorum, higher terms, winning, deferral).
+//!
+//! Invariants kept here: a server votes at most once per term, and the vote and term are handed
+//! to the driver in a `SaveHardState` before the reply or request that depends on them (the
+//! output list is ordered); a pre-vote changes nobody's term or vote; a candidate's campaign is
+//! for its current term, a pre-candidate's for the term after it.
+
+use std::collections::BTreeSet;
+
+use crate::config::InjectedBug;
+use crate::log::Log;
+use crate::marks::hit;
+use crate::message::{MessageBody, VoteReason, VoteReply, VoteRequest};
+use crate::node::{Campaign, Node, Role};
+use crate::progress::Progress;
+use crate::types::{HardState, Instant, NodeId, Rank, Term};
+
+/// Rule E0: the start-up term is the highest of the persisted term and the last entry's term.
+/// (The vote is persisted with its term, so its term is the persisted term.) A vote cast in an
+/// older term than the log's last entry is void in the newer term.
+pub(crate) fn startup_hard_state(persisted: HardState, log: &Log) -> HardState {
+    if log.last_term() > persisted.current_term {
+        hit!(e0_term_from_last_entry);
+        return HardState {
+            current_term: log.last_term(),
+            voted_for: None,
+        };
+    }
+    persisted
+}
+
+impl Node {
+    /// A passive server's fresh timeout `P` (E1), never before the end of a deferral (E8).
+    pub(crate) fn reset_passive_timer(&mut self, now: Instant) {
+        let timeout = self.rng.duration_in(
+            self.config.passive_timeout_min,
+            self.config.passive_timeout_max,
+        );
+        self.timers.election_deadline = (now + timeout).max(self.timers.deferred_until);
+    }
+
+    fn reset_campaign_timer(&mut self, now: Instant) {
+        let cycle = self.rng.duration_in(
+            self.config.election_cycle_min,
+            self.config.election_cycle_max,
+        );
+        self.timers.election_deadline = now + cycle;
+    }
+
+    /// Rule E1: a passive server's timeout, or a (pre-)candidate's cycle, ran out.
+    pub(crate) fn election_tick(&mut self, now: Instant) {
+        if now < self.timers.election_deadline {
+            return;
+        }
+        if now < self.timers.deferred_until {
+            hit!(e8_deferred_server_waits);
+            self.timers.election_deadline = self.timers.deferred_until;
+            return;
+        }
+        if self.campaign.is_none() {
+            hit!(e1_passive_timeout_starts_election);
+        }
+        if self.campaign.is_some() {
+            hit!(e1_election_cycle_ended);
+        }
+        if self.config.pre_vote {
+            self.start_pre_vote(now);
+        } else {
+            self.start_candidacy(now);
+        }
+    }
+
+    /// Rule E2: ask "would you vote for me in `current_term + 1`?" without changing the term.
+    fn start_pre_vote(&mut self, now: Instant) {
+        hit!(e2_pre_vote_started);
+        let term = self.hard_state.current_term.next();
+        self.role = Role::Passive;
+        self.leader = None;
+        self.timers.leader_contact = None;
+        self.campaign = Some(Campaign {
+            pre_vote: true,
+            term,
+            granted: BTreeSet::from([self.config.id]),
+        });
+        self.reset_campaign_timer(now);
+        self.request_votes(term, true);
+        self.check_campaign(now);
+    }
+
+    /// Rule E3: new term, vote for ourselves, durably, then ask everyone.
+    fn start_candidacy(&mut self, now: Instant) {
+        hit!(e3_candidacy_started);
+        let term = self.hard_state.current_term.next();
+        self.hard_state = HardState {
+            current_term: term,
+            voted_for: Some(self.config.id),
+        };
+        self.save_hard_state();
+        self.pending_ack = None;
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.timers.leader_contact = None;
+        self.campaign = Some(Campaign {
+            pre_vote: false,
+            term,
+            granted: BTreeSet::from([self.config.id]),
+        });
+        self.reset_campaign_timer(now);
+        self.request_votes(term, false);
+        self.check_campaign(now);
+    }
+
+    fn request_votes(&mut self, term: Term, pre_vote: bool) {
+        let request = VoteRequest {
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            pre_vote,
+        };
+        for peer in self.peers() {
+            self.send(peer, term, MessageBody::VoteRequest(request));
+        }
+    }
+
+    /// With a majority of grants, a pre-candidate stands (E3) and a candidate wins (E7).
+    fn check_campaign(&mut self, now: Instant) {
+        let Some(campaign) = &self.campaign else {
+            return;
+        };
+        if !self.is_majority(campaign.granted.len()) {
+            return;
+        }
+        if campaign.pre_vote {
+            hit!(e2_pre_vote_majority_stands);
+            self.start_candidacy(now);
+        } else {
+            self.become_leader(now);
+        }
+    }
+
+    /// Rule E7: a majority voted for us in our term: lead, append a no-op (R8), send to all.
+    fn become_leader(&mut self, now: Instant) {
+        hit!(e7_majority_wins);
+        let last = self.log.last_index();
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.campaign = None;
+        self.progress = self
+            .peers()
+            .into_iter()
+            .map(|peer| (peer, Progress::new(last)))
+            .collect();
+        self.timers.heartbeat_due = now + self.config.heartbeat_interval;
+        self.timers.quorum_check_due = now + self.config.passive_timeout_min;
+        self.append_noop();
+    }
+
+    /// Back to passive in the same term (lost an election, deferred, or lost the quorum).
+    pub(crate) fn step_down(&mut self, now: Instant) {
+        self.role = Role::Passive;
+        self.campaign = None;
+        self.progress.clear();
+        self.leader = None;
+        self.reset_passive_timer(now);
+    }
+
+    /// Rule E6: a message of a higher term: adopt it, forget the vote (durably), be passive.
+    /// A passive server keeps its timer (only a candidate that could win restarts it, E8).
+    pub(crate) fn adopt_term(&mut self, now: Instant, term: Term) {
+        hit!(e6_higher_term_adopted);
+        debug_assert!(self.hard_state.current_term < term);
+        self.hard_state = HardState {
+            current_term: term,
+            voted_for: None,
+        };
+        self.save_hard_state();
+        self.pending_ack = None;
+        self.leader = None;
+        self.timers.leader_contact = None;
+        if self.role != Role::Passive || self.campaign.is_some() {
+            self.step_down(now);
+        }
+    }
+
+    /// Rule E5 (receiver side): with check-quorum on, a leader, or a server that heard from its
+    /// leader within the shortest passive timeout, ignores other servers' vote requests.
+    fn leader_is_alive(&self, now: Instant, from: NodeId) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        if self.role == Role::Leader {
+            return true;
+        }
+        let heard = self.timers.leader_contact;
+        self.leader.is_some_and(|leader| leader != from)
+            && heard.is_some_and(|at| now < at + self.config.passive_timeout_min)
+    }
+
+    /// The up-to-date check of E4: the candidate's last term is higher, or equal with a last
+    /// index at least ours.
+    fn candidate_log_is_complete(&self, request: VoteRequest) -> bool {
+        (request.last_term, request.last_index) >= (self.log.last_term(), self.log.last_index())
+    }
+
+    /// Rules E4, E5, E6, E8 for a VoteRequest (a pre-vote goes to E2's handler).
+    pub(crate) fn on_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        request: VoteRequest,
+    ) {
+        if request.pre_vote {
+            self.on_pre_vote_request(now, from, term, request);
+            return;
+        }
+        if term < self.hard_state.current_term {
+            hit!(e6_stale_vote_request_answered);
+            self.reply_vote(
+                from,
+                self.hard_state.current_term,
+                VoteReason::StaleTerm,
+                false,
+            );
+            return;
+        }
+        if self.leader_is_alive(now, from) {
+            hit!(e5_vote_request_ignored_leader_alive);
+            self.reply_vote(
+                from,
+                self.hard_state.current_term,
+                VoteReason::LeaderAlive,
+                false,
+            );
+            return;
+        }
+        self.defer_to_higher_rank(now, from, term, request);
+        if term > self.hard_state.current_term {
+            self.adopt_term(now, term);
+        }
+        let complete = self.candidate_log_is_complete(request);
+        let voted = self.hard_state.voted_for;
+        let may_vote = voted.is_none()
+            || voted == Some(from)
+            || self.config.injected_bug == Some(InjectedBug::GrantTwoVotesPerTerm);
+        let reason = if !complete {
+            hit!(e4_vote_refused_log_not_complete);
+            VoteReason::LogNotComplete
+        } else if !may_vote {
+            hit!(e4_vote_refused_already_voted);
+            VoteReason::AlreadyVoted
+        } else {
+            hit!(e4_vote_granted);
+            VoteReason::Granted
+        };
+        if complete && self.role == Role::Passive {
+            hit!(e8_able_candidate_restarts_timer);
+            self.reset_passive_timer(now);
+        }
+        if reason == VoteReason::Granted && voted != Some(from) {
+            self.hard_state.voted_for = Some(from);
+            self.save_hard_state();
+        }
+        self.reply_vote(from, term, reason, false);
+    }
+
+    /// Rule E2 (receiver side): answer as E4 would, changing nothing.
+    fn on_pre_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        request: VoteRequest,
+    ) {
+        let current = self.hard_state.current_term;
+        if term < current {
+            self.reply_vote(from, current, VoteReason::StaleTerm, true);
+            return;
+        }
+        if self.leader_is_alive(now, from) {
+            hit!(e5_pre_vote_ignored_leader_alive);
+            self.reply_vote(from, term, VoteReason::LeaderAlive, true);
+            return;
+        }
+        self.defer_to_higher_rank(now, from, term, request);
+        let voted = self.hard_state.voted_for;
+        let may_vote = term > current || voted.is_none() || voted == Some(from);
+        let reason = if !self.candidate_log_is_complete(request) {
+            VoteReason::LogNotComplete
+        } else if !may_vote {
+            VoteReason::AlreadyVoted
+        } else {
+            hit!(e2_pre_vote_granted_without_state_change);
+            VoteReason::Granted
+        };
+        self.reply_vote(from, term, reason, true);
+    }
+
+    /// Sends a VoteReply; carries our rank when we are ourselves campaigning for `term` (E8).
+    fn reply_vote(&mut self, to: NodeId, term: Term, reason: VoteReason, pre_vote: bool) {
+        let campaigning = self.campaign.as_ref().is_some_and(|c| c.term == term);
+        let voter_rank = (campaigning && reason != VoteReason::Granted).then(|| self.rank());
+        let reply = VoteReply {
+            reason,
+            voter_rank,
+            pre_vote,
+        };
+        self.send(to, term, MessageBody::VoteReply(reply));
+    }
+
+    /// Rule E8: a (pre-)candidate asked for a vote, for a term at least its own, by a candidate
+    /// of higher rank gives up and stays passive for a deferral period.
+    fn defer_to_higher_rank(&mut self, now: Instant, from: NodeId, term: Term, req: VoteRequest) {
+        if !self.config.deferral {
+            return;
+        }
+        let Some(campaign) = &self.campaign else {
+            return;
+        };
+        let theirs = Rank {
+            last_term: req.last_term,
+            last_index: req.last_index,
+            id: from,
+        };
+        if term < campaign.term || theirs <= self.rank() {
+            return;
+        }
+        hit!(e8_candidate_defers_to_higher_rank);
+        self.defer(now);
+    }
+
+    fn defer(&mut self, now: Instant) {
+        let period = self.rng.duration_in(
+            self.config.passive_timeout_min,
+            self.config.passive_timeout_max,
+        );
+        self.timers.deferred_until = now + period;
+        self.step_down(now);
+    }
+
+    /// Rules E2, E6, E7, E8 for a VoteReply.
+    pub(crate) fn on_vote_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        reply: VoteReply,
+    ) {
+        let current = self.hard_state.current_term;
+        if reply.pre_vote && reply.reason == VoteReason::StaleTerm && term > current {
+            // Our pre-vote asked about a term the voter has passed: join its term, as a real
+            // message would make us (a pre-vote changes the *voter's* state never).
+            hit!(e2_stale_pre_candidate_learns_term);
+            self.adopt_term(now, term);
+            return;
+        }
+        if !reply.pre_vote && term > current {
+            self.adopt_term(now, term);
+            return;
+        }
+        let Some(campaign) = &mut self.campaign else {
+            return;
+        };
+        if campaign.pre_vote != reply.pre_vote || campaign.term != term {
+            return;
+        }
+        match reply.reason {
+            VoteReason::Granted => {
+                campaign.granted.insert(from);
+                self.check_campaign(now);
+            }
+            VoteReason::LogNotComplete if self.config.deferral => {
+                hit!(e8_candidate_drops_out_log_not_complete);
+                self.step_down(now);
+            }
+            _ => {
+                let higher = reply.voter_rank.is_some_and(|rank| rank > self.rank());
+                if self.config.deferral && higher {
+                    hit!(e8_candidate_defers_to_higher_ranked_voter);
+                    self.defer(now);
+                }
+            }
+        }
+    }
+
+    /// Rule E5 (leader side) and R7: check-quorum, then heartbeats, as due.
+    pub(crate) fn leader_tick(&mut self, now: Instant) {
+        if self.config.check_quorum && now >= self.timers.quorum_check_due {
+            let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
+            if !self.is_majority(active) {
+                hit!(e5_leader_without_quorum_steps_down);
+                self.step_down(now);
+                return;
+            }
+            for progress in self.progress.values_mut() {
+                progress.recently_active = false;
+            }
+            self.timers.quorum_check_due = now + self.config.passive_timeout_min;
+        }
+        if now >= self.timers.heartbeat_due {
+            self.heartbeat();
+            self.timers.heartbeat_due = now + self.config.heartbeat_interval;
+        }
+    }
+}

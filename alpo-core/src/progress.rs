@@ -1,0 +1,280 @@
+//! The leader's view of one follower (rule R2): where to send next, what the follower holds
+//! durably, and the window of Appends in flight.
+//!
+//! A follower is in one of two states. **Probe**: the leader does not know where the logs
+//! match; it sends one Append at `next_index` and waits for the reply (or the next heartbeat)
+//! before sending another. **Replicate**: the match point is known; the leader advances
+//! `next_index` optimistically and keeps up to `inflight_append_count_max` Appends in flight.
+//!
+//! Invariants: `match_index < next_index`; in Probe the window is empty; the window holds the
+//! last index of each Append in flight, strictly increasing, each `< next_index`.
+
+use std::collections::VecDeque;
+
+use crate::log::Log;
+use crate::message::RejectHint;
+use crate::types::{Incarnation, LogIndex, Term};
+
+/// Whether the leader knows where its log and the follower's match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProgressState {
+    /// Looking for the match point: one Append in flight at a time.
+    Probe,
+    /// Streaming: a bounded window of Appends in flight.
+    Replicate,
+}
+
+/// One follower's replication progress, as the leader tracks it.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    pub(crate) state: ProgressState,
+    /// The next entry to send.
+    pub(crate) next_index: LogIndex,
+    /// Highest index known durable on the follower and matching the leader's log.
+    pub(crate) match_index: LogIndex,
+    /// Last index of each Append in flight (Replicate only).
+    inflight: VecDeque<LogIndex>,
+    /// A probe is in flight (Probe only); cleared by a reply or the heartbeat tick.
+    probe_sent: bool,
+    /// The follower acknowledged something since the last heartbeat tick.
+    acked_since_tick: bool,
+    /// The follower sent us a message of our term since the last check-quorum (rule E5).
+    pub(crate) recently_active: bool,
+    /// The follower's incarnation, as last seen.
+    pub(crate) incarnation: Incarnation,
+}
+
+/// What the leader sends to a follower next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendPlan {
+    /// Entries from `next_index` (possibly none, as a probe).
+    From(LogIndex),
+    /// Nothing now.
+    Nothing,
+}
+
+impl Progress {
+    /// A follower the new leader knows nothing about: probe from just past its own last entry.
+    pub(crate) fn new(leader_last: LogIndex) -> Progress {
+        Progress {
+            state: ProgressState::Probe,
+            next_index: leader_last.next(),
+            match_index: LogIndex(0),
+            inflight: VecDeque::new(),
+            probe_sent: false,
+            acked_since_tick: false,
+            recently_active: false,
+            incarnation: Incarnation(0),
+        }
+    }
+
+    /// What to send now, given the leader's last index and the window limit.
+    pub(crate) fn plan(&self, leader_last: LogIndex, inflight_max: u64) -> SendPlan {
+        match self.state {
+            ProgressState::Probe if !self.probe_sent => SendPlan::From(self.next_index),
+            ProgressState::Replicate
+                if self.next_index <= leader_last
+                    && (self.inflight.len() as u64) < inflight_max =>
+            {
+                SendPlan::From(self.next_index)
+            }
+            _ => SendPlan::Nothing,
+        }
+    }
+
+    /// An Append whose last entry is `last` was sent.
+    pub(crate) fn on_sent(&mut self, last: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                debug_assert!(self.next_index <= last.next());
+                self.inflight.push_back(last);
+                self.next_index = last.next();
+            }
+        }
+    }
+
+    /// The follower holds our log durably up to `match_index`.
+    pub(crate) fn on_accepted(&mut self, match_index: LogIndex) {
+        self.acked_since_tick = true;
+        if match_index > self.match_index {
+            self.match_index = match_index;
+        }
+        while self
+            .inflight
+            .front()
+            .is_some_and(|last| *last <= self.match_index)
+        {
+            self.inflight.pop_front();
+        }
+        if self.state == ProgressState::Probe {
+            // A reply to the probe (or to an older Append): the match point is known.
+            self.state = ProgressState::Replicate;
+            self.probe_sent = false;
+            self.inflight.clear();
+            self.next_index = self.match_index.next();
+        }
+        self.next_index = self.next_index.max(self.match_index.next());
+    }
+
+    /// The follower rejected an Append (rule R3): skip back past the conflicting term in one step.
+    pub(crate) fn on_rejected(&mut self, hint: RejectHint, log: &Log) {
+        let target = if hint.conflict_term == Term(0) {
+            hint.last_index.next()
+        } else {
+            match log.last_index_of_term(hint.conflict_term) {
+                Some(last) => last.next(),
+                None => hint.conflict_first_index,
+            }
+        };
+        self.become_probe(target, log.last_index());
+    }
+
+    /// The follower restarted (its incarnation grew): its unacknowledged writes may be lost.
+    pub(crate) fn on_restart(&mut self, incarnation: Incarnation, leader_last: LogIndex) {
+        self.incarnation = incarnation;
+        self.become_probe(self.match_index.next(), leader_last);
+    }
+
+    /// The heartbeat interval passed. Allows a lost probe to be resent; a Replicate window that
+    /// got no acknowledgement for a whole interval is presumed lost and probed again.
+    pub(crate) fn on_heartbeat_tick(&mut self, leader_last: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = false,
+            ProgressState::Replicate if !self.inflight.is_empty() && !self.acked_since_tick => {
+                self.become_probe(self.match_index.next(), leader_last);
+            }
+            ProgressState::Replicate => {}
+        }
+        self.acked_since_tick = false;
+    }
+
+    /// Whether the follower is in the Replicate state.
+    pub(crate) fn is_replicating(&self) -> bool {
+        self.state == ProgressState::Replicate
+    }
+
+    fn become_probe(&mut self, target: LogIndex, leader_last: LogIndex) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = target
+            .max(self.match_index.next())
+            .min(leader_last.next())
+            .max(LogIndex(1));
+    }
+
+    /// Checks the invariants in the module documentation.
+    pub(crate) fn invariants(&self, leader_last: LogIndex) {
+        assert!(
+            self.match_index < self.next_index,
+            "invariant: match < next"
+        );
+        assert!(
+            self.next_index <= leader_last.next(),
+            "invariant: next <= last + 1"
+        );
+        assert!(
+            self.match_index <= leader_last,
+            "invariant: match <= leader's last"
+        );
+        if self.state == ProgressState::Probe {
+            assert!(
+                self.inflight.is_empty(),
+                "invariant: no window while probing"
+            );
+        }
+        let mut previous = self.match_index;
+        for last in &self.inflight {
+            assert!(previous < *last, "invariant: window strictly increasing");
+            previous = *last;
+        }
+        assert!(previous < self.next_index, "invariant: window below next");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::types::{Entry, EntryKind};
+
+    fn log_of(terms: &[u64]) -> Log {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                index: LogIndex(i as u64 + 1),
+                term: Term(*t),
+                kind: EntryKind::Normal,
+                payload: Bytes::new(),
+            })
+            .collect();
+        Log::load(entries).unwrap()
+    }
+
+    #[test]
+    fn probe_then_replicate_with_a_window() {
+        let log = log_of(&[1, 1, 1, 1]);
+        let mut progress = Progress::new(log.last_index());
+        assert_eq!(progress.plan(LogIndex(4), 2), SendPlan::From(LogIndex(5)));
+        progress.on_sent(LogIndex(4));
+        assert_eq!(progress.plan(LogIndex(4), 2), SendPlan::Nothing);
+        progress.on_accepted(LogIndex(4));
+        assert!(progress.is_replicating());
+        assert_eq!(progress.plan(LogIndex(4), 2), SendPlan::Nothing);
+        assert_eq!(progress.plan(LogIndex(6), 2), SendPlan::From(LogIndex(5)));
+        progress.on_sent(LogIndex(5));
+        progress.on_sent(LogIndex(6));
+        assert_eq!(progress.plan(LogIndex(8), 2), SendPlan::Nothing);
+        progress.on_accepted(LogIndex(5));
+        assert_eq!(progress.plan(LogIndex(8), 2), SendPlan::From(LogIndex(7)));
+        progress.invariants(LogIndex(8));
+    }
+
+    #[test]
+    fn rejection_skips_a_whole_term() {
+        let log = log_of(&[1, 1, 2, 2, 4, 4]);
+        let mut progress = Progress::new(log.last_index());
+        // The follower has term 3 at the probed index, from index 5: we hold no term 3.
+        let hint = RejectHint {
+            conflict_term: Term(3),
+            conflict_first_index: LogIndex(5),
+            last_index: LogIndex(7),
+            last_term: Term(3),
+        };
+        progress.on_rejected(hint, &log);
+        assert_eq!(progress.next_index, LogIndex(5));
+        // The follower has term 2 there: we hold term 2 up to index 4.
+        let hint = RejectHint {
+            conflict_term: Term(2),
+            conflict_first_index: LogIndex(3),
+            ..hint
+        };
+        progress.on_rejected(hint, &log);
+        assert_eq!(progress.next_index, LogIndex(5));
+        // The follower's log is short.
+        let hint = RejectHint {
+            conflict_term: Term(0),
+            conflict_first_index: LogIndex(0),
+            last_index: LogIndex(1),
+            last_term: Term(1),
+        };
+        progress.on_rejected(hint, &log);
+        assert_eq!(progress.next_index, LogIndex(2));
+        progress.invariants(log.last_index());
+    }
+
+    #[test]
+    fn a_silent_window_is_probed_again() {
+        let mut progress = Progress::new(LogIndex(0));
+        progress.on_accepted(LogIndex(0));
+        progress.on_sent(LogIndex(3));
+        progress.on_heartbeat_tick(LogIndex(3));
+        assert!(progress.is_replicating());
+        progress.on_heartbeat_tick(LogIndex(3));
+        assert!(!progress.is_replicating());
+        assert_eq!(progress.next_index, LogIndex(1));
+    }
+}

@@ -1,0 +1,390 @@
+//! Log replication and commit: rules R1–R11 of the protocol (proposals, sending, the consistency
+//! check, accepting, commit, learning the commit, heartbeats, the no-op, the append-only leader,
+//! parallel durability, apply).
+//!
+//! Invariants kept here: a leader never truncates its own log (R9); a follower acknowledges an
+//! Append only once the entries it acknowledges are durable (R4), and only up to the index the
+//! Append verified; a leader counts itself toward commit only up to its own durable index (R10)
+//! and commits by counting only entries of its current term (R5); entries are applied in order,
+//! once, and only once committed and durable locally (R11).
+
+use bytes::Bytes;
+
+use crate::config::InjectedBug;
+use crate::error::ProposeError;
+use crate::marks::hit;
+use crate::message::{Append, AppendReply, AppendResult, MessageBody, RejectHint};
+use crate::node::{MessageMeta, Node, Proposal, Role};
+use crate::output::Output;
+use crate::progress::SendPlan;
+use crate::types::{Entry, EntryKind, Instant, LogIndex, NodeId, Term};
+
+impl Node {
+    /// Rule R1: only the leader accepts proposals; it appends them to its log in its term.
+    pub(crate) fn accept_proposal(&mut self, payload: Bytes) -> Result<Proposal, ProposeError> {
+        if self.role != Role::Leader {
+            hit!(r1_proposal_refused_not_leader);
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let size = payload.len() as u64;
+        if size > self.config.entry_bytes_max {
+            return Err(ProposeError::EntryTooLarge {
+                size,
+                limit: self.config.entry_bytes_max,
+            });
+        }
+        let last = self.log.last_index();
+        let pending_count = last.0 - self.commit_index.0;
+        if pending_count >= self.config.pending_proposal_count_max {
+            return Err(ProposeError::TooManyPending {
+                limit: self.config.pending_proposal_count_max,
+            });
+        }
+        let pending_bytes = self.log.bytes_between(self.commit_index.next(), last);
+        if pending_bytes + size > self.config.pending_proposal_bytes_max {
+            return Err(ProposeError::TooManyPendingBytes {
+                limit: self.config.pending_proposal_bytes_max,
+            });
+        }
+        hit!(r1_proposal_appended);
+        let term = self.hard_state.current_term;
+        let index = last.next();
+        self.log.push(Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            payload,
+        });
+        Ok(Proposal { index, term })
+    }
+
+    /// Rule R8: a new leader appends a no-op of its term at once.
+    pub(crate) fn append_noop(&mut self) {
+        hit!(r8_new_leader_appends_noop);
+        self.log.push(Entry {
+            index: self.log.last_index().next(),
+            term: self.hard_state.current_term,
+            kind: EntryKind::Noop,
+            payload: Bytes::new(),
+        });
+    }
+
+    /// Rule R2: send each follower what its progress state and window allow.
+    pub(crate) fn replicate(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.replicate_to(peer);
+        }
+    }
+
+    fn replicate_to(&mut self, peer: NodeId) {
+        let last = self.log.last_index();
+        let window = self.config.inflight_append_count_max;
+        // Bounded: each pass sends one Append and fills one window slot (or ends the probe).
+        for _ in 0..=window {
+            let Some(progress) = self.progress.get(&peer) else {
+                return;
+            };
+            let SendPlan::From(next) = progress.plan(last, window) else {
+                return;
+            };
+            let append = self.build_append(next);
+            let sent_last = LogIndex(append.prev_index.0 + append.entries.len() as u64);
+            let Some(progress) = self.progress.get_mut(&peer) else {
+                return;
+            };
+            progress.on_sent(sent_last);
+            let replicating = progress.is_replicating();
+            self.send(
+                peer,
+                self.hard_state.current_term,
+                MessageBody::Append(append),
+            );
+            if !replicating {
+                return;
+            }
+        }
+    }
+
+    /// An Append from `next`: the previous entry's position, then a batch of entries bounded
+    /// by count and bytes (at least one entry, if any remain).
+    fn build_append(&self, next: LogIndex) -> Append {
+        let prev_index = next.prev();
+        // A follower's next index is at most the leader's last + 1, so the term is known.
+        let prev_term = self.log.term_at(prev_index).unwrap_or(Term(0));
+        debug_assert!(self.log.term_at(prev_index).is_some());
+        let count_max = self.config.append_entry_count_max;
+        let end = LogIndex(next.0.saturating_add(count_max - 1));
+        let mut bytes = 0;
+        let mut entries = Vec::new();
+        for entry in self.log.slice(next..=end) {
+            let size = entry.payload.len() as u64;
+            if !entries.is_empty() && bytes + size > self.config.append_bytes_max {
+                break;
+            }
+            bytes += size;
+            entries.push(entry.clone());
+        }
+        Append {
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit: self.commit_known,
+        }
+    }
+
+    /// Rule R7: an empty Append to each streaming follower (probing followers get their probe
+    /// resent by the next flush instead).
+    pub(crate) fn heartbeat(&mut self) {
+        hit!(r7_heartbeat_sent);
+        let last = self.log.last_index();
+        let mut heartbeats = Vec::new();
+        for (peer, progress) in &mut self.progress {
+            progress.on_heartbeat_tick(last);
+            if progress.is_replicating() {
+                heartbeats.push((*peer, progress.match_index));
+            }
+        }
+        for (peer, match_index) in heartbeats {
+            // A follower's match index is at most the leader's last, so the term is known.
+            let prev_term = self.log.term_at(match_index).unwrap_or(Term(0));
+            debug_assert!(self.log.term_at(match_index).is_some());
+            let append = Append {
+                prev_index: match_index,
+                prev_term,
+                entries: Vec::new(),
+                leader_commit: self.commit_known,
+            };
+            self.send(
+                peer,
+                self.hard_state.current_term,
+                MessageBody::Append(append),
+            );
+        }
+    }
+
+    /// Rules R3, R4, R6 (and E6) at a follower.
+    pub(crate) fn on_append(&mut self, now: Instant, from: NodeId, term: Term, append: Append) {
+        let current = self.hard_state.current_term;
+        if term < current {
+            hit!(e6_stale_append_answered);
+            let hint = self.reject_hint(append.prev_index);
+            self.send(from, current, reply_body(AppendResult::Rejected(hint)));
+            return;
+        }
+        if !append_is_well_formed(term, &append) {
+            return;
+        }
+        if term > current {
+            self.adopt_term(now, term);
+        }
+        if self.role != Role::Passive || self.campaign.is_some() {
+            if self.role == Role::Leader {
+                hit!(r9_leader_steps_down_before_touching_its_log);
+            }
+            self.step_down(now);
+        }
+        self.leader = Some(from);
+        self.timers.leader_contact = Some(now);
+        self.reset_passive_timer(now);
+        if self.log.term_at(append.prev_index) != Some(append.prev_term) {
+            hit!(r3_append_rejected_on_mismatch);
+            let hint = self.reject_hint(append.prev_index);
+            self.send(from, term, reply_body(AppendResult::Rejected(hint)));
+            return;
+        }
+        let verified = LogIndex(append.prev_index.0 + append.entries.len() as u64);
+        self.accept_entries(append.entries);
+        if append.leader_commit > self.commit_known {
+            hit!(r6_follower_learns_commit);
+        }
+        self.learn_commit(append.leader_commit.min(verified));
+        self.acknowledge(from, verified);
+    }
+
+    /// Rule R3's hint: the term at `prev_index` and where that term starts, or our last entry.
+    fn reject_hint(&self, prev_index: LogIndex) -> RejectHint {
+        let last = self.log.last_position();
+        let (conflict_term, conflict_first_index) = match self.log.term_at(prev_index) {
+            Some(term) if prev_index > LogIndex(0) => {
+                (term, self.log.first_index_of_term_at(prev_index))
+            }
+            _ => (Term(0), LogIndex(0)),
+        };
+        RejectHint {
+            conflict_term,
+            conflict_first_index,
+            last_index: last.index,
+            last_term: last.term,
+        }
+    }
+
+    /// Rule R4: keep matching entries, truncate at the first conflict, append the rest.
+    fn accept_entries(&mut self, entries: Vec<Entry>) {
+        let mut new_from = entries.len();
+        for (offset, entry) in entries.iter().enumerate() {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => hit!(r4_matching_entry_kept),
+                Some(_) => {
+                    hit!(r4_conflicting_suffix_truncated);
+                    self.truncate_log(entry.index);
+                    new_from = offset;
+                    break;
+                }
+                None => {
+                    new_from = offset;
+                    break;
+                }
+            }
+        }
+        for entry in entries.into_iter().skip(new_from) {
+            self.log.push(entry);
+        }
+    }
+
+    fn truncate_log(&mut self, from: LogIndex) {
+        assert!(
+            self.role != Role::Leader,
+            "invariant: a leader never truncates its log (R9)"
+        );
+        if self.config.injected_bug.is_none() {
+            assert!(
+                self.commit_known < from,
+                "invariant: committed entries are never removed"
+            );
+        }
+        self.outputs.push(Output::TruncateLog { from });
+        self.log.truncate_from(from);
+    }
+
+    /// Rule R4's ordering: acknowledge up to `verified` once it is durable; now if it already is.
+    fn acknowledge(&mut self, leader: NodeId, verified: LogIndex) {
+        if verified <= self.log.durable_index() {
+            let reply = AppendResult::Accepted {
+                match_index: verified,
+            };
+            self.send(leader, self.hard_state.current_term, reply_body(reply));
+        } else {
+            hit!(r4_acknowledgement_waits_for_durability);
+            self.pending_ack = Some(self.pending_ack.map_or(verified, |p| p.max(verified)));
+        }
+    }
+
+    /// The log became durable further: release acknowledgements (follower), count ourselves
+    /// (leader, R10), and advance the commit index.
+    pub(crate) fn on_durable_advanced(&mut self) {
+        if self.role == Role::Leader {
+            hit!(r10_leader_counts_its_own_durable_write);
+            self.leader_commit();
+        } else if let (Some(pending), Some(leader)) = (self.pending_ack, self.leader) {
+            let match_index = pending.min(self.log.durable_index());
+            if match_index == pending {
+                self.pending_ack = None;
+            }
+            let reply = AppendResult::Accepted { match_index };
+            self.send(leader, self.hard_state.current_term, reply_body(reply));
+        }
+        self.advance_commit();
+    }
+
+    /// The leader hears back from a follower (R2, R3, R5; E6 for a higher term).
+    pub(crate) fn on_append_reply(&mut self, now: Instant, meta: &MessageMeta, reply: AppendReply) {
+        if meta.term > self.hard_state.current_term {
+            self.adopt_term(now, meta.term);
+            return;
+        }
+        if meta.term < self.hard_state.current_term || self.role != Role::Leader {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&meta.from) else {
+            return;
+        };
+        progress.recently_active = true;
+        if meta.incarnation > progress.incarnation {
+            progress.on_restart(meta.incarnation, last);
+        }
+        match reply.result {
+            AppendResult::Accepted { match_index } if match_index <= last => {
+                progress.on_accepted(match_index);
+                self.leader_commit();
+            }
+            AppendResult::Accepted { .. } => {}
+            AppendResult::Rejected(hint) => {
+                hit!(r3_leader_skips_back_a_term);
+                progress.on_rejected(hint, &self.log);
+            }
+        }
+    }
+
+    /// Rule R5: the highest index a majority holds durably (ourselves up to our durable index,
+    /// R10), if it is of our term; earlier entries commit with it.
+    fn leader_commit(&mut self) {
+        let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matches.push(self.log.durable_index());
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_index = matches[self.config.majority() - 1];
+        if quorum_index <= self.commit_known {
+            return;
+        }
+        let current = self.log.term_at(quorum_index) == Some(self.hard_state.current_term);
+        if current {
+            hit!(r5_commit_by_current_term_entry);
+            self.commit_known = quorum_index;
+        } else if self.config.injected_bug == Some(InjectedBug::CommitOlderTermByCount) {
+            self.commit_known = quorum_index;
+        } else {
+            hit!(r5_older_term_entry_not_counted);
+        }
+        self.advance_commit();
+    }
+
+    /// Rule R6: a follower learns an index known committed.
+    fn learn_commit(&mut self, index: LogIndex) {
+        if index > self.commit_known {
+            self.commit_known = index;
+        }
+        self.advance_commit();
+    }
+
+    /// `commit = min(known commit, durable)`, never decreasing; then rule R11: apply.
+    fn advance_commit(&mut self) {
+        let target = self.commit_known.min(self.log.durable_index());
+        if target > self.commit_index {
+            self.commit_index = target;
+        }
+        if self.commit_index > self.applied_index {
+            hit!(r11_committed_entries_applied);
+            let entries = self
+                .log
+                .slice(self.applied_index.next()..=self.commit_index)
+                .to_vec();
+            self.applied_index = self.commit_index;
+            self.outputs.push(Output::Apply { entries });
+        }
+    }
+}
+
+fn reply_body(result: AppendResult) -> MessageBody {
+    MessageBody::AppendReply(AppendReply { result })
+}
+
+/// Network input is checked before it touches the log: consecutive indices after `prev_index`,
+/// terms never decreasing, none above the message's term and none below `prev_term`.
+fn append_is_well_formed(term: Term, append: &Append) -> bool {
+    let mut expected = append.prev_index.next();
+    let mut previous_term = append.prev_term;
+    for entry in &append.entries {
+        if entry.index != expected || entry.term < previous_term || entry.term > term {
+            return false;
+        }
+        if entry.term == Term(0) {
+            return false;
+        }
+        expected = expected.next();
+        previous_term = entry.term;
+    }
+    append.prev_term <= term && (append.prev_index > LogIndex(0) || append.prev_term == Term(0))
+}

@@ -1,0 +1,290 @@
+//! A hand-driven cluster of nodes for tests and examples: it performs each node's outputs in
+//! order, as a real driver must, and lets the test choose which messages arrive, when storage
+//! reports durability, and when servers crash.
+//!
+//! It is deliberately simple and fully deterministic: messages wait in one FIFO list until the
+//! test delivers or drops them; a disk holds a synced prefix and an unsynced tail that a crash
+//! loses. The seeded simulator (module `sim`) drives nodes at random; this kit drives them by
+//! hand, for the scenarios of the protocol and the rule tests.
+//!
+//! Invariant: every output is performed in list order, per the contract in [`crate::output`]:
+//! a `SaveHardState` is durable at once, log writes are durable only after [`Cluster::sync`]
+//! (or at once with [`Cluster::auto_sync`]), messages go to the in-flight list.
+//!
+//! Test support: a call naming a server that is not in the cluster (or not running) is a bug in
+//! the test and panics with a message saying so.
+
+#![allow(clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::ProposeError;
+use crate::message::{Message, MessageBody};
+use crate::node::{Node, Persisted, Proposal, Role};
+use crate::output::Output;
+use crate::types::{Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId};
+
+/// Deliveries per `deliver_all` call at most, so a livelock fails a test instead of hanging it.
+pub const DELIVERY_COUNT_MAX: usize = 100_000;
+
+/// One server's disk: the hard state (always durable) and a log with a synced prefix.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    /// The durable term and vote.
+    pub hard_state: HardState,
+    /// The log as written, synced or not.
+    pub log: Vec<Entry>,
+    /// How many entries of `log` are synced (survive a crash).
+    pub synced: usize,
+    /// The last start's incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// A hand-driven cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Logical time.
+    pub now: Instant,
+    /// The running nodes (a crashed node is absent).
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Every server's disk.
+    pub disks: BTreeMap<NodeId, Disk>,
+    /// Messages sent and not yet delivered or dropped, in send order.
+    pub in_flight: Vec<Message>,
+    /// Entries each server applied, in order, across restarts (reset by a restart).
+    pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Whether log writes become durable (and are reported) as soon as they are performed.
+    pub auto_sync: bool,
+    configs: BTreeMap<NodeId, Config>,
+}
+
+impl Disk {
+    fn perform(&mut self, output: &Output) {
+        match output {
+            Output::SaveHardState(hard_state) => self.hard_state = *hard_state,
+            Output::TruncateLog { from } => {
+                let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+                self.log.truncate(keep);
+                self.synced = self.synced.min(self.log.len());
+            }
+            Output::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
+            Output::Send(_) | Output::Apply { .. } => {}
+        }
+    }
+
+    fn last_position(&self) -> LogPosition {
+        self.log
+            .last()
+            .map_or(LogPosition::default(), Entry::position)
+    }
+}
+
+impl Cluster {
+    /// `size` servers with ids 1..=size, LAN timing, the given seed, all started at time 0.
+    pub fn new(size: u64, seed: u64) -> Cluster {
+        Cluster::with_config(size, |id, members| Config::lan(id, members, seed))
+    }
+
+    /// `size` servers configured by `make(id, members)`.
+    pub fn with_config(size: u64, make: impl Fn(NodeId, Vec<NodeId>) -> Config) -> Cluster {
+        let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let mut cluster = Cluster {
+            now: Instant(0),
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            in_flight: Vec::new(),
+            applied: BTreeMap::new(),
+            auto_sync: true,
+            configs: BTreeMap::new(),
+        };
+        for id in &members {
+            let config = make(*id, members.clone());
+            cluster.configs.insert(*id, config);
+            cluster.disks.insert(*id, Disk::default());
+            cluster.start(*id);
+        }
+        cluster
+    }
+
+    /// The node `id` (panics if it is down: a test bug).
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&NodeId(id)]
+    }
+
+    /// Starts (or restarts) server `id` from its disk, with a new incarnation.
+    pub fn start(&mut self, id: NodeId) {
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        disk.incarnation = Incarnation(disk.incarnation.0 + 1);
+        let persisted = Persisted {
+            hard_state: disk.hard_state,
+            entries: disk.log.clone(),
+            incarnation: disk.incarnation,
+        };
+        let node = Node::new(self.configs[&id].clone(), persisted, self.now)
+            .expect("test: valid configuration");
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+    }
+
+    /// Crashes server `id`: it stops, and its unsynced log writes are lost.
+    pub fn crash(&mut self, id: u64) {
+        let id = NodeId(id);
+        self.nodes.remove(&id);
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        disk.log.truncate(disk.synced);
+    }
+
+    /// Takes and performs the outputs of node `id`, in order.
+    pub fn perform(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let outputs = node.take_outputs();
+        for output in outputs {
+            self.disks
+                .get_mut(&id)
+                .expect("test: known server")
+                .perform(&output);
+            match output {
+                Output::Send(message) => self.in_flight.push(message),
+                Output::Apply { entries } => {
+                    self.applied
+                        .get_mut(&id)
+                        .expect("test: known server")
+                        .extend(entries);
+                }
+                _ => {}
+            }
+        }
+        if self.auto_sync {
+            self.sync(id.0);
+        }
+    }
+
+    /// Makes server `id`'s log writes durable and tells the node.
+    pub fn sync(&mut self, id: u64) {
+        let id = NodeId(id);
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        if disk.synced == disk.log.len() {
+            return;
+        }
+        disk.synced = disk.log.len();
+        let position = disk.last_position();
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.on_persisted(now, position);
+            self.perform(id);
+        }
+    }
+
+    /// Moves time forward by `by` and ticks every running node whose deadline has come.
+    pub fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).expect("test: running");
+            if node.next_timeout().is_some_and(|due| due <= self.now) {
+                node.tick(self.now);
+                self.perform(id);
+            }
+        }
+    }
+
+    /// Delivers the in-flight message at `position` (to a running node; else it is lost).
+    pub fn deliver_at(&mut self, position: usize) {
+        let message = self.in_flight.remove(position);
+        let to = message.to;
+        if let Some(node) = self.nodes.get_mut(&to) {
+            node.on_message(self.now, message);
+            self.perform(to);
+        }
+    }
+
+    /// Delivers every in-flight message accepted by `keep` (dropping the others), including
+    /// those sent in reply, until none is left.
+    pub fn deliver_where(&mut self, keep: impl Fn(&Message) -> bool) {
+        for _ in 0..DELIVERY_COUNT_MAX {
+            if self.in_flight.is_empty() {
+                return;
+            }
+            if keep(&self.in_flight[0]) {
+                self.deliver_at(0);
+            } else {
+                self.in_flight.remove(0);
+            }
+        }
+        panic!("test: messages still flowing after {DELIVERY_COUNT_MAX} deliveries");
+    }
+
+    /// Delivers everything, including replies, until the network is quiet.
+    pub fn deliver_all(&mut self) {
+        self.deliver_where(|_| true);
+    }
+
+    /// Drops every in-flight message.
+    pub fn drop_all(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// Advances time in steps of 10 ms, delivering everything after each, until some server
+    /// leads, and returns it; `None` after `limit`.
+    pub fn elect(&mut self, limit: Duration) -> Option<NodeId> {
+        let step = Duration::from_millis(10);
+        let mut waited = Duration::ZERO;
+        while waited < limit {
+            self.advance(step);
+            self.deliver_all();
+            if let Some(leader) = self.leader() {
+                return Some(leader);
+            }
+            waited += step;
+        }
+        None
+    }
+
+    /// The running server that is leader in the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter(|node| node.status().role == Role::Leader)
+            .max_by_key(|node| node.status().term)
+            .map(|node| node.status().id)
+    }
+
+    /// Proposes `payload` at server `id` and performs its outputs.
+    pub fn propose(&mut self, id: NodeId, payload: &'static str) -> Result<Proposal, ProposeError> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("test: running");
+        let result = node.propose(now, Bytes::from_static(payload.as_bytes()));
+        self.perform(id);
+        result
+    }
+
+    /// The payloads server `id` applied, as strings (no-ops left out).
+    pub fn applied_payloads(&self, id: u64) -> Vec<String> {
+        self.applied[&NodeId(id)]
+            .iter()
+            .filter(|entry| entry.kind == crate::types::EntryKind::Normal)
+            .map(|entry| String::from_utf8_lossy(&entry.payload).into_owned())
+            .collect()
+    }
+
+    /// Messages in flight of one kind from `from` to `to`, for assertions.
+    pub fn count_in_flight(&self, matches: impl Fn(&Message) -> bool) -> usize {
+        self.in_flight.iter().filter(|m| matches(m)).count()
+    }
+
+    /// The commit index of server `id`.
+    pub fn commit_index(&self, id: u64) -> LogIndex {
+        self.node(id).status().commit_index
+    }
+}
+
+/// Whether `message` is an Append (heartbeats included).
+pub fn is_append(message: &Message) -> bool {
+    matches!(message.body, MessageBody::Append(_))
+}

@@ -1,0 +1,553 @@
+//! Input traces: record every input a node receives, in a compact versioned binary form, and
+//! replay it into a fresh node to reproduce its exact state and outputs.
+//!
+//! The core is a pure function of its inputs (configuration, persisted state, time, messages,
+//! proposals, durability reports, and the points where the driver took outputs, since a flush
+//! may batch work there). So a trace of those inputs is a complete description of a run.
+//!
+//! # Format (version 1)
+//! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
+//! then records, each a one-byte tag followed by its fields:
+//! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
+//! - tag 1 `tick`: `now`;
+//! - tag 2 `message`: `now`, message;
+//! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
+//! - tag 4 `persisted`: `now`, index, term;
+//! - tag 5 `take_outputs`.
+//!
+//! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
+//! 3 Append, 4 AppendReply) and the body's fields in declaration order; an `Option` is a `u8`
+//! presence flag then the value; an entry is index, term, kind (`u8`), payload.
+//!
+//! Invariant: replaying a trace gives the same outputs and the same state as the recorded run
+//! (tested below). Recording is opt-in and keeps the whole trace in memory.
+
+use bytes::Bytes;
+
+use crate::config::{Config, InjectedBug};
+use crate::error::{ProposeError, TraceError};
+use crate::message::{
+    Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
+    VoteRequest,
+};
+use crate::node::{Node, Persisted, Proposal};
+use crate::output::Output;
+use crate::types::{
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+};
+
+/// The trace format's version; bump it with every change to the layout above.
+pub const TRACE_VERSION: u16 = 1;
+
+const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
+
+const TAG_START: u8 = 0;
+const TAG_TICK: u8 = 1;
+const TAG_MESSAGE: u8 = 2;
+const TAG_PROPOSE: u8 = 3;
+const TAG_PERSISTED: u8 = 4;
+const TAG_TAKE_OUTPUTS: u8 = 5;
+
+/// A trace being recorded (inside a node made with `Node::new_recorded`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Recorder {
+    bytes: Vec<u8>,
+}
+
+/// The result of replaying a trace.
+#[derive(Debug)]
+pub struct Replay {
+    /// The node, in the state the recorded node reached.
+    pub node: Node,
+    /// Every output the replayed node produced, concatenated in `take_outputs` order.
+    pub outputs: Vec<Output>,
+    /// What each `propose` returned, in order.
+    pub proposals: Vec<Result<Proposal, ProposeError>>,
+}
+
+impl Recorder {
+    pub(crate) fn start(config: &Config, persisted: &Persisted, now: Instant) -> Recorder {
+        let mut writer = Writer::default();
+        writer.bytes.extend_from_slice(MAGIC);
+        writer.bytes.extend_from_slice(&TRACE_VERSION.to_le_bytes());
+        writer.u8(TAG_START);
+        writer.config(config);
+        writer.persisted(persisted);
+        writer.u64(now.0);
+        Recorder {
+            bytes: writer.bytes,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn writer(&mut self, tag: u8) -> Writer {
+        let mut writer = Writer {
+            bytes: std::mem::take(&mut self.bytes),
+        };
+        writer.u8(tag);
+        writer
+    }
+
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let mut writer = self.writer(TAG_TICK);
+        writer.u64(now.0);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn message(&mut self, now: Instant, message: &Message) {
+        let mut writer = self.writer(TAG_MESSAGE);
+        writer.u64(now.0);
+        writer.message(message);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn propose(&mut self, now: Instant, payload: &Bytes) {
+        let mut writer = self.writer(TAG_PROPOSE);
+        writer.u64(now.0);
+        writer.payload(payload);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn persisted(&mut self, now: Instant, position: LogPosition) {
+        let mut writer = self.writer(TAG_PERSISTED);
+        writer.u64(now.0);
+        writer.u64(position.index.0);
+        writer.u64(position.term.0);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn take_outputs(&mut self) {
+        self.bytes.push(TAG_TAKE_OUTPUTS);
+    }
+}
+
+/// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
+/// `trace` afterwards.
+pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
+    let mut reader = Reader {
+        bytes: trace,
+        offset: 0,
+    };
+    let magic = reader.take(8)?;
+    if magic != MAGIC {
+        return Err(reader.error(0, "not an ALPO trace: bad magic"));
+    }
+    let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
+    if version != TRACE_VERSION {
+        return Err(reader.error(
+            8,
+            &format!("trace version {version}, expected {TRACE_VERSION}"),
+        ));
+    }
+    if reader.u8()? != TAG_START {
+        return Err(reader.error(10, "the first record is not `start`"));
+    }
+    let config = reader.config()?;
+    let persisted = reader.persisted()?;
+    let now = Instant(reader.u64()?);
+    let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
+    let mut outputs = Vec::new();
+    let mut proposals = Vec::new();
+    while !reader.is_empty() {
+        let at = reader.offset;
+        match reader.u8()? {
+            TAG_TICK => node.tick(Instant(reader.u64()?)),
+            TAG_MESSAGE => {
+                let now = Instant(reader.u64()?);
+                node.on_message(now, reader.message()?);
+            }
+            TAG_PROPOSE => {
+                let now = Instant(reader.u64()?);
+                proposals.push(node.propose(now, reader.payload()?));
+            }
+            TAG_PERSISTED => {
+                let now = Instant(reader.u64()?);
+                let index = LogIndex(reader.u64()?);
+                let term = Term(reader.u64()?);
+                node.on_persisted(now, LogPosition { index, term });
+            }
+            TAG_TAKE_OUTPUTS => outputs.extend(node.take_outputs()),
+            tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
+        }
+    }
+    Ok(Replay {
+        node,
+        outputs,
+        proposals,
+    })
+}
+
+#[derive(Default)]
+struct Writer {
+    bytes: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, value: u8) {
+        self.bytes.push(value);
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn bool(&mut self, value: bool) {
+        self.u8(u8::from(value));
+    }
+
+    fn nanos(&mut self, value: std::time::Duration) {
+        self.u64(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn payload(&mut self, payload: &Bytes) {
+        // Payloads are bounded by `Config::entry_bytes_max`, far below 4 GiB.
+        let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(&length.to_le_bytes());
+        self.bytes.extend_from_slice(payload);
+    }
+
+    fn config(&mut self, config: &Config) {
+        self.u64(config.id.0);
+        self.u64(config.members.len() as u64);
+        for member in &config.members {
+            self.u64(member.0);
+        }
+        self.nanos(config.heartbeat_interval);
+        self.nanos(config.passive_timeout_min);
+        self.nanos(config.passive_timeout_max);
+        self.nanos(config.election_cycle_min);
+        self.nanos(config.election_cycle_max);
+        self.bool(config.deferral);
+        self.bool(config.pre_vote);
+        self.bool(config.check_quorum);
+        self.u64(config.seed);
+        self.u64(config.append_entry_count_max);
+        self.u64(config.append_bytes_max);
+        self.u64(config.inflight_append_count_max);
+        self.u64(config.pending_proposal_count_max);
+        self.u64(config.pending_proposal_bytes_max);
+        self.u64(config.entry_bytes_max);
+        self.u8(match config.injected_bug {
+            None => 0,
+            Some(InjectedBug::CommitOlderTermByCount) => 1,
+            Some(InjectedBug::GrantTwoVotesPerTerm) => 2,
+        });
+    }
+
+    fn persisted(&mut self, persisted: &Persisted) {
+        self.u64(persisted.hard_state.current_term.0);
+        self.option_id(persisted.hard_state.voted_for);
+        self.u64(persisted.incarnation.0);
+        self.u64(persisted.entries.len() as u64);
+        for entry in &persisted.entries {
+            self.entry(entry);
+        }
+    }
+
+    fn option_id(&mut self, id: Option<NodeId>) {
+        self.bool(id.is_some());
+        if let Some(id) = id {
+            self.u64(id.0);
+        }
+    }
+
+    fn entry(&mut self, entry: &Entry) {
+        self.u64(entry.index.0);
+        self.u64(entry.term.0);
+        self.u8(entry.kind as u8);
+        self.payload(&entry.payload);
+    }
+
+    fn message(&mut self, message: &Message) {
+        self.u64(message.from.0);
+        self.u64(message.to.0);
+        self.u64(message.term.0);
+        self.u64(message.incarnation.0);
+        match &message.body {
+            MessageBody::VoteRequest(request) => {
+                self.u8(1);
+                self.u64(request.last_index.0);
+                self.u64(request.last_term.0);
+                self.bool(request.pre_vote);
+            }
+            MessageBody::VoteReply(reply) => {
+                self.u8(2);
+                self.u8(reply.reason as u8);
+                self.bool(reply.voter_rank.is_some());
+                if let Some(rank) = reply.voter_rank {
+                    self.u64(rank.last_term.0);
+                    self.u64(rank.last_index.0);
+                    self.u64(rank.id.0);
+                }
+                self.bool(reply.pre_vote);
+            }
+            MessageBody::Append(append) => self.append(append),
+            MessageBody::AppendReply(reply) => self.append_reply(reply),
+        }
+    }
+
+    fn append(&mut self, append: &Append) {
+        self.u8(3);
+        self.u64(append.prev_index.0);
+        self.u64(append.prev_term.0);
+        self.u64(append.entries.len() as u64);
+        for entry in &append.entries {
+            self.entry(entry);
+        }
+        self.u64(append.leader_commit.0);
+    }
+
+    fn append_reply(&mut self, reply: &AppendReply) {
+        self.u8(4);
+        match reply.result {
+            AppendResult::Accepted { match_index } => {
+                self.u8(1);
+                self.u64(match_index.0);
+            }
+            AppendResult::Rejected(hint) => {
+                self.u8(2);
+                self.u64(hint.conflict_term.0);
+                self.u64(hint.conflict_first_index.0);
+                self.u64(hint.last_index.0);
+                self.u64(hint.last_term.0);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, offset: usize, problem: &str) -> TraceError {
+        TraceError::Corrupt {
+            offset: offset as u64,
+            problem: problem.to_string(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offset >= self.bytes.len()
+    }
+
+    fn take(&mut self, count: usize) -> Result<&'a [u8], TraceError> {
+        let end = self
+            .offset
+            .checked_add(count)
+            .filter(|end| *end <= self.bytes.len());
+        let Some(end) = end else {
+            let problem = format!("truncated: {count} bytes expected, {} left", self.left());
+            return Err(self.error(self.offset, &problem));
+        };
+        let slice = &self.bytes[self.offset..end];
+        self.offset = end;
+        Ok(slice)
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len().saturating_sub(self.offset)
+    }
+
+    fn u8(&mut self) -> Result<u8, TraceError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, TraceError> {
+        let mut buffer = [0u8; 8];
+        buffer.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(buffer))
+    }
+
+    fn bool(&mut self) -> Result<bool, TraceError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.error(self.offset - 1, &format!("boolean byte {other}"))),
+        }
+    }
+
+    fn nanos(&mut self) -> Result<std::time::Duration, TraceError> {
+        Ok(std::time::Duration::from_nanos(self.u64()?))
+    }
+
+    /// A count of items each at least `item_bytes_min` long: checked against the bytes left
+    /// before anything is allocated.
+    fn count(&mut self, item_bytes_min: usize) -> Result<usize, TraceError> {
+        let at = self.offset;
+        let count = self.u64()?;
+        let fits = usize::try_from(count)
+            .ok()
+            .filter(|count| count.saturating_mul(item_bytes_min) <= self.left());
+        fits.ok_or_else(|| self.error(at, &format!("count {count} exceeds the bytes left")))
+    }
+
+    fn payload(&mut self) -> Result<Bytes, TraceError> {
+        let mut buffer = [0u8; 4];
+        buffer.copy_from_slice(self.take(4)?);
+        let length = u32::from_le_bytes(buffer) as usize;
+        Ok(Bytes::copy_from_slice(self.take(length)?))
+    }
+
+    fn config(&mut self) -> Result<Config, TraceError> {
+        let id = NodeId(self.u64()?);
+        let member_count = self.count(8)?;
+        let members = (0..member_count)
+            .map(|_| self.u64().map(NodeId))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = Config::lan(id, members, 0);
+        config.heartbeat_interval = self.nanos()?;
+        config.passive_timeout_min = self.nanos()?;
+        config.passive_timeout_max = self.nanos()?;
+        config.election_cycle_min = self.nanos()?;
+        config.election_cycle_max = self.nanos()?;
+        config.deferral = self.bool()?;
+        config.pre_vote = self.bool()?;
+        config.check_quorum = self.bool()?;
+        config.seed = self.u64()?;
+        config.append_entry_count_max = self.u64()?;
+        config.append_bytes_max = self.u64()?;
+        config.inflight_append_count_max = self.u64()?;
+        config.pending_proposal_count_max = self.u64()?;
+        config.pending_proposal_bytes_max = self.u64()?;
+        config.entry_bytes_max = self.u64()?;
+        config.injected_bug = match self.u8()? {
+            0 => None,
+            1 => Some(InjectedBug::CommitOlderTermByCount),
+            2 => Some(InjectedBug::GrantTwoVotesPerTerm),
+            other => return Err(self.error(self.offset - 1, &format!("injected bug {other}"))),
+        };
+        Ok(config)
+    }
+
+    fn persisted(&mut self) -> Result<Persisted, TraceError> {
+        let current_term = Term(self.u64()?);
+        let voted_for = self.option_id()?;
+        let incarnation = Incarnation(self.u64()?);
+        let entry_count = self.count(21)?;
+        let entries = (0..entry_count)
+            .map(|_| self.entry())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Persisted {
+            hard_state: HardState {
+                current_term,
+                voted_for,
+            },
+            entries,
+            incarnation,
+        })
+    }
+
+    fn option_id(&mut self) -> Result<Option<NodeId>, TraceError> {
+        Ok(if self.bool()? {
+            Some(NodeId(self.u64()?))
+        } else {
+            None
+        })
+    }
+
+    fn entry(&mut self) -> Result<Entry, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let kind = match self.u8()? {
+            1 => EntryKind::Normal,
+            2 => EntryKind::Noop,
+            other => return Err(self.error(self.offset - 1, &format!("entry kind {other}"))),
+        };
+        let payload = self.payload()?;
+        Ok(Entry {
+            index,
+            term,
+            kind,
+            payload,
+        })
+    }
+
+    fn message(&mut self) -> Result<Message, TraceError> {
+        let from = NodeId(self.u64()?);
+        let to = NodeId(self.u64()?);
+        let term = Term(self.u64()?);
+        let incarnation = Incarnation(self.u64()?);
+        let at = self.offset;
+        let body = match self.u8()? {
+            1 => MessageBody::VoteRequest(VoteRequest {
+                last_index: LogIndex(self.u64()?),
+                last_term: Term(self.u64()?),
+                pre_vote: self.bool()?,
+            }),
+            2 => MessageBody::VoteReply(self.vote_reply()?),
+            3 => MessageBody::Append(self.append()?),
+            4 => MessageBody::AppendReply(self.append_reply()?),
+            other => return Err(self.error(at, &format!("message kind {other}"))),
+        };
+        Ok(Message {
+            from,
+            to,
+            term,
+            incarnation,
+            body,
+        })
+    }
+
+    fn vote_reply(&mut self) -> Result<VoteReply, TraceError> {
+        let at = self.offset;
+        let reason = match self.u8()? {
+            1 => VoteReason::Granted,
+            2 => VoteReason::AlreadyVoted,
+            3 => VoteReason::LogNotComplete,
+            4 => VoteReason::StaleTerm,
+            5 => VoteReason::LeaderAlive,
+            other => return Err(self.error(at, &format!("vote reason {other}"))),
+        };
+        let voter_rank = if self.bool()? {
+            Some(Rank {
+                last_term: Term(self.u64()?),
+                last_index: LogIndex(self.u64()?),
+                id: NodeId(self.u64()?),
+            })
+        } else {
+            None
+        };
+        Ok(VoteReply {
+            reason,
+            voter_rank,
+            pre_vote: self.bool()?,
+        })
+    }
+
+    fn append(&mut self) -> Result<Append, TraceError> {
+        let prev_index = LogIndex(self.u64()?);
+        let prev_term = Term(self.u64()?);
+        let entry_count = self.count(21)?;
+        let entries = (0..entry_count)
+            .map(|_| self.entry())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Append {
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit: LogIndex(self.u64()?),
+        })
+    }
+
+    fn append_reply(&mut self) -> Result<AppendReply, TraceError> {
+        let at = self.offset;
+        let result = match self.u8()? {
+            1 => AppendResult::Accepted {
+                match_index: LogIndex(self.u64()?),
+            },
+            2 => AppendResult::Rejected(RejectHint {
+                conflict_term: Term(self.u64()?),
+                conflict_first_index: LogIndex(self.u64()?),
+                last_index: LogIndex(self.u64()?),
+                last_term: Term(self.u64()?),
+            }),
+            other => return Err(self.error(at, &format!("append result {other}"))),
+        };
+        Ok(AppendReply { result })
+    }
+}
