@@ -1,8 +1,117 @@
 //! Thread-based TCP transport for ALPO: framing, handshake, codec and per-peer connections.
 //!
-//! SKELETON: the transport is built under issue 4.
+//! Two services, one framing (`docs/wire-format.md`):
+//!
+//! - [`PeerTransport`] carries `alpo_core::Message`s between servers. Each node dials every peer
+//!   and uses that connection only to send; it accepts inbound connections only to receive.
+//!   [`PeerTransport::send`] never blocks (a full per-peer queue drops its oldest message and
+//!   counts it), and inbound messages arrive on one bounded channel.
+//! - [`ClientListener`] (server side) and [`ClientConnection`] (blocking client side) carry
+//!   opaque request and response bodies on a separate listener; alpo-node defines the bodies.
+//!
+//! Architecture invariants: alpo-net starts threads, never an async runtime; every queue is
+//! bounded ([`limits`]); nothing that arrives from the network can panic a thread: the pure
+//! [`frame::FrameDecoder`] and the [`codec`] turn any bytes into a value or a [`Rejection`], and a
+//! rejected connection is closed with a [`CloseReason`] that is logged with the peer address and
+//! counted ([`Counters`]), while the listener goes on serving everyone else. alpo-net knows the
+//! core's message types and nothing of its rules.
+//!
+//! # Example
+//!
+//! Two nodes on loopback exchange a heartbeat, and a client talks to a client listener:
+//!
+//! ```
+//! use std::net::TcpListener;
+//! use std::time::Duration;
+//!
+//! use alpo_core::{Append, ClusterId, Incarnation, LogIndex, Message, MessageBody, NodeId, Term};
+//! use alpo_net::{
+//!     ClientConnection, ClientListener, ClientListenerConfig, PeerConfig, PeerTransport,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = ClusterId(7);
+//! let any_port = "127.0.0.1:0".parse()?;
+//! // Bind both listeners first (port 0), so each node can be told the other's address.
+//! let (listener_1, listener_2) = (TcpListener::bind(any_port)?, TcpListener::bind(any_port)?);
+//! let peers_of_1 = vec![(NodeId(2), listener_2.local_addr()?)];
+//! let peers_of_2 = vec![(NodeId(1), listener_1.local_addr()?)];
+//! let config_1 = PeerConfig::new(cluster, NodeId(1), any_port, peers_of_1);
+//! let config_2 = PeerConfig::new(cluster, NodeId(2), any_port, peers_of_2);
+//! let (node_1, _inbox_1) = PeerTransport::start_with_listener(listener_1, config_1)?;
+//! let (node_2, inbox_2) = PeerTransport::start_with_listener(listener_2, config_2)?;
+//!
+//! let heartbeat = Message {
+//!     from: NodeId(1),
+//!     to: NodeId(2),
+//!     term: Term(3),
+//!     incarnation: Incarnation(1),
+//!     body: MessageBody::Append(Append {
+//!         prev_index: LogIndex(0),
+//!         prev_term: Term(0),
+//!         entries: Vec::new(),
+//!         leader_commit: LogIndex(0),
+//!     }),
+//! };
+//! node_1.send(heartbeat.clone()); // Never blocks.
+//! assert_eq!(inbox_2.recv_timeout(Duration::from_secs(10))?, heartbeat);
+//! assert_eq!(node_1.counters().messages_dropped_queue_full, 0);
+//!
+//! // The client protocol: opaque bodies on a separate listener.
+//! let config = ClientListenerConfig::new(cluster, NodeId(2), any_port);
+//! let (clients, requests) = ClientListener::start(config)?;
+//! let timeout = Duration::from_secs(10);
+//! let mut client = ClientConnection::connect(clients.local_addr(), cluster, timeout)?;
+//! client.send(b"get x")?;
+//! let request = requests.recv_timeout(timeout)?;
+//! assert_eq!(&request.body[..], b"get x");
+//! clients.reply(request.connection, bytes::Bytes::from_static(b"x = 1"));
+//! assert_eq!(&client.recv(timeout)?[..], b"x = 1");
+//!
+//! node_1.shutdown(); // Joins its threads; dropping does the same.
+//! node_2.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`frame`] (header and pure decoder), [`codec`] (messages to bodies),
+//! [`handshake`] (`Hello`, `Welcome`, `Close`), `peer` ([`PeerTransport`]), `client`
+//! ([`ClientListener`], [`ClientConnection`]), [`limits`], `error` ([`Error`], [`Rejection`],
+//! [`CloseReason`]), `counters` ([`Counters`]).
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
-#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
+mod backoff;
+mod client;
+pub mod codec;
+mod conn;
+mod counters;
+mod error;
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+mod peer;
+mod queue;
+
+pub use client::{
+    ClientConnection, ClientListener, ClientListenerConfig, ClientRequest, ConnectionId,
+};
+pub use counters::Counters;
+pub use error::{CloseReason, Error, Rejection};
+pub use peer::{PeerConfig, PeerTransport};
+
+// Handles the node keeps and moves between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PeerTransport>();
+    assert_send_sync::<ClientListener>();
+    assert_send_sync::<Counters>();
+    assert_send_sync::<Error>();
+};

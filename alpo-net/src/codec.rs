@@ -1,0 +1,498 @@
+//! The codec: every `alpo_core::Message` to and from one frame body (format version 1, laid out
+//! byte by byte in `docs/wire-format.md`).
+//!
+//! Invariants: the frame kind says which message the body holds, the frame's sender field is the
+//! message's `from`, and the body is consumed exactly (trailing bytes are malformed). Entry
+//! indices are not sent: an Append's entries are consecutive from `prev_index + 1` (as
+//! `alpo_core::Append` requires), so the decoder derives them and a gap cannot be expressed on the
+//! wire. Decoding never panics and never allocates more than the body's size justifies; entry
+//! payloads are `Bytes::slice`s of the frame body, not copies.
+
+use alpo_core::{
+    Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
+    MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
+};
+use bytes::Bytes;
+
+use crate::error::Rejection;
+use crate::frame::{FrameHeader, FrameKind, begin_frame, finish_frame};
+use crate::limits::ENTRY_HEADER_BYTES;
+
+/// Flag bit in VoteRequest and VoteReply bodies: this is a pre-vote (rule E2).
+const FLAG_PRE_VOTE: u8 = 0b01;
+/// Flag bit in VoteReply bodies: the voter's rank follows (rule E8).
+const FLAG_VOTER_RANK: u8 = 0b10;
+/// AppendReply result tag: accepted.
+const RESULT_ACCEPTED: u8 = 1;
+/// AppendReply result tag: rejected with a hint.
+const RESULT_REJECTED: u8 = 2;
+
+/// Why a message could not be encoded; the transport drops it and counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// An Append's entries are not consecutive from `prev_index + 1`: an ALPO bug.
+    EntriesNotConsecutive {
+        /// Position in `entries` of the first entry out of sequence.
+        position: u64,
+    },
+    /// The message does not fit in one frame.
+    TooLarge {
+        /// The body's size in bytes.
+        bytes: u64,
+    },
+}
+
+/// The frame kind that carries a message body.
+#[must_use]
+pub fn frame_kind(body: &MessageBody) -> FrameKind {
+    match body {
+        MessageBody::VoteRequest(_) => FrameKind::VoteRequest,
+        MessageBody::VoteReply(_) => FrameKind::VoteReply,
+        MessageBody::Append(_) => FrameKind::Append,
+        MessageBody::AppendReply(_) => FrameKind::AppendReply,
+    }
+}
+
+/// Appends `message` as one whole frame of `cluster_id` to `out`. On error `out` is unchanged.
+pub fn encode_message(
+    message: &Message,
+    cluster_id: ClusterId,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let rollback = out.len();
+    let start = begin_frame(out);
+    if let Err(error) = encode_body(message, out) {
+        out.truncate(rollback);
+        return Err(error);
+    }
+    let kind = frame_kind(&message.body);
+    finish_frame(out, start, kind, cluster_id, message.from.0).map_err(|too_large| {
+        EncodeError::TooLarge {
+            bytes: too_large.bytes,
+        }
+    })
+}
+
+/// Decodes the body of a peer-message frame; `from` is the frame's sender.
+pub fn decode_message(header: &FrameHeader, body: Bytes) -> Result<Message, Rejection> {
+    let mut reader = BodyReader {
+        kind: header.kind,
+        body,
+        offset: 0,
+    };
+    let to = NodeId(reader.u64("body ends inside the receiver")?);
+    let term = Term(reader.u64("body ends inside the term")?);
+    let incarnation = Incarnation(reader.u64("body ends inside the incarnation")?);
+    let body = match header.kind {
+        FrameKind::VoteRequest => MessageBody::VoteRequest(decode_vote_request(&mut reader)?),
+        FrameKind::VoteReply => MessageBody::VoteReply(decode_vote_reply(&mut reader)?),
+        FrameKind::Append => MessageBody::Append(decode_append(&mut reader)?),
+        FrameKind::AppendReply => MessageBody::AppendReply(decode_append_reply(&mut reader)?),
+        _ => return Err(reader.malformed("not a peer message kind")),
+    };
+    reader.finish()?;
+    Ok(Message {
+        from: NodeId(header.sender),
+        to,
+        term,
+        incarnation,
+        body,
+    })
+}
+
+fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    put_u64(out, message.to.0);
+    put_u64(out, message.term.0);
+    put_u64(out, message.incarnation.0);
+    match &message.body {
+        MessageBody::VoteRequest(request) => {
+            put_u64(out, request.last_index.0);
+            put_u64(out, request.last_term.0);
+            out.push(if request.pre_vote { FLAG_PRE_VOTE } else { 0 });
+        }
+        MessageBody::VoteReply(reply) => encode_vote_reply(reply, out),
+        MessageBody::Append(append) => encode_append(append, out)?,
+        MessageBody::AppendReply(reply) => encode_append_reply(reply, out),
+    }
+    Ok(())
+}
+
+fn encode_vote_reply(reply: &VoteReply, out: &mut Vec<u8>) {
+    let mut flags = 0;
+    if reply.pre_vote {
+        flags |= FLAG_PRE_VOTE;
+    }
+    if reply.voter_rank.is_some() {
+        flags |= FLAG_VOTER_RANK;
+    }
+    out.push(reply.reason as u8);
+    out.push(flags);
+    let rank = reply.voter_rank.unwrap_or(Rank {
+        last_term: Term(0),
+        last_index: LogIndex(0),
+        id: NodeId(0),
+    });
+    put_u64(out, rank.last_term.0);
+    put_u64(out, rank.last_index.0);
+    put_u64(out, rank.id.0);
+}
+
+fn encode_append(append: &Append, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    put_u64(out, append.prev_index.0);
+    put_u64(out, append.prev_term.0);
+    put_u64(out, append.leader_commit.0);
+    let too_large = |bytes: usize| EncodeError::TooLarge {
+        bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+    };
+    let count = u32::try_from(append.entries.len()).map_err(|_| too_large(usize::MAX))?;
+    put_u32(out, count);
+    let mut expected = append.prev_index;
+    for (position, entry) in append.entries.iter().enumerate() {
+        expected = expected.next();
+        if entry.index != expected {
+            return Err(EncodeError::EntriesNotConsecutive {
+                position: u64::try_from(position).unwrap_or(u64::MAX),
+            });
+        }
+        let payload_bytes =
+            u32::try_from(entry.payload.len()).map_err(|_| too_large(entry.payload.len()))?;
+        put_u64(out, entry.term.0);
+        out.push(entry.kind as u8);
+        put_u32(out, payload_bytes);
+        out.extend_from_slice(&entry.payload);
+    }
+    Ok(())
+}
+
+fn encode_append_reply(reply: &AppendReply, out: &mut Vec<u8>) {
+    match reply.result {
+        AppendResult::Accepted { match_index } => {
+            out.push(RESULT_ACCEPTED);
+            put_u64(out, match_index.0);
+        }
+        AppendResult::Rejected(hint) => {
+            out.push(RESULT_REJECTED);
+            put_u64(out, hint.conflict_term.0);
+            put_u64(out, hint.conflict_first_index.0);
+            put_u64(out, hint.last_index.0);
+            put_u64(out, hint.last_term.0);
+        }
+    }
+}
+
+fn decode_vote_request(reader: &mut BodyReader) -> Result<VoteRequest, Rejection> {
+    let last_index = LogIndex(reader.u64("body ends inside last_index")?);
+    let last_term = Term(reader.u64("body ends inside last_term")?);
+    let flags = reader.u8("body ends inside the flags")?;
+    if flags & !FLAG_PRE_VOTE != 0 {
+        return Err(reader.malformed_before(1, "unknown flag bits"));
+    }
+    Ok(VoteRequest {
+        last_index,
+        last_term,
+        pre_vote: flags & FLAG_PRE_VOTE != 0,
+    })
+}
+
+fn decode_vote_reply(reader: &mut BodyReader) -> Result<VoteReply, Rejection> {
+    let reason = match reader.u8("body ends inside the reason")? {
+        1 => VoteReason::Granted,
+        2 => VoteReason::AlreadyVoted,
+        3 => VoteReason::LogNotComplete,
+        4 => VoteReason::StaleTerm,
+        5 => VoteReason::LeaderAlive,
+        _ => return Err(reader.malformed_before(1, "unknown vote reason")),
+    };
+    let flags = reader.u8("body ends inside the flags")?;
+    if flags & !(FLAG_PRE_VOTE | FLAG_VOTER_RANK) != 0 {
+        return Err(reader.malformed_before(1, "unknown flag bits"));
+    }
+    let rank = Rank {
+        last_term: Term(reader.u64("body ends inside the voter rank")?),
+        last_index: LogIndex(reader.u64("body ends inside the voter rank")?),
+        id: NodeId(reader.u64("body ends inside the voter rank")?),
+    };
+    let voter_rank = if flags & FLAG_VOTER_RANK != 0 {
+        Some(rank)
+    } else if rank.last_term.0 == 0 && rank.last_index.0 == 0 && rank.id.0 == 0 {
+        None
+    } else {
+        return Err(reader.malformed_before(24, "voter rank present without its flag"));
+    };
+    Ok(VoteReply {
+        reason,
+        voter_rank,
+        pre_vote: flags & FLAG_PRE_VOTE != 0,
+    })
+}
+
+fn decode_append(reader: &mut BodyReader) -> Result<Append, Rejection> {
+    let prev_index = LogIndex(reader.u64("body ends inside prev_index")?);
+    let prev_term = Term(reader.u64("body ends inside prev_term")?);
+    let leader_commit = LogIndex(reader.u64("body ends inside leader_commit")?);
+    let count = reader.u32("body ends inside the entry count")?;
+    let count = usize::try_from(count).map_err(|_| reader.malformed("entry count too large"))?;
+    // Every entry takes at least ENTRY_HEADER_BYTES, so the body bounds the allocation.
+    if reader.remaining() / ENTRY_HEADER_BYTES < count {
+        return Err(reader.malformed_before(4, "entry count exceeds what the body can hold"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut index = prev_index;
+    for _ in 0..count {
+        index = LogIndex(
+            index
+                .0
+                .checked_add(1)
+                .ok_or_else(|| reader.malformed("entry index overflows u64"))?,
+        );
+        let term = Term(reader.u64("body ends inside an entry term")?);
+        let kind = match reader.u8("body ends inside an entry kind")? {
+            1 => EntryKind::Normal,
+            2 => EntryKind::Noop,
+            _ => return Err(reader.malformed_before(1, "unknown entry kind")),
+        };
+        let payload_bytes = reader.u32("body ends inside an entry payload length")?;
+        let payload = reader.bytes(payload_bytes, "body ends inside an entry payload")?;
+        entries.push(Entry {
+            index,
+            term,
+            kind,
+            payload,
+        });
+    }
+    Ok(Append {
+        prev_index,
+        prev_term,
+        entries,
+        leader_commit,
+    })
+}
+
+fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection> {
+    let result = match reader.u8("body ends inside the result tag")? {
+        RESULT_ACCEPTED => AppendResult::Accepted {
+            match_index: LogIndex(reader.u64("body ends inside match_index")?),
+        },
+        RESULT_REJECTED => AppendResult::Rejected(RejectHint {
+            conflict_term: Term(reader.u64("body ends inside conflict_term")?),
+            conflict_first_index: LogIndex(reader.u64("body ends inside conflict_first_index")?),
+            last_index: LogIndex(reader.u64("body ends inside last_index")?),
+            last_term: Term(reader.u64("body ends inside last_term")?),
+        }),
+        _ => return Err(reader.malformed_before(1, "unknown append result tag")),
+    };
+    Ok(AppendReply { result })
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A cursor over a body that turns every short read into a named `MalformedBody`.
+struct BodyReader {
+    kind: FrameKind,
+    body: Bytes,
+    offset: usize,
+}
+
+impl BodyReader {
+    fn remaining(&self) -> usize {
+        self.body.len() - self.offset
+    }
+
+    fn take<const N: usize>(&mut self, problem: &'static str) -> Result<[u8; N], Rejection> {
+        let end = self
+            .offset
+            .checked_add(N)
+            .ok_or_else(|| self.malformed(problem))?;
+        let bytes = self
+            .body
+            .get(self.offset..end)
+            .ok_or_else(|| self.malformed(problem))?;
+        let array = <[u8; N]>::try_from(bytes).map_err(|_| self.malformed(problem))?;
+        self.offset = end;
+        Ok(array)
+    }
+
+    fn u8(&mut self, problem: &'static str) -> Result<u8, Rejection> {
+        Ok(self.take::<1>(problem)?[0])
+    }
+
+    fn u32(&mut self, problem: &'static str) -> Result<u32, Rejection> {
+        Ok(u32::from_le_bytes(self.take(problem)?))
+    }
+
+    fn u64(&mut self, problem: &'static str) -> Result<u64, Rejection> {
+        Ok(u64::from_le_bytes(self.take(problem)?))
+    }
+
+    fn bytes(&mut self, length: u32, problem: &'static str) -> Result<Bytes, Rejection> {
+        let length = usize::try_from(length).map_err(|_| self.malformed(problem))?;
+        if self.remaining() < length {
+            return Err(self.malformed(problem));
+        }
+        let slice = self.body.slice(self.offset..self.offset + length);
+        self.offset += length;
+        Ok(slice)
+    }
+
+    fn finish(&self) -> Result<(), Rejection> {
+        if self.remaining() == 0 {
+            Ok(())
+        } else {
+            Err(self.malformed("trailing bytes after the message"))
+        }
+    }
+
+    fn malformed(&self, problem: &'static str) -> Rejection {
+        self.malformed_at(self.offset, problem)
+    }
+
+    fn malformed_before(&self, field_bytes: usize, problem: &'static str) -> Rejection {
+        self.malformed_at(self.offset.saturating_sub(field_bytes), problem)
+    }
+
+    fn malformed_at(&self, offset: usize, problem: &'static str) -> Rejection {
+        Rejection::MalformedBody {
+            kind: self.kind,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            problem,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameDecoder;
+
+    const CLUSTER: ClusterId = ClusterId(3);
+
+    fn append(entries: Vec<Entry>) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            incarnation: Incarnation(1),
+            body: MessageBody::Append(Append {
+                prev_index: LogIndex(9),
+                prev_term: Term(4),
+                entries,
+                leader_commit: LogIndex(8),
+            }),
+        }
+    }
+
+    fn entry(index: u64, payload: &'static [u8]) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(5),
+            kind: EntryKind::Normal,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn decode_frame(bytes: &[u8]) -> Result<Message, Rejection> {
+        let mut decoder = FrameDecoder::new(CLUSTER);
+        decoder.feed(bytes);
+        let frame = decoder.next_frame()?.expect("a whole frame");
+        decode_message(&frame.header, frame.body)
+    }
+
+    #[test]
+    fn append_payloads_are_slices_of_the_frame_body() {
+        let message = append(vec![entry(10, b"abc"), entry(11, b"defg")]);
+        let mut out = Vec::new();
+        encode_message(&message, CLUSTER, &mut out).unwrap();
+        let mut decoder = FrameDecoder::new(CLUSTER);
+        decoder.feed(&out);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let body_range = frame.body.as_ptr_range();
+        let decoded = decode_message(&frame.header, frame.body.clone()).unwrap();
+        assert_eq!(decoded, message);
+        let MessageBody::Append(append) = &decoded.body else {
+            panic!("not an append")
+        };
+        for entry in &append.entries {
+            assert!(
+                body_range.contains(&entry.payload.as_ptr()),
+                "payload was copied"
+            );
+        }
+    }
+
+    #[test]
+    fn gap_in_entries_is_not_encoded() {
+        let message = append(vec![entry(10, b"a"), entry(12, b"b")]);
+        let mut out = vec![7];
+        let error = encode_message(&message, CLUSTER, &mut out).unwrap_err();
+        assert_eq!(error, EncodeError::EntriesNotConsecutive { position: 1 });
+        assert_eq!(out, vec![7]);
+    }
+
+    #[test]
+    fn huge_entry_count_is_refused_without_allocating() {
+        let message = append(Vec::new());
+        let mut out = Vec::new();
+        encode_message(&message, CLUSTER, &mut out).unwrap();
+        // The entry count is the last field of an empty Append: claim u32::MAX entries.
+        let length = out.len();
+        out[length - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let body_checksum = crc32fast::hash(&out[36..]);
+        out[28..32].copy_from_slice(&body_checksum.to_le_bytes());
+        let header_checksum = crc32fast::hash(&out[0..32]);
+        out[32..36].copy_from_slice(&header_checksum.to_le_bytes());
+        let error = decode_frame(&out).unwrap_err();
+        assert_eq!(
+            error,
+            Rejection::MalformedBody {
+                kind: FrameKind::Append,
+                offset: 48,
+                problem: "entry count exceeds what the body can hold",
+            }
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_and_unknown_tags_are_malformed() {
+        let message = Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            incarnation: Incarnation(1),
+            body: MessageBody::AppendReply(AppendReply {
+                result: AppendResult::Accepted {
+                    match_index: LogIndex(3),
+                },
+            }),
+        };
+        let mut body = Vec::new();
+        encode_body(&message, &mut body).unwrap();
+        let header = FrameHeader {
+            kind: FrameKind::AppendReply,
+            cluster_id: CLUSTER,
+            sender: 1,
+            body_bytes: 0,
+            body_checksum: 0,
+        };
+        let mut trailing = body.clone();
+        trailing.push(0);
+        let error = decode_message(&header, Bytes::from(trailing)).unwrap_err();
+        assert_eq!(error.reason(), crate::CloseReason::MalformedBody);
+        let mut bad_tag = body.clone();
+        bad_tag[24] = 9;
+        let error = decode_message(&header, Bytes::from(bad_tag)).unwrap_err();
+        assert_eq!(
+            error,
+            Rejection::MalformedBody {
+                kind: FrameKind::AppendReply,
+                offset: 24,
+                problem: "unknown append result tag",
+            }
+        );
+    }
+}

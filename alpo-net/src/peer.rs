@@ -1,0 +1,523 @@
+//! The peer transport: how a node sends `alpo_core::Message`s to its peers and receives theirs.
+//!
+//! Connection scheme: every node dials every peer and uses that outbound connection only to
+//! send; it accepts inbound connections only to receive. So each ordered pair of nodes has its
+//! own connection, owned by one writer thread at the sender and one reader thread at the
+//! receiver, and messages from one node to another arrive in the order they were sent while the
+//! connection lasts. Per peer, `send` feeds a bounded drop-oldest queue; the peer's writer thread
+//! drains everything queued into one buffer and writes it with one `write_all`; on failure it
+//! redials with capped exponential backoff and jitter. Reader threads deliver decoded messages to
+//! one bounded channel that the node reads.
+//!
+//! Invariants: `send` never blocks; a message reaches the node only from a connection whose
+//! handshake named a configured peer, and only if its frame's sender is that peer and its
+//! receiver is this node (others are dropped and counted); frames are delivered whole and
+//! checksum-verified, never partially. After `shutdown` returns, every thread has been joined.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use alpo_core::{ClusterId, Message, NodeId};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+
+use crate::backoff::Backoff;
+use crate::codec::{EncodeError, decode_message, encode_message};
+use crate::conn::{Connection, Direction, Registration, Shared, Threads, wake_listener};
+use crate::counters::{Counters, add, add_usize};
+use crate::error::{Error, Rejection};
+use crate::frame::{Frame, FrameKind};
+use crate::handshake::{Hello, HelloPolicy, Role, decode_close};
+use crate::limits::{
+    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, INBOUND_QUEUE_MESSAGE_COUNT_MAX,
+    PEER_CONNECTION_COUNT_MAX, PEER_QUEUE_MESSAGE_COUNT_MAX, RECONNECT_BACKOFF_MS_MAX,
+    RECONNECT_BACKOFF_MS_MIN, WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAME_COUNT_MAX,
+};
+use crate::queue::{DropOldestSender, Pushed, drop_oldest_queue};
+
+/// How a [`PeerTransport`] is set up. [`PeerConfig::new`] fills the limits with the defaults
+/// from `limits.rs`.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// This node's cluster; frames of other clusters are refused.
+    pub cluster_id: ClusterId,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Where to listen for peers (port 0 picks a free port; see `PeerTransport::local_addr`).
+    pub listen: SocketAddr,
+    /// The other nodes and their peer-listener addresses (not this node).
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Messages queued per peer before the oldest is dropped.
+    pub peer_queue_message_count_max: usize,
+    /// Inbound messages buffered for the node before readers wait.
+    pub inbound_queue_message_count_max: usize,
+    /// Inbound connections served at once.
+    pub inbound_connection_count_max: usize,
+    /// First reconnect delay, in milliseconds.
+    pub reconnect_backoff_ms_min: u64,
+    /// Largest reconnect delay, in milliseconds.
+    pub reconnect_backoff_ms_max: u64,
+}
+
+/// A running peer transport. Dropping it shuts it down (see [`PeerTransport::shutdown`]).
+#[derive(Debug)]
+pub struct PeerTransport {
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    queues: BTreeMap<NodeId, DropOldestSender<Message>>,
+    shared: Arc<Shared>,
+    shutdown_sender: Option<Sender<()>>,
+    threads: Arc<Threads>,
+}
+
+/// What the reader threads share.
+#[derive(Debug)]
+struct InboundContext {
+    shared: Arc<Shared>,
+    node_id: NodeId,
+    peers: Vec<NodeId>,
+    inbound: Sender<Message>,
+}
+
+/// What one writer thread owns.
+#[derive(Debug)]
+struct WriterContext {
+    shared: Arc<Shared>,
+    node_id: NodeId,
+    peer_id: NodeId,
+    peer_addr: SocketAddr,
+    queue: Receiver<Message>,
+    backoff: Backoff,
+}
+
+/// Why a writer's connection ended.
+enum PumpEnd {
+    Shutdown,
+    Lost(Error),
+}
+
+impl PeerConfig {
+    /// A configuration with the default limits.
+    #[must_use]
+    pub fn new(
+        cluster_id: ClusterId,
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: Vec<(NodeId, SocketAddr)>,
+    ) -> PeerConfig {
+        PeerConfig {
+            cluster_id,
+            node_id,
+            listen,
+            peers,
+            peer_queue_message_count_max: PEER_QUEUE_MESSAGE_COUNT_MAX,
+            inbound_queue_message_count_max: INBOUND_QUEUE_MESSAGE_COUNT_MAX,
+            inbound_connection_count_max: PEER_CONNECTION_COUNT_MAX,
+            reconnect_backoff_ms_min: RECONNECT_BACKOFF_MS_MIN,
+            reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let problem = |field: &'static str, problem: String| Err(Error::Config { field, problem });
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return problem("peers", format!("node {} is listed twice", pair[0]));
+        }
+        if ids.contains(&self.node_id) {
+            return problem("peers", format!("lists this node ({})", self.node_id));
+        }
+        if self.peer_queue_message_count_max == 0 {
+            return problem("peer_queue_message_count_max", "must be at least 1".into());
+        }
+        if self.inbound_queue_message_count_max == 0 {
+            return problem(
+                "inbound_queue_message_count_max",
+                "must be at least 1".into(),
+            );
+        }
+        if self.reconnect_backoff_ms_max < self.reconnect_backoff_ms_min {
+            let found = self.reconnect_backoff_ms_max;
+            return problem(
+                "reconnect_backoff_ms_max",
+                format!("{found} is below the minimum"),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl PeerTransport {
+    /// Binds `config.listen`, starts the accept thread and one writer thread per peer, and
+    /// returns the transport with the channel on which inbound messages arrive.
+    pub fn start(config: PeerConfig) -> Result<(PeerTransport, Receiver<Message>), Error> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        PeerTransport::start_with_listener(listener, config)
+    }
+
+    /// Like [`PeerTransport::start`], on a listener the caller bound already (`config.listen` is
+    /// not used). This lets a test bind every node on port 0 first, then give each node the
+    /// others' real addresses.
+    pub fn start_with_listener(
+        listener: TcpListener,
+        config: PeerConfig,
+    ) -> Result<(PeerTransport, Receiver<Message>), Error> {
+        config.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (shared, shutdown_sender) = Shared::new(config.cluster_id);
+        let (inbound, receiver) = bounded(config.inbound_queue_message_count_max);
+        let mut transport = PeerTransport {
+            node_id: config.node_id,
+            local_addr,
+            queues: BTreeMap::new(),
+            shared: Arc::clone(&shared),
+            shutdown_sender: Some(shutdown_sender),
+            threads: Arc::new(Threads::default()),
+        };
+        let context = Arc::new(InboundContext {
+            shared,
+            node_id: config.node_id,
+            peers: config.peers.iter().map(|(id, _)| *id).collect(),
+            inbound,
+        });
+        // On an error below, dropping `transport` stops and joins what was started.
+        let threads = Arc::clone(&transport.threads);
+        let connection_count_max = config.inbound_connection_count_max;
+        transport
+            .threads
+            .spawn(format!("alpo-net-accept-{}", config.node_id), move || {
+                accept_loop(&listener, &context, &threads, connection_count_max);
+            })?;
+        transport.start_writers(&config)?;
+        Ok((transport, receiver))
+    }
+
+    /// The address the listener is bound to (with the real port when `listen` had port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues `message` for `message.to`. Never blocks: if that peer's queue is full, the oldest
+    /// queued message is dropped and counted. A message to an unknown node or to this node, or
+    /// not from this node, is dropped and counted.
+    pub fn send(&self, message: Message) {
+        let counters = &self.shared.counters;
+        let queue = self.queues.get(&message.to);
+        let Some(queue) = queue.filter(|_| message.from == self.node_id) else {
+            tracing::debug!(to = %message.to, from = %message.from, "unroutable message dropped");
+            add(&counters.messages_dropped_unroutable, 1);
+            return;
+        };
+        match queue.push(message) {
+            Pushed::Queued => {}
+            Pushed::QueuedDropping(count) => add(&counters.messages_dropped_queue_full, count),
+            Pushed::Disconnected => add(&counters.messages_dropped_unroutable, 1),
+        }
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops listening, closes every connection and joins every thread. Messages still queued
+    /// are dropped. Dropping the transport does the same.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn start_writers(&mut self, config: &PeerConfig) -> Result<(), Error> {
+        // Jitter only needs peers and restarts to differ, not unpredictability.
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                elapsed.as_secs() ^ u64::from(elapsed.subsec_nanos()) << 20
+            });
+        for (peer_id, peer_addr) in &config.peers {
+            let (producer, queue) = drop_oldest_queue(config.peer_queue_message_count_max);
+            self.queues.insert(*peer_id, producer);
+            let backoff_seed = seed ^ config.node_id.0.rotate_left(32) ^ peer_id.0;
+            let context = WriterContext {
+                shared: Arc::clone(&self.shared),
+                node_id: config.node_id,
+                peer_id: *peer_id,
+                peer_addr: *peer_addr,
+                queue,
+                backoff: Backoff::new(
+                    config.reconnect_backoff_ms_min,
+                    config.reconnect_backoff_ms_max,
+                    backoff_seed,
+                ),
+            };
+            let name = format!("alpo-net-writer-{}-{}", config.node_id, peer_id);
+            self.threads.spawn(name, move || run_writer(context))?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        let Some(shutdown_sender) = self.shutdown_sender.take() else {
+            return;
+        };
+        drop(shutdown_sender);
+        self.shared.close_all();
+        self.queues.clear();
+        wake_listener(self.local_addr);
+        self.threads.join_all();
+    }
+}
+
+impl Drop for PeerTransport {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    context: &Arc<InboundContext>,
+    threads: &Threads,
+    connection_count_max: usize,
+) {
+    let counters = &context.shared.counters;
+    loop {
+        let accepted = listener.accept();
+        if context.shared.is_closed() {
+            return;
+        }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept on the peer listener failed");
+                // Back off briefly (file descriptors may be exhausted) unless shutting down.
+                let pause = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
+                if context.shared.shutdown.recv_timeout(pause)
+                    == Err(RecvTimeoutError::Disconnected)
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        let connection = Connection::new(stream, peer, context.shared.cluster_id);
+        if connection_count_max <= context.shared.inbound_count() {
+            let max = u64::try_from(connection_count_max).unwrap_or(u64::MAX);
+            let rejection = Rejection::TooManyConnections { max };
+            connection.reject(&rejection, context.node_id.0, counters);
+            continue;
+        }
+        let context = Arc::clone(context);
+        let name = format!("alpo-net-reader-{}-{}", context.node_id, peer);
+        if let Err(error) = threads.spawn(name, move || serve_inbound(connection, &context)) {
+            tracing::error!(peer = %peer, %error, "cannot serve an inbound connection");
+        }
+    }
+}
+
+fn serve_inbound(mut connection: Connection, context: &InboundContext) {
+    let shared = &context.shared;
+    let counters = &shared.counters;
+    let Some(_registration) = shared.register(&connection.stream, Direction::Inbound) else {
+        return;
+    };
+    let policy = HelloPolicy {
+        role: Role::Peer,
+        node_id: context.node_id,
+        peers: &context.peers,
+    };
+    let Some(hello) = connection.accept_hello(policy, counters) else {
+        return;
+    };
+    tracing::debug!(peer = %connection.peer, node = hello.sender, "peer connected");
+    loop {
+        let frame = match connection.read_frame(None, counters) {
+            Ok(frame) => frame,
+            Err(Error::Rejected { rejection, .. }) if !shared.is_closed() => {
+                connection.reject(&rejection, context.node_id.0, counters);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(peer = %connection.peer, %error, "peer connection ended");
+                return;
+            }
+        };
+        match inbound_message(frame, &hello, context) {
+            Ok(Some(message)) => {
+                if !deliver(message, context) {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(None) => return,
+            Err(Some(rejection)) => {
+                connection.reject(&rejection, context.node_id.0, counters);
+                return;
+            }
+        }
+    }
+}
+
+/// The message a frame on a peer connection carries: `Ok(None)` if it was dropped (and
+/// counted), `Err(None)` if the peer closed the connection, `Err(Some(_))` to reject it.
+fn inbound_message(
+    frame: Frame,
+    hello: &Hello,
+    context: &InboundContext,
+) -> Result<Option<Message>, Option<Rejection>> {
+    let counters = &context.shared.counters;
+    let kind = frame.header.kind;
+    if kind == FrameKind::Close {
+        let reason = decode_close(&frame);
+        tracing::info!(node = hello.sender, ?reason, "peer closed its connection");
+        return Err(None);
+    }
+    if !kind.is_peer_message() {
+        let connection = Role::Peer;
+        return Err(Some(Rejection::KindNotAllowed {
+            found: kind,
+            connection,
+        }));
+    }
+    if frame.header.sender != hello.sender {
+        add(&counters.messages_dropped_identity, 1);
+        return Ok(None);
+    }
+    let message = decode_message(&frame.header, frame.body).map_err(Some)?;
+    if message.to != context.node_id {
+        add(&counters.messages_dropped_identity, 1);
+        return Ok(None);
+    }
+    Ok(Some(message))
+}
+
+/// Hands a message to the node, waiting while its channel is full; false once the node is gone
+/// or the transport is shutting down.
+fn deliver(message: Message, context: &InboundContext) -> bool {
+    match context.inbound.try_send(message) {
+        Ok(()) => true,
+        Err(TrySendError::Disconnected(_)) => false,
+        Err(TrySendError::Full(message)) => select! {
+            send(context.inbound, message) -> sent => sent.is_ok(),
+            recv(context.shared.shutdown) -> _ => false,
+        },
+    }
+}
+
+fn run_writer(mut context: WriterContext) {
+    let mut batch = Vec::with_capacity(2 * WRITE_BATCH_BYTES_MAX);
+    let mut connected_before = false;
+    let counters = &context.shared.counters;
+    while !context.shared.is_closed() {
+        match dial(&context) {
+            Ok((connection, _registration)) => {
+                add(&counters.connections_established, 1);
+                if connected_before {
+                    add(&counters.reconnects, 1);
+                }
+                connected_before = true;
+                context.backoff.reset();
+                tracing::debug!(peer = %context.peer_addr, node = %context.peer_id, "connected");
+                match pump(&connection, &context, &mut batch) {
+                    PumpEnd::Shutdown => return,
+                    PumpEnd::Lost(error) => {
+                        tracing::info!(node = %context.peer_id, %error, "connection lost");
+                    }
+                }
+            }
+            Err(error) => {
+                add(&counters.connect_failures, 1);
+                match error {
+                    Error::Io { .. } | Error::Timeout { .. } => {
+                        tracing::debug!(node = %context.peer_id, %error, "cannot connect");
+                    }
+                    _ => tracing::warn!(node = %context.peer_id, %error, "cannot connect"),
+                }
+            }
+        }
+        let delay = context.backoff.next_delay();
+        if context.shared.shutdown.recv_timeout(delay) == Err(RecvTimeoutError::Disconnected) {
+            return;
+        }
+    }
+}
+
+fn dial(context: &WriterContext) -> Result<(Connection, Registration), Error> {
+    let peer = context.peer_addr;
+    let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
+    let stream = TcpStream::connect_timeout(&peer, timeout).map_err(|source| Error::Io {
+        peer,
+        operation: "connect",
+        source,
+    })?;
+    let Some(registration) = context.shared.register(&stream, Direction::Outbound) else {
+        let reason = Some(crate::CloseReason::ShuttingDown);
+        return Err(Error::Closed { peer, reason });
+    };
+    let mut connection = Connection::new(stream, peer, context.shared.cluster_id);
+    let hello = Hello {
+        role: Role::Peer,
+        sender: context.node_id.0,
+        receiver: context.peer_id.0,
+    };
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    let counters = &context.shared.counters;
+    connection.dial_hello(hello, Some(context.peer_id), timeout, counters)?;
+    Ok((connection, registration))
+}
+
+/// Writes queued messages in batches until the connection fails or the transport stops.
+fn pump(connection: &Connection, context: &WriterContext, batch: &mut Vec<u8>) -> PumpEnd {
+    let counters = &context.shared.counters;
+    loop {
+        // The queue disconnects when the transport stops.
+        let Ok(first) = context.queue.recv() else {
+            return PumpEnd::Shutdown;
+        };
+        batch.clear();
+        let mut frame_count = encode_into(batch, &first, context);
+        while batch.len() < WRITE_BATCH_BYTES_MAX && frame_count < WRITE_BATCH_FRAME_COUNT_MAX {
+            let Ok(message) = context.queue.try_recv() else {
+                break;
+            };
+            frame_count += encode_into(batch, &message, context);
+        }
+        if frame_count == 0 {
+            continue;
+        }
+        if let Err(error) = connection.write(batch, frame_count, counters) {
+            add_usize(&counters.messages_dropped_link_lost, frame_count);
+            return PumpEnd::Lost(error);
+        }
+    }
+}
+
+/// Appends one message's frame to the batch; 1 if it was encoded, 0 if dropped (and counted).
+fn encode_into(batch: &mut Vec<u8>, message: &Message, context: &WriterContext) -> usize {
+    match encode_message(message, context.shared.cluster_id, batch) {
+        Ok(()) => 1,
+        Err(error) => {
+            let counters = &context.shared.counters;
+            add(&counters.messages_dropped_unencodable, 1);
+            match error {
+                EncodeError::TooLarge { bytes } => {
+                    tracing::warn!(node = %context.peer_id, bytes, "message too large to send");
+                }
+                EncodeError::EntriesNotConsecutive { position } => {
+                    tracing::error!(node = %context.peer_id, position, "append entries not consecutive");
+                }
+            }
+            0
+        }
+    }
+}
