@@ -1,0 +1,307 @@
+//! The one error type of `alpo-log`.
+//!
+//! Errors from disk name the file and, for damage, the byte offset inside it. A failed `fsync` or
+//! `fdatasync` is its own variant, [`Error::SyncFailed`], and is fatal: the log refuses every
+//! later mutation with [`Error::Poisoned`] rather than retry and pretend the data is durable.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `alpo-log`.
+#[derive(Debug)]
+pub enum Error {
+    /// An I/O call other than a sync failed.
+    Io {
+        /// The file or directory the call was about.
+        path: PathBuf,
+        /// What the log was doing (`"open"`, `"write"`, `"map"`, …).
+        operation: &'static str,
+        /// The error from the operating system.
+        source: io::Error,
+    },
+    /// `fsync`/`fdatasync` failed. Fatal: the data written since the last good sync may or may
+    /// not be on disk, and the kernel may have dropped the dirty pages. The node must stop.
+    SyncFailed {
+        /// The file or directory whose sync failed.
+        path: PathBuf,
+        /// The error from the operating system.
+        source: io::Error,
+    },
+    /// An earlier fatal error left the log in an unknown state; reopen it (restart the node).
+    Poisoned,
+    /// Another process (or another `Log` in this one) holds the directory's `LOCK` file.
+    Locked {
+        /// The `LOCK` file.
+        path: PathBuf,
+    },
+    /// Bytes on disk are damaged, or do not belong to this log.
+    Corruption {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damage inside the file.
+        offset: u64,
+        /// What is wrong.
+        reason: Corruption,
+    },
+    /// `append` was called with an index that is not `last_index + 1`.
+    IndexNotNext {
+        /// The index the log expected (`last_index + 1`).
+        expected: u64,
+        /// The index that was given.
+        found: u64,
+    },
+    /// `append` was called with a term below the last entry's term.
+    TermDecreased {
+        /// The last entry's term.
+        last_term: u64,
+        /// The term that was given.
+        found: u64,
+    },
+    /// A payload is larger than one record may be.
+    RecordTooLarge {
+        /// The payload's size in bytes.
+        size: u64,
+        /// The largest payload the log accepts with these options.
+        limit: u64,
+    },
+    /// `truncate_suffix` would remove entries below `first_index` (already compacted, so
+    /// committed: no leader may overwrite them).
+    TruncateBelowFirst {
+        /// The index given to `truncate_suffix`.
+        from: u64,
+        /// The log's first index.
+        first_index: u64,
+    },
+    /// A `LogOptions` field is out of range.
+    InvalidOptions {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// What is wrong with damaged bytes on disk; part of [`Error::Corruption`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// The file is shorter than a segment or hard-state header.
+    HeaderTruncated {
+        /// The file's length.
+        length: u64,
+    },
+    /// The file is larger than any segment may be (`SEGMENT_BYTES_MAX`).
+    SegmentTooLarge {
+        /// The file's length.
+        length: u64,
+    },
+    /// The file does not start with the expected magic bytes.
+    BadMagic,
+    /// The header's format version is not one this build reads.
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// The header's CRC does not match its bytes.
+    HeaderChecksum {
+        /// The CRC stored in the header.
+        stored: u32,
+        /// The CRC of the header bytes.
+        computed: u32,
+    },
+    /// The segment belongs to another cluster.
+    ClusterIdMismatch {
+        /// The cluster id the log was opened with.
+        expected: u64,
+        /// The cluster id in the header.
+        found: u64,
+    },
+    /// The segment belongs to another node.
+    NodeIdMismatch {
+        /// The node id the log was opened with.
+        expected: u64,
+        /// The node id in the header.
+        found: u64,
+    },
+    /// A record's CRC does not match its bytes.
+    RecordChecksum {
+        /// The CRC stored in the record.
+        stored: u32,
+        /// The CRC of the bytes it covers.
+        computed: u32,
+    },
+    /// A record's length field is larger than the limit or runs past the end of the file.
+    RecordLength {
+        /// The payload length in the record's length field.
+        length: u32,
+    },
+    /// A record or segment does not carry the index that follows its predecessor.
+    IndexGap {
+        /// The index that should come next.
+        expected: u64,
+        /// The index found.
+        found: u64,
+    },
+    /// A segment file between two others is missing.
+    MissingSegment {
+        /// The sequence number that should exist.
+        expected_sequence: u64,
+    },
+    /// A sealed segment (not the last) has bytes after its last record that are not zero.
+    SealedSegmentDamage,
+    /// A record's term is below the term of the record before it.
+    TermDecreased {
+        /// The previous record's term.
+        previous: u64,
+        /// The term found.
+        found: u64,
+    },
+    /// The hard-state file has a vote flag other than 0 or 1.
+    BadVoteFlag {
+        /// The flag byte found.
+        found: u8,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                path,
+                operation,
+                source,
+            } => write!(f, "{operation} {}: {source}", path.display()),
+            Error::SyncFailed { path, source } => {
+                write!(f, "fatal: sync of {} failed: {source}", path.display())
+            }
+            Error::Poisoned => write!(f, "log is unusable after an earlier fatal error"),
+            Error::Locked { path } => {
+                write!(
+                    f,
+                    "log directory is locked by another process: {}",
+                    path.display()
+                )
+            }
+            Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corrupt log file {} at byte {offset}: {reason}",
+                path.display()
+            ),
+            Error::IndexNotNext { expected, found } => {
+                write!(f, "append of index {found}, expected index {expected}")
+            }
+            Error::TermDecreased { last_term, found } => {
+                write!(f, "append of term {found} below the last term {last_term}")
+            }
+            Error::RecordTooLarge { size, limit } => {
+                write!(
+                    f,
+                    "payload of {size} bytes is larger than the limit of {limit} bytes"
+                )
+            }
+            Error::TruncateBelowFirst { from, first_index } => write!(
+                f,
+                "truncate from index {from} is below the first index {first_index}"
+            ),
+            Error::InvalidOptions { field, problem } => {
+                write!(f, "invalid log options: {field}: {problem}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::HeaderTruncated { length } => {
+                write!(f, "file of {length} bytes is shorter than its header")
+            }
+            Corruption::SegmentTooLarge { length } => {
+                write!(
+                    f,
+                    "file of {length} bytes is larger than any segment may be"
+                )
+            }
+            Corruption::BadMagic => write!(f, "bad magic bytes"),
+            Corruption::UnsupportedVersion { found } => {
+                write!(f, "unsupported format version {found}")
+            }
+            Corruption::HeaderChecksum { stored, computed } => write!(
+                f,
+                "header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Corruption::ClusterIdMismatch { expected, found } => {
+                write!(f, "cluster id {found}, expected {expected}")
+            }
+            Corruption::NodeIdMismatch { expected, found } => {
+                write!(f, "node id {found}, expected {expected}")
+            }
+            Corruption::RecordChecksum { stored, computed } => write!(
+                f,
+                "record checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Corruption::RecordLength { length } => {
+                write!(
+                    f,
+                    "record length {length} is too large or runs past the end"
+                )
+            }
+            Corruption::IndexGap { expected, found } => {
+                write!(f, "index gap: expected index {expected}, found {found}")
+            }
+            Corruption::MissingSegment { expected_sequence } => {
+                write!(f, "segment {expected_sequence:016} is missing")
+            }
+            Corruption::SealedSegmentDamage => {
+                write!(
+                    f,
+                    "non-zero bytes after the last record of a sealed segment"
+                )
+            }
+            Corruption::TermDecreased { previous, found } => {
+                write!(
+                    f,
+                    "term {found} below the previous record's term {previous}"
+                )
+            }
+            Corruption::BadVoteFlag { found } => write!(f, "vote flag {found}, expected 0 or 1"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::SyncFailed { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// True for errors after which the log must not be used again ([`Error::SyncFailed`],
+    /// [`Error::Poisoned`], and I/O failures in the middle of a mutation).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::SyncFailed { .. } | Error::Poisoned)
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, operation: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            operation,
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, reason: Corruption) -> Self {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            reason,
+        }
+    }
+}

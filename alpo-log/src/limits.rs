@@ -1,0 +1,44 @@
+//! Named maxima for the log, each with what happens when it is reached.
+//!
+//! Every buffer the log keeps and every length it reads from disk is bounded by one of these.
+
+use crate::record::RECORD_HEADER_BYTES;
+use crate::segment::SEGMENT_HEADER_BYTES;
+
+/// Default size at which the active segment is sealed and a new one is started (64 MiB).
+/// An append whose record does not fit in the rest of the active segment goes to a new segment.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Largest segment size a log may be opened with. Offsets inside a segment are kept as `u32`,
+/// so a segment must stay below 4 GiB; `Log::open` refuses a larger `segment_bytes_max`.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Smallest segment size a log may be opened with: room for the header and one small record.
+/// `Log::open` refuses a smaller `segment_bytes_max`.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// Largest payload of one record (16 MiB). `append` refuses a larger payload with
+/// `Error::RecordTooLarge`; the decoder treats a larger length field as damage before reading it.
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 16 * 1024 * 1024;
+
+/// Bytes of appended records kept in memory before they are written (not synced) to the file.
+/// At the limit `append` writes the buffer to the active segment; `sync` still decides durability.
+pub const WRITE_BUFFER_BYTES_MAX: usize = 1024 * 1024;
+
+/// Sector size the recovery logic assumes the disk writes atomically (see `docs/formats.md`).
+/// A hole of at least one zero sector inside damage marks unsynced write-back, not rot.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// Largest number of segment files a directory may hold (64 MiB × 2^20 = 64 TiB at the
+/// default size). `Log::open` refuses a directory with more.
+pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
+
+// The smallest segment must hold its header and one empty record, or no append could succeed.
+const _: () = assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES < SEGMENT_BYTES_MIN);
+// Offsets inside a segment are u32 (see `SEGMENT_BYTES_MAX`).
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+// The largest record must fit in a default segment, or a maximal append could never succeed.
+const _: () = assert!(
+    SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX as u64
+        <= SEGMENT_BYTES_DEFAULT
+);

@@ -1,0 +1,693 @@
+//! [`Log`]: the writable log of one node, with group commit, mmap reads, truncation and
+//! compaction.
+//!
+//! Index relationships, always: `first_index - 1 <= durable_index <= last_index`, and the log
+//! holds exactly the records `first_index ..= last_index` (none when `last_index < first_index`).
+//!
+//! Durability steps, as numbered in `docs/formats.md`:
+//! - append → `sync`: 1. write the buffered records at the end of the active segment (one
+//!   `pwrite`); 2. `fdatasync` the segment; 3. report `last_index` as durable.
+//! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. create the next segment
+//!   (`segment::create_segment`: header, preallocate, fsync file, fsync directory).
+//! - `truncate_suffix`: 1. write the buffer; 2. remove whole segments above `from`, last first,
+//!   each followed by an fsync of the directory; 3. overwrite the bytes from the record `from`
+//!   to the end of the written data with zeros; 4. `fdatasync` that segment.
+//! - `compact_prefix`: remove whole segments below `below`, oldest first, each followed by an
+//!   fsync of the directory; the active segment is never removed.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::error::{Corruption, Error};
+use crate::limits::{
+    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    WRITE_BUFFER_BYTES_MAX,
+};
+use crate::record::{self, RECORD_HEADER_BYTES, RecordView};
+use crate::recovery::{self, Access, Ids, RecoveryEvent, ScannedSegment, Situation};
+use crate::segment::{self, Preallocation, SEGMENT_HEADER_BYTES, SegmentHeader};
+
+/// The name of the lock file in a log directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// How to open a [`Log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// The cluster every segment header must name.
+    pub cluster_id: u64,
+    /// The node every segment header must name.
+    pub node_id: u64,
+    /// Size at which a segment is sealed and the next one started; also the size each segment
+    /// is preallocated to. Between `SEGMENT_BYTES_MIN` and `SEGMENT_BYTES_MAX`.
+    pub segment_bytes_max: u64,
+    /// How new segments are extended to `segment_bytes_max`.
+    pub preallocation: Preallocation,
+}
+
+impl LogOptions {
+    /// Options for `cluster_id` and `node_id` with 64 MiB segments, preallocated with zeros.
+    pub fn new(cluster_id: u64, node_id: u64) -> Self {
+        LogOptions {
+            cluster_id,
+            node_id,
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            preallocation: Preallocation::Zeroed,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes_max) {
+            return Err(Error::InvalidOptions {
+                field: "segment_bytes_max",
+                problem: format!(
+                    "{} is outside {SEGMENT_BYTES_MIN} ..= {SEGMENT_BYTES_MAX}",
+                    self.segment_bytes_max
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn ids(&self) -> Ids {
+        Ids {
+            cluster_id: self.cluster_id,
+            node_id: self.node_id,
+        }
+    }
+}
+
+/// One record read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The record's index.
+    pub index: u64,
+    /// The record's term.
+    pub term: u64,
+    /// The record's kind (opaque to the log).
+    pub kind: u8,
+    /// The payload; for a record already written to its segment this shares the memory map
+    /// instead of copying.
+    pub payload: Bytes,
+}
+
+/// The writable log of one node. `Send`, not `Sync`: one storage thread owns it.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    /// Holds the directory's lock while open; closing the file releases it.
+    _lock: File,
+    /// At least one; the last is the active segment.
+    segments: Vec<Segment>,
+    /// Encoded records appended but not yet written; they belong at the active segment's
+    /// `written_end`.
+    buffer: Vec<u8>,
+    first_index: u64,
+    last_index: u64,
+    last_term: u64,
+    durable_index: u64,
+    poisoned: bool,
+    recovery: Vec<RecoveryEvent>,
+}
+
+/// A segment in use: its file, its map and the offsets of its records.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) sequence: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) map: Arc<Mmap>,
+    pub(crate) first_index: u64,
+    /// Byte offset of each record, including records still in the write buffer.
+    pub(crate) offsets: Vec<u32>,
+    /// Bytes written to the file (header plus records); buffered records start here.
+    pub(crate) written_end: u64,
+}
+
+// The node moves the log to its storage thread.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Log>();
+};
+
+impl Log {
+    /// Opens the log in `dir`, creating the directory and the first segment if there is none,
+    /// and recovering per the decision table (`Situation::action`) otherwise.
+    ///
+    /// # Correctness
+    /// Every record returned by reads after `open` is durable: `open` fdatasyncs the active
+    /// segment before returning, so `durable_index() == last_index()`.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Log, Error> {
+        options.validate()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+        let lock = lock_directory(dir)?;
+        let mut recovery = Vec::new();
+        let scan =
+            recovery::scan_directory(dir, Some(options.ids()), Access::ReadWrite, &mut recovery)?;
+        for path in &scan.remove {
+            fs::remove_file(path).map_err(|e| Error::io(path, "remove segment", e))?;
+            segment::sync_directory(dir)?;
+        }
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            options,
+            _lock: lock,
+            segments: Vec::new(),
+            buffer: Vec::new(),
+            first_index: 1,
+            last_index: 0,
+            last_term: 0,
+            durable_index: 0,
+            poisoned: false,
+            recovery,
+        };
+        log.adopt(scan.segments)?;
+        Ok(log)
+    }
+
+    fn adopt(&mut self, scanned: Vec<ScannedSegment>) -> Result<(), Error> {
+        if scanned.is_empty() {
+            let segment = self.create_segment(1, 1)?;
+            self.segments.push(segment);
+            return Ok(());
+        }
+        self.first_index = scanned[0].header.first_index;
+        let count = scanned.len();
+        for (position, scan) in scanned.into_iter().enumerate() {
+            self.last_index = scan.header.first_index + scan.offsets.len() as u64 - 1;
+            self.last_term = scan.last_term;
+            let mut segment = Segment {
+                sequence: scan.sequence,
+                path: scan.path,
+                file: scan.file,
+                map: scan.map,
+                first_index: scan.header.first_index,
+                offsets: scan.offsets,
+                written_end: scan.valid_end,
+            };
+            if position + 1 == count {
+                self.prepare_active(&mut segment, scan.situation, scan.dirty_end)?;
+            }
+            self.segments.push(segment);
+        }
+        self.durable_index = self.last_index;
+        Ok(())
+    }
+
+    /// Zeroes a torn tail, extends the active segment to its capacity, fdatasyncs and remaps it.
+    fn prepare_active(
+        &self,
+        segment: &mut Segment,
+        situation: Situation,
+        dirty_end: u64,
+    ) -> Result<(), Error> {
+        let path = segment.path.clone();
+        if matches!(situation, Situation::TornTail | Situation::WriteBackHole) {
+            tracing::warn!(file = %path.display(), offset = segment.written_end, ?situation,
+                "truncating the unsynced tail of the log");
+            segment::write_zeros(&segment.file, &path, segment.written_end, dirty_end)?;
+        }
+        let length = segment.map.len() as u64;
+        if length < self.options.segment_bytes_max {
+            segment::extend(
+                &mut segment.file,
+                &path,
+                length,
+                self.options.segment_bytes_max,
+                self.options.preallocation,
+            )?;
+        }
+        segment
+            .file
+            .sync_data()
+            .map_err(|source| Error::SyncFailed {
+                path: path.clone(),
+                source,
+            })?;
+        segment.map = segment::map_file(&segment.file, &path)?;
+        Ok(())
+    }
+
+    fn create_segment(&self, sequence: u64, first_index: u64) -> Result<Segment, Error> {
+        let header = SegmentHeader {
+            cluster_id: self.options.cluster_id,
+            node_id: self.options.node_id,
+            first_index,
+        };
+        let (path, file) = segment::create_segment(
+            &self.dir,
+            sequence,
+            header,
+            self.options.segment_bytes_max,
+            self.options.preallocation,
+        )?;
+        let map = segment::map_file(&file, &path)?;
+        Ok(Segment {
+            sequence,
+            path,
+            file,
+            map,
+            first_index,
+            offsets: Vec::new(),
+            written_end: SEGMENT_HEADER_BYTES,
+        })
+    }
+
+    /// What recovery found when this log was opened, one event per segment (and per removed
+    /// file), in order.
+    pub fn recovery_events(&self) -> &[RecoveryEvent] {
+        &self.recovery
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Index of the first record held (after compaction, the first kept); `last_index + 1`
+    /// when the log is empty.
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// Index of the last record appended (durable or not); `first_index - 1` when empty.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Term of the last record appended; 0 when the log is empty (the node then uses its
+    /// snapshot's term).
+    pub fn last_term(&self) -> u64 {
+        self.last_term
+    }
+
+    /// Highest index made durable by `sync` (or found on disk at open).
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
+    }
+
+    /// Appends a record to the write buffer. Not durable until [`Log::sync`] returns.
+    ///
+    /// `index` must be `last_index + 1` and `term` at least `last_term`. A full buffer
+    /// (`WRITE_BUFFER_BYTES_MAX`) is written to the file, without a sync; a record that does
+    /// not fit in the active segment seals it (with an fdatasync) and starts the next.
+    pub fn append(&mut self, index: u64, term: u64, kind: u8, payload: &[u8]) -> Result<(), Error> {
+        self.check_usable()?;
+        if index != self.last_index + 1 {
+            return Err(Error::IndexNotNext {
+                expected: self.last_index + 1,
+                found: index,
+            });
+        }
+        if term < self.last_term {
+            return Err(Error::TermDecreased {
+                last_term: self.last_term,
+                found: term,
+            });
+        }
+        let payload_bytes = self.check_payload(payload)?;
+        let view = RecordView {
+            index,
+            term,
+            kind,
+            payload_bytes,
+        };
+        if self.options.segment_bytes_max < self.active_end() + view.record_bytes() {
+            self.fatal(|log| log.roll_over())?;
+        }
+        let offset = u32::try_from(self.active_end()).map_err(|_| Error::RecordTooLarge {
+            size: payload.len() as u64,
+            limit: self.payload_bytes_max(),
+        })?;
+        record::encode(&mut self.buffer, view, payload);
+        self.active_mut().offsets.push(offset);
+        self.last_index = index;
+        self.last_term = term;
+        if WRITE_BUFFER_BYTES_MAX <= self.buffer.len() {
+            self.fatal(Log::write_buffer)?;
+        }
+        Ok(())
+    }
+
+    fn check_payload(&self, payload: &[u8]) -> Result<u32, Error> {
+        let limit = self.payload_bytes_max();
+        let size = payload.len() as u64;
+        if limit < size {
+            return Err(Error::RecordTooLarge { size, limit });
+        }
+        u32::try_from(size).map_err(|_| Error::RecordTooLarge { size, limit })
+    }
+
+    /// The largest payload `append` accepts with these options.
+    pub fn payload_bytes_max(&self) -> u64 {
+        let room = self.options.segment_bytes_max - SEGMENT_HEADER_BYTES - RECORD_HEADER_BYTES;
+        room.min(u64::from(RECORD_PAYLOAD_BYTES_MAX))
+    }
+
+    /// Makes every record appended so far durable and returns the durable index.
+    ///
+    /// # Correctness
+    /// When this returns `Ok(i)`, records `..= i` survive a crash. Many appends share one sync
+    /// (one write, one `fdatasync`). If the sync fails the error is [`Error::SyncFailed`], the
+    /// log is poisoned, and the caller must stop: the kernel may have dropped the dirty pages,
+    /// so retrying could report data durable that is not.
+    pub fn sync(&mut self) -> Result<u64, Error> {
+        self.check_usable()?;
+        if self.durable_index < self.last_index {
+            self.fatal(Log::write_buffer)?;
+            self.fatal(Log::sync_active)?;
+        }
+        Ok(self.durable_index)
+    }
+
+    fn sync_active(&mut self) -> Result<(), Error> {
+        let active = self.active();
+        active
+            .file
+            .sync_data()
+            .map_err(|source| Error::SyncFailed {
+                path: active.path.clone(),
+                source,
+            })?;
+        self.durable_index = self.last_index;
+        Ok(())
+    }
+
+    /// Writes the buffer at the end of the active segment (no sync).
+    fn write_buffer(&mut self) -> Result<(), Error> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let active = self.active_mut();
+        active
+            .file
+            .write_all_at(&buffer, active.written_end)
+            .map_err(|e| Error::io(&active.path, "write", e))?;
+        active.written_end += buffer.len() as u64;
+        self.buffer = buffer;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn roll_over(&mut self) -> Result<(), Error> {
+        self.write_buffer()?;
+        self.sync_active()?;
+        let sequence = self.active().sequence + 1;
+        let segment = self.create_segment(sequence, self.last_index + 1)?;
+        tracing::debug!(file = %segment.path.display(), index = self.last_index + 1,
+            "started a new segment");
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Removes every record with index `from` or above (a new leader overwrites them).
+    /// A no-op when `from > last_index`; an error when `from < first_index`.
+    ///
+    /// # Correctness
+    /// Durable on return (steps in the module doc): after a crash the log ends below `from`, or,
+    /// if the crash came before step 3, still holds the old records, which were never
+    /// overwritten. A caller must not keep a [`Record`] of a removed index across this call: its
+    /// payload may share memory with bytes this call overwrites with zeros.
+    pub fn truncate_suffix(&mut self, from: u64) -> Result<(), Error> {
+        self.check_usable()?;
+        if self.last_index < from {
+            return Ok(());
+        }
+        if from < self.first_index {
+            return Err(Error::TruncateBelowFirst {
+                from,
+                first_index: self.first_index,
+            });
+        }
+        self.fatal(|log| log.truncate_steps(from))
+    }
+
+    fn truncate_steps(&mut self, from: u64) -> Result<(), Error> {
+        self.write_buffer()?;
+        // Step 2: whole segments above `from`, last first.
+        // Bounded by the segment count: each pass removes one segment.
+        while 1 < self.segments.len() && from <= self.active().first_index {
+            let Some(removed) = self.segments.pop() else {
+                break;
+            };
+            fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
+            segment::sync_directory(&self.dir)?;
+        }
+        // Steps 3 and 4 in the segment that holds `from`.
+        let active = self.active_mut();
+        let position = usize::try_from(from - active.first_index).unwrap_or(usize::MAX);
+        let cut = active
+            .offsets
+            .get(position)
+            .map_or(active.written_end, |o| u64::from(*o));
+        segment::write_zeros(&active.file, &active.path, cut, active.written_end)?;
+        active
+            .file
+            .sync_data()
+            .map_err(|source| Error::SyncFailed {
+                path: active.path.clone(),
+                source,
+            })?;
+        active.offsets.truncate(position);
+        active.written_end = cut;
+        self.last_index = from - 1;
+        self.last_term = self.term_at(from - 1).unwrap_or(0);
+        self.durable_index = self.durable_index.min(self.last_index);
+        Ok(())
+    }
+
+    /// Removes whole segments whose records all lie below `below` (a snapshot covers them).
+    /// Keeps the active segment, so `first_index` may stay below `below`.
+    ///
+    /// # Correctness
+    /// Each removal is made durable (directory fsync) before the next, oldest first, so a
+    /// crash leaves a contiguous suffix of segments.
+    pub fn compact_prefix(&mut self, below: u64) -> Result<(), Error> {
+        self.check_usable()?;
+        self.fatal(|log| log.compact_steps(below))
+    }
+
+    fn compact_steps(&mut self, below: u64) -> Result<(), Error> {
+        // Bounded by the segment count: each pass removes one segment.
+        while 1 < self.segments.len() && self.segments[1].first_index <= below {
+            let removed = self.segments.remove(0);
+            fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
+            segment::sync_directory(&self.dir)?;
+            self.first_index = self.segments[0].first_index;
+        }
+        Ok(())
+    }
+
+    /// The term of record `index`, or `None` if the log does not hold it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        let segment = find_segment(&self.segments, index)?;
+        let offset = record_offset(segment, index)?;
+        let bytes = self.record_bytes(segment, offset)?;
+        let term = bytes.get(17..25)?;
+        Some(record::read_u64(term, 0))
+    }
+
+    /// Record `index`, or `None` if the log does not hold it. Its CRC is checked again; a
+    /// mismatch (damage since open) is an [`Error::Corruption`].
+    pub fn entry(&self, index: u64) -> Result<Option<Record>, Error> {
+        let Some(segment) = find_segment(&self.segments, index) else {
+            return Ok(None);
+        };
+        let buffer = if std::ptr::eq(segment, self.active()) {
+            &self.buffer[..]
+        } else {
+            &[]
+        };
+        read_record(segment, index, buffer).map(Some)
+    }
+
+    /// The records with indices in `range` that the log holds, in order.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> Entries<'_> {
+        let (next, end) = clip(range, self.first_index, self.last_index);
+        Entries {
+            log: self,
+            next,
+            end,
+        }
+    }
+
+    fn record_bytes<'a>(&'a self, segment: &'a Segment, offset: u64) -> Option<&'a [u8]> {
+        if offset < segment.written_end {
+            segment.map.get(usize::try_from(offset).ok()?..)
+        } else {
+            self.buffer
+                .get(usize::try_from(offset - segment.written_end).ok()?..)
+        }
+    }
+
+    #[allow(clippy::expect_used, reason = "the message states the invariant")]
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("invariant: a log has at least one segment")
+    }
+
+    #[allow(clippy::expect_used, reason = "the message states the invariant")]
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("invariant: a log has at least one segment")
+    }
+
+    fn active_end(&self) -> u64 {
+        self.active().written_end + self.buffer.len() as u64
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Runs a mutation; any error in it leaves the files in an unknown state, so it poisons.
+    fn fatal<T>(&mut self, step: impl FnOnce(&mut Log) -> Result<T, Error>) -> Result<T, Error> {
+        let result = step(self);
+        if let Err(error) = &result {
+            tracing::error!(%error, dir = %self.dir.display(), "log failed; it is now unusable");
+            self.poisoned = true;
+        }
+        result
+    }
+}
+
+/// Iterator over records of a [`Log`], from [`Log::entries`].
+#[derive(Debug)]
+pub struct Entries<'a> {
+    log: &'a Log,
+    next: u64,
+    end: u64,
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<Record, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.end <= self.next {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        self.log.entry(index).transpose()
+    }
+}
+
+/// Clips `range` to `first ..= last` as a half-open `(next, end)`.
+pub(crate) fn clip(range: impl RangeBounds<u64>, first: u64, last: u64) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => first,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => last.saturating_add(1),
+    };
+    (start.max(first), end.min(last.saturating_add(1)))
+}
+
+/// The segment that holds `index`, if any.
+pub(crate) fn find_segment(segments: &[Segment], index: u64) -> Option<&Segment> {
+    let after = segments.partition_point(|s| s.first_index <= index);
+    let segment = segments.get(after.checked_sub(1)?)?;
+    record_offset(segment, index).map(|_| segment)
+}
+
+fn record_offset(segment: &Segment, index: u64) -> Option<u64> {
+    let position = usize::try_from(index.checked_sub(segment.first_index)?).ok()?;
+    segment.offsets.get(position).map(|o| u64::from(*o))
+}
+
+/// Reads record `index` of `segment`, from its map or (past `written_end`) from `buffer`.
+pub(crate) fn read_record(segment: &Segment, index: u64, buffer: &[u8]) -> Result<Record, Error> {
+    let offset = record_offset(segment, index).ok_or(Error::corruption(
+        &segment.path,
+        segment.written_end,
+        Corruption::IndexGap {
+            expected: index,
+            found: segment.first_index + segment.offsets.len() as u64,
+        },
+    ))?;
+    let in_map = offset < segment.written_end;
+    let start = if in_map {
+        offset
+    } else {
+        offset - segment.written_end
+    };
+    let bytes: &[u8] = if in_map { &segment.map } else { buffer };
+    let damage = |reason| Error::corruption(&segment.path, offset, reason);
+    let start_usize =
+        usize::try_from(start).map_err(|_| damage(Corruption::RecordLength { length: 0 }))?;
+    let view = match record::decode(bytes.get(start_usize..).unwrap_or(&[])) {
+        Ok(view) => view,
+        Err(record::DecodeError::BadChecksum { stored, computed }) => {
+            return Err(damage(Corruption::RecordChecksum { stored, computed }));
+        }
+        Err(_) => return Err(damage(Corruption::RecordLength { length: 0 })),
+    };
+    if view.index != index {
+        return Err(damage(Corruption::IndexGap {
+            expected: index,
+            found: view.index,
+        }));
+    }
+    let payload_start = start_usize + usize::try_from(RECORD_HEADER_BYTES).unwrap_or(usize::MAX);
+    let payload_end = payload_start + usize::try_from(view.payload_bytes).unwrap_or(0);
+    let payload = if in_map {
+        Bytes::from_owner(MapSlice {
+            map: Arc::clone(&segment.map),
+            start: payload_start,
+            end: payload_end,
+        })
+    } else {
+        Bytes::copy_from_slice(&buffer[payload_start..payload_end])
+    };
+    Ok(Record {
+        index,
+        term: view.term,
+        kind: view.kind,
+        payload,
+    })
+}
+
+/// A byte range of a shared map: the owner behind a zero-copy [`Bytes`] payload.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+fn lock_directory(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+    }
+}
