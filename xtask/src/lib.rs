@@ -16,6 +16,7 @@
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod proxy;
 
 #[cfg(test)]
 mod tidy;
