@@ -71,6 +71,14 @@ impl LogReader {
         })
     }
 
+    /// Scans `dir` like [`LogReader::open`] and returns every event met, in order, with the
+    /// refusal if there is one: the last event is then the refused row.
+    pub fn diagnose(dir: &Path) -> (Vec<RecoveryEvent>, Option<Error>) {
+        let mut events = Vec::new();
+        let error = recovery::scan_directory(dir, None, Access::ReadOnly, &mut events).err();
+        (events, error)
+    }
+
     /// The directory read.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,0 +1,188 @@
+//! Behaviour of `Log` through its public API: append, sync, reads, roll-over, truncation,
+//! compaction, reopen and the lock.
+
+mod common;
+
+use alpo_log::{Error, Log, LogReader};
+use common::{assert_holds, build, options, payload, segment_files, term};
+
+#[test]
+fn append_sync_read_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 1 << 20, 50);
+    assert_eq!(log.durable_index(), 50);
+    assert_eq!(log.last_term(), term(50));
+    assert_holds(&log, 1, 50);
+    let range: Vec<u64> = log.entries(10..=12).map(|r| r.unwrap().index).collect();
+    assert_eq!(range, vec![10, 11, 12]);
+    assert_eq!(log.entries(45..).count(), 6);
+    // Appended but not synced: readable, not durable.
+    log.append(51, term(51), 2, &payload(51)).unwrap();
+    assert_eq!(log.durable_index(), 50);
+    assert_eq!(log.entry(51).unwrap().unwrap().kind, 2);
+    assert_eq!(log.sync().unwrap(), 51);
+    drop(log);
+    let log = Log::open(dir.path(), options(1 << 20)).unwrap();
+    assert_holds(&log, 1, 51);
+    assert_eq!(log.durable_index(), 51);
+}
+
+#[test]
+fn append_checks_index_term_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 8192, 3);
+    assert!(matches!(
+        log.append(5, 9, 1, b"x"),
+        Err(Error::IndexNotNext {
+            expected: 4,
+            found: 5
+        })
+    ));
+    assert!(matches!(
+        log.append(4, 0, 1, b"x"),
+        Err(Error::TermDecreased { .. })
+    ));
+    let large = vec![7u8; 9000];
+    assert!(matches!(
+        log.append(4, 9, 1, &large),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    // Errors of the caller do not poison the log.
+    log.append(4, 9, 1, b"x").unwrap();
+    assert_eq!(log.sync().unwrap(), 4);
+}
+
+#[test]
+fn roll_over_and_read_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path(), 4096, 200);
+    assert!(2 < segment_files(dir.path()).len());
+    assert_holds(&log, 1, 200);
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_holds(&log, 1, 200);
+}
+
+#[test]
+fn truncate_suffix_then_append_other_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 200);
+    log.truncate_suffix(120).unwrap();
+    assert_holds(&log, 1, 119);
+    assert_eq!(log.last_term(), term(119));
+    for index in 120..=130 {
+        log.append(index, 100, 1, b"new leader").unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!(log.last_index(), 130);
+    assert_eq!(
+        log.entry(125).unwrap().unwrap().payload.as_ref(),
+        b"new leader"
+    );
+    assert_eq!(log.term_at(119), Some(term(119)));
+}
+
+#[test]
+fn truncate_within_unsynced_buffer_and_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 10);
+    log.append(11, term(11), 1, &payload(11)).unwrap();
+    log.truncate_suffix(11).unwrap();
+    assert_holds(&log, 1, 10);
+    log.truncate_suffix(1).unwrap();
+    assert_eq!(log.last_index(), 0);
+    assert_eq!(log.last_term(), 0);
+    log.append(1, 5, 1, b"again").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!(log.entry(1).unwrap().unwrap().term, 5);
+}
+
+#[test]
+fn compact_prefix_drops_whole_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 200);
+    let before = segment_files(dir.path()).len();
+    log.compact_prefix(100).unwrap();
+    let first = log.first_index();
+    assert!(1 < first && first <= 100, "first index {first}");
+    assert!(segment_files(dir.path()).len() < before);
+    assert_holds(&log, first, 200);
+    assert!(matches!(
+        log.truncate_suffix(first - 1),
+        Err(Error::TruncateBelowFirst { .. })
+    ));
+    // Compacting past the end keeps the active segment.
+    log.compact_prefix(10_000).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(log.last_index(), 200);
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    let first = log.first_index();
+    assert_holds(&log, first, 200);
+}
+
+#[test]
+fn lock_stops_a_second_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path(), 4096, 1);
+    assert!(matches!(
+        Log::open(dir.path(), options(4096)),
+        Err(Error::Locked { .. })
+    ));
+    drop(log);
+    Log::open(dir.path(), options(4096)).unwrap();
+}
+
+#[test]
+fn wrong_cluster_or_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(build(dir.path(), 4096, 3));
+    let mut other = options(4096);
+    other.cluster_id += 1;
+    let error = Log::open(dir.path(), other).unwrap_err().to_string();
+    assert!(
+        error.contains("0000000000000001.alpolog at byte 16"),
+        "{error}"
+    );
+    assert!(error.contains("cluster id"), "{error}");
+    let mut other = options(4096);
+    other.node_id += 1;
+    let error = Log::open(dir.path(), other).unwrap_err().to_string();
+    assert!(error.contains("at byte 24: node id"), "{error}");
+}
+
+#[test]
+fn payloads_are_zero_copy_from_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = build(dir.path(), 4096, 5);
+    let first = log.entry(3).unwrap().unwrap().payload;
+    let again = log.entry(3).unwrap().unwrap().payload;
+    // Two reads of a written record point into the same mapped memory.
+    assert_eq!(first.as_ptr(), again.as_ptr());
+}
+
+#[test]
+fn reader_summarises_without_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(build(dir.path(), 4096, 100));
+    let reader = LogReader::open(dir.path()).unwrap();
+    let summary = reader.summary();
+    assert_eq!(summary.record_count, 100);
+    assert_eq!((summary.first_index, summary.last_index), (1, 100));
+    assert_eq!(summary.cluster_id, Some(common::CLUSTER));
+    assert_eq!(reader.entries(..).count(), 100);
+    assert_eq!(reader.pending_repairs().count(), 0);
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), options(100)),
+        Err(Error::InvalidOptions { .. })
+    ));
+}
