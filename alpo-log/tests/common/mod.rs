@@ -1,6 +1,7 @@
 //! Helpers shared by the crate's behaviour tests.
 
-#![allow(dead_code)]
+// Test helpers panic on failure like the tests that call them.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
