@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use alpo_log::{Log, LogOptions, Preallocation};
 
 /// Cluster and node ids every test log uses.
-pub const CLUSTER: u64 = 0xA1B0;
+pub(crate) const CLUSTER: u64 = 0xA1B0;
 /// See [`CLUSTER`].
-pub const NODE: u64 = 3;
+pub(crate) const NODE: u64 = 3;
 
 /// Options with small segments, so tests roll over and compact.
-pub fn options(segment_bytes_max: u64) -> LogOptions {
+pub(crate) fn options(segment_bytes_max: u64) -> LogOptions {
     LogOptions {
         segment_bytes_max,
         preallocation: Preallocation::Zeroed,
@@ -22,7 +22,7 @@ pub fn options(segment_bytes_max: u64) -> LogOptions {
 }
 
 /// A deterministic payload for `index`, of varying length and never all zero.
-pub fn payload(index: u64) -> Vec<u8> {
+pub(crate) fn payload(index: u64) -> Vec<u8> {
     let length = 10 + (index * 37 % 60) as usize;
     (0..length)
         .map(|i| (index as u8).wrapping_mul(31).wrapping_add(i as u8) | 1)
@@ -30,12 +30,12 @@ pub fn payload(index: u64) -> Vec<u8> {
 }
 
 /// Term of `index` in the test logs: rises every 10 records.
-pub fn term(index: u64) -> u64 {
+pub(crate) fn term(index: u64) -> u64 {
     1 + index / 10
 }
 
 /// Writes records `1..=count` and syncs; returns the log.
-pub fn build(dir: &Path, segment_bytes_max: u64, count: u64) -> Log {
+pub(crate) fn build(dir: &Path, segment_bytes_max: u64, count: u64) -> Log {
     let mut log = Log::open(dir, options(segment_bytes_max)).unwrap();
     for index in 1..=count {
         log.append(index, term(index), 1, &payload(index)).unwrap();
@@ -45,7 +45,7 @@ pub fn build(dir: &Path, segment_bytes_max: u64, count: u64) -> Log {
 }
 
 /// The segment files of `dir`, in order.
-pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -56,7 +56,7 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Byte offsets of the records of a segment file, found by walking the lengths.
-pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+pub(crate) fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut at = 48;
     while at + 25 <= bytes.len() {
@@ -71,7 +71,7 @@ pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
 }
 
 /// Checks that `log` holds exactly records `first..=last` as written by [`build`].
-pub fn assert_holds(log: &Log, first: u64, last: u64) {
+pub(crate) fn assert_holds(log: &Log, first: u64, last: u64) {
     assert_eq!(log.first_index(), first);
     assert_eq!(log.last_index(), last);
     for index in first..=last {
