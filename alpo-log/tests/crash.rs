@@ -1,6 +1,9 @@
 //! Crash tests: a cut at every byte of the last record, every bit flip of a middle record, and
 //! one test per row of the recovery decision table.
 
+// Test helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;

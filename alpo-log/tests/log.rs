@@ -1,6 +1,9 @@
 //! Behaviour of `Log` through its public API: append, sync, reads, roll-over, truncation,
 //! compaction, reopen and the lock.
 
+// Test helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use alpo_log::{Error, Log, LogReader};
