@@ -37,6 +37,9 @@ impl Node {
             self.config.passive_timeout_min,
             self.config.passive_timeout_max,
         );
+        if now + timeout < self.timers.deferred_until {
+            hit!(e8_deferred_server_waits);
+        }
         self.timers.election_deadline = (now + timeout).max(self.timers.deferred_until);
     }
 
@@ -54,7 +57,7 @@ impl Node {
             return;
         }
         if now < self.timers.deferred_until {
-            hit!(e8_deferred_server_waits);
+            // Defensive: every timer reset already waits for the deferral to end.
             self.timers.election_deadline = self.timers.deferred_until;
             return;
         }
@@ -184,8 +187,9 @@ impl Node {
 
     /// Rule E5 (receiver side): with check-quorum on, a leader, or a server that heard from its
     /// leader within the shortest passive timeout, ignores other servers' vote requests.
-    fn leader_is_alive(&self, now: Instant, from: NodeId) -> bool {
-        if !self.config.check_quorum {
+    /// A pre-vote is refused this way even with check-quorum off, as E2 requires.
+    fn leader_is_alive(&self, now: Instant, from: NodeId, pre_vote: bool) -> bool {
+        if !self.config.check_quorum && !pre_vote {
             return false;
         }
         if self.role == Role::Leader {
@@ -224,7 +228,7 @@ impl Node {
             );
             return;
         }
-        if self.leader_is_alive(now, from) {
+        if self.leader_is_alive(now, from, false) {
             hit!(e5_vote_request_ignored_leader_alive);
             self.reply_vote(
                 from,
@@ -253,7 +257,7 @@ impl Node {
             hit!(e4_vote_granted);
             VoteReason::Granted
         };
-        if complete && self.role == Role::Passive {
+        if complete && self.role == Role::Passive && self.campaign.is_none() {
             hit!(e8_able_candidate_restarts_timer);
             self.reset_passive_timer(now);
         }
@@ -277,7 +281,7 @@ impl Node {
             self.reply_vote(from, current, VoteReason::StaleTerm, true);
             return;
         }
-        if self.leader_is_alive(now, from) {
+        if self.leader_is_alive(now, from, true) {
             hit!(e5_pre_vote_ignored_leader_alive);
             self.reply_vote(from, term, VoteReason::LeaderAlive, true);
             return;

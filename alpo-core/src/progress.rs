@@ -36,7 +36,7 @@ pub(crate) struct Progress {
     inflight: VecDeque<LogIndex>,
     /// A probe is in flight (Probe only); cleared by a reply or the heartbeat tick.
     probe_sent: bool,
-    /// The follower acknowledged something since the last heartbeat tick.
+    /// The follower's match index advanced since the last heartbeat tick.
     acked_since_tick: bool,
     /// The follower sent us a message of our term since the last check-quorum (rule E5).
     pub(crate) recently_active: bool,
@@ -96,8 +96,10 @@ impl Progress {
 
     /// The follower holds our log durably up to `match_index`.
     pub(crate) fn on_accepted(&mut self, match_index: LogIndex) {
-        self.acked_since_tick = true;
         if match_index > self.match_index {
+            // Only progress counts: a heartbeat's acknowledgement of the old match index says
+            // nothing about the Appends of the window, which may have been lost.
+            self.acked_since_tick = true;
             self.match_index = match_index;
         }
         while self
@@ -270,11 +272,18 @@ mod tests {
     fn a_silent_window_is_probed_again() {
         let mut progress = Progress::new(LogIndex(0));
         progress.on_accepted(LogIndex(0));
+        progress.on_sent(LogIndex(2));
         progress.on_sent(LogIndex(3));
+        progress.on_accepted(LogIndex(2));
         progress.on_heartbeat_tick(LogIndex(3));
-        assert!(progress.is_replicating());
+        assert!(
+            progress.is_replicating(),
+            "the window moved during this interval"
+        );
+        // A heartbeat acknowledgement at the old match index is no progress.
+        progress.on_accepted(LogIndex(2));
         progress.on_heartbeat_tick(LogIndex(3));
         assert!(!progress.is_replicating());
-        assert_eq!(progress.next_index, LogIndex(1));
+        assert_eq!(progress.next_index, LogIndex(3));
     }
 }

@@ -17,7 +17,7 @@ use crate::message::{Append, AppendReply, AppendResult, MessageBody, RejectHint}
 use crate::node::{MessageMeta, Node, Proposal, Role};
 use crate::output::Output;
 use crate::progress::SendPlan;
-use crate::types::{Entry, EntryKind, Instant, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryKind, Incarnation, Instant, LogIndex, NodeId, Term};
 
 impl Node {
     /// Rule R1: only the leader accepts proposals; it appends them to its log in its term.
@@ -95,8 +95,13 @@ impl Node {
             let Some(progress) = self.progress.get_mut(&peer) else {
                 return;
             };
-            progress.on_sent(sent_last);
             let replicating = progress.is_replicating();
+            if replicating {
+                hit!(r2_append_sent_in_window);
+            } else {
+                hit!(r2_probe_sent);
+            }
+            progress.on_sent(sent_last);
             self.send(
                 peer,
                 self.hard_state.current_term,
@@ -177,13 +182,15 @@ impl Node {
         if !append_is_well_formed(term, &append) {
             return;
         }
+        if self.role == Role::Leader {
+            // R9: a leader's log changes only after it stepped down (by E6 just below; an
+            // Append of its own term cannot come from another leader, one leader per term).
+            hit!(r9_leader_steps_down_before_touching_its_log);
+        }
         if term > current {
             self.adopt_term(now, term);
         }
         if self.role != Role::Passive || self.campaign.is_some() {
-            if self.role == Role::Leader {
-                hit!(r9_leader_steps_down_before_touching_its_log);
-            }
             self.step_down(now);
         }
         self.leader = Some(from);
@@ -303,7 +310,10 @@ impl Node {
             return;
         };
         progress.recently_active = true;
-        if meta.incarnation > progress.incarnation {
+        if progress.incarnation == Incarnation(0) {
+            progress.incarnation = meta.incarnation;
+        } else if meta.incarnation > progress.incarnation {
+            hit!(follower_restart_resets_progress);
             progress.on_restart(meta.incarnation, last);
         }
         match reply.result {

@@ -1,35 +1,775 @@
-//! One test per protocol rule (E0–E8, R1–R11), each checking the coverage mark at the branch
-//! that implements the rule (house style rule 39); `docs/protocol.md` lists rule → function →
-//! test. The tests drive nodes by hand through [`crate::testkit::Cluster`].
+//! One test per protocol rule (E0–E8, R1–R11), each checking the coverage marks at the branches
+//! that implement the rule (house style rule 39); `docs/protocol.md` lists rule → function →
+//! test. Single-node tests assert on the exact, ordered output list; multi-node tests drive a
+//! [`crate::testkit::Cluster`] by hand.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::marks::check;
-use crate::testkit::Cluster;
+use crate::testkit::{Cluster, is_append};
 use crate::*;
 
-const SECOND: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
 
-fn elected(size: u64, seed: u64) -> (Cluster, NodeId) {
-    let mut cluster = Cluster::new(size, seed);
-    let leader = cluster.elect(SECOND * 5).expect("a leader within 5 s");
-    (cluster, leader)
+fn ids(size: u64) -> Vec<NodeId> {
+    (1..=size).map(NodeId).collect()
+}
+
+fn config(id: u64, size: u64) -> Config {
+    Config::lan(NodeId(id), ids(size), 42)
+}
+
+fn config_plain(id: u64, size: u64) -> Config {
+    let mut config = config(id, size);
+    config.pre_vote = false;
+    config
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        kind: EntryKind::Normal,
+        payload: Bytes::from(format!("{index}.{term}")),
+    }
+}
+
+fn log_of(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| entry(i as u64 + 1, *t))
+        .collect()
+}
+
+fn node_with(config: Config, term: u64, entries: Vec<Entry>) -> Node {
+    let persisted = Persisted {
+        hard_state: HardState {
+            current_term: Term(term),
+            voted_for: None,
+        },
+        entries,
+        incarnation: Incarnation(1),
+    };
+    Node::new(config, persisted, Instant(0)).unwrap()
+}
+
+fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        incarnation: Incarnation(1),
+        body,
+    }
+}
+
+fn vote_request(last_index: u64, last_term: u64, pre_vote: bool) -> MessageBody {
+    MessageBody::VoteRequest(VoteRequest {
+        last_index: LogIndex(last_index),
+        last_term: Term(last_term),
+        pre_vote,
+    })
+}
+
+fn vote_reply(reason: VoteReason, voter_rank: Option<Rank>, pre_vote: bool) -> MessageBody {
+    MessageBody::VoteReply(VoteReply {
+        reason,
+        voter_rank,
+        pre_vote,
+    })
+}
+
+fn append(prev: (u64, u64), entries: Vec<Entry>, leader_commit: u64) -> MessageBody {
+    MessageBody::Append(Append {
+        prev_index: LogIndex(prev.0),
+        prev_term: Term(prev.1),
+        entries,
+        leader_commit: LogIndex(leader_commit),
+    })
+}
+
+fn accepted(match_index: u64) -> MessageBody {
+    MessageBody::AppendReply(AppendReply {
+        result: AppendResult::Accepted {
+            match_index: LogIndex(match_index),
+        },
+    })
+}
+
+fn send(from: u64, to: u64, term: u64, body: MessageBody) -> Output {
+    Output::Send(message(from, to, term, body))
+}
+
+fn save(term: u64, voted_for: Option<u64>) -> Output {
+    Output::SaveHardState(HardState {
+        current_term: Term(term),
+        voted_for: voted_for.map(NodeId),
+    })
+}
+
+fn at(millis: u64) -> Instant {
+    Instant::from_millis(millis)
+}
+
+fn position(index: u64, term: u64) -> LogPosition {
+    LogPosition {
+        index: LogIndex(index),
+        term: Term(term),
+    }
+}
+
+/// A node that became candidate in term `term + 1` (pre-vote off) at 600 ms.
+fn candidate(id: u64, size: u64, term: u64, entries: Vec<Entry>) -> Node {
+    let mut node = node_with(config_plain(id, size), term, entries);
+    node.tick(at(600));
+    let _ = node.take_outputs();
+    assert_eq!(node.status().role, Role::Candidate);
+    node
 }
 
 #[test]
-fn smoke_three_nodes_elect_and_commit() {
+fn e0_start_up_term_is_the_highest_persisted_term() {
+    check!(e0_term_from_last_entry);
+    let node = node_with(config(1, 3), 1, log_of(&[1, 3]));
+    assert_eq!(node.status().term, Term(3));
+    assert_eq!(node.hard_state().voted_for, None);
+    assert_eq!(node.status().role, Role::Passive);
+    assert_eq!(node.status().commit_index, LogIndex(0));
+}
+
+#[test]
+fn e1_timeouts_start_elections() {
+    check!(e1_passive_timeout_starts_election);
+    check!(e1_election_cycle_ended);
+    let mut node = node_with(config_plain(1, 3), 0, Vec::new());
+    node.tick(at(299));
+    assert!(node.take_outputs().is_empty(), "P is at least 300 ms");
+    let deadline = node.next_timeout().unwrap();
+    assert!(at(300) <= deadline && deadline < at(600));
+    node.tick(deadline);
+    assert_eq!(node.status().role, Role::Candidate);
+    assert_eq!(node.status().term, Term(1));
+    let cycle_end = node.next_timeout().unwrap();
+    assert!(deadline + 150 * MS <= cycle_end && cycle_end < deadline + 300 * MS);
+    node.tick(cycle_end);
+    assert_eq!(
+        node.status().term,
+        Term(2),
+        "a cycle without a majority starts a new term"
+    );
+}
+
+#[test]
+fn e2_pre_vote_changes_no_term_or_vote() {
+    check!(e2_pre_vote_started);
+    check!(e2_pre_vote_granted_without_state_change);
+    check!(e2_pre_vote_majority_stands);
+    check!(e2_stale_pre_candidate_learns_term);
+    let mut node = node_with(config(1, 3), 0, Vec::new());
+    node.tick(at(600));
+    assert_eq!(
+        node.take_outputs(),
+        vec![
+            send(1, 2, 1, vote_request(0, 0, true)),
+            send(1, 3, 1, vote_request(0, 0, true)),
+        ]
+    );
+    assert_eq!(node.status().term, Term(0));
+    assert!(node.is_pre_candidate());
+    let mut voter = node_with(config(2, 3), 0, Vec::new());
+    voter.on_message(at(600), message(1, 2, 1, vote_request(0, 0, true)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![send(2, 1, 1, vote_reply(VoteReason::Granted, None, true))]
+    );
+    assert_eq!(voter.hard_state(), HardState::default());
+    node.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::Granted, None, true)),
+    );
+    assert_eq!(node.status().role, Role::Candidate);
+    assert_eq!(node.status().term, Term(1));
+    // A pre-candidate whose pre-vote asked about a term the voter has passed joins that term.
+    let mut late = node_with(config(3, 3), 0, Vec::new());
+    late.tick(at(600));
+    let _ = late.take_outputs();
+    late.on_message(
+        at(601),
+        message(1, 3, 5, vote_reply(VoteReason::StaleTerm, None, true)),
+    );
+    assert_eq!(late.status().term, Term(5));
+    assert!(!late.is_pre_candidate());
+}
+
+#[test]
+fn e3_candidacy_saves_term_and_vote_before_asking() {
+    check!(e3_candidacy_started);
+    let mut node = node_with(config_plain(1, 3), 2, log_of(&[1, 2]));
+    node.tick(at(600));
+    assert_eq!(
+        node.take_outputs(),
+        vec![
+            save(3, Some(1)),
+            send(1, 2, 3, vote_request(2, 2, false)),
+            send(1, 3, 3, vote_request(2, 2, false)),
+        ]
+    );
+}
+
+#[test]
+fn e4_one_vote_per_term_for_a_complete_log() {
+    check!(e4_vote_granted);
+    check!(e4_vote_refused_already_voted);
+    check!(e4_vote_refused_log_not_complete);
+    let mut voter = node_with(config(2, 3), 1, log_of(&[1, 1]));
+    // Equal last term and a longer log: complete. The vote is saved before the reply.
+    voter.on_message(at(1), message(1, 2, 2, vote_request(3, 1, false)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![
+            save(2, Some(1)),
+            send(2, 1, 2, vote_reply(VoteReason::Granted, None, false))
+        ]
+    );
+    voter.on_message(at(2), message(3, 2, 2, vote_request(9, 1, false)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![send(
+            2,
+            3,
+            2,
+            vote_reply(VoteReason::AlreadyVoted, None, false)
+        )]
+    );
+    // A repeated request from the same candidate is granted again, without a new save.
+    voter.on_message(at(3), message(1, 2, 2, vote_request(3, 1, false)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![send(2, 1, 2, vote_reply(VoteReason::Granted, None, false))]
+    );
+    // Term 3: a longer log of an older last term is not complete (last term compares first).
+    voter.on_message(at(4), message(3, 2, 3, vote_request(9, 0, false)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![
+            save(3, None),
+            send(2, 3, 3, vote_reply(VoteReason::LogNotComplete, None, false))
+        ]
+    );
+}
+
+#[test]
+fn e5_leader_stickiness_and_check_quorum() {
+    check!(e5_vote_request_ignored_leader_alive);
+    check!(e5_pre_vote_ignored_leader_alive);
+    check!(e5_leader_without_quorum_steps_down);
+    let mut cluster = Cluster::new(3, 5);
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    let follower = if leader == NodeId(1) { 2 } else { 1 };
+    let term = cluster.node(follower).status().term.0;
+    let other = 6 - leader.0 - follower;
+    let node = cluster.nodes.get_mut(&NodeId(follower)).unwrap();
+    let now = cluster.now;
+    node.on_message(
+        now,
+        message(other, follower, term + 1, vote_request(99, term, false)),
+    );
+    node.on_message(
+        now,
+        message(other, follower, term + 1, vote_request(99, term, true)),
+    );
+    assert_eq!(
+        node.take_outputs(),
+        vec![
+            send(
+                follower,
+                other,
+                term,
+                vote_reply(VoteReason::LeaderAlive, None, false)
+            ),
+            send(
+                follower,
+                other,
+                term + 1,
+                vote_reply(VoteReason::LeaderAlive, None, true)
+            ),
+        ]
+    );
+    assert_eq!(
+        node.status().term,
+        Term(term),
+        "a sticky server does not adopt the term"
+    );
+    // Cut the leader off: within a passive timeout or two it steps down by itself.
+    for _ in 0..100 {
+        cluster.advance(10 * MS);
+        cluster.deliver_where(|m| m.from != leader && m.to != leader);
+        if cluster.node(leader.0).status().role != Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(cluster.node(leader.0).status().role, Role::Passive);
+    assert_eq!(cluster.node(leader.0).status().term, Term(term));
+}
+
+#[test]
+fn e6_higher_terms_are_adopted_lower_terms_answered() {
+    check!(e6_higher_term_adopted);
+    check!(e6_stale_vote_request_answered);
+    check!(e6_stale_append_answered);
+    let mut node = candidate(1, 3, 0, Vec::new());
+    node.on_message(at(601), message(2, 1, 3, append((0, 0), Vec::new(), 0)));
+    assert_eq!(
+        node.take_outputs(),
+        vec![save(3, None), send(1, 2, 3, accepted(0))]
+    );
+    assert_eq!(node.status().role, Role::Passive);
+    assert_eq!(node.status().leader, Some(NodeId(2)));
+    node.on_message(at(602), message(3, 1, 2, vote_request(5, 2, false)));
+    node.on_message(at(603), message(3, 1, 2, append((0, 0), Vec::new(), 0)));
+    let hint = RejectHint {
+        conflict_term: Term(0),
+        conflict_first_index: LogIndex(0),
+        last_index: LogIndex(0),
+        last_term: Term(0),
+    };
+    assert_eq!(
+        node.take_outputs(),
+        vec![
+            send(1, 3, 3, vote_reply(VoteReason::StaleTerm, None, false)),
+            send(
+                1,
+                3,
+                3,
+                MessageBody::AppendReply(AppendReply {
+                    result: AppendResult::Rejected(hint)
+                })
+            ),
+        ]
+    );
+}
+
+#[test]
+fn e7_a_majority_of_votes_wins() {
     check!(e7_majority_wins);
-    let (mut cluster, leader) = elected(3, 1);
-    let proposal = cluster.propose(leader, "x").unwrap();
+    let mut node = candidate(1, 3, 0, Vec::new());
+    node.on_message(
+        at(601),
+        message(3, 1, 1, vote_reply(VoteReason::Granted, None, false)),
+    );
+    assert_eq!(node.status().role, Role::Leader);
+    assert_eq!(node.status().leader, Some(NodeId(1)));
+    let noop = Entry {
+        index: LogIndex(1),
+        term: Term(1),
+        kind: EntryKind::Noop,
+        payload: Bytes::new(),
+    };
+    assert_eq!(
+        node.take_outputs(),
+        vec![
+            Output::AppendLog {
+                entries: vec![noop.clone()]
+            },
+            send(1, 2, 1, append((0, 0), vec![noop.clone()], 0)),
+            send(1, 3, 1, append((0, 0), vec![noop], 0)),
+        ]
+    );
+}
+
+#[test]
+fn e8_deferral_to_the_highest_rank() {
+    check!(e8_candidate_defers_to_higher_rank);
+    check!(e8_candidate_defers_to_higher_ranked_voter);
+    check!(e8_candidate_drops_out_log_not_complete);
+    check!(e8_deferred_server_waits);
+    check!(e8_able_candidate_restarts_timer);
+    // Candidates 1 and 2 with equal logs in term 2: 2 outranks 1 by id.
+    let mut low = candidate(1, 3, 1, log_of(&[1]));
+    let mut high = candidate(2, 3, 1, log_of(&[1]));
+    high.on_message(at(601), message(1, 2, 2, vote_request(1, 1, false)));
+    let rank = Rank {
+        last_term: Term(1),
+        last_index: LogIndex(1),
+        id: NodeId(2),
+    };
+    assert_eq!(
+        high.take_outputs(),
+        vec![send(
+            2,
+            1,
+            2,
+            vote_reply(VoteReason::AlreadyVoted, Some(rank), false)
+        )]
+    );
+    low.on_message(
+        at(602),
+        message(
+            2,
+            1,
+            2,
+            vote_reply(VoteReason::AlreadyVoted, Some(rank), false),
+        ),
+    );
+    assert_eq!(low.status().role, Role::Passive);
+    // Deferred: no candidacy before the deferral ends, however often time passes.
+    let deadline = low.next_timeout().unwrap();
+    assert!(at(602) + 300 * MS <= deadline);
+    low.tick(Instant(deadline.0 - 1));
+    assert!(low.take_outputs().is_empty());
+    // The same by request: a lower-ranked candidate asked by a higher-ranked one gives up.
+    let mut low = candidate(1, 3, 0, Vec::new());
+    low.on_message(at(601), message(2, 1, 1, vote_request(1, 1, false)));
+    assert_eq!(low.status().role, Role::Passive);
+    low.tick(Instant(low.next_timeout().unwrap().0 - 1));
+    let mut deferred = candidate(3, 3, 0, Vec::new());
+    deferred.on_message(at(601), message(2, 3, 1, vote_request(1, 1, false)));
+    deferred.tick(at(900));
+    assert!(
+        deferred
+            .take_outputs()
+            .iter()
+            .all(|o| !matches!(o, Output::SaveHardState(_)))
+    );
+    // Told LogNotComplete, a candidate drops out.
+    let mut behind = candidate(1, 3, 0, Vec::new());
+    behind.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::LogNotComplete, None, false)),
+    );
+    assert_eq!(behind.status().role, Role::Passive);
+    // A passive server asked by a candidate that could win restarts its timer.
+    let mut passive = node_with(config(3, 3), 0, Vec::new());
+    let before = passive.next_timeout().unwrap();
+    passive.on_message(at(250), message(1, 3, 1, vote_request(0, 0, false)));
+    assert!(passive.next_timeout().unwrap() > before.max(at(549)));
+}
+
+#[test]
+fn r1_only_the_leader_accepts_bounded_proposals() {
+    check!(r1_proposal_refused_not_leader);
+    check!(r1_proposal_appended);
+    let mut cluster = Cluster::with_config(3, |id, members| {
+        let mut config = Config::lan(id, members, 3);
+        config.pending_proposal_count_max = 2;
+        config.pending_proposal_bytes_max = 10;
+        config.entry_bytes_max = 8;
+        config
+    });
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    let follower = NodeId(if leader == NodeId(1) { 2 } else { 1 });
+    assert_eq!(
+        cluster.propose(follower, "x"),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(leader)
+        })
+    );
+    let term = cluster.node(leader.0).status().term;
+    // The no-op is committed; nothing is pending.
+    assert_eq!(
+        cluster.propose(leader, "abcdefgh!"),
+        Err(ProposeError::EntryTooLarge { size: 9, limit: 8 })
+    );
+    let first = cluster.propose(leader, "abcdefgh").unwrap();
+    assert_eq!(
+        first,
+        Proposal {
+            index: LogIndex(2),
+            term
+        }
+    );
+    assert_eq!(
+        cluster.propose(leader, "abc"),
+        Err(ProposeError::TooManyPendingBytes { limit: 10 })
+    );
+    cluster.propose(leader, "ab").unwrap();
+    assert_eq!(
+        cluster.propose(leader, "a"),
+        Err(ProposeError::TooManyPending { limit: 2 })
+    );
     cluster.deliver_all();
-    cluster.advance(Duration::from_millis(60));
+    cluster.propose(leader, "a").unwrap();
+}
+
+#[test]
+fn r2_probe_then_a_bounded_window_of_batches() {
+    check!(r2_probe_sent);
+    check!(r2_append_sent_in_window);
+    let mut cluster = Cluster::with_config(3, |id, members| {
+        let mut config = Config::lan(id, members, 3);
+        config.append_entry_count_max = 2;
+        config.inflight_append_count_max = 2;
+        config
+    });
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    cluster.deliver_all();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    for i in 0..7 {
+        node.propose(cluster.now, Bytes::from(vec![b'p'; i]))
+            .unwrap();
+    }
+    let outputs = node.take_outputs();
+    // One write for all seven, then per follower two Appends of two entries (the window).
+    assert!(matches!(&outputs[0], Output::AppendLog { entries } if entries.len() == 7));
+    let appends: Vec<&Message> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(m) if is_append(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appends.len(), 4);
+    for m in appends {
+        let MessageBody::Append(a) = &m.body else {
+            unreachable!()
+        };
+        assert_eq!(a.entries.len(), 2);
+    }
+}
+
+#[test]
+fn r3_mismatch_rejected_with_a_term_hint() {
+    check!(r3_append_rejected_on_mismatch);
+    check!(r3_leader_skips_back_a_term);
+    let mut follower = node_with(config(2, 3), 2, log_of(&[1, 1, 2, 2]));
+    follower.on_message(
+        at(1),
+        message(1, 2, 3, append((4, 3), vec![entry(5, 3)], 0)),
+    );
+    let hint = RejectHint {
+        conflict_term: Term(2),
+        conflict_first_index: LogIndex(3),
+        last_index: LogIndex(4),
+        last_term: Term(2),
+    };
+    let reject = MessageBody::AppendReply(AppendReply {
+        result: AppendResult::Rejected(hint),
+    });
+    assert_eq!(
+        follower.take_outputs(),
+        vec![save(3, None), send(2, 1, 3, reject)]
+    );
+    // The leader side: node 3 holds a divergent term-1 suffix; nodes 1 and 2 hold term 2.
+    let mut cluster = Cluster::new(3, 11);
+    for id in 1..=3 {
+        cluster.crash(id);
+        let terms: &[u64] = if id == 3 { &[1, 1, 1] } else { &[1, 2] };
+        let disk = cluster.disks.get_mut(&NodeId(id)).unwrap();
+        disk.hard_state.current_term = Term(2);
+        disk.log = log_of(terms);
+        disk.synced = terms.len();
+    }
+    for id in 1..=3 {
+        cluster.start(NodeId(id));
+    }
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    assert_ne!(leader, NodeId(3));
+    cluster.propose(leader, "c").unwrap();
+    cluster.deliver_all();
+    cluster.advance(60 * MS);
+    cluster.deliver_all();
+    assert_eq!(cluster.applied_payloads(3), vec!["1.1", "2.2", "c"]);
+}
+
+#[test]
+fn r4_keep_matching_truncate_conflicts_ack_when_durable() {
+    check!(r4_matching_entry_kept);
+    check!(r4_conflicting_suffix_truncated);
+    check!(r4_acknowledgement_waits_for_durability);
+    let mut follower = node_with(config(2, 3), 2, log_of(&[1, 1, 2]));
+    follower.on_message(
+        at(1),
+        message(1, 2, 3, append((1, 1), vec![entry(2, 1), entry(3, 3)], 0)),
+    );
+    assert_eq!(
+        follower.take_outputs(),
+        vec![
+            save(3, None),
+            Output::TruncateLog { from: LogIndex(3) },
+            Output::AppendLog {
+                entries: vec![entry(3, 3)]
+            },
+        ]
+    );
+    // A late duplicate of an older Append truncates nothing.
+    follower.on_message(
+        at(2),
+        message(1, 2, 3, append((1, 1), vec![entry(2, 1)], 0)),
+    );
+    assert_eq!(follower.take_outputs(), vec![send(2, 1, 3, accepted(2))]);
+    // A durability report for a position the log no longer holds is ignored.
+    follower.on_persisted(at(3), position(3, 2));
+    assert!(follower.take_outputs().is_empty());
+    follower.on_persisted(at(4), position(3, 3));
+    assert_eq!(follower.take_outputs(), vec![send(2, 1, 3, accepted(3))]);
+    assert_eq!(follower.last_position(), position(3, 3));
+}
+
+#[test]
+fn r5_only_current_term_entries_are_counted() {
+    check!(r5_older_term_entry_not_counted);
+    check!(r5_commit_by_current_term_entry);
+    // Node 1 holds an entry of term 2 that nobody else has; it wins term 4.
+    let mut leader = node_with(config_plain(1, 3), 3, log_of(&[2]));
+    leader.tick(at(600));
+    leader.on_message(
+        at(601),
+        message(2, 1, 4, vote_reply(VoteReason::Granted, None, false)),
+    );
+    assert_eq!(leader.status().role, Role::Leader);
+    leader.on_persisted(at(602), position(2, 4));
+    let _ = leader.take_outputs();
+    // Follower 2 acknowledges the term-2 entry only: a majority holds it, yet it is not committed.
+    leader.on_message(at(603), message(2, 1, 4, accepted(1)));
+    assert_eq!(leader.status().commit_index, LogIndex(0));
+    leader.on_message(at(604), message(2, 1, 4, accepted(2)));
+    assert_eq!(leader.status().commit_index, LogIndex(2));
+    let outputs = leader.take_outputs();
+    let applied: Vec<&Output> = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Apply { .. }))
+        .collect();
+    assert_eq!(applied.len(), 1);
+    assert!(matches!(applied[0], Output::Apply { entries } if entries.len() == 2));
+}
+
+#[test]
+fn r6_followers_learn_the_commit_index_up_to_what_is_verified_and_durable() {
+    check!(r6_follower_learns_commit);
+    let mut follower = node_with(config(2, 3), 1, Vec::new());
+    follower.on_message(
+        at(1),
+        message(1, 2, 1, append((0, 0), vec![entry(1, 1)], 5)),
+    );
+    assert_eq!(
+        follower.status().commit_index,
+        LogIndex(0),
+        "not durable yet"
+    );
+    let _ = follower.take_outputs();
+    follower.on_persisted(at(2), position(1, 1));
+    assert_eq!(
+        follower.take_outputs(),
+        vec![
+            send(2, 1, 1, accepted(1)),
+            Output::Apply {
+                entries: vec![entry(1, 1)]
+            },
+        ]
+    );
+    // A heartbeat verifies nothing beyond its previous index: the commit stays clamped there.
+    let mut other = node_with(config(3, 3), 1, log_of(&[1, 1]));
+    other.on_message(at(1), message(1, 3, 1, append((1, 1), Vec::new(), 2)));
+    assert_eq!(other.status().commit_index, LogIndex(1));
+}
+
+#[test]
+fn r7_idle_leaders_send_heartbeats() {
+    check!(r7_heartbeat_sent);
+    let mut cluster = Cluster::new(3, 21);
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    cluster.deliver_all();
+    cluster.advance(50 * MS);
+    let heartbeats = cluster.count_in_flight(|m| {
+        m.from == leader && matches!(&m.body, MessageBody::Append(a) if a.entries.is_empty())
+    });
+    assert_eq!(heartbeats, 2);
+}
+
+#[test]
+fn r8_a_new_leader_appends_a_noop() {
+    check!(r8_new_leader_appends_noop);
+    let (cluster, leader) = {
+        let mut cluster = Cluster::new(3, 8);
+        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+        (cluster, leader)
+    };
+    let node = cluster.node(leader.0);
+    let noop = node.entry(LogIndex(1)).unwrap();
+    assert_eq!(noop.kind, EntryKind::Noop);
+    assert_eq!(noop.term, node.status().term);
+}
+
+#[test]
+fn r9_a_leader_steps_down_before_its_log_changes() {
+    check!(r9_leader_steps_down_before_touching_its_log);
+    let mut leader = candidate(1, 3, 0, Vec::new());
+    leader.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::Granted, None, false)),
+    );
+    let _ = leader.take_outputs();
+    leader.on_message(
+        at(602),
+        message(3, 1, 2, append((0, 0), vec![entry(1, 2)], 0)),
+    );
+    assert_eq!(leader.status().role, Role::Passive);
+    assert_eq!(
+        leader.take_outputs(),
+        vec![
+            save(2, None),
+            Output::TruncateLog { from: LogIndex(1) },
+            Output::AppendLog {
+                entries: vec![entry(1, 2)]
+            },
+        ]
+    );
+}
+
+#[test]
+fn r10_a_leader_counts_itself_once_durable() {
+    check!(r10_leader_counts_its_own_durable_write);
+    let mut leader = candidate(1, 3, 0, Vec::new());
+    leader.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::Granted, None, false)),
+    );
+    let _ = leader.take_outputs();
+    leader.on_message(at(602), message(2, 1, 1, accepted(1)));
+    assert_eq!(
+        leader.status().commit_index,
+        LogIndex(0),
+        "own write of the no-op not durable"
+    );
+    leader.on_persisted(at(603), position(1, 1));
+    assert_eq!(leader.status().commit_index, LogIndex(1));
+}
+
+#[test]
+fn r11_committed_entries_are_applied_in_order_once() {
+    check!(r11_committed_entries_applied);
+    let mut cluster = Cluster::new(3, 13);
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    for payload in ["a", "b", "c"] {
+        cluster.propose(leader, payload).unwrap();
+        cluster.deliver_all();
+    }
+    cluster.advance(60 * MS);
     cluster.deliver_all();
     for id in 1..=3 {
-        assert_eq!(
-            cluster.applied_payloads(id),
-            vec!["x".to_string()],
-            "node {id}"
-        );
-        assert!(cluster.commit_index(id) >= proposal.index);
+        assert_eq!(cluster.applied_payloads(id), vec!["a", "b", "c"]);
+        let applied = &cluster.applied[&NodeId(id)];
+        for (i, entry) in applied.iter().enumerate() {
+            assert_eq!(entry.index, LogIndex(i as u64 + 1));
+        }
     }
+}
+
+#[test]
+fn a_restarted_follower_is_probed_again() {
+    check!(follower_restart_resets_progress);
+    let mut cluster = Cluster::new(3, 17);
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    cluster.deliver_all();
+    let follower = if leader == NodeId(1) { 2 } else { 1 };
+    cluster.crash(follower);
+    cluster.start(NodeId(follower));
+    cluster.propose(leader, "after").unwrap();
+    cluster.deliver_all();
+    cluster.advance(60 * MS);
+    cluster.deliver_all();
+    assert_eq!(cluster.applied_payloads(follower), vec!["after"]);
 }

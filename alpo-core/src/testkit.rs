@@ -59,6 +59,10 @@ pub struct Cluster {
     pub applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Whether log writes become durable (and are reported) as soon as they are performed.
     pub auto_sync: bool,
+    /// Whether nodes (re)started from now on record an input trace ([`Node::new_recorded`]).
+    pub record: bool,
+    /// Every output each server's node produced, in order, across restarts.
+    pub outputs: BTreeMap<NodeId, Vec<Output>>,
     configs: BTreeMap<NodeId, Config>,
 }
 
@@ -91,6 +95,15 @@ impl Cluster {
 
     /// `size` servers configured by `make(id, members)`.
     pub fn with_config(size: u64, make: impl Fn(NodeId, Vec<NodeId>) -> Config) -> Cluster {
+        Cluster::build(size, false, make)
+    }
+
+    /// Like [`Cluster::new`], with every node recording its input trace.
+    pub fn new_recorded(size: u64, seed: u64) -> Cluster {
+        Cluster::build(size, true, |id, members| Config::lan(id, members, seed))
+    }
+
+    fn build(size: u64, record: bool, make: impl Fn(NodeId, Vec<NodeId>) -> Config) -> Cluster {
         let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let mut cluster = Cluster {
             now: Instant(0),
@@ -99,6 +112,8 @@ impl Cluster {
             in_flight: Vec::new(),
             applied: BTreeMap::new(),
             auto_sync: true,
+            record,
+            outputs: BTreeMap::new(),
             configs: BTreeMap::new(),
         };
         for id in &members {
@@ -124,8 +139,13 @@ impl Cluster {
             entries: disk.log.clone(),
             incarnation: disk.incarnation,
         };
-        let node = Node::new(self.configs[&id].clone(), persisted, self.now)
-            .expect("test: valid configuration");
+        let config = self.configs[&id].clone();
+        let node = if self.record {
+            Node::new_recorded(config, persisted, self.now)
+        } else {
+            Node::new(config, persisted, self.now)
+        };
+        let node = node.expect("test: valid configuration");
         self.nodes.insert(id, node);
         self.applied.insert(id, Vec::new());
     }
@@ -144,6 +164,8 @@ impl Cluster {
             return;
         };
         let outputs = node.take_outputs();
+        let seen = self.outputs.entry(id).or_default();
+        seen.extend(outputs.iter().cloned());
         for output in outputs {
             self.disks
                 .get_mut(&id)
