@@ -25,6 +25,10 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The log failed. A failed fsync is fatal: the node stops (see docs/operations.md).
+    Log(alpo_log::Error),
+    /// The transport failed to start or to connect.
+    Net(alpo_net::Error),
     /// A message could not be decoded.
     Decode(DecodeError),
     /// No node answered in time.
@@ -65,6 +69,8 @@ impl fmt::Display for Error {
                 write!(f, "invalid configuration: {field}: {problem}")
             }
             Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::Log(error) => write!(f, "log: {error}"),
+            Error::Net(error) => write!(f, "network: {error}"),
             Error::Decode(error) => write!(f, "{error}"),
             Error::Timeout { what } => write!(f, "timed out {what}"),
             Error::Unavailable { detail } => write!(f, "cluster unavailable: {detail}"),
@@ -81,9 +87,23 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Log(error) => Some(error),
+            Error::Net(error) => Some(error),
             Error::Decode(error) => Some(error),
             _ => None,
         }
+    }
+}
+
+impl From<alpo_log::Error> for Error {
+    fn from(error: alpo_log::Error) -> Error {
+        Error::Log(error)
+    }
+}
+
+impl From<alpo_net::Error> for Error {
+    fn from(error: alpo_net::Error) -> Error {
+        Error::Net(error)
     }
 }
 

@@ -20,10 +20,6 @@ pub const APPLY_QUEUE_COUNT_MAX: usize = 4096;
 /// the cap keeps latency bounded under a flood.
 pub const EVENT_BATCH_INPUT_COUNT_MAX: usize = 1024;
 
-/// Client requests waiting for their entry to commit at most. At the limit new proposals are
-/// refused with a retryable error.
-pub const PENDING_REQUEST_COUNT_MAX: usize = 65_536;
-
 /// Entries returned by one `Read` request at most; the client asks again from where it stopped.
 pub const READ_ENTRY_COUNT_MAX: u32 = 1024;
 

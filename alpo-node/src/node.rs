@@ -1,0 +1,309 @@
+//! A running node: opens the log and hard state from the data directory, starts the transport
+//! and the client listener, and launches the event loop, storage and apply threads.
+//!
+//! Start-up sequence (rule E0 and section 8 of the protocol):
+//! 1. create the data directory; open the log (alpo-log recovers a torn tail, refuses damage
+//!    elsewhere with an error naming the file and offset);
+//! 2. load the hard state (term, vote, incarnation), bump the incarnation and store it durably
+//!    before anything is sent, so peers can tell this start from the last;
+//! 3. read every log entry into `alpo_core::Persisted` (the core keeps the log in memory);
+//! 4. start the peer transport and the client listener, then the threads.
+//!
+//! Invariants: the log files are only written by the storage thread, the hard-state file only by
+//! the event loop; the node answers clients only through the listener it started.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use alpo_core::{Entry, EntryKind, HardState, Incarnation, LogIndex, LogPosition, Message, NodeId};
+use alpo_core::{Persisted, Term};
+use alpo_log::{Log, LogOptions};
+use alpo_net::{ClientListener, ClientListenerConfig, PeerTransport};
+
+use crate::client_protocol::NodeStatus;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::limits::CLIENT_QUEUE_COUNT_MAX;
+use crate::server::{self, HardStateStore, Parts, PeerSender, Running};
+use crate::state_machine::StateMachine;
+use crate::storage::LogStore;
+
+/// A running ALPO node. Stop it with [`Server::stop`]; dropping it stops it too.
+#[derive(Debug)]
+pub struct Server {
+    id: NodeId,
+    running: Option<Running>,
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+    transport: Arc<PeerTransport>,
+    listener: Arc<ClientListener>,
+}
+
+/// The hard state as alpo-log stores it, kept by the event loop.
+struct FileHardState {
+    dir: PathBuf,
+    incarnation: u64,
+}
+
+impl Server {
+    /// Starts a node: recovers its data directory, listens on `config.peer_addr` and
+    /// `config.client_addr`, and applies committed commands to `machine`.
+    pub fn start(config: NodeConfig, machine: impl StateMachine) -> Result<Server, Error> {
+        let listener = TcpListener::bind(config.peer_addr).map_err(|source| Error::Io {
+            what: format!("binding the peer address {}", config.peer_addr),
+            source,
+        })?;
+        Server::start_with_listener(config, listener, machine)
+    }
+
+    /// Like [`Server::start`], on a peer listener the caller bound already, so that tests can
+    /// bind port 0 first and tell every node the others' real addresses.
+    pub fn start_with_listener(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+        machine: impl StateMachine,
+    ) -> Result<Server, Error> {
+        config.validate()?;
+        let (log, hard_state, persisted) = recover(&config)?;
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| (NodeId(p.id), p.peer_addr))
+            .collect();
+        let peer_config =
+            alpo_net::PeerConfig::new(config.cluster(), config.node_id(), config.peer_addr, peers);
+        let (transport, peer_inbox) =
+            PeerTransport::start_with_listener(peer_listener, peer_config)?;
+        let mut client_config =
+            ClientListenerConfig::new(config.cluster(), config.node_id(), config.client_addr);
+        client_config.request_queue_count_max = CLIENT_QUEUE_COUNT_MAX;
+        let (listener, client_inbox) = ClientListener::start(client_config)?;
+        let transport = Arc::new(transport);
+        let listener = Arc::new(listener);
+        let (id, peer_addr, client_addr) = (
+            config.node_id(),
+            transport.local_addr(),
+            listener.local_addr(),
+        );
+        tracing::info!(node = id.0, %peer_addr, %client_addr, last_index = last_index(&persisted),
+            incarnation = persisted.incarnation.0, "node starting");
+        let parts = Parts {
+            log: Box::new(log),
+            hard_state: Box::new(hard_state),
+            peers: Box::new(Arc::clone(&transport)),
+            peer_inbox,
+            client_inbox,
+            replier: listener.clone(),
+        };
+        let running = server::launch(config, persisted, parts, Box::new(machine))?;
+        Ok(Server {
+            id,
+            running: Some(running),
+            peer_addr,
+            client_addr,
+            transport,
+            listener,
+        })
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address other nodes reach this one on (the real port when configured with port 0).
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The address clients reach this node on.
+    #[must_use]
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The node's role, term, leader and indices, as of its event loop's last batch.
+    #[must_use]
+    pub fn status(&self) -> NodeStatus {
+        match &self.running {
+            Some(running) => running.shared.status.lock().clone(),
+            None => unreachable_status(self.id),
+        }
+    }
+
+    /// The peer transport's counters (messages sent, dropped, connections rejected and why).
+    #[must_use]
+    pub fn peer_counters(&self) -> alpo_net::Counters {
+        self.transport.counters()
+    }
+
+    /// The client listener's counters.
+    #[must_use]
+    pub fn client_counters(&self) -> alpo_net::Counters {
+        self.listener.counters()
+    }
+
+    /// Why the node stopped on its own (a fatal storage error), if it did.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        let running = self.running.as_ref()?;
+        running.shared.stop_reason.lock().clone()
+    }
+
+    /// Whether the event loop has ended (after a fatal error; `stop` also ends it).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_none_or(|running| running.thread.is_finished())
+    }
+
+    /// Stops the node: the event loop ends, queued log writes and applies finish, connections
+    /// close and every thread is joined. Returns the fatal error if the node had failed.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), Error> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let result = running.stop();
+        tracing::info!(node = self.id.0, "node stopped");
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::error!(node = self.id.0, %error, "node stopped with an error");
+        }
+        // The transport and listener stop when the last reference (this one) is dropped.
+    }
+}
+
+impl PeerSender for Arc<PeerTransport> {
+    fn send(&self, message: Message) {
+        PeerTransport::send(self, message);
+    }
+}
+
+impl LogStore for Log {
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error> {
+        Ok(Log::truncate_suffix(self, from.0)?)
+    }
+
+    fn append(&mut self, entry: &Entry) -> Result<(), Error> {
+        Ok(Log::append(
+            self,
+            entry.index.0,
+            entry.term.0,
+            entry.kind as u8,
+            &entry.payload,
+        )?)
+    }
+
+    fn sync(&mut self) -> Result<(), Error> {
+        Log::sync(self)?;
+        Ok(())
+    }
+
+    fn last_position(&self) -> LogPosition {
+        LogPosition {
+            index: LogIndex(self.last_index()),
+            term: Term(self.last_term()),
+        }
+    }
+}
+
+impl HardStateStore for FileHardState {
+    fn save(&mut self, state: HardState) -> Result<(), Error> {
+        let stored = alpo_log::HardState {
+            current_term: state.current_term.0,
+            voted_for: state.voted_for.map(|id| id.0),
+            incarnation: self.incarnation,
+        };
+        Ok(stored.store(&self.dir)?)
+    }
+}
+
+/// Steps 1–3 of the start-up sequence.
+fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error> {
+    let dir = config.data_dir.as_path();
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        what: format!("creating the data directory {}", dir.display()),
+        source,
+    })?;
+    let log = Log::open(dir, LogOptions::new(config.cluster_id, config.id))?;
+    let stored = alpo_log::HardState::load(dir)?;
+    let mut stored = stored.unwrap_or(alpo_log::HardState {
+        current_term: 0,
+        voted_for: None,
+        incarnation: 0,
+    });
+    stored.incarnation += 1;
+    stored.store(dir)?;
+    let entries = read_entries(&log, dir)?;
+    let persisted = Persisted {
+        hard_state: HardState {
+            current_term: Term(stored.current_term),
+            voted_for: stored.voted_for.map(NodeId),
+        },
+        entries,
+        incarnation: Incarnation(stored.incarnation),
+    };
+    let hard_state = FileHardState {
+        dir: dir.to_path_buf(),
+        incarnation: stored.incarnation,
+    };
+    Ok((log, hard_state, persisted))
+}
+
+/// Every entry of the log, with payloads copied out of the log's memory map (the log may reuse
+/// those bytes after a truncation, while the core keeps its entries for its lifetime).
+fn read_entries(log: &Log, dir: &Path) -> Result<Vec<Entry>, Error> {
+    let mut entries = Vec::new();
+    for record in log.entries(..) {
+        let record = record?;
+        let kind = match record.kind {
+            1 => EntryKind::Normal,
+            2 => EntryKind::Noop,
+            other => {
+                return Err(Error::Config {
+                    field: format!("{} (log entry {})", dir.display(), record.index),
+                    problem: format!("unknown entry kind {other}"),
+                });
+            }
+        };
+        entries.push(Entry {
+            index: LogIndex(record.index),
+            term: Term(record.term),
+            kind,
+            payload: Bytes::copy_from_slice(&record.payload),
+        });
+    }
+    Ok(entries)
+}
+
+fn last_index(persisted: &Persisted) -> u64 {
+    persisted.entries.last().map_or(0, |entry| entry.index.0)
+}
+
+fn unreachable_status(id: NodeId) -> NodeStatus {
+    NodeStatus {
+        id,
+        role: alpo_core::Role::Passive,
+        term: Term(0),
+        leader: None,
+        commit_index: LogIndex(0),
+        last_index: LogIndex(0),
+        durable_index: LogIndex(0),
+        applied_index: LogIndex(0),
+    }
+}

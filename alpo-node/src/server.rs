@@ -1,0 +1,712 @@
+//! The event loop: the one thread that owns the protocol core. It takes inputs (peer messages,
+//! client requests, storage durability reports, time), feeds them to the core in batches, and
+//! performs the core's outputs in order.
+//!
+//! Threads of a running node and what they own:
+//! - event loop (this file): the `alpo_core::Node`; never waits on disk or network, except the
+//!   rare synchronous hard-state write the ordering contract demands (term or vote changed);
+//! - storage (`storage.rs`): the log files; group commit, reports "durable up to N";
+//! - apply (`apply.rs`): the state machine, the session table, waiting clients, reads;
+//! - alpo-net's threads: peer connections and client connections.
+//!
+//! Ordering (alpo-core's `output` contract): outputs are performed in list order;
+//! `SaveHardState` is durable before any later output; log writes go to the storage thread in
+//! order and may complete later (the leader's own write runs in parallel with replication, rule
+//! R10); `Send` goes to the transport; `Apply` to the apply thread. A client's proposal is
+//! registered with the apply thread before the outputs of its batch are performed, so its answer
+//! can never be missed. Index relationships: `applied ≤ commit ≤ durable ≤ last`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
+use parking_lot::Mutex;
+
+use alpo_core::{
+    HardState, LogIndex, LogPosition, Message, Node, Output, Persisted, ProposeError, Role,
+};
+
+use crate::apply::{self, ApplyHandle, ApplyMsg, PendingRequest, ReadRequest};
+use crate::client_protocol::{
+    ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
+};
+use crate::command::{CommandKind, LogCommand};
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::kv::KvOp;
+use crate::limits::{EVENT_BATCH_INPUT_COUNT_MAX, STORAGE_QUEUE_OP_COUNT_MAX};
+use crate::service::{ConnectionId, IncomingRequest, Replier};
+use crate::state_machine::StateMachine;
+use crate::storage::{self, LogStore, StorageHandle, StorageOp};
+
+/// Makes term and vote durable (file written, synced, renamed, directory synced).
+pub(crate) trait HardStateStore: Send + 'static {
+    fn save(&mut self, state: HardState) -> Result<(), Error>;
+}
+
+/// Sends a message to a peer without blocking (the transport queues or drops it).
+pub(crate) trait PeerSender: Send + 'static {
+    fn send(&self, message: Message);
+}
+
+/// What the event loop publishes for `Server::status` and the shutdown path.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) status: Mutex<NodeStatus>,
+    pub(crate) stop_reason: Mutex<Option<String>>,
+}
+
+/// Everything the event loop talks to.
+struct EventLoop {
+    pub(crate) node: Node,
+    pub(crate) origin: std::time::Instant,
+    pub(crate) config: NodeConfig,
+    pub(crate) hard_state: Box<dyn HardStateStore>,
+    pub(crate) peers: Box<dyn PeerSender>,
+    pub(crate) peer_inbox: Receiver<Message>,
+    pub(crate) client_inbox: Receiver<IncomingRequest>,
+    pub(crate) replier: Arc<dyn Replier>,
+    pub(crate) storage: StorageHandle,
+    pub(crate) apply: ApplyHandle,
+    pub(crate) stop: Receiver<()>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) reported_durable: Option<LogPosition>,
+    pub(crate) was_leader: bool,
+}
+
+/// One input taken by the event loop.
+enum Input {
+    Peer(Message),
+    Client(IncomingRequest),
+    Storage,
+    Stop,
+    Timeout,
+    Closed(&'static str),
+}
+
+/// How long the loop waits when the core names no deadline (it normally always has one).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+impl EventLoop {
+    /// Runs until asked to stop or until a fatal error; then lets the other threads drain.
+    pub(crate) fn run(mut self) -> Result<(), Error> {
+        let result = self.run_inner();
+        if let Err(error) = &result {
+            tracing::error!(node = self.config.id, %error, "node stopping");
+            *self.shared.stop_reason.lock() = Some(error.to_string());
+        }
+        let EventLoop { storage, apply, .. } = self;
+        drop(storage.ops);
+        drop(apply.sender);
+        let _ = storage.thread.join();
+        let _ = apply.thread.join();
+        result
+    }
+
+    fn run_inner(&mut self) -> Result<(), Error> {
+        self.perform_outputs()?;
+        loop {
+            let first = self.wait();
+            if !self.take_input(first)? {
+                return Ok(());
+            }
+            for _ in 1..EVENT_BATCH_INPUT_COUNT_MAX {
+                let Some(input) = self.try_input() else { break };
+                if !self.take_input(input)? {
+                    return Ok(());
+                }
+            }
+            let now = self.now();
+            if self
+                .node
+                .next_timeout()
+                .is_some_and(|deadline| deadline <= now)
+            {
+                self.node.tick(now);
+            }
+            self.perform_outputs()?;
+            self.after_batch()?;
+        }
+    }
+
+    fn now(&self) -> alpo_core::Instant {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        alpo_core::Instant::from_nanos(nanos)
+    }
+
+    fn wait(&self) -> Input {
+        let timeout = match self.node.next_timeout() {
+            Some(deadline) => deadline.saturating_duration_since(self.now()),
+            None => IDLE_WAIT,
+        };
+        select! {
+            recv(self.peer_inbox) -> m => m.map_or(Input::Closed("peer transport"), Input::Peer),
+            recv(self.client_inbox) -> r => r.map_or(Input::Closed("client listener"), Input::Client),
+            recv(self.storage.wake) -> w => w.map_or(Input::Closed("storage thread"), |()| Input::Storage),
+            recv(self.stop) -> _ => Input::Stop,
+            default(timeout) => Input::Timeout,
+        }
+    }
+
+    /// Another input if one is ready, peers first (they carry the cluster's progress).
+    fn try_input(&self) -> Option<Input> {
+        if let Ok(message) = self.peer_inbox.try_recv() {
+            return Some(Input::Peer(message));
+        }
+        if let Ok(request) = self.client_inbox.try_recv() {
+            return Some(Input::Client(request));
+        }
+        match self.storage.wake.try_recv() {
+            Ok(()) => Some(Input::Storage),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Feeds one input to the core; `false` means stop.
+    fn take_input(&mut self, input: Input) -> Result<bool, Error> {
+        let now = self.now();
+        match input {
+            Input::Peer(message) => self.node.on_message(now, message),
+            Input::Client(request) => self.on_client(request),
+            Input::Storage => self.on_storage_report()?,
+            Input::Timeout => {}
+            Input::Stop => return Ok(false),
+            Input::Closed(what) => {
+                return Err(Error::Stopped {
+                    reason: format!("the {what} stopped"),
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_storage_report(&mut self) -> Result<(), Error> {
+        let (durable, fatal) = {
+            let state = self.storage.state.lock();
+            (state.durable, state.fatal.clone())
+        };
+        if let Some(reason) = fatal {
+            return Err(Error::Stopped {
+                reason: format!("log write failed: {reason}"),
+            });
+        }
+        if let Some(durable) = durable.filter(|d| Some(*d) != self.reported_durable) {
+            self.reported_durable = Some(durable);
+            self.node.on_persisted(self.now(), durable);
+        }
+        Ok(())
+    }
+
+    fn on_client(&mut self, incoming: IncomingRequest) {
+        let connection = incoming.connection;
+        let request = match Request::decode(incoming.body) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(node = self.config.id, connection = connection.0, %error, "malformed client request");
+                let body = error_body(ErrorCode::BadRequest, format!("malformed request: {error}"));
+                self.reply(connection, 0, body);
+                return;
+            }
+        };
+        match request.op {
+            Op::Status => {
+                let body = ResponseBody::Status(self.status());
+                self.reply(connection, request.id.seq, body);
+            }
+            Op::Read { from, max_count } => {
+                let read = ReadRequest {
+                    connection,
+                    seq: request.id.seq,
+                    from,
+                    max_count,
+                };
+                self.send_apply(ApplyMsg::Read(read));
+            }
+            op => self.propose(connection, request.id, op),
+        }
+    }
+
+    fn propose(&mut self, connection: ConnectionId, id: RequestId, op: Op) {
+        let Some((kind, data)) = command_of(op) else {
+            let body = error_body(ErrorCode::BadRequest, "not a proposal".into());
+            return self.reply(connection, id.seq, body);
+        };
+        let payload = LogCommand { id, kind, data }.encode();
+        match self.node.propose(self.now(), payload) {
+            Ok(proposal) => {
+                let pending = PendingRequest {
+                    index: proposal.index,
+                    term: proposal.term,
+                    connection,
+                    seq: id.seq,
+                };
+                self.send_apply(ApplyMsg::Pending(pending));
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                let leader = leader_hint.map(|id| LeaderHint {
+                    id,
+                    client_addr: self
+                        .config
+                        .client_addr_of(id)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                });
+                self.reply(connection, id.seq, ResponseBody::NotLeader { leader });
+            }
+            Err(
+                error @ (ProposeError::TooManyPending { .. }
+                | ProposeError::TooManyPendingBytes { .. }),
+            ) => {
+                self.reply(
+                    connection,
+                    id.seq,
+                    error_body(ErrorCode::Retry, error.to_string()),
+                );
+            }
+            Err(error @ ProposeError::EntryTooLarge { .. }) => {
+                tracing::warn!(node = self.config.id, connection = connection.0, %error, "client entry refused");
+                self.reply(
+                    connection,
+                    id.seq,
+                    error_body(ErrorCode::TooLarge, error.to_string()),
+                );
+            }
+        }
+    }
+
+    fn perform_outputs(&mut self) -> Result<(), Error> {
+        for output in self.node.take_outputs() {
+            match output {
+                Output::SaveHardState(state) => self.hard_state.save(state)?,
+                Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
+                Output::AppendLog { entries } => {
+                    self.send_storage(StorageOp::Append { entries })?
+                }
+                Output::Send(message) => self.peers.send(message),
+                Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes status; tells waiting clients when leadership is lost.
+    fn after_batch(&mut self) -> Result<(), Error> {
+        let status = self.status();
+        let is_leader = status.role == Role::Leader;
+        if self.was_leader && !is_leader {
+            tracing::info!(
+                node = self.config.id,
+                term = status.term.0,
+                "no longer leader"
+            );
+            self.send_apply(ApplyMsg::LeadershipLost);
+        } else if is_leader && !self.was_leader {
+            tracing::info!(node = self.config.id, term = status.term.0, "became leader");
+        }
+        self.was_leader = is_leader;
+        *self.shared.status.lock() = status;
+        Ok(())
+    }
+
+    fn send_storage(&self, op: StorageOp) -> Result<(), Error> {
+        // Blocks only when the storage queue is full: backpressure on a disk that cannot keep up.
+        self.storage.ops.send(op).map_err(|_| Error::Stopped {
+            reason: "the storage thread stopped".into(),
+        })
+    }
+
+    fn send_apply(&self, message: ApplyMsg) {
+        // The apply thread lives as long as the event loop holds its sender; it only exits
+        // early by panicking in the application's state machine, which join() reports.
+        if self.apply.sender.send(message).is_err() {
+            tracing::error!(node = self.config.id, "the apply thread stopped");
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let core = self.node.status();
+        NodeStatus {
+            id: core.id,
+            role: core.role,
+            term: core.term,
+            leader: core.leader,
+            commit_index: core.commit_index,
+            last_index: core.last_index,
+            durable_index: core.durable_index,
+            applied_index: LogIndex(self.apply.applied.load(Ordering::Acquire)),
+        }
+    }
+
+    fn reply(&self, connection: ConnectionId, seq: u64, body: ResponseBody) {
+        self.replier
+            .reply(connection, Response { seq, body }.encode());
+    }
+}
+
+/// The I/O a node's threads are wired to: files and sockets in a running node, memory and
+/// channels in the event loop's own tests.
+pub(crate) struct Parts {
+    pub(crate) log: Box<dyn LogStore>,
+    pub(crate) hard_state: Box<dyn HardStateStore>,
+    pub(crate) peers: Box<dyn PeerSender>,
+    pub(crate) peer_inbox: Receiver<Message>,
+    pub(crate) client_inbox: Receiver<IncomingRequest>,
+    pub(crate) replier: Arc<dyn Replier>,
+}
+
+/// A started event loop with its storage and apply threads.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) stop: Sender<()>,
+    pub(crate) thread: JoinHandle<Result<(), Error>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Starts the core from `persisted` and the node's threads over `parts`.
+pub(crate) fn launch(
+    config: NodeConfig,
+    persisted: Persisted,
+    parts: Parts,
+    machine: Box<dyn StateMachine>,
+) -> Result<Running, Error> {
+    let origin = std::time::Instant::now();
+    let seed = seed_for(config.id);
+    let node = Node::new(
+        config.core_config(seed),
+        persisted,
+        alpo_core::Instant::from_nanos(0),
+    )
+    .map_err(|error| Error::Config {
+        field: error.field.to_string(),
+        problem: error.problem,
+    })?;
+    let status = initial_status(&node);
+    let storage = storage::spawn(parts.log, STORAGE_QUEUE_OP_COUNT_MAX)?;
+    let apply = apply::spawn(machine, Arc::clone(&parts.replier))?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let shared = Arc::new(Shared {
+        status: Mutex::new(status),
+        stop_reason: Mutex::new(None),
+    });
+    let event_loop = EventLoop {
+        node,
+        origin,
+        hard_state: parts.hard_state,
+        peers: parts.peers,
+        peer_inbox: parts.peer_inbox,
+        client_inbox: parts.client_inbox,
+        replier: parts.replier,
+        storage,
+        apply,
+        stop: stop_rx,
+        shared: Arc::clone(&shared),
+        reported_durable: None,
+        was_leader: false,
+        config,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("alpo-node-{}", event_loop.config.id))
+        .spawn(move || event_loop.run())
+        .map_err(|source| Error::Io {
+            what: "starting the event loop thread".into(),
+            source,
+        })?;
+    Ok(Running {
+        stop: stop_tx,
+        thread,
+        shared,
+    })
+}
+
+impl Running {
+    /// Asks the event loop to stop and waits for every thread it owns.
+    pub(crate) fn stop(self) -> Result<(), Error> {
+        let _ = self.stop.try_send(());
+        self.join()
+    }
+
+    /// Waits for the event loop to end (after `stop` or a fatal error).
+    pub(crate) fn join(self) -> Result<(), Error> {
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => Err(Error::Stopped {
+                reason: "the event loop panicked".into(),
+            }),
+        }
+    }
+}
+
+/// A seed for the core's election timers: different per node and per start, so two nodes (or
+/// two starts) do not draw the same timeouts. Determinism is for the simulator, not for here.
+fn seed_for(id: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(nanos) ^ u64::from(std::process::id())
+}
+
+fn initial_status(node: &Node) -> NodeStatus {
+    let core = node.status();
+    NodeStatus {
+        id: core.id,
+        role: core.role,
+        term: core.term,
+        leader: core.leader,
+        commit_index: core.commit_index,
+        last_index: core.last_index,
+        durable_index: core.durable_index,
+        applied_index: LogIndex(0),
+    }
+}
+
+/// The entry command a proposal becomes; `None` for operations that are not proposals.
+fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
+    let kv = |op: KvOp| Some((CommandKind::Command, op.encode()));
+    match op {
+        Op::Append { value } => Some((CommandKind::Append, value)),
+        Op::Command { payload } => Some((CommandKind::Command, payload)),
+        Op::Put { key, value } => kv(KvOp::Put { key, value }),
+        Op::Get { key } => kv(KvOp::Get { key }),
+        Op::Delete { key } => kv(KvOp::Delete { key }),
+        Op::Cas { key, expected, new } => kv(KvOp::Cas { key, expected, new }),
+        Op::Read { .. } | Op::Status => None,
+    }
+}
+
+fn error_body(code: ErrorCode, reason: String) -> ResponseBody {
+    ResponseBody::Error { code, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The event loop, storage and apply threads of three nodes, wired by in-memory channels
+    //! instead of sockets and files: elections, commits and redirects without I/O.
+
+    use std::collections::BTreeMap;
+
+    use alpo_core::{Entry, NodeId};
+
+    use super::*;
+    use crate::config::Timeouts;
+    use crate::kv::KvStateMachine;
+    use crate::storage::memory::MemoryLog;
+
+    struct MemoryHardState;
+
+    impl HardStateStore for MemoryHardState {
+        fn save(&mut self, _state: HardState) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone)]
+    struct Router {
+        inboxes: Arc<Mutex<BTreeMap<NodeId, Sender<Message>>>>,
+    }
+
+    impl PeerSender for Router {
+        fn send(&self, message: Message) {
+            if let Some(inbox) = self.inboxes.lock().get(&message.to) {
+                let _ = inbox.try_send(message);
+            }
+        }
+    }
+
+    struct ChannelReplier(Sender<(ConnectionId, Bytes)>);
+
+    impl Replier for ChannelReplier {
+        fn reply(&self, connection: ConnectionId, body: Bytes) {
+            let _ = self.0.try_send((connection, body));
+        }
+    }
+
+    struct TestNode {
+        running: Running,
+        requests: Sender<IncomingRequest>,
+        replies: Receiver<(ConnectionId, Bytes)>,
+        log: MemoryLog,
+    }
+
+    fn config(id: u64) -> NodeConfig {
+        let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let peers = (1..=3u16)
+            .filter(|peer| u64::from(*peer) != id)
+            .map(|peer| crate::config::PeerConfig {
+                id: u64::from(peer),
+                peer_addr: addr(7100 + peer),
+                client_addr: addr(7200 + peer),
+            })
+            .collect();
+        let port = u16::try_from(id).unwrap();
+        NodeConfig {
+            id,
+            cluster_id: 1,
+            data_dir: "unused".into(),
+            peer_addr: addr(7100 + port),
+            client_addr: addr(7200 + port),
+            peers,
+            timeouts: Timeouts {
+                heartbeat_interval_ms: 10,
+                passive_timeout_ms_min: 60,
+                passive_timeout_ms_max: 120,
+                election_cycle_ms_min: 30,
+                election_cycle_ms_max: 60,
+            },
+        }
+    }
+
+    fn start_cluster() -> Vec<TestNode> {
+        let router = Router {
+            inboxes: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let (peer_tx, peer_rx) = crossbeam_channel::bounded(4096);
+            router.inboxes.lock().insert(NodeId(id), peer_tx);
+            let (request_tx, request_rx) = crossbeam_channel::bounded(4096);
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(4096);
+            let log = MemoryLog::default();
+            let parts = Parts {
+                log: Box::new(log.clone()),
+                hard_state: Box::new(MemoryHardState),
+                peers: Box::new(router.clone()),
+                peer_inbox: peer_rx,
+                client_inbox: request_rx,
+                replier: Arc::new(ChannelReplier(reply_tx)),
+            };
+            let machine = Box::new(KvStateMachine::new());
+            let running = launch(config(id), Persisted::default(), parts, machine).unwrap();
+            nodes.push(TestNode {
+                running,
+                requests: request_tx,
+                replies: reply_rx,
+                log,
+            });
+        }
+        nodes
+    }
+
+    fn call(node: &TestNode, seq: u64, op: Op) -> ResponseBody {
+        let id = RequestId { client: 9, seq };
+        let body = Request { id, op }.encode();
+        node.requests
+            .send(IncomingRequest {
+                connection: alpo_net::ConnectionId(1),
+                body,
+            })
+            .unwrap();
+        loop {
+            let (_, bytes) = node.replies.recv_timeout(Duration::from_secs(10)).unwrap();
+            let response = Response::decode(bytes).unwrap();
+            if response.seq == seq {
+                return response.body;
+            }
+        }
+    }
+
+    fn wait_for_leader(nodes: &[TestNode]) -> usize {
+        for _ in 0..1000 {
+            for (i, node) in nodes.iter().enumerate() {
+                if node.running.shared.status.lock().role == Role::Leader {
+                    return i;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no leader elected");
+    }
+
+    fn log_of(node: &TestNode) -> Vec<Entry> {
+        node.log.entries.lock().clone()
+    }
+
+    #[test]
+    fn three_nodes_elect_commit_and_redirect() {
+        let nodes = start_cluster();
+        let leader = wait_for_leader(&nodes);
+        let mut seq = 0;
+        for i in 0..100 {
+            seq += 1;
+            let value = Bytes::from(format!("v{i}"));
+            let body = call(&nodes[leader], seq, Op::Append { value });
+            assert!(matches!(body, ResponseBody::Appended { .. }), "{body:?}");
+        }
+        seq += 1;
+        let put = Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        let body = call(&nodes[leader], seq, put);
+        let ResponseBody::Applied { index, .. } = body else {
+            panic!("{body:?}")
+        };
+        // A retry with the same id is answered like the first time, not applied again.
+        let retry = Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        let body = call(&nodes[leader], seq, retry);
+        assert!(matches!(body, ResponseBody::Applied { index: again, .. } if again == index));
+        let follower = (leader + 1) % 3;
+        let body = call(
+            &nodes[follower],
+            seq + 1,
+            Op::Append {
+                value: Bytes::new(),
+            },
+        );
+        let ResponseBody::NotLeader { leader: Some(hint) } = body else {
+            panic!("{body:?}")
+        };
+        assert_eq!(hint.id.0, leader as u64 + 1);
+        assert_eq!(hint.client_addr, format!("127.0.0.1:{}", 7201 + leader));
+        // Every node's log converges to the leader's.
+        let expected = log_of(&nodes[leader]);
+        for _ in 0..1000 {
+            if nodes.iter().all(|node| log_of(node) == expected) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for node in &nodes {
+            assert_eq!(log_of(node), expected);
+        }
+        for node in nodes {
+            node.running.stop().unwrap();
+        }
+    }
+
+    #[test]
+    fn malformed_requests_get_an_error_and_the_node_keeps_serving() {
+        let nodes = start_cluster();
+        let body = Bytes::from_static(&[1, 2, 3]);
+        nodes[0]
+            .requests
+            .send(IncomingRequest {
+                connection: alpo_net::ConnectionId(7),
+                body,
+            })
+            .unwrap();
+        let (connection, bytes) = nodes[0]
+            .replies
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(connection, alpo_net::ConnectionId(7));
+        let response = Response::decode(bytes).unwrap();
+        assert!(matches!(
+            response.body,
+            ResponseBody::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+        let body = call(&nodes[0], 1, Op::Status);
+        assert!(matches!(body, ResponseBody::Status(status) if status.id == NodeId(1)));
+        for node in nodes {
+            node.running.stop().unwrap();
+        }
+    }
+}

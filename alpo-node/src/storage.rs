@@ -1,0 +1,259 @@
+//! The storage thread: writes log operations in order and makes them durable in batches (group
+//! commit), then reports "durable up to this position" to the event loop.
+//!
+//! Durability sequence for each batch:
+//! 1. take every operation queued (at most `STORAGE_BATCH_OP_COUNT_MAX`), in arrival order;
+//! 2. perform each: a truncation removes a suffix, an append writes entries at the end;
+//! 3. one `sync()` (fdatasync) covers every entry of the batch;
+//! 4. publish the log's last position as durable and wake the event loop.
+//!
+//! Invariants: operations are performed in the order the core emitted them; a position is
+//! published only after the sync that covers it returned; the published position only moves
+//! forward within a term's log (a truncation can move it back, to a shorter prefix that was
+//! durable already). A failed write or sync is fatal (style rule 17): the thread publishes the
+//! error, naming the file, and stops; it never retries.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::Mutex;
+
+use alpo_core::{Entry, LogIndex, LogPosition};
+
+use crate::error::Error;
+use crate::limits::STORAGE_BATCH_OP_COUNT_MAX;
+
+/// A log the storage thread can write: alpo-log's `Log` in a running node.
+pub(crate) trait LogStore: Send + 'static {
+    /// Removes every entry at `from` and above.
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error>;
+    /// Appends `entry` after the last entry (its index is last + 1).
+    fn append(&mut self, entry: &Entry) -> Result<(), Error>;
+    /// Makes every write so far durable (fdatasync). A failure is fatal.
+    fn sync(&mut self) -> Result<(), Error>;
+    /// Index and term of the last entry, `(0, 0)` when empty.
+    fn last_position(&self) -> LogPosition;
+}
+
+/// One log operation, as the core emitted it.
+#[derive(Debug)]
+pub(crate) enum StorageOp {
+    Truncate { from: LogIndex },
+    Append { entries: Vec<Entry> },
+}
+
+/// What the storage thread publishes for the event loop.
+#[derive(Debug, Default)]
+pub(crate) struct StorageState {
+    /// The last position covered by a completed sync, if any sync completed since start.
+    pub(crate) durable: Option<LogPosition>,
+    /// Set once when a write or sync failed; the node must stop.
+    pub(crate) fatal: Option<String>,
+    /// Batches synced and entries written, for status and benchmarks.
+    pub(crate) sync_count: u64,
+    pub(crate) entry_count: u64,
+}
+
+/// The event loop's view of the storage thread.
+#[derive(Debug)]
+pub(crate) struct StorageHandle {
+    pub(crate) ops: Sender<StorageOp>,
+    /// Wakes the event loop when `state` changed; capacity 1, so a wake-up is never lost and
+    /// the storage thread never blocks on it.
+    pub(crate) wake: Receiver<()>,
+    pub(crate) state: Arc<Mutex<StorageState>>,
+    pub(crate) thread: JoinHandle<()>,
+}
+
+/// Starts the storage thread over `store`.
+pub(crate) fn spawn(
+    store: Box<dyn LogStore>,
+    queue_count_max: usize,
+) -> Result<StorageHandle, Error> {
+    let (ops_tx, ops_rx) = crossbeam_channel::bounded(queue_count_max);
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+    let state = Arc::new(Mutex::new(StorageState::default()));
+    let thread_state = Arc::clone(&state);
+    let thread = std::thread::Builder::new()
+        .name("alpo-storage".into())
+        .spawn(move || run(store, &ops_rx, &wake_tx, &thread_state))
+        .map_err(|source| Error::Io {
+            what: "starting the storage thread".into(),
+            source,
+        })?;
+    Ok(StorageHandle {
+        ops: ops_tx,
+        wake: wake_rx,
+        state,
+        thread,
+    })
+}
+
+fn run(
+    mut store: Box<dyn LogStore>,
+    ops: &Receiver<StorageOp>,
+    wake: &Sender<()>,
+    state: &Mutex<StorageState>,
+) {
+    // Ends when the event loop drops its sender (node stopping) or on a fatal error.
+    while let Ok(first) = ops.recv() {
+        let batch = drain(first, ops);
+        match write_batch(store.as_mut(), batch) {
+            Ok(entry_count) => {
+                let mut state = state.lock();
+                state.durable = Some(store.last_position());
+                state.sync_count += 1;
+                state.entry_count += entry_count;
+            }
+            Err(error) => {
+                tracing::error!(%error, "log write failed; the node stops");
+                state.lock().fatal = Some(error.to_string());
+                let _ = wake.try_send(());
+                return;
+            }
+        }
+        // Full means a wake-up is already pending, which will read the newest state.
+        let _ = wake.try_send(());
+    }
+}
+
+/// Takes `first` and everything queued behind it, up to the batch limit.
+fn drain(first: StorageOp, ops: &Receiver<StorageOp>) -> Vec<StorageOp> {
+    let mut batch = vec![first];
+    while batch.len() < STORAGE_BATCH_OP_COUNT_MAX {
+        match ops.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+    }
+    batch
+}
+
+fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, Error> {
+    let mut entry_count = 0;
+    for op in batch {
+        match op {
+            StorageOp::Truncate { from } => store.truncate_suffix(from)?,
+            StorageOp::Append { entries } => {
+                for entry in &entries {
+                    debug_assert!(entry.index == store.last_position().index.next());
+                    store.append(entry)?;
+                }
+                entry_count += entries.len() as u64;
+            }
+        }
+    }
+    store.sync()?;
+    Ok(entry_count)
+}
+
+#[cfg(test)]
+pub(crate) mod memory {
+    //! An in-memory log for event-loop tests; never shipped.
+
+    use super::*;
+
+    /// Entries in a shared vector, so a test can look at them; `synced` counts syncs.
+    #[derive(Debug, Default, Clone)]
+    pub(crate) struct MemoryLog {
+        pub(crate) entries: Arc<Mutex<Vec<Entry>>>,
+        pub(crate) fail_sync: bool,
+    }
+
+    impl LogStore for MemoryLog {
+        fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error> {
+            let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+            self.entries.lock().truncate(keep);
+            Ok(())
+        }
+
+        fn append(&mut self, entry: &Entry) -> Result<(), Error> {
+            self.entries.lock().push(entry.clone());
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<(), Error> {
+            if self.fail_sync {
+                return Err(Error::Io {
+                    what: "syncing memory/0001.alpolog".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            Ok(())
+        }
+
+        fn last_position(&self) -> LogPosition {
+            self.entries
+                .lock()
+                .last()
+                .map(Entry::position)
+                .unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use alpo_core::{EntryKind, Term};
+
+    use super::memory::MemoryLog;
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(term),
+            kind: EntryKind::Normal,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn wait_durable(handle: &StorageHandle, index: u64) -> LogPosition {
+        loop {
+            handle.wake.recv().unwrap();
+            let state = handle.state.lock();
+            if let Some(durable) = state.durable.filter(|d| d.index.0 == index) {
+                return durable;
+            }
+        }
+    }
+
+    #[test]
+    fn appends_and_truncations_are_performed_in_order_and_reported() {
+        let log = MemoryLog::default();
+        let handle = spawn(Box::new(log.clone()), 16).unwrap();
+        let entries = (1..=3).map(|i| entry(i, 1)).collect();
+        handle.ops.send(StorageOp::Append { entries }).unwrap();
+        assert_eq!(wait_durable(&handle, 3).term, Term(1));
+        handle
+            .ops
+            .send(StorageOp::Truncate { from: LogIndex(2) })
+            .unwrap();
+        let entries = vec![entry(2, 2)];
+        handle.ops.send(StorageOp::Append { entries }).unwrap();
+        let durable = wait_durable(&handle, 2);
+        assert_eq!(durable.term, Term(2));
+        assert_eq!(log.entries.lock().len(), 2);
+        drop(handle.ops);
+        handle.thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_is_published_as_fatal() {
+        let log = MemoryLog {
+            fail_sync: true,
+            ..MemoryLog::default()
+        };
+        let handle = spawn(Box::new(log), 16).unwrap();
+        let entries = vec![entry(1, 1)];
+        handle.ops.send(StorageOp::Append { entries }).unwrap();
+        handle.wake.recv().unwrap();
+        let fatal = handle.state.lock().fatal.clone().unwrap();
+        assert!(fatal.contains("memory/0001.alpolog"), "{fatal}");
+        assert!(handle.state.lock().durable.is_none());
+        handle.thread.join().unwrap();
+    }
+}
