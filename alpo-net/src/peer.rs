@@ -514,7 +514,8 @@ fn encode_into(batch: &mut Vec<u8>, message: &Message, context: &WriterContext) 
                     tracing::warn!(node = %context.peer_id, bytes, "message too large to send");
                 }
                 EncodeError::EntriesNotConsecutive { position } => {
-                    tracing::error!(node = %context.peer_id, position, "append entries not consecutive");
+                    let node = context.peer_id;
+                    tracing::error!(%node, position, "append entries are not consecutive");
                 }
             }
             0

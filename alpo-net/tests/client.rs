@@ -1,0 +1,166 @@
+//! Behaviour tests of the client protocol's carriage: request and response bodies between
+//! `ClientConnection`s and a `ClientListener`, and the named rejections that keep peer and client
+//! traffic apart.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
+mod common;
+
+use std::thread;
+
+use alpo_core::{ClusterId, NodeId};
+use alpo_net::frame::{CLIENT_SENDER_ID, FrameKind};
+use alpo_net::handshake::{ANY_RECEIVER, Role};
+use alpo_net::{
+    ClientConnection, ClientListener, ClientListenerConfig, CloseReason, ConnectionId, Error,
+};
+use bytes::Bytes;
+use common::*;
+
+fn start_listener() -> (
+    ClientListener,
+    crossbeam_channel::Receiver<alpo_net::ClientRequest>,
+) {
+    ClientListener::start(ClientListenerConfig::new(CLUSTER, NodeId(4), loopback())).unwrap()
+}
+
+#[test]
+fn clients_get_their_own_replies_in_order() {
+    let (listener, requests) = start_listener();
+    let address = listener.local_addr();
+    thread::scope(|scope| {
+        // The "node": echoes every request body back, upper-cased.
+        scope.spawn(|| {
+            for _ in 0..3 * 200 {
+                let request = requests.recv_timeout(TIMEOUT).unwrap();
+                let reply = Bytes::from(request.body.to_ascii_uppercase());
+                listener.reply(request.connection, reply);
+            }
+        });
+        for client in 0..3 {
+            scope.spawn(move || {
+                let mut connection = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
+                assert_eq!(connection.server_node_id(), NodeId(4));
+                for request in 0..200 {
+                    let body = format!("client {client} request {request}");
+                    connection.send(body.as_bytes()).unwrap();
+                    let reply = connection.recv(TIMEOUT).unwrap();
+                    assert_eq!(&reply[..], body.to_ascii_uppercase().as_bytes());
+                }
+            });
+        }
+    });
+    let counters = listener.counters();
+    assert_eq!(counters.connections_accepted, 3);
+    assert_eq!(counters.rejections, 0);
+    assert_eq!(counters.messages_dropped_unroutable, 0);
+}
+
+#[test]
+fn a_reply_to_a_gone_connection_is_dropped_and_counted() {
+    let (listener, _requests) = start_listener();
+    listener.reply(ConnectionId(12345), Bytes::from_static(b"nobody"));
+    assert_eq!(listener.counters().messages_dropped_unroutable, 1);
+}
+
+#[test]
+fn wrong_cluster_is_refused_with_both_ids_named() {
+    let (listener, _requests) = start_listener();
+    let error =
+        ClientConnection::connect(listener.local_addr(), ClusterId(9), TIMEOUT).unwrap_err();
+    // The listener answers with a Close frame of its own cluster, which the client names.
+    match error {
+        Error::Rejected { rejection, .. } => {
+            assert_eq!(
+                rejection,
+                alpo_net::Rejection::WrongClusterId {
+                    expected: ClusterId(9),
+                    found: CLUSTER,
+                }
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(
+        listener
+            .counters()
+            .rejections_for(CloseReason::WrongClusterId),
+        1
+    );
+}
+
+#[test]
+fn peer_traffic_on_the_client_listener_is_rejected_and_clients_are_unaffected() {
+    let (listener, requests) = start_listener();
+    let address = listener.local_addr();
+    let mut good = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
+
+    let mut peer_hello = RawClient::connect(address);
+    peer_hello.send(&hello(Role::Peer, CLUSTER, 2, 4));
+    assert_eq!(peer_hello.close_reason(), CloseReason::WrongRole);
+
+    let mut peer_frame = RawClient::connect(address);
+    peer_frame.send(&hello(
+        Role::Client,
+        CLUSTER,
+        CLIENT_SENDER_ID,
+        ANY_RECEIVER,
+    ));
+    peer_frame.expect_welcome();
+    let mut message = Vec::new();
+    alpo_net::codec::encode_message(&ack(2, 4, 1), CLUSTER, &mut message).unwrap();
+    peer_frame.send(&message);
+    assert_eq!(peer_frame.close_reason(), CloseReason::KindNotAllowed);
+
+    let mut garbage = RawClient::connect(address);
+    garbage.send(&[0xFF; 64]);
+    assert_eq!(garbage.close_reason(), CloseReason::BadMagic);
+
+    let mut response_from_client = RawClient::connect(address);
+    response_from_client.send(&hello(
+        Role::Client,
+        CLUSTER,
+        CLIENT_SENDER_ID,
+        ANY_RECEIVER,
+    ));
+    response_from_client.send(&frame(
+        FrameKind::ClientResponse,
+        CLUSTER,
+        CLIENT_SENDER_ID,
+        b"x",
+    ));
+    assert_eq!(
+        response_from_client.close_reason(),
+        CloseReason::KindNotAllowed
+    );
+
+    good.send(b"still here").unwrap();
+    let request = requests.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(&request.body[..], b"still here");
+    listener.reply(request.connection, Bytes::from_static(b"yes"));
+    assert_eq!(&good.recv(TIMEOUT).unwrap()[..], b"yes");
+    assert_eq!(listener.counters().rejections, 4);
+}
+
+#[test]
+fn recv_times_out_and_a_closed_listener_is_reported() {
+    let (listener, _requests) = start_listener();
+    let mut client = ClientConnection::connect(listener.local_addr(), CLUSTER, TIMEOUT).unwrap();
+    let error = client
+        .recv(std::time::Duration::from_millis(20))
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Timeout { waited_ms: 20, .. }),
+        "{error}"
+    );
+    listener.shutdown();
+    let error = client.recv(TIMEOUT).unwrap_err();
+    assert!(
+        matches!(error, Error::Closed { .. } | Error::Io { .. }),
+        "{error}"
+    );
+}

@@ -1,0 +1,301 @@
+//! Golden bytes for wire format version 1: each checked-in sample must decode to known values,
+//! and encoding those values must give exactly these bytes. The samples were produced by an
+//! independent script from `docs/wire-format.md` (not by this crate), then checked in; a change
+//! here is a wire format change and needs a protocol version bump.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
+use alpo_core::{
+    Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
+    MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
+};
+use alpo_net::CloseReason;
+use alpo_net::codec::{decode_message, encode_message};
+use alpo_net::frame::{FrameDecoder, FrameKind, encode_frame};
+use alpo_net::handshake::{Hello, Role, decode_close, decode_hello, encode_close_body};
+use bytes::Bytes;
+
+const CLUSTER: ClusterId = ClusterId(0xA1F0);
+
+#[rustfmt::skip]
+const VOTE_REQUEST: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x10, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x29, 0x00, 0x00, 0x00, // body length
+    0x18, 0x1c, 0xeb, 0x9b, // body crc
+    0xae, 0xae, 0xda, 0x39, // header crc
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // term
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // incarnation
+    0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // last_index
+    0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // last_term
+    0x01, // flags: pre_vote
+];
+
+#[rustfmt::skip]
+const VOTE_REPLY: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x11, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x32, 0x00, 0x00, 0x00, // body length
+    0xd9, 0x58, 0xeb, 0x88, // body crc
+    0x17, 0x7c, 0x02, 0xeb, // header crc
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // term
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // incarnation
+    0x03, // reason: LogNotComplete
+    0x02, // flags: voter rank
+    0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // rank last_term
+    0x32, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // rank last_index
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // rank id
+];
+
+#[rustfmt::skip]
+const APPEND: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x12, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x55, 0x00, 0x00, 0x00, // body length
+    0xd3, 0x8e, 0x5c, 0x6f, // body crc
+    0xfd, 0x6a, 0xe0, 0x99, // header crc
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // term
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // incarnation
+    0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // prev_index
+    0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // prev_term
+    0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // leader_commit
+    0x02, 0x00, 0x00, 0x00, // entry count
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // entry 42 term
+    0x01, // entry 42 kind: Normal
+    0x07, 0x00, 0x00, 0x00, // entry 42 payload length
+    0x73, 0x65, 0x74, 0x20, 0x78, 0x3d, 0x31, // entry 42 payload
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // entry 43 term
+    0x02, // entry 43 kind: Noop
+    0x00, 0x00, 0x00, 0x00, // entry 43 payload length
+];
+
+#[rustfmt::skip]
+const APPEND_REPLY_REJECTED: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x13, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x39, 0x00, 0x00, 0x00, // body length
+    0xde, 0x04, 0xb6, 0x52, // body crc
+    0x01, 0x4d, 0x28, 0x9c, // header crc
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // term
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // incarnation
+    0x02, // result: Rejected
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // conflict_term
+    0x1e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // conflict_first_index
+    0x23, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // last_index
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // last_term
+];
+
+#[rustfmt::skip]
+const APPEND_REPLY_ACCEPTED: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x13, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x21, 0x00, 0x00, 0x00, // body length
+    0x52, 0xac, 0x85, 0xe5, // body crc
+    0xdb, 0x21, 0xfc, 0xe2, // header crc
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // term
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // incarnation
+    0x01, // result: Accepted
+    0x2b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // match_index
+];
+
+#[rustfmt::skip]
+const HELLO: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x01, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x10, 0x00, 0x00, 0x00, // body length
+    0xb9, 0xdd, 0xf6, 0x00, // body crc
+    0xd0, 0xbf, 0x1c, 0x13, // header crc
+    0x01, // role: Peer
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // reserved
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // receiver
+];
+
+#[rustfmt::skip]
+const CLOSE: &[u8] = &[
+    0xa1, 0x41, 0x4e, 0x0a, // magic
+    0x01, 0x00, // version
+    0x03, // kind
+    0x00, // reserved
+    0xf0, 0xa1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cluster id
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sender
+    0x01, 0x00, 0x00, 0x00, // body length
+    0x2e, 0x7a, 0x66, 0x4c, // body crc
+    0xa1, 0x64, 0x04, 0x6d, // header crc
+    0x07, // reason: WrongClusterId
+];
+
+fn message(from: u64, to: u64, incarnation: u64, body: MessageBody) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(7),
+        incarnation: Incarnation(incarnation),
+        body,
+    }
+}
+
+#[allow(clippy::too_many_lines, reason = "one table of literal values")]
+fn samples() -> Vec<(&'static str, &'static [u8], Message)> {
+    let vote_request = VoteRequest {
+        last_index: LogIndex(41),
+        last_term: Term(6),
+        pre_vote: true,
+    };
+    let vote_reply = VoteReply {
+        reason: VoteReason::LogNotComplete,
+        voter_rank: Some(Rank {
+            last_term: Term(6),
+            last_index: LogIndex(50),
+            id: NodeId(2),
+        }),
+        pre_vote: false,
+    };
+    let append = Append {
+        prev_index: LogIndex(41),
+        prev_term: Term(6),
+        entries: vec![
+            Entry {
+                index: LogIndex(42),
+                term: Term(7),
+                kind: EntryKind::Normal,
+                payload: Bytes::from_static(b"set x=1"),
+            },
+            Entry {
+                index: LogIndex(43),
+                term: Term(7),
+                kind: EntryKind::Noop,
+                payload: Bytes::new(),
+            },
+        ],
+        leader_commit: LogIndex(40),
+    };
+    let rejected = AppendResult::Rejected(RejectHint {
+        conflict_term: Term(5),
+        conflict_first_index: LogIndex(30),
+        last_index: LogIndex(35),
+        last_term: Term(5),
+    });
+    let accepted = AppendResult::Accepted {
+        match_index: LogIndex(43),
+    };
+    vec![
+        (
+            "vote request",
+            VOTE_REQUEST,
+            message(1, 2, 3, MessageBody::VoteRequest(vote_request)),
+        ),
+        (
+            "vote reply",
+            VOTE_REPLY,
+            message(2, 1, 1, MessageBody::VoteReply(vote_reply)),
+        ),
+        (
+            "append",
+            APPEND,
+            message(1, 3, 3, MessageBody::Append(append)),
+        ),
+        (
+            "append reply rejected",
+            APPEND_REPLY_REJECTED,
+            message(
+                3,
+                1,
+                2,
+                MessageBody::AppendReply(AppendReply { result: rejected }),
+            ),
+        ),
+        (
+            "append reply accepted",
+            APPEND_REPLY_ACCEPTED,
+            message(
+                3,
+                1,
+                2,
+                MessageBody::AppendReply(AppendReply { result: accepted }),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn golden_messages_decode_to_known_values() {
+    for (name, bytes, expected) in samples() {
+        let mut decoder = FrameDecoder::new(CLUSTER);
+        decoder.feed(bytes);
+        let frame = decoder
+            .next_frame()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: no frame"));
+        assert_eq!(decoder.buffered_bytes(), 0, "{name}: bytes left over");
+        let decoded = decode_message(&frame.header, frame.body).unwrap();
+        assert_eq!(decoded, expected, "{name}");
+    }
+}
+
+#[test]
+fn golden_messages_encode_to_exactly_the_checked_in_bytes() {
+    for (name, bytes, message) in samples() {
+        let mut out = Vec::new();
+        encode_message(&message, CLUSTER, &mut out).unwrap();
+        assert_eq!(out, bytes, "{name}");
+    }
+}
+
+#[test]
+fn golden_hello_and_close() {
+    let hello = Hello {
+        role: Role::Peer,
+        sender: 1,
+        receiver: 2,
+    };
+    let mut out = Vec::new();
+    encode_frame(&mut out, FrameKind::Hello, CLUSTER, 1, &hello.encode_body()).unwrap();
+    assert_eq!(out, HELLO);
+    let mut decoder = FrameDecoder::new(CLUSTER);
+    decoder.feed(HELLO);
+    assert_eq!(
+        decode_hello(&decoder.next_frame().unwrap().unwrap()),
+        Ok(hello)
+    );
+
+    let mut out = Vec::new();
+    let body = encode_close_body(CloseReason::WrongClusterId);
+    encode_frame(&mut out, FrameKind::Close, CLUSTER, 2, &body).unwrap();
+    assert_eq!(out, CLOSE);
+    decoder.feed(CLOSE);
+    let frame = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(decode_close(&frame), Some(CloseReason::WrongClusterId));
+}
