@@ -17,6 +17,7 @@ pub mod history;
 pub mod linearizability;
 pub mod nemesis;
 pub mod proxy;
+pub mod timeline;
 
 #[cfg(test)]
 mod tidy;
