@@ -292,7 +292,12 @@ impl Node {
         let reason = if !self.candidate_log_is_complete(request) {
             VoteReason::LogNotComplete
         } else if !may_vote {
-            VoteReason::AlreadyVoted
+            // We are already in the asked term and voted in it: the asker's term is behind.
+            // Answer with our term so it catches up; otherwise a server whose peers voted in
+            // a term it never saw would ask for that same term forever (found writing S1).
+            hit!(e2_pre_vote_asker_behind_our_term);
+            self.reply_vote(from, current, VoteReason::StaleTerm, true);
+            return;
         } else {
             hit!(e2_pre_vote_granted_without_state_change);
             VoteReason::Granted

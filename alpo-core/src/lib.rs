@@ -6,6 +6,93 @@
 //! outputs, byte for byte, which is what lets the simulator in `sim` replay any run from a seed.
 //!
 //! The protocol's rules (E0–E8, R1–R11) are specified in `docs/protocol.md`.
+//!
+//! # Driving a node
+//! A driver owns the clock, the disk and the network. It feeds each [`Node`] its inputs —
+//! [`Node::tick`] when [`Node::next_timeout`] comes, [`Node::on_message`],
+//! [`Node::propose`], [`Node::on_persisted`] — and after each input performs
+//! [`Node::take_outputs`] in order, as [`output`] documents. Here is the whole loop for three
+//! servers in one process, with a perfect network and a disk that syncs at once:
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::time::Duration;
+//!
+//! use alpo_core::{Config, Instant, LogPosition, Node, NodeId, Output, Persisted, Role};
+//!
+//! let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+//! let mut now = Instant::from_millis(0);
+//! let mut nodes: Vec<Node> = members
+//!     .iter()
+//!     .map(|id| {
+//!         let config = Config::lan(*id, members.clone(), 2024);
+//!         Node::new(config, Persisted::default(), now).expect("valid configuration")
+//!     })
+//!     .collect();
+//! let mut network: VecDeque<alpo_core::Message> = VecDeque::new();
+//! let mut applied: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); 3];
+//!
+//! // Performs one node's outputs in order. A real driver would fsync the hard state before
+//! // going on, hand log writes to a group-commit thread and report back with `on_persisted`;
+//! // this one pretends every write is durable at once.
+//! fn perform(node: &mut Node, now: Instant, network: &mut VecDeque<alpo_core::Message>,
+//!            applied: &mut Vec<bytes::Bytes>) {
+//!     let mut written: Option<LogPosition> = None;
+//!     for output in node.take_outputs() {
+//!         match output {
+//!             Output::SaveHardState(_) | Output::TruncateLog { .. } => {}
+//!             Output::AppendLog { entries } => {
+//!                 written = entries.last().map(|entry| entry.position());
+//!             }
+//!             Output::Send(message) => network.push_back(message),
+//!             Output::Apply { entries } => {
+//!                 applied.extend(entries.into_iter().map(|entry| entry.payload));
+//!             }
+//!         }
+//!     }
+//!     if let Some(position) = written {
+//!         node.on_persisted(now, position);
+//!         perform(node, now, network, applied);
+//!     }
+//! }
+//!
+//! let slot = |id: NodeId| usize::try_from(id.0 - 1).expect("small id");
+//! let mut proposed = false;
+//! for _ in 0..1_000 {
+//!     // Time passes; nodes whose deadline came are ticked.
+//!     now = now + Duration::from_millis(10);
+//!     for (i, node) in nodes.iter_mut().enumerate() {
+//!         if node.next_timeout().is_some_and(|due| due <= now) {
+//!             node.tick(now);
+//!             perform(node, now, &mut network, &mut applied[i]);
+//!         }
+//!     }
+//!     // Messages are delivered (here: all, in order).
+//!     while let Some(message) = network.pop_front() {
+//!         let to = slot(message.to);
+//!         nodes[to].on_message(now, message);
+//!         perform(&mut nodes[to], now, &mut network, &mut applied[to]);
+//!     }
+//!     // Once there is a leader, a client proposes a command to it.
+//!     if let Some(leader) = nodes.iter().position(|n| n.status().role == Role::Leader) {
+//!         if !proposed {
+//!             nodes[leader].propose(now, bytes::Bytes::from_static(b"hello")).expect("leader");
+//!             perform(&mut nodes[leader], now, &mut network, &mut applied[leader]);
+//!             proposed = true;
+//!         }
+//!     }
+//!     if applied.iter().all(|log| log.iter().any(|payload| &payload[..] == b"hello")) {
+//!         break;
+//!     }
+//! }
+//! // Every server applied the command (after its leader's no-op, which has no payload).
+//! for log in &applied {
+//!     assert_eq!(log.iter().filter(|p| !p.is_empty()).collect::<Vec<_>>(), [&b"hello"[..]]);
+//! }
+//! ```
+//!
+//! The core keeps the whole log in memory (no snapshots yet). [`testkit`] packages this loop
+//! with crash and message control for tests; the simulator in `sim` drives it at random.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]

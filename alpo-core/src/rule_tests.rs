@@ -168,6 +168,7 @@ fn e2_pre_vote_changes_no_term_or_vote() {
     check!(e2_pre_vote_granted_without_state_change);
     check!(e2_pre_vote_majority_stands);
     check!(e2_stale_pre_candidate_learns_term);
+    check!(e2_pre_vote_asker_behind_our_term);
     let mut node = node_with(config(1, 3), 0, Vec::new());
     node.tick(at(600));
     assert_eq!(
@@ -202,6 +203,15 @@ fn e2_pre_vote_changes_no_term_or_vote() {
     );
     assert_eq!(late.status().term, Term(5));
     assert!(!late.is_pre_candidate());
+    // A voter that voted in the asked term answers with that term, so the asker catches up.
+    let mut voted = node_with(config(2, 3), 0, Vec::new());
+    voted.on_message(at(1), message(3, 2, 1, vote_request(0, 0, false)));
+    let _ = voted.take_outputs();
+    voted.on_message(at(2), message(1, 2, 1, vote_request(0, 0, true)));
+    assert_eq!(
+        voted.take_outputs(),
+        vec![send(2, 1, 1, vote_reply(VoteReason::StaleTerm, None, true))]
+    );
 }
 
 #[test]

@@ -216,6 +216,18 @@ impl Cluster {
         }
     }
 
+    /// Moves time to server `id`'s next deadline (if later than now) and ticks only that node,
+    /// so a test chooses who times out first.
+    pub fn timeout(&mut self, id: u64) {
+        let id = NodeId(id);
+        let node = self.nodes.get_mut(&id).expect("test: running");
+        if let Some(due) = node.next_timeout() {
+            self.now = self.now.max(due);
+        }
+        node.tick(self.now);
+        self.perform(id);
+    }
+
     /// Delivers the in-flight message at `position` (to a running node; else it is lost).
     pub fn deliver_at(&mut self, position: usize) {
         let message = self.in_flight.remove(position);
