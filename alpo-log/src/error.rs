@@ -273,14 +273,9 @@ impl fmt::Display for Corruption {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } | Error::SyncFailed { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+// `source()` stays `None`: each message already ends with the operating system's error, and
+// returning it too would print it twice in a `{:#}` chain.
+impl std::error::Error for Error {}
 
 impl Error {
     /// True for errors after which the log must not be used again ([`Error::SyncFailed`],
