@@ -15,6 +15,7 @@
 //! - `compact_prefix`: remove whole segments below `below`, oldest first, each followed by an
 //!   fsync of the directory; the active segment is never removed.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
@@ -97,7 +98,6 @@ pub struct Record {
 }
 
 /// The writable log of one node. `Send`, not `Sync`: one storage thread owns it.
-#[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
     options: LogOptions,
@@ -117,7 +117,6 @@ pub struct Log {
 }
 
 /// A segment in use: its file, its map and the offsets of its records.
-#[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) sequence: u64,
     pub(crate) path: PathBuf,
@@ -128,6 +127,33 @@ pub(crate) struct Segment {
     pub(crate) offsets: Vec<u32>,
     /// Bytes written to the file (header plus records); buffered records start here.
     pub(crate) written_end: u64,
+}
+
+// Debug output summarises: the buffer and the offsets can hold megabytes.
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments)
+            .field("buffer_bytes", &self.buffer.len())
+            .field("first_index", &self.first_index)
+            .field("last_index", &self.last_index)
+            .field("last_term", &self.last_term)
+            .field("durable_index", &self.durable_index)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("path", &self.path)
+            .field("first_index", &self.first_index)
+            .field("record_count", &self.offsets.len())
+            .field("written_end", &self.written_end)
+            .finish_non_exhaustive()
+    }
 }
 
 // The node moves the log to its storage thread.

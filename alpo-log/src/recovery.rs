@@ -531,3 +531,73 @@ fn has_zero_sector(gap: &[u8], start: u64) -> bool {
 pub(crate) fn all_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{RecordView, encode};
+
+    /// A header-sized prefix of zeros, then records `first..first + count` of `size` bytes.
+    fn segment(first: u64, count: u64, size: u32) -> Vec<u8> {
+        let mut bytes = vec![0u8; 48];
+        for index in first..first + count {
+            let view = RecordView {
+                index,
+                term: 1,
+                kind: 1,
+                payload_bytes: size,
+            };
+            encode(&mut bytes, view, &vec![0x77; size as usize]);
+        }
+        bytes
+    }
+
+    #[test]
+    fn clean_zero_and_torn_ends() {
+        let bytes = segment(1, 3, 10);
+        let clean = scan_records(&bytes, 1, 0, true);
+        assert_eq!((clean.offsets.len(), clean.tail.clone()), (3, Tail::Clean));
+        let mut padded = bytes.clone();
+        padded.resize(4096, 0);
+        assert_eq!(scan_records(&padded, 1, 0, true).tail, Tail::Zero);
+        let torn = scan_records(&bytes[..bytes.len() - 1], 1, 0, true);
+        assert_eq!(torn.offsets.len(), 2);
+        assert_eq!(classify(&torn.tail, true), Situation::TornTail);
+        assert_eq!(classify(&torn.tail, false), Situation::SealedSegmentDamage);
+    }
+
+    #[test]
+    fn damage_then_valid_record_needs_a_zero_sector_to_be_write_back() {
+        let mut bytes = segment(1, 40, 50);
+        bytes[48 + 75 * 2 + 3] ^= 1;
+        let scan = scan_records(&bytes, 1, 0, true);
+        assert_eq!(scan.offsets.len(), 2);
+        assert_eq!(
+            classify(&scan.tail, true),
+            Situation::DamageBeforeValidRecord
+        );
+        let mut hole = segment(1, 40, 50);
+        hole[1024..1536].fill(0);
+        let scan = scan_records(&hole, 1, 0, true);
+        assert_eq!(classify(&scan.tail, true), Situation::WriteBackHole);
+        // 511 zero bytes, or 512 not aligned to a sector, are not a hole.
+        assert!(!has_zero_sector(&[0; 511], 0));
+        assert!(!has_zero_sector(&[0; 512], 1));
+        assert!(has_zero_sector(&[0; 1023], 1));
+    }
+
+    #[test]
+    fn later_record_must_not_go_back_in_index() {
+        let bytes = segment(1, 3, 10);
+        assert_eq!(find_later_record(&bytes, 49, 2), Some(48 + 35));
+        assert_eq!(find_later_record(&bytes, 49, 9), None);
+    }
+
+    #[test]
+    fn every_row_has_an_action() {
+        for row in Situation::ALL {
+            let (_, why) = row.action();
+            assert!(!why.is_empty());
+        }
+    }
+}
