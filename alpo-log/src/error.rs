@@ -278,8 +278,9 @@ impl fmt::Display for Corruption {
 impl std::error::Error for Error {}
 
 impl Error {
-    /// True for errors after which the log must not be used again ([`Error::SyncFailed`],
-    /// [`Error::Poisoned`], and I/O failures in the middle of a mutation).
+    /// True for [`Error::SyncFailed`] and [`Error::Poisoned`]: the node must stop. Any other
+    /// I/O error in the middle of a mutation also poisons the log, so the next call returns
+    /// [`Error::Poisoned`]; caller errors (`IndexNotNext`, `RecordTooLarge`, …) do not.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::SyncFailed { .. } | Error::Poisoned)
     }
