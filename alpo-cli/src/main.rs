@@ -1,9 +1,22 @@
 //! The `alpo` command: run ALPO nodes, talk to a cluster and inspect logs.
 //!
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
-//! Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage (clap).
+//! Exit codes (stable, for scripts):
+//! - 0: success;
+//! - 1: the operation failed (the message says why: a refused request, a bad file, a fatal
+//!   storage error);
+//! - 2: bad usage (clap's own code for an invalid argument);
+//! - 3: the cluster is unavailable (no node answered in time, no leader);
+//! - 4: a negative answer: `get` found no such key, `cas` found another value, `delete` found
+//!   nothing to delete.
+//!
+//! Logging goes to standard error through `tracing`, filtered by `RUST_LOG` (default `warn`).
 
+mod client_cmd;
+mod dev;
+mod json;
 mod log_cmd;
+mod node_cmd;
 
 use std::process::ExitCode;
 
@@ -19,24 +32,75 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one node of a cluster (from a TOML file or flags).
+    Node(node_cmd::NodeArgs),
+    /// Run a local cluster on loopback for development (Ctrl-C stops it).
+    Dev(dev::DevArgs),
+    /// Append a value to the log; prints its index once committed.
+    Append(client_cmd::AppendArgs),
+    /// Read committed entries.
+    Read(client_cmd::ReadArgs),
+    /// Set a key in the built-in key-value store.
+    Put(client_cmd::PutArgs),
+    /// Read a key from the built-in key-value store (linearizable, through the log).
+    Get(client_cmd::KeyArgs),
+    /// Remove a key from the built-in key-value store.
+    Delete(client_cmd::KeyArgs),
+    /// Compare-and-set a key in the built-in key-value store.
+    Cas(client_cmd::CasArgs),
+    /// Show each node's role, term, leader and indices.
+    Status(client_cmd::StatusArgs),
     /// Inspect log directories offline (dump, verify).
     Log(log_cmd::LogArgs),
 }
 
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: no node answered in time, or no leader.
+const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit code: a negative answer (no such key, compare-and-set mismatch).
+pub(crate) const EXIT_NEGATIVE: u8 = 4;
+
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Node(args) => node_cmd::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Append(args) => client_cmd::append(args),
+        Command::Read(args) => client_cmd::read(args),
+        Command::Put(args) => client_cmd::put(args),
+        Command::Get(args) => client_cmd::get(args),
+        Command::Delete(args) => client_cmd::delete(args),
+        Command::Cas(args) => client_cmd::cas(args),
+        Command::Status(args) => client_cmd::status(args),
         Command::Log(args) => log_cmd::run(args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("alpo: {error:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code_of(&error))
         }
+    }
+}
+
+/// 3 when the cluster could not be reached or had no leader, 1 otherwise.
+fn exit_code_of(error: &anyhow::Error) -> u8 {
+    let unavailable = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<alpo_node::Error>(),
+            Some(alpo_node::Error::Unavailable { .. } | alpo_node::Error::Timeout { .. })
+        )
+    });
+    if unavailable {
+        EXIT_UNAVAILABLE
+    } else {
+        EXIT_FAILED
     }
 }

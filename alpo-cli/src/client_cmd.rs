@@ -1,0 +1,371 @@
+//! The client subcommands (`append`, `read`, `put`, `get`, `delete`, `cas`, `status`): each
+//! builds an `alpo_node::Client` from `--endpoints` and prints the answer as text or, with
+//! `--json`, as one JSON object per line.
+//!
+//! Invariants: results go to standard output, errors to standard error; the exit code follows
+//! `main.rs` (0 done, 1 failed, 3 unavailable, 4 negative answer). By default the commands talk
+//! to the `alpo dev` cluster (`dev::DEV_ENDPOINTS`, cluster id `dev::DEV_CLUSTER_ID`), so a
+//! newcomer needs no flags.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use alpo_core::{ClusterId, LogIndex, Role};
+use alpo_node::client_protocol::{NodeStatus, ReadEntry, ReadEntryKind};
+use alpo_node::{Client, ClientOptions, KvOp};
+
+use crate::EXIT_NEGATIVE;
+use crate::dev::{DEV_CLUSTER_ID, DEV_ENDPOINTS};
+use crate::json::Value;
+
+/// Flags every client subcommand takes.
+#[derive(Debug, Args)]
+pub(crate) struct ClientFlags {
+    /// Nodes to talk to: comma-separated client addresses (any nodes; the leader is found).
+    /// Default: the `alpo dev` cluster.
+    #[arg(long, env = "ALPO_ENDPOINTS", value_delimiter = ',', default_value = DEV_ENDPOINTS)]
+    endpoints: Vec<SocketAddr>,
+    /// The cluster's id (must match the nodes').
+    #[arg(long, env = "ALPO_CLUSTER_ID", default_value_t = DEV_CLUSTER_ID)]
+    cluster_id: u64,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many milliseconds (retries included).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+/// `alpo append VALUE`.
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    /// The value to append.
+    value: String,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo read`.
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// The first index to read.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Keep waiting for new entries (stop with Ctrl-C).
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo put KEY VALUE`.
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo get KEY`, `alpo delete KEY`.
+#[derive(Debug, Args)]
+pub(crate) struct KeyArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo cas KEY [--expect OLD] [--new NEW]`.
+#[derive(Debug, Args)]
+pub(crate) struct CasArgs {
+    /// The key.
+    key: String,
+    /// The value the key must hold now; without it, the key must be absent.
+    #[arg(long)]
+    expect: Option<String>,
+    /// The value to set; without it, the key is removed.
+    #[arg(long)]
+    new: Option<String>,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// Entries asked for per read request.
+const READ_BATCH_COUNT: u32 = 1000;
+/// Pause between polls of `read --follow` when there is nothing new.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+impl ClientFlags {
+    fn client(&self) -> anyhow::Result<Client> {
+        let mut options = ClientOptions::new(ClusterId(self.cluster_id));
+        options.request_timeout = Duration::from_millis(self.timeout_ms);
+        options.attempt_timeout = options.attempt_timeout.min(options.request_timeout);
+        Ok(Client::new(self.endpoints.clone(), options)?)
+    }
+}
+
+pub(crate) fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    let index = args
+        .flags
+        .client()?
+        .append(args.value)
+        .context("append failed")?;
+    let json = Value::Object(vec![("index", Value::Number(index.0))]);
+    print(
+        args.flags.json,
+        &json,
+        &format!("appended at index {index}"),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.flags.client()?;
+    let mut from = LogIndex(args.from.max(1));
+    loop {
+        let (entries, _commit) = client.read(from, READ_BATCH_COUNT).context("read failed")?;
+        for entry in &entries {
+            print(args.flags.json, &entry_json(entry), &entry_text(entry))?;
+            from = entry.index.next();
+        }
+        if entries.is_empty() {
+            if !args.follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+pub(crate) fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.flags.client()?;
+    let index = client.put(args.key, args.value).context("put failed")?;
+    let json = Value::Object(vec![("index", Value::Number(index.0))]);
+    print(args.flags.json, &json, &format!("ok (index {index})"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn get(args: KeyArgs) -> anyhow::Result<ExitCode> {
+    let value = args
+        .flags
+        .client()?
+        .get(args.key.clone())
+        .context("get failed")?;
+    let json = Value::Object(vec![
+        ("key", Value::String(args.key.clone())),
+        ("value", value.as_deref().map_or(Value::Null, Value::bytes)),
+    ]);
+    match &value {
+        Some(value) => print(args.flags.json, &json, &String::from_utf8_lossy(value))?,
+        None if args.flags.json => print(true, &json, "")?,
+        None => eprintln!("alpo: key {:?} not found", args.key),
+    }
+    Ok(if value.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+pub(crate) fn delete(args: KeyArgs) -> anyhow::Result<ExitCode> {
+    let existed = args
+        .flags
+        .client()?
+        .delete(args.key.clone())
+        .context("delete failed")?;
+    let json = Value::Object(vec![
+        ("key", Value::String(args.key.clone())),
+        ("existed", Value::Bool(existed)),
+    ]);
+    let text = if existed {
+        "deleted".to_string()
+    } else {
+        format!("key {:?} not found", args.key)
+    };
+    print(args.flags.json, &json, &text)?;
+    Ok(if existed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+pub(crate) fn cas(args: CasArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.flags.client()?;
+    let expected = args.expect.map(Into::into);
+    let new = args.new.map(Into::into);
+    let outcome = client
+        .compare_and_set(args.key.clone(), expected, new)
+        .context("cas failed")?;
+    let current = outcome.current.as_deref();
+    let json = Value::Object(vec![
+        ("key", Value::String(args.key)),
+        ("swapped", Value::Bool(outcome.swapped)),
+        ("current", current.map_or(Value::Null, Value::bytes)),
+        ("index", Value::Number(outcome.index.0)),
+    ]);
+    let shown = current.map_or("(absent)".into(), |v| {
+        format!("{:?}", String::from_utf8_lossy(v))
+    });
+    let text = if outcome.swapped {
+        format!("swapped; the value is now {shown}")
+    } else {
+        format!("not swapped; the value is {shown}")
+    };
+    print(args.flags.json, &json, &text)?;
+    Ok(if outcome.swapped {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+/// Asks every endpoint for its status. Exit 0 when every node answered, 3 when any did not.
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.flags.client()?;
+    let mut all_answered = true;
+    if !args.flags.json {
+        println!(
+            "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8}",
+            "NODE", "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "LAST", "APPLIED"
+        );
+    }
+    for endpoint in args.flags.endpoints.clone() {
+        match client.status_of(endpoint) {
+            Ok(status) => {
+                print(
+                    args.flags.json,
+                    &status_json(endpoint, &status),
+                    &status_text(endpoint, &status),
+                )?;
+            }
+            Err(error) => {
+                all_answered = false;
+                let json = Value::Object(vec![
+                    ("endpoint", Value::String(endpoint.to_string())),
+                    ("error", Value::String(error.to_string())),
+                ]);
+                print(
+                    args.flags.json,
+                    &json,
+                    &format!("{:<5} {endpoint:<22} unreachable: {error}", "?"),
+                )?;
+            }
+        }
+    }
+    Ok(if all_answered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
+    let line = if json {
+        value.render()
+    } else {
+        text.to_string()
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Passive => "passive",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    }
+}
+
+fn status_text(endpoint: SocketAddr, s: &NodeStatus) -> String {
+    let leader = s.leader.map_or("-".to_string(), |id| id.to_string());
+    format!(
+        "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8}",
+        s.id.0,
+        endpoint.to_string(),
+        role_name(s.role),
+        s.term.0,
+        leader,
+        s.commit_index.0,
+        s.last_index.0,
+        s.applied_index.0
+    )
+}
+
+fn status_json(endpoint: SocketAddr, s: &NodeStatus) -> Value {
+    Value::Object(vec![
+        ("node", Value::Number(s.id.0)),
+        ("endpoint", Value::String(endpoint.to_string())),
+        ("role", Value::String(role_name(s.role).into())),
+        ("term", Value::Number(s.term.0)),
+        (
+            "leader",
+            s.leader.map_or(Value::Null, |id| Value::Number(id.0)),
+        ),
+        ("commit_index", Value::Number(s.commit_index.0)),
+        ("last_index", Value::Number(s.last_index.0)),
+        ("durable_index", Value::Number(s.durable_index.0)),
+        ("applied_index", Value::Number(s.applied_index.0)),
+    ])
+}
+
+fn kind_name(kind: ReadEntryKind) -> &'static str {
+    match kind {
+        ReadEntryKind::Noop => "noop",
+        ReadEntryKind::Append => "append",
+        ReadEntryKind::Command => "command",
+        ReadEntryKind::Duplicate => "duplicate",
+    }
+}
+
+/// What an entry shows: the appended value, or a key-value command in words.
+fn entry_value(entry: &ReadEntry) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    if entry.kind != ReadEntryKind::Command {
+        return text(&entry.data);
+    }
+    match KvOp::decode(entry.data.clone()) {
+        Ok(KvOp::Put { key, value }) => format!("put {}={}", text(&key), text(&value)),
+        Ok(KvOp::Get { key }) => format!("get {}", text(&key)),
+        Ok(KvOp::Delete { key }) => format!("delete {}", text(&key)),
+        Ok(KvOp::Cas { key, .. }) => format!("cas {}", text(&key)),
+        Err(_) => text(&entry.data),
+    }
+}
+
+fn entry_text(entry: &ReadEntry) -> String {
+    format!(
+        "{}\t{}\t{}\t{}",
+        entry.index,
+        entry.term,
+        kind_name(entry.kind),
+        entry_value(entry)
+    )
+}
+
+fn entry_json(entry: &ReadEntry) -> Value {
+    Value::Object(vec![
+        ("index", Value::Number(entry.index.0)),
+        ("term", Value::Number(entry.term.0)),
+        ("kind", Value::String(kind_name(entry.kind).into())),
+        ("value", Value::String(entry_value(entry))),
+    ])
+}

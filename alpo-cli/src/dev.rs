@@ -1,0 +1,220 @@
+//! `alpo dev`: a local cluster on loopback in one command, with the built-in key-value store.
+//!
+//! Default layout (three nodes, base port 7100, cluster id 1): node `i` listens for peers on
+//! `127.0.0.1:(7100 + i)` and for clients on `127.0.0.1:(7200 + i)`, so the client subcommands'
+//! default `--endpoints` (`DEV_ENDPOINTS`) reach it with no flags. Data lives in
+//! `<temp dir>/alpo-dev/node-<i>` unless `--dir` says otherwise, and survives restarts: running
+//! `alpo dev` again recovers the same log. `--base-port 0` picks free ports instead (for tests
+//! and for running two dev clusters); the endpoints line then says what to pass.
+//!
+//! Invariants: the command prints every node's addresses, then a `ready` line once a leader is
+//! elected, and on Ctrl-C (or if a node fails) stops every node, joining its threads, before it
+//! exits.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use alpo_core::Role;
+use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+
+use crate::node_cmd::stop_signal;
+
+/// The cluster id `alpo dev` uses and client subcommands assume by default.
+pub(crate) const DEV_CLUSTER_ID: u64 = 1;
+
+/// The client addresses of the default `alpo dev` cluster.
+pub(crate) const DEV_ENDPOINTS: &str = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203";
+
+/// Node `i`'s peer port is `base + i`; its client port `base + CLIENT_PORT_OFFSET + i`.
+const CLIENT_PORT_OFFSET: u16 = 100;
+
+/// How long `alpo dev` waits for the first leader before saying so.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Arguments of `alpo dev`.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// How many nodes (1 to 9; odd numbers make sense).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// Where the nodes keep their data (default: alpo-dev in the system temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Node i listens for peers on BASE+i and for clients on BASE+100+i; 0 picks free ports.
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// The cluster id.
+    #[arg(long, default_value_t = DEV_CLUSTER_ID)]
+    cluster_id: u64,
+}
+
+pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_signal()?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("alpo-dev"));
+    let (configs, listeners) = layout(&args, &dir)?;
+    let servers = start_all(configs, listeners)?;
+    println!(
+        "alpo dev: {} nodes of cluster {}, data in {}",
+        args.nodes,
+        args.cluster_id,
+        dir.display()
+    );
+    for server in &servers {
+        println!(
+            "  node {}  clients {}  peers {}",
+            server.id(),
+            server.client_addr(),
+            server.peer_addr()
+        );
+    }
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|s| s.client_addr().to_string())
+        .collect();
+    println!("endpoints: {}", endpoints.join(","));
+    if endpoints.join(",") != DEV_ENDPOINTS {
+        println!(
+            "(client commands need --endpoints {} --cluster-id {})",
+            endpoints.join(","),
+            args.cluster_id
+        );
+    }
+    println!(
+        "try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status"
+    );
+    match wait_for_leader(&servers) {
+        Some(id) => println!("ready: node {id} is leader; Ctrl-C stops the cluster"),
+        None => println!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
+    }
+    let failed = wait_for_stop(&stop, &servers);
+    for server in servers {
+        if let Err(error) = server.stop() {
+            eprintln!("alpo: {error}");
+        }
+    }
+    println!("stopped");
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Every node's configuration, and its bound peer listener.
+fn layout(
+    args: &DevArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Vec<NodeConfig>, Vec<TcpListener>)> {
+    let mut listeners = Vec::new();
+    let mut client_addrs = Vec::new();
+    for id in 1..=args.nodes {
+        let offset = u16::try_from(id).context("node id")?;
+        let (peer, client) = if args.base_port == 0 {
+            (0, free_port()?)
+        } else {
+            let peer = args
+                .base_port
+                .checked_add(offset)
+                .context("--base-port is too high")?;
+            let client = peer
+                .checked_add(CLIENT_PORT_OFFSET)
+                .context("--base-port is too high")?;
+            (peer, client)
+        };
+        let listener = TcpListener::bind(("127.0.0.1", peer)).with_context(|| {
+            format!("port {peer} is taken: is another alpo dev running? (try --base-port 0)")
+        })?;
+        listeners.push(listener);
+        client_addrs.push(SocketAddr::from(([127, 0, 0, 1], client)));
+    }
+    let peer_addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<_, _>>()?;
+    let configs = (0..listeners.len())
+        .map(|i| NodeConfig {
+            id: i as u64 + 1,
+            cluster_id: args.cluster_id,
+            data_dir: dir.join(format!("node-{}", i + 1)),
+            peer_addr: peer_addrs[i],
+            client_addr: client_addrs[i],
+            peers: (0..listeners.len())
+                .filter(|j| *j != i)
+                .map(|j| PeerConfig {
+                    id: j as u64 + 1,
+                    peer_addr: peer_addrs[j],
+                    client_addr: client_addrs[j],
+                })
+                .collect(),
+            timeouts: Timeouts::lan(),
+        })
+        .collect();
+    Ok((configs, listeners))
+}
+
+/// Starts every node at once (each recovers its own log, which takes a moment).
+fn start_all(configs: Vec<NodeConfig>, listeners: Vec<TcpListener>) -> anyhow::Result<Vec<Server>> {
+    let started: Vec<anyhow::Result<Server>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = configs
+            .into_iter()
+            .zip(listeners)
+            .map(|(config, listener)| {
+                scope.spawn(move || {
+                    let id = config.id;
+                    Server::start_with_listener(config, listener, KvStateMachine::new())
+                        .with_context(|| format!("starting node {id}"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a node panicked while starting")))
+            })
+            .collect()
+    });
+    started.into_iter().collect()
+}
+
+/// A free loopback port: bound, read and released (another process could take it in between,
+/// which `alpo dev` then reports as a bind error).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_for_leader(servers: &[Server]) -> Option<u64> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    while Instant::now() < deadline {
+        if let Some(leader) = servers.iter().find(|s| s.status().role == Role::Leader) {
+            return Some(leader.id().0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits for Ctrl-C or a node failure; `true` if a node failed.
+fn wait_for_stop(stop: &std::sync::mpsc::Receiver<()>, servers: &[Server]) -> bool {
+    loop {
+        if stop.recv_timeout(Duration::from_millis(200)).is_ok() {
+            println!("stopping");
+            return false;
+        }
+        if let Some(server) = servers.iter().find(|s| s.is_stopped()) {
+            let reason = server.failure().unwrap_or_else(|| "unknown".into());
+            eprintln!("alpo: node {} stopped: {reason}", server.id());
+            return true;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `alpo node`: run one node of a cluster, configured by a TOML file (`--config`) or by flags,
+//! with the built-in key-value store as its state machine.
+//!
+//! Invariants: the configuration is validated before anything starts, and a bad one is refused
+//! with the field and the problem; the node runs until Ctrl-C (SIGINT or SIGTERM), then stops
+//! cleanly, or until a fatal storage error, which is reported (naming the file) with exit code 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use std::sync::mpsc::Receiver;
+
+use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+
+use crate::dev::DEV_CLUSTER_ID;
+
+/// Arguments of `alpo node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// A TOML configuration file (see docs/operations.md); excludes the other flags.
+    #[arg(long, conflicts_with_all = ["id", "data_dir", "peer_addr", "client_addr", "peers"])]
+    config: Option<PathBuf>,
+    /// This node's id (non-zero, unique in the cluster).
+    #[arg(long)]
+    id: Option<u64>,
+    /// The cluster's id.
+    #[arg(long, default_value_t = DEV_CLUSTER_ID)]
+    cluster_id: u64,
+    /// Where the node keeps its log and hard state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on for other nodes.
+    #[arg(long)]
+    peer_addr: Option<SocketAddr>,
+    /// Address to listen on for clients.
+    #[arg(long)]
+    client_addr: Option<SocketAddr>,
+    /// Another node, as ID=PEER_ADDR,CLIENT_ADDR (repeat for each).
+    #[arg(long = "peer")]
+    peers: Vec<PeerConfig>,
+    /// Heartbeat interval of an idle leader, in milliseconds.
+    #[arg(long, default_value_t = Timeouts::lan().heartbeat_interval_ms)]
+    heartbeat_interval_ms: u64,
+    /// Shortest passive timeout, in milliseconds.
+    #[arg(long, default_value_t = Timeouts::lan().passive_timeout_ms_min)]
+    passive_timeout_ms_min: u64,
+    /// Longest passive timeout (exclusive), in milliseconds.
+    #[arg(long, default_value_t = Timeouts::lan().passive_timeout_ms_max)]
+    passive_timeout_ms_max: u64,
+    /// Shortest election cycle, in milliseconds.
+    #[arg(long, default_value_t = Timeouts::lan().election_cycle_ms_min)]
+    election_cycle_ms_min: u64,
+    /// Longest election cycle (exclusive), in milliseconds.
+    #[arg(long, default_value_t = Timeouts::lan().election_cycle_ms_max)]
+    election_cycle_ms_max: u64,
+}
+
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => NodeConfig::load(path)?,
+        None => from_flags(args)?,
+    };
+    let stop = stop_signal()?;
+    let server = Server::start(config, KvStateMachine::new()).context("starting the node")?;
+    println!(
+        "node {} running: clients on {}, peers on {} (Ctrl-C stops it)",
+        server.id(),
+        server.client_addr(),
+        server.peer_addr()
+    );
+    while stop.recv_timeout(Duration::from_millis(200)).is_err() {
+        if server.is_stopped() {
+            let reason = server.failure().unwrap_or_else(|| "unknown".into());
+            anyhow::bail!("node {} stopped: {reason}", server.id());
+        }
+    }
+    server.stop().context("stopping the node")?;
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
+    let missing = |flag: &str| anyhow::anyhow!("{flag} is required (or give --config FILE)");
+    let config = NodeConfig {
+        id: args.id.ok_or_else(|| missing("--id"))?,
+        cluster_id: args.cluster_id,
+        data_dir: args.data_dir.ok_or_else(|| missing("--data-dir"))?,
+        peer_addr: args.peer_addr.ok_or_else(|| missing("--peer-addr"))?,
+        client_addr: args.client_addr.ok_or_else(|| missing("--client-addr"))?,
+        peers: args.peers,
+        timeouts: Timeouts {
+            heartbeat_interval_ms: args.heartbeat_interval_ms,
+            passive_timeout_ms_min: args.passive_timeout_ms_min,
+            passive_timeout_ms_max: args.passive_timeout_ms_max,
+            election_cycle_ms_min: args.election_cycle_ms_min,
+            election_cycle_ms_max: args.election_cycle_ms_max,
+        },
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// A channel that receives once on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) fn stop_signal() -> anyhow::Result<Receiver<()>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    ctrlc::set_handler(move || {
+        let _ = sender.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(receiver)
+}

@@ -1,0 +1,204 @@
+//! Drives the `alpo` binary as a user would: `alpo dev` on free ports in a temporary directory,
+//! then the client subcommands against it, checking their output and exit codes, then Ctrl-C.
+
+// Helpers fail the test on any error, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+const ALPO: &str = env!("CARGO_BIN_EXE_alpo");
+
+/// An `alpo dev` process and the lines it printed.
+struct Dev {
+    child: Child,
+    lines: Receiver<String>,
+    endpoints: String,
+}
+
+impl Dev {
+    fn start(dir: &std::path::Path) -> Dev {
+        let mut child = Command::new(ALPO)
+            .args(["dev", "--nodes", "3", "--base-port", "0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut dev = Dev {
+            child,
+            lines,
+            endpoints: String::new(),
+        };
+        let endpoints_line = dev.wait_for_line("endpoints: ");
+        dev.endpoints = endpoints_line.trim_start_matches("endpoints: ").to_string();
+        dev.wait_for_line("ready: ");
+        dev
+    }
+
+    fn wait_for_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("alpo dev printed no {prefix:?} line"),
+                Err(RecvTimeoutError::Disconnected) => panic!("alpo dev exited before {prefix:?}"),
+            }
+        }
+    }
+
+    /// Runs `alpo ARGS --endpoints <this cluster>`.
+    fn alpo(&self, args: &[&str]) -> Output {
+        Command::new(ALPO)
+            .args(args)
+            .args(["--endpoints", &self.endpoints])
+            .output()
+            .unwrap()
+    }
+
+    /// Ctrl-C, as a terminal sends it; the cluster must stop cleanly.
+    fn interrupt(mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(killed.success());
+        self.wait_for_line("stopped");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "alpo dev exited with {status}");
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn dev_cluster_serves_the_client_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+
+    let out = dev.alpo(&["append", "hello"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("appended at index "),
+        "{}",
+        stdout(&out)
+    );
+    let out = dev.alpo(&["append", "world", "--json"]);
+    assert!(stdout(&out).starts_with("{\"index\":"), "{}", stdout(&out));
+
+    let out = dev.alpo(&["read"]);
+    let text = stdout(&out);
+    assert!(out.status.success());
+    assert!(text.contains("\tappend\thello\n"), "{text}");
+    assert!(
+        text.find("hello").unwrap() < text.find("world").unwrap(),
+        "{text}"
+    );
+    let out = dev.alpo(&["read", "--json"]);
+    assert!(
+        stdout(&out).contains("\"kind\":\"append\",\"value\":\"hello\""),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = dev.alpo(&["put", "greeting", "hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ok (index "), "{}", stdout(&out));
+    let out = dev.alpo(&["get", "greeting"]);
+    assert_eq!(stdout(&out), "hi\n");
+    let out = dev.alpo(&["get", "greeting", "--json"]);
+    assert_eq!(stdout(&out), "{\"key\":\"greeting\",\"value\":\"hi\"}\n");
+    let out = dev.alpo(&["get", "missing"]);
+    assert_eq!(out.status.code(), Some(4), "a missing key exits 4");
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let out = dev.alpo(&["cas", "greeting", "--expect", "hi", "--new", "bye"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dev.alpo(&["cas", "greeting", "--expect", "hi", "--new", "again"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(stdout(&out).contains("not swapped"), "{}", stdout(&out));
+
+    let out = dev.alpo(&["status"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "a header and one line per node: {text}"
+    );
+    assert_eq!(text.matches(" leader ").count(), 1, "{text}");
+    let out = dev.alpo(&["status", "--json"]);
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(text.matches("\"role\":\"leader\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"role\":\"passive\"").count(), 2, "{text}");
+
+    dev.interrupt();
+}
+
+#[test]
+fn errors_name_the_problem_and_exit_codes_say_what_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let toml = "id = 1\ncluster_id = 1\ndata_dir = \"d\"\npeer_addr = \"127.0.0.1:1\"\n\
+                client_addr = \"127.0.0.1:2\"\n[[peers]]\nid = 1\n\
+                peer_addr = \"127.0.0.1:3\"\nclient_addr = \"127.0.0.1:4\"\n";
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(ALPO)
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("peers[0].id: node id 1 is used twice"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = Command::new(ALPO)
+        .args(["node", "--id", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--data-dir is required"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = Command::new(ALPO).args(["append"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+
+    // Nobody listens on this endpoint: the cluster is unavailable.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = unused.to_string();
+    let args = ["get", "k", "--timeout-ms", "300", "--endpoints", &endpoint];
+    let out = Command::new(ALPO).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cluster unavailable"),
+        "{}",
+        stderr(&out)
+    );
+}
