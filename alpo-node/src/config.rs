@@ -2,7 +2,7 @@
 //! and its protocol timing; read from TOML or built in code, then validated.
 //!
 //! Invariants after `validate`: node ids are non-zero and distinct; the node's own id is not
-//! among its peers; every listen and peer address is distinct; the timing satisfies
+//! among its peers; every listen and peer address is distinct (port 0, "any free port", aside); the timing satisfies
 //! `alpo_core::Config::validate` (heartbeat below half the shortest passive timeout, non-empty
 //! ranges). Errors name the field (`peers[1].id`, `timeouts.heartbeat_interval_ms`) and the
 //! problem.
@@ -127,8 +127,9 @@ impl NodeConfig {
             return Err(config_error("data_dir", "must not be empty"));
         }
         let mut ids = BTreeSet::from([self.id]);
-        let mut addrs = BTreeSet::from([self.peer_addr, self.client_addr]);
-        if addrs.len() < 2 {
+        // Port 0 ("any free port") may appear more than once; real addresses may not.
+        let mut addrs = BTreeSet::from([self.peer_addr]);
+        if self.client_addr.port() != 0 && !addrs.insert(self.client_addr) {
             return Err(config_error("client_addr", "must differ from peer_addr"));
         }
         for (i, peer) in self.peers.iter().enumerate() {
@@ -146,7 +147,7 @@ impl NodeConfig {
                 ("peer_addr", peer.peer_addr),
                 ("client_addr", peer.client_addr),
             ] {
-                if !addrs.insert(addr) {
+                if addr.port() != 0 && !addrs.insert(addr) {
                     let problem = format!("address {addr} is used twice");
                     return Err(config_error(&format!("peers[{i}].{name}"), &problem));
                 }

@@ -1,5 +1,77 @@
-//! An ALPO server: wires alpo-core, alpo-log and alpo-net together behind a state-machine trait,
-//! and the client that talks to it.
+//! An ALPO server: wires alpo-core (the protocol), alpo-log (the files) and alpo-net (the
+//! sockets) together behind a state-machine trait, and the client that talks to it.
+//!
+//! A running node has four kinds of thread, each with one job:
+//! - the **event loop** owns the protocol core; it batches inputs (peer messages, client
+//!   requests, durability reports, timeouts) and performs the core's outputs in order, and
+//!   never waits on the disk except for the rare synchronous term/vote write;
+//! - the **storage** thread appends and truncates the log and syncs in batches (group commit:
+//!   one fdatasync covers every entry that arrived meanwhile), then reports "durable up to N";
+//!   the leader's own write runs in parallel with replication;
+//! - the **apply** thread feeds committed entries, in index order, to the [`StateMachine`],
+//!   answers the clients waiting for them, and serves reads of committed entries;
+//! - alpo-net's threads carry peer messages and client requests.
+//!
+//! Index relationships on every node: `applied ≤ commit ≤ durable ≤ last`.
+//!
+//! Clients speak the [`client_protocol`] (append, read, status, and the built-in key-value
+//! machine's put, get, delete and compare-and-set, which go through the log and so are
+//! linearizable); a follower answers proposals with the leader's address. [`Client`] finds the
+//! leader, retries with the same request id (the node applies a retried request once) and
+//! times out.
+//!
+//! # Embedding
+//!
+//! Run a node with your own state machine and talk to it (here a one-node cluster; a real
+//! cluster lists its other nodes in `peers`):
+//!
+//! ```
+//! use alpo_core::{ClusterId, LogIndex};
+//! use alpo_node::{Client, ClientOptions, NodeConfig, Server, StateMachine, Timeouts};
+//!
+//! /// Counts bytes: every command adds its length; the answer is the running total.
+//! struct ByteCounter {
+//!     total: u64,
+//! }
+//!
+//! impl StateMachine for ByteCounter {
+//!     fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Vec<u8> {
+//!         self.total += command.len() as u64;
+//!         self.total.to_le_bytes().to_vec()
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), alpo_node::Error> {
+//! let dir = tempfile::tempdir().map_err(|source| alpo_node::Error::Io {
+//!     what: "creating a temporary directory".into(),
+//!     source,
+//! })?;
+//! let config = NodeConfig {
+//!     id: 1,
+//!     cluster_id: 42,
+//!     data_dir: dir.path().join("node-1"),
+//!     peer_addr: "127.0.0.1:0".parse().expect("an address"),
+//!     client_addr: "127.0.0.1:0".parse().expect("an address"),
+//!     peers: Vec::new(),
+//!     timeouts: Timeouts::lan(),
+//! };
+//! let server = Server::start(config, ByteCounter { total: 0 })?;
+//!
+//! let mut client = Client::new(vec![server.client_addr()], ClientOptions::new(ClusterId(42)))?;
+//! let (_, answer) = client.command("hello")?;
+//! assert_eq!(answer[..], 5u64.to_le_bytes());
+//! let (index, answer) = client.command("world")?;
+//! assert_eq!(answer[..], 10u64.to_le_bytes());
+//! // Plain appends go to the log only; the state machine does not see them.
+//! let appended = client.append("just a log record")?;
+//! assert!(index < appended);
+//! let (entries, _commit) = client.read(appended, 10)?;
+//! assert_eq!(&entries[0].data[..], b"just a log record");
+//!
+//! server.stop()?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
@@ -28,3 +100,11 @@ pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use node::Server;
 pub use state_machine::StateMachine;
 pub use wire::{DecodeError, DecodeProblem};
+
+// Handles an application keeps and moves between threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Server>();
+    assert_send::<Client>();
+    assert_send::<Error>();
+};

@@ -680,6 +680,40 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_sync_stops_the_node_with_a_message_naming_the_file() {
+        let mut config = config(1);
+        config.peers.clear();
+        let (_peer_tx, peer_rx) = crossbeam_channel::bounded(1);
+        let (_request_tx, request_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, _reply_rx) = crossbeam_channel::bounded(1);
+        let log = MemoryLog {
+            fail_sync: true,
+            ..MemoryLog::default()
+        };
+        let parts = Parts {
+            log: Box::new(log),
+            hard_state: Box::new(MemoryHardState),
+            peers: Box::new(Router {
+                inboxes: Arc::new(Mutex::new(BTreeMap::new())),
+            }),
+            peer_inbox: peer_rx,
+            client_inbox: request_rx,
+            replier: Arc::new(ChannelReplier(reply_tx)),
+        };
+        let machine = Box::new(KvStateMachine::new());
+        // A one-node cluster elects itself and writes its no-op (rule R8): the sync fails.
+        let running = launch(config, Persisted::default(), parts, machine).unwrap();
+        let shared = Arc::clone(&running.shared);
+        let error = running.join().unwrap_err().to_string();
+        assert!(error.contains("memory/0001.alpolog"), "{error}");
+        let reason = shared.stop_reason.lock().clone().unwrap();
+        assert!(
+            reason.starts_with("node stopped: log write failed"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn malformed_requests_get_an_error_and_the_node_keeps_serving() {
         let nodes = start_cluster();
         let body = Bytes::from_static(&[1, 2, 3]);
