@@ -3,6 +3,8 @@
 //! Tasks are subcommands; with no arguments it prints the list. Tidy checks are `#[test]`s in
 //! `tidy.rs`, so `cargo test --workspace` runs them and nothing lives only in CI.
 
+mod sim;
+
 use std::process::ExitCode;
 
 const HELP: &str = "\
@@ -10,6 +12,7 @@ cargo xtask <task>
 
 tasks:
   help            print this list
+  sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
 ";
 
 fn main() -> ExitCode {
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
+        Some("sim") => sim::main(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task {other:?}\n\n{HELP}");
             ExitCode::from(2)

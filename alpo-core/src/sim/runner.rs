@@ -1,0 +1,923 @@
+//! The discrete-event loop: one seeded run of a simulated cluster, checked after every step.
+//!
+//! Events (message deliveries, node timers, fsync completions, crashes and restarts, client
+//! proposals, nemesis actions, the heal, deadlines) wait in a priority queue ordered by
+//! `(global time, sequence number)`, so equal times keep their scheduling order and a seed
+//! always replays the same order. Each node input is one step: call the node at its local time,
+//! take its outputs, perform them in list order as output.rs requires (hard state durable at
+//! once, log writes to the disk model's unsynced buffer with a group-commit sync scheduled,
+//! sends to the network model, applies to the checkers), then run every checker and reschedule
+//! the node's timer at `next_timeout()`.
+//!
+//! Phases: faults (nemesis active) until `Scenario::fault_phase_ns`; then the heal restarts every
+//! crashed node and repairs the network, and within `liveness_bound_ns` some proposal made after
+//! the heal must be applied on every node; then the leader is crashed and a new leader must be
+//! elected within the bound again (this is the election measurement). Invariant: a run ends
+//! after at most `SimOptions::step_count_max` steps.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+
+use crate::error::ProposeError;
+use crate::message::{Message, MessageBody};
+use crate::node::{Node, Persisted, Proposal, Role, Status};
+use crate::output::Output;
+use crate::sim::checkers::{
+    Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
+    NodeView, StateMachineSafety, Violation, index_order,
+};
+use crate::sim::client::Client;
+use crate::sim::disk::{Disk, SyncToken};
+use crate::sim::network::Network;
+use crate::sim::report::{ElectionSample, RunReport};
+use crate::sim::rng::SimRng;
+use crate::sim::scenario::{FaultProfile, Scenario, SimOptions};
+use crate::sim::trace::TraceHash;
+use crate::types::{Entry, Incarnation, LogPosition, NodeId};
+
+const MS: u64 = 1_000_000;
+
+/// Name of the pseudo-checker for runs that do not recover after the heal.
+pub const LIVENESS: &str = "liveness";
+/// Name of the pseudo-checker for outputs that break output.rs's contract.
+pub const OUTPUT_CONTRACT: &str = "output_contract";
+/// Name of the pseudo-checker for a panic inside the engine (a failed assertion).
+pub const ENGINE_PANIC: &str = "engine_panic";
+
+/// Runs the seed under these options and reports the outcome. Never panics: a panic in the
+/// engine (a failed assertion) is reported as an `engine_panic` violation at its simulated time.
+#[must_use]
+pub fn run_seed(seed: u64, options: &SimOptions) -> RunReport {
+    let mut sim = Simulation::new(Scenario::from_seed(seed, options), options.clone());
+    sim.run();
+    sim.report()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver(Message),
+    Timer {
+        slot: usize,
+    },
+    SyncDone {
+        slot: usize,
+        incarnation: Incarnation,
+        token: SyncToken,
+    },
+    Restart {
+        slot: usize,
+    },
+    Nemesis,
+    Client,
+    Heal,
+    Failover,
+    Deadline,
+}
+
+/// A queue entry: the event itself waits in `EventQueue::slab`, so the heap moves 24 bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    slot: usize,
+}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest event first; `seq` is
+    /// unique, so the order is total and ties in time keep their scheduling order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Events by `(time, sequence number)`.
+#[derive(Debug, Default)]
+struct EventQueue {
+    heap: BinaryHeap<Scheduled>,
+    slab: Vec<Option<Event>>,
+    free: Vec<usize>,
+    seq: u64,
+}
+
+impl EventQueue {
+    fn push(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                self.slab.len() - 1
+            }
+        };
+        self.heap.push(Scheduled {
+            at,
+            seq: self.seq,
+            slot,
+        });
+    }
+
+    fn pop(&mut self) -> Option<(u64, Event)> {
+        let next = self.heap.pop()?;
+        let event = self.slab.get_mut(next.slot)?.take()?;
+        self.free.push(next.slot);
+        Some((next.at, event))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Faults,
+    Healed {
+        since: u64,
+        probe_counter: u64,
+    },
+    LivenessMet {
+        since: u64,
+    },
+    Failover {
+        since: u64,
+        term_before: u64,
+        lost: usize,
+    },
+    Done,
+}
+
+enum Input {
+    Start,
+    Tick,
+    Message(Message),
+    Persisted(LogPosition),
+}
+
+#[derive(Debug)]
+struct Slot {
+    config: crate::config::Config,
+    clock: crate::sim::clock::Clock,
+    node: Option<Node>,
+    disk: Disk,
+    incarnation: Incarnation,
+    timer_at: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Checkers {
+    election_safety: ElectionSafety,
+    leader_append_only: LeaderAppendOnly,
+    log_matching: LogMatching,
+    leader_completeness: LeaderCompleteness,
+    durability: Durability,
+    monotonicity: Monotonicity,
+    state_machine: StateMachineSafety,
+}
+
+impl Checkers {
+    fn new(node_count: usize) -> Checkers {
+        Checkers {
+            election_safety: ElectionSafety::default(),
+            leader_append_only: LeaderAppendOnly,
+            log_matching: LogMatching::default(),
+            leader_completeness: LeaderCompleteness::default(),
+            durability: Durability::default(),
+            monotonicity: Monotonicity::new(node_count),
+            state_machine: StateMachineSafety::new(node_count),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Simulation {
+    scenario: Scenario,
+    options: SimOptions,
+    now: u64,
+    queue: EventQueue,
+    slots: Vec<Slot>,
+    network: Network,
+    net_rng: SimRng,
+    disk_rng: SimRng,
+    nemesis_rng: SimRng,
+    client_rng: SimRng,
+    client: Client,
+    checkers: Checkers,
+    phase: Phase,
+    probe_masks: BTreeMap<u64, u64>,
+    leader_term_max: u64,
+    trace: TraceHash,
+    step_count: u64,
+    delivered_count: u64,
+    crash_count: u64,
+    violation: Option<(Violation, u64)>,
+    election: Option<ElectionSample>,
+}
+
+impl Simulation {
+    fn new(scenario: Scenario, options: SimOptions) -> Simulation {
+        let mut rng = SimRng::new(scenario.seed ^ 0x5EED_0FA1_F0F0);
+        let slots = scenario
+            .configs
+            .iter()
+            .zip(&scenario.clocks)
+            .map(|(config, clock)| Slot {
+                config: config.clone(),
+                clock: *clock,
+                node: None,
+                disk: Disk::new(),
+                incarnation: Incarnation(0),
+                timer_at: None,
+            })
+            .collect();
+        let n = scenario.node_count;
+        Simulation {
+            network: Network::new(n, scenario.faults),
+            net_rng: rng.fork(),
+            disk_rng: rng.fork(),
+            nemesis_rng: rng.fork(),
+            client_rng: rng.fork(),
+            client: Client::new(scenario.seed),
+            checkers: Checkers::new(n),
+            scenario,
+            options,
+            now: 0,
+            queue: EventQueue::default(),
+            slots,
+            phase: Phase::Faults,
+            probe_masks: BTreeMap::new(),
+            leader_term_max: 0,
+            trace: TraceHash::default(),
+            step_count: 0,
+            delivered_count: 0,
+            crash_count: 0,
+            violation: None,
+            election: None,
+        }
+    }
+
+    fn run(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.schedule(0, Event::Restart { slot });
+        }
+        self.schedule(self.scenario.client_gap_ns, Event::Client);
+        let gap = self.nemesis_gap();
+        self.schedule(gap, Event::Nemesis);
+        self.schedule(self.scenario.fault_phase_ns, Event::Heal);
+        while let Some((at, event)) = self.queue.pop() {
+            self.now = at;
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.handle(event)))
+                .unwrap_or_else(|panic| Err(Violation::new(ENGINE_PANIC, panic_message(&*panic))));
+            if let Err(violation) = outcome.and_then(|()| self.check_step_bound()) {
+                self.violation = Some((violation, self.now));
+                return;
+            }
+            if self.phase == Phase::Done {
+                return;
+            }
+        }
+    }
+
+    fn check_step_bound(&self) -> Result<(), Violation> {
+        if self.step_count <= self.options.step_count_max {
+            return Ok(());
+        }
+        Err(Violation::new(
+            LIVENESS,
+            format!(
+                "no progress: {} steps taken (limit {}), the engine may be spinning on a timer",
+                self.step_count, self.options.step_count_max
+            ),
+        ))
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.queue.push(at, event);
+    }
+
+    fn nemesis_gap(&mut self) -> u64 {
+        let (low, high) = self.scenario.nemesis_gap_ns;
+        self.now + self.nemesis_rng.range(low, high)
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Deliver(message) => self.deliver(message),
+            Event::Timer { slot } => self.timer(slot),
+            Event::SyncDone {
+                slot,
+                incarnation,
+                token,
+            } => self.sync_done(slot, incarnation, token),
+            // Restarts planned in the fault phase are void once the heal restarted everyone.
+            Event::Restart { slot } if self.phase == Phase::Faults => self.restart(slot),
+            Event::Restart { .. } => Ok(()),
+            Event::Nemesis => self.nemesis(),
+            Event::Client => self.client_proposes(),
+            Event::Heal => self.heal(),
+            Event::Failover => self.start_failover(),
+            Event::Deadline => self.deadline(),
+        }
+    }
+
+    fn deliver(&mut self, message: Message) -> Result<(), Violation> {
+        let slot = slot_of(message.to);
+        if self.slots.get(slot).is_some_and(|s| s.node.is_some()) {
+            self.delivered_count += 1;
+            return self.step(slot, Input::Message(message));
+        }
+        Ok(())
+    }
+
+    fn sync_done(
+        &mut self,
+        slot: usize,
+        incarnation: Incarnation,
+        token: SyncToken,
+    ) -> Result<(), Violation> {
+        let s = &mut self.slots[slot];
+        if s.incarnation != incarnation || s.node.is_none() {
+            return Ok(());
+        }
+        let durable = s.disk.complete_sync(token);
+        self.step(slot, Input::Persisted(durable))
+    }
+}
+
+impl Simulation {
+    /// One node input, its outputs and the checks after it.
+    fn step(&mut self, slot: usize, input: Input) -> Result<(), Violation> {
+        let local = self.slots[slot].clock.to_local(self.now);
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let before = node.status();
+        let tag = match input {
+            Input::Start => 0,
+            Input::Tick => {
+                node.tick(local);
+                1
+            }
+            Input::Message(message) => {
+                hash_message(&mut self.trace, &message);
+                node.on_message(local, message);
+                2
+            }
+            Input::Persisted(position) => {
+                self.trace.word(position.index.0);
+                node.on_persisted(local, position);
+                3
+            }
+        };
+        self.trace.word(self.now);
+        self.trace.word(tag);
+        self.trace.word(u64::try_from(slot).unwrap_or(0));
+        self.after_input(slot, &before)
+    }
+
+    fn after_input(&mut self, slot: usize, before: &Status) -> Result<(), Violation> {
+        self.step_count += 1;
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        node.invariants();
+        let outputs = node.take_outputs();
+        let after = node.status();
+        for output in outputs {
+            self.perform(slot, before, &after, output)?;
+        }
+        self.start_sync_if_needed(slot);
+        self.observe(slot)?;
+        self.reschedule_timer(slot);
+        Ok(())
+    }
+
+    fn perform(
+        &mut self,
+        slot: usize,
+        before: &Status,
+        after: &Status,
+        output: Output,
+    ) -> Result<(), Violation> {
+        let contract = |problem: String| {
+            Violation::new(OUTPUT_CONTRACT, format!("node {}: {problem}", after.id))
+        };
+        match output {
+            Output::SaveHardState(hard_state) => {
+                self.trace.word(hard_state.current_term.0);
+                self.slots[slot].disk.save_hard_state(hard_state);
+            }
+            Output::TruncateLog { from } => {
+                self.trace.word(from.0 | 1 << 63);
+                self.checkers
+                    .leader_append_only
+                    .observe_truncate(before, after, from)?;
+                self.slots[slot]
+                    .disk
+                    .write_truncate(from)
+                    .map_err(contract)?;
+            }
+            Output::AppendLog { entries } => {
+                for entry in &entries {
+                    self.trace.word(entry.index.0);
+                    self.trace.word(entry.term.0);
+                }
+                let disk = &mut self.slots[slot].disk;
+                self.checkers
+                    .log_matching
+                    .observe_append(after.id, disk.log(), &entries)?;
+                disk.write_append(entries).map_err(contract)?;
+            }
+            Output::Send(message) => self.send(slot, message).map_err(contract)?,
+            Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, slot: usize, message: Message) -> Result<(), String> {
+        let target = slot_of(message.to);
+        if slot_of(message.from) != slot || target == slot || target >= self.slots.len() {
+            return Err(format!(
+                "sent a message from node {} to node {}",
+                message.from, message.to
+            ));
+        }
+        hash_message(&mut self.trace, &message);
+        let deliveries = self.network.route(&mut self.net_rng, slot, target);
+        let delays = deliveries.delays_ns();
+        if let [first, second] = delays {
+            self.schedule(self.now + second, Event::Deliver(message.clone()));
+            self.schedule(self.now + first, Event::Deliver(message));
+        } else if let [only] = delays {
+            self.schedule(self.now + only, Event::Deliver(message));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, slot: usize, id: NodeId, entries: &[Entry]) -> Result<(), Violation> {
+        let incarnation = self.slots[slot].incarnation;
+        let state_machine = &mut self.checkers.state_machine;
+        let applied_before = state_machine.applied().len();
+        let committed = self.checkers.durability.committed();
+        state_machine.observe_apply((slot, id, incarnation), entries, committed)?;
+        for entry in entries {
+            self.trace.word(entry.index.0);
+            self.client.applied(entry)?;
+            if usize::try_from(entry.index.0).unwrap_or(0) > applied_before {
+                self.client.first_applied(entry);
+            }
+            self.note_probe(slot, entry);
+        }
+        Ok(())
+    }
+
+    fn start_sync_if_needed(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if !s.disk.needs_sync() {
+            return;
+        }
+        let token = s.disk.start_sync();
+        let incarnation = s.incarnation;
+        let (low, high) = self.scenario.fsync_ns;
+        let at = self.now + self.disk_rng.range(low, high);
+        self.schedule(
+            at,
+            Event::SyncDone {
+                slot,
+                incarnation,
+                token,
+            },
+        );
+    }
+
+    /// A node's timer event fired: tick it if its deadline has come, else wait for the deadline.
+    fn timer(&mut self, slot: usize) -> Result<(), Violation> {
+        if self.slots[slot].timer_at != Some(self.now) {
+            return Ok(()); // Superseded by an earlier timer event, or the node crashed.
+        }
+        self.slots[slot].timer_at = None;
+        if self.deadline_of(slot).is_some_and(|at| at <= self.now) {
+            return self.step(slot, Input::Tick);
+        }
+        self.reschedule_timer(slot);
+        Ok(())
+    }
+
+    /// The global time of the node's next deadline, if it has one.
+    fn deadline_of(&self, slot: usize) -> Option<u64> {
+        let s = &self.slots[slot];
+        let local = s.node.as_ref()?.next_timeout()?;
+        Some(s.clock.to_global(local).max(self.now))
+    }
+
+    /// Makes sure a timer event fires no later than the node's deadline. A pending event that
+    /// fires earlier is kept (it re-checks the deadline when it fires), so deadlines that move
+    /// later, as they do on every heartbeat, cost no queue push.
+    fn reschedule_timer(&mut self, slot: usize) {
+        let Some(at) = self.deadline_of(slot) else {
+            return;
+        };
+        if self.slots[slot]
+            .timer_at
+            .is_some_and(|pending| pending <= at)
+        {
+            return;
+        }
+        self.slots[slot].timer_at = Some(at);
+        self.schedule(at, Event::Timer { slot });
+    }
+}
+
+fn slot_of(id: NodeId) -> usize {
+    usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX)
+}
+
+fn hash_message(trace: &mut TraceHash, message: &Message) {
+    trace.word(message.from.0 << 32 | message.to.0);
+    trace.word(message.term.0);
+    match &message.body {
+        MessageBody::VoteRequest(r) => trace.word(r.last_index.0 << 2 | u64::from(r.pre_vote)),
+        MessageBody::VoteReply(r) => trace.word(u64::from(r.reason as u8) << 2 | 1),
+        MessageBody::Append(a) => {
+            trace.word(a.prev_index.0 << 2 | 2);
+            trace.word(u64::try_from(a.entries.len()).unwrap_or(0) << 32 | a.leader_commit.0);
+        }
+        MessageBody::AppendReply(r) => trace.word(match r.result {
+            crate::message::AppendResult::Accepted { match_index } => match_index.0 << 2 | 3,
+            crate::message::AppendResult::Rejected(h) => h.last_index.0 << 3 | 7,
+        }),
+    }
+}
+
+impl Simulation {
+    /// Runs every checker on the node just stepped, then the phase bookkeeping.
+    fn observe(&mut self, slot: usize) -> Result<(), Violation> {
+        let s = &self.slots[slot];
+        let Some(node) = s.node.as_ref() else {
+            return Ok(());
+        };
+        let view = NodeView {
+            slot,
+            incarnation: s.incarnation,
+            status: node.status(),
+            log: s.disk.log(),
+            durable_log: s.disk.durable_log(),
+        };
+        self.trace
+            .word(view.status.term.0 << 2 | role_tag(view.status.role));
+        self.trace.word(view.status.commit_index.0);
+        let c = &mut self.checkers;
+        c.election_safety.observe(&view)?;
+        c.monotonicity.observe(&view)?;
+        index_order::check(&view)?;
+        if view.status.role == Role::Leader {
+            self.leader_term_max = self.leader_term_max.max(view.status.term.0);
+        }
+        let raised = c.durability.observe_commit(&view)?;
+        if raised && view.status.term.0 < self.leader_term_max {
+            c.leader_completeness.commit_recorded();
+        }
+        c.leader_completeness
+            .observe(&view, c.durability.committed())?;
+        let status = view.status;
+        let durable_logs = self.slots.iter().map(|s| s.disk.durable_log());
+        self.checkers
+            .durability
+            .check_majority_durable(durable_logs)?;
+        self.track_failover(slot, &status);
+        Ok(())
+    }
+
+    fn restart(&mut self, slot: usize) -> Result<(), Violation> {
+        let local = self.slots[slot].clock.to_local(self.now);
+        let s = &mut self.slots[slot];
+        if s.node.is_some() {
+            return Ok(());
+        }
+        s.incarnation = Incarnation(s.incarnation.0 + 1);
+        let persisted = Persisted {
+            hard_state: s.disk.hard_state(),
+            entries: s.disk.durable_log().to_vec(),
+            incarnation: s.incarnation,
+        };
+        let node = Node::new(s.config.clone(), persisted, local)
+            .map_err(|e| Violation::new(OUTPUT_CONTRACT, format!("node {}: {e}", s.config.id)))?;
+        s.node = Some(node);
+        s.timer_at = None;
+        self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 62);
+        self.step(slot, Input::Start)
+    }
+
+    fn crash(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.node.take().is_some() {
+            s.disk.crash();
+            s.timer_at = None;
+            self.crash_count += 1;
+            self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 61);
+        }
+    }
+
+    fn live_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_some())
+            .collect()
+    }
+
+    /// The live node that leads the highest term, if any.
+    fn leader(&self) -> Option<(usize, Status)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n.status())))
+            .filter(|(_, status)| status.role == Role::Leader)
+            .max_by_key(|(_, status)| status.term)
+    }
+
+    fn term_max(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.disk.hard_state().current_term.0)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn role_tag(role: Role) -> u64 {
+    match role {
+        Role::Passive => 0,
+        Role::Candidate => 1,
+        Role::Leader => 2,
+    }
+}
+
+impl Simulation {
+    fn nemesis(&mut self) -> Result<(), Violation> {
+        if self.phase != Phase::Faults {
+            return Ok(());
+        }
+        let action = match self.scenario.profile {
+            FaultProfile::Standard => self.nemesis_rng.range(0, 10),
+            FaultProfile::LeaderChurn => [3, 3, 3, 3, 0, 0, 4, 6, 7, 8][self.nemesis_rng.index(10)],
+        };
+        self.trace.word(action | 1 << 60);
+        self.nemesis_act(action);
+        let gap = self.nemesis_gap();
+        self.schedule(gap, Event::Nemesis);
+        Ok(())
+    }
+
+    /// Performs nemesis action `action` (0..10): crash a node, change the duplicate rate, crash
+    /// the leader, partition in two, block one link one way, repair links, change the loss rate.
+    fn nemesis_act(&mut self, action: u64) {
+        let n = self.slots.len();
+        match action {
+            0..=1 => {
+                // Mostly keep a majority up, so that the fault phase also exercises replication;
+                // one crash in ten may take the majority down.
+                let live = self.live_slots();
+                let keeps_majority = 2 * (live.len() - 1) > n;
+                let victim = live.get(self.nemesis_rng.index(live.len())).copied();
+                if keeps_majority || self.nemesis_rng.chance(100_000) {
+                    self.crash_and_plan_restart(victim);
+                }
+            }
+            2 => {
+                let mut faults = self.network.faults();
+                faults.duplicate_per_million = self.nemesis_rng.range(0, 100_000);
+                self.network.set_faults(faults);
+            }
+            3 => {
+                let victim = self.leader().map(|(slot, _)| slot);
+                self.crash_and_plan_restart(victim);
+            }
+            4..=5 => {
+                let sides: Vec<bool> = (0..n).map(|_| self.nemesis_rng.chance(500_000)).collect();
+                self.network.partition(&sides);
+            }
+            6 => {
+                let from = self.nemesis_rng.index(n);
+                let to = self.nemesis_rng.index(n);
+                self.network.set_link_blocked(from, to, true);
+            }
+            7..=8 => self.network.partition(&vec![true; n]),
+            _ => {
+                let mut faults = self.scenario.faults;
+                faults.drop_per_million =
+                    self.nemesis_rng.range(0, 2 * faults.drop_per_million + 1);
+                self.network.set_faults(faults);
+            }
+        }
+    }
+
+    fn crash_and_plan_restart(&mut self, victim: Option<usize>) {
+        let Some(slot) = victim else {
+            return;
+        };
+        self.crash(slot);
+        let downtime_max = match self.scenario.profile {
+            FaultProfile::Standard => 1_500 * MS,
+            FaultProfile::LeaderChurn => 2 * self.scenario.nemesis_gap_ns.0.max(10 * MS),
+        };
+        let downtime = self.nemesis_rng.range(10 * MS, downtime_max);
+        self.schedule(self.now + downtime, Event::Restart { slot });
+    }
+
+    fn heal(&mut self) -> Result<(), Violation> {
+        self.network.heal();
+        for slot in 0..self.slots.len() {
+            self.restart(slot)?;
+        }
+        self.phase = Phase::Healed {
+            since: self.now,
+            probe_counter: self.client.next_counter(),
+        };
+        self.schedule(self.now + self.scenario.liveness_bound_ns, Event::Deadline);
+        Ok(())
+    }
+
+    fn client_proposes(&mut self) -> Result<(), Violation> {
+        if self.phase == Phase::Done {
+            return Ok(());
+        }
+        self.schedule(self.now + self.scenario.client_gap_ns, Event::Client);
+        let live = self.live_slots();
+        if live.is_empty() {
+            return Ok(());
+        }
+        if self.slots[self.client.target].node.is_none() {
+            self.client.target = live[self.client_rng.index(live.len())];
+        }
+        let target = self.client.target;
+        let payload = self.client.next_payload();
+        match self.propose(target, payload.clone())? {
+            Ok(proposal) => self
+                .client
+                .accepted(proposal.index, proposal.term, &payload),
+            Err(ProposeError::NotLeader {
+                leader_hint: Some(id),
+            }) if slot_of(id) < self.slots.len() => {
+                self.client.target = slot_of(id);
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                self.client.target = self.client_rng.index(self.slots.len());
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    fn propose(
+        &mut self,
+        slot: usize,
+        payload: Bytes,
+    ) -> Result<Result<Proposal, ProposeError>, Violation> {
+        let local = self.slots[slot].clock.to_local(self.now);
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(Err(ProposeError::NotLeader { leader_hint: None }));
+        };
+        let before = node.status();
+        let result = node.propose(local, payload);
+        self.trace.word(self.now);
+        self.trace.word(4);
+        self.trace.word(result.as_ref().map_or(0, |p| p.index.0));
+        self.after_input(slot, &before)?;
+        Ok(result)
+    }
+}
+
+impl Simulation {
+    /// In the healed phase, notes which nodes applied a proposal made after the heal; once one
+    /// such proposal is applied everywhere, liveness is met and the failover begins.
+    fn note_probe(&mut self, slot: usize, entry: &Entry) {
+        let Phase::Healed { probe_counter, .. } = self.phase else {
+            return;
+        };
+        let Some(counter) = self.client.counter_of(&entry.payload) else {
+            return;
+        };
+        if counter < probe_counter {
+            return;
+        }
+        let everyone = (1u64 << self.slots.len()) - 1;
+        let mask = self.probe_masks.entry(counter).or_insert(0);
+        *mask |= 1 << slot;
+        if *mask == everyone {
+            self.phase = Phase::LivenessMet { since: self.now };
+            self.schedule(self.now, Event::Failover);
+        }
+    }
+
+    fn start_failover(&mut self) -> Result<(), Violation> {
+        let Phase::LivenessMet { since } = self.phase else {
+            return Ok(());
+        };
+        let Some((lost, leader)) = self.leader() else {
+            if self.now > since + self.scenario.liveness_bound_ns {
+                return Err(self.liveness_violation("no leader to crash after liveness was met"));
+            }
+            self.schedule(self.now + MS, Event::Failover);
+            return Ok(());
+        };
+        self.crash(lost);
+        self.phase = Phase::Failover {
+            since: self.now,
+            term_before: leader.term.0,
+            lost,
+        };
+        self.schedule(self.now + self.scenario.liveness_bound_ns, Event::Deadline);
+        Ok(())
+    }
+
+    fn track_failover(&mut self, slot: usize, status: &Status) {
+        let Phase::Failover {
+            since,
+            term_before,
+            lost,
+        } = self.phase
+        else {
+            return;
+        };
+        if status.role != Role::Leader || status.term.0 <= term_before || slot == lost {
+            return;
+        }
+        self.election = Some(ElectionSample {
+            deferral: self.slots[slot].config.deferral,
+            round_count: status.term.0 - term_before,
+            ticks_ms: (self.now - since) / MS,
+        });
+        self.phase = Phase::Done;
+    }
+
+    fn deadline(&mut self) -> Result<(), Violation> {
+        let bound = self.scenario.liveness_bound_ns;
+        match self.phase {
+            Phase::Healed { since, .. } if self.now >= since + bound => Err(self
+                .liveness_violation("no proposal made after the heal was applied on every node")),
+            Phase::Failover { since, .. } if self.now >= since + bound => {
+                Err(self.liveness_violation("no new leader after the leader crashed"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn liveness_violation(&self, what: &str) -> Violation {
+        let nodes: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| match &s.node {
+                None => format!("node {} down", s.config.id),
+                Some(node) => {
+                    let st = node.status();
+                    format!(
+                        "node {} {:?} term {} commit {} applied {} last {}",
+                        st.id, st.role, st.term, st.commit_index, st.applied_index, st.last_index
+                    )
+                }
+            })
+            .collect();
+        Violation::new(
+            LIVENESS,
+            format!(
+                "{what} within {} ms; {}",
+                self.scenario.liveness_bound_ns / MS,
+                nodes.join("; ")
+            ),
+        )
+    }
+
+    fn report(&self) -> RunReport {
+        RunReport {
+            seed: self.scenario.seed,
+            options: self.options.clone(),
+            node_count: self.scenario.node_count,
+            deferral: self.scenario.configs.first().is_some_and(|c| c.deferral),
+            violation: self.violation.clone(),
+            trace_hash: self.trace.value(),
+            step_count: self.step_count,
+            message_count: self.network.sent_count,
+            delivered_count: self.delivered_count,
+            simulated_ns: self.now,
+            crash_count: self.crash_count,
+            term_max: self.term_max(),
+            proposal_count: self.client.accepted_count,
+            committed_count: self.client.committed_count,
+            election: self.election,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! What one run looks like, derived from its seed: cluster size, protocol timing and options,
+//! clock drift, network and disk fault rates, nemesis pace, client load and phase lengths.
+//!
+//! Invariant: `Scenario::from_seed` draws from a generator seeded only by the run seed, in a
+//! fixed order, and makes every draw whether or not `SimOptions` overrides it, so forcing the
+//! value the seed would have picked anyway gives exactly the same run.
+
+use std::time::Duration;
+
+use crate::config::{Config, InjectedBug};
+use crate::sim::clock::Clock;
+use crate::sim::network::NetworkFaults;
+use crate::sim::rng::SimRng;
+use crate::types::NodeId;
+
+const MS: u64 = 1_000_000;
+
+/// Knobs chosen by the caller, the same for every seed of a soak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Force the cluster size (3, 5 or 7); otherwise the seed picks it.
+    pub node_count: Option<usize>,
+    /// Force deferral (rule E8) on or off; otherwise the seed picks it.
+    pub deferral: Option<bool>,
+    /// Length of the fault phase, in simulated milliseconds.
+    pub fault_phase_ms: u64,
+    /// A deliberate engine bug, to prove the checkers bite.
+    pub injected_bug: Option<InjectedBug>,
+    /// Most simulated steps a run may take before it is reported as stuck.
+    pub step_count_max: u64,
+    /// Force the nemesis's fault profile; otherwise the seed picks it.
+    pub profile: Option<FaultProfile>,
+}
+
+/// How the nemesis behaves during the fault phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultProfile {
+    /// Every kind of fault, at a pace of one action per 10 to 800 ms, nodes down for up to 1.5 s.
+    Standard,
+    /// Leader churn: mostly leader crashes, about one per election (every half to three shortest
+    /// passive timeouts), quick restarts, and Appends of one or two entries, so that logs
+    /// diverge across many terms (scenario S1 and its kin).
+    LeaderChurn,
+}
+
+/// Everything about one run that the seed decides.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The run seed.
+    pub seed: u64,
+    /// Servers in the cluster.
+    pub node_count: usize,
+    /// Per-node protocol configuration (ids 1..=node_count).
+    pub configs: Vec<Config>,
+    /// Per-node clocks.
+    pub clocks: Vec<Clock>,
+    /// The nemesis's behaviour.
+    pub profile: FaultProfile,
+    /// Network fault rates during the fault phase.
+    pub faults: NetworkFaults,
+    /// Shortest and longest (exclusive) fsync, in nanoseconds.
+    pub fsync_ns: (u64, u64),
+    /// Shortest and longest (exclusive) pause between nemesis actions, in nanoseconds.
+    pub nemesis_gap_ns: (u64, u64),
+    /// Pause between client proposals, in nanoseconds.
+    pub client_gap_ns: u64,
+    /// End of the fault phase, in global nanoseconds.
+    pub fault_phase_ns: u64,
+    /// Liveness bound: after the heal (and after the failover), a leader must be elected and a
+    /// new proposal applied on every live node within this many nanoseconds.
+    pub liveness_bound_ns: u64,
+}
+
+impl SimOptions {
+    /// The runs `cargo test` uses: short fault phases so that 1,000 seeds stay fast.
+    #[must_use]
+    pub fn quick() -> SimOptions {
+        SimOptions {
+            node_count: None,
+            deferral: None,
+            fault_phase_ms: 5_000,
+            injected_bug: None,
+            step_count_max: 2_000_000,
+            profile: None,
+        }
+    }
+
+    /// The runs of `cargo xtask sim`: longer fault phases.
+    #[must_use]
+    pub fn soak() -> SimOptions {
+        SimOptions {
+            fault_phase_ms: 15_000,
+            step_count_max: 10_000_000,
+            ..SimOptions::quick()
+        }
+    }
+}
+
+impl Scenario {
+    /// The run that `seed` describes, with `options` applied.
+    #[must_use]
+    pub fn from_seed(seed: u64, options: &SimOptions) -> Scenario {
+        let mut rng = SimRng::new(seed);
+        let node_count = options.node_count.unwrap_or([3, 3, 5, 5, 7][rng.index(5)]);
+        let churn = rng.chance(250_000);
+        let profile = options.profile.unwrap_or(if churn {
+            FaultProfile::LeaderChurn
+        } else {
+            FaultProfile::Standard
+        });
+        let mut configs = configs(&mut rng, node_count, options);
+        if profile == FaultProfile::LeaderChurn {
+            for config in &mut configs {
+                config.append_entry_count_max = config.append_entry_count_max % 2 + 1;
+            }
+        }
+        let clocks = (0..node_count)
+            .map(|_| Clock {
+                offset_ns: rng.range(0, 1_000 * MS),
+                drift_ppm: i64::try_from(rng.range(0, 40_001)).unwrap_or(0) - 20_000,
+            })
+            .collect();
+        let faults = network_faults(&mut rng);
+        let fsync_max = rng.range(MS / 2, 5 * MS);
+        let passive_min = configs
+            .first()
+            .map_or(0, |c| duration_ns(c.passive_timeout_min));
+        let nemesis_gap_ns = match profile {
+            FaultProfile::Standard => (10 * MS, rng.range(100 * MS, 800 * MS)),
+            // About one leader crash per election: leaders live briefly, logs diverge.
+            FaultProfile::LeaderChurn => (passive_min / 2, 3 * passive_min),
+        };
+        let client_gap_ns = rng.range(MS, 30 * MS);
+        let passive_max = configs
+            .first()
+            .map_or(Duration::ZERO, |c| c.passive_timeout_max);
+        Scenario {
+            seed,
+            node_count,
+            configs,
+            clocks,
+            profile,
+            faults,
+            fsync_ns: (MS / 20, fsync_max),
+            nemesis_gap_ns,
+            client_gap_ns,
+            fault_phase_ns: options.fault_phase_ms * MS,
+            liveness_bound_ns: 20 * duration_ns(passive_max),
+        }
+    }
+}
+
+fn configs(rng: &mut SimRng, node_count: usize, options: &SimOptions) -> Vec<Config> {
+    let members: Vec<NodeId> = (1..=node_count)
+        .map(|i| NodeId(u64::try_from(i).unwrap_or(0)))
+        .collect();
+    let heartbeat_ms = rng.range(20, 80);
+    let passive_min_ms = rng.range(3 * heartbeat_ms, 8 * heartbeat_ms);
+    let cycle_min_ms = rng.range(passive_min_ms / 3, passive_min_ms);
+    let deferral = options.deferral.unwrap_or(rng.chance(500_000));
+    let pre_vote = rng.chance(750_000);
+    let check_quorum = rng.chance(750_000);
+    members
+        .iter()
+        .map(|&id| {
+            let mut config = Config::lan(id, members.clone(), rng.next_u64());
+            config.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+            config.passive_timeout_min = Duration::from_millis(passive_min_ms);
+            config.passive_timeout_max = Duration::from_millis(2 * passive_min_ms);
+            config.election_cycle_min = Duration::from_millis(cycle_min_ms);
+            config.election_cycle_max = Duration::from_millis(2 * cycle_min_ms);
+            config.deferral = deferral;
+            config.pre_vote = pre_vote;
+            config.check_quorum = check_quorum;
+            config.append_entry_count_max = rng.range(1, 64);
+            config.inflight_append_count_max = rng.range(1, 16);
+            config.injected_bug = options.injected_bug;
+            config
+        })
+        .collect()
+}
+
+fn network_faults(rng: &mut SimRng) -> NetworkFaults {
+    let delay_ns_max = rng.range(MS, 10 * MS);
+    NetworkFaults {
+        delay_ns_min: MS / 10,
+        delay_ns_max,
+        long_delay_per_million: rng.range(0, 50_000),
+        long_delay_ns_max: rng.range(delay_ns_max + 1, 300 * MS),
+        drop_per_million: rng.range(0, 200_000),
+        duplicate_per_million: rng.range(0, 50_000),
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_gives_a_valid_configuration() {
+        for seed in 0..500 {
+            let scenario = Scenario::from_seed(seed, &SimOptions::quick());
+            assert!([3, 5, 7].contains(&scenario.node_count));
+            assert_eq!(scenario.configs.len(), scenario.node_count);
+            for config in &scenario.configs {
+                assert_eq!(config.validate(), Ok(()), "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_override() {
+        let plain = Scenario::from_seed(11, &SimOptions::quick());
+        let options = SimOptions {
+            node_count: Some(plain.node_count),
+            ..SimOptions::quick()
+        };
+        let forced = Scenario::from_seed(11, &options);
+        assert_eq!(plain.configs, forced.configs);
+        assert_eq!(plain.clocks, forced.clocks);
+        let seven = SimOptions {
+            node_count: Some(7),
+            deferral: Some(false),
+            ..SimOptions::quick()
+        };
+        let forced = Scenario::from_seed(11, &seven);
+        assert_eq!(forced.node_count, 7);
+        assert!(forced.configs.iter().all(|c| !c.deferral));
+    }
+}
