@@ -3,7 +3,9 @@
 //!   reports appends/s as elements/s; MiB/s = appends/s × payload size);
 //! - the baseline: a bare `write` + `fdatasync` loop of the same records on the same disk;
 //! - the same with sparse instead of zeroed preallocation, to show what preallocation buys;
-//! - `Log::open` (recovery scan) of a clean 1 GiB log.
+//! - `Log::open` (recovery scan) of a clean 1 GiB log;
+//! - before criterion runs, an interleaved comparison of the log with one sync per append
+//!   against both baselines, printed as medians and ratios (`compare …` lines on stderr).
 //!
 //! Set `ALPO_BENCH_DIR` to benchmark another disk (default: the system temp dir).
 
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use alpo_log::{Log, LogOptions, Preallocation};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 
 const SIZES: [(usize, &str); 2] = [(128, "128B"), (4096, "4KiB")];
 const BATCHES: [u64; 3] = [1, 16, 256];
@@ -79,23 +81,33 @@ fn log_appends(c: &mut Criterion) {
     appends(c, "append_sparse", Preallocation::Sparse, &[1]);
 }
 
-/// The same record bytes (25-byte header + payload) appended to a plain file, one
-/// `fdatasync` per batch: what the disk can do with no log around it.
+/// How the baseline file is written.
+#[derive(Clone, Copy)]
+enum BaselineFile {
+    /// `write` with `O_APPEND` to a growing file: each `fdatasync` also commits the new size
+    /// and block allocation.
+    Growing,
+    /// `pwrite` into a file of zeros written beforehand: the floor for an overwrite.
+    Prezeroed,
+}
+
+/// The same record bytes (25-byte header + payload) written to a plain file, one `fdatasync`
+/// per batch: what the disk can do with no log around it.
 fn baseline(c: &mut Criterion) {
-    let mut group = c.benchmark_group("baseline_write_fdatasync");
+    baseline_group(c, "baseline_write_fdatasync", BaselineFile::Growing, &BATCHES);
+    baseline_group(c, "baseline_prezeroed_pwrite_fdatasync", BaselineFile::Prezeroed, &[1]);
+}
+
+fn baseline_group(c: &mut Criterion, name: &str, mode: BaselineFile, batches: &[u64]) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(3));
     for (size, label) in SIZES {
         let record = vec![0x5Au8; size + 25];
-        for batch in BATCHES {
+        for &batch in batches {
             let dir = bench_dir();
-            let path = dir.path().join("baseline");
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .unwrap();
+            let mut file = BaselineWriter::new(&dir.path().join("baseline"), mode);
             group.throughput(Throughput::Elements(batch));
             let id = BenchmarkId::new(label, format!("sync_every_{batch}"));
             group.bench_function(id, |b| {
@@ -103,20 +115,64 @@ fn baseline(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..iters {
                         for _ in 0..batch {
-                            file.write_all(&record).unwrap();
+                            file.write(&record);
                         }
-                        file.sync_data().unwrap();
+                        file.file.sync_data().unwrap();
                     }
                     let elapsed = start.elapsed();
-                    if LOG_BYTES_KEEP < file.metadata().unwrap().len() {
-                        file.set_len(0).unwrap();
-                    }
+                    file.wrap_if_large();
                     elapsed
                 });
             });
         }
     }
     group.finish();
+}
+
+struct BaselineWriter {
+    file: std::fs::File,
+    mode: BaselineFile,
+    at: u64,
+}
+
+impl BaselineWriter {
+    fn new(path: &Path, mode: BaselineFile) -> Self {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .append(matches!(mode, BaselineFile::Growing))
+            .open(path)
+            .unwrap();
+        if let BaselineFile::Prezeroed = mode {
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..(LOG_BYTES_KEEP >> 20) / 4 {
+                file.write_all(&zeros).unwrap();
+            }
+            file.sync_all().unwrap();
+        }
+        BaselineWriter { file, mode, at: 0 }
+    }
+
+    fn write(&mut self, record: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        match self.mode {
+            BaselineFile::Growing => self.file.write_all(record).unwrap(),
+            BaselineFile::Prezeroed => self.file.write_all_at(record, self.at).unwrap(),
+        }
+        self.at += record.len() as u64;
+    }
+
+    fn wrap_if_large(&mut self) {
+        match self.mode {
+            BaselineFile::Growing if LOG_BYTES_KEEP < self.at => {
+                self.file.set_len(0).unwrap();
+                self.at = 0;
+            }
+            BaselineFile::Prezeroed if LOG_BYTES_KEEP / 8 < self.at => self.at = 0,
+            _ => {}
+        }
+    }
 }
 
 /// Writes a clean log of about 1 GiB (4 KiB payloads) into `dir`.
@@ -149,5 +205,66 @@ fn recovery(c: &mut Criterion) {
     group.finish();
 }
 
+/// Rounds of the interleaved comparison, and syncs per round.
+const COMPARE_ROUNDS: usize = 15;
+const COMPARE_SYNCS: u64 = 200;
+
+/// One sync per append: the log against both baselines, interleaved round by round so that
+/// load from other processes on a shared disk hits all three alike. Prints medians of the
+/// per-round times and the ratios the issue's target is about.
+fn compare_interleaved() {
+    for (size, label) in SIZES {
+        let bytes = payload(size);
+        let record = vec![0x5Au8; size + 25];
+        let dir = bench_dir();
+        let mut log = Log::open(&dir.path().join("log"), LogOptions::new(1, 1)).unwrap();
+        let mut growing = BaselineWriter::new(&dir.path().join("growing"), BaselineFile::Growing);
+        let mut zeroed = BaselineWriter::new(&dir.path().join("zeroed"), BaselineFile::Prezeroed);
+        let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..COMPARE_ROUNDS {
+            times[0].push(per_op(run_log(&mut log, &bytes, 1, COMPARE_SYNCS)));
+            times[1].push(per_op(run_baseline(&mut growing, &record)));
+            times[2].push(per_op(run_baseline(&mut zeroed, &record)));
+        }
+        let [log_us, growing_us, zeroed_us] = times.map(median);
+        eprintln!(
+            "compare {label} sync_every_1 (median of {COMPARE_ROUNDS} rounds of {COMPARE_SYNCS}): \
+             log {log_us:.1} µs/append, bare write+fdatasync {growing_us:.1} µs \
+             (log/bare = {:.2}), prezeroed pwrite+fdatasync {zeroed_us:.1} µs \
+             (log/prezeroed = {:.2})",
+            log_us / growing_us,
+            log_us / zeroed_us
+        );
+    }
+}
+
+fn run_baseline(file: &mut BaselineWriter, record: &[u8]) -> Duration {
+    let start = Instant::now();
+    for _ in 0..COMPARE_SYNCS {
+        file.write(record);
+        file.file.sync_data().unwrap();
+    }
+    let elapsed = start.elapsed();
+    file.wrap_if_large();
+    elapsed
+}
+
+fn per_op(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() * 1e6 / COMPARE_SYNCS as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 criterion_group!(benches, log_appends, baseline, recovery);
-criterion_main!(benches);
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and skips the comparison.
+    if std::env::args().any(|arg| arg == "--bench") {
+        compare_interleaved();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
