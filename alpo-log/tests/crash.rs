@@ -318,3 +318,25 @@ fn a_valid_record_whose_term_goes_down_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn an_empty_last_segment_file_is_an_interrupted_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(build(dir.path(), 4096, 20));
+    let next = segment_files(dir.path()).len() + 1;
+    let empty = dir.path().join(format!("{next:016}.alpolog"));
+    fs::write(&empty, b"").unwrap();
+    let mut log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!(
+        log.recovery_events()[0].situation,
+        Situation::InterruptedCreation
+    );
+    assert_holds(&log, 1, 20);
+    // The next roll-over creates the file again.
+    for index in 21..=200 {
+        log.append(index, common::term(index), 1, &payload(index))
+            .unwrap();
+    }
+    log.sync().unwrap();
+    assert!(empty.exists());
+}
