@@ -15,6 +15,9 @@ use crate::log::Log;
 use crate::message::RejectHint;
 use crate::types::{Incarnation, LogIndex, Term};
 
+/// Heartbeat intervals without progress after which a Replicate window is presumed lost.
+const STALLED_TICK_COUNT_MAX: u8 = 2;
+
 /// Whether the leader knows where its log and the follower's match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProgressState {
@@ -38,10 +41,25 @@ pub(crate) struct Progress {
     probe_sent: bool,
     /// The follower's match index advanced since the last heartbeat tick.
     acked_since_tick: bool,
+    /// Consecutive heartbeat ticks without progress while Appends were in flight.
+    stalled_tick_count: u8,
+    /// Replicate: the index a rejection last made the leader resend from.
+    rewound_to: LogIndex,
     /// The follower sent us a message of our term since the last check-quorum (rule E5).
     pub(crate) recently_active: bool,
     /// The follower's incarnation, as last seen.
     pub(crate) incarnation: Incarnation,
+}
+
+/// What a rejection did to a follower's progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// Probe: `next_index` moved back past the conflicting term.
+    Probe,
+    /// Replicate: the dropped part of the window will be sent again.
+    Resend,
+    /// Older than what the leader knows, or already resent: nothing changed.
+    Stale,
 }
 
 /// What the leader sends to a follower next.
@@ -63,6 +81,8 @@ impl Progress {
             inflight: VecDeque::new(),
             probe_sent: false,
             acked_since_tick: false,
+            stalled_tick_count: 0,
+            rewound_to: LogIndex(0),
             recently_active: false,
             incarnation: Incarnation(0),
         }
@@ -112,6 +132,7 @@ impl Progress {
         if self.state == ProgressState::Probe {
             // A reply to the probe (or to an older Append): the match point is known.
             self.state = ProgressState::Replicate;
+            self.rewound_to = LogIndex(0);
             self.probe_sent = false;
             self.inflight.clear();
             self.next_index = self.match_index.next();
@@ -119,8 +140,22 @@ impl Progress {
         self.next_index = self.next_index.max(self.match_index.next());
     }
 
-    /// The follower rejected an Append (rule R3): skip back past the conflicting term in one step.
-    pub(crate) fn on_rejected(&mut self, hint: RejectHint, log: &Log) {
+    /// The follower rejected an Append (rule R3).
+    ///
+    /// Probe: skip `next_index` back past the whole conflicting term in one step.
+    ///
+    /// Replicate: the window starts at the verified match index and its Appends chain, so a
+    /// rejection means the network delivered a later Append of the window before an earlier
+    /// one, and the follower dropped the later one. The leader resends from just past the
+    /// follower's last entry (or from the match index, if the follower holds a stale entry of
+    /// another term there), once per such point, keeping the window: a probe on every
+    /// reordering collapsed the window to one Append per round trip, and ignoring rejections
+    /// left the dropped Appends to the loss timer. A rejection older than what the follower has
+    /// since acknowledged is ignored.
+    pub(crate) fn on_rejected(&mut self, hint: RejectHint, log: &Log) -> Rejection {
+        if self.state == ProgressState::Replicate {
+            return self.on_rejected_in_window(hint);
+        }
         let target = if hint.conflict_term == Term(0) {
             hint.last_index.next()
         } else {
@@ -130,6 +165,25 @@ impl Progress {
             }
         };
         self.become_probe(target, log.last_index());
+        Rejection::Probe
+    }
+
+    fn on_rejected_in_window(&mut self, hint: RejectHint) -> Rejection {
+        let target = if hint.conflict_term == Term(0) {
+            if hint.last_index < self.match_index {
+                return Rejection::Stale;
+            }
+            hint.last_index.next()
+        } else {
+            self.match_index.next()
+        };
+        if target <= self.rewound_to || target >= self.next_index {
+            return Rejection::Stale;
+        }
+        self.rewound_to = target;
+        self.next_index = target;
+        self.inflight.retain(|last| *last < target);
+        Rejection::Resend
     }
 
     /// The follower restarted (its incarnation grew): its unacknowledged writes may be lost.
@@ -138,12 +192,19 @@ impl Progress {
         self.become_probe(self.match_index.next(), leader_last);
     }
 
-    /// The heartbeat interval passed. Allows a lost probe to be resent; a Replicate window that
-    /// got no acknowledgement for a whole interval is presumed lost and probed again.
+    /// The heartbeat interval passed. Allows a lost probe to be resent; a Replicate window whose
+    /// match index did not advance for two whole intervals (one could be a slow fsync) is
+    /// presumed lost and probed again from the match index.
     pub(crate) fn on_heartbeat_tick(&mut self, leader_last: LogIndex) {
+        let stalled = !self.inflight.is_empty() && !self.acked_since_tick;
+        self.stalled_tick_count = if stalled {
+            self.stalled_tick_count + 1
+        } else {
+            0
+        };
         match self.state {
             ProgressState::Probe => self.probe_sent = false,
-            ProgressState::Replicate if !self.inflight.is_empty() && !self.acked_since_tick => {
+            ProgressState::Replicate if self.stalled_tick_count >= STALLED_TICK_COUNT_MAX => {
                 self.become_probe(self.match_index.next(), leader_last);
             }
             ProgressState::Replicate => {}
@@ -158,6 +219,7 @@ impl Progress {
 
     fn become_probe(&mut self, target: LogIndex, leader_last: LogIndex) {
         self.state = ProgressState::Probe;
+        self.stalled_tick_count = 0;
         self.probe_sent = false;
         self.inflight.clear();
         self.next_index = target
@@ -239,6 +301,28 @@ mod tests {
     fn rejection_skips_a_whole_term() {
         let log = log_of(&[1, 1, 2, 2, 4, 4]);
         let mut progress = Progress::new(log.last_index());
+        // In the Replicate state a rejection means reordering: resend from the follower's end,
+        // once, keeping the window.
+        progress.on_accepted(LogIndex(2));
+        progress.on_sent(LogIndex(3));
+        progress.on_sent(LogIndex(4));
+        let reordered = RejectHint {
+            conflict_term: Term(0),
+            conflict_first_index: LogIndex(0),
+            last_index: LogIndex(2),
+            last_term: Term(1),
+        };
+        assert_eq!(progress.on_rejected(reordered, &log), Rejection::Resend);
+        assert!(progress.is_replicating());
+        assert_eq!(progress.next_index, LogIndex(3));
+        assert_eq!(progress.on_rejected(reordered, &log), Rejection::Stale);
+        let older = RejectHint {
+            last_index: LogIndex(1),
+            ..reordered
+        };
+        assert_eq!(progress.on_rejected(older, &log), Rejection::Stale);
+        progress.invariants(log.last_index());
+        progress.on_restart(Incarnation(2), log.last_index());
         // The follower has term 3 at the probed index, from index 5: we hold no term 3.
         let hint = RejectHint {
             conflict_term: Term(3),
@@ -246,7 +330,7 @@ mod tests {
             last_index: LogIndex(7),
             last_term: Term(3),
         };
-        progress.on_rejected(hint, &log);
+        assert_eq!(progress.on_rejected(hint, &log), Rejection::Probe);
         assert_eq!(progress.next_index, LogIndex(5));
         // The follower has term 2 there: we hold term 2 up to index 4.
         let hint = RejectHint {
@@ -254,7 +338,7 @@ mod tests {
             conflict_first_index: LogIndex(3),
             ..hint
         };
-        progress.on_rejected(hint, &log);
+        assert_eq!(progress.on_rejected(hint, &log), Rejection::Probe);
         assert_eq!(progress.next_index, LogIndex(5));
         // The follower's log is short.
         let hint = RejectHint {
@@ -263,8 +347,12 @@ mod tests {
             last_index: LogIndex(1),
             last_term: Term(1),
         };
-        progress.on_rejected(hint, &log);
-        assert_eq!(progress.next_index, LogIndex(2));
+        assert_eq!(progress.on_rejected(hint, &log), Rejection::Probe);
+        assert_eq!(
+            progress.next_index,
+            LogIndex(3),
+            "never below the match index + 1"
+        );
         progress.invariants(log.last_index());
     }
 
@@ -282,6 +370,11 @@ mod tests {
         );
         // A heartbeat acknowledgement at the old match index is no progress.
         progress.on_accepted(LogIndex(2));
+        progress.on_heartbeat_tick(LogIndex(3));
+        assert!(
+            progress.is_replicating(),
+            "one silent interval may be a slow fsync"
+        );
         progress.on_heartbeat_tick(LogIndex(3));
         assert!(!progress.is_replicating());
         assert_eq!(progress.next_index, LogIndex(3));

@@ -16,7 +16,7 @@ use crate::marks::hit;
 use crate::message::{Append, AppendReply, AppendResult, MessageBody, RejectHint};
 use crate::node::{MessageMeta, Node, Proposal, Role};
 use crate::output::Output;
-use crate::progress::SendPlan;
+use crate::progress::{Rejection, SendPlan};
 use crate::types::{Entry, EntryKind, Incarnation, Instant, LogIndex, NodeId, Term};
 
 impl Node {
@@ -322,10 +322,11 @@ impl Node {
                 self.leader_commit();
             }
             AppendResult::Accepted { .. } => {}
-            AppendResult::Rejected(hint) => {
-                hit!(r3_leader_skips_back_a_term);
-                progress.on_rejected(hint, &self.log);
-            }
+            AppendResult::Rejected(hint) => match progress.on_rejected(hint, &self.log) {
+                Rejection::Probe => hit!(r3_leader_skips_back_a_term),
+                Rejection::Resend => hit!(r2_reordered_rejection_resends_in_the_window),
+                Rejection::Stale => {}
+            },
         }
     }
 

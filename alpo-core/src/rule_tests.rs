@@ -508,6 +508,7 @@ fn r1_only_the_leader_accepts_bounded_proposals() {
 fn r2_probe_then_a_bounded_window_of_batches() {
     check!(r2_probe_sent);
     check!(r2_append_sent_in_window);
+    check!(r2_reordered_rejection_resends_in_the_window);
     let mut cluster = Cluster::with_config(3, |id, members| {
         let mut config = Config::lan(id, members, 3);
         config.append_entry_count_max = 2;
@@ -532,12 +533,39 @@ fn r2_probe_then_a_bounded_window_of_batches() {
         })
         .collect();
     assert_eq!(appends.len(), 4);
-    for m in appends {
+    for m in &appends {
         let MessageBody::Append(a) = &m.body else {
             unreachable!()
         };
         assert_eq!(a.entries.len(), 2);
     }
+    // The network reorders: a follower gets the window's second Append first and rejects it.
+    // The leader resends at once, in the window (no probe).
+    let second = (*appends.iter().rfind(|m| m.to == appends[0].to).unwrap()).clone();
+    let follower = second.to;
+    let now = cluster.now;
+    let node = cluster.nodes.get_mut(&follower).unwrap();
+    node.on_message(now, second);
+    let reply = node.take_outputs().pop().unwrap();
+    let Output::Send(reply) = reply else {
+        panic!("expected a reply, got {reply:?}")
+    };
+    assert!(matches!(&reply.body, MessageBody::AppendReply(r)
+        if matches!(r.result, AppendResult::Rejected(_))));
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.on_message(now, reply.clone());
+    // The follower's log ends before the window: the whole window is sent again.
+    let resent = node.take_outputs();
+    assert_eq!(resent.len(), 2);
+    assert!(
+        resent
+            .iter()
+            .all(|o| matches!(o, Output::Send(m) if m.to == follower
+        && matches!(&m.body, MessageBody::Append(a) if a.entries.len() == 2)))
+    );
+    // The same rejection, duplicated by the network, changes nothing.
+    node.on_message(now, reply);
+    assert!(node.take_outputs().is_empty());
 }
 
 #[test]
