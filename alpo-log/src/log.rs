@@ -10,8 +10,12 @@
 //! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. create the next segment
 //!   (`segment::create_segment`: header, preallocate, fsync file, fsync directory).
 //! - `truncate_suffix`: 1. write the buffer; 2. remove whole segments above `from`, last first,
-//!   each followed by an fsync of the directory; 3. overwrite the bytes from the record `from`
-//!   to the end of the written data with zeros; 4. `fdatasync` that segment.
+//!   each followed by an fsync of the directory; in the segment holding `from`, with `cut` the
+//!   record's offset and `boundary` the first sector boundary at or after it: 3. overwrite
+//!   `[boundary, written end)` with zeros; 4. `fdatasync`; 5. overwrite `[cut, boundary)` with
+//!   zeros (less than one sector, so atomic); 6. `fdatasync`. A crash in step 4 leaves only
+//!   whole zero sectors before any old record (recovery row `WriteBackHole`); a crash in step
+//!   6 leaves old records only inside the sector of `cut`, followed by zeros (`TornTail`).
 //! - `compact_prefix`: remove whole segments below `below`, oldest first, each followed by an
 //!   fsync of the directory; the active segment is never removed.
 
@@ -27,8 +31,8 @@ use memmap2::Mmap;
 
 use crate::error::{Corruption, Error};
 use crate::limits::{
-    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    WRITE_BUFFER_BYTES_MAX,
+    RECORD_PAYLOAD_BYTES_MAX, SECTOR_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_MAX,
 };
 use crate::record::{self, RECORD_HEADER_BYTES, RecordView};
 use crate::recovery::{self, Access, Ids, RecoveryEvent, ScannedSegment, Situation};
@@ -437,9 +441,8 @@ impl Log {
     /// A no-op when `from > last_index`; an error when `from < first_index`.
     ///
     /// # Correctness
-    /// Durable on return (steps in the module doc): after a crash the log ends below `from`, or,
-    /// if the crash came before step 3, still holds the old records, which were never
-    /// overwritten. A caller must not keep a [`Record`] of a removed index across this call: its
+    /// Durable on return (steps in the module doc). A crash before the return leaves the log
+    /// ending below `from` or holding a prefix of the old records; recovery never refuses it. A caller must not keep a [`Record`] of a removed index across this call: its
     /// payload may share memory with bytes this call overwrites with zeros.
     pub fn truncate_suffix(&mut self, from: u64) -> Result<(), Error> {
         self.check_usable()?;
@@ -466,21 +469,16 @@ impl Log {
             fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
             segment::sync_directory(&self.dir)?;
         }
-        // Steps 3 and 4 in the segment that holds `from`.
+        // Steps 3 to 6 in the segment that holds `from`.
         let active = self.active_mut();
         let position = usize::try_from(from - active.first_index).unwrap_or(usize::MAX);
         let cut = active
             .offsets
             .get(position)
             .map_or(active.written_end, |o| u64::from(*o));
-        segment::write_zeros(&active.file, &active.path, cut, active.written_end)?;
-        active
-            .file
-            .sync_data()
-            .map_err(|source| Error::SyncFailed {
-                path: active.path.clone(),
-                source,
-            })?;
+        let boundary = cut.next_multiple_of(SECTOR_BYTES).min(active.written_end);
+        zero_and_sync(active, boundary, active.written_end)?;
+        zero_and_sync(active, cut, boundary)?;
         active.offsets.truncate(position);
         active.written_end = cut;
         self.last_index = from - 1;
@@ -587,6 +585,18 @@ impl Log {
         }
         result
     }
+}
+
+/// Overwrites `[from, to)` of `segment` with zeros and fdatasyncs it.
+fn zero_and_sync(segment: &Segment, from: u64, to: u64) -> Result<(), Error> {
+    segment::write_zeros(&segment.file, &segment.path, from, to)?;
+    segment
+        .file
+        .sync_data()
+        .map_err(|source| Error::SyncFailed {
+            path: segment.path.clone(),
+            source,
+        })
 }
 
 /// Iterator over records of a [`Log`], from [`Log::entries`].

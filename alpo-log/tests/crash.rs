@@ -340,3 +340,26 @@ fn an_empty_last_segment_file_is_an_interrupted_creation() {
     log.sync().unwrap();
     assert!(empty.exists());
 }
+
+/// A crash between the two zeroing steps of `truncate_suffix` (after the zeros from the first
+/// sector boundary past the cut are durable, before the rest of that sector is zeroed) opens
+/// without refusing, holding a prefix of the old log.
+#[test]
+fn truncation_interrupted_between_its_zeroing_steps() {
+    for from in 5..=25u64 {
+        let dir = tempfile::tempdir().unwrap();
+        drop(build(dir.path(), SEGMENT, COUNT));
+        let file = &segment_files(dir.path())[0];
+        let mut bytes = fs::read(file).unwrap();
+        let cut = record_offsets(&bytes)[from as usize - 1];
+        let boundary = cut.next_multiple_of(512);
+        bytes[boundary..].fill(0);
+        fs::write(file, &bytes).unwrap();
+        let log = Log::open(dir.path(), options(SEGMENT)).unwrap();
+        assert!(
+            from - 1 <= log.last_index() && log.last_index() <= COUNT,
+            "from {from}"
+        );
+        assert_holds(&log, 1, log.last_index());
+    }
+}
