@@ -36,6 +36,7 @@ fn sim_seeds() {
         "seeds={} violations={} messages={} committed={}",
         summary.seed_count, summary.violation_count, summary.message_count, summary.committed_count
     );
+    eprintln!("violations by checker: {}", summary.violations_line());
     for line in summary.election_lines() {
         eprintln!("{line}");
     }
@@ -98,7 +99,7 @@ fn first_caught(bug: InjectedBug) -> Option<RunReport> {
             // A run stopped by the engine's own assertions, or one that stalled, proves nothing
             // about the checkers: keep looking.
             let checker = r.violation.as_ref().map(|(v, _)| v.checker);
-            checker.is_some_and(|c| c != "liveness" && c != "engine_panic")
+            checker.is_some_and(|c| c != "liveness" && c != "panic")
         })
 }
 

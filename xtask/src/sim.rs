@@ -203,6 +203,7 @@ fn print_summary(summary: &SoakSummary, wall: Duration, busy: Duration) {
         busy_secs,
         per_core
     );
+    println!("violations by checker: {}", summary.violations_line());
     for line in summary.election_lines() {
         println!("{line}");
     }

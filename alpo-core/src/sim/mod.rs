@@ -29,8 +29,8 @@
 //! (terms; commit and applied index per incarnation), `index_order` (`applied ≤ commit ≤ last`,
 //! applied entries synced, the engine's log equals the one its outputs wrote),
 //! `client_proposals` (an accepted proposal is applied with its payload), plus `liveness`,
-//! `output_contract` (an output the driver cannot perform) and `engine_panic` (an engine
-//! assertion failed).
+//! `output_contract` (an output the driver cannot perform) and `panic` (an assertion failed
+//! during a step, usually one of the engine's own).
 //!
 //! # Reading a failure and replaying it
 //! A failed run prints two lines:

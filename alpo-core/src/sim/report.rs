@@ -8,6 +8,7 @@
 //! replay: ALPO_SEED=0x00000000000004d2 cargo test -p alpo-core --test sim -- sim_replay --nocapture
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::sim::checkers::Violation;
@@ -143,6 +144,8 @@ pub struct SoakSummary {
     pub seed_count: u64,
     /// Runs with a violation.
     pub violation_count: u64,
+    /// Runs with a violation, by the name of the checker that saw it.
+    pub violations_by_checker: BTreeMap<&'static str, u64>,
     /// Messages over all runs.
     pub message_count: u64,
     /// Steps over all runs.
@@ -160,6 +163,12 @@ impl SoakSummary {
     pub fn add(&mut self, report: &RunReport) {
         self.seed_count += 1;
         self.violation_count += u64::from(!report.passed());
+        if let Some((violation, _)) = &report.violation {
+            *self
+                .violations_by_checker
+                .entry(violation.checker)
+                .or_default() += 1;
+        }
         self.message_count += report.message_count;
         self.step_count += report.step_count;
         self.committed_count += report.committed_count;
@@ -168,6 +177,20 @@ impl SoakSummary {
             Some(s) => self.without_deferral.push(s),
             None => {}
         }
+    }
+
+    /// `checker=count` pairs, or `none`.
+    #[must_use]
+    pub fn violations_line(&self) -> String {
+        if self.violations_by_checker.is_empty() {
+            return "none".to_string();
+        }
+        let pairs: Vec<String> = self
+            .violations_by_checker
+            .iter()
+            .map(|(checker, count)| format!("{checker}={count}"))
+            .collect();
+        pairs.join(" ")
     }
 
     /// One line per deferral setting: `rounds p50/p99` and `ticks p50/p99`.
@@ -220,6 +243,36 @@ mod tests {
         assert_eq!(percentile(&mut v, 99), 99);
         assert_eq!(percentile(&mut [7], 99), 7);
         assert_eq!(percentile(&mut [], 50), 0);
+    }
+
+    #[test]
+    fn violations_are_counted_by_checker() {
+        let mut summary = SoakSummary::default();
+        assert_eq!(summary.violations_line(), "none");
+        let report = RunReport {
+            seed: 1,
+            options: SimOptions::quick(),
+            node_count: 3,
+            deferral: true,
+            violation: Some((Violation::new("log_matching", "x".into()), 5)),
+            trace_hash: 0,
+            step_count: 0,
+            message_count: 0,
+            delivered_count: 0,
+            simulated_ns: 0,
+            crash_count: 0,
+            term_max: 0,
+            proposal_count: 0,
+            committed_count: 0,
+            election: None,
+        };
+        summary.add(&report);
+        summary.add(&report);
+        assert_eq!(summary.violations_line(), "log_matching=2");
+        assert_eq!(summary.violation_count, 2);
+        let printed = report.to_string();
+        assert!(printed.starts_with("sim: seed=0x0000000000000001 violated log_matching: x"));
+        assert!(printed.contains("\nreplay: ALPO_SEED=0x0000000000000001 cargo test"));
     }
 
     #[test]

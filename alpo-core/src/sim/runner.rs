@@ -44,11 +44,12 @@ const MS: u64 = 1_000_000;
 pub const LIVENESS: &str = "liveness";
 /// Name of the pseudo-checker for outputs that break output.rs's contract.
 pub const OUTPUT_CONTRACT: &str = "output_contract";
-/// Name of the pseudo-checker for a panic inside the engine (a failed assertion).
-pub const ENGINE_PANIC: &str = "engine_panic";
+/// Name of the pseudo-checker for a panic during a step: an engine assertion (the usual case)
+/// or a simulator bug; the message says which assertion.
+pub const PANIC: &str = "panic";
 
 /// Runs the seed under these options and reports the outcome. Never panics: a panic in the
-/// engine (a failed assertion) is reported as an `engine_panic` violation at its simulated time.
+/// engine (a failed assertion) is reported as a `panic` violation at its simulated time.
 #[must_use]
 pub fn run_seed(seed: u64, options: &SimOptions) -> RunReport {
     let mut sim = Simulation::new(Scenario::from_seed(seed, options), options.clone());
@@ -282,7 +283,7 @@ impl Simulation {
         while let Some((at, event)) = self.queue.pop() {
             self.now = at;
             let outcome = catch_unwind(AssertUnwindSafe(|| self.handle(event)))
-                .unwrap_or_else(|panic| Err(Violation::new(ENGINE_PANIC, panic_message(&*panic))));
+                .unwrap_or_else(|panic| Err(Violation::new(PANIC, panic_message(&*panic))));
             if let Err(violation) = outcome.and_then(|()| self.check_step_bound()) {
                 self.violation = Some((violation, self.now));
                 return;
@@ -691,7 +692,7 @@ impl Simulation {
                 // Mostly keep a majority up, so that the fault phase also exercises replication;
                 // one crash in ten may take the majority down.
                 let live = self.live_slots();
-                let keeps_majority = 2 * (live.len() - 1) > n;
+                let keeps_majority = 2 * live.len().saturating_sub(1) > n;
                 let victim = live.get(self.nemesis_rng.index(live.len())).copied();
                 if keeps_majority || self.nemesis_rng.chance(100_000) {
                     self.crash_and_plan_restart(victim);
