@@ -35,7 +35,7 @@ pub(crate) struct ClientFlags {
     cluster_id: u64,
     /// Print JSON (one object per line) instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Give up after this many milliseconds (retries included).
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -111,7 +111,7 @@ const READ_BATCH_COUNT: u32 = 1000;
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 impl ClientFlags {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let mut options = ClientOptions::new(ClusterId(self.cluster_id));
         options.request_timeout = Duration::from_millis(self.timeout_ms);
         options.attempt_timeout = options.attempt_timeout.min(options.request_timeout);
@@ -275,7 +275,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
+pub(crate) fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
     let line = if json {
         value.render()
     } else {

@@ -213,7 +213,7 @@ fn wait_for_stop(stop: &std::sync::mpsc::Receiver<()>, servers: &[Server]) -> bo
         }
         if let Some(server) = servers.iter().find(|s| s.is_stopped()) {
             let reason = server.failure().unwrap_or_else(|| "unknown".into());
-            eprintln!("alpo: node {} stopped: {reason}", server.id());
+            eprintln!("alpo: node {}: {reason}", server.id());
             return true;
         }
     }

@@ -12,6 +12,7 @@
 //!
 //! Logging goes to standard error through `tracing`, filtered by `RUST_LOG` (default `warn`).
 
+mod bench;
 mod client_cmd;
 mod dev;
 mod json;
@@ -50,6 +51,8 @@ enum Command {
     Cas(client_cmd::CasArgs),
     /// Show each node's role, term, leader and indices.
     Status(client_cmd::StatusArgs),
+    /// Measure append throughput and latency against a running cluster.
+    Bench(bench::BenchArgs),
     /// Inspect log directories offline (dump, verify).
     Log(log_cmd::LogArgs),
 }
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => client_cmd::delete(args),
         Command::Cas(args) => client_cmd::cas(args),
         Command::Status(args) => client_cmd::status(args),
+        Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
     };
     match result {

@@ -75,7 +75,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     while stop.recv_timeout(Duration::from_millis(200)).is_err() {
         if server.is_stopped() {
             let reason = server.failure().unwrap_or_else(|| "unknown".into());
-            anyhow::bail!("node {} stopped: {reason}", server.id());
+            anyhow::bail!("node {}: {reason}", server.id());
         }
     }
     server.stop().context("stopping the node")?;

@@ -287,3 +287,172 @@ fn error_body(code: ErrorCode, reason: &str) -> ResponseBody {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crossbeam_channel::Receiver;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::client_protocol::RequestId;
+    use crate::kv::{KvOp, KvResult, KvStateMachine};
+
+    struct Replies(Mutex<Vec<(ConnectionId, Response)>>);
+
+    impl Replier for Replies {
+        fn reply(&self, connection: ConnectionId, body: Bytes) {
+            self.0
+                .lock()
+                .push((connection, Response::decode(body).unwrap()));
+        }
+    }
+
+    fn applier() -> (Applier, Arc<Replies>) {
+        let replies = Arc::new(Replies(Mutex::new(Vec::new())));
+        let applier = Applier {
+            machine: Box::new(KvStateMachine::new()),
+            sessions: Sessions::default(),
+            pending: BTreeMap::new(),
+            entries: Vec::new(),
+            applied: Arc::new(AtomicU64::new(0)),
+            replier: replies.clone(),
+        };
+        (applier, replies)
+    }
+
+    fn entry(index: u64, term: u64, seq: u64, kind: CommandKind, data: Bytes) -> Entry {
+        let command = LogCommand {
+            id: RequestId { client: 7, seq },
+            kind,
+            data,
+        };
+        Entry {
+            index: LogIndex(index),
+            term: Term(term),
+            kind: EntryKind::Normal,
+            payload: command.encode(),
+        }
+    }
+
+    fn pending(index: u64, term: u64, seq: u64) -> ApplyMsg {
+        ApplyMsg::Pending(PendingRequest {
+            index: LogIndex(index),
+            term: Term(term),
+            connection: ConnectionId(1),
+            seq,
+        })
+    }
+
+    fn run(applier: &mut Applier, messages: Vec<ApplyMsg>) {
+        let (sender, receiver): (_, Receiver<ApplyMsg>) = crossbeam_channel::bounded(64);
+        for message in messages {
+            sender.send(message).unwrap();
+        }
+        drop(sender);
+        applier.run(&receiver);
+    }
+
+    #[test]
+    fn a_retry_applies_once_and_gets_the_first_answer() {
+        let (mut applier, replies) = applier();
+        let put = KvOp::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        let first = entry(1, 1, 1, CommandKind::Command, put.encode());
+        let retry = entry(2, 1, 1, CommandKind::Command, put.encode());
+        let messages = vec![
+            pending(1, 1, 1),
+            pending(2, 1, 1),
+            ApplyMsg::Entries(vec![first, retry]),
+        ];
+        run(&mut applier, messages);
+        let replies = replies.0.lock();
+        assert_eq!(replies.len(), 2);
+        for (_, response) in replies.iter() {
+            let ResponseBody::Applied { index, output } = &response.body else {
+                panic!("{response:?}")
+            };
+            assert_eq!(
+                *index,
+                LogIndex(1),
+                "the retry is answered with the first index"
+            );
+            assert_eq!(KvResult::decode(output.clone()).unwrap(), KvResult::Written);
+        }
+        assert_eq!(applier.entries[1].kind, ReadEntryKind::Duplicate);
+    }
+
+    #[test]
+    fn a_proposal_overwritten_by_another_term_is_told_to_retry() {
+        let (mut applier, replies) = applier();
+        let value = Bytes::from_static(b"x");
+        let other = entry(1, 2, 9, CommandKind::Append, value);
+        run(
+            &mut applier,
+            vec![pending(1, 1, 5), ApplyMsg::Entries(vec![other])],
+        );
+        let replies = replies.0.lock();
+        let (_, response) = &replies[0];
+        assert_eq!(response.seq, 5);
+        assert!(matches!(
+            response.body,
+            ResponseBody::Error {
+                code: ErrorCode::Retry,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn leadership_loss_answers_every_waiting_client() {
+        let (mut applier, replies) = applier();
+        run(
+            &mut applier,
+            vec![pending(1, 1, 1), pending(2, 1, 2), ApplyMsg::LeadershipLost],
+        );
+        assert_eq!(replies.0.lock().len(), 2);
+        assert!(applier.pending.is_empty());
+    }
+
+    #[test]
+    fn reads_return_applied_entries_only_within_the_limit() {
+        let (mut applier, replies) = applier();
+        let noop = Entry {
+            index: LogIndex(1),
+            term: Term(1),
+            kind: EntryKind::Noop,
+            payload: Bytes::new(),
+        };
+        let appends =
+            (2..=4).map(|i| entry(i, 1, i, CommandKind::Append, Bytes::from(format!("v{i}"))));
+        let mut entries = vec![noop];
+        entries.extend(appends);
+        let read = |from, max_count| {
+            ApplyMsg::Read(ReadRequest {
+                connection: ConnectionId(3),
+                seq: 1,
+                from: LogIndex(from),
+                max_count,
+            })
+        };
+        run(
+            &mut applier,
+            vec![ApplyMsg::Entries(entries), read(2, 2), read(9, 10)],
+        );
+        let replies = replies.0.lock();
+        let ResponseBody::Entries {
+            entries,
+            commit_index,
+        } = &replies[0].1.body
+        else {
+            panic!("{:?}", replies[0])
+        };
+        assert_eq!(*commit_index, LogIndex(4));
+        let data: Vec<&[u8]> = entries.iter().map(|e| &e.data[..]).collect();
+        assert_eq!(data, vec![&b"v2"[..], &b"v3"[..]]);
+        assert!(
+            matches!(&replies[1].1.body, ResponseBody::Entries { entries, .. } if entries.is_empty())
+        );
+    }
+}
