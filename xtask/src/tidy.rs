@@ -65,9 +65,10 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
             "toml",
         ],
     ),
+    // ctrlc: SIGINT/SIGTERM handling so `alpo node` and `alpo dev` shut down cleanly.
     (
         "alpo-cli",
-        &["anyhow", "clap", "tracing", "tracing-subscriber"],
+        &["anyhow", "clap", "ctrlc", "tracing", "tracing-subscriber"],
     ),
     // serde + serde_json: cargo metadata and the cluster test's JSON-lines histories.
     ("xtask", &["anyhow", "serde", "serde_json"]),
