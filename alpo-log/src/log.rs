@@ -17,7 +17,7 @@
 //!   whole zero sectors before any old record (recovery row `WriteBackHole`); a crash in step
 //!   6 leaves old records only inside the sector of `cut`, followed by zeros (`TornTail`).
 //! - `compact_prefix`: remove whole segments below `below`, oldest first, each followed by an
-//!   fsync of the directory; the active segment is never removed.
+//!   fsync of the directory; the active segment and the one holding the last record stay.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -488,7 +488,8 @@ impl Log {
     }
 
     /// Removes whole segments whose records all lie below `below` (a snapshot covers them).
-    /// Keeps the active segment, so `first_index` may stay below `below`.
+    /// Keeps the active segment and the segment holding the last record, so `first_index` may
+    /// stay below `below` and the log never becomes empty through compaction.
     ///
     /// # Correctness
     /// Each removal is made durable (directory fsync) before the next, oldest first, so a
@@ -499,8 +500,12 @@ impl Log {
     }
 
     fn compact_steps(&mut self, below: u64) -> Result<(), Error> {
+        // A segment goes only if the next one starts at or below `below` (all its records are
+        // covered) and at or below `last_index` (it does not hold the last record, whose term
+        // `last_term` must still be readable after a reopen).
+        let limit = below.min(self.last_index);
         // Bounded by the segment count: each pass removes one segment.
-        while 1 < self.segments.len() && self.segments[1].first_index <= below {
+        while 1 < self.segments.len() && self.segments[1].first_index <= limit {
             let removed = self.segments.remove(0);
             fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
             segment::sync_directory(&self.dir)?;
