@@ -5,13 +5,19 @@
 
 mod sim;
 
+use std::path::Path;
 use std::process::ExitCode;
+
+use xtask::history::History;
+use xtask::linearizability::{self, STEPS_MAX_DEFAULT, Verdict};
 
 const HELP: &str = "\
 cargo xtask <task>
 
 tasks:
   help            print this list
+  check-history   re-check a kept history (JSON lines) for linearizability:
+                  check-history FILE [--steps N]; exit 0 linearizable, 1 not, 3 unknown
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
 ";
 
@@ -23,8 +29,55 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("sim") => sim::main(&args[1..]),
+        Some("check-history") => check_history(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task {other:?}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `check-history FILE [--steps N]`: runs the linearizability checker on a history kept by a
+/// cluster test run and prints the verdict.
+fn check_history(args: &[String]) -> ExitCode {
+    let usage = "usage: cargo xtask check-history FILE [--steps N]";
+    let (path, steps_max) = match args {
+        [path] => (path, STEPS_MAX_DEFAULT),
+        [path, flag, steps] if flag == "--steps" => match steps.parse() {
+            Ok(steps) => (path, steps),
+            Err(_) => {
+                eprintln!("xtask: --steps wants a number, found {steps:?}\n{usage}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("xtask: {usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let verdict = History::load(Path::new(path)).and_then(|history| {
+        Ok((
+            history.ops.len(),
+            linearizability::check_history(&history, steps_max)?,
+        ))
+    });
+    match verdict {
+        Ok((count, Verdict::Linearizable)) => {
+            println!("{path}: {count} operations, linearizable");
+            ExitCode::SUCCESS
+        }
+        Ok((_, Verdict::NotLinearizable(violation))) => {
+            println!("{path}: {violation}");
+            ExitCode::FAILURE
+        }
+        Ok((_, Verdict::Unknown { partition, steps })) => {
+            println!(
+                "{path}: unknown: {partition} was not decided in {steps} steps (raise --steps)"
+            );
+            ExitCode::from(3)
+        }
+        Err(error) => {
+            eprintln!("xtask: {error}");
             ExitCode::from(2)
         }
     }
