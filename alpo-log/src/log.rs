@@ -442,8 +442,9 @@ impl Log {
     ///
     /// # Correctness
     /// Durable on return (steps in the module doc). A crash before the return leaves the log
-    /// ending below `from` or holding a prefix of the old records; recovery never refuses it. A caller must not keep a [`Record`] of a removed index across this call: its
-    /// payload may share memory with bytes this call overwrites with zeros.
+    /// ending below `from` or holding a prefix of the old records; recovery never refuses it.
+    /// A caller must not keep a [`Record`] of a removed index across this call: its payload
+    /// may share memory with bytes this call overwrites with zeros.
     pub fn truncate_suffix(&mut self, from: u64) -> Result<(), Error> {
         self.check_usable()?;
         if self.last_index < from {
