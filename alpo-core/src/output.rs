@@ -41,7 +41,9 @@ pub enum Output {
     },
     /// Send a message to another server.
     Send(Message),
-    /// Hand these committed entries to the state machine, in order (rule R11).
+    /// Hand these committed entries to the state machine, in order (rule R11). Leaders' no-op
+    /// entries (`EntryKind::Noop`, rule R8) are included, so the applied index stays contiguous;
+    /// a state machine skips them.
     Apply {
         /// Consecutive committed entries, starting at the previous applied index + 1.
         entries: Vec<Entry>,
