@@ -94,8 +94,18 @@ enum BaselineFile {
 /// The same record bytes (25-byte header + payload) written to a plain file, one `fdatasync`
 /// per batch: what the disk can do with no log around it.
 fn baseline(c: &mut Criterion) {
-    baseline_group(c, "baseline_write_fdatasync", BaselineFile::Growing, &BATCHES);
-    baseline_group(c, "baseline_prezeroed_pwrite_fdatasync", BaselineFile::Prezeroed, &[1]);
+    baseline_group(
+        c,
+        "baseline_write_fdatasync",
+        BaselineFile::Growing,
+        &BATCHES,
+    );
+    baseline_group(
+        c,
+        "baseline_prezeroed_pwrite_fdatasync",
+        BaselineFile::Prezeroed,
+        &[1],
+    );
 }
 
 fn baseline_group(c: &mut Criterion, name: &str, mode: BaselineFile, batches: &[u64]) {
