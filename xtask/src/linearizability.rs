@@ -232,9 +232,12 @@ pub fn check_append_log(history: &History, logs: &[CommittedLog]) -> Vec<AppendL
             }
         }
     }
-    let Some(reference) = logs.first() else {
-        return problems;
+    // With no node's log at all, nothing is committed: every acknowledged append is missing.
+    let nothing = CommittedLog {
+        node: "no node".to_owned(),
+        entries: Vec::new(),
     };
+    let reference = logs.first().unwrap_or(&nothing);
     compare_logs(reference, logs, &mut problems);
     let mut committed: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for (index, value) in &reference.entries {
@@ -1236,6 +1239,13 @@ mod tests {
                 .map(ToString::to_string)
                 .collect()
         };
+        assert_eq!(
+            problems(&[]),
+            [
+                "acknowledged append 0 (\"a\") is not committed",
+                "acknowledged append 1 (\"b\") is not committed",
+            ]
+        );
         assert_eq!(
             problems(&[log("n0", &[(2, "a")])]),
             ["acknowledged append 1 (\"b\") is not committed"]
