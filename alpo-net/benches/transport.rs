@@ -220,6 +220,11 @@ fn main() {
         println!("transport bench: smoke run passed (use `cargo bench` for figures)");
         return;
     }
+    // `cargo bench -p alpo-net -- latency` measures only the 128 B ping-pong.
+    if std::env::args().any(|argument| argument == "latency") {
+        report_latency(128);
+        return;
+    }
     report_throughput(128, 200_000);
     report_throughput(4096, 50_000);
     report_latency(128);
