@@ -13,6 +13,7 @@ use std::io;
 use std::path::Path;
 
 use crate::history::{History, Outcome};
+use crate::nemesis::FaultSpan;
 
 /// What to draw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +94,58 @@ impl OpSample {
                 },
             })
             .collect()
+    }
+}
+
+impl From<&FaultSpan> for FaultBand {
+    fn from(span: &FaultSpan) -> Self {
+        FaultBand {
+            start_ms: span.start_ms,
+            end_ms: span.end_ms,
+            label: span.label.clone(),
+        }
+    }
+}
+
+/// One observation of a leader by the runner's status poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderObservation {
+    /// When, milliseconds after the run started.
+    pub at_ms: u64,
+    /// The node that said it is leader.
+    pub node: usize,
+    /// Its term.
+    pub term: u64,
+}
+
+impl LeaderSpan {
+    /// Merges observations (in any order) into spans: one span per (node, term), from its
+    /// first observation to its last, extended to the next observation of another leader (or
+    /// `end_ms` for the last one), since the poll only samples. Sorted by start time.
+    pub fn from_observations(observations: &[LeaderObservation], end_ms: u64) -> Vec<LeaderSpan> {
+        let mut sorted = observations.to_vec();
+        sorted.sort_by_key(|seen| (seen.at_ms, seen.term, seen.node));
+        let mut spans: Vec<LeaderSpan> = Vec::new();
+        for seen in sorted {
+            match spans
+                .iter_mut()
+                .find(|span| span.node == seen.node && span.term == seen.term)
+            {
+                Some(span) => span.end_ms = span.end_ms.max(seen.at_ms),
+                None => spans.push(LeaderSpan {
+                    node: seen.node,
+                    term: seen.term,
+                    start_ms: seen.at_ms,
+                    end_ms: seen.at_ms,
+                }),
+            }
+        }
+        // A leader is drawn until the next leader appears: the poll cannot see the end.
+        for index in 0..spans.len() {
+            let next_start = spans.get(index + 1).map_or(end_ms, |next| next.start_ms);
+            spans[index].end_ms = spans[index].end_ms.max(next_start.min(end_ms));
+        }
+        spans
     }
 }
 
@@ -756,6 +809,36 @@ mod tests {
         let bands = [band(0, 10), band(5, 20), band(10, 12), band(21, 30)];
         assert_eq!(stack_rows(&bands, |band| band.end_ms), [0, 1, 0, 0]);
         assert_eq!(stack_rows(&bands, |band| band.end_ms + 10), [0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn leader_spans_merge_observations() {
+        let seen = |at_ms, node, term| LeaderObservation { at_ms, node, term };
+        let observations = [
+            seen(100, 0, 1),
+            seen(300, 0, 1),
+            seen(900, 2, 3),
+            seen(200, 0, 1),
+        ];
+        let spans = LeaderSpan::from_observations(&observations, 1_000);
+        assert_eq!(
+            spans,
+            [
+                LeaderSpan {
+                    node: 0,
+                    term: 1,
+                    start_ms: 100,
+                    end_ms: 900
+                },
+                LeaderSpan {
+                    node: 2,
+                    term: 3,
+                    start_ms: 900,
+                    end_ms: 1_000
+                },
+            ]
+        );
+        assert!(LeaderSpan::from_observations(&[], 5).is_empty());
     }
 
     #[test]

@@ -12,15 +12,7 @@ const DURATION_MS: u64 = 30_000;
 fn sample_timeline_from_a_synthetic_run() {
     let config = NemesisConfig::new(11, 5, DURATION_MS, &FaultKind::ALL);
     let schedule = schedule(&config).unwrap();
-    let faults: Vec<FaultBand> = schedule
-        .faults
-        .iter()
-        .map(|span| FaultBand {
-            start_ms: span.start_ms,
-            end_ms: span.end_ms,
-            label: span.label.clone(),
-        })
-        .collect();
+    let faults: Vec<FaultBand> = schedule.faults.iter().map(FaultBand::from).collect();
     let history = synthetic_history(&schedule.faults);
     history.validate().unwrap();
     let timeline = Timeline {
