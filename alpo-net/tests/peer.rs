@@ -396,3 +396,23 @@ fn a_restarted_peer_is_redialled() {
     assert!(one.counters().reconnects >= 1);
     drop(two);
 }
+
+#[test]
+fn connections_beyond_the_limit_are_refused_by_name() {
+    let mut nodes = start_cluster(&[1, 2, 3], |config| config.inbound_connection_count_max = 2);
+    let (one, inbox_1) = nodes.remove(0);
+    // Nodes 2 and 3 hold the two allowed inbound connections once their messages arrive.
+    for (from, _) in [(2, ()), (3, ())] {
+        let (transport, _) = &nodes[from as usize - 2];
+        transport.send(ack(from, 1, from));
+        assert_eq!(seq_of(&inbox_1.recv_timeout(TIMEOUT).unwrap()), from);
+    }
+    let mut third = RawClient::connect(one.local_addr());
+    third.send(&hello(Role::Peer, CLUSTER, 2, 1));
+    assert_eq!(third.close_reason(), CloseReason::TooManyConnections);
+    assert_eq!(
+        one.counters()
+            .rejections_for(CloseReason::TooManyConnections),
+        1
+    );
+}
