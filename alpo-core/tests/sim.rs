@@ -56,7 +56,17 @@ fn sim_replay() {
         None => SEED_BASE,
         Some(text) => parse_seed(text).unwrap_or_else(|| panic!("ALPO_SEED={text:?} is not a u64")),
     };
-    let report = run_seed(seed, &SimOptions::quick());
+    // ALPO_SIM_LOG=1 prints the run's event log (sends, starts, crashes, nemesis actions).
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let event_log = std::env::var("ALPO_SIM_LOG").is_ok();
+    let options = SimOptions {
+        event_log,
+        ..SimOptions::quick()
+    };
+    let report = run_seed(seed, &options);
+    for line in &report.event_log {
+        eprintln!("{line}");
+    }
     eprintln!("{report}");
     assert!(report.passed(), "{report}");
 }

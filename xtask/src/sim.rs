@@ -1,14 +1,15 @@
 //! `cargo xtask sim`: a soak of the deterministic simulator in `alpo_core::sim`.
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
-//! [--fault-ms MS] [--profile Standard|LeaderChurn] [--inject BUG] [--jobs J]`
+//! [--fault-ms MS] [--profile Standard|LeaderChurn] [--inject BUG] [--jobs J] [--log]`
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
 //! `seeds=N violations=V messages=… msgs_per_sec_per_core=…` and the election statistics (terms
 //! started and simulated milliseconds from the loss of a leader to the next leader, p50/p99,
 //! with deferral on and off). Exits 1 if any seed violated a property. Results do not depend on
-//! `--jobs`: each seed's run is independent and deterministic.
+//! `--jobs`: each seed's run is independent and deterministic. With `--seed S --log` it prints
+//! the run's event log (sends, starts, crashes, nemesis actions) before the result.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -54,6 +55,10 @@ fn parse(args: &[String]) -> Result<Args> {
     };
     let mut words = args.iter();
     while let Some(flag) = words.next() {
+        if flag == "--log" {
+            parsed.options.event_log = true;
+            continue;
+        }
         let value = words
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -115,6 +120,9 @@ fn bug(value: &str) -> Result<InjectedBug> {
 fn run(args: &Args) -> bool {
     if let Some(seed) = args.single {
         let report = run_seed(seed, &args.options);
+        for line in &report.event_log {
+            println!("{line}");
+        }
         println!("{report}");
         if let Some(e) = report.election {
             println!(

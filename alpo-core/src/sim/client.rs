@@ -17,6 +17,10 @@ use crate::types::{Entry, EntryKind, LogIndex, Term};
 /// The checker's name for a proposal applied with another payload than it was accepted with.
 pub const NAME: &str = "client_proposals";
 
+/// Proposals the client lets run ahead of the highest index applied anywhere: a real client
+/// waits for its requests. At the limit it skips its turn.
+pub const PENDING_PROPOSAL_COUNT_MAX: u64 = 256;
+
 /// The client's state.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -29,6 +33,9 @@ pub struct Client {
     pub accepted_count: u64,
     /// Accepted proposals that some node applied.
     pub committed_count: u64,
+    last_accepted_index: LogIndex,
+    applied_index_max: LogIndex,
+    blocked_since_ns: Option<u64>,
 }
 
 impl Client {
@@ -42,6 +49,9 @@ impl Client {
             accepted: BTreeMap::new(),
             accepted_count: 0,
             committed_count: 0,
+            last_accepted_index: LogIndex(0),
+            applied_index_max: LogIndex(0),
+            blocked_since_ns: None,
         }
     }
 
@@ -70,8 +80,27 @@ impl Client {
         Some(u64::from_le_bytes(counter.try_into().ok()?))
     }
 
+    /// Whether the client may propose at `now_ns`: yes while its last accepted proposal is less
+    /// than `PENDING_PROPOSAL_COUNT_MAX` entries ahead of the highest index applied anywhere;
+    /// when it has waited longer than `patience_ns`, it gives up on its outstanding proposals
+    /// (they may have been lost with a deposed leader) and proposes again.
+    pub fn may_propose(&mut self, now_ns: u64, patience_ns: u64) -> bool {
+        if self.last_accepted_index.0 < self.applied_index_max.0 + PENDING_PROPOSAL_COUNT_MAX {
+            self.blocked_since_ns = None;
+            return true;
+        }
+        let since = *self.blocked_since_ns.get_or_insert(now_ns);
+        if now_ns.saturating_sub(since) < patience_ns {
+            return false;
+        }
+        self.blocked_since_ns = None;
+        self.last_accepted_index = self.applied_index_max;
+        true
+    }
+
     /// A leader accepted `payload` at `(index, term)`.
     pub fn accepted(&mut self, index: LogIndex, term: Term, payload: &[u8]) {
+        self.last_accepted_index = index;
         if let Some(counter) = self.counter_of(payload) {
             self.accepted.insert((index, term), counter);
             self.accepted_count += 1;
@@ -81,6 +110,7 @@ impl Client {
     /// A node applied `entry`: if a proposal was accepted at its position, the payload must be
     /// that proposal's.
     pub fn applied(&mut self, entry: &Entry) -> Check {
+        self.applied_index_max = self.applied_index_max.max(entry.index);
         let Some(&counter) = self.accepted.get(&(entry.index, entry.term)) else {
             return Ok(());
         };
@@ -130,6 +160,23 @@ mod tests {
         assert_eq!(client.counter_of(&b), Some(1));
         assert_eq!(Client::new(1).counter_of(&a), None);
         assert_eq!(client.counter_of(b"short"), None);
+    }
+
+    #[test]
+    fn the_client_waits_when_too_far_ahead_of_the_applied_index() {
+        let mut client = Client::new(5);
+        assert!(client.may_propose(0, 100));
+        let p = client.next_payload();
+        client.accepted(LogIndex(PENDING_PROPOSAL_COUNT_MAX), Term(1), &p);
+        assert!(!client.may_propose(10, 100));
+        client.applied(&entry(1, 1, Bytes::new())).unwrap();
+        assert!(client.may_propose(20, 100));
+        client.accepted(LogIndex(PENDING_PROPOSAL_COUNT_MAX + 1), Term(1), &p);
+        assert!(!client.may_propose(30, 100));
+        assert!(!client.may_propose(129, 100));
+        // Waited 100: gives up on the outstanding proposals and proposes again.
+        assert!(client.may_propose(130, 100));
+        assert!(client.may_propose(131, 100));
     }
 
     #[test]

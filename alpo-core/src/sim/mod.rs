@@ -11,9 +11,11 @@
 //! proves it.
 //!
 //! 1. **Fault phase** (`SimOptions::fault_phase_ms`): the nemesis crashes nodes (losing their
-//!    unsynced writes, `disk.rs`) and restarts them, crashes the leader, cuts the network into
-//!    two sides, blocks single links one way, and changes the loss rate (`network.rs`). A client
-//!    proposes unique payloads to the node it believes leads (`client.rs`).
+//!    unsynced writes, `disk.rs`) and restarts them, crashes the leader, pauses a node
+//!    (SIGSTOP-like: its inputs wait, scenario S8), cuts the network into two sides, blocks
+//!    single links one way, and changes the loss and duplication rates (`network.rs`). A client
+//!    proposes unique payloads to the node it believes leads, following `NotLeader` hints and
+//!    staying at most 256 entries ahead of what is applied (`client.rs`).
 //! 2. **Healed phase**: every crashed node restarts and the network becomes perfect. Within
 //!    `Scenario::liveness_bound_ns` (20 passive timeouts) a proposal made after the heal must be
 //!    applied on every node.
@@ -43,9 +45,11 @@
 //! The first line names the seed, the property, the evidence (nodes, terms, indices, entries)
 //! and the simulated time. Run the second line to replay exactly that run (seeds from
 //! `cargo xtask sim` print a `cargo xtask sim --seed … [--nodes K] …` line instead, which
-//! replays it with the soak's options). To dig in, set `RUST_LOG`-style tracing in the engine or
-//! add `eprintln!` temporarily in `runner.rs`'s `step`: the run is deterministic, so every replay
-//! takes the same path to the violation, at the same simulated time.
+//! replays it with the soak's options). To see what happened, replay with the event log on:
+//! `ALPO_SIM_LOG=1` for the test, `--log` for `cargo xtask sim --seed …`, which print every
+//! send (with terms and indices), start, crash and nemesis action with its simulated time.
+//! The run is deterministic, so every replay takes the same path to the violation, at the same
+//! simulated time, and temporary prints in the engine show the same run.
 
 pub mod checkers;
 pub mod client;

@@ -58,6 +58,9 @@ pub struct RunReport {
     pub committed_count: u64,
     /// The leader-loss measurement of the healed phase, if the run got that far.
     pub election: Option<ElectionSample>,
+    /// Sends, starts, crashes, nemesis actions, one per line (only with
+    /// `SimOptions::event_log`).
+    pub event_log: Vec<String>,
 }
 
 impl RunReport {
@@ -77,7 +80,11 @@ impl RunReport {
 /// The command that replays `seed` under `options`.
 #[must_use]
 pub fn replay_command(seed: u64, options: &SimOptions) -> String {
-    if *options == SimOptions::quick() {
+    let logless = SimOptions {
+        event_log: false,
+        ..options.clone()
+    };
+    if logless == SimOptions::quick() {
         return format!(
             "ALPO_SEED={seed:#018x} cargo test -p alpo-core --test sim -- sim_replay --nocapture"
         );
@@ -265,6 +272,7 @@ mod tests {
             proposal_count: 0,
             committed_count: 0,
             election: None,
+            event_log: Vec::new(),
         };
         summary.add(&report);
         summary.add(&report);

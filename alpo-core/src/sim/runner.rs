@@ -36,7 +36,7 @@ use crate::sim::report::{ElectionSample, RunReport};
 use crate::sim::rng::SimRng;
 use crate::sim::scenario::{FaultProfile, Scenario, SimOptions};
 use crate::sim::trace::TraceHash;
-use crate::types::{Entry, Incarnation, LogPosition, NodeId};
+use crate::types::{Entry, Incarnation, LogIndex, LogPosition, NodeId, Term};
 
 const MS: u64 = 1_000_000;
 
@@ -77,6 +77,9 @@ enum Event {
         token: SyncToken,
     },
     Restart {
+        slot: usize,
+    },
+    Crash {
         slot: usize,
     },
     Nemesis,
@@ -178,6 +181,15 @@ struct Slot {
     disk: Disk,
     incarnation: Incarnation,
     timer_at: Option<u64>,
+    /// A paused node (SIGSTOP-like, scenario S8) takes no input before this global time;
+    /// its deliveries, timers and fsync reports wait.
+    paused_until: u64,
+    /// The commit index observed after the node's last step.
+    commit_index: LogIndex,
+    /// The last term in which the node, as leader, was seen advancing its commit index.
+    first_commit_term: Term,
+    /// The last term in which the node was seen leading.
+    leader_term: Term,
 }
 
 #[derive(Debug)]
@@ -228,6 +240,8 @@ struct Simulation {
     crash_count: u64,
     violation: Option<(Violation, u64)>,
     election: Option<ElectionSample>,
+    /// Human-readable event log, kept only when `SimOptions::event_log` is on.
+    event_log: Vec<String>,
 }
 
 impl Simulation {
@@ -244,6 +258,10 @@ impl Simulation {
                 disk: Disk::new(),
                 incarnation: Incarnation(0),
                 timer_at: None,
+                paused_until: 0,
+                commit_index: LogIndex(0),
+                first_commit_term: Term(0),
+                leader_term: Term(0),
             })
             .collect();
         let n = scenario.node_count;
@@ -269,6 +287,7 @@ impl Simulation {
             crash_count: 0,
             violation: None,
             election: None,
+            event_log: Vec::new(),
         }
     }
 
@@ -307,6 +326,19 @@ impl Simulation {
         ))
     }
 
+    /// Adds a line to the event log when it is on; `line` is only built then.
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.options.event_log {
+            let at = self.now;
+            self.event_log.push(format!(
+                "{:>6}.{:03} ms {}",
+                at / MS,
+                at / 1_000 % 1_000,
+                line()
+            ));
+        }
+    }
+
     fn schedule(&mut self, at: u64, event: Event) {
         self.queue.push(at, event);
     }
@@ -317,6 +349,9 @@ impl Simulation {
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        let Some(event) = self.defer_if_paused(event) else {
+            return Ok(());
+        };
         match event {
             Event::Deliver(message) => self.deliver(message),
             Event::Timer { slot } => self.timer(slot),
@@ -328,12 +363,38 @@ impl Simulation {
             // Restarts planned in the fault phase are void once the heal restarted everyone.
             Event::Restart { slot } if self.phase == Phase::Faults => self.restart(slot),
             Event::Restart { .. } => Ok(()),
+            Event::Crash { slot } if self.phase == Phase::Faults => {
+                self.crash_and_plan_restart(Some(slot));
+                Ok(())
+            }
+            Event::Crash { .. } => Ok(()),
             Event::Nemesis => self.nemesis(),
             Event::Client => self.client_proposes(),
             Event::Heal => self.heal(),
             Event::Failover => self.start_failover(),
             Event::Deadline => self.deadline(),
         }
+    }
+
+    /// Holds back an input to a paused node until it resumes; returns the event otherwise.
+    fn defer_if_paused(&mut self, event: Event) -> Option<Event> {
+        let slot = match &event {
+            Event::Deliver(message) => slot_of(message.to),
+            Event::Timer { slot } | Event::SyncDone { slot, .. } => *slot,
+            _ => return Some(event),
+        };
+        let resume = self.slots.get(slot)?.paused_until;
+        if resume <= self.now {
+            return Some(event);
+        }
+        if let Event::Timer { .. } = event {
+            if self.slots[slot].timer_at != Some(self.now) {
+                return None;
+            }
+            self.slots[slot].timer_at = Some(resume);
+        }
+        self.schedule(resume, event);
+        None
     }
 
     fn deliver(&mut self, message: Message) -> Result<(), Violation> {
@@ -459,6 +520,7 @@ impl Simulation {
             ));
         }
         hash_message(&mut self.trace, &message);
+        self.note(|| describe_message(&message));
         let deliveries = self.network.route(&mut self.net_rng, slot, target);
         let delays = deliveries.delays_ns();
         if let [first, second] = delays {
@@ -548,6 +610,23 @@ fn slot_of(id: NodeId) -> usize {
     usize::try_from(id.0.wrapping_sub(1)).unwrap_or(usize::MAX)
 }
 
+fn describe_message(message: &Message) -> String {
+    let body = match &message.body {
+        MessageBody::Append(a) => format!(
+            "Append prev=({}, {}) entries={} commit={}",
+            a.prev_index,
+            a.prev_term,
+            a.entries.len(),
+            a.leader_commit
+        ),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "send {} -> {} term {}: {body}",
+        message.from, message.to, message.term
+    )
+}
+
 fn hash_message(trace: &mut TraceHash, message: &Message) {
     trace.word(message.from.0 << 32 | message.to.0);
     trace.word(message.term.0);
@@ -596,12 +675,38 @@ impl Simulation {
         c.leader_completeness
             .observe(&view, c.durability.committed())?;
         let status = view.status;
+        self.maybe_crash_on_commit(slot, &status);
         let durable_logs = self.slots.iter().map(|s| s.disk.durable_log());
         self.checkers
             .durability
             .check_majority_durable(durable_logs)?;
         self.track_failover(slot, &status);
         Ok(())
+    }
+
+    /// In the leader-churn profile, a new leader is crashed right after it is elected (one time
+    /// in four: its no-op may not have left) or right after its first commit index advance (one
+    /// time in two): crashes "at every step of R2–R5" (scenario S5), at the moments where
+    /// committing by the wrong rule shows (scenario S1).
+    fn maybe_crash_on_commit(&mut self, slot: usize, status: &Status) {
+        let churn = self.scenario.profile == FaultProfile::LeaderChurn;
+        let s = &mut self.slots[slot];
+        let advanced = status.commit_index > s.commit_index;
+        s.commit_index = status.commit_index;
+        if !churn || status.role != Role::Leader || self.phase != Phase::Faults {
+            return;
+        }
+        let elected = s.leader_term < status.term;
+        s.leader_term = status.term;
+        let first_commit = advanced && s.first_commit_term < status.term;
+        if first_commit {
+            s.first_commit_term = status.term;
+        }
+        let crash = (elected && self.nemesis_rng.chance(250_000))
+            || (first_commit && self.nemesis_rng.chance(500_000));
+        if crash {
+            self.schedule(self.now, Event::Crash { slot });
+        }
     }
 
     fn restart(&mut self, slot: usize) -> Result<(), Violation> {
@@ -620,6 +725,10 @@ impl Simulation {
             .map_err(|e| Violation::new(OUTPUT_CONTRACT, format!("node {}: {e}", s.config.id)))?;
         s.node = Some(node);
         s.timer_at = None;
+        s.paused_until = 0;
+        s.commit_index = LogIndex(0);
+        let (id, incarnation) = (s.config.id, s.incarnation.0);
+        self.note(|| format!("start node {id} incarnation {incarnation}"));
         self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 62);
         self.step(slot, Input::Start)
     }
@@ -630,6 +739,7 @@ impl Simulation {
             s.disk.crash();
             s.timer_at = None;
             self.crash_count += 1;
+            self.note(|| format!("crash node {}", slot + 1));
             self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 61);
         }
     }
@@ -677,6 +787,7 @@ impl Simulation {
             FaultProfile::LeaderChurn => [3, 3, 3, 3, 0, 0, 4, 6, 7, 8][self.nemesis_rng.index(10)],
         };
         self.trace.word(action | 1 << 60);
+        self.note(|| format!("nemesis action {action}"));
         self.nemesis_act(action);
         let gap = self.nemesis_gap();
         self.schedule(gap, Event::Nemesis);
@@ -684,7 +795,8 @@ impl Simulation {
     }
 
     /// Performs nemesis action `action` (0..10): crash a node, change the duplicate rate, crash
-    /// the leader, partition in two, block one link one way, repair links, change the loss rate.
+    /// the leader, partition in two, block one link one way and pause a node, repair links,
+    /// change the loss rate.
     fn nemesis_act(&mut self, action: u64) {
         let n = self.slots.len();
         match action {
@@ -715,6 +827,14 @@ impl Simulation {
                 let from = self.nemesis_rng.index(n);
                 let to = self.nemesis_rng.index(n);
                 self.network.set_link_blocked(from, to, true);
+                // And pause a node (often the leader) for up to two passive timeouts.
+                let leader = self.leader().map(|(slot, _)| slot);
+                let victim = leader.filter(|_| self.nemesis_rng.chance(500_000));
+                let victim = victim.unwrap_or_else(|| self.nemesis_rng.index(n));
+                let pause = self
+                    .nemesis_rng
+                    .range(MS, self.scenario.liveness_bound_ns / 10);
+                self.slots[victim].paused_until = self.now + pause;
             }
             7..=8 => self.network.partition(&vec![true; n]),
             _ => {
@@ -740,6 +860,7 @@ impl Simulation {
     }
 
     fn heal(&mut self) -> Result<(), Violation> {
+        self.note(|| "heal: restart every node, repair the network".to_string());
         self.network.heal();
         for slot in 0..self.slots.len() {
             self.restart(slot)?;
@@ -758,13 +879,19 @@ impl Simulation {
         }
         self.schedule(self.now + self.scenario.client_gap_ns, Event::Client);
         let live = self.live_slots();
-        if live.is_empty() {
+        let patience = self.scenario.liveness_bound_ns / 20;
+        if live.is_empty() || !self.client.may_propose(self.now, patience) {
             return Ok(());
         }
         if self.slots[self.client.target].node.is_none() {
             self.client.target = live[self.client_rng.index(live.len())];
         }
         let target = self.client.target;
+        if self.slots[target].paused_until > self.now {
+            // A paused server does not answer: the client times out and tries another.
+            self.client.target = self.client_rng.index(self.slots.len());
+            return Ok(());
+        }
         let payload = self.client.next_payload();
         match self.propose(target, payload.clone())? {
             Ok(proposal) => self
@@ -909,6 +1036,7 @@ impl Simulation {
             node_count: self.scenario.node_count,
             deferral: self.scenario.configs.first().is_some_and(|c| c.deferral),
             violation: self.violation.clone(),
+            event_log: self.event_log.clone(),
             trace_hash: self.trace.value(),
             step_count: self.step_count,
             message_count: self.network.sent_count,

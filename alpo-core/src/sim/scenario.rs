@@ -30,6 +30,9 @@ pub struct SimOptions {
     pub step_count_max: u64,
     /// Force the nemesis's fault profile; otherwise the seed picks it.
     pub profile: Option<FaultProfile>,
+    /// Keep a human-readable log of sends, starts, crashes and nemesis actions in the report
+    /// (slow: for replaying one seed).
+    pub event_log: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -38,8 +41,8 @@ pub enum FaultProfile {
     /// Every kind of fault, at a pace of one action per 10 to 800 ms, nodes down for up to 1.5 s.
     Standard,
     /// Leader churn: mostly leader crashes, about one per election (every half to three shortest
-    /// passive timeouts), quick restarts, and Appends of one or two entries, so that logs
-    /// diverge across many terms (scenario S1 and its kin).
+    /// passive timeouts), crashes of new leaders right after the election or their first commit, quick restarts, at least 10 % message loss, and Appends of one or two entries,
+    /// so that logs diverge across many terms (scenario S1 and its kin).
     LeaderChurn,
 }
 
@@ -82,6 +85,7 @@ impl SimOptions {
             injected_bug: None,
             step_count_max: 2_000_000,
             profile: None,
+            event_log: false,
         }
     }
 
@@ -120,7 +124,11 @@ impl Scenario {
                 drift_ppm: i64::try_from(rng.range(0, 40_001)).unwrap_or(0) - 20_000,
             })
             .collect();
-        let faults = network_faults(&mut rng);
+        let mut faults = network_faults(&mut rng);
+        if profile == FaultProfile::LeaderChurn {
+            // Lossy links leave entries on a minority: the raw material of scenario S1.
+            faults.drop_per_million = faults.drop_per_million.max(100_000);
+        }
         let fsync_max = rng.range(MS / 2, 5 * MS);
         let passive_min = configs
             .first()
