@@ -1050,3 +1050,75 @@ impl Simulation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_pops_by_time_then_scheduling_order() {
+        let mut queue = EventQueue::default();
+        queue.push(20, Event::Nemesis);
+        queue.push(10, Event::Client);
+        queue.push(10, Event::Heal);
+        queue.push(5, Event::Deadline);
+        let order: Vec<(u64, String)> = std::iter::from_fn(|| queue.pop())
+            .map(|(at, event)| (at, format!("{event:?}")))
+            .collect();
+        let expected = [
+            (5, "Deadline"),
+            (10, "Client"),
+            (10, "Heal"),
+            (20, "Nemesis"),
+        ];
+        let expected: Vec<(u64, String)> = expected
+            .iter()
+            .map(|(t, e)| (*t, (*e).to_string()))
+            .collect();
+        assert_eq!(order, expected);
+        // Slots are reused after a pop, and reuse does not disturb the order.
+        queue.push(3, Event::Failover);
+        assert_eq!(queue.slab.len(), 4);
+        assert!(matches!(queue.pop(), Some((3, Event::Failover))));
+    }
+
+    #[test]
+    fn a_paused_node_gets_its_messages_when_it_resumes() {
+        let options = SimOptions {
+            node_count: Some(3),
+            ..SimOptions::quick()
+        };
+        let mut sim = Simulation::new(Scenario::from_seed(9, &options), options);
+        sim.slots[1].paused_until = 50 * MS;
+        let message = Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            incarnation: Incarnation(1),
+            body: MessageBody::VoteRequest(crate::message::VoteRequest {
+                last_index: LogIndex(0),
+                last_term: Term(0),
+                pre_vote: true,
+            }),
+        };
+        assert!(
+            sim.defer_if_paused(Event::Deliver(message.clone()))
+                .is_none()
+        );
+        assert!(
+            matches!(sim.queue.pop(), Some((at, Event::Deliver(m))) if at == 50 * MS && m == message)
+        );
+        sim.now = 50 * MS;
+        assert!(sim.defer_if_paused(Event::Deliver(message)).is_some());
+    }
+
+    #[test]
+    fn every_run_ends_within_its_bounds() {
+        let report = run_seed(3, &SimOptions::quick());
+        assert!(report.passed(), "{report}");
+        let scenario = Scenario::from_seed(3, &SimOptions::quick());
+        let bound = scenario.fault_phase_ns + 2 * scenario.liveness_bound_ns;
+        assert!(report.simulated_ns <= bound);
+        assert!(report.election.is_some());
+    }
+}
