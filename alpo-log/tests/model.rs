@@ -159,7 +159,7 @@ fn check(log: &Log, model: &mut Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
