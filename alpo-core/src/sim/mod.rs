@@ -28,8 +28,8 @@
 //! term), `leader_append_only`, `log_matching`, `leader_completeness`, `state_machine_safety`
 //! (same entry applied at each index, in order, once per incarnation), `durability` (a
 //! committed entry never changes and stays in the synced logs of a majority), `monotonicity`
-//! (terms; commit and applied index per incarnation), `index_order` (`applied ≤ commit ≤ last`,
-//! applied entries synced, the engine's log equals the one its outputs wrote),
+//! (terms; commit and applied index per incarnation), `index_order`
+//! (`applied ≤ commit ≤ synced ≤ last`, and the engine's log equals the one its outputs wrote),
 //! `client_proposals` (an accepted proposal is applied with its payload), plus `liveness`,
 //! `output_contract` (an output the driver cannot perform) and `panic` (an assertion failed
 //! during a step, usually one of the engine's own).

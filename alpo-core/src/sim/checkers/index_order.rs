@@ -1,6 +1,6 @@
-//! Index order: `applied ≤ commit ≤ last` on every node, entries are durable before they are
-//! applied, and a node never believes more of its log is durable than its disk holds
-//! (protocol §2, output.rs). `last` must also equal the length of the log the node's own
+//! Index order: `applied ≤ commit ≤ synced ≤ last` on every node (the engine commits locally
+//! only what its own disk holds, so entries are durable before they are applied), and a node
+//! never believes more of its log is durable than its disk holds (protocol §2, output.rs). `last` must also equal the length of the log the node's own
 //! outputs built, so the simulator's mirror of each log is the engine's log.
 //!
 //! Stateless: each observation is judged on its own.
@@ -33,6 +33,9 @@ pub fn check(view: &NodeView<'_>) -> Check {
     }
     if s.applied_index > synced {
         return fail(format!("applied {} > synced {synced}", s.applied_index));
+    }
+    if s.commit_index > synced {
+        return fail(format!("commit {} > synced {synced}", s.commit_index));
     }
     if s.durable_index > synced {
         return fail(format!(
