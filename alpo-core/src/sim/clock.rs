@@ -24,8 +24,21 @@ impl Clock {
     /// The local instant at global time `global_ns`.
     #[must_use]
     pub fn to_local(&self, global_ns: u64) -> Instant {
-        let global = i128::from(global_ns);
-        let local = i128::from(self.offset_ns) + global + global * i128::from(self.drift_ppm) / PPM;
+        // 64-bit arithmetic covers every simulated run (hours); 128-bit is the fallback.
+        let fast = i64::try_from(global_ns).ok().and_then(|global| {
+            let skew = global.checked_mul(self.drift_ppm)? / 1_000_000;
+            i64::try_from(self.offset_ns)
+                .ok()?
+                .checked_add(global)?
+                .checked_add(skew)
+        });
+        let local = fast.map_or_else(
+            || {
+                let global = i128::from(global_ns);
+                i128::from(self.offset_ns) + global + global * i128::from(self.drift_ppm) / PPM
+            },
+            i128::from,
+        );
         Instant(u64::try_from(local.max(0)).unwrap_or(u64::MAX))
     }
 
@@ -37,7 +50,10 @@ impl Clock {
             return 0;
         }
         let rate = PPM + i128::from(self.drift_ppm);
-        let estimate = (since_offset * PPM + rate - 1) / rate;
+        let estimate = match (i64::try_from(since_offset * PPM), i64::try_from(rate)) {
+            (Ok(scaled), Ok(rate)) => i128::from((scaled + rate - 1) / rate),
+            _ => (since_offset * PPM + rate - 1) / rate,
+        };
         let mut global = u64::try_from(estimate).unwrap_or(u64::MAX);
         // Integer division in to_local rounds toward zero, so the estimate can be off by a
         // nanosecond or two either way: step to the first instant that reaches `local`.
@@ -72,7 +88,7 @@ mod tests {
                 offset_ns: 5_000,
                 drift_ppm,
             };
-            for local in [0, 4_999, 5_000, 5_001, 123_457, 999_999_937] {
+            for local in [0, 4_999, 5_000, 5_001, 123_457, 999_999_937, 1 << 62] {
                 let global = clock.to_global(Instant(local));
                 assert!(clock.to_local(global).0 >= local);
                 if global > 0 {

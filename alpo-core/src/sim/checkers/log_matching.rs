@@ -41,34 +41,36 @@ impl LogMatching {
             .and_then(|e| entry_at(log_before, e.index.prev()))
             .map_or(Term(0), |e| e.term);
         for entry in new {
+            self.check_one(writer, entry, prev_term)?;
+            prev_term = entry.term;
+        }
+        Ok(())
+    }
+
+    fn check_one(&mut self, writer: NodeId, entry: &Entry, prev_term: Term) -> Check {
+        let key = (entry.index, entry.term);
+        let Some(known) = self.seen.get(&key) else {
             let print = Fingerprint {
                 kind: entry.kind,
                 payload: entry.payload.clone(),
                 prev_term,
                 first_writer: writer,
             };
-            self.check_one(writer, entry, print)?;
-            prev_term = entry.term;
-        }
-        Ok(())
-    }
-
-    fn check_one(&mut self, writer: NodeId, entry: &Entry, print: Fingerprint) -> Check {
-        let key = (entry.index, entry.term);
-        let known = self.seen.entry(key).or_insert(print.clone());
-        let same = known.kind == print.kind
-            && known.payload == print.payload
-            && known.prev_term == print.prev_term;
+            self.seen.insert(key, print);
+            return Ok(());
+        };
+        let same = known.kind == entry.kind
+            && known.payload == entry.payload
+            && known.prev_term == prev_term;
         if same {
             return Ok(());
         }
         Err(Violation::new(
             NAME,
             format!(
-                "node {writer} wrote {} after an entry of term {}, but node {} wrote \
+                "node {writer} wrote {} after an entry of term {prev_term}, but node {} wrote \
                  (index {}, term {}) as {:?} with {} payload bytes after an entry of term {}",
                 describe(Some(entry)),
-                print.prev_term,
                 known.first_writer,
                 entry.index,
                 entry.term,
