@@ -21,7 +21,9 @@
 //!    applied on every node.
 //! 3. **Failover**: the leader is crashed; a new leader must be elected within the same bound.
 //!    The terms started and the simulated milliseconds this took are the run's election sample
-//!    (`ElectionSample`), which `cargo xtask sim` aggregates with deferral on and off.
+//!    (`ElectionSample`), which `cargo xtask sim` aggregates with deferral on and off, with
+//!    the cold-start sample (all nodes start at once; the first leader's term and time), taken
+//!    when no fault came before the first leader.
 //!
 //! # The checkers
 //! After every step (`checkers/`, one file per property): `election_safety` (one leader per

@@ -58,6 +58,9 @@ pub struct RunReport {
     pub committed_count: u64,
     /// The leader-loss measurement of the healed phase, if the run got that far.
     pub election: Option<ElectionSample>,
+    /// The first election of the run (all nodes start at once), if no fault came before it:
+    /// terms from 0 to the first leader's and milliseconds from the start.
+    pub cold_start: Option<ElectionSample>,
     /// Sends, starts, crashes, nemesis actions, one per line (only with
     /// `SimOptions::event_log`).
     pub event_log: Vec<String>,
@@ -163,6 +166,8 @@ pub struct SoakSummary {
     pub with_deferral: Vec<ElectionSample>,
     /// Election samples, deferral off.
     pub without_deferral: Vec<ElectionSample>,
+    /// Cold-start samples (both deferral settings).
+    pub cold_starts: Vec<ElectionSample>,
 }
 
 impl SoakSummary {
@@ -184,6 +189,7 @@ impl SoakSummary {
             Some(s) => self.without_deferral.push(s),
             None => {}
         }
+        self.cold_starts.extend(report.cold_start);
     }
 
     /// `checker=count` pairs, or `none`.
@@ -200,28 +206,41 @@ impl SoakSummary {
         pairs.join(" ")
     }
 
-    /// One line per deferral setting: `rounds p50/p99` and `ticks p50/p99`.
+    /// Two lines per deferral setting, `rounds` (terms started) and `ticks_ms` (simulated
+    /// milliseconds) as p50/p99/max: from the crash of a stable leader to the next leader
+    /// (`failover`), and from a cold start to the first leader (`cold-start`).
     #[must_use]
     pub fn election_lines(&self) -> Vec<String> {
-        [("on", &self.with_deferral), ("off", &self.without_deferral)]
-            .iter()
-            .map(|(label, samples)| {
-                let mut rounds: Vec<u64> = samples.iter().map(|s| s.round_count).collect();
-                let mut ticks: Vec<u64> = samples.iter().map(|s| s.ticks_ms).collect();
-                format!(
-                    "election deferral={label} samples={} rounds p50={} p99={} max={} \
-                     ticks_ms p50={} p99={} max={}",
-                    samples.len(),
-                    percentile(&mut rounds, 50),
-                    percentile(&mut rounds, 99),
-                    rounds.last().copied().unwrap_or(0),
-                    percentile(&mut ticks, 50),
-                    percentile(&mut ticks, 99),
-                    ticks.last().copied().unwrap_or(0),
-                )
-            })
-            .collect()
+        let cold = |deferral: bool| -> Vec<ElectionSample> {
+            let all = self.cold_starts.iter().copied();
+            all.filter(|s| s.deferral == deferral).collect()
+        };
+        [
+            ("failover", "on", self.with_deferral.clone()),
+            ("failover", "off", self.without_deferral.clone()),
+            ("cold-start", "on", cold(true)),
+            ("cold-start", "off", cold(false)),
+        ]
+        .iter()
+        .map(|(what, label, samples)| election_line(what, label, samples))
+        .collect()
     }
+}
+
+fn election_line(what: &str, label: &str, samples: &[ElectionSample]) -> String {
+    let mut rounds: Vec<u64> = samples.iter().map(|s| s.round_count).collect();
+    let mut ticks: Vec<u64> = samples.iter().map(|s| s.ticks_ms).collect();
+    format!(
+        "election {what} deferral={label} samples={} rounds p50={} p99={} max={} \
+         ticks_ms p50={} p99={} max={}",
+        samples.len(),
+        percentile(&mut rounds, 50),
+        percentile(&mut rounds, 99),
+        rounds.last().copied().unwrap_or(0),
+        percentile(&mut ticks, 50),
+        percentile(&mut ticks, 99),
+        ticks.last().copied().unwrap_or(0),
+    )
 }
 
 /// The `pct`-th percentile (nearest rank) of `values`, which it sorts; 0 when empty.
@@ -272,6 +291,7 @@ mod tests {
             proposal_count: 0,
             committed_count: 0,
             election: None,
+            cold_start: None,
             event_log: Vec::new(),
         };
         summary.add(&report);

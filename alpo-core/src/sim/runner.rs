@@ -240,6 +240,9 @@ struct Simulation {
     crash_count: u64,
     violation: Option<(Violation, u64)>,
     election: Option<ElectionSample>,
+    /// The first election from a cold start, unless a fault came before it.
+    cold_start: Option<ElectionSample>,
+    cold_start_open: bool,
     /// Human-readable event log, kept only when `SimOptions::event_log` is on.
     event_log: Vec<String>,
 }
@@ -287,6 +290,8 @@ impl Simulation {
             crash_count: 0,
             violation: None,
             election: None,
+            cold_start: None,
+            cold_start_open: true,
             event_log: Vec::new(),
         }
     }
@@ -682,6 +687,7 @@ impl Simulation {
         self.checkers
             .durability
             .check_majority_durable(durable_logs)?;
+        self.track_cold_start(slot, &status);
         self.track_failover(slot, &status);
         Ok(())
     }
@@ -800,6 +806,7 @@ impl Simulation {
     /// the leader, partition in two, block one link one way and pause a node, repair links,
     /// change the loss rate.
     fn nemesis_act(&mut self, action: u64) {
+        self.cold_start_open = false;
         let n = self.slots.len();
         match action {
             0..=1 => {
@@ -974,6 +981,19 @@ impl Simulation {
         Ok(())
     }
 
+    /// Records the first leader of the run, if no fault came before it: the cold-start sample.
+    fn track_cold_start(&mut self, slot: usize, status: &Status) {
+        if !self.cold_start_open || status.role != Role::Leader {
+            return;
+        }
+        self.cold_start_open = false;
+        self.cold_start = Some(ElectionSample {
+            deferral: self.slots[slot].config.deferral,
+            round_count: status.term.0,
+            ticks_ms: self.now / MS,
+        });
+    }
+
     fn track_failover(&mut self, slot: usize, status: &Status) {
         let Phase::Failover {
             since,
@@ -1049,6 +1069,7 @@ impl Simulation {
             proposal_count: self.client.accepted_count,
             committed_count: self.client.committed_count,
             election: self.election,
+            cold_start: self.cold_start,
         }
     }
 }
