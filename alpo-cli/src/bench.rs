@@ -25,13 +25,17 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     clients: u64,
     /// Appends in all.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=BENCH_COUNT_MAX))]
+    #[arg(long, default_value_t = 10_000, value_parser = count_range())]
     count: u64,
     /// Bytes per appended value.
     #[arg(long, default_value_t = 64)]
     size: usize,
     #[command(flatten)]
     flags: ClientFlags,
+}
+
+fn count_range() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=BENCH_COUNT_MAX)
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {

@@ -61,14 +61,14 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join("alpo-dev"));
     let (configs, listeners) = layout(&args, &dir)?;
     let servers = start_all(configs, listeners)?;
-    println!(
+    say!(
         "alpo dev: {} nodes of cluster {}, data in {}",
         args.nodes,
         args.cluster_id,
         dir.display()
     );
     for server in &servers {
-        println!(
+        say!(
             "  node {}  clients {}  peers {}",
             server.id(),
             server.client_addr(),
@@ -79,20 +79,18 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| s.client_addr().to_string())
         .collect();
-    println!("endpoints: {}", endpoints.join(","));
+    say!("endpoints: {}", endpoints.join(","));
     if endpoints.join(",") != DEV_ENDPOINTS {
-        println!(
+        say!(
             "(client commands need --endpoints {} --cluster-id {})",
             endpoints.join(","),
             args.cluster_id
         );
     }
-    println!(
-        "try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status"
-    );
+    say!("try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status");
     match wait_for_leader(&servers) {
-        Some(id) => println!("ready: node {id} is leader; Ctrl-C stops the cluster"),
-        None => println!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
+        Some(id) => say!("ready: node {id} is leader; Ctrl-C stops the cluster"),
+        None => say!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
     }
     let failed = wait_for_stop(&stop, &servers);
     for server in servers {
@@ -100,7 +98,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             eprintln!("alpo: {error}");
         }
     }
-    println!("stopped");
+    say!("stopped");
     Ok(if failed {
         ExitCode::from(1)
     } else {
@@ -208,7 +206,7 @@ fn wait_for_leader(servers: &[Server]) -> Option<u64> {
 fn wait_for_stop(stop: &std::sync::mpsc::Receiver<()>, servers: &[Server]) -> bool {
     loop {
         if stop.recv_timeout(Duration::from_millis(200)).is_ok() {
-            println!("stopping");
+            say!("stopping");
             return false;
         }
         if let Some(server) = servers.iter().find(|s| s.is_stopped()) {

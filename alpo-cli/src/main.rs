@@ -12,6 +12,15 @@
 //!
 //! Logging goes to standard error through `tracing`, filtered by `RUST_LOG` (default `warn`).
 
+/// Prints a progress line to standard output, ignoring a closed pipe: a long-running command
+/// (`alpo dev`, `alpo node`) must still stop its nodes cleanly when nobody reads its output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod client_cmd;
 mod dev;

@@ -66,7 +66,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     };
     let stop = stop_signal()?;
     let server = Server::start(config, KvStateMachine::new()).context("starting the node")?;
-    println!(
+    say!(
         "node {} running: clients on {}, peers on {} (Ctrl-C stops it)",
         server.id(),
         server.client_addr(),
@@ -79,7 +79,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     server.stop().context("stopping the node")?;
-    println!("stopped");
+    say!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,6 +80,28 @@ impl Dev {
     }
 }
 
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // A failed test must not leave the cluster running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Retries `check` until it gives a value (bounded by a deadline, not a sleep count).
+fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -103,9 +125,13 @@ fn dev_cluster_serves_the_client_subcommands() {
     let out = dev.alpo(&["append", "world", "--json"]);
     assert!(stdout(&out).starts_with("{\"index\":"), "{}", stdout(&out));
 
-    let out = dev.alpo(&["read"]);
-    let text = stdout(&out);
-    assert!(out.status.success());
+    // The first endpoint may be a follower that has not applied the latest entry yet: a read
+    // from a follower may lag. Ask until it has caught up.
+    let text = wait_for(|| {
+        let out = dev.alpo(&["read"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        Some(stdout(&out)).filter(|text| text.contains("world"))
+    });
     assert!(text.contains("\tappend\thello\n"), "{text}");
     assert!(
         text.find("hello").unwrap() < text.find("world").unwrap(),

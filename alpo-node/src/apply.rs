@@ -452,7 +452,8 @@ mod tests {
         let data: Vec<&[u8]> = entries.iter().map(|e| &e.data[..]).collect();
         assert_eq!(data, vec![&b"v2"[..], &b"v3"[..]]);
         assert!(
-            matches!(&replies[1].1.body, ResponseBody::Entries { entries, .. } if entries.is_empty())
+            matches!(&replies[1].1.body, ResponseBody::Entries { entries, .. }
+                if entries.is_empty())
         );
     }
 }

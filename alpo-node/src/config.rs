@@ -2,10 +2,10 @@
 //! and its protocol timing; read from TOML or built in code, then validated.
 //!
 //! Invariants after `validate`: node ids are non-zero and distinct; the node's own id is not
-//! among its peers; every listen and peer address is distinct (port 0, "any free port", aside); the timing satisfies
-//! `alpo_core::Config::validate` (heartbeat below half the shortest passive timeout, non-empty
-//! ranges). Errors name the field (`peers[1].id`, `timeouts.heartbeat_interval_ms`) and the
-//! problem.
+//! among its peers; every listen and peer address is distinct (port 0, "any free port", aside);
+//! the timing satisfies `alpo_core::Config::validate` (heartbeat below half the shortest passive
+//! timeout, non-empty ranges). Errors name the field (`peers[1].id`,
+//! `timeouts.heartbeat_interval_ms`) and the problem.
 //!
 //! ```toml
 //! id = 1

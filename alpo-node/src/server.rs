@@ -142,10 +142,12 @@ impl EventLoop {
             Some(deadline) => deadline.saturating_duration_since(self.now()),
             None => IDLE_WAIT,
         };
+        let storage = |()| Input::Storage;
+        let client = Input::Client;
         select! {
             recv(self.peer_inbox) -> m => m.map_or(Input::Closed("peer transport"), Input::Peer),
-            recv(self.client_inbox) -> r => r.map_or(Input::Closed("client listener"), Input::Client),
-            recv(self.storage.wake) -> w => w.map_or(Input::Closed("storage thread"), |()| Input::Storage),
+            recv(self.client_inbox) -> r => r.map_or(Input::Closed("client listener"), client),
+            recv(self.storage.wake) -> w => w.map_or(Input::Closed("storage thread"), storage),
             recv(self.stop) -> _ => Input::Stop,
             default(timeout) => Input::Timeout,
         }
@@ -205,7 +207,9 @@ impl EventLoop {
         let request = match Request::decode(incoming.body) {
             Ok(request) => request,
             Err(error) => {
-                tracing::warn!(node = self.config.id, connection = connection.0, %error, "malformed client request");
+                let (node, connection_id) = (self.config.id, connection.0);
+                let message = "malformed client request";
+                tracing::warn!(node, connection = connection_id, %error, message);
                 let body = error_body(ErrorCode::BadRequest, format!("malformed request: {error}"));
                 self.reply(connection, 0, body);
                 return;
@@ -267,7 +271,8 @@ impl EventLoop {
                 );
             }
             Err(error @ ProposeError::EntryTooLarge { .. }) => {
-                tracing::warn!(node = self.config.id, connection = connection.0, %error, "client entry refused");
+                let (node, connection_id) = (self.config.id, connection.0);
+                tracing::warn!(node, connection = connection_id, %error, "client entry refused");
                 self.reply(
                     connection,
                     id.seq,
