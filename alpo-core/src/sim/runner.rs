@@ -494,6 +494,10 @@ impl Simulation {
                 self.checkers
                     .leader_append_only
                     .observe_truncate(before, after, from)?;
+                let log = self.slots[slot].disk.log();
+                self.checkers
+                    .durability
+                    .observe_truncate(before, log, from)?;
                 self.slots[slot]
                     .disk
                     .write_truncate(from)

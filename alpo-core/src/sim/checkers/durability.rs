@@ -7,13 +7,15 @@
 //! at one index to the whole prefix below it). It also records, per term, the highest commit
 //! index reported by a node of that term, for leader completeness.
 //!
-//! "Never lost" is checked after every step: the last committed entry is in the synced log of a
+//! A `TruncateLog` may not remove the committed entry at its index, nor go below the node's own
+//! commit index (output.rs). "Never lost" is checked after every step: the last committed entry is in the synced log of a
 //! majority of nodes. That holds in a correct run because a leader counts a replica only once
 //! it is durable, and no later leader can truncate a committed entry.
 
 use std::collections::BTreeMap;
 
 use super::{Check, NodeView, Violation, describe, entry_at};
+use crate::node::Status;
 use crate::types::{Entry, LogIndex, Term};
 
 /// The checker's name in reports.
@@ -122,6 +124,28 @@ impl Durability {
         true
     }
 
+    /// Checks a `TruncateLog { from }` emitted by a node whose status before the step was
+    /// `before` and whose log is `log`: it must not remove an entry the node knew committed,
+    /// nor the committed entry at `from` (a divergent uncommitted entry there is fine).
+    pub fn observe_truncate(&self, before: &Status, log: &[Entry], from: LogIndex) -> Check {
+        let truth = entry_at(&self.committed.entries, from);
+        let removes_committed = truth.is_some() && truth == entry_at(log, from);
+        if before.commit_index < from && !removes_committed {
+            return Ok(());
+        }
+        Err(Violation::new(
+            NAME,
+            format!(
+                "node {} (term {}, commit {}) truncated its log from index {from}, removing \
+                 committed entry {}",
+                before.id,
+                before.term,
+                before.commit_index,
+                describe(entry_at(log, from))
+            ),
+        ))
+    }
+
     /// Checks that the last committed entry is in the synced log of a majority of the
     /// `durable_logs` (one per node, crashed nodes included).
     pub fn check_majority_durable<'a>(
@@ -201,6 +225,35 @@ mod tests {
             err.details.contains("index 2 was committed"),
             "{}",
             err.details
+        );
+    }
+
+    #[test]
+    fn truncating_a_committed_entry_fails() {
+        let mut checker = Durability::default();
+        let l = log(&[1, 1, 1]);
+        checker
+            .observe_commit(&view(status(0, Role::Leader, 1, &l, 2), &l))
+            .unwrap();
+        let follower = status(1, Role::Passive, 2, &l, 0);
+        checker
+            .observe_truncate(&follower, &l, LogIndex(3))
+            .unwrap();
+        // A divergent entry at a committed index is not the committed one: it may go.
+        let divergent = log(&[1, 2]);
+        checker
+            .observe_truncate(&follower, &divergent, LogIndex(2))
+            .unwrap();
+        let err = checker
+            .observe_truncate(&follower, &l, LogIndex(2))
+            .unwrap_err();
+        let expected = "removing committed entry (index 2";
+        assert!(err.details.contains(expected), "{}", err.details);
+        let knows = status(1, Role::Passive, 2, &l, 2);
+        assert!(
+            checker
+                .observe_truncate(&knows, &divergent, LogIndex(2))
+                .is_err()
         );
     }
 
