@@ -20,22 +20,8 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &std::path::Path) -> Dev {
-        let mut child = Command::new(ALPO)
-            .args(["dev", "--nodes", "3", "--base-port", "0", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let args = ["dev", "--nodes", "3", "--base-port", "0", "--dir"];
+        let (child, lines) = spawn_reading(&args, dir);
         let mut dev = Dev {
             child,
             lines,
@@ -70,14 +56,41 @@ impl Dev {
     }
 
     /// Ctrl-C, as a terminal sends it; the cluster must stop cleanly.
-    fn interrupt(mut self) {
+    fn interrupt(self) {
+        self.signal("-INT");
+    }
+
+    /// Sends a signal (`-INT` as Ctrl-C does, `-TERM` as a service manager does); the process
+    /// must stop its nodes cleanly and exit 0.
+    fn signal(mut self, signal: &str) {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(killed.success());
         self.wait_for_line("stopped");
         let status = self.child.wait().unwrap();
         assert!(status.success(), "alpo dev exited with {status}");
     }
+}
+
+/// Spawns `alpo ARGS` with its standard output read line by line on a thread.
+fn spawn_reading(args: &[&str], dir: &std::path::Path) -> (Child, Receiver<String>) {
+    let mut child = Command::new(ALPO)
+        .args(args)
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
 }
 
 impl Drop for Dev {
@@ -176,6 +189,42 @@ fn dev_cluster_serves_the_client_subcommands() {
     assert_eq!(text.matches("\"role\":\"passive\"").count(), 2, "{text}");
 
     dev.interrupt();
+}
+
+#[test]
+fn a_single_node_runs_from_flags_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "node",
+        "--id",
+        "1",
+        "--cluster-id",
+        "9",
+        "--peer-addr",
+        "127.0.0.1:0",
+    ];
+    let args = [&args[..], &["--client-addr", "127.0.0.1:0", "--data-dir"]].concat();
+    let (child, lines) = spawn_reading(&args, &dir.path().join("node-1"));
+    let mut node = Dev {
+        child,
+        lines,
+        endpoints: String::new(),
+    };
+    let running = node.wait_for_line("node 1 running: clients on ");
+    let rest = running.trim_start_matches("node 1 running: clients on ");
+    node.endpoints = rest.split(',').next().unwrap().to_string();
+    let out = wait_for(|| {
+        let out = node.alpo(&["append", "solo", "--cluster-id", "9"]);
+        out.status.success().then_some(out)
+    });
+    assert!(
+        stdout(&out).starts_with("appended at index "),
+        "{}",
+        stdout(&out)
+    );
+    let out = node.alpo(&["status", "--cluster-id", "9"]);
+    assert!(stdout(&out).contains(" leader "), "{}", stdout(&out));
+    node.signal("-TERM");
 }
 
 #[test]
