@@ -11,8 +11,8 @@ use alpo_core::sim::{FaultProfile, RunReport, SimOptions, SoakSummary, run_seed}
 const SEED_COUNT: u64 = 1_000;
 const SEED_BASE: u64 = 0xA1B0_0000;
 
-/// Seeds within which an injected bug must be caught.
-const BUG_SEED_COUNT_MAX: u64 = 300;
+/// Seeds within which an injected bug must be caught (the search stops at the first catch).
+const BUG_SEED_COUNT_MAX: u64 = 2_000;
 
 fn failures(reports: &[RunReport]) -> String {
     reports
@@ -85,9 +85,10 @@ fn same_seed_same_trace() {
         let second = run_seed(seed, &SimOptions::quick());
         assert_eq!(first.trace_hash, second.trace_hash, "seed {seed:#x}");
         assert_eq!(first, second);
+        assert!(first.step_count > 300, "seed {seed:#x} barely ran: {first}");
         assert!(
-            first.step_count > 1_000,
-            "seed {seed:#x} barely ran: {first}"
+            first.committed_count > 0,
+            "seed {seed:#x} committed nothing: {first}"
         );
     }
     let a = run_seed(1, &SimOptions::quick());
@@ -95,13 +96,14 @@ fn same_seed_same_trace() {
     assert_ne!(a.trace_hash, b.trace_hash);
 }
 
-/// Runs seeds with `bug` injected until a safety checker reports it; returns that report.
-/// Runs that end in an engine assertion or a liveness failure are skipped.
-fn first_caught(bug: InjectedBug) -> Option<RunReport> {
+/// Runs seeds with `bug` injected (leader-churn faults, `options` as given) until a safety
+/// checker reports it; returns that report. Runs that end in an engine assertion or a liveness
+/// failure are skipped.
+fn first_caught(bug: InjectedBug, options: SimOptions) -> Option<RunReport> {
     let options = SimOptions {
         injected_bug: Some(bug),
         profile: Some(FaultProfile::LeaderChurn),
-        ..SimOptions::quick()
+        ..options
     };
     (0..BUG_SEED_COUNT_MAX)
         .map(|i| run_seed(SEED_BASE + i, &options))
@@ -115,9 +117,26 @@ fn first_caught(bug: InjectedBug) -> Option<RunReport> {
 
 #[test]
 fn checkers_catch_two_votes_in_one_term() {
-    let report = first_caught(InjectedBug::GrantTwoVotesPerTerm)
+    let report = first_caught(InjectedBug::GrantTwoVotesPerTerm, SimOptions::quick())
         .expect("no checker caught GrantTwoVotesPerTerm within the seed bound");
     eprintln!("{report}");
     let (violation, _) = report.violation.as_ref().unwrap();
     assert_eq!(violation.checker, "election_safety", "{report}");
+}
+
+#[test]
+fn checkers_catch_commit_of_an_older_term_by_count() {
+    // Scenario S1 needs three nodes' worth of diverging logs and unlucky crashes: leader churn
+    // on three nodes finds it in about one seed in a hundred.
+    let options = SimOptions {
+        node_count: Some(3),
+        fault_phase_ms: 10_000,
+        ..SimOptions::quick()
+    };
+    let report = first_caught(InjectedBug::CommitOlderTermByCount, options)
+        .expect("no checker caught CommitOlderTermByCount within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    let expected = ["leader_completeness", "durability", "state_machine_safety"];
+    assert!(expected.contains(&violation.checker), "{report}");
 }

@@ -714,9 +714,11 @@ impl Simulation {
         if first_commit {
             s.first_commit_term = status.term;
         }
-        let crash = (elected && self.nemesis_rng.chance(250_000))
-            || (first_commit && self.nemesis_rng.chance(500_000));
-        if crash {
+        if elected && self.nemesis_rng.chance(500_000) {
+            // After its no-op is likely synced, before its Appends are likely all delivered.
+            let at = self.now + self.scenario.fsync_ns.1;
+            self.schedule(at, Event::Crash { slot });
+        } else if first_commit && self.nemesis_rng.chance(500_000) {
             self.schedule(self.now, Event::Crash { slot });
         }
     }

@@ -115,7 +115,7 @@ impl Scenario {
         let mut configs = configs(&mut rng, node_count, options);
         if profile == FaultProfile::LeaderChurn {
             for config in &mut configs {
-                config.append_entry_count_max = config.append_entry_count_max % 2 + 1;
+                config.append_entry_count_max = 1;
             }
         }
         let clocks = (0..node_count)
@@ -127,7 +127,7 @@ impl Scenario {
         let mut faults = network_faults(&mut rng);
         if profile == FaultProfile::LeaderChurn {
             // Lossy links leave entries on a minority: the raw material of scenario S1.
-            faults.drop_per_million = faults.drop_per_million.max(100_000);
+            faults.drop_per_million = faults.drop_per_million.max(300_000);
         }
         let fsync_max = rng.range(MS / 2, 5 * MS);
         let passive_min = configs
