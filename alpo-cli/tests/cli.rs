@@ -20,8 +20,9 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &std::path::Path) -> Dev {
-        let args = ["dev", "--nodes", "3", "--base-port", "0", "--dir"];
-        let (child, lines) = spawn_reading(&args, dir);
+        let dir = dir.to_str().unwrap();
+        let (child, lines) =
+            spawn_reading(&["dev", "--nodes", "3", "--base-port", "0", "--dir", dir]);
         let mut dev = Dev {
             child,
             lines,
@@ -73,10 +74,9 @@ impl Dev {
 }
 
 /// Spawns `alpo ARGS` with its standard output read line by line on a thread.
-fn spawn_reading(args: &[&str], dir: &std::path::Path) -> (Child, Receiver<String>) {
+fn spawn_reading(args: &[&str]) -> (Child, Receiver<String>) {
     let mut child = Command::new(ALPO)
         .args(args)
-        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -157,6 +157,32 @@ fn dev_cluster_serves_the_client_subcommands() {
         stdout(&out)
     );
 
+    // `read --follow` prints entries appended after it started.
+    let endpoints = [
+        "--endpoints",
+        dev.endpoints.as_str(),
+        "--from",
+        "1",
+        "--follow",
+    ];
+    let (mut follower, lines) = spawn_reading(&[&["read"][..], &endpoints[..]].concat());
+    dev.alpo(&["append", "followed"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|line: &String| line.ends_with("\tfollowed"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(
+            lines
+                .recv_timeout(left)
+                .expect("read --follow printed the new entry"),
+        );
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
     let out = dev.alpo(&["put", "greeting", "hi"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ok (index "), "{}", stdout(&out));
@@ -203,8 +229,14 @@ fn a_single_node_runs_from_flags_and_stops_on_sigterm() {
         "--peer-addr",
         "127.0.0.1:0",
     ];
-    let args = [&args[..], &["--client-addr", "127.0.0.1:0", "--data-dir"]].concat();
-    let (child, lines) = spawn_reading(&args, &dir.path().join("node-1"));
+    let data_dir = dir.path().join("node-1");
+    let data_dir = [
+        "--client-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let (child, lines) = spawn_reading(&[&args[..], &data_dir[..]].concat());
     let mut node = Dev {
         child,
         lines,
