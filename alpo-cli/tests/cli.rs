@@ -127,7 +127,14 @@ fn stderr(output: &Output) -> String {
 fn dev_cluster_serves_the_client_subcommands() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
+    check_append_and_read(&dev);
+    check_read_follow(&dev);
+    check_key_value(&dev);
+    check_status(&dev);
+    dev.interrupt();
+}
 
+fn check_append_and_read(dev: &Dev) {
     let out = dev.alpo(&["append", "hello"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -156,8 +163,10 @@ fn dev_cluster_serves_the_client_subcommands() {
         "{}",
         stdout(&out)
     );
+}
 
-    // `read --follow` prints entries appended after it started.
+/// `read --follow` prints entries appended after it started.
+fn check_read_follow(dev: &Dev) {
     let endpoints = [
         "--endpoints",
         dev.endpoints.as_str(),
@@ -182,7 +191,9 @@ fn dev_cluster_serves_the_client_subcommands() {
     }
     follower.kill().unwrap();
     follower.wait().unwrap();
+}
 
+fn check_key_value(dev: &Dev) {
     let out = dev.alpo(&["put", "greeting", "hi"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("ok (index "), "{}", stdout(&out));
@@ -198,7 +209,9 @@ fn dev_cluster_serves_the_client_subcommands() {
     let out = dev.alpo(&["cas", "greeting", "--expect", "hi", "--new", "again"]);
     assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
     assert!(stdout(&out).contains("not swapped"), "{}", stdout(&out));
+}
 
+fn check_status(dev: &Dev) {
     let out = dev.alpo(&["status"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
@@ -213,8 +226,6 @@ fn dev_cluster_serves_the_client_subcommands() {
     assert_eq!(text.lines().count(), 3, "{text}");
     assert_eq!(text.matches("\"role\":\"leader\"").count(), 1, "{text}");
     assert_eq!(text.matches("\"role\":\"passive\"").count(), 2, "{text}");
-
-    dev.interrupt();
 }
 
 #[test]
