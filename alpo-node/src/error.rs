@@ -31,6 +31,11 @@ pub enum Error {
     Net(alpo_net::Error),
     /// A message could not be decoded.
     Decode(DecodeError),
+    /// Data read from disk is not what this node writes.
+    Corrupt {
+        /// What is wrong and where (file, entry).
+        what: String,
+    },
     /// No node answered in time.
     Timeout {
         /// What the client was waiting for.
@@ -72,6 +77,7 @@ impl fmt::Display for Error {
             Error::Log(error) => write!(f, "log: {error}"),
             Error::Net(error) => write!(f, "network: {error}"),
             Error::Decode(error) => write!(f, "{error}"),
+            Error::Corrupt { what } => write!(f, "corrupt data: {what}"),
             Error::Timeout { what } => write!(f, "timed out {what}"),
             Error::Unavailable { detail } => write!(f, "cluster unavailable: {detail}"),
             Error::Refused { code, reason } => write!(f, "request refused ({code:?}): {reason}"),

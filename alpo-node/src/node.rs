@@ -275,9 +275,9 @@ fn read_entries(log: &Log, dir: &Path) -> Result<Vec<Entry>, Error> {
             1 => EntryKind::Normal,
             2 => EntryKind::Noop,
             other => {
-                return Err(Error::Config {
-                    field: format!("{} (log entry {})", dir.display(), record.index),
-                    problem: format!("unknown entry kind {other}"),
+                let (dir, index) = (dir.display(), record.index);
+                return Err(Error::Corrupt {
+                    what: format!("log entry {index} in {dir} has unknown kind {other}"),
                 });
             }
         };

@@ -172,7 +172,7 @@ impl EventLoop {
         let now = self.now();
         match input {
             Input::Peer(message) => self.node.on_message(now, message),
-            Input::Client(request) => self.on_client(request),
+            Input::Client(request) => self.on_client(request)?,
             Input::Storage => self.on_storage_report()?,
             Input::Timeout => {}
             Input::Stop => return Ok(false),
@@ -202,7 +202,7 @@ impl EventLoop {
         Ok(())
     }
 
-    fn on_client(&mut self, incoming: IncomingRequest) {
+    fn on_client(&mut self, incoming: IncomingRequest) -> Result<(), Error> {
         let connection = incoming.connection;
         let request = match Request::decode(incoming.body) {
             Ok(request) => request,
@@ -212,13 +212,14 @@ impl EventLoop {
                 tracing::warn!(node, connection = connection_id, %error, message);
                 let body = error_body(ErrorCode::BadRequest, format!("malformed request: {error}"));
                 self.reply(connection, 0, body);
-                return;
+                return Ok(());
             }
         };
         match request.op {
             Op::Status => {
                 let body = ResponseBody::Status(self.status());
                 self.reply(connection, request.id.seq, body);
+                Ok(())
             }
             Op::Read { from, max_count } => {
                 let read = ReadRequest {
@@ -227,16 +228,17 @@ impl EventLoop {
                     from,
                     max_count,
                 };
-                self.send_apply(ApplyMsg::Read(read));
+                self.send_apply(ApplyMsg::Read(read))
             }
             op => self.propose(connection, request.id, op),
         }
     }
 
-    fn propose(&mut self, connection: ConnectionId, id: RequestId, op: Op) {
+    fn propose(&mut self, connection: ConnectionId, id: RequestId, op: Op) -> Result<(), Error> {
         let Some((kind, data)) = command_of(op) else {
             let body = error_body(ErrorCode::BadRequest, "not a proposal".into());
-            return self.reply(connection, id.seq, body);
+            self.reply(connection, id.seq, body);
+            return Ok(());
         };
         let payload = LogCommand { id, kind, data }.encode();
         match self.node.propose(self.now(), payload) {
@@ -247,7 +249,7 @@ impl EventLoop {
                     connection,
                     seq: id.seq,
                 };
-                self.send_apply(ApplyMsg::Pending(pending));
+                return self.send_apply(ApplyMsg::Pending(pending));
             }
             Err(ProposeError::NotLeader { leader_hint }) => {
                 let leader = leader_hint.map(|id| LeaderHint {
@@ -280,6 +282,7 @@ impl EventLoop {
                 );
             }
         }
+        Ok(())
     }
 
     fn perform_outputs(&mut self) -> Result<(), Error> {
@@ -291,7 +294,7 @@ impl EventLoop {
                     self.send_storage(StorageOp::Append { entries })?
                 }
                 Output::Send(message) => self.peers.send(message),
-                Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries)),
+                Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
             }
         }
         Ok(())
@@ -307,7 +310,7 @@ impl EventLoop {
                 term = status.term.0,
                 "no longer leader"
             );
-            self.send_apply(ApplyMsg::LeadershipLost);
+            self.send_apply(ApplyMsg::LeadershipLost)?;
         } else if is_leader && !self.was_leader {
             tracing::info!(node = self.config.id, term = status.term.0, "became leader");
         }
@@ -323,12 +326,13 @@ impl EventLoop {
         })
     }
 
-    fn send_apply(&self, message: ApplyMsg) {
-        // The apply thread lives as long as the event loop holds its sender; it only exits
-        // early by panicking in the application's state machine, which join() reports.
-        if self.apply.sender.send(message).is_err() {
-            tracing::error!(node = self.config.id, "the apply thread stopped");
-        }
+    fn send_apply(&self, message: ApplyMsg) -> Result<(), Error> {
+        // The apply thread lives as long as the event loop holds its sender; it only ends early
+        // if the application's state machine panicked. A node that cannot apply cannot answer
+        // its clients, so it stops. Blocks only when the apply queue is full (backpressure).
+        self.apply.sender.send(message).map_err(|_| Error::Stopped {
+            reason: "the apply thread stopped (did the state machine panic?)".into(),
+        })
     }
 
     fn status(&self) -> NodeStatus {
@@ -716,6 +720,53 @@ mod tests {
             reason.starts_with("node stopped: log write failed"),
             "{reason}"
         );
+    }
+
+    struct Panicking;
+
+    impl StateMachine for Panicking {
+        fn apply(&mut self, _index: LogIndex, _command: &[u8]) -> Vec<u8> {
+            panic!("deliberate state-machine bug");
+        }
+    }
+
+    #[test]
+    fn a_panicking_state_machine_stops_the_node_instead_of_hanging_clients() {
+        let mut config = config(1);
+        config.peers.clear();
+        let (_peer_tx, peer_rx) = crossbeam_channel::bounded(1);
+        let (request_tx, request_rx) = crossbeam_channel::bounded(16);
+        let (reply_tx, _reply_rx) = crossbeam_channel::bounded(16);
+        let parts = Parts {
+            log: Box::new(MemoryLog::default()),
+            hard_state: Box::new(MemoryHardState),
+            peers: Box::new(Router {
+                inboxes: Arc::new(Mutex::new(BTreeMap::new())),
+            }),
+            peer_inbox: peer_rx,
+            client_inbox: request_rx,
+            replier: Arc::new(ChannelReplier(reply_tx)),
+        };
+        let running = launch(config, Persisted::default(), parts, Box::new(Panicking)).unwrap();
+        // Commands until one is applied (the first may meet a node that is not leader yet).
+        for seq in 1..=1000 {
+            if running.thread.is_finished() {
+                break;
+            }
+            let op = Op::Command {
+                payload: Bytes::from_static(b"boom"),
+            };
+            let body = Request {
+                id: RequestId { client: 1, seq },
+                op,
+            }
+            .encode();
+            let connection = alpo_net::ConnectionId(1);
+            let _ = request_tx.send(IncomingRequest { connection, body });
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let error = running.join().unwrap_err().to_string();
+        assert!(error.contains("the apply thread stopped"), "{error}");
     }
 
     #[test]
