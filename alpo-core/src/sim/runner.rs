@@ -774,6 +774,16 @@ impl Simulation {
             .max_by_key(|(_, status)| status.term)
     }
 
+    /// The live candidate of the highest term, if any.
+    fn candidate(&self) -> Option<(usize, Status)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n.status())))
+            .filter(|(_, status)| status.role == Role::Candidate)
+            .max_by_key(|(_, status)| status.term)
+    }
+
     fn term_max(&self) -> u64 {
         self.slots
             .iter()
@@ -809,7 +819,7 @@ impl Simulation {
     }
 
     /// Performs nemesis action `action` (0..10): crash a node, change the duplicate rate, crash
-    /// the leader, partition in two, block one link one way and pause a node, repair links,
+    /// the leader (or a candidate), partition in two, block one link one way and pause a node, repair links,
     /// change the loss rate.
     fn nemesis_act(&mut self, action: u64) {
         self.cold_start_open = false;
@@ -831,7 +841,11 @@ impl Simulation {
                 self.network.set_faults(faults);
             }
             3 => {
-                let victim = self.leader().map(|(slot, _)| slot);
+                // The leader, or else a candidate: possibly the one the others deferred to (S7).
+                let victim = self
+                    .leader()
+                    .or_else(|| self.candidate())
+                    .map(|(slot, _)| slot);
                 self.crash_and_plan_restart(victim);
             }
             4..=5 => {
