@@ -93,6 +93,15 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         None => say!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
     }
     let failed = wait_for_stop(&stop, &servers);
+    for server in &servers {
+        let stats = server.storage_stats();
+        let id = server.id();
+        say!(
+            "node {id}: {} entries written with {} syncs",
+            stats.entry_count,
+            stats.sync_count
+        );
+    }
     for server in servers {
         if let Err(error) = server.stop() {
             eprintln!("alpo: {error}");

@@ -97,7 +97,7 @@ pub use client::{CasOutcome, Client, ClientOptions};
 pub use config::{NodeConfig, PeerConfig, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
-pub use node::Server;
+pub use node::{Server, StorageStats};
 pub use state_machine::StateMachine;
 pub use wire::{DecodeError, DecodeProblem};
 

@@ -42,6 +42,15 @@ pub struct Server {
     listener: Arc<ClientListener>,
 }
 
+/// Group-commit figures of a node's storage thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Syncs (fdatasync calls through `Log::sync`) made.
+    pub sync_count: u64,
+    /// Entries written.
+    pub entry_count: u64,
+}
+
 /// The hard state as alpo-log stores it, kept by the event loop.
 struct FileHardState {
     dir: PathBuf,
@@ -136,6 +145,20 @@ impl Server {
         }
     }
 
+    /// How many log syncs the storage thread made and how many entries they covered since start
+    /// (entries per sync is the group-commit batch size).
+    #[must_use]
+    pub fn storage_stats(&self) -> StorageStats {
+        let Some(running) = &self.running else {
+            return StorageStats::default();
+        };
+        let state = running.shared.storage.lock();
+        StorageStats {
+            sync_count: state.sync_count,
+            entry_count: state.entry_count,
+        }
+    }
+
     /// The peer transport's counters (messages sent, dropped, connections rejected and why).
     #[must_use]
     pub fn peer_counters(&self) -> alpo_net::Counters {
@@ -173,8 +196,12 @@ impl Server {
         let Some(running) = self.running.take() else {
             return Ok(());
         };
+        let (sync_count, entry_count) = {
+            let state = running.shared.storage.lock();
+            (state.sync_count, state.entry_count)
+        };
         let result = running.stop();
-        tracing::info!(node = self.id.0, "node stopped");
+        tracing::info!(node = self.id.0, sync_count, entry_count, "node stopped");
         result
     }
 }

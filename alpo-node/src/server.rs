@@ -57,6 +57,7 @@ pub(crate) trait PeerSender: Send + 'static {
 pub(crate) struct Shared {
     pub(crate) status: Mutex<NodeStatus>,
     pub(crate) stop_reason: Mutex<Option<String>>,
+    pub(crate) storage: Arc<Mutex<storage::StorageState>>,
 }
 
 /// Everything the event loop talks to.
@@ -399,6 +400,7 @@ pub(crate) fn launch(
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
         stop_reason: Mutex::new(None),
+        storage: Arc::clone(&storage.state),
     });
     let event_loop = EventLoop {
         node,
