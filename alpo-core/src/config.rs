@@ -107,10 +107,16 @@ impl Config {
             return fail("members", "a member is listed twice".to_string());
         }
         if self.passive_timeout_min >= self.passive_timeout_max {
-            return fail("passive_timeout_min", "must be below passive_timeout_max".into());
+            return fail(
+                "passive_timeout_min",
+                "must be below passive_timeout_max".into(),
+            );
         }
         if self.election_cycle_min >= self.election_cycle_max {
-            return fail("election_cycle_min", "must be below election_cycle_max".into());
+            return fail(
+                "election_cycle_min",
+                "must be below election_cycle_max".into(),
+            );
         }
         if self.heartbeat_interval.is_zero() {
             return fail("heartbeat_interval", "must be above zero".into());
@@ -125,8 +131,14 @@ impl Config {
             ("append_entry_count_max", self.append_entry_count_max),
             ("append_bytes_max", self.append_bytes_max),
             ("inflight_append_count_max", self.inflight_append_count_max),
-            ("pending_proposal_count_max", self.pending_proposal_count_max),
-            ("pending_proposal_bytes_max", self.pending_proposal_bytes_max),
+            (
+                "pending_proposal_count_max",
+                self.pending_proposal_count_max,
+            ),
+            (
+                "pending_proposal_bytes_max",
+                self.pending_proposal_bytes_max,
+            ),
             ("entry_bytes_max", self.entry_bytes_max),
         ];
         for (field, value) in limits {
@@ -171,6 +183,9 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().field, "heartbeat_interval");
         let mut config = three();
         config.inflight_append_count_max = 0;
-        assert_eq!(config.validate().unwrap_err().field, "inflight_append_count_max");
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "inflight_append_count_max"
+        );
     }
 }

@@ -296,10 +296,17 @@ fn check_module_doc(path: &str, text: &str) -> Vec<String> {
     }
 }
 
+/// Marks a line of test-only code in alpo-core that may name a banned API; the comment must say
+/// why. Used for `std::thread::panicking` in the coverage-mark guard, which runs only in tests.
+const CORE_ALLOW_MARKER: &str = "tidy: test-only, not I/O";
+
 /// Rule 5 backstop: no thread, file, socket or clock API named in alpo-core.
 fn check_core_is_sans_io(path: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for (index, line) in text.lines().enumerate() {
+        if line.contains(CORE_ALLOW_MARKER) {
+            continue;
+        }
         for banned in CORE_BANNED {
             if line.contains(banned) {
                 problems.push(format!(
@@ -417,6 +424,11 @@ fn each_check_fails_on_bad_input_and_names_the_line() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[0].starts_with("alpo-core/src/x.rs:2: alpo-core mentions `std::fs`"));
     assert!(found[1].starts_with("alpo-core/src/x.rs:3: alpo-core mentions `Instant::now`"));
+    let allowed = "if std::thread::panicking() { // tidy: test-only, not I/O (drop guard)\n";
+    assert_eq!(
+        check_core_is_sans_io("alpo-core/src/x.rs", allowed).len(),
+        0
+    );
     let long = format!("//! {}\n", "x".repeat(97));
     assert_eq!(
         check_lines("a.rs", &long)[0],

@@ -49,8 +49,10 @@
 //! A failed run prints two lines:
 //!
 //! ```text
-//! sim: seed=0x00000000000004d2 violated log_matching: node 2 wrote (index 7, term 3, …) … (at 812.004 ms)
-//! replay: ALPO_SEED=0x00000000000004d2 cargo test -p alpo-core --test sim -- sim_replay --nocapture
+//! sim: seed=0x00000000000004d2 violated log_matching: node 2 wrote (index 7, term 3, …) …
+//!      (at 812.004 ms)
+//! replay: ALPO_SEED=0x00000000000004d2 cargo test -p alpo-core --test sim -- sim_replay \
+//!      --nocapture
 //! ```
 //!
 //! The first line names the seed, the property, the evidence (nodes, terms, indices, entries)

@@ -4,8 +4,10 @@
 //! the one command that replays it:
 //!
 //! ```text
-//! sim: seed=0x00000000000004d2 violated election_safety: nodes 1 and 3 are both leaders of term 4 (at 1234.567 ms)
-//! replay: ALPO_SEED=0x00000000000004d2 cargo test -p alpo-core --test sim -- sim_replay --nocapture
+//! sim: seed=0x00000000000004d2 violated election_safety: nodes 1 and 3 are both leaders
+//!      of term 4 (at 1234.567 ms)
+//! replay: ALPO_SEED=0x00000000000004d2 cargo test -p alpo-core --test sim -- sim_replay \
+//!      --nocapture
 //! ```
 
 use std::collections::BTreeMap;

@@ -819,8 +819,8 @@ impl Simulation {
     }
 
     /// Performs nemesis action `action` (0..10): crash a node, change the duplicate rate, crash
-    /// the leader (or a candidate), partition in two, block one link one way and pause a node, repair links,
-    /// change the loss rate.
+    /// the leader (or a candidate), partition in two, block one link one way and pause a node,
+    /// repair links, change the loss rate.
     fn nemesis_act(&mut self, action: u64) {
         self.cold_start_open = false;
         let n = self.slots.len();
@@ -1148,9 +1148,8 @@ mod tests {
             sim.defer_if_paused(Event::Deliver(message.clone()))
                 .is_none()
         );
-        assert!(
-            matches!(sim.queue.pop(), Some((at, Event::Deliver(m))) if at == 50 * MS && m == message)
-        );
+        let popped = sim.queue.pop();
+        assert!(matches!(popped, Some((at, Event::Deliver(m))) if at == 50 * MS && m == message));
         sim.now = 50 * MS;
         assert!(sim.defer_if_paused(Event::Deliver(message)).is_some());
     }

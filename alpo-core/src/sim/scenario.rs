@@ -41,8 +41,9 @@ pub enum FaultProfile {
     /// Every kind of fault, at a pace of one action per 10 to 800 ms, nodes down for up to 1.5 s.
     Standard,
     /// Leader churn: mostly leader crashes, about one per election (every half to three shortest
-    /// passive timeouts), crashes of new leaders right after the election or their first commit, quick restarts, at least 10 % message loss, and Appends of one or two entries,
-    /// so that logs diverge across many terms (scenario S1 and its kin).
+    /// passive timeouts), crashes of new leaders right after the election or their first commit,
+    /// quick restarts, at least 10 % message loss, and Appends of one or two entries, so that
+    /// logs diverge across many terms (scenario S1 and its kin).
     LeaderChurn,
 }
 

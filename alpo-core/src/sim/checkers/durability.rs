@@ -8,9 +8,9 @@
 //! index reported by a node of that term, for leader completeness.
 //!
 //! A `TruncateLog` may not remove the committed entry at its index, nor go below the node's own
-//! commit index (output.rs). "Never lost" is checked after every step: the last committed entry is in the synced log of a
-//! majority of nodes. That holds in a correct run because a leader counts a replica only once
-//! it is durable, and no later leader can truncate a committed entry.
+//! commit index (output.rs). "Never lost" is checked after every step: the last committed entry
+//! is in the synced log of a majority of nodes. That holds in a correct run because a leader
+//! counts a replica only once it is durable, and no later leader can truncate a committed entry.
 
 use std::collections::BTreeMap;
 
