@@ -226,10 +226,10 @@ pub fn check_append_log(history: &History, logs: &[CommittedLog]) -> Vec<AppendL
     let mut problems = Vec::new();
     let mut appends: HashMap<&str, &Operation> = HashMap::new();
     for op in &history.ops {
-        if let Command::Append { value } = &op.command {
-            if appends.insert(value.as_str(), op).is_some() {
-                problems.push(AppendLogProblem::AmbiguousValue(value.clone()));
-            }
+        if let Command::Append { value } = &op.command
+            && appends.insert(value.as_str(), op).is_some()
+        {
+            problems.push(AppendLogProblem::AmbiguousValue(value.clone()));
         }
     }
     // With no node's log at all, nothing is committed: every acknowledged append is missing.

@@ -76,10 +76,10 @@ fn parse(args: &[String]) -> Result<Args> {
             other => bail!("unknown flag {other:?} (see the doc of xtask/src/sim.rs)"),
         }
     }
-    if let Some(k) = parsed.options.node_count {
-        if ![3, 5, 7].contains(&k) {
-            bail!("--nodes {k}: the simulator runs clusters of 3, 5 or 7 nodes");
-        }
+    if let Some(k) = parsed.options.node_count
+        && ![3, 5, 7].contains(&k)
+    {
+        bail!("--nodes {k}: the simulator runs clusters of 3, 5 or 7 nodes");
     }
     Ok(parsed)
 }

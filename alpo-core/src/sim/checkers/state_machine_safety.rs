@@ -64,17 +64,17 @@ impl StateMachineSafety {
     }
 
     fn check_entry(&mut self, id: NodeId, entry: &Entry, committed: &CommittedLog) -> Check {
-        if let Some(truth) = entry_at(committed.entries(), entry.index) {
-            if truth != entry {
-                return Err(Violation::new(
-                    NAME,
-                    format!(
-                        "node {id} applied {} but the committed entry is {}",
-                        describe(Some(entry)),
-                        describe(Some(truth))
-                    ),
-                ));
-            }
+        if let Some(truth) = entry_at(committed.entries(), entry.index)
+            && truth != entry
+        {
+            return Err(Violation::new(
+                NAME,
+                format!(
+                    "node {id} applied {} but the committed entry is {}",
+                    describe(Some(entry)),
+                    describe(Some(truth))
+                ),
+            ));
         }
         match entry_at(&self.applied, entry.index) {
             Some(first) if first != entry => {
