@@ -1,113 +1,531 @@
-//! `alpo bench`: a closed-loop append benchmark against a running cluster. Each of `--clients`
-//! threads appends values of `--size` bytes one at a time until `--count` appends are done in
-//! all; the command prints throughput and latency percentiles.
+//! `alpo bench`: a closed-loop load generator (like etcd's `benchmark`). Each of `--clients`
+//! threads owns one connection and keeps exactly one request in flight: an `append` of a
+//! `--value-size`-byte value, or with `--op put` a `put` of a fresh key. The first `--warmup`
+//! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
+//! The result is one JSON line with the same fields as the etcd anchor's load generator
+//! (`../shared/bench/loadgen`): `clients, value_size, ops, seconds, throughput_ops_s, p50_us,
+//! p90_us, p99_us, p999_us, max_us, errors` (plus `backend`, `op`, `mean_us`, `warmup_s`), or a
+//! small table without `--json`.
 //!
-//! Invariants: the run is bounded by `--count` (at most `BENCH_COUNT_MAX`) and each request by
-//! the client timeout; every append is acknowledged (committed) before it is counted.
+//! Invariants: an operation is counted only once the cluster acknowledged it (committed; for
+//! `put`, also applied); latency runs from just before the call to its answer. The measured
+//! window runs from the end of the warm-up to the last measured answer, so every started
+//! measured operation is waited for and counted (the in-flight tail is not dropped). Latencies
+//! go into a log-bucketed histogram whose reported percentiles are at most 1/128 (0.8 %) above
+//! the true value; `max_us` is exact. Clients stop starting requests at the end of the window;
+//! each request is bounded by the client timeout, so a run ends at most that long after it.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::client_cmd::ClientFlags;
-use crate::json::Value;
+use alpo_core::Role;
 
-/// The most appends one run may make.
-const BENCH_COUNT_MAX: u64 = 10_000_000;
+/// The longest warm-up or measured duration one run may ask for, in seconds.
+const BENCH_SECONDS_MAX: f64 = 3600.0;
+/// The most concurrent clients (a node accepts at most 256 client connections).
+const BENCH_CLIENTS_MAX: u64 = 256;
+/// Errors printed to standard error per client; the rest are only counted.
+const ERRORS_PRINTED_PER_CLIENT: u64 = 3;
+/// How long the run waits for a leader before its warm-up starts.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+/// Pause after a failed request before the next (keeps a dead cluster from spinning).
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// The operation each client repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchOp {
+    /// Append the value to the log (answered once committed).
+    Append,
+    /// Put the value under a fresh key in the key-value store (answered once applied).
+    Put,
+}
 
 /// Arguments of `alpo bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Concurrent clients (each with one request in flight).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    /// Concurrent closed-loop clients (each a thread with one connection, one request in flight).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=BENCH_CLIENTS_MAX))]
     clients: u64,
-    /// Appends in all.
-    #[arg(long, default_value_t = 10_000, value_parser = count_range())]
-    count: u64,
-    /// Bytes per appended value.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    duration: f64,
+    /// Warm-up seconds: load runs, nothing is recorded.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+    warmup: f64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=1024 * 1024))]
+    value_size: u64,
+    /// The operation: `append` to the log, or `put` a fresh key (PREFIX/CLIENT/SEQ).
+    #[arg(long, value_enum, default_value_t = BenchOp::Append)]
+    op: BenchOp,
     #[command(flatten)]
     flags: ClientFlags,
 }
 
-fn count_range() -> clap::builder::RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=BENCH_COUNT_MAX)
+/// Parses a duration in seconds: a finite number in [0, `BENCH_SECONDS_MAX`].
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || !(0.0..=BENCH_SECONDS_MAX).contains(&seconds) {
+        return Err(format!(
+            "{text:?} is out of range: seconds must be between 0 and {BENCH_SECONDS_MAX}"
+        ));
+    }
+    Ok(seconds)
+}
+
+/// What one client thread measured.
+#[derive(Debug)]
+struct ClientResult {
+    histogram: Histogram,
+    errors: u64,
+    last_done: Option<Instant>,
+}
+
+/// The shared plan of a run: when measuring starts and when clients stop starting requests.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    measure_start: Instant,
+    measure_end: Instant,
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let next = AtomicU64::new(0);
-    let value = vec![b'x'; args.size];
+    wait_for_leader(&args.flags)?;
     let started = Instant::now();
-    let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
+    let measure_start = started + Duration::from_secs_f64(args.warmup);
+    let window = Window {
+        measure_start,
+        measure_end: measure_start + Duration::from_secs_f64(args.duration),
+    };
+    let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.clients)
-            .map(|_| {
-                let (next, value, flags) = (&next, &value, &args.flags);
-                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
-                    let mut client = flags.client()?;
-                    let mut latencies = Vec::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < args.count {
-                        let sent = Instant::now();
-                        client.append(value.clone()).context("append failed")?;
-                        latencies.push(sent.elapsed());
-                    }
-                    Ok(latencies)
-                })
+            .map(|client| {
+                let args = &args;
+                std::thread::Builder::new()
+                    .name(format!("bench-{client}"))
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || run_client(args, client, window))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
+            .map(|spawned| match spawned {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked"))),
+                Err(error) => Err(anyhow::anyhow!("starting a client thread: {error}")),
             })
             .collect()
     });
-    let elapsed = started.elapsed();
-    let mut latencies = Vec::new();
+    let mut total = Summary::new(&args);
+    let mut last_done = measure_start;
     for result in results {
-        latencies.extend(result?);
+        let result = result?;
+        total.histogram.add(&result.histogram);
+        total.errors += result.errors;
+        last_done = result
+            .last_done
+            .map_or(last_done, |done| last_done.max(done));
     }
-    latencies.sort();
-    report(&args, elapsed, &latencies)?;
+    total.seconds = last_done
+        .saturating_duration_since(measure_start)
+        .as_secs_f64();
+    let line = if args.flags.json {
+        total.json_line()
+    } else {
+        total.table()
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(args: &BenchArgs, elapsed: Duration, latencies: &[Duration]) -> anyhow::Result<()> {
-    let percentile = |p: usize| {
-        latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+/// Waits (up to the client timeout) until one of the endpoints says it is the leader, so the
+/// warm-up does not start with an election.
+fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<()> {
+    let mut probe = flags.client()?;
+    let endpoints = probe.endpoints().to_vec();
+    let deadline = Instant::now() + LEADER_WAIT;
+    let mut last = String::from("no endpoint answered");
+    while Instant::now() < deadline {
+        for &endpoint in &endpoints {
+            match probe.status_of(endpoint) {
+                Ok(status) if status.role == Role::Leader => return Ok(()),
+                Ok(status) => {
+                    last = format!("{endpoint} is {:?} in term {}", status.role, status.term.0)
+                }
+                Err(error) => last = format!("{endpoint}: {error}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(alpo_node::Error::Unavailable {
+        detail: format!("no leader among {endpoints:?}; last: {last}"),
+    })?
+}
+
+/// One closed-loop client: requests back to back until the window ends.
+fn run_client(args: &BenchArgs, client_no: u64, window: Window) -> anyhow::Result<ClientResult> {
+    let mut client = args.flags.client()?;
+    let size = usize::try_from(args.value_size)?;
+    let mut value = vec![0_u8; size];
+    fill_random(&mut value, 0x9E37_79B9_7F4A_7C15 ^ (client_no + 1));
+    let mut result = ClientResult {
+        histogram: Histogram::new(),
+        errors: 0,
+        last_done: None,
     };
-    let micros =
-        |d: Option<&Duration>| d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    let count = latencies.len() as u64;
-    let per_second = (count as f64 / elapsed.as_secs_f64()).round() as u64;
-    let json = Value::Object(vec![
-        ("appends", Value::Number(count)),
-        ("clients", Value::Number(args.clients)),
-        ("value_bytes", Value::Number(args.size as u64)),
-        (
-            "elapsed_ms",
-            Value::Number(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
-        ),
-        ("appends_per_second", Value::Number(per_second)),
-        ("latency_us_p50", Value::Number(micros(percentile(50)))),
-        ("latency_us_p90", Value::Number(micros(percentile(90)))),
-        ("latency_us_p99", Value::Number(micros(percentile(99)))),
-        ("latency_us_max", Value::Number(micros(latencies.last()))),
-    ]);
-    let text = format!(
-        "{count} appends of {} bytes by {} clients in {:.2} s: {per_second} appends/s; \
-         latency p50 {} us, p90 {} us, p99 {} us, max {} us",
-        args.size,
-        args.clients,
-        elapsed.as_secs_f64(),
-        micros(percentile(50)),
-        micros(percentile(90)),
-        micros(percentile(99)),
-        micros(latencies.last()),
-    );
-    crate::client_cmd::print(args.flags.json, &json, &text)
+    let mut key = String::new();
+    for seq in 0_u64.. {
+        let sent = Instant::now();
+        if sent >= window.measure_end {
+            break;
+        }
+        let outcome = match args.op {
+            BenchOp::Append => client.append(value.clone()).map(drop),
+            BenchOp::Put => {
+                key.clear();
+                let _ = write!(key, "bench/{client_no:05}/{seq:012}");
+                client
+                    .put(key.clone().into_bytes(), value.clone())
+                    .map(drop)
+            }
+        };
+        let done = Instant::now();
+        let measuring = sent >= window.measure_start;
+        match outcome {
+            Ok(()) if measuring => {
+                result.histogram.record(micros(done - sent));
+                result.last_done = Some(done);
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if measuring {
+                    result.errors += 1;
+                    result.last_done = Some(done);
+                }
+                if result.errors <= ERRORS_PRINTED_PER_CLIENT {
+                    eprintln!("alpo bench: client {client_no}: {error}");
+                }
+                std::thread::sleep(ERROR_PAUSE);
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Whole microseconds, at least 1 (a zero would hide in the histogram's first bucket).
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Xorshift bytes, so values are not trivially compressible (the same as the anchor's loadgen).
+fn fill_random(buf: &mut [u8], mut seed: u64) {
+    for byte in buf.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *byte = seed.to_le_bytes()[0];
+    }
+}
+
+/// The merged result of a run.
+#[derive(Debug)]
+struct Summary {
+    op: BenchOp,
+    clients: u64,
+    value_size: u64,
+    warmup: f64,
+    histogram: Histogram,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Summary {
+    fn new(args: &BenchArgs) -> Summary {
+        Summary {
+            op: args.op,
+            clients: args.clients,
+            value_size: args.value_size,
+            warmup: args.warmup,
+            histogram: Histogram::new(),
+            errors: 0,
+            seconds: 0.0,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        if self.seconds > 0.0 {
+            as_f64(self.histogram.count()) / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn op_name(&self) -> &'static str {
+        match self.op {
+            BenchOp::Append => "append",
+            BenchOp::Put => "put",
+        }
+    }
+
+    /// The JSON line, field for field as the anchor's loadgen prints it.
+    fn json_line(&self) -> String {
+        let h = &self.histogram;
+        format!(
+            "{{\"backend\":\"alpo\",\"op\":\"{}\",\"clients\":{},\"value_size\":{},\"ops\":{},\
+             \"seconds\":{:.3},\"throughput_ops_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\
+             \"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"errors\":{},\
+             \"warmup_s\":{}}}",
+            self.op_name(),
+            self.clients,
+            self.value_size,
+            h.count(),
+            self.seconds,
+            self.throughput(),
+            h.quantile(0.50),
+            h.quantile(0.90),
+            h.quantile(0.99),
+            h.quantile(0.999),
+            h.max(),
+            h.mean(),
+            self.errors,
+            self.warmup,
+        )
+    }
+
+    /// The human form: one header line and a two-row table.
+    fn table(&self) -> String {
+        let h = &self.histogram;
+        format!(
+            "{} {}s of {} B by {} clients over {:.2} s (after {} s warm-up), {} errors\n\
+             {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n\
+             {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+            h.count(),
+            self.op_name(),
+            self.value_size,
+            self.clients,
+            self.seconds,
+            self.warmup,
+            self.errors,
+            "ops/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "mean µs",
+            self.throughput(),
+            h.quantile(0.50),
+            h.quantile(0.90),
+            h.quantile(0.99),
+            h.quantile(0.999),
+            h.max(),
+            h.mean(),
+        )
+    }
+}
+
+/// A count as a float for ratios (exact below 2^53, which any run stays under).
+fn as_f64(count: u64) -> f64 {
+    count as f64
+}
+
+/// Exact below this many microseconds; above, `SUB_BUCKETS` buckets per power of two.
+const SUB_BUCKETS: u64 = 128;
+/// log2 of `SUB_BUCKETS`.
+const SUB_BUCKET_BITS: u32 = 7;
+/// Buckets: `2 * SUB_BUCKETS` exact ones, then `SUB_BUCKETS` per power of two up to 2^63.
+const BUCKET_COUNT: usize = 2 * 128 + (63 - 8 + 1) * 128;
+
+/// A log-bucketed latency histogram in the style of HDR histograms: values below 256 are exact;
+/// above, each power of two is split into 128 buckets, so a bucket's width is at most 1/128 of
+/// its values. Percentiles report a bucket's highest value, never below the true one.
+#[derive(Debug, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    count: u64,
+    sum: u128,
+    max: u64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; BUCKET_COUNT],
+            count: 0,
+            sum: 0,
+            max: 0,
+        }
+    }
+
+    /// The bucket of `value`.
+    fn index(value: u64) -> usize {
+        if value < 2 * SUB_BUCKETS {
+            return usize::try_from(value).unwrap_or(usize::MAX);
+        }
+        let exponent = 63 - value.leading_zeros(); // >= SUB_BUCKET_BITS + 1
+        let shift = exponent - SUB_BUCKET_BITS;
+        let mantissa = (value >> shift) - SUB_BUCKETS; // in [0, SUB_BUCKETS)
+        let bucket = 2 * SUB_BUCKETS + u64::from(exponent - SUB_BUCKET_BITS - 1) * SUB_BUCKETS;
+        usize::try_from(bucket + mantissa).unwrap_or(usize::MAX)
+    }
+
+    /// The highest value that falls in bucket `index`.
+    fn highest(index: usize) -> u64 {
+        let index = u64::try_from(index).unwrap_or(u64::MAX);
+        if index < 2 * SUB_BUCKETS {
+            return index;
+        }
+        let above = index - 2 * SUB_BUCKETS;
+        let shift = u32::try_from(above / SUB_BUCKETS).unwrap_or(u32::MAX) + 1;
+        let mantissa = above % SUB_BUCKETS + SUB_BUCKETS;
+        (mantissa << shift) + ((1 << shift) - 1)
+    }
+
+    fn record(&mut self, value: u64) {
+        let index = Histogram::index(value);
+        debug_assert!(index < BUCKET_COUNT, "invariant: every u64 has a bucket");
+        if let Some(slot) = self.counts.get_mut(index) {
+            *slot += 1;
+        }
+        self.count += 1;
+        self.sum += u128::from(value);
+        self.max = self.max.max(value);
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn max(&self) -> u64 {
+        self.max
+    }
+
+    fn mean(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let sum = u64::try_from(self.sum).unwrap_or(u64::MAX);
+        as_f64(sum) / as_f64(self.count)
+    }
+
+    /// The smallest bucket value `v` with at least `q * count` values at or below it (0 when
+    /// empty), capped at the exact maximum.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        // A float-to-integer `as` saturates; the rank is in [1, count].
+        let rank = ((q.clamp(0.0, 1.0) * as_f64(self.count)).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (index, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Histogram::highest(index).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_exact_below_256_and_tight_above() {
+        for value in [0, 1, 2, 127, 128, 255] {
+            assert_eq!(Histogram::highest(Histogram::index(value)), value);
+        }
+        let mut previous = 0;
+        for value in (256..2_000_000).step_by(7).chain([u64::MAX / 3, u64::MAX]) {
+            let index = Histogram::index(value);
+            assert!(index < BUCKET_COUNT, "{value} -> {index}");
+            assert!(index >= previous, "buckets are monotonic");
+            previous = index;
+            let high = Histogram::highest(index);
+            assert!(high >= value, "{value} -> bucket top {high}");
+            assert!(high - value <= value / 128, "{value} -> bucket top {high}");
+            if index > 0 {
+                assert!(
+                    Histogram::highest(index - 1) < value,
+                    "{value} not in lower bucket"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_of_a_uniform_run() {
+        let mut h = Histogram::new();
+        for value in 1..=10_000 {
+            h.record(value);
+        }
+        assert_eq!(h.count(), 10_000);
+        assert_eq!(h.max(), 10_000);
+        for (q, exact) in [(0.5, 5_000), (0.9, 9_000), (0.99, 9_900), (0.999, 9_990)] {
+            let got = h.quantile(q);
+            assert!(
+                got >= exact && got - exact <= exact / 128,
+                "q {q}: {got} vs {exact}"
+            );
+        }
+        assert_eq!(h.quantile(1.0), 10_000);
+        assert!((h.mean() - 5_000.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merging_adds_counts_and_keeps_the_max() {
+        let (mut a, mut b) = (Histogram::new(), Histogram::new());
+        a.record(10);
+        a.record(20);
+        b.record(1_000_000);
+        a.add(&b);
+        assert_eq!(a.count(), 3);
+        assert_eq!(a.max(), 1_000_000);
+        assert_eq!(a.quantile(0.5), 20);
+        assert_eq!(a.quantile(0.99), 1_000_000);
+        assert_eq!(Histogram::new().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn seconds_are_checked() {
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        assert!(parse_seconds("-1").unwrap_err().contains("out of range"));
+        assert!(parse_seconds("NaN").unwrap_err().contains("out of range"));
+        assert!(parse_seconds("soon").unwrap_err().contains("not a number"));
+        assert!(parse_seconds("1e9").is_err());
+    }
+
+    #[test]
+    fn values_differ_between_clients() {
+        let (mut a, mut b) = ([0_u8; 16], [0_u8; 16]);
+        fill_random(&mut a, 1);
+        fill_random(&mut b, 2);
+        assert_ne!(a, b);
+        assert!(a.iter().any(|&x| x != a[0]), "not constant");
+    }
 }
