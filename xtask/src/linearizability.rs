@@ -1092,10 +1092,10 @@ mod tests {
             (Command::Get { .. }, _) => {}
             (Command::Cas { key, expected, new }, reply) => {
                 let matches = store.get(key) == expected.as_ref();
-                if let Some(Reply::Cas { swapped }) = reply {
-                    if *swapped != matches {
-                        return None;
-                    }
+                if let Some(Reply::Cas { swapped }) = reply
+                    && *swapped != matches
+                {
+                    return None;
                 }
                 if matches {
                     store.insert(key.clone(), new.clone());

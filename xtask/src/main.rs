@@ -4,6 +4,7 @@
 //! `tidy.rs`, so `cargo test --workspace` runs them and nothing lives only in CI.
 
 mod sim;
+mod test_cluster;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ tasks:
   check-history   re-check a kept history (JSON lines) for linearizability:
                   check-history FILE [--steps N]; exit 0 linearizable, 1 not, 3 unknown
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
+  test-cluster    real `alpo node` processes under a seeded nemesis, then safety checks:
+                  [--nodes 3|5] [--duration SECS] [--clients N] [--seed S] [--keep DIR]
+                  [--nemesis kill,pause,partition,restart|all|none]
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("sim") => sim::main(&args[1..]),
+        Some("test-cluster") => test_cluster::main(&args[1..]),
         Some("check-history") => check_history(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task {other:?}\n\n{HELP}");

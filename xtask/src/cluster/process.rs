@@ -1,0 +1,312 @@
+//! The nodes of a cluster test as real `alpo node` processes: the release build, free ports,
+//! one TOML config and data directory per node, start, `kill -9`, `SIGSTOP`/`SIGCONT`.
+//!
+//! Invariants: each node keeps its listen addresses and data directory for the whole run (a
+//! restart reuses its config file); node `i` reaches node `j` only through the proxy address
+//! given for that link; every process started here is killed and reaped when the [`Nodes`] value
+//! is dropped, also when the run fails or panics, so no `alpo` process outlives the test.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use alpo_node::{NodeConfig, PeerConfig, Timeouts};
+
+/// The cluster id every node of a test run uses.
+pub(crate) const CLUSTER_ID: u64 = 0x7e57;
+
+/// Builds the `alpo` binary in release mode and returns its path (from cargo's own report, so
+/// `CARGO_TARGET_DIR` and the profile directory need not be guessed).
+pub(crate) fn build_alpo(workspace: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "alpo-cli", "--bin", "alpo"])
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo build --release -p alpo-cli")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo build: no standard output")?;
+    let mut executable = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo build output")?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let is_alpo =
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == "alpo";
+        if let (true, Some(path)) = (is_alpo, message["executable"].as_str()) {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p alpo-cli failed ({status})");
+    }
+    executable.context("cargo build did not report the alpo executable")
+}
+
+/// Reserves `count` distinct free loopback ports by binding them all at once; the caller drops
+/// the listeners right before the node that needs the ports starts.
+pub(crate) fn reserve_ports(count: usize) -> Result<Vec<TcpListener>> {
+    (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").context("reserving a loopback port"))
+        .collect()
+}
+
+/// Where one node listens and keeps its files.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeSpec {
+    /// Node id (index + 1).
+    pub(crate) id: u64,
+    /// Where it listens for peers (the proxies' target).
+    pub(crate) peer_addr: SocketAddr,
+    /// Where it listens for clients (not proxied).
+    pub(crate) client_addr: SocketAddr,
+    /// Its config file.
+    pub(crate) config_path: PathBuf,
+    /// Its standard output and error, appended across restarts.
+    pub(crate) log_path: PathBuf,
+}
+
+/// Writes node `index`'s config: its own addresses, and for each peer `j` the proxy address
+/// `peer_via[j]` in place of `j`'s peer address. `peer_via[index]` is ignored.
+pub(crate) fn write_config(
+    dir: &Path,
+    specs: &[NodeSpec],
+    index: usize,
+    peer_via: &[SocketAddr],
+) -> Result<()> {
+    let me = &specs[index];
+    let peers = specs
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != index)
+        .map(|(j, peer)| PeerConfig {
+            id: peer.id,
+            peer_addr: peer_via[j],
+            client_addr: peer.client_addr,
+        })
+        .collect();
+    let config = NodeConfig {
+        id: me.id,
+        cluster_id: CLUSTER_ID,
+        data_dir: dir.join(format!("data-n{index}")),
+        peer_addr: me.peer_addr,
+        client_addr: me.client_addr,
+        peers,
+        timeouts: Timeouts::lan(),
+    };
+    config
+        .validate()
+        .with_context(|| format!("config of node n{index}"))?;
+    std::fs::write(&me.config_path, to_toml(&config)?)
+        .with_context(|| format!("writing {}", me.config_path.display()))
+}
+
+/// The running (or killed, or paused) node processes of a run.
+#[derive(Debug)]
+pub(crate) struct Nodes {
+    binary: PathBuf,
+    specs: Vec<NodeSpec>,
+    children: Vec<Option<Child>>,
+    paused: Vec<bool>,
+}
+
+impl Nodes {
+    /// No node running yet.
+    pub(crate) fn new(binary: PathBuf, specs: Vec<NodeSpec>) -> Nodes {
+        let count = specs.len();
+        Nodes {
+            binary,
+            specs,
+            children: (0..count).map(|_| None).collect(),
+            paused: vec![false; count],
+        }
+    }
+
+    /// The nodes' specs.
+    pub(crate) fn specs(&self) -> &[NodeSpec] {
+        &self.specs
+    }
+
+    /// True when node `index` is killed or paused.
+    pub(crate) fn down(&self) -> Vec<bool> {
+        (0..self.specs.len())
+            .map(|i| self.children[i].is_none() || self.paused[i])
+            .collect()
+    }
+
+    /// Starts node `index` from its config file (no-op if it runs).
+    pub(crate) fn start(&mut self, index: usize) -> Result<()> {
+        if self.children[index].is_some() {
+            return Ok(());
+        }
+        let spec = &self.specs[index];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .with_context(|| format!("opening {}", spec.log_path.display()))?;
+        let log_err = log.try_clone().context("duplicating a node log handle")?;
+        let child = Command::new(&self.binary)
+            .arg("node")
+            .arg("--config")
+            .arg(&spec.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .with_context(|| format!("starting node n{index} ({})", self.binary.display()))?;
+        self.children[index] = Some(child);
+        self.paused[index] = false;
+        Ok(())
+    }
+
+    /// `kill -9` node `index` and reaps it (no-op if it is not running).
+    pub(crate) fn kill(&mut self, index: usize) -> Result<()> {
+        if let Some(mut child) = self.children[index].take() {
+            // SIGKILL also ends a stopped process.
+            let _ = child.kill();
+            child
+                .wait()
+                .with_context(|| format!("reaping node n{index}"))?;
+        }
+        self.paused[index] = false;
+        Ok(())
+    }
+
+    /// `SIGSTOP` (pause) or `SIGCONT` (resume) node `index`.
+    pub(crate) fn signal_pause(&mut self, index: usize, pause: bool) -> Result<()> {
+        let Some(child) = &self.children[index] else {
+            return Ok(());
+        };
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {signal} of node n{index} failed ({status})");
+        }
+        self.paused[index] = pause;
+        Ok(())
+    }
+
+    /// Nodes whose process ended on its own (not killed by us), with the exit status.
+    pub(crate) fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut exited = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited.push((index, status.to_string()));
+                *slot = None;
+            }
+        }
+        exited
+    }
+
+    /// Kills every node; used at the end of a run and on drop.
+    pub(crate) fn kill_all(&mut self) {
+        for index in 0..self.children.len() {
+            let _ = self.kill(index);
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Creates a fresh, empty file (truncating an old one).
+pub(crate) fn create_empty(path: &Path) -> Result<()> {
+    File::create(path)
+        .map(drop)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// The config as TOML, in the form `NodeConfig::load` reads (written here to keep xtask's
+/// dependencies to its allow-list). Strings are JSON-quoted, which TOML basic strings accept.
+fn to_toml(config: &NodeConfig) -> Result<String> {
+    let quote = |text: &str| serde_json::to_string(text).context("quoting a config string");
+    let data_dir = config
+        .data_dir
+        .to_str()
+        .context("the data directory path is not UTF-8")?;
+    let mut text = format!(
+        "id = {}\ncluster_id = {}\ndata_dir = {}\npeer_addr = {}\nclient_addr = {}\n",
+        config.id,
+        config.cluster_id,
+        quote(data_dir)?,
+        quote(&config.peer_addr.to_string())?,
+        quote(&config.client_addr.to_string())?,
+    );
+    for peer in &config.peers {
+        text.push_str(&format!(
+            "\n[[peers]]\nid = {}\npeer_addr = {}\nclient_addr = {}\n",
+            peer.id,
+            quote(&peer.peer_addr.to_string())?,
+            quote(&peer.client_addr.to_string())?,
+        ));
+    }
+    let t = config.timeouts;
+    text.push_str(&format!(
+        "\n[timeouts]\nheartbeat_interval_ms = {}\npassive_timeout_ms_min = {}\n\
+         passive_timeout_ms_max = {}\nelection_cycle_ms_min = {}\nelection_cycle_ms_max = {}\n",
+        t.heartbeat_interval_ms,
+        t.passive_timeout_ms_min,
+        t.passive_timeout_ms_max,
+        t.election_cycle_ms_min,
+        t.election_cycle_ms_max,
+    ));
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_loads_back_equal() {
+        let dir = std::env::temp_dir().join(format!("xtask-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let specs: Vec<NodeSpec> = (0..3u16)
+            .map(|i| NodeSpec {
+                id: u64::from(i) + 1,
+                peer_addr: addr(9000 + i),
+                client_addr: addr(9100 + i),
+                config_path: dir.join(format!("n{i}.toml")),
+                log_path: dir.join(format!("n{i}.log")),
+            })
+            .collect();
+        let via = vec![addr(9200), addr(9201), addr(9202)];
+        write_config(&dir, &specs, 1, &via).unwrap();
+        let loaded = NodeConfig::load(&specs[1].config_path).unwrap();
+        assert_eq!(loaded.id, 2);
+        assert_eq!(loaded.client_addr, addr(9101));
+        assert_eq!(loaded.data_dir, dir.join("data-n1"));
+        let peers: Vec<_> = loaded
+            .peers
+            .iter()
+            .map(|p| (p.id, p.peer_addr, p.client_addr))
+            .collect();
+        assert_eq!(
+            peers,
+            vec![(1, addr(9200), addr(9100)), (3, addr(9202), addr(9102))]
+        );
+        assert_eq!(loaded.timeouts, Timeouts::lan());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

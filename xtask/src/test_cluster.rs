@@ -1,0 +1,725 @@
+//! `cargo xtask test-cluster`: a real cluster of `alpo node` processes on loopback, concurrent
+//! clients recording a history, a seeded nemesis (kill -9, SIGSTOP/SIGCONT, network faults
+//! through a fault-injecting proxy on every peer link, crash-restart), then the checks of
+//! issue 6 on the healed, converged cluster:
+//! 1. every acknowledged append is committed exactly once at its acknowledged index and every
+//!    node's committed log is the same sequence (`lost_acks`, `duplicates`, `log_problems`);
+//! 2. the key-value history is linearizable, indeterminate operations possibly applied;
+//! 3. progress during faults: throughput per second and the longest window without a successful
+//!    write (`max_unavailable_ms`, reported, not judged: no wall-clock pass/fail here).
+//!
+//! Also judged: no two nodes ever said they lead the same term, no node exited on its own, the
+//! cluster converged after healing, and it accepted writes again after the last fault.
+//!
+//! The run directory (`--keep DIR`, else a temporary one, deleted on success and printed on
+//! failure) holds `history.jsonl`, `faults.txt`, `leaders.txt`, `throughput.txt`,
+//! `timeline.svg`, `run.txt` (seed and the command that replays it), node configs, node logs
+//! and data directories. The last line printed is the summary; the exit code is 1 on any
+//! violation, 2 on a usage or setup error.
+//!
+//! Invariant: every process started is killed on every exit path (see `cluster::process`).
+
+#[path = "cluster/checks.rs"]
+mod checks;
+#[path = "cluster/process.rs"]
+mod process;
+#[path = "cluster/workload.rs"]
+mod workload;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use xtask::history::{History, Recorder};
+use xtask::linearizability::{self, CommittedLog, STEPS_MAX_DEFAULT, Verdict};
+use xtask::nemesis::{
+    self, Action, FaultId, FaultKind, NemesisConfig, NetworkFault, NodeIndex, Schedule,
+};
+use xtask::proxy::Mesh;
+use xtask::timeline::{FaultBand, LeaderSpan, OpSample, Timeline, write_svg};
+
+use process::{NodeSpec, Nodes};
+use workload::LeaderLog;
+
+/// The usage text.
+pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
+[--clients N] [--nemesis kill,pause,partition,restart|all|none] [--seed S] [--keep DIR]";
+
+/// How long the healed cluster may take to agree on one committed log.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the nodes may take to answer their first status and elect a first leader.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The command-line options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Options {
+    nodes: usize,
+    duration_s: u64,
+    clients: u64,
+    kinds: Vec<FaultKind>,
+    seed: u64,
+    keep: Option<PathBuf>,
+}
+
+/// Parses the arguments after `test-cluster`.
+pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        nodes: 3,
+        duration_s: 60,
+        clients: 4,
+        kinds: FaultKind::ALL.to_vec(),
+        seed: default_seed(),
+        keep: None,
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} wants a value"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag} wants a number, found {value:?}"))
+        };
+        match flag.as_str() {
+            "--nodes" => {
+                options.nodes = usize::try_from(number()?).map_err(|e| e.to_string())?;
+            }
+            "--duration" => options.duration_s = number()?,
+            "--clients" => options.clients = number()?,
+            "--seed" => options.seed = number()?,
+            "--keep" => options.keep = Some(PathBuf::from(value)),
+            "--nemesis" => options.kinds = parse_kinds(value)?,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if !(1..=9).contains(&options.nodes) {
+        return Err(format!("--nodes must be 1..=9, found {}", options.nodes));
+    }
+    if options.duration_s < 5 {
+        return Err(format!(
+            "--duration must be at least 5 s, found {}",
+            options.duration_s
+        ));
+    }
+    if options.clients == 0 {
+        return Err("--clients must be at least 1".into());
+    }
+    Ok(options)
+}
+
+fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
+    match text {
+        "all" => Ok(FaultKind::ALL.to_vec()),
+        "none" => Ok(Vec::new()),
+        list => list
+            .split(',')
+            .map(|name| {
+                FaultKind::parse(name.trim()).ok_or_else(|| {
+                    format!("unknown nemesis {name:?} (kill, pause, partition, restart, all, none)")
+                })
+            })
+            .collect(),
+    }
+}
+
+fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| u64::try_from(since.as_micros()).unwrap_or(1))
+}
+
+/// Runs `test-cluster` with `args`.
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    let options = match parse(args) {
+        Ok(options) => options,
+        Err(problem) => {
+            eprintln!("xtask test-cluster: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = options.keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "alpo-test-cluster-{}-{}",
+            options.seed,
+            std::process::id()
+        ))
+    });
+    eprintln!(
+        "test-cluster: seed {} nodes {} duration {}s, run directory {}",
+        options.seed,
+        options.nodes,
+        options.duration_s,
+        dir.display()
+    );
+    let outcome = prepare_dir(&dir).and_then(|()| run(&options, &dir));
+    match outcome {
+        Ok(report) => {
+            println!("{}", report.line);
+            if report.violations.is_empty() {
+                if options.keep.is_none() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                ExitCode::SUCCESS
+            } else {
+                for violation in &report.violations {
+                    eprintln!("test-cluster: VIOLATION: {violation}");
+                }
+                eprintln!(
+                    "test-cluster: failed; seed {}, history, node logs and timeline kept in {}",
+                    options.seed,
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!(
+                "test-cluster: error: {error:#}\nrun directory kept in {}",
+                dir.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stale = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .next()
+        .is_some();
+    if stale {
+        bail!(
+            "run directory {} is not empty; give a fresh --keep DIR",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The result of a run that got as far as the checks.
+#[derive(Debug)]
+struct Report {
+    line: String,
+    violations: Vec<String>,
+}
+
+/// Everything a running test owns. Dropping it stops the threads' loops and kills every node.
+struct Cluster {
+    nodes: Nodes,
+    mesh: Mesh,
+    endpoints: Vec<std::net::SocketAddr>,
+    recorder: Arc<Recorder>,
+    leaders: Arc<Mutex<LeaderLog>>,
+    stop_clients: Arc<AtomicBool>,
+    stop_pollers: Arc<AtomicBool>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_clients.store(true, Ordering::SeqCst);
+        self.stop_pollers.store(true, Ordering::SeqCst);
+        self.nodes.kill_all();
+    }
+}
+
+fn run(options: &Options, dir: &Path) -> Result<Report> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    eprintln!("test-cluster: building alpo (release)");
+    let binary = process::build_alpo(workspace)?;
+    let duration_ms = options.duration_s * 1_000;
+    let config = NemesisConfig::new(options.seed, options.nodes, duration_ms, &options.kinds);
+    let schedule = nemesis::schedule(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_run_files(options, dir, &schedule)?;
+    let mut cluster = start_cluster(options, dir, binary)?;
+    wait_for_leader(&cluster)?;
+    let start_us = cluster.recorder.now_us();
+    let clients = start_clients(&cluster, options)?;
+    let pollers = start_pollers(&cluster)?;
+    let nemesis_result = run_nemesis(&mut cluster, &schedule, start_us, duration_ms);
+    cluster.stop_clients.store(true, Ordering::SeqCst);
+    let client_result = join_clients(clients);
+    let end_us = cluster.recorder.now_us();
+    heal_all(&mut cluster)?;
+    nemesis_result?;
+    client_result?;
+    let history = cluster.recorder.snapshot();
+    history
+        .save(&dir.join("history.jsonl"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let converged = checks::converge(&cluster.endpoints, CONVERGE_TIMEOUT);
+    cluster.stop_pollers.store(true, Ordering::SeqCst);
+    for poller in pollers {
+        let _ = poller.join();
+    }
+    let window = Window {
+        start_us,
+        end_us,
+        healed_by_us: start_us + schedule.healed_by_ms * 1_000,
+    };
+    let report = judge(&mut cluster, options, &history, converged, window, dir)?;
+    draw(&cluster, options, &history, &schedule, window, dir)?;
+    Ok(report)
+}
+
+fn write_run_files(options: &Options, dir: &Path, schedule: &Schedule) -> Result<()> {
+    let kinds: Vec<&str> = options
+        .kinds
+        .iter()
+        .map(|kind| match kind {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Restart => "restart",
+        })
+        .collect();
+    let nemesis = if kinds.is_empty() {
+        "none".to_owned()
+    } else {
+        kinds.join(",")
+    };
+    let run = format!(
+        "seed = {}\nreplay: cargo xtask test-cluster --nodes {} --duration {} --clients {} \
+         --nemesis {nemesis} --seed {} --keep NEW_DIR\n",
+        options.seed, options.nodes, options.duration_s, options.clients, options.seed
+    );
+    write(dir, "run.txt", &run)?;
+    let mut faults = String::new();
+    for span in &schedule.faults {
+        let _ = writeln!(
+            faults,
+            "{:>7} ms .. {:>7} ms  {:?}  {}",
+            span.start_ms, span.end_ms, span.kind, span.label
+        );
+    }
+    write(dir, "faults.txt", &faults)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn start_cluster(options: &Options, dir: &Path, binary: PathBuf) -> Result<Cluster> {
+    let count = options.nodes;
+    // Hold every reserved port until the proxies are bound, so no proxy takes a node's port.
+    let reserved = process::reserve_ports(2 * count)?;
+    let addrs: Vec<_> = reserved
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<_, _>>()
+        .context("reading a reserved port")?;
+    let specs: Vec<NodeSpec> = (0..count)
+        .map(|i| NodeSpec {
+            id: u64::try_from(i).unwrap_or(u64::MAX - 1) + 1,
+            peer_addr: addrs[2 * i],
+            client_addr: addrs[2 * i + 1],
+            config_path: dir.join(format!("n{i}.toml")),
+            log_path: dir.join(format!("n{i}.log")),
+        })
+        .collect();
+    let peer_addrs: Vec<_> = specs.iter().map(|spec| spec.peer_addr).collect();
+    let mesh = Mesh::start(&peer_addrs).context("starting the proxies")?;
+    for i in 0..count {
+        let via: Vec<_> = (0..count)
+            .map(|j| {
+                mesh.addr(NodeIndex(i), NodeIndex(j))
+                    .unwrap_or(peer_addrs[j])
+            })
+            .collect();
+        process::write_config(dir, &specs, i, &via)?;
+        process::create_empty(&specs[i].log_path)?;
+    }
+    drop(reserved);
+    let endpoints = specs.iter().map(|spec| spec.client_addr).collect();
+    let mut nodes = Nodes::new(binary, specs);
+    for i in 0..count {
+        nodes.start(i)?;
+    }
+    Ok(Cluster {
+        nodes,
+        mesh,
+        endpoints,
+        recorder: Arc::new(Recorder::new()),
+        leaders: Arc::new(Mutex::new(LeaderLog::default())),
+        stop_clients: Arc::new(AtomicBool::new(false)),
+        stop_pollers: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+/// Waits until one node says it leads, so the run starts from a working cluster.
+fn wait_for_leader(cluster: &Cluster) -> Result<()> {
+    let mut client = alpo_node::Client::new(cluster.endpoints.clone(), workload::client_options())?;
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        for endpoint in &cluster.endpoints {
+            if let Ok(status) = client.status_of(*endpoint)
+                && status.role == alpo_core::Role::Leader
+            {
+                return Ok(());
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no leader within {STARTUP_TIMEOUT:?} of starting the nodes (see the n*.log files)")
+}
+
+fn start_clients(cluster: &Cluster, options: &Options) -> Result<Vec<JoinHandle<Result<()>>>> {
+    (1..=options.clients)
+        .map(|id| {
+            workload::spawn_client(
+                id,
+                options.seed,
+                cluster.endpoints.clone(),
+                Arc::clone(&cluster.recorder),
+                Arc::clone(&cluster.stop_clients),
+            )
+        })
+        .collect()
+}
+
+fn start_pollers(cluster: &Cluster) -> Result<Vec<JoinHandle<()>>> {
+    cluster
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(index, endpoint)| {
+            workload::spawn_poller(
+                index,
+                *endpoint,
+                Arc::clone(&cluster.recorder),
+                Arc::clone(&cluster.leaders),
+                Arc::clone(&cluster.stop_pollers),
+            )
+        })
+        .collect()
+}
+
+fn join_clients(clients: Vec<JoinHandle<Result<()>>>) -> Result<()> {
+    for client in clients {
+        match client.join() {
+            Ok(result) => result?,
+            Err(_) => bail!("a client thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Executes the schedule in real time, then waits for the end of the run.
+fn run_nemesis(
+    cluster: &mut Cluster,
+    schedule: &Schedule,
+    start_us: u64,
+    duration_ms: u64,
+) -> Result<()> {
+    let mut hit: std::collections::BTreeMap<FaultId, usize> = Default::default();
+    let log_path = cluster.nodes.specs()[0]
+        .log_path
+        .with_file_name("nemesis.txt");
+    let mut log = String::new();
+    for timed in &schedule.actions {
+        sleep_until(&cluster.recorder, start_us + timed.at_ms * 1_000);
+        let done = execute(cluster, &timed.action, &mut hit)?;
+        let now_ms = (cluster.recorder.now_us() - start_us) / 1_000;
+        let _ = writeln!(log, "{now_ms:>7} ms  {done}");
+        if let Some((index, status)) = cluster.nodes.exited().into_iter().next() {
+            bail!("node n{index} exited on its own ({status}); see n{index}.log");
+        }
+    }
+    sleep_until(&cluster.recorder, start_us + duration_ms * 1_000);
+    std::fs::write(&log_path, log).with_context(|| format!("writing {}", log_path.display()))
+}
+
+fn sleep_until(recorder: &Recorder, at_us: u64) {
+    let now = recorder.now_us();
+    if now < at_us {
+        thread::sleep(Duration::from_micros(at_us - now));
+    }
+}
+
+/// Runs one nemesis action; returns what was done, for the log.
+fn execute(
+    cluster: &mut Cluster,
+    action: &Action,
+    hit: &mut std::collections::BTreeMap<FaultId, usize>,
+) -> Result<String> {
+    let now_ms = cluster.recorder.now_us() / 1_000;
+    let leader = cluster
+        .leaders
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .current(now_ms);
+    let down = cluster.nodes.down();
+    Ok(match action {
+        Action::Kill { fault, target } | Action::Pause { fault, target } => {
+            let Some(node) = nemesis::resolve_target(*target, leader, &down) else {
+                return Ok(format!("{action:?}: every node is down, skipped"));
+            };
+            hit.insert(*fault, node.0);
+            if matches!(action, Action::Kill { .. }) {
+                cluster.nodes.kill(node.0)?;
+                format!("kill -9 n{} ({target})", node.0)
+            } else {
+                cluster.nodes.signal_pause(node.0, true)?;
+                format!("SIGSTOP n{} ({target})", node.0)
+            }
+        }
+        Action::Start { fault } => match hit.get(fault) {
+            Some(&node) => {
+                cluster.nodes.start(node)?;
+                format!("start n{node}")
+            }
+            None => "start: nothing was killed".into(),
+        },
+        Action::Resume { fault } => match hit.get(fault) {
+            Some(&node) => {
+                cluster.nodes.signal_pause(node, false)?;
+                format!("SIGCONT n{node}")
+            }
+            None => "resume: nothing was paused".into(),
+        },
+        Action::Network { shape, .. } => {
+            let isolated = match shape {
+                NetworkFault::IsolateLeader => {
+                    nemesis::resolve_target(nemesis::Target::Leader, leader, &down)
+                }
+                _ => None,
+            };
+            let applied = cluster.mesh.apply(shape, isolated);
+            format!("network {shape} (isolated {isolated:?}, applied {applied})")
+        }
+        Action::HealNetwork { .. } => {
+            cluster.mesh.heal();
+            "heal network".into()
+        }
+    })
+}
+
+/// Ends every fault: resumes paused nodes, starts killed ones, heals every link.
+fn heal_all(cluster: &mut Cluster) -> Result<()> {
+    cluster.mesh.heal();
+    for (index, down) in cluster.nodes.down().into_iter().enumerate() {
+        if down {
+            cluster.nodes.signal_pause(index, false)?;
+            cluster.nodes.start(index)?;
+        }
+    }
+    Ok(())
+}
+
+/// The run's time window, in recorder microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start_us: u64,
+    end_us: u64,
+    healed_by_us: u64,
+}
+
+fn judge(
+    cluster: &mut Cluster,
+    options: &Options,
+    history: &History,
+    converged: Result<u64>,
+    window: Window,
+    dir: &Path,
+) -> Result<Report> {
+    let mut violations = Vec::new();
+    for (index, status) in cluster.nodes.exited() {
+        violations.push(format!("node n{index} exited on its own ({status})"));
+    }
+    let two_leaders = cluster
+        .leaders
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .two_leader_terms();
+    for (term, a, b) in two_leaders {
+        violations.push(format!("term {term} had two leaders: n{a} and n{b}"));
+    }
+    let log_summary = match converged {
+        Ok(commit) => check_logs(&cluster.endpoints, history, commit, &mut violations)?,
+        Err(error) => {
+            violations.push(format!("{error:#}"));
+            LogSummary::default()
+        }
+    };
+    let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        Verdict::Linearizable => "true".to_owned(),
+        Verdict::NotLinearizable(violation) => {
+            violations.push(violation.to_string());
+            "false".to_owned()
+        }
+        Verdict::Unknown { partition, steps } => {
+            violations.push(format!(
+                "linearizability of {partition} undecided in {steps} steps"
+            ));
+            "unknown".to_owned()
+        }
+    };
+    let after_heal = checks::throughput(history, window.healed_by_us, window.end_us, 1_000_000);
+    if after_heal.iter().sum::<u64>() == 0 {
+        violations.push("no write succeeded after the last fault was healed".into());
+    }
+    let per_second = checks::throughput(history, window.start_us, window.end_us, 1_000);
+    write(
+        dir,
+        "throughput.txt",
+        &format!("writes per second: {per_second:?}\n"),
+    )?;
+    let counts = checks::counts(history);
+    let max_unavailable = checks::max_unavailable_ms(history, window.start_us, window.end_us);
+    let line = format!(
+        "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
+         duplicates={} log_problems={} linearizable={linearizable} \
+         max_unavailable_ms={max_unavailable}",
+        options.nodes,
+        options.duration_s,
+        options.seed,
+        counts.ok,
+        counts.failed,
+        counts.indeterminate,
+        log_summary.lost_acks,
+        log_summary.duplicates,
+        log_summary.other,
+    );
+    Ok(Report { line, violations })
+}
+
+/// Counts of the append-log problems, by the summary line's names.
+#[derive(Debug, Default)]
+struct LogSummary {
+    lost_acks: usize,
+    duplicates: usize,
+    other: usize,
+}
+
+fn check_logs(
+    endpoints: &[std::net::SocketAddr],
+    history: &History,
+    commit: u64,
+    violations: &mut Vec<String>,
+) -> Result<LogSummary> {
+    let mut logs: Vec<CommittedLog> = Vec::new();
+    let mut first: Option<Vec<alpo_node::client_protocol::ReadEntry>> = None;
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let entries = checks::read_log(*endpoint, commit)
+            .with_context(|| format!("reading node n{index}'s log"))?;
+        if let Some(reference) = &first
+            && let Some(at) = checks::first_difference(reference, &entries)
+        {
+            violations.push(format!(
+                "n{index}'s committed log differs from n0's at index {at}"
+            ));
+        }
+        logs.push(checks::committed_appends(format!("n{index}"), &entries));
+        first.get_or_insert(entries);
+    }
+    let mut summary = LogSummary::default();
+    for problem in linearizability::check_append_log(history, &logs) {
+        use linearizability::AppendLogProblem as P;
+        match problem {
+            P::AcknowledgedMissing { .. } | P::WrongIndex { .. } => summary.lost_acks += 1,
+            P::Duplicate { .. } => summary.duplicates += 1,
+            _ => summary.other += 1,
+        }
+        violations.push(problem.to_string());
+    }
+    Ok(summary)
+}
+
+fn draw(
+    cluster: &Cluster,
+    options: &Options,
+    history: &History,
+    schedule: &Schedule,
+    window: Window,
+    dir: &Path,
+) -> Result<()> {
+    let start_ms = window.start_us / 1_000;
+    let shift = |at_ms: u64| at_ms.saturating_sub(start_ms);
+    let seen = cluster
+        .leaders
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .seen
+        .clone();
+    let mut leaders_text = String::new();
+    let shifted: Vec<_> = seen
+        .iter()
+        .map(|s| {
+            let mut s = *s;
+            s.at_ms = shift(s.at_ms);
+            s
+        })
+        .collect();
+    let duration_ms = (window.end_us - window.start_us) / 1_000;
+    let leaders = LeaderSpan::from_observations(&shifted, duration_ms);
+    for span in &leaders {
+        let _ = writeln!(
+            leaders_text,
+            "{:>7} ms .. {:>7} ms  term {}  n{}",
+            span.start_ms, span.end_ms, span.term, span.node
+        );
+    }
+    write(dir, "leaders.txt", &leaders_text)?;
+    let mut ops = OpSample::from_history(history);
+    for op in &mut ops {
+        op.invoke_us = op.invoke_us.saturating_sub(window.start_us);
+        op.complete_us = op.complete_us.map(|t| t.saturating_sub(window.start_us));
+    }
+    let timeline = Timeline {
+        title: format!(
+            "alpo test-cluster: {} nodes, {} s, seed {}",
+            options.nodes, options.duration_s, options.seed
+        ),
+        duration_ms,
+        node_count: options.nodes,
+        faults: schedule.faults.iter().map(FaultBand::from).collect(),
+        leaders,
+        ops,
+    };
+    let path = dir.join("timeline.svg");
+    write_svg(&timeline, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_parse_and_bad_ones_are_named() {
+        let options = parse(&args(
+            "--nodes 5 --duration 600 --nemesis kill,pause --seed 7",
+        ))
+        .unwrap();
+        assert_eq!(options.nodes, 5);
+        assert_eq!(options.duration_s, 600);
+        assert_eq!(options.kinds, vec![FaultKind::Kill, FaultKind::Pause]);
+        assert_eq!(options.seed, 7);
+        assert!(parse(&args("--nemesis none")).unwrap().kinds.is_empty());
+        assert!(parse(&args("--nemesis fire")).unwrap_err().contains("fire"));
+        assert!(parse(&args("--nodes")).unwrap_err().contains("--nodes"));
+        assert!(
+            parse(&args("--duration 2"))
+                .unwrap_err()
+                .contains("duration")
+        );
+        assert!(
+            parse(&args("--colour red"))
+                .unwrap_err()
+                .contains("--colour")
+        );
+    }
+}
