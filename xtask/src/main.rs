@@ -3,6 +3,7 @@
 //! Tasks are subcommands; with no arguments it prints the list. Tidy checks are `#[test]`s in
 //! `tidy.rs`, so `cargo test --workspace` runs them and nothing lives only in CI.
 
+mod bench;
 mod sim;
 mod test_cluster;
 
@@ -17,6 +18,8 @@ cargo xtask <task>
 
 tasks:
   help            print this list
+  bench           cluster benchmarks: bench cluster [--clients 1,8,64,256] [--duration 5] …;
+                  bench report FILE.jsonl… (markdown table + SVG plot)
   check-history   re-check a kept history (JSON lines) for linearizability:
                   check-history FILE [--steps N]; exit 0 linearizable, 1 not, 3 unknown
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("sim") => sim::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("test-cluster") => test_cluster::main(&args[1..]),
         Some("check-history") => check_history(&args[1..]),
         Some(other) => {
