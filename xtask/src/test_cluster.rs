@@ -310,7 +310,7 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
 fn start_cluster(options: &Options, dir: &Path, binary: PathBuf) -> Result<Cluster> {
     let count = options.nodes;
     // Hold every reserved port until the proxies are bound, so no proxy takes a node's port.
-    let reserved = process::reserve_ports(2 * count)?;
+    let reserved = process::reserve_ports(2 * count, options.seed)?;
     let addrs: Vec<_> = reserved
         .iter()
         .map(std::net::TcpListener::local_addr)

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use alpo_node::{NodeConfig, PeerConfig, Timeouts};
+use xtask::nemesis::SplitMix64;
 
 /// The cluster id every node of a test run uses.
 pub(crate) const CLUSTER_ID: u64 = 0x7e57;
@@ -55,10 +56,45 @@ pub(crate) fn build_alpo(workspace: &Path) -> Result<PathBuf> {
 
 /// Reserves `count` distinct free loopback ports by binding them all at once; the caller drops
 /// the listeners right before the node that needs the ports starts.
-pub(crate) fn reserve_ports(count: usize) -> Result<Vec<TcpListener>> {
+///
+/// The ports are taken below the kernel's ephemeral range when it can be read: a node's port is
+/// free while the node is killed, and a connection attempt to it (a peer's proxy redialling, a
+/// client) could otherwise be given that very port as its local port — a self-connected socket
+/// that keeps the port busy so the restarted node cannot bind it. Elsewhere `127.0.0.1:0`.
+pub(crate) fn reserve_ports(count: usize, seed: u64) -> Result<Vec<TcpListener>> {
+    if let Some(low) = ephemeral_low() {
+        let mut rng = SplitMix64::new(seed ^ u64::from(std::process::id()));
+        let mut listeners = Vec::with_capacity(count);
+        // Bounded: at most 64 tries per port wanted.
+        for _ in 0..count * 64 {
+            if listeners.len() == count {
+                break;
+            }
+            let port = rng.range_inclusive(PORT_LOW, low - 1);
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                listeners.push(listener);
+            }
+        }
+        if listeners.len() == count {
+            return Ok(listeners);
+        }
+    }
     (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").context("reserving a loopback port"))
         .collect()
+}
+
+/// The lowest port reserved ports are drawn from.
+const PORT_LOW: u64 = 10_000;
+
+/// The first port of the kernel's ephemeral range, if readable and above [`PORT_LOW`] + 1000.
+fn ephemeral_low() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u64 = text.split_whitespace().next()?.parse().ok()?;
+    (PORT_LOW + 1_000 <= low).then_some(low)
 }
 
 /// Where one node listens and keeps its files.
@@ -276,6 +312,19 @@ fn to_toml(config: &NodeConfig) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let listeners = reserve_ports(10, 1).unwrap();
+        let ports: std::collections::BTreeSet<u16> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports.len(), 10);
+        if let Some(low) = ephemeral_low() {
+            assert!(ports.iter().all(|port| u64::from(*port) < low), "{ports:?}");
+        }
+    }
 
     #[test]
     fn the_written_config_loads_back_equal() {
