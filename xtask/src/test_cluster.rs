@@ -218,6 +218,8 @@ struct Cluster {
     leaders: Arc<Mutex<LeaderLog>>,
     stop_clients: Arc<AtomicBool>,
     stop_pollers: Arc<AtomicBool>,
+    /// Nodes that exited without being killed (a violation: see their logs).
+    crashed: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -351,6 +353,7 @@ fn start_cluster(options: &Options, dir: &Path, binary: PathBuf) -> Result<Clust
         leaders: Arc::new(Mutex::new(LeaderLog::default())),
         stop_clients: Arc::new(AtomicBool::new(false)),
         stop_pollers: Arc::new(AtomicBool::new(false)),
+        crashed: Vec::new(),
     })
 }
 
@@ -429,8 +432,11 @@ fn run_nemesis(
         let done = execute(cluster, &timed.action, &mut hit)?;
         let now_ms = (cluster.recorder.now_us() - start_us) / 1_000;
         let _ = writeln!(log, "{now_ms:>7} ms  {done}");
-        if let Some((index, status)) = cluster.nodes.exited().into_iter().next() {
-            bail!("node n{index} exited on its own ({status}); see n{index}.log");
+        for (index, status) in cluster.nodes.exited() {
+            let _ = writeln!(log, "{now_ms:>7} ms  n{index} exited on its own ({status})");
+            cluster.crashed.push(format!(
+                "node n{index} exited on its own ({status}) near {now_ms} ms"
+            ));
         }
     }
     sleep_until(&cluster.recorder, start_us + duration_ms * 1_000);
@@ -530,7 +536,7 @@ fn judge(
     window: Window,
     dir: &Path,
 ) -> Result<Report> {
-    let mut violations = Vec::new();
+    let mut violations = cluster.crashed.clone();
     for (index, status) in cluster.nodes.exited() {
         violations.push(format!("node n{index} exited on its own ({status})"));
     }
