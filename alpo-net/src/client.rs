@@ -112,22 +112,42 @@ impl ClientListenerConfig {
     }
 }
 
+impl ClientListenerConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if self.request_queue_count_max == 0 || self.reply_queue_count_max == 0 {
+            let field = "request_queue_count_max or reply_queue_count_max";
+            let problem = "must be at least 1".to_string();
+            return Err(Error::Config { field, problem });
+        }
+        Ok(())
+    }
+}
+
 impl ClientListener {
     /// Binds the listener and starts accepting clients; requests arrive on the returned channel.
     pub fn start(
         config: ClientListenerConfig,
     ) -> Result<(ClientListener, Receiver<ClientRequest>), Error> {
-        if config.request_queue_count_max == 0 || config.reply_queue_count_max == 0 {
-            let field = "request_queue_count_max or reply_queue_count_max";
-            let problem = "must be at least 1".to_string();
-            return Err(Error::Config { field, problem });
-        }
-        let bind_error = |source| Error::Bind {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen).map_err(|source| Error::Bind {
             addr: config.listen,
             source,
-        };
-        let listener = TcpListener::bind(config.listen).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        })?;
+        ClientListener::start_with_listener(listener, config)
+    }
+
+    /// Like [`ClientListener::start`], on a listener the caller bound already (`config.listen` is
+    /// not used). This lets a node bind every listener first (port 0 included) and learn the
+    /// real addresses before it starts serving.
+    pub fn start_with_listener(
+        listener: TcpListener,
+        config: ClientListenerConfig,
+    ) -> Result<(ClientListener, Receiver<ClientRequest>), Error> {
+        config.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
         let (requests, receiver) = bounded(config.request_queue_count_max);
         let client_listener = ClientListener {

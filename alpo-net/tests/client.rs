@@ -164,3 +164,30 @@ fn recv_times_out_and_a_closed_listener_is_reported() {
         "{error}"
     );
 }
+
+#[test]
+fn a_listener_bound_by_the_caller_serves_clients_on_its_address() {
+    let bound = std::net::TcpListener::bind(loopback()).unwrap();
+    let address = bound.local_addr().unwrap();
+    // `listen` is ignored: the listener the caller bound is the one served.
+    let config = ClientListenerConfig::new(CLUSTER, NodeId(5), "127.0.0.1:1".parse().unwrap());
+    let (listener, requests) = ClientListener::start_with_listener(bound, config).unwrap();
+    assert_eq!(listener.local_addr(), address);
+    let mut client = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
+    assert_eq!(client.server_node_id(), NodeId(5));
+    client.send(b"ping").unwrap();
+    let request = requests.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(&request.body[..], b"ping");
+    listener.reply(request.connection, Bytes::from_static(b"pong"));
+    assert_eq!(&client.recv(TIMEOUT).unwrap()[..], b"pong");
+    listener.shutdown();
+}
+
+#[test]
+fn a_caller_bound_listener_with_a_zero_queue_is_refused() {
+    let bound = std::net::TcpListener::bind(loopback()).unwrap();
+    let mut config = ClientListenerConfig::new(CLUSTER, NodeId(5), loopback());
+    config.reply_queue_count_max = 0;
+    let error = ClientListener::start_with_listener(bound, config).unwrap_err();
+    assert!(matches!(error, Error::Config { .. }), "{error}");
+}
