@@ -6,7 +6,8 @@
 //!   of `alpo node` processes (free loopback ports, a fresh data directory), waits for a leader,
 //!   runs `alpo bench --json` against it, and adds the CPU seconds the node processes used
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
-//!   `DIR/bench-<unix seconds>.jsonl`, then the report below.
+//!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
+//!   binary instead of building (to interleave points with another system's runs).
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd anchor's `sweep.sh`
 //!   output) as a markdown table of medians and an SVG plot of throughput and latency against
 //!   the client count, next to the first file (`.md`, `.svg`).
@@ -34,7 +35,7 @@ const CLUSTER_ID: &str = "77";
 const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
-                                 [--compare FILE.jsonl]...
+                                 [--compare FILE.jsonl]... [--alpo PATH]
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -49,6 +50,8 @@ struct Plan {
     reps: u32,
     out: PathBuf,
     compare: Vec<PathBuf>,
+    /// A prebuilt `alpo` binary: skips the release build.
+    alpo: Option<PathBuf>,
 }
 
 /// Entry point of `cargo xtask bench …`.
@@ -84,6 +87,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
         reps: 1,
         out: PathBuf::from("out"),
         compare: Vec::new(),
+        alpo: None,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -105,6 +109,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
             "--reps" => plan.reps = u32::try_from(number("--reps")?)?,
             "--out" => plan.out = PathBuf::from(value),
             "--compare" => plan.compare.push(PathBuf::from(value)),
+            "--alpo" => plan.alpo = Some(PathBuf::from(value)),
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -136,7 +141,10 @@ fn parse_clients(text: &str) -> anyhow::Result<Vec<u64>> {
 }
 
 fn cluster(plan: &Plan) -> anyhow::Result<()> {
-    let alpo = build_release()?;
+    let alpo = match &plan.alpo {
+        Some(path) => path.clone(),
+        None => build_release()?,
+    };
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("creating {}", plan.out.display()))?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
