@@ -269,12 +269,30 @@ fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error
     })?;
     let log = Log::open(dir, LogOptions::new(config.cluster_id, config.id))?;
     let stored = alpo_log::HardState::load(dir)?;
+    // A log with entries was written by a node that had voted or followed a leader; without its
+    // hard state it could vote twice in one term (rule E0), so it must not start as new.
+    if stored.is_none() && log.last_index() > 0 {
+        return Err(Error::Corrupt {
+            what: format!(
+                "{} is missing in {} but the log holds entries up to index {}; \
+                 refusing to start without the term and vote",
+                alpo_log::HARD_STATE_FILE_NAME,
+                dir.display(),
+                log.last_index()
+            ),
+        });
+    }
     let mut stored = stored.unwrap_or(alpo_log::HardState {
         current_term: 0,
         voted_for: None,
         incarnation: 0,
     });
-    stored.incarnation += 1;
+    stored.incarnation = stored
+        .incarnation
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            what: format!("the incarnation in {} is at its maximum", dir.display()),
+        })?;
     stored.store(dir)?;
     let entries = read_entries(&log, dir)?;
     let persisted = Persisted {

@@ -4,7 +4,9 @@
 //!
 //! Threads of a running node and what they own:
 //! - event loop (this file): the `alpo_core::Node`; never waits on disk or network, except the
-//!   rare synchronous hard-state write the ordering contract demands (term or vote changed);
+//!   rare synchronous hard-state write the ordering contract demands (term or vote changed),
+//!   and backpressure when the storage or apply queue is full (a disk or state machine that
+//!   cannot keep up); reads never wait for room, they are answered `Retry` instead;
 //! - storage (`storage.rs`): the log files; group commit, reports "durable up to N";
 //! - apply (`apply.rs`): the state machine, the session table, waiting clients, reads;
 //! - alpo-net's threads: peer connections and client connections.
@@ -229,7 +231,7 @@ impl EventLoop {
                     from,
                     max_count,
                 };
-                self.send_apply(ApplyMsg::Read(read))
+                self.send_read(read)
             }
             op => self.propose(connection, request.id, op),
         }
@@ -334,6 +336,24 @@ impl EventLoop {
         self.apply.sender.send(message).map_err(|_| Error::Stopped {
             reason: "the apply thread stopped (did the state machine panic?)".into(),
         })
+    }
+
+    /// Reads share the apply queue with committed entries but never wait for room in it: a
+    /// client that floods reads gets `Retry` instead of stalling the event loop (and with it
+    /// heartbeats and elections).
+    fn send_read(&self, read: ReadRequest) -> Result<(), Error> {
+        let (connection, seq) = (read.connection, read.seq);
+        match self.apply.sender.try_send(ApplyMsg::Read(read)) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                let body = error_body(ErrorCode::Retry, "too many requests queued; retry".into());
+                self.reply(connection, seq, body);
+                Ok(())
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Stopped {
+                reason: "the apply thread stopped (did the state machine panic?)".into(),
+            }),
+        }
     }
 
     fn status(&self) -> NodeStatus {

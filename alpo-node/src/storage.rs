@@ -140,7 +140,8 @@ fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, E
                     debug_assert!(entry.index == store.last_position().index.next());
                     store.append(entry)?;
                 }
-                entry_count += entries.len() as u64;
+                // A usize always fits in a u64 on the platforms alpo builds for.
+                entry_count += u64::try_from(entries.len()).unwrap_or(u64::MAX);
             }
         }
     }

@@ -246,6 +246,24 @@ fn leader_failover_loses_nothing_and_a_restarted_node_catches_up() {
 }
 
 #[test]
+fn a_node_whose_hard_state_is_lost_refuses_to_start() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_for_leader();
+    cluster.client().append("x").unwrap();
+    cluster.stop(0);
+    let dir = cluster.configs[0].data_dir.clone();
+    std::fs::remove_file(dir.join(alpo_log::HARD_STATE_FILE_NAME)).unwrap();
+    let Err(error) = Server::start(cluster.configs[0].clone(), KvStateMachine::new()) else {
+        panic!("a node without its hard state must not start");
+    };
+    let message = error.to_string();
+    assert!(message.contains("hard_state is missing"), "{message}");
+    for i in 1..3 {
+        cluster.stop(i);
+    }
+}
+
+#[test]
 fn a_follower_redirects_clients_to_the_leader() {
     let cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader();
