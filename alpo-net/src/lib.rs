@@ -97,6 +97,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 pub mod limits;
+mod link;
 mod peer;
 mod queue;
 

@@ -44,6 +44,13 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// A writer stops adding queued frames to a batch once it holds this many frames, and writes it.
 pub const WRITE_BATCH_FRAME_COUNT_MAX: usize = 1024;
 
+/// `PeerTransport::send` writes a message to an idle peer's socket itself only if the previous
+/// `send` to that peer was at least this many nanoseconds earlier. Closer sends are a burst: they
+/// are queued, and the writer thread coalesces them into one write, so a burst costs the caller
+/// no system calls. Below any round trip (a lone request or reply is written at once, saving a
+/// thread hand-off), above the spacing of back-to-back sends.
+pub const DIRECT_WRITE_GAP_NS_MIN: u64 = 5_000;
+
 /// Bytes a reader asks the socket for per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 

@@ -4,10 +4,14 @@
 //! send; it accepts inbound connections only to receive. So each ordered pair of nodes has its
 //! own connection, owned by one writer thread at the sender and one reader thread at the
 //! receiver, and messages from one node to another arrive in the order they were sent while the
-//! connection lasts. Per peer, `send` feeds a bounded drop-oldest queue; the peer's writer thread
-//! drains everything queued into one buffer and writes it with one `write_all`; on failure it
-//! redials with capped exponential backoff and jitter. Reader threads deliver decoded messages to
-//! one bounded channel that the node reads.
+//! connection lasts. Per peer, a [`Link`] holds a bounded drop-oldest queue and the socket: while
+//! the link is idle (connected, nothing queued), `send` writes the frame to the socket itself with
+//! a non-blocking write, so a message costs one wake-up (the receiver's) instead of a hand-off to
+//! the writer thread. Otherwise (the socket's buffer is full, a frame was written only in part,
+//! messages are queued, or the link is down) `send` queues, and the peer's writer thread drains
+//! everything queued into one buffer and writes it with one blocking `write_all`; on failure it
+//! redials with capped exponential backoff and jitter. `link.rs` states who may write when. Reader
+//! threads decode each frame straight into one bounded channel that the node reads.
 //!
 //! Invariants: `send` never blocks; a message reaches the node only from a connection whose
 //! handshake named a configured peer, and only if its frame's sender is that peer and its
@@ -17,10 +21,12 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use alpo_core::{ClusterId, Message, NodeId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+
+use crate::link::{Link, Outbound};
 
 use crate::backoff::Backoff;
 use crate::codec::{EncodeError, decode_message, encode_message};
@@ -34,7 +40,6 @@ use crate::limits::{
     PEER_CONNECTION_COUNT_MAX, PEER_QUEUE_MESSAGE_COUNT_MAX, RECONNECT_BACKOFF_MS_MAX,
     RECONNECT_BACKOFF_MS_MIN, WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAME_COUNT_MAX,
 };
-use crate::queue::{DropOldestSender, Pushed, drop_oldest_queue};
 
 /// How a [`PeerTransport`] is set up. [`PeerConfig::new`] fills the limits with the defaults
 /// from `limits.rs`.
@@ -65,7 +70,7 @@ pub struct PeerConfig {
 pub struct PeerTransport {
     node_id: NodeId,
     local_addr: SocketAddr,
-    queues: BTreeMap<NodeId, DropOldestSender<Message>>,
+    links: BTreeMap<NodeId, Arc<Link>>,
     shared: Arc<Shared>,
     shutdown_sender: Option<Sender<()>>,
     threads: Arc<Threads>,
@@ -87,7 +92,9 @@ struct WriterContext {
     node_id: NodeId,
     peer_id: NodeId,
     peer_addr: SocketAddr,
-    queue: Receiver<Message>,
+    link: Arc<Link>,
+    /// What `send` queued for this writer.
+    queue: Receiver<Outbound>,
     backoff: Backoff,
 }
 
@@ -95,6 +102,8 @@ struct WriterContext {
 enum PumpEnd {
     Shutdown,
     Lost(Error),
+    /// A direct write from `send` failed (it logged why).
+    Broken,
 }
 
 impl PeerConfig {
@@ -178,7 +187,7 @@ impl PeerTransport {
         let mut transport = PeerTransport {
             node_id: config.node_id,
             local_addr,
-            queues: BTreeMap::new(),
+            links: BTreeMap::new(),
             shared: Arc::clone(&shared),
             shutdown_sender: Some(shutdown_sender),
             threads: Arc::new(Threads::default()),
@@ -207,22 +216,19 @@ impl PeerTransport {
         self.local_addr
     }
 
-    /// Queues `message` for `message.to`. Never blocks: if that peer's queue is full, the oldest
-    /// queued message is dropped and counted. A message to an unknown node or to this node, or
-    /// not from this node, is dropped and counted.
+    /// Sends `message` to `message.to`: written to the socket at once (non-blocking) if that
+    /// peer's link is idle, else queued. Never blocks on the network: if that peer's queue is
+    /// full, the oldest queued message is dropped and counted. A message to an unknown node or to
+    /// this node, or not from this node, is dropped and counted.
     pub fn send(&self, message: Message) {
         let counters = &self.shared.counters;
-        let queue = self.queues.get(&message.to);
-        let Some(queue) = queue.filter(|_| message.from == self.node_id) else {
+        let link = self.links.get(&message.to);
+        let Some(link) = link.filter(|_| message.from == self.node_id) else {
             tracing::debug!(to = %message.to, from = %message.from, "unroutable message dropped");
             add(&counters.messages_dropped_unroutable, 1);
             return;
         };
-        match queue.push(message) {
-            Pushed::Queued => {}
-            Pushed::QueuedDropping(count) => add(&counters.messages_dropped_queue_full, count),
-            Pushed::Disconnected => add(&counters.messages_dropped_unroutable, 1),
-        }
+        link.send(message, counters);
     }
 
     /// A snapshot of the counters.
@@ -245,14 +251,16 @@ impl PeerTransport {
                 elapsed.as_secs() ^ u64::from(elapsed.subsec_nanos()) << 20
             });
         for (peer_id, peer_addr) in &config.peers {
-            let (producer, queue) = drop_oldest_queue(config.peer_queue_message_count_max);
-            self.queues.insert(*peer_id, producer);
+            let (link, queue) = Link::new(config.peer_queue_message_count_max, config.cluster_id);
+            let link = Arc::new(link);
+            self.links.insert(*peer_id, Arc::clone(&link));
             let backoff_seed = seed ^ config.node_id.0.rotate_left(32) ^ peer_id.0;
             let context = WriterContext {
                 shared: Arc::clone(&self.shared),
                 node_id: config.node_id,
                 peer_id: *peer_id,
                 peer_addr: *peer_addr,
+                link,
                 queue,
                 backoff: Backoff::new(
                     config.reconnect_backoff_ms_min,
@@ -272,7 +280,7 @@ impl PeerTransport {
         };
         drop(shutdown_sender);
         self.shared.close_all();
-        self.queues.clear();
+        self.links.clear();
         wake_listener(self.local_addr);
         self.threads.join_all();
     }
@@ -428,10 +436,17 @@ fn run_writer(mut context: WriterContext) {
                 connected_before = true;
                 context.backoff.reset();
                 tracing::debug!(peer = %context.peer_addr, node = %context.peer_id, "connected");
-                match pump(&connection, &context, &mut batch) {
+                let end = pump(&connection, &context, &mut batch);
+                if context.link.lock().disconnected() {
+                    add(&counters.messages_dropped_link_lost, 1);
+                }
+                match end {
                     PumpEnd::Shutdown => return,
                     PumpEnd::Lost(error) => {
                         tracing::info!(node = %context.peer_id, %error, "connection lost");
+                    }
+                    PumpEnd::Broken => {
+                        tracing::info!(node = %context.peer_id, "connection lost (direct write)");
                     }
                 }
             }
@@ -473,32 +488,128 @@ fn dial(context: &WriterContext) -> Result<(Connection, Registration), Error> {
     let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
     let counters = &context.shared.counters;
     connection.dial_hello(hello, Some(context.peer_id), timeout, counters)?;
+    let direct = connection.stream.try_clone().map_err(|source| Error::Io {
+        peer,
+        operation: "clone",
+        source,
+    })?;
+    context.link.lock().connected(direct);
     Ok((connection, registration))
 }
 
-/// Writes queued messages in batches until the connection fails or the transport stops.
+/// Writes what `send` queued (and the tail of a frame it wrote in part) in batches until the
+/// connection fails or the transport stops. The writer owns the socket while it has work (and
+/// while a burst of sends is on) and hands it back to `send`, non-blocking, when it has none.
 fn pump(connection: &Connection, context: &WriterContext, batch: &mut Vec<u8>) -> PumpEnd {
     let counters = &context.shared.counters;
+    let io_error = |operation, source| Error::Io {
+        peer: connection.peer,
+        operation,
+        source,
+    };
+    // The stream is blocking after the handshake; it is non-blocking whenever `send` owns it.
+    let mut blocking = true;
     loop {
-        // The queue disconnects when the transport stops.
-        let Ok(first) = context.queue.recv() else {
-            return PumpEnd::Shutdown;
+        let hold = {
+            let mut state = context.link.lock();
+            if state.is_broken() {
+                return PumpEnd::Broken;
+            }
+            let idle = state.pending.is_empty() && context.link.unsent() == 0;
+            let hold = state.burst_time_left(Instant::now()).filter(|_| idle);
+            if idle && hold.is_none() {
+                if let Err(source) = state.release_socket(blocking) {
+                    return PumpEnd::Lost(io_error("set_nonblocking", source));
+                }
+                blocking = false;
+            }
+            hold
+        };
+        let first = match next_item(context, hold) {
+            Next::Item(item) => item,
+            Next::Again => continue,
+            Next::Shutdown => return PumpEnd::Shutdown,
         };
         batch.clear();
-        let mut frame_count = encode_into(batch, &first, context);
-        while batch.len() < WRITE_BATCH_BYTES_MAX && frame_count < WRITE_BATCH_FRAME_COUNT_MAX {
-            let Ok(message) = context.queue.try_recv() else {
-                break;
-            };
-            frame_count += encode_into(batch, &message, context);
+        let mut frame_count = 0;
+        {
+            let mut state = context.link.lock();
+            state.take_socket();
+            if !state.pending.is_empty() {
+                // The tail of a frame `send` wrote in part goes first, on this connection.
+                batch.append(&mut state.pending);
+                frame_count = 1;
+            }
         }
-        if frame_count == 0 {
-            continue;
+        if !blocking {
+            if let Err(source) = connection.stream.set_nonblocking(false) {
+                context.link.done(1);
+                return PumpEnd::Lost(io_error("set_nonblocking", source));
+            }
+            blocking = true;
         }
-        if let Err(error) = connection.write(batch, frame_count, counters) {
+        let (frames, taken) = fill_batch(batch, first, context);
+        frame_count += frames;
+        let written = if batch.is_empty() {
+            Ok(())
+        } else {
+            connection.write(batch, frame_count, counters)
+        };
+        context.link.done(taken);
+        if let Err(error) = written {
             add_usize(&counters.messages_dropped_link_lost, frame_count);
             return PumpEnd::Lost(error);
         }
+    }
+}
+
+/// What the writer's wait ended with.
+enum Next {
+    Item(Outbound),
+    /// The hold time passed with nothing queued.
+    Again,
+    Shutdown,
+}
+
+/// Waits for the next queued item: up to `hold` if given, else until one comes.
+fn next_item(context: &WriterContext, hold: Option<Duration>) -> Next {
+    let shutdown = &context.shared.shutdown;
+    let received = match hold {
+        Some(hold) => select! {
+            recv(context.queue) -> item => item,
+            recv(shutdown) -> _ => return Next::Shutdown,
+            default(hold) => return Next::Again,
+        },
+        None => select! {
+            recv(context.queue) -> item => item,
+            recv(shutdown) -> _ => return Next::Shutdown,
+        },
+    };
+    // The link (and so the queue's sender) lives as long as this writer.
+    received.map_or(Next::Shutdown, Next::Item)
+}
+
+/// Encodes `first` and whatever else is queued into `batch` until it is full or the queue is
+/// empty: the frames added and the items taken.
+fn fill_batch(batch: &mut Vec<u8>, first: Outbound, context: &WriterContext) -> (usize, usize) {
+    let mut frame_count = encode_item(batch, first, context);
+    let mut taken = 1;
+    while batch.len() < WRITE_BATCH_BYTES_MAX && frame_count < WRITE_BATCH_FRAME_COUNT_MAX {
+        let Ok(item) = context.queue.try_recv() else {
+            break;
+        };
+        taken += 1;
+        frame_count += encode_item(batch, item, context);
+    }
+    (frame_count, taken)
+}
+
+/// Appends a queued message's frame to the batch: 1 if it was, 0 for a wake-up or a message
+/// dropped as unencodable.
+fn encode_item(batch: &mut Vec<u8>, item: Outbound, context: &WriterContext) -> usize {
+    match item {
+        Outbound::Message(message) => encode_into(batch, &message, context),
+        Outbound::Wake => 0,
     }
 }
 

@@ -42,6 +42,11 @@ pub(crate) fn drop_oldest_queue<T>(capacity: usize) -> (DropOldestSender<T>, Rec
 impl<T> DropOldestSender<T> {
     /// Queues `item`, dropping the oldest queued item if the queue is full. Never blocks.
     pub(crate) fn push(&self, item: T) -> Pushed {
+        self.push_with(item, |_| {})
+    }
+
+    /// Like `push`, and shows each dropped item to `on_drop` first.
+    pub(crate) fn push_with(&self, item: T, mut on_drop: impl FnMut(&T)) -> Pushed {
         let mut item = item;
         let mut dropped = 0;
         for _ in 0..PUSH_ATTEMPT_COUNT_MAX {
@@ -52,7 +57,10 @@ impl<T> DropOldestSender<T> {
                 Err(TrySendError::Full(back)) => {
                     item = back;
                     match self.discard.try_recv() {
-                        Ok(_oldest) => dropped += 1,
+                        Ok(oldest) => {
+                            on_drop(&oldest);
+                            dropped += 1;
+                        }
                         Err(TryRecvError::Empty) => {}
                         Err(TryRecvError::Disconnected) => return Pushed::Disconnected,
                     }
@@ -60,6 +68,7 @@ impl<T> DropOldestSender<T> {
             }
         }
         // Lost every race: drop the new item rather than wait.
+        on_drop(&item);
         Pushed::QueuedDropping(dropped + 1)
     }
 }
@@ -77,5 +86,19 @@ mod tests {
         assert_eq!(consumer.try_recv(), Ok(2));
         assert_eq!(consumer.try_recv(), Ok(3));
         assert!(consumer.try_recv().is_err());
+    }
+
+    #[test]
+    fn push_with_shows_each_dropped_item() {
+        let (producer, consumer) = drop_oldest_queue(1);
+        let mut dropped = Vec::new();
+        assert_eq!(
+            producer.push_with('a', |item| dropped.push(*item)),
+            Pushed::Queued
+        );
+        let pushed = producer.push_with('b', |item| dropped.push(*item));
+        assert_eq!(pushed, Pushed::QueuedDropping(1));
+        assert_eq!(dropped, vec!['a']);
+        assert_eq!(consumer.try_recv(), Ok('b'));
     }
 }

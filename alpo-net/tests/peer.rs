@@ -82,10 +82,26 @@ fn many_messages_arrive_in_order_without_loss() {
         assert_eq!(counters.rejections, 0);
         // Each node also sent and received one Hello and one Welcome.
         assert_eq!(counters.frames_received, MESSAGE_COUNT_PER_DIRECTION + 2);
-        assert_eq!(counters.frames_sent, MESSAGE_COUNT_PER_DIRECTION + 2);
+        assert_frames_sent(node, MESSAGE_COUNT_PER_DIRECTION + 2);
     }
     one.shutdown();
     two.shutdown();
+}
+
+/// Asserts that `node` has counted exactly `expected` frames sent, once its writer has counted
+/// its last write: a writer counts a batch after writing it, so the receiver may hold the frames
+/// a moment before the count includes them.
+fn assert_frames_sent(node: &PeerTransport, expected: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    while node.counters().frames_sent < expected && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        node.counters().frames_sent,
+        expected,
+        "{:?}",
+        node.counters()
+    );
 }
 
 /// Copies bytes from `source` to `target`; with a limit, stops after exactly that many bytes
@@ -415,4 +431,70 @@ fn connections_beyond_the_limit_are_refused_by_name() {
             .rejections_for(CloseReason::TooManyConnections),
         1
     );
+}
+
+/// An Append whose one entry is `bytes` long and starts with `seq`, so a torn or misplaced frame
+/// shows.
+fn big_append(seq: u64, bytes: usize) -> Message {
+    let mut message = append(1, 2, seq);
+    if let alpo_core::MessageBody::Append(body) = &mut message.body {
+        let mut payload = vec![0x5A; bytes];
+        payload[..8].copy_from_slice(&seq.to_le_bytes());
+        body.entries[0].payload = bytes::Bytes::from(payload);
+    }
+    message
+}
+
+#[test]
+fn a_stalled_receiver_gets_whole_frames_in_order_after_direct_writes_back_up() {
+    // Node 2 buffers one message and then stops reading until the test drains it, so node 1's
+    // socket fills: direct writes from `send` hit WouldBlock and partial writes, fall back to the
+    // queue, and the queue drops its oldest.
+    let mut nodes = start_cluster(&[1, 2], |config| {
+        config.inbound_queue_message_count_max = 1;
+        config.peer_queue_message_count_max = 16;
+    });
+    let (two, inbox_2) = nodes.pop().unwrap();
+    let (one, inbox_1) = nodes.pop().unwrap();
+    // Node 2's connection to node 1 is up (so node 1 has sent its Welcome, counted below).
+    two.send(ack(2, 1, 0));
+    assert_eq!(seq_of(&inbox_1.recv_timeout(TIMEOUT).unwrap()), 0);
+    const BYTES: usize = 128 * 1024;
+    const SENT: u64 = 400;
+    one.send(big_append(0, BYTES));
+    assert_eq!(inbox_2.recv_timeout(TIMEOUT).unwrap(), big_append(0, BYTES));
+    for seq in 1..SENT {
+        one.send(big_append(seq, BYTES)); // Never blocks, however full the socket is.
+    }
+    let mut received = vec![0];
+    while received.last() != Some(&(SENT - 1)) {
+        let message = inbox_2.recv_timeout(TIMEOUT).unwrap();
+        let seq = match &message.body {
+            alpo_core::MessageBody::Append(append) => append.prev_index.0,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(message, big_append(seq, BYTES), "corrupt message delivered");
+        received.push(seq);
+    }
+    assert!(
+        received.windows(2).all(|pair| pair[0] < pair[1]),
+        "out of order: {received:?}"
+    );
+    let (sender, receiver) = (one.counters(), two.counters());
+    assert!(
+        sender.messages_dropped_queue_full > 0,
+        "the socket never backed up"
+    );
+    let delivered = u64::try_from(received.len()).unwrap();
+    assert_eq!(
+        sender.messages_dropped_queue_full + delivered,
+        SENT,
+        "{sender:?}"
+    );
+    assert_eq!(sender.messages_dropped_link_lost, 0);
+    // Node 1 also sent a Hello (dialling node 2) and a Welcome (to node 2's dial).
+    assert_frames_sent(&one, delivered + 2);
+    assert_eq!(receiver.rejections, 0, "{receiver:?}");
+    one.shutdown();
+    two.shutdown();
 }
