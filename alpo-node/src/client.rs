@@ -194,7 +194,12 @@ impl Client {
             op: Op::Status,
         };
         let deadline = Instant::now() + self.options.attempt_timeout;
-        match self.attempt(endpoint, &request.encode(), deadline)? {
+        let answer = self.attempt(endpoint, &request.encode(), deadline);
+        if answer.is_err() {
+            // The connection may be broken (the node restarted): dial afresh next time.
+            self.connection = None;
+        }
+        match answer? {
             ResponseBody::Status(status) => Ok(status),
             other => Err(self.unexpected(&other)),
         }

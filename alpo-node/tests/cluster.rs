@@ -202,7 +202,13 @@ fn leader_failover_loses_nothing_and_a_restarted_node_catches_up() {
         acknowledged.push((client.append(value.clone()).unwrap(), value));
     }
     client.put("k", "v1").unwrap();
+    // A client that asked the old leader for its status before it went down keeps working
+    // once the node is back: a broken connection is dropped, not reused.
+    let old_leader_addr = cluster.configs[old_leader].client_addr;
+    let mut watcher = cluster.client();
+    watcher.status_of(old_leader_addr).unwrap();
     cluster.stop(old_leader);
+    assert!(watcher.status_of(old_leader_addr).is_err());
     let new_leader = cluster.wait_for_leader();
     assert_ne!(new_leader, old_leader);
     for i in 0..50 {
@@ -212,6 +218,9 @@ fn leader_failover_loses_nothing_and_a_restarted_node_catches_up() {
     assert_eq!(client.get("k").unwrap().as_deref(), Some(&b"v1"[..]));
     // The node that was down restarts from its files and catches up.
     cluster.restart(old_leader);
+    wait_until("the restarted node's status", || {
+        watcher.status_of(old_leader_addr).ok()
+    });
     let last = cluster.servers[new_leader]
         .as_ref()
         .unwrap()
