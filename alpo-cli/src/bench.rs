@@ -50,7 +50,11 @@ pub(crate) enum BenchOp {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Concurrent closed-loop clients (each a thread with one connection, one request in flight).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=BENCH_CLIENTS_MAX))]
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u64).range(1..=BENCH_CLIENTS_MAX)
+    )]
     clients: u64,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
@@ -59,7 +63,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
     warmup: f64,
     /// Bytes per value.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=1024 * 1024))]
+    #[arg(
+        long,
+        default_value_t = 128,
+        value_parser = clap::value_parser!(u64).range(0..=1024 * 1024)
+    )]
     value_size: u64,
     /// The operation: `append` to the log, or `put` a fresh key (PREFIX/CLIENT/SEQ).
     #[arg(long, value_enum, default_value_t = BenchOp::Append)]

@@ -470,7 +470,8 @@ fn summarize(lines: &[Value]) -> BTreeMap<(String, u64), Row> {
 
 fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
     let mut out = String::from(
-        "| backend | clients | runs | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | CPU µs/write | ops/s vs etcd | p99 vs etcd |\n\
+        "| backend | clients | runs | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | \
+         errors | CPU µs/write | ops/s vs etcd | p99 vs etcd |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for ((backend, clients), row) in rows {
@@ -484,7 +485,8 @@ fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
             .map_or_else(|| "".into(), |c| format!("{c:.0}"));
         let _ = writeln!(
             out,
-            "| {backend} | {clients} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {cpu} | {} | {} |",
+            "| {backend} | {clients} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} \
+             | {cpu} | {} | {} |",
             row.runs,
             row.throughput,
             row.p50,
@@ -571,7 +573,8 @@ fn svg(series: &BTreeMap<String, Vec<[f64; 4]>>) -> String {
     let height = PANEL_H + 2.5 * MARGIN;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     let x_of = |left: f64, clients: f64| left + clients.max(1.0).log10() / x_max * PANEL_W;
     let y_lin = |v: f64| MARGIN + PANEL_H - v / t_max * PANEL_H;
@@ -599,7 +602,8 @@ fn svg(series: &BTreeMap<String, Vec<[f64; 4]>>) -> String {
             let y: &dyn Fn(f64) -> f64 = if k == 1 { &y_lin } else { &y_log };
             let _ = writeln!(
                 out,
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} \
+                 points=\"{}\"/>",
                 path(left, y, k)
             );
         }
@@ -623,7 +627,8 @@ fn panel_frames(out: &mut String, ticks: &[f64], x_of: &dyn Fn(f64, f64) -> f64)
         let left = MARGIN + to_f64(u64::try_from(panel).unwrap_or(0)) * (PANEL_W + MARGIN);
         let _ = writeln!(
             out,
-            "<rect x=\"{left}\" y=\"{MARGIN}\" width=\"{PANEL_W}\" height=\"{PANEL_H}\" fill=\"none\" stroke=\"#888\"/>\n\
+            "<rect x=\"{left}\" y=\"{MARGIN}\" width=\"{PANEL_W}\" height=\"{PANEL_H}\" \
+             fill=\"none\" stroke=\"#888\"/>\n\
              <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{title}</text>\n\
              <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">clients</text>",
             left + PANEL_W / 2.0,
@@ -707,10 +712,23 @@ mod tests {
     #[test]
     fn medians_and_etcd_ratios() {
         let lines: Vec<Value> = [
-            r#"{"backend":"alpo","clients":8,"throughput_ops_s":100.0,"p50_us":10,"p99_us":40,"errors":0,"cpu_us_per_write":5.0}"#,
-            r#"{"backend":"alpo","clients":8,"throughput_ops_s":300.0,"p50_us":30,"p99_us":60,"errors":1,"cpu_us_per_write":7.0}"#,
-            r#"{"backend":"alpo","clients":8,"throughput_ops_s":200.0,"p50_us":20,"p99_us":50,"errors":0,"cpu_us_per_write":6.0}"#,
-            r#"{"backend":"etcd","clients":8,"throughput_ops_s":50.0,"p50_us":90,"p99_us":100,"errors":0,"etcd_cpu_s":2.0,"warmup_s":1.0,"seconds":3.0}"#,
+            concat!(
+                r#"{"backend":"alpo","clients":8,"throughput_ops_s":100.0,"#,
+                r#""p50_us":10,"p99_us":40,"errors":0,"cpu_us_per_write":5.0}"#
+            ),
+            concat!(
+                r#"{"backend":"alpo","clients":8,"throughput_ops_s":300.0,"#,
+                r#""p50_us":30,"p99_us":60,"errors":1,"cpu_us_per_write":7.0}"#
+            ),
+            concat!(
+                r#"{"backend":"alpo","clients":8,"throughput_ops_s":200.0,"#,
+                r#""p50_us":20,"p99_us":50,"errors":0,"cpu_us_per_write":6.0}"#
+            ),
+            concat!(
+                r#"{"backend":"etcd","clients":8,"throughput_ops_s":50.0,"#,
+                r#""p50_us":90,"p99_us":100,"errors":0,"#,
+                r#""etcd_cpu_s":2.0,"warmup_s":1.0,"seconds":3.0}"#
+            ),
         ]
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
