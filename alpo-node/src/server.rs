@@ -357,17 +357,8 @@ impl EventLoop {
     }
 
     fn status(&self) -> NodeStatus {
-        let core = self.node.status();
-        NodeStatus {
-            id: core.id,
-            role: core.role,
-            term: core.term,
-            leader: core.leader,
-            commit_index: core.commit_index,
-            last_index: core.last_index,
-            durable_index: core.durable_index,
-            applied_index: LogIndex(self.apply.applied.load(Ordering::Acquire)),
-        }
+        let applied = LogIndex(self.apply.applied.load(Ordering::Acquire));
+        node_status(&self.node, applied)
     }
 
     fn reply(&self, connection: ConnectionId, seq: u64, body: ResponseBody) {
@@ -413,7 +404,7 @@ pub(crate) fn launch(
         field: error.field.to_string(),
         problem: error.problem,
     })?;
-    let status = initial_status(&node);
+    let status = node_status(&node, LogIndex(0));
     let storage = storage::spawn(parts.log, STORAGE_QUEUE_OP_COUNT_MAX)?;
     let apply = apply::spawn(machine, Arc::clone(&parts.replier))?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -479,7 +470,8 @@ fn seed_for(id: u64) -> u64 {
     id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(nanos) ^ u64::from(std::process::id())
 }
 
-fn initial_status(node: &Node) -> NodeStatus {
+/// What a status request reports: the core's view, with the apply thread's applied index.
+fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
     let core = node.status();
     NodeStatus {
         id: core.id,
@@ -489,7 +481,7 @@ fn initial_status(node: &Node) -> NodeStatus {
         commit_index: core.commit_index,
         last_index: core.last_index,
         durable_index: core.durable_index,
-        applied_index: LogIndex(0),
+        applied_index,
     }
 }
 
