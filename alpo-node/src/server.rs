@@ -702,27 +702,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failed_sync_stops_the_node_with_a_message_naming_the_file() {
-        let mut config = config(1);
-        config.peers.clear();
-        let (_peer_tx, peer_rx) = crossbeam_channel::bounded(1);
-        let (_request_tx, request_rx) = crossbeam_channel::bounded(1);
-        let (reply_tx, _reply_rx) = crossbeam_channel::bounded(1);
-        let log = MemoryLog {
-            fail_sync: true,
-            ..MemoryLog::default()
-        };
+    /// The parts of a one-node cluster over `log`: no peers, clients on the given channels. The
+    /// returned sender keeps the peer inbox open (a closed inbox stops the node): hold it.
+    fn lone_node_parts(
+        log: MemoryLog,
+        client_inbox: crossbeam_channel::Receiver<IncomingRequest>,
+        replies: crossbeam_channel::Sender<(alpo_net::ConnectionId, Bytes)>,
+    ) -> (Parts, crossbeam_channel::Sender<Message>) {
+        let (peer_sender, peer_inbox) = crossbeam_channel::bounded(1);
         let parts = Parts {
             log: Box::new(log),
             hard_state: Box::new(MemoryHardState),
             peers: Box::new(Router {
                 inboxes: Arc::new(Mutex::new(BTreeMap::new())),
             }),
-            peer_inbox: peer_rx,
-            client_inbox: request_rx,
-            replier: Arc::new(ChannelReplier(reply_tx)),
+            peer_inbox,
+            client_inbox,
+            replier: Arc::new(ChannelReplier(replies)),
         };
+        (parts, peer_sender)
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_node_with_a_message_naming_the_file() {
+        let mut config = config(1);
+        config.peers.clear();
+        let (_request_tx, request_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, _reply_rx) = crossbeam_channel::bounded(1);
+        let log = MemoryLog {
+            fail_sync: true,
+            ..MemoryLog::default()
+        };
+        let (parts, _peer_tx) = lone_node_parts(log, request_rx, reply_tx);
         let machine = Box::new(KvStateMachine::new());
         // A one-node cluster elects itself and writes its no-op (rule R8): the sync fails.
         let running = launch(config, Persisted::default(), parts, machine).unwrap();
@@ -748,19 +759,9 @@ mod tests {
     fn a_panicking_state_machine_stops_the_node_instead_of_hanging_clients() {
         let mut config = config(1);
         config.peers.clear();
-        let (_peer_tx, peer_rx) = crossbeam_channel::bounded(1);
         let (request_tx, request_rx) = crossbeam_channel::bounded(16);
         let (reply_tx, _reply_rx) = crossbeam_channel::bounded(16);
-        let parts = Parts {
-            log: Box::new(MemoryLog::default()),
-            hard_state: Box::new(MemoryHardState),
-            peers: Box::new(Router {
-                inboxes: Arc::new(Mutex::new(BTreeMap::new())),
-            }),
-            peer_inbox: peer_rx,
-            client_inbox: request_rx,
-            replier: Arc::new(ChannelReplier(reply_tx)),
-        };
+        let (parts, _peer_tx) = lone_node_parts(MemoryLog::default(), request_rx, reply_tx);
         let running = launch(config, Persisted::default(), parts, Box::new(Panicking)).unwrap();
         // Commands until one is applied (the first may meet a node that is not leader yet).
         for seq in 1..=1000 {
