@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use alpo_core::{
     Append, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message, MessageBody, NodeId, Term,
 };
-use alpo_net::{PeerConfig, PeerTransport};
+use std::collections::VecDeque;
+
+use alpo_net::{Inbox, Incoming, PeerConfig, PeerTransport};
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
 
 const CLUSTER: ClusterId = ClusterId(1);
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,7 +34,42 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn pair() -> [(PeerTransport, Receiver<Message>); 2] {
+/// A node's inbox, waited on by the thread that handles its messages (as a node's event loop
+/// does), with what one wait delivered beyond the message asked for.
+struct Receiver {
+    inbox: Inbox,
+    arrived: Vec<Incoming>,
+    ready: VecDeque<Message>,
+}
+
+impl Receiver {
+    fn new(inbox: Inbox) -> Receiver {
+        Receiver {
+            inbox,
+            arrived: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next message, waiting up to `timeout` for it.
+    fn recv_timeout(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        while self.ready.is_empty() {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.inbox
+                .wait(Some(left), &mut self.arrived)
+                .expect("inbox wait");
+            for incoming in self.arrived.drain(..) {
+                if let Incoming::Peer(message) = incoming {
+                    self.ready.push_back(message);
+                }
+            }
+        }
+        self.ready.pop_front()
+    }
+}
+
+fn pair() -> [(PeerTransport, Receiver); 2] {
     let listeners = [(); 2].map(|()| TcpListener::bind(loopback()).expect("bind"));
     let addrs = [0, 1].map(|i| listeners[i].local_addr().expect("address"));
     let mut listeners = listeners.into_iter();
@@ -45,7 +81,10 @@ fn pair() -> [(PeerTransport, Receiver<Message>); 2] {
         )];
         let config = PeerConfig::new(CLUSTER, NodeId(id), loopback(), peers);
         let listener = listeners.next().expect("two listeners");
-        PeerTransport::start_with_listener(listener, config).expect("start")
+        let inbox = Inbox::new().expect("inbox");
+        let transport =
+            PeerTransport::start_with_listener(listener, config, &inbox).expect("start");
+        (transport, Receiver::new(inbox))
     })
 }
 
@@ -71,7 +110,7 @@ fn append(from: u64, to: u64, seq: u64, payload: &Bytes) -> Message {
 
 /// One throughput run: seconds to move `count` messages of `payload_bytes` from node 1 to 2.
 fn throughput_run(count: u64, payload_bytes: usize) -> f64 {
-    let [(one, _inbox_1), (two, inbox_2)] = pair();
+    let [(one, _inbox_1), (two, mut inbox_2)] = pair();
     let payload = Bytes::from(vec![0xAB; payload_bytes]);
     let (credit_sender, credit) = crossbeam_channel::bounded(1024);
     // Warm the connection up so connecting is not measured.
@@ -113,13 +152,13 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 /// Round-trip times through two transports: node 2 echoes what node 1 sends.
 fn transport_ping_pong(payload_bytes: usize) -> Vec<Duration> {
-    let [(one, inbox_1), (two, inbox_2)] = pair();
+    let [(one, mut inbox_1), (two, mut inbox_2)] = pair();
     let payload = Bytes::from(vec![0xCD; payload_bytes]);
     let mut round_trips = Vec::with_capacity(ROUND_TRIP_COUNT);
     thread::scope(|scope| {
         scope.spawn(|| {
             for _ in 0..ROUND_TRIP_COUNT + 100 {
-                let Ok(mut message) = inbox_2.recv_timeout(TIMEOUT) else {
+                let Some(mut message) = inbox_2.recv_timeout(TIMEOUT) else {
                     return;
                 };
                 (message.from, message.to) = (message.to, message.from);

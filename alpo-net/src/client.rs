@@ -1,14 +1,24 @@
 //! The client protocol's carriage: a server-side [`ClientListener`] that hands opaque,
-//! checksum-verified request bodies to the node and sends its response bodies back, and a
-//! blocking [`ClientConnection`] for clients. alpo-node defines what the bodies mean.
+//! checksum-verified request bodies to the node (through its [`Inbox`]) and sends its response
+//! bodies back, and a blocking [`ClientConnection`] for clients. alpo-node defines what the
+//! bodies mean.
+//!
+//! Threads: one accept thread; a short-lived thread per new connection for its handshake; then
+//! the connection belongs to the node's inbox, which reads its requests on the node's thread.
+//! Replies are written by whichever thread calls [`ClientListener::reply`], straight into the
+//! non-blocking socket; only bytes the socket cannot take at once wait in the connection's reply
+//! buffer, and the inbox writes them when the socket has room again.
 //!
 //! Invariants: the client listener is separate from the peer listener and speaks the same
 //! framing and handshake with role `Client`; only `ClientRequest` frames (and `Close`) are
 //! accepted from a client, only `ClientResponse` frames are sent to one, and anything else closes
 //! the connection with a named reason. `reply` never blocks: a reply to a connection that is gone
-//! is dropped and counted, and a full reply queue drops its oldest reply.
+//! is dropped and counted, and so is a reply that would overfill a connection's reply buffer.
+//! Frames of one connection are written whole and in `reply` order (the buffer's lock orders
+//! them).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,19 +26,19 @@ use std::time::Duration;
 
 use alpo_core::{ClusterId, NodeId};
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use mio::Token;
 use parking_lot::Mutex;
 
 use crate::conn::{Connection, Direction, Shared, Threads, wake_listener};
 use crate::counters::{CounterCells, Counters, add, add_usize};
 use crate::error::{Error, Rejection};
-use crate::frame::{CLIENT_SENDER_ID, FrameKind, encode_frame};
+use crate::frame::{CLIENT_SENDER_ID, Frame, FrameKind, encode_frame};
 use crate::handshake::{ANY_RECEIVER, Hello, HelloPolicy, Role, decode_close};
+use crate::inbox::{Arrival, FrameSink, Handoff, Inbox, Incoming};
 use crate::limits::{
-    CLIENT_CONNECTION_COUNT_MAX, CLIENT_REPLY_QUEUE_COUNT_MAX, INBOUND_QUEUE_MESSAGE_COUNT_MAX,
-    RECONNECT_BACKOFF_MS_MIN, WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAME_COUNT_MAX,
+    CLIENT_CONNECTION_COUNT_MAX, CLIENT_REPLY_BUFFER_BYTES_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
-use crate::queue::{DropOldestSender, Pushed, drop_oldest_queue};
 
 /// Names one client connection on a [`ClientListener`]; never reused by that listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,10 +65,8 @@ pub struct ClientListenerConfig {
     pub listen: SocketAddr,
     /// Client connections served at once.
     pub connection_count_max: usize,
-    /// Requests buffered for the node before readers wait.
-    pub request_queue_count_max: usize,
-    /// Replies queued per connection before the oldest is dropped.
-    pub reply_queue_count_max: usize,
+    /// Bytes of replies that may wait for room in one connection's socket.
+    pub reply_buffer_bytes_max: usize,
 }
 
 /// A running client listener. Dropping it shuts it down.
@@ -67,6 +75,7 @@ pub struct ClientListener {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
+    node_id: NodeId,
     shutdown_sender: Option<Sender<()>>,
     threads: Arc<Threads>,
 }
@@ -79,11 +88,35 @@ pub struct ClientConnection {
     counters: CounterCells,
 }
 
-/// The reply queues of open client connections.
+/// The reply sides of open client connections.
 #[derive(Debug, Default)]
 struct Sessions {
-    replies: Mutex<BTreeMap<ConnectionId, DropOldestSender<Bytes>>>,
+    replies: Mutex<HashMap<ConnectionId, Arc<ReplyOut>>>,
     next_id: AtomicU64,
+}
+
+/// Where replies to one connection are written.
+#[derive(Debug)]
+struct ReplyOut {
+    /// A clone of the connection's (non-blocking) stream.
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The connection's inbox token, to ask for a writability wake-up.
+    token: Token,
+    handoff: Arc<Handoff>,
+    /// `ClientListenerConfig::reply_buffer_bytes_max`.
+    buffer_bytes_max: usize,
+    buffer: Mutex<ReplyBuffer>,
+}
+
+/// Reply bytes the socket has not taken yet.
+#[derive(Debug, Default)]
+struct ReplyBuffer {
+    bytes: Vec<u8>,
+    /// How much of `bytes` is written already.
+    written: usize,
+    /// A write failed: the connection is finished and replies are dropped.
+    broken: bool,
 }
 
 #[derive(Debug)]
@@ -91,10 +124,18 @@ struct ListenerContext {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
     threads: Arc<Threads>,
+    handoff: Arc<Handoff>,
     node_id: NodeId,
-    requests: Sender<ClientRequest>,
     connection_count_max: usize,
-    reply_queue_count_max: usize,
+    reply_buffer_bytes_max: usize,
+}
+
+/// How the inbox turns one client connection's frames into requests.
+#[derive(Debug)]
+struct ClientSink {
+    id: ConnectionId,
+    out: Arc<ReplyOut>,
+    context: Arc<ListenerContext>,
 }
 
 impl ClientListenerConfig {
@@ -106,16 +147,15 @@ impl ClientListenerConfig {
             node_id,
             listen,
             connection_count_max: CLIENT_CONNECTION_COUNT_MAX,
-            request_queue_count_max: INBOUND_QUEUE_MESSAGE_COUNT_MAX,
-            reply_queue_count_max: CLIENT_REPLY_QUEUE_COUNT_MAX,
+            reply_buffer_bytes_max: CLIENT_REPLY_BUFFER_BYTES_MAX,
         }
     }
 }
 
 impl ClientListenerConfig {
     fn validate(&self) -> Result<(), Error> {
-        if self.request_queue_count_max == 0 || self.reply_queue_count_max == 0 {
-            let field = "request_queue_count_max or reply_queue_count_max";
+        if self.reply_buffer_bytes_max == 0 {
+            let field = "reply_buffer_bytes_max";
             let problem = "must be at least 1".to_string();
             return Err(Error::Config { field, problem });
         }
@@ -124,16 +164,15 @@ impl ClientListenerConfig {
 }
 
 impl ClientListener {
-    /// Binds the listener and starts accepting clients; requests arrive on the returned channel.
-    pub fn start(
-        config: ClientListenerConfig,
-    ) -> Result<(ClientListener, Receiver<ClientRequest>), Error> {
+    /// Binds the listener and starts accepting clients; their requests arrive through `inbox`
+    /// ([`Inbox::wait`] yields them as [`Incoming::Client`]).
+    pub fn start(config: ClientListenerConfig, inbox: &Inbox) -> Result<ClientListener, Error> {
         config.validate()?;
         let listener = TcpListener::bind(config.listen).map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
-        ClientListener::start_with_listener(listener, config)
+        ClientListener::start_with_listener(listener, config, inbox)
     }
 
     /// Like [`ClientListener::start`], on a listener the caller bound already (`config.listen` is
@@ -142,18 +181,19 @@ impl ClientListener {
     pub fn start_with_listener(
         listener: TcpListener,
         config: ClientListenerConfig,
-    ) -> Result<(ClientListener, Receiver<ClientRequest>), Error> {
+        inbox: &Inbox,
+    ) -> Result<ClientListener, Error> {
         config.validate()?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
-        let (requests, receiver) = bounded(config.request_queue_count_max);
         let client_listener = ClientListener {
             local_addr,
             shared: Arc::clone(&shared),
             sessions: Arc::new(Sessions::default()),
+            node_id: config.node_id,
             shutdown_sender: Some(shutdown_sender),
             threads: Arc::new(Threads::default()),
         };
@@ -161,16 +201,16 @@ impl ClientListener {
             shared,
             sessions: Arc::clone(&client_listener.sessions),
             threads: Arc::clone(&client_listener.threads),
+            handoff: inbox.handoff(),
             node_id: config.node_id,
-            requests,
             connection_count_max: config.connection_count_max,
-            reply_queue_count_max: config.reply_queue_count_max,
+            reply_buffer_bytes_max: config.reply_buffer_bytes_max,
         });
         let name = format!("alpo-net-client-accept-{}", config.node_id);
         client_listener
             .threads
             .spawn(name, move || accept_loop(&listener, &context))?;
-        Ok((client_listener, receiver))
+        Ok(client_listener)
     }
 
     /// The address the listener is bound to.
@@ -179,20 +219,25 @@ impl ClientListener {
         self.local_addr
     }
 
-    /// Sends `body` as a response on `connection`. Never blocks: if the connection is gone the
-    /// reply is dropped and counted (`messages_dropped_unroutable`); if its queue is full, the
-    /// oldest queued reply is dropped and counted (`messages_dropped_queue_full`).
+    /// Sends `body` as a response on `connection`, writing it to the socket from this thread if
+    /// the socket has room. Never blocks: if the connection is gone the reply is dropped and
+    /// counted (`messages_dropped_unroutable`); if its reply buffer is full, the reply is dropped
+    /// and counted (`messages_dropped_queue_full`).
     pub fn reply(&self, connection: ConnectionId, body: Bytes) {
         let counters = &self.shared.counters;
-        let pushed = match self.sessions.replies.lock().get(&connection) {
-            Some(queue) => queue.push(body),
-            None => Pushed::Disconnected,
+        let out = self.sessions.replies.lock().get(&connection).cloned();
+        let Some(out) = out else {
+            add(&counters.messages_dropped_unroutable, 1);
+            return;
         };
-        match pushed {
-            Pushed::Queued => {}
-            Pushed::QueuedDropping(count) => add(&counters.messages_dropped_queue_full, count),
-            Pushed::Disconnected => add(&counters.messages_dropped_unroutable, 1),
+        let mut frame = Vec::new();
+        let cluster = self.shared.cluster_id;
+        let kind = FrameKind::ClientResponse;
+        if encode_frame(&mut frame, kind, cluster, self.node_id.0, &body).is_err() {
+            add(&counters.messages_dropped_unencodable, 1);
+            return;
         }
+        out.send(&frame, &self.shared.counters);
     }
 
     /// A snapshot of the counters.
@@ -221,6 +266,115 @@ impl ClientListener {
 impl Drop for ClientListener {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl ReplyOut {
+    /// Writes one encoded frame after whatever is waiting, or buffers it if the socket is full.
+    fn send(&self, frame: &[u8], counters: &CounterCells) {
+        let mut buffer = self.buffer.lock();
+        if buffer.broken {
+            add(&counters.messages_dropped_link_lost, 1);
+            return;
+        }
+        let waiting = buffer.bytes.len() - buffer.written;
+        if waiting > 0 && self.buffer_limit_reached(waiting, frame.len()) {
+            add(&counters.messages_dropped_queue_full, 1);
+            return;
+        }
+        add(&counters.frames_sent, 1);
+        if waiting > 0 {
+            // The inbox is already watching for room; it writes these bytes in order.
+            buffer.bytes.extend_from_slice(frame);
+            return;
+        }
+        let written = self.write_some(frame, &mut buffer, counters);
+        if written < frame.len() && !buffer.broken {
+            buffer.bytes.clear();
+            buffer.written = 0;
+            buffer.bytes.extend_from_slice(&frame[written..]);
+            drop(buffer);
+            self.handoff.want_writable(self.token);
+        }
+    }
+
+    fn buffer_limit_reached(&self, waiting: usize, more: usize) -> bool {
+        // A single frame always fits an empty buffer, so every reply can be sent eventually.
+        waiting + more > self.buffer_bytes_max.max(more)
+    }
+
+    /// Writes what the buffer holds; returns whether bytes are still waiting.
+    fn flush(&self, counters: &CounterCells) -> bool {
+        let mut buffer = self.buffer.lock();
+        if buffer.broken {
+            return false;
+        }
+        let pending = std::mem::take(&mut buffer.bytes);
+        let start = buffer.written;
+        let written = self.write_some(&pending[start..], &mut buffer, counters);
+        buffer.bytes = pending;
+        buffer.written += written;
+        if buffer.written == buffer.bytes.len() || buffer.broken {
+            buffer.bytes.clear();
+            buffer.written = 0;
+            return false;
+        }
+        true
+    }
+
+    /// Writes as much of `bytes` as the socket takes now; marks the buffer broken on an error.
+    fn write_some(&self, bytes: &[u8], buffer: &mut ReplyBuffer, counters: &CounterCells) -> usize {
+        let mut written = 0;
+        while written < bytes.len() {
+            match (&self.stream).write(&bytes[written..]) {
+                Ok(0) => break,
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, %error, "client connection lost");
+                    add(&counters.messages_dropped_link_lost, 1);
+                    buffer.broken = true;
+                    // The inbox sees the connection end and removes it.
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+            }
+        }
+        add_usize(&counters.bytes_sent, written);
+        written
+    }
+}
+
+impl FrameSink for ClientSink {
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Incoming>, Option<Rejection>> {
+        match frame.header.kind {
+            FrameKind::ClientRequest => Ok(Some(Incoming::Client(ClientRequest {
+                connection: self.id,
+                body: frame.body,
+            }))),
+            FrameKind::Close => Err(None),
+            found => Err(Some(Rejection::KindNotAllowed {
+                found,
+                connection: Role::Client,
+            })),
+        }
+    }
+
+    fn counters(&self) -> &CounterCells {
+        &self.context.shared.counters
+    }
+
+    fn sender(&self) -> u64 {
+        self.context.node_id.0
+    }
+
+    fn on_writable(&self) -> bool {
+        self.out.flush(&self.context.shared.counters)
+    }
+
+    fn on_close(&self) {
+        self.context.sessions.replies.lock().remove(&self.id);
     }
 }
 
@@ -318,20 +472,21 @@ fn accept_loop(listener: &TcpListener, context: &Arc<ListenerContext>) {
             continue;
         }
         let serving = Arc::clone(context);
-        let name = format!("alpo-net-client-reader-{peer}");
+        let name = format!("alpo-net-client-handshake-{peer}");
         let spawned = context
             .threads
-            .spawn(name, move || serve_client(connection, &serving));
+            .spawn(name, move || serve_client(connection, serving));
         if let Err(error) = spawned {
             tracing::error!(peer = %peer, %error, "cannot serve a client connection");
         }
     }
 }
 
-fn serve_client(mut connection: Connection, context: &ListenerContext) {
+/// Runs the listener's side of the handshake, then hands the connection to the inbox.
+fn serve_client(mut connection: Connection, context: Arc<ListenerContext>) {
     let shared = &context.shared;
     let counters = &shared.counters;
-    let Some(_registration) = shared.register(&connection.stream, Direction::Inbound) else {
+    let Some(registration) = shared.register(&connection.stream, Direction::Inbound) else {
         return;
     };
     let policy = HelloPolicy {
@@ -342,111 +497,39 @@ fn serve_client(mut connection: Connection, context: &ListenerContext) {
     if connection.accept_hello(policy, counters).is_none() {
         return;
     }
-    let id = ConnectionId(context.sessions.next_id.fetch_add(1, Ordering::Relaxed));
-    if let Err(error) = start_client_writer(&connection, id, context) {
-        tracing::error!(peer = %connection.peer, %error, "cannot start a client writer");
-        return;
-    }
-    read_requests(&mut connection, id, context);
-    context.sessions.replies.lock().remove(&id);
-    let _ = connection.stream.shutdown(std::net::Shutdown::Both);
-}
-
-fn read_requests(connection: &mut Connection, id: ConnectionId, context: &ListenerContext) {
-    let shared = &context.shared;
-    let counters = &shared.counters;
-    loop {
-        let frame = match connection.read_frame(None, counters) {
-            Ok(frame) => frame,
-            Err(Error::Rejected { rejection, .. }) if !shared.is_closed() => {
-                connection.reject(&rejection, context.node_id.0, counters);
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(peer = %connection.peer, %error, "client connection ended");
-                return;
-            }
-        };
-        match frame.header.kind {
-            FrameKind::ClientRequest => {
-                let request = ClientRequest {
-                    connection: id,
-                    body: frame.body,
-                };
-                if !deliver(request, context) {
-                    return;
-                }
-            }
-            FrameKind::Close => return,
-            found => {
-                let rejection = Rejection::KindNotAllowed {
-                    found,
-                    connection: Role::Client,
-                };
-                connection.reject(&rejection, context.node_id.0, counters);
-                return;
-            }
-        }
-    }
-}
-
-fn deliver(request: ClientRequest, context: &ListenerContext) -> bool {
-    match context.requests.try_send(request) {
-        Ok(()) => true,
-        Err(TrySendError::Disconnected(_)) => false,
-        Err(TrySendError::Full(request)) => select! {
-            send(context.requests, request) -> sent => sent.is_ok(),
-            recv(context.shared.shutdown) -> _ => false,
-        },
-    }
-}
-
-fn start_client_writer(
-    connection: &Connection,
-    id: ConnectionId,
-    context: &ListenerContext,
-) -> Result<(), Error> {
-    let writer = connection.writer_clone()?;
-    let (producer, replies) = drop_oldest_queue(context.reply_queue_count_max);
-    context.sessions.replies.lock().insert(id, producer);
-    let shared = Arc::clone(&context.shared);
-    let node_id = context.node_id;
-    let name = format!("alpo-net-client-writer-{}", connection.peer);
-    let started = context.threads.spawn(name, move || {
-        write_replies(&writer, &replies, &shared, node_id);
-    });
-    if started.is_err() {
-        context.sessions.replies.lock().remove(&id);
-    }
-    started
-}
-
-/// Writes queued replies in batches until the connection's queue is removed or a write fails.
-fn write_replies(writer: &Connection, replies: &Receiver<Bytes>, shared: &Shared, node: NodeId) {
-    let counters = &shared.counters;
-    let mut batch = Vec::new();
-    // The queue disconnects when the session is removed (connection ended or shutdown).
-    while let Ok(first) = replies.recv() {
-        batch.clear();
-        let mut frame_count = 0;
-        let mut next = Some(first);
-        while let Some(body) = next.take() {
-            let kind = FrameKind::ClientResponse;
-            match encode_frame(&mut batch, kind, shared.cluster_id, node.0, &body) {
-                Ok(()) => frame_count += 1,
-                Err(_) => add(&counters.messages_dropped_unencodable, 1),
-            }
-            if batch.len() < WRITE_BATCH_BYTES_MAX && frame_count < WRITE_BATCH_FRAME_COUNT_MAX {
-                next = replies.try_recv().ok();
-            }
-        }
-        if frame_count == 0 {
-            continue;
-        }
-        if let Err(error) = writer.write(&batch, frame_count, counters) {
-            add_usize(&counters.messages_dropped_link_lost, frame_count);
-            tracing::debug!(peer = %writer.peer, %error, "client connection lost");
+    let peer = connection.peer;
+    let prepared = connection
+        .stream
+        .set_nonblocking(true)
+        .and_then(|()| connection.stream.try_clone());
+    let reply_stream = match prepared {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(peer = %peer, %error, "cannot prepare a client connection");
             return;
         }
-    }
+    };
+    let id = ConnectionId(context.sessions.next_id.fetch_add(1, Ordering::Relaxed));
+    let handoff = Arc::clone(&context.handoff);
+    let token = handoff.next_token();
+    let out = Arc::new(ReplyOut {
+        stream: reply_stream,
+        peer,
+        token,
+        handoff: Arc::clone(&handoff),
+        buffer_bytes_max: context.reply_buffer_bytes_max,
+        buffer: Mutex::new(ReplyBuffer::default()),
+    });
+    context.sessions.replies.lock().insert(id, Arc::clone(&out));
+    let Connection {
+        stream, decoder, ..
+    } = connection;
+    handoff.arrive(Arrival {
+        token,
+        stream,
+        peer,
+        decoder,
+        registration,
+        sink: Box::new(ClientSink { id, out, context }),
+    });
 }

@@ -1,5 +1,5 @@
 //! The codec: every `alpo_core::Message` to and from one frame body (format version 1, laid out
-//! byte by byte in `docs/wire-format.md`).
+//! byte by byte in `docs/formats.md`).
 //!
 //! Invariants: the frame kind says which message the body holds, the frame's sender field is the
 //! message's `from`, and the body is consumed exactly (trailing bytes are malformed). Entry

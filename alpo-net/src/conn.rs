@@ -68,8 +68,6 @@ pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     pub(crate) decoder: FrameDecoder,
     pub(crate) chunk: Vec<u8>,
-    /// Held for each write, so two threads writing to one stream never interleave frames.
-    write_lock: Arc<Mutex<()>>,
 }
 
 impl Shared {
@@ -130,6 +128,13 @@ impl Shared {
     }
 }
 
+impl Registration {
+    /// The transport or listener the stream belongs to.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shared.registry.lock().streams.remove(&self.id);
@@ -185,23 +190,7 @@ impl Connection {
             peer,
             decoder: FrameDecoder::new(cluster_id),
             chunk: vec![0; crate::limits::READ_CHUNK_BYTES],
-            write_lock: Arc::new(Mutex::new(())),
         }
-    }
-
-    /// A second handle for writing from another thread; writes through either never interleave.
-    pub(crate) fn writer_clone(&self) -> Result<Connection, Error> {
-        let stream = self
-            .stream
-            .try_clone()
-            .map_err(|source| self.io_error("clone", source))?;
-        Ok(Connection {
-            stream,
-            peer: self.peer,
-            decoder: FrameDecoder::new(self.decoder.cluster_id()),
-            chunk: Vec::new(),
-            write_lock: Arc::clone(&self.write_lock),
-        })
     }
 
     /// The next frame, reading as needed for up to `timeout` (or forever without one).
@@ -242,11 +231,9 @@ impl Connection {
         frame_count: usize,
         counters: &CounterCells,
     ) -> Result<(), Error> {
-        let written = {
-            let _writing = self.write_lock.lock();
-            (&self.stream).write_all(bytes)
-        };
-        written.map_err(|source| self.io_error("write", source))?;
+        (&self.stream)
+            .write_all(bytes)
+            .map_err(|source| self.io_error("write", source))?;
         add_usize(&counters.frames_sent, frame_count);
         add_usize(&counters.bytes_sent, bytes.len());
         Ok(())

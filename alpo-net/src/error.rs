@@ -231,6 +231,13 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// The inbox's readiness poll (epoll) failed.
+    Poll {
+        /// What was being done (`"create"`, `"wait"`, …).
+        operation: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
 }
 
 impl CloseReason {
@@ -416,6 +423,9 @@ impl fmt::Display for Error {
                 )
             }
             Error::Spawn { source } => write!(f, "cannot start a thread: {source}"),
+            Error::Poll { operation, source } => {
+                write!(f, "inbox poll ({operation}) failed: {source}")
+            }
         }
     }
 }
@@ -423,9 +433,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Bind { source, .. } | Error::Io { source, .. } | Error::Spawn { source } => {
-                Some(source)
-            }
+            Error::Bind { source, .. }
+            | Error::Io { source, .. }
+            | Error::Spawn { source }
+            | Error::Poll { source, .. } => Some(source),
             _ => None,
         }
     }

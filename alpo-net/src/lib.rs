@@ -1,13 +1,16 @@
 //! Thread-based TCP transport for ALPO: framing, handshake, codec and per-peer connections.
 //!
-//! Two services, one framing (`docs/wire-format.md`):
+//! Two services, one framing (`docs/formats.md`):
 //!
 //! - [`PeerTransport`] carries `alpo_core::Message`s between servers. Each node dials every peer
 //!   and uses that connection only to send; it accepts inbound connections only to receive.
 //!   [`PeerTransport::send`] never blocks (a full per-peer queue drops its oldest message and
-//!   counts it), and inbound messages arrive on one bounded channel.
+//!   counts it).
 //! - [`ClientListener`] (server side) and [`ClientConnection`] (blocking client side) carry
 //!   opaque request and response bodies on a separate listener; alpo-node defines the bodies.
+//! - [`Inbox`] is where both deliver: the node's own thread waits on it, and it reads every
+//!   established inbound connection on that thread (epoll, through mio), so an arriving message
+//!   wakes one thread, the one that handles it. [`InboxWaker`] lets other threads end a wait.
 //!
 //! Architecture invariants: alpo-net starts threads, never an async runtime; every queue is
 //! bounded ([`limits`]); nothing that arrives from the network can panic a thread: the pure
@@ -26,7 +29,8 @@
 //!
 //! use alpo_core::{Append, ClusterId, Incarnation, LogIndex, Message, MessageBody, NodeId, Term};
 //! use alpo_net::{
-//!     ClientConnection, ClientListener, ClientListenerConfig, PeerConfig, PeerTransport,
+//!     ClientConnection, ClientListener, ClientListenerConfig, Inbox, Incoming, PeerConfig,
+//!     PeerTransport,
 //! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,8 +42,10 @@
 //! let peers_of_2 = vec![(NodeId(1), listener_1.local_addr()?)];
 //! let config_1 = PeerConfig::new(cluster, NodeId(1), any_port, peers_of_1);
 //! let config_2 = PeerConfig::new(cluster, NodeId(2), any_port, peers_of_2);
-//! let (node_1, _inbox_1) = PeerTransport::start_with_listener(listener_1, config_1)?;
-//! let (node_2, inbox_2) = PeerTransport::start_with_listener(listener_2, config_2)?;
+//! // Each node's thread reads its connections through its inbox.
+//! let (inbox_1, mut inbox_2) = (Inbox::new()?, Inbox::new()?);
+//! let node_1 = PeerTransport::start_with_listener(listener_1, config_1, &inbox_1)?;
+//! let node_2 = PeerTransport::start_with_listener(listener_2, config_2, &inbox_2)?;
 //!
 //! let heartbeat = Message {
 //!     from: NodeId(1),
@@ -54,16 +60,25 @@
 //!     }),
 //! };
 //! node_1.send(heartbeat.clone()); // Never blocks.
-//! assert_eq!(inbox_2.recv_timeout(Duration::from_secs(10))?, heartbeat);
+//! let timeout = Duration::from_secs(10);
+//! let mut arrived = Vec::new();
+//! while arrived.is_empty() {
+//!     inbox_2.wait(Some(timeout), &mut arrived)?;
+//! }
+//! assert_eq!(arrived.pop(), Some(Incoming::Peer(heartbeat)));
 //! assert_eq!(node_1.counters().messages_dropped_queue_full, 0);
 //!
-//! // The client protocol: opaque bodies on a separate listener.
+//! // The client protocol: opaque bodies on a separate listener, into the same inbox.
 //! let config = ClientListenerConfig::new(cluster, NodeId(2), any_port);
-//! let (clients, requests) = ClientListener::start(config)?;
-//! let timeout = Duration::from_secs(10);
+//! let clients = ClientListener::start(config, &inbox_2)?;
 //! let mut client = ClientConnection::connect(clients.local_addr(), cluster, timeout)?;
 //! client.send(b"get x")?;
-//! let request = requests.recv_timeout(timeout)?;
+//! while arrived.is_empty() {
+//!     inbox_2.wait(Some(timeout), &mut arrived)?;
+//! }
+//! let Some(Incoming::Client(request)) = arrived.pop() else {
+//!     panic!("expected a client request");
+//! };
 //! assert_eq!(&request.body[..], b"get x");
 //! clients.reply(request.connection, bytes::Bytes::from_static(b"x = 1"));
 //! assert_eq!(&client.recv(timeout)?[..], b"x = 1");
@@ -75,7 +90,7 @@
 //! ```
 //!
 //! Module map: [`frame`] (header and pure decoder), [`codec`] (messages to bodies),
-//! [`handshake`] (`Hello`, `Welcome`, `Close`), `peer` ([`PeerTransport`]), `client`
+//! [`handshake`] (`Hello`, `Welcome`, `Close`), `inbox` ([`Inbox`]), `peer` ([`PeerTransport`]), `client`
 //! ([`ClientListener`], [`ClientConnection`]), [`limits`], `error` ([`Error`], [`Rejection`],
 //! [`CloseReason`]), `counters` ([`Counters`]).
 
@@ -96,6 +111,7 @@ mod counters;
 mod error;
 pub mod frame;
 pub mod handshake;
+mod inbox;
 pub mod limits;
 mod link;
 mod peer;
@@ -106,6 +122,7 @@ pub use client::{
 };
 pub use counters::Counters;
 pub use error::{CloseReason, Error, Rejection};
+pub use inbox::{Inbox, InboxWaker, Incoming};
 pub use peer::{PeerConfig, PeerTransport};
 
 // Handles the node keeps and moves between threads.

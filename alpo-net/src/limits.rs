@@ -6,7 +6,7 @@
 
 use alpo_core::limits::{APPEND_BYTES_MAX, APPEND_ENTRY_COUNT_MAX, ENTRY_BYTES_MAX};
 
-/// Bytes in a frame header (see `docs/wire-format.md`). Fixed by the wire format.
+/// Bytes in a frame header (see `docs/formats.md`). Fixed by the wire format.
 pub const FRAME_HEADER_BYTES: usize = 36;
 
 /// Largest frame body accepted or sent. A received header announcing more closes the connection
@@ -29,14 +29,20 @@ pub const ENTRY_HEADER_BYTES: usize = 8 + 1 + 4;
 /// tolerates loss, and the node's event loop must never block on a slow or dead peer.
 pub const PEER_QUEUE_MESSAGE_COUNT_MAX: usize = 4096;
 
-/// Default length of the channel that delivers inbound peer messages (or client requests) to the
-/// node. When it is full, reader threads wait (TCP applies backpressure to the senders); they give
-/// up only at shutdown.
-pub const INBOUND_QUEUE_MESSAGE_COUNT_MAX: usize = 16_384;
+/// Bytes the inbox reads from one connection in one wait. A connection with more waiting is read
+/// first at the next wait (which then does not sleep), so one busy peer cannot starve the others,
+/// and what one wait hands the node stays bounded. TCP pushes back on senders while the node is
+/// busy with what it has.
+pub const INBOX_READ_BYTES_MAX: usize = 256 * 1024;
 
-/// Default length of each client connection's reply queue. When it is full, `reply` drops the
-/// oldest queued reply and counts it; the client times out and retries.
-pub const CLIENT_REPLY_QUEUE_COUNT_MAX: usize = 1024;
+/// Readiness events the inbox takes from one epoll wait; more stay queued for the next wait.
+pub const INBOX_EVENT_COUNT_MAX: usize = 1024;
+
+/// Default cap on the bytes of replies waiting for room in one client connection's socket. A
+/// reply that would go beyond it is dropped and counted in `Counters::messages_dropped_queue_full`;
+/// the client times out and retries. Replies are written straight from `reply` while the socket
+/// has room, so this fills only when a client stops reading.
+pub const CLIENT_REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// A writer stops adding queued frames to a batch once it holds this many bytes, and writes it.
 pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
@@ -81,7 +87,7 @@ pub const PEER_CONNECTION_COUNT_MAX: usize = 64;
 /// `CloseReason::TooManyConnections`.
 pub const CLIENT_CONNECTION_COUNT_MAX: usize = 256;
 
-// The header layout in docs/wire-format.md: magic 4, version 2, kind 1, reserved 1, cluster id 8,
+// The header layout in docs/formats.md: magic 4, version 2, kind 1, reserved 1, cluster id 8,
 // sender 8, body length 4, body CRC 4, header CRC 4.
 const _: () = assert!(FRAME_HEADER_BYTES == 4 + 2 + 1 + 1 + 8 + 8 + 4 + 4 + 4);
 

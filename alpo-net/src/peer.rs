@@ -10,8 +10,9 @@
 //! the writer thread. Otherwise (the socket's buffer is full, a frame was written only in part,
 //! messages are queued, or the link is down) `send` queues, and the peer's writer thread drains
 //! everything queued into one buffer and writes it with one blocking `write_all`; on failure it
-//! redials with capped exponential backoff and jitter. `link.rs` states who may write when. Reader
-//! threads decode each frame straight into one bounded channel that the node reads.
+//! redials with capped exponential backoff and jitter. `link.rs` states who may write when. An
+//! inbound connection's handshake runs on a short-lived thread; then the connection is handed to
+//! the node's [`Inbox`], whose owner reads it (`inbox.rs`).
 //!
 //! Invariants: `send` never blocks; a message reaches the node only from a connection whose
 //! handshake named a configured peer, and only if its frame's sender is that peer and its
@@ -24,21 +25,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use alpo_core::{ClusterId, Message, NodeId};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::link::{Link, Outbound};
 
 use crate::backoff::Backoff;
 use crate::codec::{EncodeError, decode_message, encode_message};
 use crate::conn::{Connection, Direction, Registration, Shared, Threads, wake_listener};
+use crate::counters::CounterCells;
 use crate::counters::{Counters, add, add_usize};
 use crate::error::{Error, Rejection};
 use crate::frame::{Frame, FrameKind};
 use crate::handshake::{Hello, HelloPolicy, Role, decode_close};
+use crate::inbox::{Arrival, FrameSink, Handoff, Inbox, Incoming};
 use crate::limits::{
-    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, INBOUND_QUEUE_MESSAGE_COUNT_MAX,
-    PEER_CONNECTION_COUNT_MAX, PEER_QUEUE_MESSAGE_COUNT_MAX, RECONNECT_BACKOFF_MS_MAX,
-    RECONNECT_BACKOFF_MS_MIN, WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAME_COUNT_MAX,
+    CONNECT_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, PEER_CONNECTION_COUNT_MAX,
+    PEER_QUEUE_MESSAGE_COUNT_MAX, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN,
+    WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAME_COUNT_MAX,
 };
 
 /// How a [`PeerTransport`] is set up. [`PeerConfig::new`] fills the limits with the defaults
@@ -55,8 +58,6 @@ pub struct PeerConfig {
     pub peers: Vec<(NodeId, SocketAddr)>,
     /// Messages queued per peer before the oldest is dropped.
     pub peer_queue_message_count_max: usize,
-    /// Inbound messages buffered for the node before readers wait.
-    pub inbound_queue_message_count_max: usize,
     /// Inbound connections served at once.
     pub inbound_connection_count_max: usize,
     /// First reconnect delay, in milliseconds.
@@ -76,13 +77,21 @@ pub struct PeerTransport {
     threads: Arc<Threads>,
 }
 
-/// What the reader threads share.
+/// What the inbound connections share.
 #[derive(Debug)]
 struct InboundContext {
     shared: Arc<Shared>,
     node_id: NodeId,
     peers: Vec<NodeId>,
-    inbound: Sender<Message>,
+    /// Where established connections go to be read.
+    handoff: Arc<Handoff>,
+}
+
+/// How the inbox turns one peer connection's frames into messages.
+#[derive(Debug)]
+struct PeerSink {
+    hello: Hello,
+    context: Arc<InboundContext>,
 }
 
 /// What one writer thread owns.
@@ -121,7 +130,6 @@ impl PeerConfig {
             listen,
             peers,
             peer_queue_message_count_max: PEER_QUEUE_MESSAGE_COUNT_MAX,
-            inbound_queue_message_count_max: INBOUND_QUEUE_MESSAGE_COUNT_MAX,
             inbound_connection_count_max: PEER_CONNECTION_COUNT_MAX,
             reconnect_backoff_ms_min: RECONNECT_BACKOFF_MS_MIN,
             reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX,
@@ -141,12 +149,6 @@ impl PeerConfig {
         if self.peer_queue_message_count_max == 0 {
             return problem("peer_queue_message_count_max", "must be at least 1".into());
         }
-        if self.inbound_queue_message_count_max == 0 {
-            return problem(
-                "inbound_queue_message_count_max",
-                "must be at least 1".into(),
-            );
-        }
         if self.reconnect_backoff_ms_max < self.reconnect_backoff_ms_min {
             let found = self.reconnect_backoff_ms_max;
             return problem(
@@ -159,15 +161,15 @@ impl PeerConfig {
 }
 
 impl PeerTransport {
-    /// Binds `config.listen`, starts the accept thread and one writer thread per peer, and
-    /// returns the transport with the channel on which inbound messages arrive.
-    pub fn start(config: PeerConfig) -> Result<(PeerTransport, Receiver<Message>), Error> {
+    /// Binds `config.listen`, starts the accept thread and one writer thread per peer. Inbound
+    /// messages arrive through `inbox` ([`Inbox::wait`] yields them as [`Incoming::Peer`]).
+    pub fn start(config: PeerConfig, inbox: &Inbox) -> Result<PeerTransport, Error> {
         config.validate()?;
         let listener = TcpListener::bind(config.listen).map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
-        PeerTransport::start_with_listener(listener, config)
+        PeerTransport::start_with_listener(listener, config, inbox)
     }
 
     /// Like [`PeerTransport::start`], on a listener the caller bound already (`config.listen` is
@@ -176,14 +178,14 @@ impl PeerTransport {
     pub fn start_with_listener(
         listener: TcpListener,
         config: PeerConfig,
-    ) -> Result<(PeerTransport, Receiver<Message>), Error> {
+        inbox: &Inbox,
+    ) -> Result<PeerTransport, Error> {
         config.validate()?;
         let local_addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
-        let (inbound, receiver) = bounded(config.inbound_queue_message_count_max);
         let mut transport = PeerTransport {
             node_id: config.node_id,
             local_addr,
@@ -196,7 +198,7 @@ impl PeerTransport {
             shared,
             node_id: config.node_id,
             peers: config.peers.iter().map(|(id, _)| *id).collect(),
-            inbound,
+            handoff: inbox.handoff(),
         });
         // On an error below, dropping `transport` stops and joins what was started.
         let threads = Arc::clone(&transport.threads);
@@ -207,7 +209,7 @@ impl PeerTransport {
                 accept_loop(&listener, &context, &threads, connection_count_max);
             })?;
         transport.start_writers(&config)?;
-        Ok((transport, receiver))
+        Ok(transport)
     }
 
     /// The address the listener is bound to (with the real port when `listen` had port 0).
@@ -326,17 +328,18 @@ fn accept_loop(
             continue;
         }
         let context = Arc::clone(context);
-        let name = format!("alpo-net-reader-{}-{}", context.node_id, peer);
-        if let Err(error) = threads.spawn(name, move || serve_inbound(connection, &context)) {
+        let name = format!("alpo-net-handshake-{}-{}", context.node_id, peer);
+        if let Err(error) = threads.spawn(name, move || serve_inbound(connection, context)) {
             tracing::error!(peer = %peer, %error, "cannot serve an inbound connection");
         }
     }
 }
 
-fn serve_inbound(mut connection: Connection, context: &InboundContext) {
+/// Runs the listener's side of the handshake, then hands the connection to the inbox.
+fn serve_inbound(mut connection: Connection, context: Arc<InboundContext>) {
     let shared = &context.shared;
     let counters = &shared.counters;
-    let Some(_registration) = shared.register(&connection.stream, Direction::Inbound) else {
+    let Some(registration) = shared.register(&connection.stream, Direction::Inbound) else {
         return;
     };
     let policy = HelloPolicy {
@@ -347,37 +350,42 @@ fn serve_inbound(mut connection: Connection, context: &InboundContext) {
     let Some(hello) = connection.accept_hello(policy, counters) else {
         return;
     };
+    if let Err(error) = connection.stream.set_nonblocking(true) {
+        tracing::warn!(peer = %connection.peer, %error, "cannot make a peer connection non-blocking");
+        return;
+    }
     tracing::debug!(peer = %connection.peer, node = hello.sender, "peer connected");
-    loop {
-        let frame = match connection.read_frame(None, counters) {
-            Ok(frame) => frame,
-            Err(Error::Rejected { rejection, .. }) if !shared.is_closed() => {
-                connection.reject(&rejection, context.node_id.0, counters);
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(peer = %connection.peer, %error, "peer connection ended");
-                return;
-            }
-        };
-        match inbound_message(frame, &hello, context) {
-            Ok(Some(message)) => {
-                if !deliver(message, context) {
-                    return;
-                }
-            }
-            Ok(None) => {}
-            Err(None) => return,
-            Err(Some(rejection)) => {
-                connection.reject(&rejection, context.node_id.0, counters);
-                return;
-            }
-        }
+    let handoff = Arc::clone(&context.handoff);
+    let Connection {
+        stream,
+        peer,
+        decoder,
+        ..
+    } = connection;
+    handoff.arrive(Arrival {
+        token: handoff.next_token(),
+        stream,
+        peer,
+        decoder,
+        registration,
+        sink: Box::new(PeerSink { hello, context }),
+    });
+}
+
+impl FrameSink for PeerSink {
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Incoming>, Option<Rejection>> {
+        Ok(inbound_message(frame, &self.hello, &self.context)?.map(Incoming::Peer))
+    }
+
+    fn counters(&self) -> &CounterCells {
+        &self.context.shared.counters
+    }
+
+    fn sender(&self) -> u64 {
+        self.context.node_id.0
     }
 }
 
-/// The message a frame on a peer connection carries: `Ok(None)` if it was dropped (and
-/// counted), `Err(None)` if the peer closed the connection, `Err(Some(_))` to reject it.
 fn inbound_message(
     frame: Frame,
     hello: &Hello,
@@ -411,17 +419,6 @@ fn inbound_message(
 
 /// Hands a message to the node, waiting while its channel is full; false once the node is gone
 /// or the transport is shutting down.
-fn deliver(message: Message, context: &InboundContext) -> bool {
-    match context.inbound.try_send(message) {
-        Ok(()) => true,
-        Err(TrySendError::Disconnected(_)) => false,
-        Err(TrySendError::Full(message)) => select! {
-            send(context.inbound, message) -> sent => sent.is_ok(),
-            recv(context.shared.shutdown) -> _ => false,
-        },
-    }
-}
-
 fn run_writer(mut context: WriterContext) {
     let mut batch = Vec::with_capacity(2 * WRITE_BATCH_BYTES_MAX);
     let mut connected_before = false;

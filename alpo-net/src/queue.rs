@@ -41,6 +41,7 @@ pub(crate) fn drop_oldest_queue<T>(capacity: usize) -> (DropOldestSender<T>, Rec
 
 impl<T> DropOldestSender<T> {
     /// Queues `item`, dropping the oldest queued item if the queue is full. Never blocks.
+    #[cfg(test)]
     pub(crate) fn push(&self, item: T) -> Pushed {
         self.push_with(item, |_| {})
     }

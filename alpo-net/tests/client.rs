@@ -16,16 +16,16 @@ use alpo_core::{ClusterId, NodeId};
 use alpo_net::frame::{CLIENT_SENDER_ID, FrameKind};
 use alpo_net::handshake::{ANY_RECEIVER, Role};
 use alpo_net::{
-    ClientConnection, ClientListener, ClientListenerConfig, CloseReason, ConnectionId, Error,
+    ClientConnection, ClientListener, ClientListenerConfig, CloseReason, ConnectionId, Error, Inbox,
 };
 use bytes::Bytes;
 use common::*;
 
-fn start_listener() -> (
-    ClientListener,
-    crossbeam_channel::Receiver<alpo_net::ClientRequest>,
-) {
-    ClientListener::start(ClientListenerConfig::new(CLUSTER, NodeId(4), loopback())).unwrap()
+fn start_listener() -> (ClientListener, Received<alpo_net::ClientRequest>) {
+    let inbox = Inbox::new().unwrap();
+    let config = ClientListenerConfig::new(CLUSTER, NodeId(4), loopback());
+    let listener = ClientListener::start(config, &inbox).unwrap();
+    (listener, pump_clients(inbox))
 }
 
 #[test]
@@ -171,7 +171,9 @@ fn a_listener_bound_by_the_caller_serves_clients_on_its_address() {
     let address = bound.local_addr().unwrap();
     // `listen` is ignored: the listener the caller bound is the one served.
     let config = ClientListenerConfig::new(CLUSTER, NodeId(5), "127.0.0.1:1".parse().unwrap());
-    let (listener, requests) = ClientListener::start_with_listener(bound, config).unwrap();
+    let inbox = Inbox::new().unwrap();
+    let listener = ClientListener::start_with_listener(bound, config, &inbox).unwrap();
+    let requests = pump_clients(inbox);
     assert_eq!(listener.local_addr(), address);
     let mut client = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
     assert_eq!(client.server_node_id(), NodeId(5));
@@ -184,10 +186,47 @@ fn a_listener_bound_by_the_caller_serves_clients_on_its_address() {
 }
 
 #[test]
-fn a_caller_bound_listener_with_a_zero_queue_is_refused() {
+fn a_caller_bound_listener_with_a_zero_reply_buffer_is_refused() {
     let bound = std::net::TcpListener::bind(loopback()).unwrap();
     let mut config = ClientListenerConfig::new(CLUSTER, NodeId(5), loopback());
-    config.reply_queue_count_max = 0;
-    let error = ClientListener::start_with_listener(bound, config).unwrap_err();
+    config.reply_buffer_bytes_max = 0;
+    let inbox = Inbox::new().unwrap();
+    let error = ClientListener::start_with_listener(bound, config, &inbox).unwrap_err();
     assert!(matches!(error, Error::Config { .. }), "{error}");
+}
+
+#[test]
+fn replies_to_a_client_that_stops_reading_wait_then_are_dropped_and_counted() {
+    let inbox = Inbox::new().unwrap();
+    let mut config = ClientListenerConfig::new(CLUSTER, NodeId(4), loopback());
+    config.reply_buffer_bytes_max = 64 * 1024;
+    let listener = ClientListener::start(config, &inbox).unwrap();
+    let requests = pump_clients(inbox);
+    let mut stalled = ClientConnection::connect(listener.local_addr(), CLUSTER, TIMEOUT).unwrap();
+    stalled.send(b"first").unwrap();
+    let request = requests.recv_timeout(TIMEOUT).unwrap();
+    // 32 MiB of replies to a client that reads nothing yet: the sockets take a few MiB, the
+    // reply buffer 64 KiB more, and `reply` drops (and counts) the rest instead of blocking.
+    const SENT: u64 = 2000;
+    let body = Bytes::from(vec![7u8; 16 * 1024]);
+    for _ in 0..SENT {
+        listener.reply(request.connection, body.clone());
+    }
+    let dropped = listener.counters().messages_dropped_queue_full;
+    assert!(dropped > 0, "{:?}", listener.counters());
+    // Another client is served meanwhile.
+    let mut other = ClientConnection::connect(listener.local_addr(), CLUSTER, TIMEOUT).unwrap();
+    other.send(b"second").unwrap();
+    let second = requests.recv_timeout(TIMEOUT).unwrap();
+    listener.reply(second.connection, Bytes::from_static(b"ok"));
+    assert_eq!(&other.recv(TIMEOUT).unwrap()[..], b"ok");
+    // Reading at last, the stalled client gets every reply that was not dropped, whole: the
+    // inbox writes the buffered rest as the socket drains.
+    let mut received = 0;
+    while let Ok(reply) = stalled.recv(std::time::Duration::from_secs(2)) {
+        assert_eq!(reply, body);
+        received += 1;
+    }
+    assert_eq!(received + dropped, SENT, "{:?}", listener.counters());
+    listener.shutdown();
 }

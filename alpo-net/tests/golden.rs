@@ -1,6 +1,6 @@
 //! Golden bytes for wire format version 1: each checked-in sample must decode to known values,
 //! and encoding those values must give exactly these bytes. The samples were produced by an
-//! independent script from `docs/wire-format.md` (not by this crate), then checked in; a change
+//! independent script from `docs/formats.md` (not by this crate), then checked in; a change
 //! here is a wire format change and needs a protocol version bump.
 
 #![allow(

@@ -165,10 +165,10 @@ fn connection_cut_mid_frame_reconnects_and_delivers_only_whole_messages() {
     let listener_1 = TcpListener::bind(loopback()).unwrap();
     let address_1 = listener_1.local_addr().unwrap();
     let config_2 = PeerConfig::new(CLUSTER, NodeId(2), loopback(), vec![(NodeId(1), address_1)]);
-    let (two, inbox_2) = PeerTransport::start_with_listener(listener_2, config_2).unwrap();
+    let (two, inbox_2) = start_peer(listener_2, config_2);
     // Node 1 reaches node 2 only through the proxy.
     let config_1 = PeerConfig::new(CLUSTER, NodeId(1), loopback(), vec![(NodeId(2), proxy)]);
-    let (one, _inbox_1) = PeerTransport::start_with_listener(listener_1, config_1).unwrap();
+    let (one, _inbox_1) = start_peer(listener_1, config_1);
 
     let deadline = Instant::now() + TIMEOUT;
     let mut received = Vec::new();
@@ -374,7 +374,7 @@ fn send_never_blocks_on_a_dead_peer_and_drops_the_oldest() {
     let dead = TcpListener::bind(loopback()).unwrap().local_addr().unwrap();
     let mut config = PeerConfig::new(CLUSTER, NodeId(1), loopback(), vec![(NodeId(2), dead)]);
     config.peer_queue_message_count_max = 100;
-    let (one, _inbox) = PeerTransport::start(config).unwrap();
+    let (one, _inbox) = start_peer_on(config);
     for seq in 0..10_000 {
         one.send(ack(1, 2, seq));
     }
@@ -392,15 +392,15 @@ fn a_restarted_peer_is_redialled() {
     let address_2 = listener_2.local_addr().unwrap();
     let peers_2 = vec![(NodeId(1), loopback())];
     let config_2 = PeerConfig::new(CLUSTER, NodeId(2), loopback(), peers_2.clone());
-    let (two, inbox_2) = PeerTransport::start_with_listener(listener_2, config_2).unwrap();
+    let (two, inbox_2) = start_peer(listener_2, config_2);
     let config_1 = PeerConfig::new(CLUSTER, NodeId(1), loopback(), vec![(NodeId(2), address_2)]);
-    let (one, _inbox_1) = PeerTransport::start(config_1).unwrap();
+    let (one, _inbox_1) = start_peer_on(config_1);
     one.send(ack(1, 2, 0));
     assert_eq!(seq_of(&inbox_2.recv_timeout(TIMEOUT).unwrap()), 0);
     two.shutdown();
     // Restart node 2 on the same address; node 1's writer must notice and redial.
     let config_2 = PeerConfig::new(CLUSTER, NodeId(2), address_2, peers_2);
-    let (two, inbox_2) = PeerTransport::start(config_2).unwrap();
+    let (two, inbox_2) = start_peer_on(config_2);
     let deadline = Instant::now() + TIMEOUT;
     let mut seq = 1;
     // Early messages die with the old connection (the protocol tolerates loss): keep sending.
@@ -450,8 +450,7 @@ fn a_stalled_receiver_gets_whole_frames_in_order_after_direct_writes_back_up() {
     // Node 2 buffers one message and then stops reading until the test drains it, so node 1's
     // socket fills: direct writes from `send` hit WouldBlock and partial writes, fall back to the
     // queue, and the queue drops its oldest.
-    let mut nodes = start_cluster(&[1, 2], |config| {
-        config.inbound_queue_message_count_max = 1;
+    let mut nodes = start_cluster_with_capacity(&[1, 2], 1, |config| {
         config.peer_queue_message_count_max = 16;
     });
     let (two, inbox_2) = nodes.pop().unwrap();

@@ -15,11 +15,6 @@ pub const STORAGE_BATCH_OP_COUNT_MAX: usize = 4096;
 /// apply thread (backpressure).
 pub const APPLY_QUEUE_COUNT_MAX: usize = 4096;
 
-/// Inputs (client requests, peer messages) the event loop takes before it performs the outputs
-/// they produced. Batching is what lets one Append message and one fsync carry many proposals;
-/// the cap keeps latency bounded under a flood.
-pub const EVENT_BATCH_INPUT_COUNT_MAX: usize = 1024;
-
 /// Entries returned by one `Read` request at most; the client asks again from where it stopped.
 pub const READ_ENTRY_COUNT_MAX: u32 = 1024;
 
@@ -35,10 +30,6 @@ pub const SESSION_COUNT_MAX: usize = 100_000;
 
 /// Bytes of one key in the built-in key-value machine at most. Beyond, the request is refused.
 pub const KV_KEY_BYTES_MAX: usize = 64 * 1024;
-
-/// Client requests queued between the client listener and the event loop at most. At the limit
-/// the listener's reader threads wait (backpressure on clients).
-pub const CLIENT_QUEUE_COUNT_MAX: usize = 4096;
 
 // A Read reply must fit well inside one key-value-sized entry budget; a larger read cap than the
 // largest entry would be pointless because one entry is always returned.

@@ -21,12 +21,11 @@ use bytes::Bytes;
 use alpo_core::{Entry, EntryKind, HardState, Incarnation, LogIndex, LogPosition, Message, NodeId};
 use alpo_core::{Persisted, Term};
 use alpo_log::{Log, LogOptions};
-use alpo_net::{ClientListener, ClientListenerConfig, PeerTransport};
+use alpo_net::{ClientListener, ClientListenerConfig, Inbox, PeerTransport};
 
 use crate::client_protocol::NodeStatus;
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::limits::CLIENT_QUEUE_COUNT_MAX;
 use crate::server::{self, HardStateStore, Parts, PeerSender, Running};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
@@ -84,12 +83,12 @@ impl Server {
             .collect();
         let peer_config =
             alpo_net::PeerConfig::new(config.cluster(), config.node_id(), config.peer_addr, peers);
-        let (transport, peer_inbox) =
-            PeerTransport::start_with_listener(peer_listener, peer_config)?;
-        let mut client_config =
+        // One inbox reads every peer and client connection, on the event loop's thread.
+        let inbox = Inbox::new()?;
+        let transport = PeerTransport::start_with_listener(peer_listener, peer_config, &inbox)?;
+        let client_config =
             ClientListenerConfig::new(config.cluster(), config.node_id(), config.client_addr);
-        client_config.request_queue_count_max = CLIENT_QUEUE_COUNT_MAX;
-        let (listener, client_inbox) = ClientListener::start(client_config)?;
+        let listener = ClientListener::start(client_config, &inbox)?;
         let transport = Arc::new(transport);
         let listener = Arc::new(listener);
         let (id, peer_addr, client_addr) = (
@@ -103,8 +102,8 @@ impl Server {
             log: Box::new(log),
             hard_state: Box::new(hard_state),
             peers: Box::new(Arc::clone(&transport)),
-            peer_inbox,
-            client_inbox,
+            waker: Arc::new(inbox.waker()),
+            inputs: Box::new(inbox),
             replier: listener.clone(),
         };
         let running = server::launch(config, persisted, parts, Box::new(machine))?;

@@ -3,13 +3,15 @@
 //! performs the core's outputs in order.
 //!
 //! Threads of a running node and what they own:
-//! - event loop (this file): the `alpo_core::Node`; never waits on disk or network, except the
+//! - event loop (this file): the `alpo_core::Node`, and the reading of every peer and client
+//!   connection (alpo-net's `Inbox`, waited on here); never waits on disk or network, except the
 //!   rare synchronous hard-state write the ordering contract demands (term or vote changed),
 //!   and backpressure when the storage or apply queue is full (a disk or state machine that
 //!   cannot keep up); reads never wait for room, they are answered `Retry` instead;
 //! - storage (`storage.rs`): the log files; group commit, reports "durable up to N";
 //! - apply (`apply.rs`): the state machine, the session table, waiting clients, reads;
-//! - alpo-net's threads: peer connections and client connections.
+//! - alpo-net's threads: outbound peer connections (one writer each), accepting and handshakes.
+//!   Replies to clients are written by the thread that answers (apply or event loop).
 //!
 //! Ordering (alpo-core's `output` contract): outputs are performed in list order;
 //! `SaveHardState` is durable before any later output; log writes go to the storage thread in
@@ -19,12 +21,11 @@
 //! can never be missed. Index relationships: `applied ≤ commit ≤ durable ≤ last`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TryRecvError, select};
 use parking_lot::Mutex;
 
 use alpo_core::{
@@ -39,8 +40,8 @@ use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::kv::KvOp;
-use crate::limits::{EVENT_BATCH_INPUT_COUNT_MAX, STORAGE_QUEUE_OP_COUNT_MAX};
-use crate::service::{ConnectionId, IncomingRequest, Replier};
+use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
+use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, LogStore, StorageHandle, StorageOp};
 
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<NodeStatus>,
     pub(crate) stop_reason: Mutex<Option<String>>,
     pub(crate) storage: Arc<Mutex<storage::StorageState>>,
+    /// Set by `Running::stop` (which then wakes the loop); the loop ends at its next batch.
+    pub(crate) stop_requested: AtomicBool,
 }
 
 /// Everything the event loop talks to.
@@ -69,25 +72,15 @@ struct EventLoop {
     pub(crate) config: NodeConfig,
     pub(crate) hard_state: Box<dyn HardStateStore>,
     pub(crate) peers: Box<dyn PeerSender>,
-    pub(crate) peer_inbox: Receiver<Message>,
-    pub(crate) client_inbox: Receiver<IncomingRequest>,
+    pub(crate) inputs: Box<dyn Inputs>,
+    /// What the last wait delivered (kept to reuse its allocation).
+    pub(crate) arrived: Vec<Incoming>,
     pub(crate) replier: Arc<dyn Replier>,
     pub(crate) storage: StorageHandle,
     pub(crate) apply: ApplyHandle,
-    pub(crate) stop: Receiver<()>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
-}
-
-/// One input taken by the event loop.
-enum Input {
-    Peer(Message),
-    Client(IncomingRequest),
-    Storage,
-    Stop,
-    Timeout,
-    Closed(&'static str),
 }
 
 /// How long the loop waits when the core names no deadline (it normally always has one).
@@ -109,19 +102,29 @@ impl EventLoop {
         result
     }
 
+    /// One batch per turn: wait for input (or the core's next deadline), feed everything that
+    /// arrived to the core, take the storage thread's report, fire a due timer, and perform the
+    /// outputs of the whole batch.
     fn run_inner(&mut self) -> Result<(), Error> {
         self.perform_outputs()?;
+        let mut arrived = std::mem::take(&mut self.arrived);
         loop {
-            let first = self.wait();
-            if !self.take_input(first)? {
+            let timeout = match self.node.next_timeout() {
+                Some(deadline) => deadline.saturating_duration_since(self.now()),
+                None => IDLE_WAIT,
+            };
+            arrived.clear();
+            self.inputs.wait(timeout, &mut arrived)?;
+            if self.shared.stop_requested.load(Ordering::Acquire) {
                 return Ok(());
             }
-            for _ in 1..EVENT_BATCH_INPUT_COUNT_MAX {
-                let Some(input) = self.try_input() else { break };
-                if !self.take_input(input)? {
-                    return Ok(());
+            for incoming in arrived.drain(..) {
+                match incoming {
+                    Incoming::Peer(message) => self.node.on_message(self.now(), message),
+                    Incoming::Client(request) => self.on_client(request)?,
                 }
             }
+            self.on_storage_report()?;
             let now = self.now();
             if self
                 .node
@@ -138,54 +141,6 @@ impl EventLoop {
     fn now(&self) -> alpo_core::Instant {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         alpo_core::Instant::from_nanos(nanos)
-    }
-
-    fn wait(&self) -> Input {
-        let timeout = match self.node.next_timeout() {
-            Some(deadline) => deadline.saturating_duration_since(self.now()),
-            None => IDLE_WAIT,
-        };
-        let storage = |()| Input::Storage;
-        let client = Input::Client;
-        select! {
-            recv(self.peer_inbox) -> m => m.map_or(Input::Closed("peer transport"), Input::Peer),
-            recv(self.client_inbox) -> r => r.map_or(Input::Closed("client listener"), client),
-            recv(self.storage.wake) -> w => w.map_or(Input::Closed("storage thread"), storage),
-            recv(self.stop) -> _ => Input::Stop,
-            default(timeout) => Input::Timeout,
-        }
-    }
-
-    /// Another input if one is ready, peers first (they carry the cluster's progress).
-    fn try_input(&self) -> Option<Input> {
-        if let Ok(message) = self.peer_inbox.try_recv() {
-            return Some(Input::Peer(message));
-        }
-        if let Ok(request) = self.client_inbox.try_recv() {
-            return Some(Input::Client(request));
-        }
-        match self.storage.wake.try_recv() {
-            Ok(()) => Some(Input::Storage),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
-    }
-
-    /// Feeds one input to the core; `false` means stop.
-    fn take_input(&mut self, input: Input) -> Result<bool, Error> {
-        let now = self.now();
-        match input {
-            Input::Peer(message) => self.node.on_message(now, message),
-            Input::Client(request) => self.on_client(request)?,
-            Input::Storage => self.on_storage_report()?,
-            Input::Timeout => {}
-            Input::Stop => return Ok(false),
-            Input::Closed(what) => {
-                return Err(Error::Stopped {
-                    reason: format!("the {what} stopped"),
-                });
-            }
-        }
-        Ok(true)
     }
 
     fn on_storage_report(&mut self) -> Result<(), Error> {
@@ -373,15 +328,17 @@ pub(crate) struct Parts {
     pub(crate) log: Box<dyn LogStore>,
     pub(crate) hard_state: Box<dyn HardStateStore>,
     pub(crate) peers: Box<dyn PeerSender>,
-    pub(crate) peer_inbox: Receiver<Message>,
-    pub(crate) client_inbox: Receiver<IncomingRequest>,
+    /// Peer messages and client requests.
+    pub(crate) inputs: Box<dyn Inputs>,
+    /// Ends a wait of `inputs`.
+    pub(crate) waker: Arc<dyn Wake>,
     pub(crate) replier: Arc<dyn Replier>,
 }
 
 /// A started event loop with its storage and apply threads.
 #[derive(Debug)]
 pub(crate) struct Running {
-    pub(crate) stop: Sender<()>,
+    pub(crate) waker: Arc<dyn Wake>,
     pub(crate) thread: JoinHandle<Result<(), Error>>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -405,25 +362,28 @@ pub(crate) fn launch(
         problem: error.problem,
     })?;
     let status = node_status(&node, LogIndex(0));
-    let storage = storage::spawn(parts.log, STORAGE_QUEUE_OP_COUNT_MAX)?;
+    let storage = storage::spawn(
+        parts.log,
+        STORAGE_QUEUE_OP_COUNT_MAX,
+        Arc::clone(&parts.waker),
+    )?;
     let apply = apply::spawn(machine, Arc::clone(&parts.replier))?;
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
         stop_reason: Mutex::new(None),
         storage: Arc::clone(&storage.state),
+        stop_requested: AtomicBool::new(false),
     });
     let event_loop = EventLoop {
         node,
         origin,
         hard_state: parts.hard_state,
         peers: parts.peers,
-        peer_inbox: parts.peer_inbox,
-        client_inbox: parts.client_inbox,
+        inputs: parts.inputs,
+        arrived: Vec::new(),
         replier: parts.replier,
         storage,
         apply,
-        stop: stop_rx,
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
@@ -437,7 +397,7 @@ pub(crate) fn launch(
             source,
         })?;
     Ok(Running {
-        stop: stop_tx,
+        waker: parts.waker,
         thread,
         shared,
     })
@@ -446,7 +406,8 @@ pub(crate) fn launch(
 impl Running {
     /// Asks the event loop to stop and waits for every thread it owns.
     pub(crate) fn stop(self) -> Result<(), Error> {
-        let _ = self.stop.try_send(());
+        self.shared.stop_requested.store(true, Ordering::Release);
+        self.waker.wake();
         self.join()
     }
 
@@ -511,6 +472,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use alpo_core::{Entry, NodeId};
+    use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
     use super::*;
     use crate::config::Timeouts;
@@ -525,15 +487,50 @@ mod tests {
         }
     }
 
+    /// One channel carries a node's inputs; `None` is a wake.
+    type InputSender = Sender<Option<Incoming>>;
+
+    struct ChannelInputs(Receiver<Option<Incoming>>);
+
+    impl Inputs for ChannelInputs {
+        fn wait(&mut self, timeout: Duration, out: &mut Vec<Incoming>) -> Result<(), Error> {
+            match self.0.recv_timeout(timeout) {
+                Ok(item) => out.extend(item),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+            }
+            while let Ok(item) = self.0.try_recv() {
+                out.extend(item);
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct ChannelWake(InputSender);
+
+    impl Wake for ChannelWake {
+        fn wake(&self) {
+            let _ = self.0.try_send(None);
+        }
+    }
+
+    /// A node's inputs over a channel, the waker of its wait, and the channel's sending side.
+    fn channel_inputs() -> (Box<dyn Inputs>, Arc<dyn Wake>, InputSender) {
+        let (sender, receiver) = crossbeam_channel::bounded(4096);
+        let wake = Arc::new(ChannelWake(sender.clone()));
+        (Box::new(ChannelInputs(receiver)), wake, sender)
+    }
+
     #[derive(Clone)]
     struct Router {
-        inboxes: Arc<Mutex<BTreeMap<NodeId, Sender<Message>>>>,
+        inboxes: Arc<Mutex<BTreeMap<NodeId, InputSender>>>,
     }
 
     impl PeerSender for Router {
         fn send(&self, message: Message) {
             if let Some(inbox) = self.inboxes.lock().get(&message.to) {
-                let _ = inbox.try_send(message);
+                let _ = inbox.try_send(Some(Incoming::Peer(message)));
             }
         }
     }
@@ -548,7 +545,7 @@ mod tests {
 
     struct TestNode {
         running: Running,
-        requests: Sender<IncomingRequest>,
+        requests: InputSender,
         replies: Receiver<(ConnectionId, Bytes)>,
         log: MemoryLog,
     }
@@ -587,24 +584,23 @@ mod tests {
         };
         let mut nodes = Vec::new();
         for id in 1..=3 {
-            let (peer_tx, peer_rx) = crossbeam_channel::bounded(4096);
-            router.inboxes.lock().insert(NodeId(id), peer_tx);
-            let (request_tx, request_rx) = crossbeam_channel::bounded(4096);
+            let (inputs, waker, input_tx) = channel_inputs();
+            router.inboxes.lock().insert(NodeId(id), input_tx.clone());
             let (reply_tx, reply_rx) = crossbeam_channel::bounded(4096);
             let log = MemoryLog::default();
             let parts = Parts {
                 log: Box::new(log.clone()),
                 hard_state: Box::new(MemoryHardState),
                 peers: Box::new(router.clone()),
-                peer_inbox: peer_rx,
-                client_inbox: request_rx,
+                inputs,
+                waker,
                 replier: Arc::new(ChannelReplier(reply_tx)),
             };
             let machine = Box::new(KvStateMachine::new());
             let running = launch(config(id), Persisted::default(), parts, machine).unwrap();
             nodes.push(TestNode {
                 running,
-                requests: request_tx,
+                requests: input_tx,
                 replies: reply_rx,
                 log,
             });
@@ -615,12 +611,9 @@ mod tests {
     fn call(node: &TestNode, seq: u64, op: Op) -> ResponseBody {
         let id = RequestId { client: 9, seq };
         let body = Request { id, op }.encode();
-        node.requests
-            .send(IncomingRequest {
-                connection: alpo_net::ConnectionId(1),
-                body,
-            })
-            .unwrap();
+        let connection = alpo_net::ConnectionId(1);
+        let request = IncomingRequest { connection, body };
+        node.requests.send(Some(Incoming::Client(request))).unwrap();
         loop {
             let (_, bytes) = node.replies.recv_timeout(Duration::from_secs(10)).unwrap();
             let response = Response::decode(bytes).unwrap();
@@ -702,38 +695,36 @@ mod tests {
         }
     }
 
-    /// The parts of a one-node cluster over `log`: no peers, clients on the given channels. The
-    /// returned sender keeps the peer inbox open (a closed inbox stops the node): hold it.
+    /// The parts of a one-node cluster over `log`: no peers, replies on the given channel;
+    /// the returned sender feeds its inputs.
     fn lone_node_parts(
         log: MemoryLog,
-        client_inbox: crossbeam_channel::Receiver<IncomingRequest>,
-        replies: crossbeam_channel::Sender<(alpo_net::ConnectionId, Bytes)>,
-    ) -> (Parts, crossbeam_channel::Sender<Message>) {
-        let (peer_sender, peer_inbox) = crossbeam_channel::bounded(1);
+        replies: Sender<(alpo_net::ConnectionId, Bytes)>,
+    ) -> (Parts, InputSender) {
+        let (inputs, waker, input_sender) = channel_inputs();
         let parts = Parts {
             log: Box::new(log),
             hard_state: Box::new(MemoryHardState),
             peers: Box::new(Router {
                 inboxes: Arc::new(Mutex::new(BTreeMap::new())),
             }),
-            peer_inbox,
-            client_inbox,
+            inputs,
+            waker,
             replier: Arc::new(ChannelReplier(replies)),
         };
-        (parts, peer_sender)
+        (parts, input_sender)
     }
 
     #[test]
     fn a_failed_sync_stops_the_node_with_a_message_naming_the_file() {
         let mut config = config(1);
         config.peers.clear();
-        let (_request_tx, request_rx) = crossbeam_channel::bounded(1);
         let (reply_tx, _reply_rx) = crossbeam_channel::bounded(1);
         let log = MemoryLog {
             fail_sync: true,
             ..MemoryLog::default()
         };
-        let (parts, _peer_tx) = lone_node_parts(log, request_rx, reply_tx);
+        let (parts, _input_tx) = lone_node_parts(log, reply_tx);
         let machine = Box::new(KvStateMachine::new());
         // A one-node cluster elects itself and writes its no-op (rule R8): the sync fails.
         let running = launch(config, Persisted::default(), parts, machine).unwrap();
@@ -759,9 +750,8 @@ mod tests {
     fn a_panicking_state_machine_stops_the_node_instead_of_hanging_clients() {
         let mut config = config(1);
         config.peers.clear();
-        let (request_tx, request_rx) = crossbeam_channel::bounded(16);
         let (reply_tx, _reply_rx) = crossbeam_channel::bounded(16);
-        let (parts, _peer_tx) = lone_node_parts(MemoryLog::default(), request_rx, reply_tx);
+        let (parts, request_tx) = lone_node_parts(MemoryLog::default(), reply_tx);
         let running = launch(config, Persisted::default(), parts, Box::new(Panicking)).unwrap();
         // Commands until one is applied (the first may meet a node that is not leader yet).
         for seq in 1..=1000 {
@@ -777,7 +767,8 @@ mod tests {
             }
             .encode();
             let connection = alpo_net::ConnectionId(1);
-            let _ = request_tx.send(IncomingRequest { connection, body });
+            let request = IncomingRequest { connection, body };
+            let _ = request_tx.send(Some(Incoming::Client(request)));
             std::thread::sleep(Duration::from_millis(10));
         }
         let error = running.join().unwrap_err().to_string();
@@ -788,12 +779,11 @@ mod tests {
     fn malformed_requests_get_an_error_and_the_node_keeps_serving() {
         let nodes = start_cluster();
         let body = Bytes::from_static(&[1, 2, 3]);
+        let connection = alpo_net::ConnectionId(7);
+        let request = IncomingRequest { connection, body };
         nodes[0]
             .requests
-            .send(IncomingRequest {
-                connection: alpo_net::ConnectionId(7),
-                body,
-            })
+            .send(Some(Incoming::Client(request)))
             .unwrap();
         let (connection, bytes) = nodes[0]
             .replies

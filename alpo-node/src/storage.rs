@@ -5,7 +5,7 @@
 //! 1. take every operation queued (at most `STORAGE_BATCH_OP_COUNT_MAX`), in arrival order;
 //! 2. perform each: a truncation removes a suffix, an append writes entries at the end;
 //! 3. one `sync()` (fdatasync) covers every entry of the batch;
-//! 4. publish the log's last position as durable and wake the event loop.
+//! 4. publish the log's last position as durable and wake the event loop (its inbox).
 //!
 //! Invariants: operations are performed in the order the core emitted them; a position is
 //! published only after the sync that covers it returned; the published position only moves
@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::service::Wake;
 use parking_lot::Mutex;
 
 use alpo_core::{Entry, LogIndex, LogPosition};
@@ -59,32 +61,28 @@ pub(crate) struct StorageState {
 #[derive(Debug)]
 pub(crate) struct StorageHandle {
     pub(crate) ops: Sender<StorageOp>,
-    /// Wakes the event loop when `state` changed; capacity 1, so a wake-up is never lost and
-    /// the storage thread never blocks on it.
-    pub(crate) wake: Receiver<()>,
     pub(crate) state: Arc<Mutex<StorageState>>,
     pub(crate) thread: JoinHandle<()>,
 }
 
-/// Starts the storage thread over `store`.
+/// Starts the storage thread over `store`; it calls `wake` after each change of its state.
 pub(crate) fn spawn(
     store: Box<dyn LogStore>,
     queue_count_max: usize,
+    wake: Arc<dyn Wake>,
 ) -> Result<StorageHandle, Error> {
     let (ops_tx, ops_rx) = crossbeam_channel::bounded(queue_count_max);
-    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
     let state = Arc::new(Mutex::new(StorageState::default()));
     let thread_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
         .name("alpo-storage".into())
-        .spawn(move || run(store, &ops_rx, &wake_tx, &thread_state))
+        .spawn(move || run(store, &ops_rx, wake.as_ref(), &thread_state))
         .map_err(|source| Error::Io {
             what: "starting the storage thread".into(),
             source,
         })?;
     Ok(StorageHandle {
         ops: ops_tx,
-        wake: wake_rx,
         state,
         thread,
     })
@@ -93,7 +91,7 @@ pub(crate) fn spawn(
 fn run(
     mut store: Box<dyn LogStore>,
     ops: &Receiver<StorageOp>,
-    wake: &Sender<()>,
+    wake: &dyn Wake,
     state: &Mutex<StorageState>,
 ) {
     // Ends when the event loop drops its sender (node stopping) or on a fatal error.
@@ -109,12 +107,11 @@ fn run(
             Err(error) => {
                 tracing::error!(%error, "log write failed; the node stops");
                 state.lock().fatal = Some(error.to_string());
-                let _ = wake.try_send(());
+                wake.wake();
                 return;
             }
         }
-        // Full means a wake-up is already pending, which will read the newest state.
-        let _ = wake.try_send(());
+        wake.wake();
     }
 }
 
@@ -203,6 +200,22 @@ mod tests {
     use super::memory::MemoryLog;
     use super::*;
 
+    /// Turns each wake into a message the test can wait for.
+    #[derive(Debug)]
+    struct ChannelWake(Sender<()>);
+
+    impl Wake for ChannelWake {
+        fn wake(&self) {
+            let _ = self.0.try_send(());
+        }
+    }
+
+    fn spawn_with_wakes(log: MemoryLog) -> (StorageHandle, Receiver<()>) {
+        let (wake_tx, wakes) = crossbeam_channel::bounded(1);
+        let handle = spawn(Box::new(log), 16, Arc::new(ChannelWake(wake_tx))).unwrap();
+        (handle, wakes)
+    }
+
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
             index: LogIndex(index),
@@ -212,9 +225,9 @@ mod tests {
         }
     }
 
-    fn wait_durable(handle: &StorageHandle, index: u64) -> LogPosition {
+    fn wait_durable(handle: &StorageHandle, wakes: &Receiver<()>, index: u64) -> LogPosition {
         loop {
-            handle.wake.recv().unwrap();
+            wakes.recv().unwrap();
             let state = handle.state.lock();
             if let Some(durable) = state.durable.filter(|d| d.index.0 == index) {
                 return durable;
@@ -225,17 +238,17 @@ mod tests {
     #[test]
     fn appends_and_truncations_are_performed_in_order_and_reported() {
         let log = MemoryLog::default();
-        let handle = spawn(Box::new(log.clone()), 16).unwrap();
+        let (handle, wakes) = spawn_with_wakes(log.clone());
         let entries = (1..=3).map(|i| entry(i, 1)).collect();
         handle.ops.send(StorageOp::Append { entries }).unwrap();
-        assert_eq!(wait_durable(&handle, 3).term, Term(1));
+        assert_eq!(wait_durable(&handle, &wakes, 3).term, Term(1));
         handle
             .ops
             .send(StorageOp::Truncate { from: LogIndex(2) })
             .unwrap();
         let entries = vec![entry(2, 2)];
         handle.ops.send(StorageOp::Append { entries }).unwrap();
-        let durable = wait_durable(&handle, 2);
+        let durable = wait_durable(&handle, &wakes, 2);
         assert_eq!(durable.term, Term(2));
         assert_eq!(log.entries.lock().len(), 2);
         drop(handle.ops);
@@ -248,10 +261,10 @@ mod tests {
             fail_sync: true,
             ..MemoryLog::default()
         };
-        let handle = spawn(Box::new(log), 16).unwrap();
+        let (handle, wakes) = spawn_with_wakes(log);
         let entries = vec![entry(1, 1)];
         handle.ops.send(StorageOp::Append { entries }).unwrap();
-        handle.wake.recv().unwrap();
+        wakes.recv().unwrap();
         let fatal = handle.state.lock().fatal.clone().unwrap();
         assert!(fatal.contains("memory/0001.alpolog"), "{fatal}");
         assert!(handle.state.lock().durable.is_none());

@@ -18,9 +18,14 @@ use alpo_core::{
 };
 use alpo_net::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
 use alpo_net::handshake::{Hello, Role, decode_close};
-use alpo_net::{CloseReason, PeerConfig, PeerTransport};
+use alpo_net::{
+    ClientRequest, CloseReason, Inbox, InboxWaker, Incoming, PeerConfig, PeerTransport,
+};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 pub const CLUSTER: ClusterId = ClusterId(0xC0FFEE);
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,7 +39,17 @@ pub fn loopback() -> SocketAddr {
 pub fn start_cluster(
     ids: &[u64],
     configure: impl Fn(&mut PeerConfig),
-) -> Vec<(PeerTransport, Receiver<Message>)> {
+) -> Vec<(PeerTransport, Received<Message>)> {
+    start_cluster_with_capacity(ids, RECEIVED_CAPACITY, configure)
+}
+
+/// Like `start_cluster`, with `capacity` messages between each inbox and the test: with a small
+/// one, a test that stops taking messages stalls the inbox and so the sender's socket.
+pub fn start_cluster_with_capacity(
+    ids: &[u64],
+    capacity: usize,
+    configure: impl Fn(&mut PeerConfig),
+) -> Vec<(PeerTransport, Received<Message>)> {
     let listeners: Vec<TcpListener> = ids
         .iter()
         .map(|_| TcpListener::bind(loopback()).unwrap())
@@ -54,9 +69,107 @@ pub fn start_cluster(
                 .collect();
             let mut config = PeerConfig::new(CLUSTER, NodeId(*id), loopback(), peers);
             configure(&mut config);
-            PeerTransport::start_with_listener(listener, config).unwrap()
+            let inbox = Inbox::new().unwrap();
+            let transport = PeerTransport::start_with_listener(listener, config, &inbox).unwrap();
+            (transport, pump(inbox, capacity, peer_message))
         })
         .collect()
+}
+
+/// Messages a `Received` channel holds by default.
+pub const RECEIVED_CAPACITY: usize = 16_384;
+
+/// Starts a transport on `listener` with its own inbox, read by a thread into a channel.
+pub fn start_peer(listener: TcpListener, config: PeerConfig) -> (PeerTransport, Received<Message>) {
+    let inbox = Inbox::new().unwrap();
+    let transport = PeerTransport::start_with_listener(listener, config, &inbox).unwrap();
+    (transport, pump(inbox, RECEIVED_CAPACITY, peer_message))
+}
+
+/// Like `start_peer`, binding `config.listen`.
+pub fn start_peer_on(config: PeerConfig) -> (PeerTransport, Received<Message>) {
+    let listener = TcpListener::bind(config.listen).unwrap();
+    start_peer(listener, config)
+}
+
+/// What an inbox received, moved into a channel by a thread that waits on the inbox (so a test
+/// can use `recv_timeout`). Dropping it stops the thread and closes the inbox's connections.
+pub struct Received<T> {
+    receiver: Receiver<T>,
+    stop: Arc<AtomicBool>,
+    waker: InboxWaker,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> std::ops::Deref for Received<T> {
+    type Target = Receiver<T>;
+
+    fn deref(&self) -> &Receiver<T> {
+        &self.receiver
+    }
+}
+
+impl<T> Drop for Received<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+fn peer_message(incoming: Incoming) -> Option<Message> {
+    match incoming {
+        Incoming::Peer(message) => Some(message),
+        Incoming::Client(_) => None,
+    }
+}
+
+/// Client requests from `inbox`.
+pub fn pump_clients(inbox: Inbox) -> Received<ClientRequest> {
+    let pick = |incoming| match incoming {
+        Incoming::Client(request) => Some(request),
+        Incoming::Peer(_) => None,
+    };
+    pump(inbox, RECEIVED_CAPACITY, pick)
+}
+
+fn pump<T: Send + 'static>(
+    mut inbox: Inbox,
+    capacity: usize,
+    pick: impl Fn(Incoming) -> Option<T> + Send + 'static,
+) -> Received<T> {
+    let (sender, receiver) = crossbeam_channel::bounded(capacity);
+    let stop = Arc::new(AtomicBool::new(false));
+    let waker = inbox.waker();
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut batch = Vec::new();
+        while !stopping.load(Ordering::SeqCst) {
+            inbox
+                .wait(Some(Duration::from_millis(50)), &mut batch)
+                .unwrap();
+            for mut item in batch.drain(..).filter_map(&pick) {
+                // Waits while the test is slow to take messages (TCP pushes back meanwhile);
+                // gives up once the test dropped the receiving side.
+                while let Err(crossbeam_channel::SendTimeoutError::Timeout(back)) =
+                    sender.send_timeout(item, Duration::from_millis(50))
+                {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    item = back;
+                }
+            }
+        }
+    });
+    Received {
+        receiver,
+        stop,
+        waker,
+        thread: Some(thread),
+    }
 }
 
 /// A small message carrying `seq` in its match index.
