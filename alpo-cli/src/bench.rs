@@ -1,5 +1,6 @@
 //! `alpo bench`: a closed-loop load generator (like etcd's `benchmark`). Each of `--clients`
-//! threads owns one connection and keeps exactly one request in flight: an `append` of a
+//! clients owns one connection and keeps exactly one request in flight (one driver thread per
+//! core waits on all of its clients' sockets; `bench_driver.rs`): an `append` of a
 //! `--value-size`-byte value, or with `--op put` a `put` of a fresh key. The first `--warmup`
 //! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
 //! The result is one JSON line with the same fields as the etcd anchor's load generator
@@ -15,16 +16,21 @@
 //! the true value; `max_us` is exact. Clients stop starting requests at the end of the window;
 //! each request is bounded by the client timeout, so a run ends at most that long after it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
+use crate::bench_driver::{self, Plan, Recorder, Workload};
 use crate::client_cmd::ClientFlags;
-use alpo_core::Role;
+use alpo_core::{ClusterId, Role};
+use alpo_node::client_protocol::Op;
 
 /// The longest warm-up or measured duration one run may ask for, in seconds.
 const BENCH_SECONDS_MAX: f64 = 3600.0;
@@ -34,8 +40,8 @@ const BENCH_CLIENTS_MAX: u64 = 256;
 const ERRORS_PRINTED_PER_CLIENT: u64 = 3;
 /// How long the run waits for a leader before its warm-up starts.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
-/// Pause after a failed request before the next (keeps a dead cluster from spinning).
-const ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// Driver threads when the machine's parallelism is unknown.
+const DRIVER_THREADS_DEFAULT: usize = 2;
 
 /// The operation each client repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,7 +55,7 @@ pub(crate) enum BenchOp {
 /// Arguments of `alpo bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Concurrent closed-loop clients (each a thread with one connection, one request in flight).
+    /// Concurrent closed-loop clients (each with one connection and one request in flight).
     #[arg(
         long,
         default_value_t = 16,
@@ -90,37 +96,85 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     Ok(seconds)
 }
 
-/// What one client thread measured.
+/// What one driver thread measured for its clients.
 #[derive(Debug)]
-struct ClientResult {
+struct ThreadResult {
     histogram: Histogram,
     errors: u64,
+    /// Errors printed so far, per client number.
+    printed: BTreeMap<u64, u64>,
     last_done: Option<Instant>,
 }
 
-/// The shared plan of a run: when measuring starts and when clients stop starting requests.
-#[derive(Clone, Copy, Debug)]
-struct Window {
-    measure_start: Instant,
-    measure_end: Instant,
+impl Recorder for ThreadResult {
+    fn on_answer(&mut self, latency: Duration, done: Instant) {
+        self.histogram.record(micros(latency));
+        self.last_done = Some(done);
+    }
+
+    fn on_error(&mut self, done: Instant, client_no: u64, problem: &str) {
+        self.errors += 1;
+        self.last_done = Some(done);
+        let printed = self.printed.entry(client_no).or_default();
+        if *printed < ERRORS_PRINTED_PER_CLIENT {
+            *printed += 1;
+            eprintln!("alpo bench: client {client_no}: {problem}");
+        }
+    }
+}
+
+/// The values (one per client, random bytes) and the operation each request carries.
+#[derive(Debug)]
+struct Values {
+    op: BenchOp,
+    values: BTreeMap<u64, Bytes>,
+    key: String,
+}
+
+impl Workload for Values {
+    fn op(&mut self, client_no: u64, seq: u64) -> Op {
+        let value = self.values.get(&client_no).cloned().unwrap_or_default();
+        match self.op {
+            BenchOp::Append => Op::Append { value },
+            BenchOp::Put => {
+                self.key.clear();
+                let _ = write!(self.key, "bench/{client_no:05}/{seq:012}");
+                let key = Bytes::from(self.key.clone().into_bytes());
+                Op::Put { key, value }
+            }
+        }
+    }
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    wait_for_leader(&args.flags)?;
+    let leader = wait_for_leader(&args.flags)?;
     let started = Instant::now();
     let measure_start = started + Duration::from_secs_f64(args.warmup);
-    let window = Window {
+    let plan = Plan {
+        endpoints: args.flags.endpoints.clone(),
+        first_target: leader,
+        cluster_id: ClusterId(args.flags.cluster_id),
+        request_timeout: Duration::from_millis(args.flags.timeout_ms),
         measure_start,
         measure_end: measure_start + Duration::from_secs_f64(args.duration),
     };
-    let results: Vec<anyhow::Result<ClientResult>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..args.clients)
-            .map(|client| {
-                let args = &args;
+    let thread_count = std::thread::available_parallelism()
+        .map_or(DRIVER_THREADS_DEFAULT, std::num::NonZero::get)
+        .min(usize::try_from(args.clients).unwrap_or(usize::MAX));
+    let size = usize::try_from(args.value_size)?;
+    let results: Vec<anyhow::Result<ThreadResult>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..thread_count)
+            .map(|thread_no| {
+                let client_nos: Vec<u64> = (0..args.clients)
+                    .filter(|client| {
+                        usize::try_from(*client).unwrap_or(0) % thread_count == thread_no
+                    })
+                    .collect();
+                let plan = &plan;
+                let op = args.op;
                 std::thread::Builder::new()
-                    .name(format!("bench-{client}"))
-                    .stack_size(256 * 1024)
-                    .spawn_scoped(scope, move || run_client(args, client, window))
+                    .name(format!("bench-driver-{thread_no}"))
+                    .spawn_scoped(scope, move || run_driver(plan, &client_nos, op, size))
             })
             .collect();
         handles
@@ -128,8 +182,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .map(|spawned| match spawned {
                 Ok(handle) => handle
                     .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked"))),
-                Err(error) => Err(anyhow::anyhow!("starting a client thread: {error}")),
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a driver thread panicked"))),
+                Err(error) => Err(anyhow::anyhow!("starting a driver thread: {error}")),
             })
             .collect()
     });
@@ -158,9 +212,40 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits (up to the client timeout) until one of the endpoints says it is the leader, so the
-/// warm-up does not start with an election.
-fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<()> {
+/// One driver thread: its clients, their values, and what they measured.
+fn run_driver(
+    plan: &Plan,
+    client_nos: &[u64],
+    op: BenchOp,
+    value_size: usize,
+) -> anyhow::Result<ThreadResult> {
+    let values = client_nos
+        .iter()
+        .map(|&client_no| {
+            let mut value = vec![0_u8; value_size];
+            fill_random(&mut value, 0x9E37_79B9_7F4A_7C15 ^ (client_no + 1));
+            (client_no, Bytes::from(value))
+        })
+        .collect();
+    let mut workload = Values {
+        op,
+        values,
+        key: String::new(),
+    };
+    let mut result = ThreadResult {
+        histogram: Histogram::new(),
+        errors: 0,
+        printed: BTreeMap::new(),
+        last_done: None,
+    };
+    bench_driver::drive(plan, client_nos, &mut workload, &mut result)
+        .context("waiting on the clients' sockets")?;
+    Ok(result)
+}
+
+/// Waits (up to `LEADER_WAIT`) until one of the endpoints says it is the leader, so the
+/// warm-up does not start with an election; returns that endpoint.
+fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<SocketAddr> {
     let mut probe = flags.client()?;
     let endpoints = probe.endpoints().to_vec();
     let deadline = Instant::now() + LEADER_WAIT;
@@ -168,7 +253,7 @@ fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         for &endpoint in &endpoints {
             match probe.status_of(endpoint) {
-                Ok(status) if status.role == Role::Leader => return Ok(()),
+                Ok(status) if status.role == Role::Leader => return Ok(endpoint),
                 Ok(status) => {
                     last = format!("{endpoint} is {:?} in term {}", status.role, status.term.0)
                 }
@@ -180,56 +265,6 @@ fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<()> {
     Err(alpo_node::Error::Unavailable {
         detail: format!("no leader among {endpoints:?}; last: {last}"),
     })?
-}
-
-/// One closed-loop client: requests back to back until the window ends.
-fn run_client(args: &BenchArgs, client_no: u64, window: Window) -> anyhow::Result<ClientResult> {
-    let mut client = args.flags.client()?;
-    let size = usize::try_from(args.value_size)?;
-    let mut value = vec![0_u8; size];
-    fill_random(&mut value, 0x9E37_79B9_7F4A_7C15 ^ (client_no + 1));
-    let mut result = ClientResult {
-        histogram: Histogram::new(),
-        errors: 0,
-        last_done: None,
-    };
-    let mut key = String::new();
-    for seq in 0_u64.. {
-        let sent = Instant::now();
-        if sent >= window.measure_end {
-            break;
-        }
-        let outcome = match args.op {
-            BenchOp::Append => client.append(value.clone()).map(drop),
-            BenchOp::Put => {
-                key.clear();
-                let _ = write!(key, "bench/{client_no:05}/{seq:012}");
-                client
-                    .put(key.clone().into_bytes(), value.clone())
-                    .map(drop)
-            }
-        };
-        let done = Instant::now();
-        let measuring = sent >= window.measure_start;
-        match outcome {
-            Ok(()) if measuring => {
-                result.histogram.record(micros(done - sent));
-                result.last_done = Some(done);
-            }
-            Ok(()) => {}
-            Err(error) => {
-                if measuring {
-                    result.errors += 1;
-                    result.last_done = Some(done);
-                }
-                if result.errors <= ERRORS_PRINTED_PER_CLIENT {
-                    eprintln!("alpo bench: client {client_no}: {error}");
-                }
-                std::thread::sleep(ERROR_PAUSE);
-            }
-        }
-    }
-    Ok(result)
 }
 
 /// Whole microseconds, at least 1 (a zero would hide in the histogram's first bucket).

@@ -29,16 +29,16 @@ pub(crate) struct ClientFlags {
     /// Nodes to talk to: comma-separated client addresses (any nodes; the leader is found).
     /// Default: the `alpo dev` cluster.
     #[arg(long, env = "ALPO_ENDPOINTS", value_delimiter = ',', default_value = DEV_ENDPOINTS)]
-    endpoints: Vec<SocketAddr>,
+    pub(crate) endpoints: Vec<SocketAddr>,
     /// The cluster's id (must match the nodes').
     #[arg(long, env = "ALPO_CLUSTER_ID", default_value_t = DEV_CLUSTER_ID)]
-    cluster_id: u64,
+    pub(crate) cluster_id: u64,
     /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
     /// Give up after this many milliseconds (retries included).
     #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 /// `alpo append VALUE`.

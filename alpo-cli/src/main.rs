@@ -22,6 +22,7 @@ macro_rules! say {
 }
 
 mod bench;
+mod bench_driver;
 mod client_cmd;
 mod dev;
 mod json;

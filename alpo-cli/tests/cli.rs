@@ -131,6 +131,7 @@ fn dev_cluster_serves_the_client_subcommands() {
     check_read_follow(&dev);
     check_key_value(&dev);
     check_status(&dev);
+    check_bench(&dev);
     dev.interrupt();
 }
 
@@ -226,6 +227,42 @@ fn check_status(dev: &Dev) {
     assert_eq!(text.lines().count(), 3, "{text}");
     assert_eq!(text.matches("\"role\":\"leader\"").count(), 1, "{text}");
     assert_eq!(text.matches("\"role\":\"passive\"").count(), 2, "{text}");
+}
+
+/// A number field of a one-line JSON object.
+fn json_number(line: &str, field: &str) -> f64 {
+    let start = line.find(&format!("\"{field}\":")).unwrap() + field.len() + 3;
+    let end = line[start..].find([',', '}']).unwrap() + start;
+    line[start..end].parse().unwrap()
+}
+
+/// `alpo bench` drives several clients from its driver threads; every answer is counted, and
+/// a `put` run leaves its keys behind.
+fn check_bench(dev: &Dev) {
+    let run = [
+        "bench",
+        "--clients",
+        "5",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    ];
+    let out = dev.alpo(&[&run[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    assert!(json_number(&line, "ops") >= 5.0, "{line}");
+    assert_eq!(json_number(&line, "errors"), 0.0, "{line}");
+    assert_eq!(json_number(&line, "clients"), 5.0, "{line}");
+    assert!(json_number(&line, "p50_us") > 0.0, "{line}");
+    let out = dev.alpo(&[&run[..], &["--op", "put"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ops/s"), "{}", stdout(&out));
+    // Client 4's first put (a warm-up one) is there; a follower may take a moment to apply it.
+    wait_for(|| {
+        let out = dev.alpo(&["get", "bench/00004/000000000001"]);
+        out.status.success().then_some(())
+    });
 }
 
 #[test]

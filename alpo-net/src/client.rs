@@ -444,6 +444,16 @@ impl ClientConnection {
     pub fn peer_addr(&self) -> SocketAddr {
         self.connection.peer
     }
+
+    /// The connected stream and a decoder holding whatever arrived after the handshake, for a
+    /// caller that drives the connection itself (non-blocking, with its own poll: `alpo bench`
+    /// drives hundreds of connections from two threads this way). Requests go out as frames of
+    /// kind [`FrameKind::ClientRequest`] from sender [`CLIENT_SENDER_ID`]
+    /// ([`crate::frame::encode_frame`]); the decoder checks what comes back.
+    #[must_use]
+    pub fn into_parts(self) -> (TcpStream, crate::frame::FrameDecoder) {
+        (self.connection.stream, self.connection.decoder)
+    }
 }
 
 fn accept_loop(listener: &TcpListener, context: &Arc<ListenerContext>) {
