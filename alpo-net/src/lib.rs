@@ -90,9 +90,9 @@
 //! ```
 //!
 //! Module map: [`frame`] (header and pure decoder), [`codec`] (messages to bodies),
-//! [`handshake`] (`Hello`, `Welcome`, `Close`), `inbox` ([`Inbox`]), `peer` ([`PeerTransport`]), `client`
-//! ([`ClientListener`], [`ClientConnection`]), [`limits`], `error` ([`Error`], [`Rejection`],
-//! [`CloseReason`]), `counters` ([`Counters`]).
+//! [`handshake`] (`Hello`, `Welcome`, `Close`), `inbox` ([`Inbox`]), `peer`
+//! ([`PeerTransport`]), `client` ([`ClientListener`], [`ClientConnection`]), [`limits`], `error`
+//! ([`Error`], [`Rejection`], [`CloseReason`]), `counters` ([`Counters`]).
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]

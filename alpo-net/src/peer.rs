@@ -351,7 +351,8 @@ fn serve_inbound(mut connection: Connection, context: Arc<InboundContext>) {
         return;
     };
     if let Err(error) = connection.stream.set_nonblocking(true) {
-        tracing::warn!(peer = %connection.peer, %error, "cannot make a peer connection non-blocking");
+        let peer = connection.peer;
+        tracing::warn!(%peer, %error, "cannot make a peer connection non-blocking");
         return;
     }
     tracing::debug!(peer = %connection.peer, node = hello.sender, "peer connected");

@@ -43,6 +43,7 @@ const ALLOWED_EDGES: &[(&str, Option<&[&str]>)] = &[
 const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
     ("alpo-core", &["bytes", "tracing"]),
     ("alpo-log", &["bytes", "tracing", "crc32fast", "memmap2"]),
+    // mio: epoll readiness for the inbox (no runtime; the workspace denies unsafe code).
     (
         "alpo-net",
         &[
@@ -51,6 +52,7 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
             "crc32fast",
             "crossbeam-channel",
             "parking_lot",
+            "mio",
         ],
     ),
     // serde + toml: the node's TOML configuration file.
@@ -66,9 +68,18 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
         ],
     ),
     // ctrlc: SIGINT/SIGTERM handling so `alpo node` and `alpo dev` shut down cleanly.
+    // mio + bytes: `alpo bench` drives its clients' sockets from a few threads.
     (
         "alpo-cli",
-        &["anyhow", "clap", "ctrlc", "tracing", "tracing-subscriber"],
+        &[
+            "anyhow",
+            "bytes",
+            "clap",
+            "ctrlc",
+            "mio",
+            "tracing",
+            "tracing-subscriber",
+        ],
     ),
     // serde + serde_json: cargo metadata and the cluster test's JSON-lines histories.
     ("xtask", &["anyhow", "serde", "serde_json"]),
