@@ -41,6 +41,7 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+mod spare;
 
 pub use crate::error::{Corruption, Error};
 pub use crate::hard_state::{HARD_STATE_FILE_NAME, HardState};

@@ -7,8 +7,10 @@
 //! Durability steps, as numbered in `docs/formats.md`:
 //! - append → `sync`: 1. write the buffered records at the end of the active segment (one
 //!   `pwrite`); 2. `fdatasync` the segment; 3. report `last_index` as durable.
-//! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. create the next segment
-//!   (`segment::create_segment`: header, preallocate, fsync file, fsync directory).
+//! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. turn the spare into the
+//!   next segment (`spare.rs`: header, `fdatasync`, rename, fsync directory) and start the next
+//!   spare; without a spare, create the segment in line (`segment::create_segment`: header,
+//!   preallocate, fsync file, fsync directory).
 //! - `truncate_suffix`: 1. write the buffer; 2. remove whole segments above `from`, last first,
 //!   each followed by an fsync of the directory; in the segment holding `from`, with `cut` the
 //!   record's offset and `boundary` the first sector boundary at or after it: 3. overwrite
@@ -37,6 +39,7 @@ use crate::limits::{
 use crate::record::{self, RECORD_HEADER_BYTES, RecordView};
 use crate::recovery::{self, Access, Ids, RecoveryEvent, ScannedSegment, Situation};
 use crate::segment::{self, Preallocation, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::spare::{self, Spare};
 
 /// The name of the lock file in a log directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -118,6 +121,8 @@ pub struct Log {
     durable_index: u64,
     poisoned: bool,
     recovery: Vec<RecoveryEvent>,
+    /// The next segment's file, being zero-filled in the background (`Zeroed` preallocation).
+    spare: Option<Spare>,
 }
 
 /// A segment in use: its file, its map and the offsets of its records.
@@ -134,6 +139,16 @@ pub(crate) struct Segment {
 }
 
 // Debug output summarises: the buffer and the offsets can hold megabytes.
+impl Drop for Log {
+    /// Lets a spare being prepared finish before the directory's lock is released, so the next
+    /// open of this directory never meets a half-written spare still being written.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            spare.abandon();
+        }
+    }
+}
+
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
@@ -177,6 +192,9 @@ impl Log {
         options.validate()?;
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
         let lock = lock_directory(dir)?;
+        if spare::remove_leftover(dir)? {
+            tracing::debug!(dir = %dir.display(), "removed the spare segment of the last run");
+        }
         let mut recovery = Vec::new();
         let scan =
             recovery::scan_directory(dir, Some(options.ids()), Access::ReadWrite, &mut recovery)?;
@@ -196,8 +214,10 @@ impl Log {
             durable_index: 0,
             poisoned: false,
             recovery,
+            spare: None,
         };
         log.adopt(scan.segments)?;
+        log.start_spare();
         Ok(log)
     }
 
@@ -265,11 +285,7 @@ impl Log {
     }
 
     fn create_segment(&self, sequence: u64, first_index: u64) -> Result<Segment, Error> {
-        let header = SegmentHeader {
-            cluster_id: self.options.cluster_id,
-            node_id: self.options.node_id,
-            first_index,
-        };
+        let header = self.segment_header(first_index);
         let (path, file) = segment::create_segment(
             &self.dir,
             sequence,
@@ -277,6 +293,31 @@ impl Log {
             self.options.segment_bytes_max,
             self.options.preallocation,
         )?;
+        Self::segment_of(path, file, sequence, first_index)
+    }
+
+    fn segment_header(&self, first_index: u64) -> SegmentHeader {
+        SegmentHeader {
+            cluster_id: self.options.cluster_id,
+            node_id: self.options.node_id,
+            first_index,
+        }
+    }
+
+    /// Starts preparing the next segment's file, where creating one in line would write a whole
+    /// segment of zeros.
+    fn start_spare(&mut self) {
+        if self.options.preallocation == Preallocation::Zeroed && self.spare.is_none() {
+            self.spare = Spare::start(&self.dir, self.options.segment_bytes_max);
+        }
+    }
+
+    fn segment_of(
+        path: PathBuf,
+        file: File,
+        sequence: u64,
+        first_index: u64,
+    ) -> Result<Segment, Error> {
         let map = segment::map_file(&file, &path)?;
         Ok(Segment {
             sequence,
@@ -430,10 +471,20 @@ impl Log {
         self.write_buffer()?;
         self.sync_active()?;
         let sequence = self.active().sequence + 1;
-        let segment = self.create_segment(sequence, self.last_index + 1)?;
-        tracing::debug!(file = %segment.path.display(), index = self.last_index + 1,
+        let first_index = self.last_index + 1;
+        let header = self.segment_header(first_index);
+        let installed = match self.spare.take() {
+            Some(spare) => spare.install(&self.dir, sequence, &header)?,
+            None => None,
+        };
+        let segment = match installed {
+            Some((path, file)) => Self::segment_of(path, file, sequence, first_index)?,
+            None => self.create_segment(sequence, first_index)?,
+        };
+        tracing::debug!(file = %segment.path.display(), index = first_index,
             "started a new segment");
         self.segments.push(segment);
+        self.start_spare();
         Ok(())
     }
 
