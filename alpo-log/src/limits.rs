@@ -33,6 +33,16 @@ pub const SECTOR_BYTES: u64 = 512;
 /// default size). `Log::open` refuses a directory with more.
 pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
 
+/// The spare segment is zero-filled in steps of this many bytes, each followed by an `fdatasync`
+/// and a pause of `SPARE_STEP_PAUSE_MS`, so the preparation never holds much unsynced data whose
+/// write-back would delay the foreground's small syncs; 64 MiB take 256 steps (about two
+/// seconds), under the time between roll-overs at full load.
+pub const SPARE_STEP_BYTES: u64 = 256 * 1024;
+
+/// The pause between two steps of the spare's zero-fill, in milliseconds (see
+/// `SPARE_STEP_BYTES`).
+pub const SPARE_STEP_PAUSE_MS: u64 = 4;
+
 // The smallest segment must hold its header and one empty record, or no append could succeed.
 const _: () = assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES < SEGMENT_BYTES_MIN);
 // Offsets inside a segment are u32 (see `SEGMENT_BYTES_MAX`).

@@ -4,7 +4,9 @@
 //! every node at about the same log position).
 //!
 //! Durability steps. Background thread: 1. remove a leftover spare; 2. create the spare file;
-//! 3. write zeros over `[0, length)`; 4. fsync the file; 5. fsync the directory. At roll-over
+//! 3. write zeros over `[0, length)`, in steps of `SPARE_STEP_BYTES`, each followed by an
+//! `fdatasync` and a short pause (so its write-back never queues much in front of the
+//! foreground's small syncs); 4. fsync the file; 5. fsync the directory. At roll-over
 //! (`Log`): 6. write the segment header at offset 0; 7. `fdatasync`; 8. rename the spare to the
 //! segment's name; 9. fsync the directory. Only then are records appended to it.
 //!
@@ -18,8 +20,10 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::Error;
+use crate::limits::{SPARE_STEP_BYTES, SPARE_STEP_PAUSE_MS};
 use crate::segment::{self, SegmentHeader};
 
 /// The spare's file name; it does not parse as a segment name, so scans never see it.
@@ -113,11 +117,20 @@ fn prepare(dir: &Path, path: &Path, length: u64) -> Result<File, Error> {
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io(path, "create spare", e))?;
-    segment::write_zeros(&file, path, 0, length)?;
-    file.sync_all().map_err(|source| Error::SyncFailed {
+    let sync_error = |source| Error::SyncFailed {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Bounded: each step advances `at` by `SPARE_STEP_BYTES` until it reaches `length`.
+    let mut at = 0;
+    while at < length {
+        let to = length.min(at + SPARE_STEP_BYTES);
+        segment::write_zeros(&file, path, at, to)?;
+        file.sync_data().map_err(sync_error)?;
+        at = to;
+        std::thread::sleep(Duration::from_millis(SPARE_STEP_PAUSE_MS));
+    }
+    file.sync_all().map_err(sync_error)?;
     segment::sync_directory(dir)?;
     Ok(file)
 }
