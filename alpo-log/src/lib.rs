@@ -2,9 +2,10 @@
 //!
 //! The log stores opaque records `(index, term, kind, payload)`: it knows nothing about
 //! elections, and treats `kind` and `payload` as bytes. A directory holds segment files
-//! (`0000000000000001.alpolog`, …, lexical order = log order), a `LOCK` file and the
-//! `hard_state` file. `docs/formats.md` describes every byte, the disk assumptions, the
-//! durability steps and the recovery decision table.
+//! (`0000000000000001.alpolog`, …, lexical order = log order), a `LOCK` file, the
+//! `hard_state` file, and the spare: the next segment's file, zero-filled by a background
+//! thread so a roll-over does not pause appends. `docs/formats.md` describes every byte, the
+//! disk assumptions, the durability steps and the recovery decision table.
 //!
 //! Invariants (`Log`): indices are contiguous from `first_index` to `last_index`;
 //! `first_index - 1 <= durable_index <= last_index`; terms never decrease along the log;
