@@ -8,9 +8,9 @@
 //! - append → `sync`: 1. write the buffered records at the end of the active segment (one
 //!   `pwrite`); 2. `fdatasync` the segment; 3. report `last_index` as durable.
 //! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. turn the spare into the
-//!   next segment (`spare.rs`: header, `fdatasync`, rename, fsync directory) and start the next
-//!   spare; without a spare, create the segment in line (`segment::create_segment`: header,
-//!   preallocate, fsync file, fsync directory).
+//!   next segment (`spare.rs`: header, `fdatasync`, rename, fsync directory); without a spare,
+//!   create the segment in line (`segment::create_segment`: header, preallocate, fsync file,
+//!   fsync directory). The next spare starts once the new segment is a quarter full.
 //! - `truncate_suffix`: 1. write the buffer; 2. remove whole segments above `from`, last first,
 //!   each followed by an fsync of the directory; in the segment holding `from`, with `cut` the
 //!   record's offset and `boundary` the first sector boundary at or after it: 3. overwrite
@@ -34,7 +34,7 @@ use memmap2::Mmap;
 use crate::error::{Corruption, Error};
 use crate::limits::{
     RECORD_PAYLOAD_BYTES_MAX, SECTOR_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN, WRITE_BUFFER_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SPARE_START_FRACTION, WRITE_BUFFER_BYTES_MAX,
 };
 use crate::record::{self, RECORD_HEADER_BYTES, RecordView};
 use crate::recovery::{self, Access, Ids, RecoveryEvent, ScannedSegment, Situation};
@@ -217,7 +217,7 @@ impl Log {
             spare: None,
         };
         log.adopt(scan.segments)?;
-        log.start_spare();
+        log.start_spare_when_due();
         Ok(log)
     }
 
@@ -304,10 +304,16 @@ impl Log {
         }
     }
 
-    /// Starts preparing the next segment's file, where creating one in line would write a whole
-    /// segment of zeros.
-    fn start_spare(&mut self) {
-        if self.options.preallocation == Preallocation::Zeroed && self.spare.is_none() {
+    /// Starts preparing the next segment's file once the active segment is a quarter full
+    /// (`SPARE_START_FRACTION`), where creating one in line would write a whole segment of
+    /// zeros. Early enough for the paced preparation to finish first, late enough that a log
+    /// which never rolls over never writes a spare.
+    fn start_spare_when_due(&mut self) {
+        if self.options.preallocation != Preallocation::Zeroed || self.spare.is_some() {
+            return;
+        }
+        let due = self.options.segment_bytes_max / SPARE_START_FRACTION;
+        if due <= self.active().written_end {
             self.spare = Spare::start(&self.dir, self.options.segment_bytes_max);
         }
     }
@@ -464,6 +470,7 @@ impl Log {
         active.written_end += buffer.len() as u64;
         self.buffer = buffer;
         self.buffer.clear();
+        self.start_spare_when_due();
         Ok(())
     }
 
@@ -484,7 +491,6 @@ impl Log {
         tracing::debug!(file = %segment.path.display(), index = first_index,
             "started a new segment");
         self.segments.push(segment);
-        self.start_spare();
         Ok(())
     }
 

@@ -8,7 +8,11 @@
 //! `fdatasync` and a short pause (so its write-back never queues much in front of the
 //! foreground's small syncs); 4. fsync the file; 5. fsync the directory. At roll-over
 //! (`Log`): 6. write the segment header at offset 0; 7. `fdatasync`; 8. rename the spare to the
-//! segment's name; 9. fsync the directory. Only then are records appended to it.
+//! segment's name; 9. fsync the directory. Only then are records appended to it. The log starts
+//! the preparation once its active segment is a quarter full (`SPARE_START_FRACTION`), so a log
+//! that never rolls over never writes a spare; a roll-over that finds the spare unfinished tells
+//! the thread to hurry (no more pauses) and waits; a log that closes tells it to stop after the
+//! current step.
 //!
 //! Invariants: at most one spare exists, and it never holds a record, so a spare found at open
 //! (left by a crash, or by a log closed before its next roll-over) is simply removed. A crash in
@@ -19,6 +23,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,6 +40,25 @@ pub(crate) const SPARE_FILE_NAME: &str = "next-segment.alpolog-spare";
 pub(crate) struct Spare {
     path: PathBuf,
     preparing: JoinHandle<Result<File, Error>>,
+    pace: Arc<AtomicU8>,
+}
+
+/// How the preparing thread goes on (a `Pace` as `u8`, shared with the `Spare`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Pace {
+    /// Small steps with pauses: the roll-over is far away.
+    Gentle = 0,
+    /// No more pauses: the roll-over is waiting for the spare.
+    Hurry = 1,
+    /// Stop after the current step: the log is closing (the partial spare is removed at open).
+    Stop = 2,
+}
+
+/// Why a preparation ended without a spare.
+enum Ended {
+    Failed(Error),
+    Stopped,
 }
 
 impl Spare {
@@ -42,11 +67,24 @@ impl Spare {
     pub(crate) fn start(dir: &Path, length: u64) -> Option<Spare> {
         let path = dir.join(SPARE_FILE_NAME);
         let (thread_dir, thread_path) = (dir.to_path_buf(), path.clone());
+        let pace = Arc::new(AtomicU8::new(Pace::Gentle as u8));
+        let thread_pace = Arc::clone(&pace);
         let spawned = std::thread::Builder::new()
             .name("alpo-log-spare".into())
-            .spawn(move || prepare(&thread_dir, &thread_path, length));
+            .spawn(move || {
+                prepare(&thread_dir, &thread_path, length, &thread_pace).map_err(
+                    |ended| match ended {
+                        Ended::Failed(error) => error,
+                        Ended::Stopped => Error::io(&thread_path, "prepare spare", stopped()),
+                    },
+                )
+            });
         match spawned {
-            Ok(preparing) => Some(Spare { path, preparing }),
+            Ok(preparing) => Some(Spare {
+                path,
+                preparing,
+                pace,
+            }),
             Err(error) => {
                 tracing::warn!(%error, "cannot start the spare-segment thread");
                 None
@@ -64,6 +102,7 @@ impl Spare {
         sequence: u64,
         header: &SegmentHeader,
     ) -> Result<Option<(PathBuf, File)>, Error> {
+        self.pace.store(Pace::Hurry as u8, Ordering::Relaxed);
         let file = match self.preparing.join() {
             Ok(Ok(file)) => file,
             Ok(Err(error)) => {
@@ -87,8 +126,10 @@ impl Spare {
         Ok(Some((path, file)))
     }
 
-    /// Waits for the preparation to end and leaves the spare on disk (removed at next open).
+    /// Stops the preparation after its current step and waits for that; the spare stays on
+    /// disk, complete or not, and is removed at the next open.
     pub(crate) fn abandon(self) {
+        self.pace.store(Pace::Stop as u8, Ordering::Relaxed);
         if self.preparing.join().is_err() {
             tracing::error!("the spare-segment thread panicked");
         }
@@ -108,29 +149,41 @@ pub(crate) fn remove_leftover(dir: &Path) -> Result<bool, Error> {
     }
 }
 
-/// Steps 1 to 5.
-fn prepare(dir: &Path, path: &Path, length: u64) -> Result<File, Error> {
-    remove_leftover(dir)?;
+fn stopped() -> std::io::Error {
+    std::io::Error::other("stopped: the log is closing")
+}
+
+/// Steps 1 to 5, in paced steps (see `Pace`).
+fn prepare(dir: &Path, path: &Path, length: u64, pace: &AtomicU8) -> Result<File, Ended> {
+    remove_leftover(dir).map_err(Ended::Failed)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| Error::io(path, "create spare", e))?;
-    let sync_error = |source| Error::SyncFailed {
-        path: path.to_path_buf(),
-        source,
+        .map_err(|e| Ended::Failed(Error::io(path, "create spare", e)))?;
+    let sync_error = |source| {
+        Ended::Failed(Error::SyncFailed {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     // Bounded: each step advances `at` by `SPARE_STEP_BYTES` until it reaches `length`.
     let mut at = 0;
     while at < length {
         let to = length.min(at + SPARE_STEP_BYTES);
-        segment::write_zeros(&file, path, at, to)?;
-        file.sync_data().map_err(sync_error)?;
+        segment::write_zeros(&file, path, at, to).map_err(Ended::Failed)?;
         at = to;
-        std::thread::sleep(Duration::from_millis(SPARE_STEP_PAUSE_MS));
+        match pace.load(Ordering::Relaxed) {
+            p if p == Pace::Stop as u8 => return Err(Ended::Stopped),
+            p if p == Pace::Hurry as u8 => {}
+            _ => {
+                file.sync_data().map_err(sync_error)?;
+                std::thread::sleep(Duration::from_millis(SPARE_STEP_PAUSE_MS));
+            }
+        }
     }
     file.sync_all().map_err(sync_error)?;
-    segment::sync_directory(dir)?;
+    segment::sync_directory(dir).map_err(Ended::Failed)?;
     Ok(file)
 }

@@ -226,31 +226,48 @@ fn roll_overs_use_a_spare_prepared_ahead_and_a_leftover_spare_is_removed_at_open
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let spare = dir.path().join("next-segment.alpolog-spare");
-    let mut log = build(dir.path(), 4096, 1);
-    // The spare for the next roll-over is prepared in the background, at full length.
+    // A log that has not filled a quarter of its segment prepares no spare.
+    drop(build(dir.path(), 4096, 1));
+    assert!(!spare.exists());
+    let mut log = Log::open(dir.path(), options(4096)).unwrap();
+    let mut index = 1;
+    let append = |log: &mut Log, index: &mut u64| {
+        *index += 1;
+        log.append(*index, term(*index), 1, &payload(*index))
+            .unwrap();
+        log.sync().unwrap();
+    };
+    // Past a quarter of the segment, the spare is prepared in the background, at full length.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let spare_inode = loop {
         match std::fs::metadata(&spare) {
             Ok(metadata) if metadata.len() == 4096 => break metadata.ino(),
             _ => assert!(std::time::Instant::now() < deadline, "no spare prepared"),
         }
+        if segment_files(dir.path()).len() == 1 && index < 20 {
+            append(&mut log, &mut index);
+        }
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
     // The roll-over turns that very file into the next segment.
-    let mut index = 1;
     while segment_files(dir.path()).len() < 2 {
-        index += 1;
-        log.append(index, term(index), 1, &payload(index)).unwrap();
-        log.sync().unwrap();
+        append(&mut log, &mut index);
     }
     let newest = segment_files(dir.path()).pop().unwrap();
     assert_eq!(std::fs::metadata(&newest).unwrap().ino(), spare_inode);
-    drop(log); // Waits for the next spare, which stays on disk.
-    let spare_bytes = std::fs::read(&spare).unwrap();
-    assert_eq!(spare_bytes.len(), 4096);
-    assert!(spare_bytes.iter().all(|byte| *byte == 0));
-    // A spare cut short by a crash is removed at open and never read as a segment.
+    // The next spare starts a quarter into the new segment; closing the log stops it after
+    // its current step, and it stays on disk until the next open.
+    for _ in 0..20 {
+        append(&mut log, &mut index);
+    }
+    drop(log);
+    assert!(spare.exists());
+    // A spare cut short (a crash, or a stopped preparation) is removed at open, never read.
     std::fs::write(&spare, b"half-written spare").unwrap();
     let log = Log::open(dir.path(), options(4096)).unwrap();
     assert_holds(&log, 1, index);
+    drop(log);
+    // What is there now is the new spare this open started (the segment is past a quarter).
+    let spare_bytes = std::fs::read(&spare).unwrap_or_default();
+    assert!(spare_bytes.iter().all(|byte| *byte == 0));
 }
