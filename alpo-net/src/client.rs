@@ -319,6 +319,11 @@ impl ReplyOut {
             buffer.written = 0;
             return false;
         }
+        // Drop what was written, so a client that reads steadily but slower than it is answered
+        // cannot make the buffer hold more than its cap of unwritten bytes.
+        let written = buffer.written;
+        buffer.bytes.drain(..written);
+        buffer.written = 0;
         true
     }
 

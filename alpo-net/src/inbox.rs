@@ -83,6 +83,8 @@ pub(crate) struct Handoff {
     arrivals: Mutex<Vec<Arrival>>,
     want_writable: Mutex<Vec<Token>>,
     next_token: AtomicUsize,
+    /// Set when the inbox is dropped (under the `arrivals` lock's protection for `arrive`).
+    closed: AtomicBool,
 }
 
 /// A connection that passed its handshake, ready to be read by the inbox.
@@ -176,6 +178,7 @@ impl Inbox {
             arrivals: Mutex::new(Vec::new()),
             want_writable: Mutex::new(Vec::new()),
             next_token: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         };
         Ok(Inbox {
             poll,
@@ -230,18 +233,8 @@ impl Inbox {
         self.handoff.woken.store(false, Ordering::SeqCst);
         self.take_handoffs(out);
         self.ready.clear();
-        for event in &self.events {
-            if event.token() == WAKE {
-                continue;
-            }
-            let closed = event.is_read_closed() || event.is_error();
-            self.ready.push(Readiness {
-                token: event.token(),
-                readable: event.is_readable() || closed,
-                writable: event.is_writable(),
-                closed,
-            });
-        }
+        // Connections left unfinished by the last wait come first, each once: an event for one
+        // of them is merged into its entry, so no connection is read twice in one wait.
         for token in self.unfinished.drain(..) {
             let (readable, writable, closed) = (true, false, true);
             let readiness = Readiness {
@@ -251,6 +244,26 @@ impl Inbox {
                 closed,
             };
             self.ready.push(readiness);
+        }
+        let unfinished_count = self.ready.len();
+        for event in &self.events {
+            if event.token() == WAKE {
+                continue;
+            }
+            let closed = event.is_read_closed() || event.is_error();
+            let readiness = Readiness {
+                token: event.token(),
+                readable: event.is_readable() || closed,
+                writable: event.is_writable(),
+                closed,
+            };
+            let earlier = self.ready[..unfinished_count]
+                .iter_mut()
+                .find(|earlier| earlier.token == readiness.token);
+            match earlier {
+                Some(earlier) => earlier.writable |= readiness.writable,
+                None => self.ready.push(readiness),
+            }
         }
         let ready = std::mem::take(&mut self.ready);
         for readiness in &ready {
@@ -441,6 +454,24 @@ impl Inbox {
     }
 }
 
+impl Drop for Inbox {
+    /// Closes every connection the inbox reads, and makes later arrivals close at once, so
+    /// that clients and peers of a node whose event loop has ended see their connections end
+    /// (and retry elsewhere) instead of waiting for answers that cannot come.
+    fn drop(&mut self) {
+        self.handoff.closed.store(true, Ordering::SeqCst);
+        let arrivals = std::mem::take(&mut *self.handoff.arrivals.lock());
+        for arrival in arrivals {
+            arrival.sink.on_close();
+            let _ = arrival.stream.shutdown(Shutdown::Both);
+        }
+        for (_, inbound) in self.streams.drain() {
+            inbound.sink.on_close();
+            let _ = inbound.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 impl InboxWaker {
     /// Ends the inbox's current or next wait. Never blocks.
     pub fn wake(&self) {
@@ -456,10 +487,19 @@ impl Handoff {
         Token(token)
     }
 
-    /// Hands a connection to the inbox.
+    /// Hands a connection to the inbox (or closes it, if the inbox is gone).
     pub(crate) fn arrive(&self, arrival: Arrival) {
-        self.arrivals.lock().push(arrival);
-        self.wake();
+        {
+            let mut arrivals = self.arrivals.lock();
+            if !self.closed.load(Ordering::SeqCst) {
+                arrivals.push(arrival);
+                drop(arrivals);
+                self.wake();
+                return;
+            }
+        }
+        arrival.sink.on_close();
+        let _ = arrival.stream.shutdown(Shutdown::Both);
     }
 
     /// Asks the inbox to tell the connection's sink when its socket has room again.

@@ -2,17 +2,18 @@
 //!
 //! Connection scheme: every node dials every peer and uses that outbound connection only to
 //! send; it accepts inbound connections only to receive. So each ordered pair of nodes has its
-//! own connection, owned by one writer thread at the sender and one reader thread at the
-//! receiver, and messages from one node to another arrive in the order they were sent while the
-//! connection lasts. Per peer, a [`Link`] holds a bounded drop-oldest queue and the socket: while
-//! the link is idle (connected, nothing queued), `send` writes the frame to the socket itself with
-//! a non-blocking write, so a message costs one wake-up (the receiver's) instead of a hand-off to
-//! the writer thread. Otherwise (the socket's buffer is full, a frame was written only in part,
-//! messages are queued, or the link is down) `send` queues, and the peer's writer thread drains
-//! everything queued into one buffer and writes it with one blocking `write_all`; on failure it
-//! redials with capped exponential backoff and jitter. `link.rs` states who may write when. An
-//! inbound connection's handshake runs on a short-lived thread; then the connection is handed to
-//! the node's [`Inbox`], whose owner reads it (`inbox.rs`).
+//! own connection, written at the sender by `send` or the peer's writer thread and read at the
+//! receiver by the thread that owns the node's [`Inbox`], and messages from one node to another
+//! arrive in the order they were sent while the connection lasts. Per peer, a [`Link`] holds a
+//! bounded drop-oldest queue and the socket: while the link is idle (connected, nothing queued),
+//! `send` writes the frame to the socket itself with a non-blocking write, so a message costs one
+//! wake-up (the receiver's) instead of a hand-off to the writer thread. Otherwise (the socket's
+//! buffer is full, a frame was written only in part, messages are queued, or the link is down)
+//! `send` queues, and the peer's writer thread drains everything queued into one buffer and
+//! writes it with one blocking `write_all`; on failure it redials with capped exponential backoff
+//! and jitter. `link.rs` states who may write when. An inbound connection's handshake runs on a
+//! short-lived thread; then the connection is handed to the node's [`Inbox`], whose owner reads
+//! it (`inbox.rs`).
 //!
 //! Invariants: `send` never blocks; a message reaches the node only from a connection whose
 //! handshake named a configured peer, and only if its frame's sender is that peer and its

@@ -230,3 +230,24 @@ fn replies_to_a_client_that_stops_reading_wait_then_are_dropped_and_counted() {
     assert_eq!(received + dropped, SENT, "{:?}", listener.counters());
     listener.shutdown();
 }
+
+#[test]
+fn connections_end_when_the_inbox_is_dropped() {
+    let inbox = Inbox::new().unwrap();
+    let config = ClientListenerConfig::new(CLUSTER, NodeId(4), loopback());
+    let listener = ClientListener::start(config, &inbox).unwrap();
+    let requests = pump_clients(inbox);
+    let mut client = ClientConnection::connect(listener.local_addr(), CLUSTER, TIMEOUT).unwrap();
+    client.send(b"x").unwrap();
+    requests.recv_timeout(TIMEOUT).unwrap();
+    // The node's thread is gone (its inbox with it): the client hears the end at once instead
+    // of waiting out its timeout.
+    drop(requests);
+    let error = client.recv(TIMEOUT).unwrap_err();
+    assert!(!matches!(error, Error::Timeout { .. }), "{error}");
+    // So does a client that arrives afterwards, right after its handshake.
+    let mut late = ClientConnection::connect(listener.local_addr(), CLUSTER, TIMEOUT).unwrap();
+    let error = late.recv(TIMEOUT).unwrap_err();
+    assert!(!matches!(error, Error::Timeout { .. }), "{error}");
+    listener.shutdown();
+}
