@@ -39,9 +39,10 @@ pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
 /// seconds), under the time between roll-overs at full load.
 pub const SPARE_STEP_BYTES: u64 = 256 * 1024;
 
-/// The log starts preparing the spare once the active segment holds `1 / SPARE_START_FRACTION`
-/// of its capacity: with 64 MiB segments, after 16 MiB, leaving 48 MiB of appends for the paced
-/// preparation (about two seconds) to finish before the roll-over needs it.
+/// After an open, the log starts preparing the spare once the active segment holds
+/// `1 / SPARE_START_FRACTION` of its capacity (after a roll-over it starts at once): with 64 MiB
+/// segments, after 16 MiB, leaving 48 MiB of appends for the paced preparation (about two
+/// seconds) to finish before the roll-over needs it.
 pub const SPARE_START_FRACTION: u64 = 4;
 
 /// The pause between two steps of the spare's zero-fill, in milliseconds (see

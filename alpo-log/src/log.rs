@@ -10,7 +10,8 @@
 //! - roll over: 1. write the buffer; 2. `fdatasync` the full segment; 3. turn the spare into the
 //!   next segment (`spare.rs`: header, `fdatasync`, rename, fsync directory); without a spare,
 //!   create the segment in line (`segment::create_segment`: header, preallocate, fsync file,
-//!   fsync directory). The next spare starts once the new segment is a quarter full.
+//!   fsync directory); 4. start preparing the next spare (after open, the first spare starts
+//!   only once the active segment is a quarter full).
 //! - `truncate_suffix`: 1. write the buffer; 2. remove whole segments above `from`, last first,
 //!   each followed by an fsync of the directory; in the segment holding `from`, with `cut` the
 //!   record's offset and `boundary` the first sector boundary at or after it: 3. overwrite
@@ -309,11 +310,16 @@ impl Log {
     /// zeros. Early enough for the paced preparation to finish first, late enough that a log
     /// which never rolls over never writes a spare.
     fn start_spare_when_due(&mut self) {
-        if self.options.preallocation != Preallocation::Zeroed || self.spare.is_some() {
-            return;
-        }
         let due = self.options.segment_bytes_max / SPARE_START_FRACTION;
         if due <= self.active().written_end {
+            self.start_spare();
+        }
+    }
+
+    /// Starts preparing the next segment's file (with `Zeroed` preallocation), unless one is
+    /// being prepared already.
+    fn start_spare(&mut self) {
+        if self.options.preallocation == Preallocation::Zeroed && self.spare.is_none() {
             self.spare = Spare::start(&self.dir, self.options.segment_bytes_max);
         }
     }
@@ -491,6 +497,9 @@ impl Log {
         tracing::debug!(file = %segment.path.display(), index = first_index,
             "started a new segment");
         self.segments.push(segment);
+        // A log that rolled over is writing fast enough to need the next spare: give its paced
+        // preparation the whole segment's time.
+        self.start_spare();
         Ok(())
     }
 

@@ -255,8 +255,8 @@ fn roll_overs_use_a_spare_prepared_ahead_and_a_leftover_spare_is_removed_at_open
     }
     let newest = segment_files(dir.path()).pop().unwrap();
     assert_eq!(std::fs::metadata(&newest).unwrap().ino(), spare_inode);
-    // The next spare starts a quarter into the new segment; closing the log stops it after
-    // its current step, and it stays on disk until the next open.
+    // The next spare starts right after the roll-over; closing the log stops it after its
+    // current step, and it stays on disk until the next open.
     for _ in 0..20 {
         append(&mut log, &mut index);
     }
