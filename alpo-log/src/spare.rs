@@ -10,9 +10,9 @@
 //! (`Log`): 6. write the segment header at offset 0; 7. `fdatasync`; 8. rename the spare to the
 //! segment's name; 9. fsync the directory. Only then are records appended to it. The log starts
 //! the next preparation right after each roll-over, and after an open once its active segment is
-//! a quarter full (`SPARE_START_FRACTION`), so a log that never rolls over never writes a spare; a roll-over that finds the spare unfinished tells
-//! the thread to hurry (no more pauses) and waits; a log that closes tells it to stop after the
-//! current step.
+//! a quarter full (`SPARE_START_FRACTION`), so a log that never rolls over never writes a spare;
+//! a roll-over that finds the spare unfinished tells the thread to hurry (no more pauses) and
+//! waits; a log that closes tells it to stop after the current step.
 //!
 //! Invariants: at most one spare exists, and it never holds a record, so a spare found at open
 //! (left by a crash, or by a log closed before its next roll-over) is simply removed. A crash in
