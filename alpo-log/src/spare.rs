@@ -121,6 +121,11 @@ impl Spare {
             source,
         })?;
         let path = dir.join(segment::segment_file_name(sequence));
+        // `rename` would replace a file of that name, where an in-line creation refuses one.
+        if path.exists() {
+            let exists = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+            return Err(Error::io(&path, "rename the spare to", exists));
+        }
         fs::rename(&self.path, &path).map_err(|e| Error::io(&path, "rename the spare to", e))?;
         segment::sync_directory(dir)?;
         Ok(Some((path, file)))

@@ -271,3 +271,24 @@ fn roll_overs_use_a_spare_prepared_ahead_and_a_leftover_spare_is_removed_at_open
     let spare_bytes = std::fs::read(&spare).unwrap_or_default();
     assert!(spare_bytes.iter().all(|byte| *byte == 0));
 }
+
+#[test]
+fn a_roll_over_never_replaces_a_file_in_the_next_segments_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 5);
+    let occupied = dir.path().join("0000000000000002.alpolog");
+    std::fs::write(&occupied, b"not ours").unwrap();
+    let mut index = 6;
+    let error = loop {
+        match log.append(index, term(index), 1, &payload(index)) {
+            Ok(()) => index += 1,
+            Err(error) => break error,
+        }
+        assert!(index < 1000, "the segment never filled");
+    };
+    assert!(
+        error.to_string().contains("0000000000000002.alpolog"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&occupied).unwrap(), b"not ours");
+}
