@@ -196,14 +196,7 @@ fn a_failed_mutation_poisons_the_log() {
     let mut log = build(dir.path(), 4096, 5);
     // Occupy the next segment's name, so the roll-over cannot create it.
     std::fs::create_dir(dir.path().join("0000000000000002.alpolog")).unwrap();
-    let mut index = 6;
-    let error = loop {
-        match log.append(index, term(index), 1, &payload(index)) {
-            Ok(()) => index += 1,
-            Err(error) => break error,
-        }
-        assert!(index < 1000, "the segment never filled");
-    };
+    let (error, index) = append_until_error(&mut log, 6);
     assert!(
         error.to_string().contains("0000000000000002.alpolog"),
         "{error}"
@@ -278,17 +271,22 @@ fn a_roll_over_never_replaces_a_file_in_the_next_segments_place() {
     let mut log = build(dir.path(), 4096, 5);
     let occupied = dir.path().join("0000000000000002.alpolog");
     std::fs::write(&occupied, b"not ours").unwrap();
-    let mut index = 6;
-    let error = loop {
-        match log.append(index, term(index), 1, &payload(index)) {
-            Ok(()) => index += 1,
-            Err(error) => break error,
-        }
-        assert!(index < 1000, "the segment never filled");
-    };
+    let (error, _) = append_until_error(&mut log, 6);
     assert!(
         error.to_string().contains("0000000000000002.alpolog"),
         "{error}"
     );
     assert_eq!(std::fs::read(&occupied).unwrap(), b"not ours");
+}
+
+/// Appends records from `index` on until an append fails (a roll-over, in these tests); returns
+/// the error and the index that failed.
+fn append_until_error(log: &mut Log, mut index: u64) -> (Error, u64) {
+    loop {
+        match log.append(index, term(index), 1, &payload(index)) {
+            Ok(()) => index += 1,
+            Err(error) => return (error, index),
+        }
+        assert!(index < 1000, "the segment never filled");
+    }
 }
