@@ -251,3 +251,63 @@ fn connections_end_when_the_inbox_is_dropped() {
     assert!(!matches!(error, Error::Timeout { .. }), "{error}");
     listener.shutdown();
 }
+
+#[test]
+fn one_wait_reads_a_bounded_amount_from_a_flooding_connection_and_others_get_their_turn() {
+    use alpo_net::Incoming;
+    use alpo_net::limits::INBOX_READ_BYTES_MAX;
+    let mut inbox = Inbox::new().unwrap();
+    let config = ClientListenerConfig::new(CLUSTER, NodeId(4), loopback());
+    let listener = ClientListener::start(config, &inbox).unwrap();
+    let address = listener.local_addr();
+    let mut flood = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
+    let mut other = ClientConnection::connect(address, CLUSTER, TIMEOUT).unwrap();
+    const BODY: usize = 4096;
+    const FLOOD: usize = 2048; // 8 MiB of requests
+    let body = vec![b'f'; BODY];
+    let mut waits: Vec<(usize, bool)> = Vec::new(); // (flood requests, other's request) per wait
+    let mut arrived = Vec::new();
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..FLOOD {
+                flood.send(&body).unwrap();
+            }
+        });
+        other.send(b"me too").unwrap();
+        // Let the flood fill the socket buffers (megabytes on loopback) before the first wait
+        // admits the connections, so an unbounded read would take it all at once.
+        thread::sleep(std::time::Duration::from_millis(300));
+        let (mut flood_seen, mut other_seen) = (0, false);
+        while flood_seen < FLOOD || !other_seen {
+            arrived.clear();
+            inbox.wait(Some(TIMEOUT), &mut arrived).unwrap();
+            let mut this_wait = (0, false);
+            for incoming in &arrived {
+                let Incoming::Client(request) = incoming else {
+                    panic!("{incoming:?}")
+                };
+                if request.body.len() == BODY {
+                    this_wait.0 += 1;
+                } else {
+                    this_wait.1 = true;
+                }
+            }
+            flood_seen += this_wait.0;
+            other_seen |= this_wait.1;
+            waits.push(this_wait);
+        }
+    });
+    // A wait takes at most the budget from one connection, plus one read and the frames its
+    // decoder held from before: never the whole flood.
+    let frame = BODY + alpo_net::limits::FRAME_HEADER_BYTES;
+    let most = (INBOX_READ_BYTES_MAX + 2 * alpo_net::limits::READ_CHUNK_BYTES) / frame + 1;
+    assert!(
+        waits.iter().all(|(flood, _)| *flood <= most),
+        "more than {most} requests of one connection in one wait: {waits:?}"
+    );
+    assert!(1 < waits.iter().filter(|(flood, _)| 0 < *flood).count());
+    // The quiet client's request came in one of the first waits, not after the flood.
+    let other_at = waits.iter().position(|(_, other)| *other).unwrap();
+    assert!(other_at <= 2, "{waits:?}");
+    listener.shutdown();
+}
