@@ -199,12 +199,6 @@ impl Inbox {
         }
     }
 
-    /// Connections the inbox is reading now.
-    #[must_use]
-    pub fn connection_count(&self) -> usize {
-        self.streams.len()
-    }
-
     pub(crate) fn handoff(&self) -> Arc<Handoff> {
         Arc::clone(&self.handoff)
     }

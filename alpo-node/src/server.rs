@@ -73,8 +73,6 @@ struct EventLoop {
     pub(crate) hard_state: Box<dyn HardStateStore>,
     pub(crate) peers: Box<dyn PeerSender>,
     pub(crate) inputs: Box<dyn Inputs>,
-    /// What the last wait delivered (kept to reuse its allocation).
-    pub(crate) arrived: Vec<Incoming>,
     pub(crate) replier: Arc<dyn Replier>,
     pub(crate) storage: StorageHandle,
     pub(crate) apply: ApplyHandle,
@@ -107,7 +105,7 @@ impl EventLoop {
     /// outputs of the whole batch.
     fn run_inner(&mut self) -> Result<(), Error> {
         self.perform_outputs()?;
-        let mut arrived = std::mem::take(&mut self.arrived);
+        let mut arrived = Vec::new();
         loop {
             let timeout = match self.node.next_timeout() {
                 Some(deadline) => deadline.saturating_duration_since(self.now()),
@@ -380,7 +378,6 @@ pub(crate) fn launch(
         hard_state: parts.hard_state,
         peers: parts.peers,
         inputs: parts.inputs,
-        arrived: Vec::new(),
         replier: parts.replier,
         storage,
         apply,
