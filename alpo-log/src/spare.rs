@@ -39,7 +39,8 @@ pub(crate) const SPARE_FILE_NAME: &str = "next-segment.alpolog-spare";
 #[derive(Debug)]
 pub(crate) struct Spare {
     path: PathBuf,
-    preparing: JoinHandle<Result<File, Error>>,
+    /// The prepared file, or `None` if the preparation was told to stop.
+    preparing: JoinHandle<Result<Option<File>, Error>>,
     pace: Arc<AtomicU8>,
 }
 
@@ -55,12 +56,6 @@ enum Pace {
     Stop = 2,
 }
 
-/// Why a preparation ended without a spare.
-enum Ended {
-    Failed(Error),
-    Stopped,
-}
-
 impl Spare {
     /// Starts preparing a spare of `length` bytes in `dir`. `None` if no thread could be
     /// started (the next roll-over creates its segment in line).
@@ -71,14 +66,7 @@ impl Spare {
         let thread_pace = Arc::clone(&pace);
         let spawned = std::thread::Builder::new()
             .name("alpo-log-spare".into())
-            .spawn(move || {
-                prepare(&thread_dir, &thread_path, length, &thread_pace).map_err(
-                    |ended| match ended {
-                        Ended::Failed(error) => error,
-                        Ended::Stopped => Error::io(&thread_path, "prepare spare", stopped()),
-                    },
-                )
-            });
+            .spawn(move || prepare(&thread_dir, &thread_path, length, &thread_pace));
         match spawned {
             Ok(preparing) => Some(Spare {
                 path,
@@ -104,7 +92,9 @@ impl Spare {
     ) -> Result<Option<(PathBuf, File)>, Error> {
         self.pace.store(Pace::Hurry as u8, Ordering::Relaxed);
         let file = match self.preparing.join() {
-            Ok(Ok(file)) => file,
+            Ok(Ok(Some(file))) => file,
+            // Only `abandon` stops a preparation, and it consumes the spare.
+            Ok(Ok(None)) => return Ok(None),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the spare segment could not be prepared");
                 return Ok(None);
@@ -154,33 +144,27 @@ pub(crate) fn remove_leftover(dir: &Path) -> Result<bool, Error> {
     }
 }
 
-fn stopped() -> std::io::Error {
-    std::io::Error::other("stopped: the log is closing")
-}
-
-/// Steps 1 to 5, in paced steps (see `Pace`).
-fn prepare(dir: &Path, path: &Path, length: u64, pace: &AtomicU8) -> Result<File, Ended> {
-    remove_leftover(dir).map_err(Ended::Failed)?;
+/// Steps 1 to 5, in paced steps (see `Pace`); `None` if told to stop.
+fn prepare(dir: &Path, path: &Path, length: u64, pace: &AtomicU8) -> Result<Option<File>, Error> {
+    remove_leftover(dir)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| Ended::Failed(Error::io(path, "create spare", e)))?;
-    let sync_error = |source| {
-        Ended::Failed(Error::SyncFailed {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|e| Error::io(path, "create spare", e))?;
+    let sync_error = |source| Error::SyncFailed {
+        path: path.to_path_buf(),
+        source,
     };
     // Bounded: each step advances `at` by `SPARE_STEP_BYTES` until it reaches `length`.
     let mut at = 0;
     while at < length {
         let to = length.min(at + SPARE_STEP_BYTES);
-        segment::write_zeros(&file, path, at, to).map_err(Ended::Failed)?;
+        segment::write_zeros(&file, path, at, to)?;
         at = to;
         match pace.load(Ordering::Relaxed) {
-            p if p == Pace::Stop as u8 => return Err(Ended::Stopped),
+            p if p == Pace::Stop as u8 => return Ok(None),
             p if p == Pace::Hurry as u8 => {}
             _ => {
                 file.sync_data().map_err(sync_error)?;
@@ -189,6 +173,6 @@ fn prepare(dir: &Path, path: &Path, length: u64, pace: &AtomicU8) -> Result<File
         }
     }
     file.sync_all().map_err(sync_error)?;
-    segment::sync_directory(dir).map_err(Ended::Failed)?;
-    Ok(file)
+    segment::sync_directory(dir)?;
+    Ok(Some(file))
 }
