@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
 use crate::bench_driver::{self, Plan, Recorder, Workload};
-use crate::client_cmd::ClientFlags;
+use crate::client_cmd::{ClientFlags, print_line};
 use alpo_core::{ClusterId, Role};
 use alpo_node::client_protocol::Op;
 
@@ -200,15 +199,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     total.seconds = last_done
         .saturating_duration_since(measure_start)
         .as_secs_f64();
-    let line = if args.flags.json {
-        total.json_line()
+    if args.flags.json {
+        print_line(&total.json_line())?;
     } else {
-        total.table()
-    };
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .context("writing to standard output")?;
+        print_line(&total.table())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -324,39 +319,49 @@ impl Summary {
         }
     }
 
+    /// The latency columns, in the order both outputs give them: JSON field, table heading,
+    /// microseconds.
+    fn latencies(&self) -> [(&'static str, &'static str, u64); 5] {
+        let h = &self.histogram;
+        [
+            ("p50_us", "p50 µs", h.quantile(0.50)),
+            ("p90_us", "p90 µs", h.quantile(0.90)),
+            ("p99_us", "p99 µs", h.quantile(0.99)),
+            ("p999_us", "p99.9 µs", h.quantile(0.999)),
+            ("max_us", "max µs", h.max()),
+        ]
+    }
+
     /// The JSON line, field for field as the anchor's loadgen prints it.
     fn json_line(&self) -> String {
-        let h = &self.histogram;
-        format!(
+        let mut line = format!(
             "{{\"backend\":\"alpo\",\"op\":\"{}\",\"clients\":{},\"value_size\":{},\"ops\":{},\
-             \"seconds\":{:.3},\"throughput_ops_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\
-             \"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"errors\":{},\
-             \"warmup_s\":{}}}",
+             \"seconds\":{:.3},\"throughput_ops_s\":{:.1}",
             self.op_name(),
             self.clients,
             self.value_size,
-            h.count(),
+            self.histogram.count(),
             self.seconds,
             self.throughput(),
-            h.quantile(0.50),
-            h.quantile(0.90),
-            h.quantile(0.99),
-            h.quantile(0.999),
-            h.max(),
-            h.mean(),
+        );
+        for (field, _, micros) in self.latencies() {
+            let _ = write!(line, ",\"{field}\":{micros}");
+        }
+        let _ = write!(
+            line,
+            ",\"mean_us\":{:.1},\"errors\":{},\"warmup_s\":{}}}",
+            self.histogram.mean(),
             self.errors,
             self.warmup,
-        )
+        );
+        line
     }
 
     /// The human form: one header line and a two-row table.
     fn table(&self) -> String {
-        let h = &self.histogram;
-        format!(
-            "{} {}s of {} B by {} clients over {:.2} s (after {} s warm-up), {} errors\n\
-             {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n\
-             {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
-            h.count(),
+        let mut table = format!(
+            "{} {}s of {} B by {} clients over {:.2} s (after {} s warm-up), {} errors\n{:>12}",
+            self.histogram.count(),
             self.op_name(),
             self.value_size,
             self.clients,
@@ -364,20 +369,16 @@ impl Summary {
             self.warmup,
             self.errors,
             "ops/s",
-            "p50 µs",
-            "p90 µs",
-            "p99 µs",
-            "p99.9 µs",
-            "max µs",
-            "mean µs",
-            self.throughput(),
-            h.quantile(0.50),
-            h.quantile(0.90),
-            h.quantile(0.99),
-            h.quantile(0.999),
-            h.max(),
-            h.mean(),
-        )
+        );
+        for (_, heading, _) in self.latencies() {
+            let _ = write!(table, " {heading:>9}");
+        }
+        let _ = write!(table, " {:>9}\n{:>12.0}", "mean µs", self.throughput());
+        for (_, _, micros) in self.latencies() {
+            let _ = write!(table, " {micros:>9}");
+        }
+        let _ = write!(table, " {:>9.0}", self.histogram.mean());
+        table
     }
 }
 
@@ -496,6 +497,37 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both outputs of one fixed run, byte for byte (the JSON fields are the anchor
+    /// loadgen's, which `cargo xtask bench report` reads beside etcd's).
+    #[test]
+    fn json_line_and_table_of_a_fixed_run() {
+        let mut summary = Summary {
+            op: BenchOp::Put,
+            clients: 4,
+            value_size: 128,
+            warmup: 1.0,
+            histogram: Histogram::new(),
+            errors: 2,
+            seconds: 5.004,
+        };
+        for value in [90, 300, 301, 5000, 123_456] {
+            summary.histogram.record(value);
+        }
+        assert_eq!(
+            summary.json_line(),
+            "{\"backend\":\"alpo\",\"op\":\"put\",\"clients\":4,\"value_size\":128,\"ops\":5,\
+             \"seconds\":5.004,\"throughput_ops_s\":1.0,\"p50_us\":301,\"p90_us\":123456,\
+             \"p99_us\":123456,\"p999_us\":123456,\"max_us\":123456,\"mean_us\":25829.4,\
+             \"errors\":2,\"warmup_s\":1}"
+        );
+        assert_eq!(
+            summary.table(),
+            "5 puts of 128 B by 4 clients over 5.00 s (after 1 s warm-up), 2 errors\n       \
+             ops/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   mean µs\n           \
+             1       301    123456    123456    123456    123456     25829"
+        );
+    }
 
     #[test]
     fn buckets_are_exact_below_256_and_tight_above() {

@@ -276,11 +276,15 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
-    let line = if json {
-        value.render()
+    if json {
+        print_line(&value.render())
     } else {
-        text.to_string()
-    };
+        print_line(text)
+    }
+}
+
+/// Writes `line` and a newline to standard output and flushes it.
+pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
