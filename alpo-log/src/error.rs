@@ -80,6 +80,38 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+
+    // Snapshot files and shared reads (issue 11). Kept together so the block merges cleanly.
+    /// A read asked for an index that compaction removed (a snapshot covers it).
+    Compacted {
+        /// The index asked for.
+        index: u64,
+        /// The first index still readable.
+        first_retained: u64,
+    },
+    /// A snapshot's membership bytes are larger than a snapshot header may hold.
+    MembershipTooLarge {
+        /// The membership's size in bytes.
+        size: u64,
+        /// The largest size accepted (`SNAPSHOT_MEMBERSHIP_BYTES_MAX`).
+        limit: u64,
+    },
+    /// A received snapshot was finished before all of its bytes arrived.
+    SnapshotIncomplete {
+        /// The partial file.
+        path: PathBuf,
+        /// Bytes held.
+        held: u64,
+        /// Bytes the header announces (0 while the header itself is incomplete).
+        expected: u64,
+    },
+    /// A snapshot call named a snapshot id other than the one being received.
+    SnapshotIdMismatch {
+        /// The id being received, if any.
+        receiving: Option<u64>,
+        /// The id given.
+        found: u64,
+    },
 }
 
 /// What is wrong with damaged bytes on disk; part of [`Error::Corruption`].
@@ -161,6 +193,55 @@ pub enum Corruption {
         /// The flag byte found.
         found: u8,
     },
+
+    // Snapshot files (issue 11).
+    /// A snapshot header's membership length is larger than `SNAPSHOT_MEMBERSHIP_BYTES_MAX`.
+    MembershipLength {
+        /// The length found.
+        length: u32,
+    },
+    /// A snapshot header's chunk size is 0 or larger than `SNAPSHOT_CHUNK_BYTES_MAX`.
+    ChunkSize {
+        /// The chunk size found.
+        chunk_bytes: u32,
+    },
+    /// A snapshot file's length is not the one its header implies.
+    FileLength {
+        /// The length the header implies (`u64::MAX` if it overflows).
+        expected: u64,
+        /// The file's length.
+        found: u64,
+    },
+    /// A snapshot chunk's length field is not the length its position implies.
+    ChunkLength {
+        /// The length field found.
+        found: u32,
+        /// The length the header implies for this chunk.
+        expected: u32,
+    },
+    /// A snapshot chunk's CRC does not match its length and body.
+    ChunkChecksum {
+        /// The CRC stored in the chunk.
+        stored: u32,
+        /// The CRC of the bytes it covers.
+        computed: u32,
+    },
+    /// The CRC-64 of a snapshot's whole image does not match the header's.
+    ImageChecksum {
+        /// The checksum in the header.
+        stored: u64,
+        /// The checksum of the image read.
+        computed: u64,
+    },
+    /// A snapshot's trailer is damaged or does not match its header.
+    TrailerMismatch,
+    /// A snapshot file's name does not carry the position its header holds.
+    SnapshotNameMismatch {
+        /// The last included index in the header.
+        last_index: u64,
+        /// The last included term in the header.
+        last_term: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -210,6 +291,10 @@ impl fmt::Display for Error {
             Error::InvalidOptions { field, problem } => {
                 write!(f, "invalid log options: {field}: {problem}")
             }
+            Error::Compacted { .. }
+            | Error::MembershipTooLarge { .. }
+            | Error::SnapshotIncomplete { .. }
+            | Error::SnapshotIdMismatch { .. } => self.fmt_snapshot(f),
         }
     }
 }
@@ -269,6 +354,14 @@ impl fmt::Display for Corruption {
                 )
             }
             Corruption::BadVoteFlag { found } => write!(f, "vote flag {found}, expected 0 or 1"),
+            Corruption::MembershipLength { .. }
+            | Corruption::ChunkSize { .. }
+            | Corruption::FileLength { .. }
+            | Corruption::ChunkLength { .. }
+            | Corruption::ChunkChecksum { .. }
+            | Corruption::ImageChecksum { .. }
+            | Corruption::TrailerMismatch
+            | Corruption::SnapshotNameMismatch { .. } => self.fmt_snapshot(f),
         }
     }
 }
@@ -298,6 +391,81 @@ impl Error {
             path: path.into(),
             offset,
             reason,
+        }
+    }
+}
+
+// Snapshot files and shared reads (issue 11): their messages, kept apart for clean merges.
+impl Error {
+    fn fmt_snapshot(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Compacted {
+                index,
+                first_retained,
+            } => write!(
+                f,
+                "index {index} is compacted away; the first index still readable is \
+             {first_retained}"
+            ),
+            Error::MembershipTooLarge { size, limit } => write!(
+                f,
+                "membership of {size} bytes is larger than the limit of {limit} bytes"
+            ),
+            Error::SnapshotIncomplete {
+                path,
+                held,
+                expected,
+            } => write!(
+                f,
+                "snapshot {} is incomplete: {held} of {expected} bytes received",
+                path.display()
+            ),
+            Error::SnapshotIdMismatch { receiving, found } => match receiving {
+                Some(id) => write!(f, "snapshot id {found}, but receiving snapshot id {id}"),
+                None => write!(f, "snapshot id {found}, but no snapshot is being received"),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Corruption {
+    fn fmt_snapshot(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::MembershipLength { length } => {
+                write!(f, "membership length {length} is larger than the limit")
+            }
+            Corruption::ChunkSize { chunk_bytes } => {
+                write!(
+                    f,
+                    "chunk size {chunk_bytes} is zero or larger than the limit"
+                )
+            }
+            Corruption::FileLength { expected, found } => {
+                write!(f, "file of {found} bytes, its header implies {expected}")
+            }
+            Corruption::ChunkLength { found, expected } => {
+                write!(f, "chunk length {found}, expected {expected}")
+            }
+            Corruption::ChunkChecksum { stored, computed } => write!(
+                f,
+                "chunk checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Corruption::ImageChecksum { stored, computed } => write!(
+                f,
+                "image checksum mismatch: stored {stored:#018x}, computed {computed:#018x}"
+            ),
+            Corruption::TrailerMismatch => {
+                write!(f, "trailer damaged or not matching the header")
+            }
+            Corruption::SnapshotNameMismatch {
+                last_index,
+                last_term,
+            } => write!(
+                f,
+                "header holds index {last_index} term {last_term}, not the file name's"
+            ),
+            _ => Ok(()),
         }
     }
 }

@@ -42,6 +42,7 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+mod snapshot;
 mod spare;
 
 pub use crate::error::{Corruption, Error};
@@ -50,3 +51,8 @@ pub use crate::log::{Entries, LOCK_FILE_NAME, Log, LogOptions, Record};
 pub use crate::reader::{LogReader, Summary};
 pub use crate::recovery::{Action, RecoveryEvent, Situation};
 pub use crate::segment::Preallocation;
+pub use crate::snapshot::{
+    ChunkOutcome, FinishedSnapshot, ImageReader, SnapshotAction, SnapshotEvent, SnapshotFile,
+    SnapshotMeta, SnapshotOptions, SnapshotReceiver, SnapshotScan, SnapshotSituation,
+    SnapshotStore, SnapshotWriter, compaction_bound, scan_snapshots, verify_snapshot_file,
+};

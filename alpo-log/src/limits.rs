@@ -49,6 +49,26 @@ pub const SPARE_START_FRACTION: u64 = 4;
 /// `SPARE_STEP_BYTES`).
 pub const SPARE_STEP_PAUSE_MS: u64 = 4;
 
+/// Image bytes per chunk of a snapshot file written by this build (64 KiB). The writer and the
+/// image reader each hold one chunk in memory; the chunk's CRC-32 localises damage to 64 KiB,
+/// and its 8-byte frame costs 0.01% of the image. See `docs/formats.md` for the choice.
+pub const SNAPSHOT_CHUNK_BYTES: u32 = 64 * 1024;
+
+/// Largest chunk size a snapshot header may announce (4 MiB). A reader refuses a larger one as
+/// damage before allocating its chunk buffer.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u32 = 4 * 1024 * 1024;
+
+/// Largest opaque membership a snapshot header holds (64 KiB). `SnapshotStore::begin` refuses
+/// a larger one with `Error::MembershipTooLarge`; a reader treats a larger length as damage.
+pub const SNAPSHOT_MEMBERSHIP_BYTES_MAX: u32 = 64 * 1024;
+
+/// Largest number of snapshot files (valid or damaged) a directory may hold. `SnapshotStore`
+/// refuses to open a directory with more; `remove_older` keeps the count at one or two.
+pub const SNAPSHOT_COUNT_MAX: usize = 1024;
+
+// The writer's chunks must be readable by every reader.
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES <= SNAPSHOT_CHUNK_BYTES_MAX);
+
 // The smallest segment must hold its header and one empty record, or no append could succeed.
 const _: () = assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES < SEGMENT_BYTES_MIN);
 // Offsets inside a segment are u32 (see `SEGMENT_BYTES_MAX`).
