@@ -107,7 +107,9 @@ mod tests {
 
     #[test]
     fn slicing_agrees_with_bytewise_at_every_split() {
-        let data: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(7).wrapping_add(3)).collect();
+        let data: Vec<u8> = (0..100u8)
+            .map(|i| i.wrapping_mul(7).wrapping_add(3))
+            .collect();
         let mut bytewise = Crc64::new();
         for byte in &data {
             bytewise.update(std::slice::from_ref(byte));
