@@ -343,7 +343,7 @@ impl Log {
     }
 
     /// What recovery found when this log was opened, one event per segment (and per removed
-    /// file), in order.
+    /// file, and a `CompactedPrefix` event when the log starts above index 1), in order.
     pub fn recovery_events(&self) -> &[RecoveryEvent] {
         &self.recovery
     }

@@ -84,7 +84,8 @@ impl LogReader {
         &self.dir
     }
 
-    /// One event per segment (and per interrupted file), in order: what `Log::open` would do.
+    /// One event per segment (and per interrupted file, and one `CompactedPrefix` when the log
+    /// starts above index 1), in order: what `Log::open` would do.
     pub fn events(&self) -> &[RecoveryEvent] {
         &self.events
     }

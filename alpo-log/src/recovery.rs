@@ -61,6 +61,9 @@ pub enum Situation {
     MissingSegment,
     /// A valid record or segment does not carry the next index, or its term went down.
     IndexGap,
+    /// The first segment starts above index 1: compaction removed the segments before it
+    /// (all of them, or, after a crash in the middle, the oldest ones).
+    CompactedPrefix,
 }
 
 /// What recovery does in a [`Situation`].
@@ -92,7 +95,7 @@ pub struct RecoveryEvent {
 
 impl Situation {
     /// Every row of the table, in the order of `docs/formats.md`.
-    pub const ALL: [Situation; 11] = [
+    pub const ALL: [Situation; 12] = [
         Situation::EmptyDirectory,
         Situation::CleanEnd,
         Situation::ZeroTail,
@@ -104,6 +107,7 @@ impl Situation {
         Situation::HeaderMismatch,
         Situation::MissingSegment,
         Situation::IndexGap,
+        Situation::CompactedPrefix,
     ];
 
     /// The decision table: the action for this situation and why it is safe.
@@ -113,6 +117,11 @@ impl Situation {
             Situation::CleanEnd | Situation::ZeroTail => {
                 (Action::Accept, "every record is complete and checksummed")
             }
+            Situation::CompactedPrefix => (
+                Action::Accept,
+                "compaction removes whole segments oldest first, each durably, so a suffix \
+                 remains; the node checks a snapshot covers first_index - 1 (S3)",
+            ),
             Situation::TornTail => (
                 Action::TruncateTail,
                 "bytes after the last valid record were never synced, so never acknowledged",
@@ -289,6 +298,9 @@ fn scan_segment(
         Some(p) => (p.header.first_index + p.offsets.len() as u64, p.last_term),
         None => (header.first_index.max(1), 0),
     };
+    if previous.is_none() && 1 < header.first_index {
+        events.push(event(path, 32, Situation::CompactedPrefix));
+    }
     if header.first_index != expected_first {
         events.push(event(path, 32, Situation::IndexGap));
         let reason = Corruption::IndexGap {

@@ -177,6 +177,10 @@ fn reach(row: Situation) -> Situation {
             fs::remove_file(&segment_files(path)[1]).unwrap();
         }
         Situation::IndexGap => index_gap(path),
+        Situation::CompactedPrefix => {
+            let mut log = build(path, 4096, 200);
+            log.compact_prefix(100).unwrap();
+        }
     }
     let (events, error) = LogReader::diagnose(path);
     let last = events.last().unwrap().situation;

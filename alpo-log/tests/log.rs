@@ -290,3 +290,56 @@ fn append_until_error(log: &mut Log, mut index: u64) -> (Error, u64) {
         assert!(index < 1000, "the segment never filled");
     }
 }
+
+/// A crash in the middle of `compact_prefix` leaves the newest segments (removals go oldest
+/// first, each made durable before the next): every such suffix opens, reports
+/// `CompactedPrefix`, reads from its first index and takes appends.
+#[test]
+fn compaction_interrupted_after_each_removal_opens() {
+    let source = tempfile::tempdir().unwrap();
+    drop(build(source.path(), 4096, 200));
+    let files = segment_files(source.path());
+    assert!(3 < files.len());
+    for removed in 0..files.len() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in &files[removed..] {
+            std::fs::copy(file, dir.path().join(file.file_name().unwrap())).unwrap();
+        }
+        let mut log = Log::open(dir.path(), options(4096)).unwrap();
+        let first = log.first_index();
+        assert_eq!(first == 1, removed == 0, "removed {removed}");
+        let compacted = log
+            .recovery_events()
+            .iter()
+            .any(|e| e.situation == alpo_log::Situation::CompactedPrefix);
+        assert_eq!(compacted, 0 < removed, "removed {removed}");
+        assert_holds(&log, first, 200);
+        assert!(log.entry(first - 1).unwrap().is_none());
+        log.append(201, term(201), 1, &payload(201)).unwrap();
+        log.sync().unwrap();
+    }
+}
+
+/// Compaction with a snapshot at `L` and `retain_entries` behind it (protocol S4): whole
+/// segments below the bound go, the retained entries stay readable, and a reopen agrees.
+#[test]
+fn compaction_to_a_snapshot_bound_keeps_the_retained_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 400);
+    let bound = alpo_log::compaction_bound(300, 50);
+    assert_eq!(bound, 251);
+    log.compact_prefix(bound).unwrap();
+    let first = log.first_index();
+    assert!(1 < first && first <= bound, "first index {first}");
+    assert_holds(&log, first, 400);
+    // Entries above the snapshot, which followers and the state machine still need, stay.
+    assert_eq!(log.entry(301).unwrap().unwrap().index, 301);
+    // Compacting again to the same bound removes nothing more.
+    let files = segment_files(dir.path()).len();
+    log.compact_prefix(bound).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), files);
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!(log.first_index(), first);
+    assert_holds(&log, first, 400);
+}
