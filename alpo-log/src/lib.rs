@@ -44,6 +44,7 @@ mod recovery;
 mod segment;
 mod snapshot;
 mod spare;
+mod view;
 
 pub use crate::error::{Corruption, Error};
 pub use crate::hard_state::{HARD_STATE_FILE_NAME, HardState};
@@ -56,3 +57,4 @@ pub use crate::snapshot::{
     SnapshotMeta, SnapshotOptions, SnapshotReceiver, SnapshotScan, SnapshotSituation,
     SnapshotStore, SnapshotWriter, compaction_bound, scan_snapshots, verify_snapshot_file,
 };
+pub use crate::view::LogView;

@@ -27,7 +27,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -41,6 +41,7 @@ use crate::record::{self, RECORD_HEADER_BYTES, RecordView};
 use crate::recovery::{self, Access, Ids, RecoveryEvent, ScannedSegment, Situation};
 use crate::segment::{self, Preallocation, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::spare::{self, Spare};
+use crate::view::{self, LogView, Published, SegmentState};
 
 /// The name of the lock file in a log directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -124,6 +125,8 @@ pub struct Log {
     recovery: Vec<RecoveryEvent>,
     /// The next segment's file, being zero-filled in the background (`Zeroed` preallocation).
     spare: Option<Spare>,
+    /// What [`LogView`]s may read: republished after every change (`view.rs`).
+    published: Arc<RwLock<Published>>,
 }
 
 /// A segment in use: its file, its map and the offsets of its records.
@@ -216,8 +219,10 @@ impl Log {
             poisoned: false,
             recovery,
             spare: None,
+            published: Arc::default(),
         };
         log.adopt(scan.segments)?;
+        log.publish(log.durable_index, false);
         log.start_spare_when_due();
         Ok(log)
     }
@@ -459,7 +464,32 @@ impl Log {
                 source,
             })?;
         self.durable_index = self.last_index;
+        self.publish(self.durable_index, false);
         Ok(())
+    }
+
+    /// A handle through which other threads read durable entries while this log changes.
+    pub fn view(&self) -> LogView {
+        LogView::new(Arc::clone(&self.published))
+    }
+
+    /// Publishes to [`LogView`]s the records up to `durable_index`; `cut` marks a truncation
+    /// about to overwrite bytes.
+    fn publish(&self, durable_index: u64, cut: bool) {
+        let segments = self.segments.iter().map(|s| SegmentState {
+            sequence: s.sequence,
+            path: &s.path,
+            map: &s.map,
+            first_index: s.first_index,
+            offsets: &s.offsets,
+        });
+        view::publish(
+            &self.published,
+            self.first_index,
+            durable_index,
+            segments,
+            cut,
+        );
     }
 
     /// Writes the buffer at the end of the active segment (no sync).
@@ -526,6 +556,8 @@ impl Log {
     }
 
     fn truncate_steps(&mut self, from: u64) -> Result<(), Error> {
+        // Views stop serving the removed records before any of their bytes change.
+        self.publish(self.durable_index.min(from - 1), true);
         self.write_buffer()?;
         // Step 2: whole segments above `from`, last first.
         // Bounded by the segment count: each pass removes one segment.
@@ -551,6 +583,7 @@ impl Log {
         self.last_index = from - 1;
         self.last_term = self.term_at(from - 1).unwrap_or(0);
         self.durable_index = self.durable_index.min(self.last_index);
+        self.publish(self.durable_index, false);
         Ok(())
     }
 
@@ -578,6 +611,7 @@ impl Log {
             segment::sync_directory(&self.dir)?;
             self.first_index = self.segments[0].first_index;
         }
+        self.publish(self.durable_index, false);
         Ok(())
     }
 

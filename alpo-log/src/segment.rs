@@ -147,7 +147,10 @@ pub(crate) fn map_file(file: &File, path: &Path) -> Result<Arc<Mmap>, Error> {
     // bytes of records the log has removed, which a caller may still hold only if it kept an
     // entry across `truncate_suffix` (documented there); (4) removes files only by unlinking,
     // which keeps the mapped pages alive. The read-only `LogReader` maps files of a log that is
-    // expected to be offline; the `alpo log` tools document this.
+    // expected to be offline; the `alpo log` tools document this. (5) A `LogView` on another
+    // thread reads only records published as durable; a truncation unpublishes records before
+    // it overwrites them, and a view that raced it sees a CRC or index mismatch and a new
+    // generation, and drops the bytes it read (`view.rs`).
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, "map", e))?;
     Ok(Arc::new(map))
