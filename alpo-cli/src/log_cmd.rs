@@ -1,17 +1,25 @@
-//! `alpo log dump|verify`: offline inspection of a log directory.
+//! `alpo log dump|verify`: offline inspection of a log directory and its snapshot files.
 //!
-//! Both commands read through `alpo_log::LogReader`, which runs the same scan and recovery
-//! decision table as `Log::open` but never changes the directory and takes no lock, so they
-//! must be run on a log no node is using. Output goes to a writer passed in, so tests can read
-//! it. Exit codes: 0 clean (or recoverable: a torn tail `Log::open` would truncate is printed as
-//! a note), 1 damage that `Log::open` would refuse, with file, byte offset and reason.
+//! Both commands read through `alpo_log::LogReader` and `alpo_log::scan_snapshots`, which run
+//! the same scans and recovery decision tables as `Log::open` and `SnapshotStore::open` but
+//! never change the directory and take no lock, so they must be run on a log no node is using.
+//! Output goes to a writer passed in, so tests can read it. Exit codes: 0 clean (or
+//! recoverable: a torn tail `Log::open` would truncate, or a snapshot file left by a crash, is
+//! printed as a note), 1 damage, with file, byte offset and reason: a log `Log::open` would
+//! refuse, a snapshot file that does not verify, or a compacted log that no valid snapshot
+//! covers. Either command also takes one snapshot file instead of a directory.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use alpo_log::{LogReader, Record};
+use alpo_log::{
+    LogReader, Record, SnapshotAction, SnapshotMeta, SnapshotSituation, scan_snapshots,
+    verify_snapshot_file,
+};
 use clap::{Args, Subcommand};
+
+use crate::json::Value;
 
 /// How many payload bytes `dump` shows per record.
 const DUMP_PAYLOAD_BYTES_MAX: usize = 16;
@@ -25,11 +33,13 @@ pub(crate) struct LogArgs {
 
 #[derive(Debug, Subcommand)]
 enum LogCommand {
-    /// Print records: index, term, kind, size and the first payload bytes.
+    /// Print snapshot headers, then records: index, term, kind, size and the first payload
+    /// bytes.
     Dump(DumpArgs),
-    /// Check every record of a log directory; exit 1 naming the first damage.
+    /// Check every record and every snapshot file of a log directory (or one snapshot file);
+    /// exit 1 naming the first damage.
     Verify {
-        /// The log directory.
+        /// The log directory, or one snapshot file (`snap-<L>-<T>.alposnap`).
         dir: PathBuf,
     },
 }
@@ -37,7 +47,7 @@ enum LogCommand {
 /// Arguments of `alpo log dump`.
 #[derive(Debug, Args)]
 struct DumpArgs {
-    /// The log directory.
+    /// The log directory, or one snapshot file.
     dir: PathBuf,
     /// First index to print (default: the log's first).
     #[arg(long)]
@@ -67,6 +77,16 @@ fn dump(out: &mut impl Write, args: &DumpArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--to {to} is below --from {from}");
     }
+    if args.dir.is_file() {
+        let meta = verify_snapshot_file(&args.dir)?;
+        writeln!(out, "{}", snapshot_line(&meta, &args.dir, args.json))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.from.is_none() && args.to.is_none() {
+        for (path, meta) in scan_snapshots(&args.dir, None)?.snapshots {
+            writeln!(out, "{}", snapshot_line(&meta, &path, args.json))?;
+        }
+    }
     let reader = LogReader::open(&args.dir)?;
     let from = args.from.unwrap_or(reader.first_index());
     let to = args.to.unwrap_or(reader.last_index());
@@ -83,6 +103,12 @@ fn dump(out: &mut impl Write, args: &DumpArgs) -> anyhow::Result<ExitCode> {
 
 /// `alpo log verify`: a summary and exit 0 when clean, the first damage and exit 1 otherwise.
 fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
+    if dir.is_file() {
+        return verify_snapshot(out, dir);
+    }
+    let Some(covered_to) = verify_snapshots(out, dir)? else {
+        return Ok(ExitCode::from(1));
+    };
     let reader = match LogReader::open(dir) {
         Ok(reader) => reader,
         Err(error) => {
@@ -109,6 +135,16 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
         )?;
     }
     let summary = reader.summary();
+    if covered_to.saturating_add(1) < summary.first_index {
+        writeln!(
+            out,
+            "damaged: the log starts at index {} but no valid snapshot covers index {} \
+             (newest valid snapshot ends at index {covered_to})",
+            summary.first_index,
+            summary.first_index - 1
+        )?;
+        return Ok(ExitCode::from(1));
+    }
     writeln!(
         out,
         "clean: {} segments, {} records, index {}..={}, {} bytes, cluster {}, node {}",
@@ -121,6 +157,95 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
         optional(summary.node_id),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies every snapshot file of `dir` in full, printing one line each and a note per file a
+/// crash left; returns the newest valid snapshot's last index (0 if none), or `None` after
+/// printing the first damage.
+fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u64>> {
+    let scan = match scan_snapshots(dir, None) {
+        Ok(scan) => scan,
+        Err(error) => {
+            writeln!(out, "damaged: {error}")?;
+            return Ok(None);
+        }
+    };
+    for event in &scan.events {
+        let (action, why) = event.situation.action();
+        if action == SnapshotAction::RemoveFile {
+            writeln!(
+                out,
+                "note: {}: {:?}; opening the snapshots would {action:?} ({why})",
+                event.path.display(),
+                event.situation
+            )?;
+        }
+    }
+    for event in &scan.events {
+        if matches!(
+            event.situation,
+            SnapshotSituation::Newest | SnapshotSituation::Older | SnapshotSituation::Damaged
+        ) {
+            match verify_snapshot_file(&event.path) {
+                Ok(meta) => writeln!(out, "{}", snapshot_line(&meta, &event.path, false))?,
+                Err(error) => {
+                    writeln!(out, "damaged: {error}")?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(
+        scan.snapshots.last().map_or(0, |(_, meta)| meta.last_index),
+    ))
+}
+
+/// `alpo log verify FILE`: one snapshot file.
+fn verify_snapshot(out: &mut impl Write, path: &Path) -> anyhow::Result<ExitCode> {
+    match verify_snapshot_file(path) {
+        Ok(meta) => {
+            writeln!(out, "{}", snapshot_line(&meta, path, false))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            writeln!(out, "damaged: {error}")?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// One snapshot's header as text or a JSON object on one line.
+fn snapshot_line(meta: &SnapshotMeta, path: &Path, json: bool) -> String {
+    if json {
+        return Value::Object(vec![
+            ("snapshot", Value::String(path.display().to_string())),
+            ("last_index", Value::Number(meta.last_index)),
+            ("last_term", Value::Number(meta.last_term)),
+            ("image_bytes", Value::Number(meta.image_bytes)),
+            ("chunk_bytes", Value::Number(u64::from(meta.chunk_bytes))),
+            (
+                "image_checksum",
+                Value::String(format!("{:016x}", meta.image_checksum)),
+            ),
+            ("cluster", Value::Number(meta.cluster_id)),
+            ("node", Value::Number(meta.node_id)),
+            ("membership", Value::String(hex(&meta.membership))),
+        ])
+        .render();
+    }
+    format!(
+        "snapshot {}: index {} term {}, image {} bytes in chunks of {}, checksum {:016x}, \
+         cluster {}, node {}, membership {} bytes",
+        path.display(),
+        meta.last_index,
+        meta.last_term,
+        meta.image_bytes,
+        meta.chunk_bytes,
+        meta.image_checksum,
+        meta.cluster_id,
+        meta.node_id,
+        meta.membership.len()
+    )
 }
 
 fn optional(value: Option<u64>) -> String {
@@ -171,7 +296,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use alpo_log::{Log, LogOptions};
+    use alpo_log::{Log, LogOptions, SnapshotOptions, SnapshotStore};
 
     use super::*;
 
@@ -297,5 +422,121 @@ mod tests {
         let mut out = Vec::new();
         let error = dump(&mut out, &dump_args(&dir.0, Some(2), Some(1), false)).unwrap_err();
         assert!(error.to_string().contains("below --from"), "{error}");
+    }
+
+    /// Takes a snapshot at `last_index` of a 100-byte image in `dir`; returns its path.
+    fn snapshot_at(dir: &Path, last_index: u64) -> PathBuf {
+        let mut store = SnapshotStore::open(dir, SnapshotOptions::new(5, 2)).unwrap();
+        let mut writer = store.begin(last_index, 1, b"members").unwrap();
+        writer.write_all(&[7u8; 100]).unwrap();
+        let finished = writer.finish().unwrap();
+        let path = finished.path().to_path_buf();
+        store.adopt(finished);
+        path
+    }
+
+    #[test]
+    fn verify_lists_snapshots_and_a_compacted_log_they_cover() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 300);
+        snapshot_at(&dir.0, 150);
+        let mut options = LogOptions::new(5, 2);
+        options.segment_bytes_max = 4096;
+        let mut log = Log::open(&dir.0, options).unwrap();
+        log.compact_prefix(alpo_log::compaction_bound(150, 10))
+            .unwrap();
+        let first = log.first_index();
+        drop(log);
+        assert!(1 < first);
+        let (code, text) = output(|out| verify(out, &dir.0));
+        assert_eq!(code, ExitCode::SUCCESS, "{text}");
+        assert!(
+            text.contains(
+                "00000000000000000150-00000000000000000001.alposnap: index 150 term 1, \
+                 image 100 bytes in chunks of 65536"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("cluster 5, node 2, membership 7 bytes"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("index {first}..=300")), "{text}");
+    }
+
+    #[test]
+    fn verify_refuses_a_compacted_log_without_a_covering_snapshot() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 300);
+        let mut options = LogOptions::new(5, 2);
+        options.segment_bytes_max = 4096;
+        let mut log = Log::open(&dir.0, options).unwrap();
+        log.compact_prefix(200).unwrap();
+        drop(log);
+        let (code, text) = output(|out| verify(out, &dir.0));
+        assert_eq!(code, ExitCode::from(1));
+        assert!(text.contains("no valid snapshot covers index"), "{text}");
+    }
+
+    #[test]
+    fn verify_names_file_and_offset_of_a_damaged_snapshot() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 10);
+        let path = snapshot_at(&dir.0, 5);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The header is 72 + 7 + 4 = 83 bytes; the first chunk's body starts at 91.
+        bytes[95] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, text) = output(|out| verify(out, &dir.0));
+        assert_eq!(code, ExitCode::from(1));
+        assert!(
+            text.contains("alposnap at byte 83: chunk checksum"),
+            "{text}"
+        );
+        // The file alone gives the same answer.
+        let (code, alone) = output(|out| verify(out, &path));
+        assert_eq!(code, ExitCode::from(1));
+        assert!(alone.contains("at byte 83"), "{alone}");
+    }
+
+    #[test]
+    fn verify_notes_a_snapshot_left_by_a_crash() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 10);
+        let temp = dir
+            .0
+            .join("snap-00000000000000000009-00000000000000000001.tmp");
+        std::fs::write(&temp, b"torn").unwrap();
+        let (code, text) = output(|out| verify(out, &dir.0));
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert!(
+            text.contains("TempFile; opening the snapshots would RemoveFile"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dump_lists_snapshot_headers_before_records() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 3);
+        let path = snapshot_at(&dir.0, 2);
+        let (_, text) = output(|out| dump(out, &dump_args(&dir.0, None, None, false)));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("snapshot "), "{text}");
+        assert!(lines[1].starts_with("index 1 "), "{text}");
+        let (_, json) = output(|out| dump(out, &dump_args(&path, None, None, true)));
+        assert!(json.starts_with("{\"snapshot\":\""), "{json}");
+        assert!(
+            json.contains("\"last_index\":2,\"last_term\":1,\"image_bytes\":100,"),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"membership\":\"6d656d62657273\"}"),
+            "{json}"
+        );
+        // A range prints records only.
+        let (_, ranged) = output(|out| dump(out, &dump_args(&dir.0, Some(1), Some(1), false)));
+        assert_eq!(ranged.lines().count(), 1);
     }
 }
