@@ -7,9 +7,9 @@
 //!
 //! | crash after | the directory holds | row |
 //! | --- | --- | --- |
-//! | take 1 (writing the tmp) | a torn or partly unwritten `snap-L-T.tmp`, older snapshots | `TempFile` |
+//! | take 1 (writing the tmp) | a torn or partly unwritten `snap-L-T.tmp` | `TempFile` |
 //! | take 2 (tmp synced) | a complete `snap-L-T.tmp` | `TempFile` |
-//! | take 3 (renamed, directory not synced) | the tmp (rename lost) or the new name | `TempFile` or `Newest` |
+//! | take 3 (renamed, directory not synced) | the tmp, or the new name | `TempFile`, `Newest` |
 //! | take 4 (directory synced) | the new snapshot and the older ones | `Newest`, `Older` |
 //! | `remove_older` (part) | some older snapshots still there | `Older` |
 //! | receive (chunks written) | `install.alposnap-partial`, never synced | `PartialInstall` |
