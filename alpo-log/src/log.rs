@@ -21,6 +21,9 @@
 //!   6 leaves old records only inside the sector of `cut`, followed by zeros (`TornTail`).
 //! - `compact_prefix`: remove whole segments below `below`, oldest first, each followed by an
 //!   fsync of the directory; the active segment and the one holding the last record stay.
+//! - `reset`: 1. remove every segment, newest first, each followed by an fsync of the directory;
+//!   2. create a segment starting at the new first index (header, fsync, fsync directory).
+//! - After every change the log republishes what [`LogView`]s may read (`view.rs`).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -611,6 +614,42 @@ impl Log {
             segment::sync_directory(&self.dir)?;
             self.first_index = self.segments[0].first_index;
         }
+        self.publish(self.durable_index, false);
+        Ok(())
+    }
+
+    /// Removes every record and starts an empty log whose next index is `first_index` (at least
+    /// 1): a follower that installed a snapshot at `L` whose entry its log does not hold discards
+    /// its whole log and continues at `L + 1` (protocol S7 step 1).
+    ///
+    /// # Correctness
+    /// Durable on return. Steps: 1. remove every segment, the newest first, each followed by an
+    /// fsync of the directory; 2. create a segment whose first index is `first_index` (header,
+    /// fsync, directory fsync). A crash before step 2 is durable leaves a prefix of the old log
+    /// or an empty directory (which opens as an empty log at index 1); either way the node
+    /// redoes this call at open, as S7 step 1 is a function of (newest snapshot, log).
+    pub fn reset(&mut self, first_index: u64) -> Result<(), Error> {
+        self.check_usable()?;
+        self.fatal(|log| log.reset_steps(first_index.max(1)))
+    }
+
+    fn reset_steps(&mut self, first_index: u64) -> Result<(), Error> {
+        // Views stop serving the old records before any file goes.
+        self.publish(self.first_index - 1, true);
+        self.buffer.clear();
+        let sequence = self.active().sequence + 1;
+        // Step 1, newest first. Bounded by the segment count: each pass removes one.
+        while let Some(removed) = self.segments.pop() {
+            fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
+            segment::sync_directory(&self.dir)?;
+        }
+        // Step 2.
+        let segment = self.create_segment(sequence, first_index)?;
+        self.segments.push(segment);
+        self.first_index = first_index;
+        self.last_index = first_index - 1;
+        self.last_term = 0;
+        self.durable_index = self.last_index;
         self.publish(self.durable_index, false);
         Ok(())
     }

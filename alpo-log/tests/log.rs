@@ -343,3 +343,54 @@ fn compaction_to_a_snapshot_bound_keeps_the_retained_entries() {
     assert_eq!(log.first_index(), first);
     assert_holds(&log, first, 400);
 }
+
+/// After an install whose last entry the log does not hold, the log starts over after the
+/// snapshot (protocol S7 step 1): appends continue at `L + 1`, a reopen agrees, and a crash
+/// in the middle leaves a prefix of the old log or an empty directory, both of which open.
+#[test]
+fn reset_starts_an_empty_log_after_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 200);
+    let view = log.view();
+    log.append(201, term(201), 1, &payload(201)).unwrap();
+    log.reset(1000).unwrap();
+    assert_eq!(
+        (log.first_index(), log.last_index(), log.durable_index()),
+        (1000, 999, 999)
+    );
+    assert_eq!(log.last_term(), 0);
+    assert!(log.entry(5).unwrap().is_none());
+    assert!(matches!(
+        view.entry(5),
+        Err(Error::Compacted {
+            first_retained: 1000,
+            ..
+        })
+    ));
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    log.append(1000, 9, 1, b"after the snapshot").unwrap();
+    log.sync().unwrap();
+    assert_eq!(view.entry(1000).unwrap().unwrap().term, 9);
+    drop(log);
+    let log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!((log.first_index(), log.last_index()), (1000, 1000));
+    assert!(
+        log.recovery_events()
+            .iter()
+            .any(|e| e.situation == alpo_log::Situation::CompactedPrefix)
+    );
+    // Crashes during step 1: a prefix of the old log, or nothing.
+    let source = tempfile::tempdir().unwrap();
+    drop(build(source.path(), 4096, 200));
+    let files = segment_files(source.path());
+    for kept in 0..files.len() {
+        let crashed = tempfile::tempdir().unwrap();
+        for file in &files[..kept] {
+            std::fs::copy(file, crashed.path().join(file.file_name().unwrap())).unwrap();
+        }
+        let mut log = Log::open(crashed.path(), options(4096)).unwrap();
+        assert_eq!(log.first_index(), 1);
+        log.reset(1000).unwrap();
+        assert_eq!(log.first_index(), 1000);
+    }
+}
