@@ -207,3 +207,72 @@ impl Drop for SnapshotWriter {
 
 // The frame is 8 bytes; `write_chunk` reserves them at the head of the chunk buffer.
 const _: () = assert!(CHUNK_FRAME_BYTES == 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::reader::verify_snapshot_file;
+
+    /// Cluster 1, node 2, `L` 3, term 4, membership "m", chunks of 8, image "hello snapshot".
+    const GOLDEN_HEX: &str = concat!(
+        "89414c504f534e41500d0a1a01000000010000000000000002000000000000000300000000000000",
+        "04000000000000000e00000000000000a3ae281be636c6c308000000010000006d5a6220f2080000",
+        "006ffabd7168656c6c6f20736e06000000a673ad5e617073686f74414c504f454e440a0300000000",
+        "000000a3ae281be636c6c302000000000000009d670215",
+    );
+
+    fn write_golden(dir: &Path) -> FinishedSnapshot {
+        let meta = SnapshotMeta {
+            cluster_id: 1,
+            node_id: 2,
+            last_index: 3,
+            last_term: 4,
+            membership: b"m".to_vec(),
+            image_bytes: 0,
+            image_checksum: 0,
+            chunk_bytes: 8,
+        };
+        let mut writer = SnapshotWriter::create(dir, meta).unwrap();
+        writer.write_image(b"hello ").unwrap();
+        writer.write_image(b"snapshot").unwrap();
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn golden_file_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let finished = write_golden(dir.path());
+        let bytes = fs::read(finished.path()).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_HEX);
+        let meta = verify_snapshot_file(finished.path()).unwrap();
+        assert_eq!(meta.image_bytes, 14);
+        assert_eq!(meta.chunk_count(), 2);
+        assert_eq!(&bytes[77..81], &8u32.to_le_bytes());
+        assert_eq!(&bytes[85..93], b"hello sn");
+        assert_eq!(&bytes[93..97], &6u32.to_le_bytes());
+        assert_eq!(&bytes[101..107], b"apshot");
+        assert_eq!(&bytes[107..115], b"ALPOEND\n");
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SnapshotMeta {
+            cluster_id: 1,
+            node_id: 2,
+            last_index: 3,
+            last_term: 4,
+            membership: Vec::new(),
+            image_bytes: 0,
+            image_checksum: 0,
+            chunk_bytes: 8,
+        };
+        let mut writer = SnapshotWriter::create(dir.path(), meta).unwrap();
+        writer.write_image(&[1; 100]).unwrap();
+        let temp = writer.temp_path().to_path_buf();
+        assert!(temp.exists());
+        drop(writer);
+        assert!(!temp.exists());
+    }
+}
