@@ -108,8 +108,12 @@ impl LogView {
         let mut next = from;
         // Bounded: each pass returns at least one record or ends the read.
         while next <= to && (records.is_empty() || bytes < max_bytes) {
-            let Some(run) = self.run(next, to)? else {
-                break;
+            let run = match self.run(next, to) {
+                Ok(Some(run)) => run,
+                Ok(None) => break,
+                // Compaction overtook a long read: the run so far is still gap-free from `from`.
+                Err(Error::Compacted { .. }) if !records.is_empty() => break,
+                Err(error) => return Err(error),
             };
             let count = records.len();
             for (position, offset) in run.offsets.iter().enumerate() {

@@ -16,12 +16,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error};
-use crate::limits::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_COUNT_MAX, SNAPSHOT_MEMBERSHIP_BYTES_MAX};
+use crate::limits::{
+    SNAPSHOT_CHUNK_BYTES, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_COUNT_MAX,
+    SNAPSHOT_MEMBERSHIP_BYTES_MAX,
+};
 use crate::segment::sync_directory;
 use crate::snapshot::format::{self, FileKind, SnapshotMeta};
 use crate::snapshot::reader::{self, ImageReader};
 use crate::snapshot::receive::SnapshotReceiver;
-use crate::snapshot::recovery::{SnapshotEvent, SnapshotSituation};
+use crate::snapshot::recovery::{SnapshotAction, SnapshotEvent, SnapshotSituation};
 use crate::snapshot::writer::{FinishedSnapshot, SnapshotWriter};
 
 /// How to open a [`SnapshotStore`].
@@ -83,8 +86,7 @@ impl SnapshotStore {
     /// check that its log still holds `newest().last_index + 1` onward before restoring from it
     /// (protocol F11); otherwise it needs a snapshot from the leader.
     pub fn open(dir: &Path, options: SnapshotOptions) -> Result<SnapshotStore, Error> {
-        if options.chunk_bytes == 0 || crate::limits::SNAPSHOT_CHUNK_BYTES_MAX < options.chunk_bytes
-        {
+        if options.chunk_bytes == 0 || SNAPSHOT_CHUNK_BYTES_MAX < options.chunk_bytes {
             return Err(Error::InvalidOptions {
                 field: "chunk_bytes",
                 problem: format!("{} is zero or above the limit", options.chunk_bytes),
@@ -94,7 +96,7 @@ impl SnapshotStore {
         let scan = scan_snapshots(dir, Some(options.cluster_id))?;
         let mut removed = false;
         for event in &scan.events {
-            if event.situation.action().0 == crate::snapshot::SnapshotAction::RemoveFile {
+            if event.situation.action().0 == SnapshotAction::RemoveFile {
                 tracing::info!(file = %event.path.display(), situation = ?event.situation,
                     "removing a snapshot file left by a crash");
                 fs::remove_file(&event.path)
