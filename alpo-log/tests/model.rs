@@ -1,5 +1,6 @@
-//! Property test: random sequences of append, sync, truncate, compact, reopen and crash
-//! against an in-memory model; every read is compared with the model after every step.
+//! Property test: random sequences of append, sync, truncate, compact, reset, reopen and crash
+//! against an in-memory model; every read (through the `Log` and through a `LogView`) is
+//! compared with the model after every step.
 
 // Test helpers outside #[test] functions panic on failure too.
 #![allow(clippy::unwrap_used)]
@@ -29,6 +30,10 @@ enum Op {
     Compact {
         forward: u16,
     },
+    /// Start over at `last_index + 1 + forward` (after an installed snapshot).
+    Reset {
+        forward: u16,
+    },
     /// Close cleanly and reopen.
     Reopen,
     /// Drop without a sync (a process crash: written bytes survive in the page cache, buffered
@@ -46,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Sync),
         1 => (0u8..12).prop_map(|back| Op::Truncate { back }),
         1 => (0u16..60).prop_map(|forward| Op::Compact { forward }),
+        1 => (0u16..300).prop_map(|forward| Op::Reset { forward }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
     ]
@@ -112,6 +118,13 @@ fn apply(log: &mut Log, model: &mut Model, op: &Op, dir: &Path) {
             model.records.drain(..(first - model.first) as usize);
             model.first = first;
         }
+        Op::Reset { forward } => {
+            let first = model.last() + 1 + u64::from(forward);
+            log.reset(first).unwrap();
+            model.first = first;
+            model.records.clear();
+            model.durable = first - 1;
+        }
         Op::Reopen => {
             model.durable = log.sync().unwrap();
             reopen(log, dir);
@@ -156,6 +169,20 @@ fn check(log: &Log, model: &mut Model) {
     }
     assert!(log.entry(model.last() + 1).unwrap().is_none());
     assert_eq!(log.entries(..).count(), model.records.len());
+    // A view serves exactly the durable records.
+    let view = log.view();
+    assert_eq!(view.first_index(), model.first);
+    assert_eq!(view.durable_index(), model.durable);
+    let durable = view.read(model.first, u64::MAX, u64::MAX).unwrap();
+    assert_eq!(durable.len() as u64, model.durable + 1 - model.first);
+    for (record, (term, _, bytes)) in durable.iter().zip(&model.records) {
+        assert_eq!(record.term, *term);
+        assert_eq!(record.payload.as_ref(), bytes.as_slice());
+    }
+    if 1 < model.first {
+        let below = view.entry(model.first - 1);
+        assert!(matches!(below, Err(alpo_log::Error::Compacted { .. })));
+    }
 }
 
 proptest! {
