@@ -47,6 +47,26 @@ pub enum EntryKind {
     Noop = 2,
 }
 
+impl EntryKind {
+    /// The byte that stands for this kind in the wire format, the log's records and the input
+    /// trace (docs/formats.md); the one place that mapping is written.
+    #[must_use]
+    pub const fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind a byte stands for, or `None` for a byte no kind uses (damaged or foreign input;
+    /// the caller names where it was found).
+    #[must_use]
+    pub const fn from_byte(byte: u8) -> Option<EntryKind> {
+        match byte {
+            1 => Some(EntryKind::Normal),
+            2 => Some(EntryKind::Noop),
+            _ => None,
+        }
+    }
+}
+
 /// One log entry: `(index, term, kind, payload)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {

@@ -230,7 +230,7 @@ impl LogStore for Log {
             self,
             entry.index.0,
             entry.term.0,
-            entry.kind as u8,
+            entry.kind.to_byte(),
             &entry.payload,
         )?)
     }
@@ -315,15 +315,11 @@ fn read_entries(log: &Log, dir: &Path) -> Result<Vec<Entry>, Error> {
     let mut entries = Vec::new();
     for record in log.entries(..) {
         let record = record?;
-        let kind = match record.kind {
-            1 => EntryKind::Normal,
-            2 => EntryKind::Noop,
-            other => {
-                let (dir, index) = (dir.display(), record.index);
-                return Err(Error::Corrupt {
-                    what: format!("log entry {index} in {dir} has unknown kind {other}"),
-                });
-            }
+        let Some(kind) = EntryKind::from_byte(record.kind) else {
+            let (dir, index, other) = (dir.display(), record.index, record.kind);
+            return Err(Error::Corrupt {
+                what: format!("log entry {index} in {dir} has unknown kind {other}"),
+            });
         };
         entries.push(Entry {
             index: LogIndex(record.index),
