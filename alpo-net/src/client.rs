@@ -35,23 +35,10 @@ use crate::counters::{CounterCells, Counters, add, add_usize};
 use crate::error::{Error, Rejection};
 use crate::frame::{CLIENT_SENDER_ID, Frame, FrameKind, encode_frame};
 use crate::handshake::{ANY_RECEIVER, Hello, HelloPolicy, Role, decode_close};
-use crate::inbox::{Arrival, FrameSink, Handoff, Inbox, Incoming};
+use crate::inbox::{Arrival, ClientRequest, ConnectionId, FrameSink, Handoff, Inbox, Incoming};
 use crate::limits::{
     CLIENT_CONNECTION_COUNT_MAX, CLIENT_REPLY_BUFFER_BYTES_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
-
-/// Names one client connection on a [`ClientListener`]; never reused by that listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnectionId(pub u64);
-
-/// A request from a client: an opaque body whose frame was checked, and where to reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientRequest {
-    /// The connection it came on; pass it to [`ClientListener::reply`].
-    pub connection: ConnectionId,
-    /// The request body, as the client sent it.
-    pub body: Bytes,
-}
 
 /// How a [`ClientListener`] is set up. [`ClientListenerConfig::new`] fills the limits with the
 /// defaults from `limits.rs`.

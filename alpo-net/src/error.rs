@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 
 use alpo_core::{ClusterId, NodeId};
 
-use crate::frame::FrameKind;
-use crate::handshake::Role;
+use crate::kind::{FrameKind, Role};
 
 /// Why a connection was closed, as carried in a `Close` frame (one byte) and counted.
 ///

@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alpo_core::Message;
+use bytes::Bytes;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::client::ClientRequest;
 use crate::conn::Registration;
 use crate::counters::{CounterCells, add, add_usize};
 use crate::error::{Error, Rejection};
@@ -50,6 +50,19 @@ pub enum Incoming {
     Peer(Message),
     /// A request from a client.
     Client(ClientRequest),
+}
+
+/// Names one client connection on a [`crate::ClientListener`]; never reused by that listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// A request from a client: an opaque body whose frame was checked, and where to reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The connection it came on; pass it to [`crate::ClientListener::reply`].
+    pub connection: ConnectionId,
+    /// The request body, as the client sent it.
+    pub body: Bytes,
 }
 
 /// The receiving side of a node's connections. Pass it to [`crate::PeerTransport::start`] and
