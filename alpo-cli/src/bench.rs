@@ -252,7 +252,7 @@ fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<SocketAddr> {
                 Ok(status) => {
                     last = format!("{endpoint} is {:?} in term {}", status.role, status.term.0)
                 }
-                Err(error) => last = format!("{endpoint}: {error}"),
+                Err(error) => last = format!("{endpoint}: {:#}", anyhow::Error::new(error)),
             }
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -99,9 +99,56 @@ impl fmt::Display for TraceError {
             TraceError::Corrupt { offset, problem } => {
                 write!(f, "corrupt trace at byte {offset}: {problem}")
             }
-            TraceError::Config(error) => write!(f, "trace start refused: {error}"),
+            TraceError::Config(_) => write!(f, "trace start refused"),
         }
     }
 }
 
-impl std::error::Error for TraceError {}
+/// `Display` describes this level only; the refused configuration is the `source()`, so `{:#}`
+/// prints each cause once (the workspace's convention, docs/ARCHITECTURE.md "Errors").
+impl std::error::Error for TraceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TraceError::Config(error) => Some(error),
+            TraceError::Corrupt { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What anyhow's `{:#}` prints: the error, then each `source()`, `": "` between them.
+    fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let refused = TraceError::Config(ConfigError {
+            field: "members",
+            problem: "a member is listed twice".into(),
+        });
+        let text = with_causes(&refused);
+        assert_eq!(
+            text,
+            "trace start refused: invalid configuration: members: a member is listed twice"
+        );
+        let corrupt = TraceError::Corrupt {
+            offset: 9,
+            problem: "entry kind 7".into(),
+        };
+        assert_eq!(
+            with_causes(&corrupt),
+            "corrupt trace at byte 9: entry kind 7"
+        );
+    }
+}

@@ -309,7 +309,11 @@ impl Inbox {
             {
                 Ok(()) => inbound.watching_writable = true,
                 Err(error) => {
-                    tracing::warn!(peer = %inbound.peer, %error, "cannot watch a socket for room");
+                    tracing::warn!(
+                        peer = %inbound.peer,
+                        error = &error as &dyn std::error::Error,
+                        "cannot watch a socket for room"
+                    );
                     self.close(token, None);
                 }
             }
@@ -331,7 +335,11 @@ impl Inbox {
                 .registry()
                 .register(&mut SourceFd(&fd), token, Interest::READABLE)
         {
-            tracing::warn!(peer = %peer, %error, "cannot watch a new connection; closing it");
+            tracing::warn!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot watch a new connection; closing it"
+            );
             sink.on_close();
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -365,7 +373,11 @@ impl Inbox {
         match registry.reregister(&mut SourceFd(&fd), token, Interest::READABLE) {
             Ok(()) => inbound.watching_writable = false,
             Err(error) => {
-                tracing::warn!(peer = %inbound.peer, %error, "cannot stop watching for room");
+                tracing::warn!(
+                    peer = %inbound.peer,
+                    error = &error as &dyn std::error::Error,
+                    "cannot stop watching for room"
+                );
                 self.close(token, None);
             }
         }
@@ -414,7 +426,11 @@ impl Inbox {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    tracing::debug!(peer = %inbound.peer, %error, "connection ended");
+                    tracing::debug!(
+                        peer = %inbound.peer,
+                        error = &error as &dyn std::error::Error,
+                        "connection ended"
+                    );
                     return ReadEnd::Close(None);
                 }
             }
@@ -451,7 +467,11 @@ impl Inbox {
         self.unfinished.retain(|unfinished| *unfinished != token);
         let fd = inbound.stream.as_raw_fd();
         if let Err(error) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
-            tracing::debug!(peer = %inbound.peer, %error, "deregistering a closed connection");
+            tracing::debug!(
+                peer = %inbound.peer,
+                error = &error as &dyn std::error::Error,
+                "deregistering a closed connection"
+            );
         }
         if let Some(rejection) = rejection {
             reject_nonblocking(&inbound, &rejection);
@@ -521,7 +541,10 @@ impl Handoff {
         if !self.woken.swap(true, Ordering::SeqCst)
             && let Err(error) = self.waker.wake()
         {
-            tracing::error!(%error, "cannot wake the inbox");
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot wake the inbox"
+            );
         }
     }
 }

@@ -196,7 +196,11 @@ impl Applier {
         let command = match LogCommand::decode(entry.payload.clone()) {
             Ok(command) => command,
             Err(error) => {
-                tracing::warn!(index = entry.index.0, %error, "entry payload is not a command");
+                tracing::warn!(
+                    index = entry.index.0,
+                    error = &error as &dyn std::error::Error,
+                    "entry payload is not a command"
+                );
                 let reason = format!("entry {} is not a command: {error}", entry.index);
                 let data = entry.payload.clone();
                 return (

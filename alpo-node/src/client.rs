@@ -20,7 +20,7 @@ use alpo_net::ClientConnection;
 use crate::client_protocol::{
     ErrorCode, NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
 };
-use crate::error::Error;
+use crate::error::{Error, WithCauses};
 use crate::kv::KvResult;
 
 /// How a client waits and retries.
@@ -247,8 +247,12 @@ impl Client {
                 }
                 Ok(body) => return Ok(body),
                 Err(error) => {
-                    tracing::debug!(%target, %error, "attempt failed; trying another node");
-                    last_problem = format!("{target}: {error}");
+                    tracing::debug!(
+                        %target,
+                        error = &error as &dyn std::error::Error,
+                        "attempt failed; trying another node"
+                    );
+                    last_problem = format!("{target}: {}", WithCauses(&error));
                     self.connection = None;
                     self.pause_and_rotate();
                 }
