@@ -10,6 +10,7 @@ use crate::types::NodeId;
 
 /// Why a proposal was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// This server is not the leader (rule R1); `leader_hint` is the leader it last heard from.
     NotLeader {
@@ -81,6 +82,7 @@ impl std::error::Error for ConfigError {}
 
 /// Why an input trace could not be replayed (see `crate::trace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceError {
     /// The bytes are not a well-formed trace of this version.
     Corrupt {

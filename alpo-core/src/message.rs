@@ -26,6 +26,9 @@ pub struct Message {
 }
 
 /// The four kinds of message.
+///
+/// Deliberately exhaustive: every transport must carry every message, so a new one has to break
+/// the codec's `match` (a wildcard arm would drop it), and it is a wire change anyway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// A candidate asks for a vote (rules E2, E3).

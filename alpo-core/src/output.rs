@@ -22,6 +22,10 @@ use crate::message::Message;
 use crate::types::{Entry, HardState, LogIndex};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
+///
+/// Deliberately exhaustive (not `#[non_exhaustive]`): a driver must perform every output, so a
+/// new kind of output has to break every driver's `match` rather than fall into a wildcard arm
+/// that silently skips it.
 #[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

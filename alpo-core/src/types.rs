@@ -38,6 +38,9 @@ pub struct Incarnation(pub u64);
 pub struct Instant(pub u64);
 
 /// What an entry carries: a client's command, or a leader's no-op (rule R8).
+///
+/// Deliberately exhaustive: whoever applies entries must decide what each kind means, so a new
+/// kind has to break that `match` instead of falling into a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EntryKind {

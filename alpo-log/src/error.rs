@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in `alpo-log`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O call other than a sync failed.
     Io {
@@ -84,6 +85,7 @@ pub enum Error {
 
 /// What is wrong with damaged bytes on disk; part of [`Error::Corruption`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Corruption {
     /// The file is shorter than a segment or hard-state header.
     HeaderTruncated {

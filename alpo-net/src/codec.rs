@@ -29,6 +29,7 @@ const RESULT_REJECTED: u8 = 2;
 
 /// Why a message could not be encoded; the transport drops it and counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// An Append's entries are not consecutive from `prev_index + 1`: an ALPO bug.
     EntriesNotConsecutive {

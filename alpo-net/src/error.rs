@@ -18,6 +18,7 @@ use crate::kind::{FrameKind, Role};
 /// The numbers are part of the wire format; never reuse one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The frame did not start with the magic bytes: not ALPO, or the stream lost sync.
     BadMagic = 1,
@@ -61,6 +62,7 @@ pub enum CloseReason {
 
 /// What exactly was wrong with what a peer sent, with expected and found values.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// The first four bytes of a frame were not the magic.
     BadMagic {
@@ -173,6 +175,7 @@ pub enum Rejection {
 
 /// An error from alpo-net: it names the peer address and what was expected versus found.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A listener could not bind its address.
     Bind {

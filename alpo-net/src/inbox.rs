@@ -44,6 +44,9 @@ use crate::limits::{INBOX_EVENT_COUNT_MAX, INBOX_READ_BYTES_MAX, READ_CHUNK_BYTE
 const WAKE: Token = Token(usize::MAX);
 
 /// Something that arrived for the node.
+///
+/// Deliberately exhaustive: the node must handle everything that arrives, so a new kind has to
+/// break its `match` rather than be dropped by a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// A message from a peer, checked against the connection's handshake.

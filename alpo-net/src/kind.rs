@@ -11,6 +11,7 @@
 /// connections only), `0x20..=0x2f` the client protocol (client connections only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum FrameKind {
     /// The dialler's handshake: who it is and whom it wants.
     Hello = 0x01,

@@ -19,6 +19,7 @@ use crate::wire::DecodeError;
 
 /// What went wrong in a node or a client.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is invalid.
     Config {

@@ -249,6 +249,12 @@ impl EventLoop {
                     error_body(ErrorCode::TooLarge, error.to_string()),
                 );
             }
+            // A refusal newer than this code (`ProposeError` is non-exhaustive): nothing entered
+            // the log, so the client may try another node.
+            Err(error) => {
+                let body = error_body(ErrorCode::Unavailable, error.to_string());
+                self.reply(connection, id.seq, body);
+            }
         }
         Ok(())
     }
