@@ -1,4 +1,4 @@
-//! The messages servers exchange (section 4 of the protocol): vote requests and replies, appends
+//! The messages servers exchange (docs/protocol.md, Messages): vote requests and replies, appends
 //! (heartbeats are appends without entries) and append replies.
 //!
 //! Invariants: every message names its sender, its receiver, the sender's term and incarnation.

@@ -1,7 +1,8 @@
 //! What the core asks its driver to do, as one ordered list, and the ordering contract.
 //!
 //! # Ordering contract
-//! The driver performs outputs in list order, with these rules (section 8 of the protocol):
+//! The driver performs outputs in list order, with these rules (docs/protocol.md, The driving
+//! contract):
 //!
 //! 1. [`Output::SaveHardState`] is synchronous: the term and vote must be durable (file written,
 //!    fsync'd, renamed, directory fsync'd) **before** any later output in the list is performed.

@@ -106,7 +106,7 @@ pub struct Rank {
     pub id: NodeId,
 }
 
-/// What must survive a crash besides the log (section 3 of the protocol): the current term and
+/// What must survive a crash besides the log (docs/protocol.md, State): the current term and
 /// the vote cast in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HardState {

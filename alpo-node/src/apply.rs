@@ -7,7 +7,7 @@
 //! in, otherwise (the entry was lost with its leader) with a retryable error; the session table
 //! turns a retried request into the first application's outcome; `applied` (shared with the
 //! event loop) is the index of the last entry applied, and reads return only entries at or
-//! below it — committed entries only (section 9 of the protocol).
+//! below it — committed entries only (docs/protocol.md, Clients).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //!
 //! Invariants: one request is in flight per client at a time; every new request gets the next
 //! sequence number and every retry of it reuses that number, so the node's session table applies
-//! it once however often it is sent (section 9 of the protocol); a response whose sequence
+//! it once however often it is sent (docs/protocol.md, Clients); a response whose sequence
 //! number is not the one awaited (a late answer to an earlier attempt) is skipped; every wait is
 //! bounded by `ClientOptions::attempt_timeout` and the whole request by `request_timeout`.
 

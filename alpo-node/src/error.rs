@@ -75,7 +75,7 @@ pub enum Error {
         /// Why it stopped.
         reason: String,
     },
-    /// A fatal error ended the node's event loop: a failed log write or sync (style rule 17,
+    /// A fatal error ended the node's event loop: a failed log write or sync (never retried,
     /// docs/operations.md), a failed hard-state save, a broken inbox. `Server::stop` returns it
     /// and `Server::failure` shares it. Transparent: it displays the error that ended the loop
     /// (match on it, e.g. [`Error::Log`] whose `is_fatal()` is true for a failed sync).

@@ -1,7 +1,7 @@
 //! A running node: opens the log and hard state from the data directory, starts the transport
 //! and the client listener, and launches the event loop, storage and apply threads.
 //!
-//! Start-up sequence (rule E0 and section 8 of the protocol):
+//! Start-up sequence (rule E0 and docs/protocol.md, The driving contract):
 //! 1. create the data directory; open the log (alpo-log recovers a torn tail, refuses damage
 //!    elsewhere with an error naming the file and offset);
 //! 2. load the hard state (term, vote, incarnation), bump the incarnation and store it durably

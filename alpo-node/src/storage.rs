@@ -10,7 +10,7 @@
 //! Invariants: operations are performed in the order the core emitted them; a position is
 //! published only after the sync that covers it returned; the published position only moves
 //! forward within a term's log (a truncation can move it back, to a shorter prefix that was
-//! durable already). A failed write or sync is fatal (style rule 17): the thread publishes the
+//! durable already). A failed write or sync is fatal (docs/operations.md): the thread publishes the
 //! typed `alpo_log::Error`, which names the file, and stops; it never retries.
 
 use std::sync::Arc;
