@@ -3,8 +3,8 @@
 //! core waits on all of its clients' sockets; `bench_driver.rs`): an `append` of a
 //! `--value-size`-byte value, or with `--op put` a `put` of a fresh key. The first `--warmup`
 //! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
-//! The result is one JSON line with the same fields as the etcd anchor's load generator
-//! (`../shared/bench/loadgen`): `clients, value_size, ops, seconds, throughput_ops_s, p50_us,
+//! The result is one JSON line with the same fields as the load generator of the etcd
+//! comparison (docs/benchmarks.md): `clients, value_size, ops, seconds, throughput_ops_s, p50_us,
 //! p90_us, p99_us, p999_us, max_us, errors` (plus `backend`, `op`, `mean_us`, `warmup_s`), or a
 //! small table without `--json`.
 //!
@@ -252,7 +252,7 @@ fn wait_for_leader(flags: &ClientFlags) -> anyhow::Result<SocketAddr> {
                 Ok(status) => {
                     last = format!("{endpoint} is {:?} in term {}", status.role, status.term.0)
                 }
-                Err(error) => last = format!("{endpoint}: {error}"),
+                Err(error) => last = format!("{endpoint}: {:#}", anyhow::Error::new(error)),
             }
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -256,9 +256,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 all_answered = false;
+                let error = format!("{:#}", anyhow::Error::new(error));
                 let json = Value::Object(vec![
                     ("endpoint", Value::String(endpoint.to_string())),
-                    ("error", Value::String(error.to_string())),
+                    ("error", Value::String(error.clone())),
                 ]);
                 print(
                     args.flags.json,

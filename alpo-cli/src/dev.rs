@@ -104,7 +104,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     for server in servers {
         if let Err(error) = server.stop() {
-            eprintln!("alpo: {error}");
+            eprintln!("alpo: {:#}", anyhow::Error::new(error));
         }
     }
     say!("stopped");
@@ -219,8 +219,9 @@ fn wait_for_stop(stop: &std::sync::mpsc::Receiver<()>, servers: &[Server]) -> bo
             return false;
         }
         if let Some(server) = servers.iter().find(|s| s.is_stopped()) {
-            let reason = server.failure().unwrap_or_else(|| "unknown".into());
-            eprintln!("alpo: node {}: {reason}", server.id());
+            let failure = server.failure();
+            let error = failure.map_or_else(|| anyhow::anyhow!("unknown"), anyhow::Error::new);
+            eprintln!("alpo: node {}: {error:#}", server.id());
             return true;
         }
     }

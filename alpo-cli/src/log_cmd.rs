@@ -112,14 +112,14 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
     let reader = match LogReader::open(dir) {
         Ok(reader) => reader,
         Err(error) => {
-            writeln!(out, "damaged: {error}")?;
+            writeln!(out, "damaged: {:#}", anyhow::Error::new(error))?;
             return Ok(ExitCode::from(1));
         }
     };
     // The scan checked every CRC already; read every record once more as the node would.
     for record in reader.entries(..) {
         if let Err(error) = record {
-            writeln!(out, "damaged: {error}")?;
+            writeln!(out, "damaged: {:#}", anyhow::Error::new(error))?;
             return Ok(ExitCode::from(1));
         }
     }

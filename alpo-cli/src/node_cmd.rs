@@ -74,8 +74,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     );
     while stop.recv_timeout(Duration::from_millis(200)).is_err() {
         if server.is_stopped() {
-            let reason = server.failure().unwrap_or_else(|| "unknown".into());
-            anyhow::bail!("node {}: {reason}", server.id());
+            let id = server.id();
+            let failure = server.failure();
+            let error = failure.map_or_else(|| anyhow::anyhow!("unknown"), anyhow::Error::new);
+            return Err(error.context(format!("node {id}")));
         }
     }
     server.stop().context("stopping the node")?;

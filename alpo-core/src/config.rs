@@ -1,5 +1,5 @@
-//! A server's protocol configuration: who is in the cluster, the timing ranges of section 5 of the
-//! protocol, the optional rules (deferral, pre-vote, check-quorum), limits and the random seed.
+//! A server's protocol configuration: who is in the cluster, the timing ranges (docs/protocol.md,
+//! Timing), the optional rules (deferral, pre-vote, check-quorum), limits and the random seed.
 //!
 //! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
 //! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
@@ -68,7 +68,7 @@ pub enum InjectedBug {
 }
 
 impl Config {
-    /// The LAN defaults of section 5 of the protocol: `H` = 50 ms, `P` in [300, 600) ms,
+    /// The LAN defaults (docs/protocol.md, Timing): `H` = 50 ms, `P` in [300, 600) ms,
     /// `C` in [150, 300) ms, deferral, pre-vote and check-quorum on, the limits in `limits`.
     #[must_use]
     pub fn lan(id: NodeId, members: Vec<NodeId>, seed: u64) -> Config {

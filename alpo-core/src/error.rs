@@ -10,6 +10,7 @@ use crate::types::NodeId;
 
 /// Why a proposal was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// This server is not the leader (rule R1); `leader_hint` is the leader it last heard from.
     NotLeader {
@@ -81,6 +82,7 @@ impl std::error::Error for ConfigError {}
 
 /// Why an input trace could not be replayed (see `crate::trace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceError {
     /// The bytes are not a well-formed trace of this version.
     Corrupt {
@@ -99,9 +101,56 @@ impl fmt::Display for TraceError {
             TraceError::Corrupt { offset, problem } => {
                 write!(f, "corrupt trace at byte {offset}: {problem}")
             }
-            TraceError::Config(error) => write!(f, "trace start refused: {error}"),
+            TraceError::Config(_) => write!(f, "trace start refused"),
         }
     }
 }
 
-impl std::error::Error for TraceError {}
+/// `Display` describes this level only; the refused configuration is the `source()`, so `{:#}`
+/// prints each cause once (the workspace's convention, docs/ARCHITECTURE.md "Errors").
+impl std::error::Error for TraceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TraceError::Config(error) => Some(error),
+            TraceError::Corrupt { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What anyhow's `{:#}` prints: the error, then each `source()`, `": "` between them.
+    fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let refused = TraceError::Config(ConfigError {
+            field: "members",
+            problem: "a member is listed twice".into(),
+        });
+        let text = with_causes(&refused);
+        assert_eq!(
+            text,
+            "trace start refused: invalid configuration: members: a member is listed twice"
+        );
+        let corrupt = TraceError::Corrupt {
+            offset: 9,
+            problem: "entry kind 7".into(),
+        };
+        assert_eq!(
+            with_causes(&corrupt),
+            "corrupt trace at byte 9: entry kind 7"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Coverage marks: tie each protocol rule (E0–E8, R1–R11) to the branch that implements it and
-//! to the one test that checks it (house style rule 39, after rust-analyzer's `cov_mark`).
+//! to the one test that checks it (`docs/protocol.md` lists rule → mark → test; after
+//! rust-analyzer's `cov_mark`).
 //!
 //! In code, `mark::hit!(e4_vote_granted)` records that the branch ran. In a unit test,
 //! `mark::check!(e4_vote_granted)` at the start of the test asserts, when the test ends, that the

@@ -1,4 +1,4 @@
-//! The messages servers exchange (section 4 of the protocol): vote requests and replies, appends
+//! The messages servers exchange (docs/protocol.md, Messages): vote requests and replies, appends
 //! (heartbeats are appends without entries) and append replies.
 //!
 //! Invariants: every message names its sender, its receiver, the sender's term and incarnation.
@@ -26,6 +26,9 @@ pub struct Message {
 }
 
 /// The four kinds of message.
+///
+/// Deliberately exhaustive: every transport must carry every message, so a new one has to break
+/// the codec's `match` (a wildcard arm would drop it), and it is a wire change anyway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// A candidate asks for a vote (rules E2, E3).

@@ -56,7 +56,7 @@ pub struct Proposal {
     pub term: Term,
 }
 
-/// A server's role (section 2 of the protocol).
+/// A server's role (docs/protocol.md, Glossary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Follows a leader and votes (ALPO's "passive").

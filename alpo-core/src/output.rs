@@ -1,7 +1,8 @@
 //! What the core asks its driver to do, as one ordered list, and the ordering contract.
 //!
 //! # Ordering contract
-//! The driver performs outputs in list order, with these rules (section 8 of the protocol):
+//! The driver performs outputs in list order, with these rules (docs/protocol.md, The driving
+//! contract):
 //!
 //! 1. [`Output::SaveHardState`] is synchronous: the term and vote must be durable (file written,
 //!    fsync'd, renamed, directory fsync'd) **before** any later output in the list is performed.
@@ -22,6 +23,10 @@ use crate::message::Message;
 use crate::types::{Entry, HardState, LogIndex};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
+///
+/// Deliberately exhaustive (not `#[non_exhaustive]`): a driver must perform every output, so a
+/// new kind of output has to break every driver's `match` rather than fall into a wildcard arm
+/// that silently skips it.
 #[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

@@ -1,5 +1,5 @@
 //! One test per protocol rule (E0–E8, R1–R11), each checking the coverage marks at the branches
-//! that implement the rule (house style rule 39); `docs/protocol.md` lists rule → function →
+//! that implement the rule; `docs/protocol.md` lists rule → function →
 //! test. Single-node tests assert on the exact, ordered output list; multi-node tests drive a
 //! [`crate::testkit::Cluster`] by hand.
 
@@ -813,7 +813,7 @@ fn a_restarted_follower_is_probed_again() {
 }
 
 /// Every mark hit in the engine is checked by exactly one test, and `docs/protocol.md` names it
-/// (house style rule 39: rule → branch → test, checkable).
+/// (rule → branch → test, checkable).
 #[test]
 fn every_mark_is_checked_once_and_documented() {
     let sources = [

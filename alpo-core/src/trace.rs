@@ -257,7 +257,7 @@ impl Writer {
     fn entry(&mut self, entry: &Entry) {
         self.u64(entry.index.0);
         self.u64(entry.term.0);
-        self.u8(entry.kind as u8);
+        self.u8(entry.kind.to_byte());
         self.payload(&entry.payload);
     }
 
@@ -453,11 +453,9 @@ impl<'a> Reader<'a> {
     fn entry(&mut self) -> Result<Entry, TraceError> {
         let index = LogIndex(self.u64()?);
         let term = Term(self.u64()?);
-        let kind = match self.u8()? {
-            1 => EntryKind::Normal,
-            2 => EntryKind::Noop,
-            other => return Err(self.error(self.offset - 1, &format!("entry kind {other}"))),
-        };
+        let byte = self.u8()?;
+        let kind = EntryKind::from_byte(byte)
+            .ok_or_else(|| self.error(self.offset - 1, &format!("entry kind {byte}")))?;
         let payload = self.payload()?;
         Ok(Entry {
             index,

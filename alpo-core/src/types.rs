@@ -38,6 +38,9 @@ pub struct Incarnation(pub u64);
 pub struct Instant(pub u64);
 
 /// What an entry carries: a client's command, or a leader's no-op (rule R8).
+///
+/// Deliberately exhaustive: whoever applies entries must decide what each kind means, so a new
+/// kind has to break that `match` instead of falling into a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EntryKind {
@@ -45,6 +48,26 @@ pub enum EntryKind {
     Normal = 1,
     /// The empty entry a new leader appends in its own term (rule R8); its payload is empty.
     Noop = 2,
+}
+
+impl EntryKind {
+    /// The byte that stands for this kind in the wire format, the log's records and the input
+    /// trace (docs/formats.md); the one place that mapping is written.
+    #[must_use]
+    pub const fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind a byte stands for, or `None` for a byte no kind uses (damaged or foreign input;
+    /// the caller names where it was found).
+    #[must_use]
+    pub const fn from_byte(byte: u8) -> Option<EntryKind> {
+        match byte {
+            1 => Some(EntryKind::Normal),
+            2 => Some(EntryKind::Noop),
+            _ => None,
+        }
+    }
 }
 
 /// One log entry: `(index, term, kind, payload)`.
@@ -83,7 +106,7 @@ pub struct Rank {
     pub id: NodeId,
 }
 
-/// What must survive a crash besides the log (section 3 of the protocol): the current term and
+/// What must survive a crash besides the log (docs/protocol.md, State): the current term and
 /// the vote cast in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HardState {

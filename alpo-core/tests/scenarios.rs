@@ -1,4 +1,4 @@
-//! The scenarios S1–S8 of the protocol (`shared/protocol.md` section 11), each a deterministic,
+//! The scenarios S1–S8 of the protocol (docs/protocol.md names each), each a deterministic,
 //! hand-driven test: several nodes, with the test choosing which messages arrive, who times out
 //! first, when disks sync, and who crashes.
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in `alpo-log`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O call other than a sync failed.
     Io {
@@ -116,6 +117,7 @@ pub enum Error {
 
 /// What is wrong with damaged bytes on disk; part of [`Error::Corruption`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Corruption {
     /// The file is shorter than a segment or hard-state header.
     HeaderTruncated {
@@ -248,12 +250,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io {
-                path,
-                operation,
-                source,
-            } => write!(f, "{operation} {}: {source}", path.display()),
-            Error::SyncFailed { path, source } => {
-                write!(f, "fatal: sync of {} failed: {source}", path.display())
+                path, operation, ..
+            } => write!(f, "{operation} {}", path.display()),
+            Error::SyncFailed { path, .. } => {
+                write!(f, "fatal: sync of {} failed", path.display())
             }
             Error::Poisoned => write!(f, "log is unusable after an earlier fatal error"),
             Error::Locked { path } => {
@@ -366,9 +366,16 @@ impl fmt::Display for Corruption {
     }
 }
 
-// `source()` stays `None`: each message already ends with the operating system's error, and
-// returning it too would print it twice in a `{:#}` chain.
-impl std::error::Error for Error {}
+/// The workspace's convention (docs/ARCHITECTURE.md, Errors): `Display` describes this level
+/// only, and the operating system's error is the `source()`, so `{:#}` prints each cause once.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::SyncFailed { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl Error {
     /// True for [`Error::SyncFailed`] and [`Error::Poisoned`]: the node must stop. Any other
@@ -467,5 +474,44 @@ impl Corruption {
             ),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What anyhow's `{:#}` prints: the error, then each `source()`, `": "` between them.
+    fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let error = Error::io("/data/LOCK", "open", io::Error::other("permission denied"));
+        assert_eq!(error.to_string(), "open /data/LOCK");
+        assert_eq!(with_causes(&error), "open /data/LOCK: permission denied");
+        let sync = Error::SyncFailed {
+            path: "/data/0000000000000001.alpolog".into(),
+            source: io::Error::other("disk on fire"),
+        };
+        let text = with_causes(&sync);
+        assert_eq!(
+            text,
+            "fatal: sync of /data/0000000000000001.alpolog failed: disk on fire"
+        );
+        // Damage is this level's own account, printed here, and no source.
+        let damage = Error::corruption("/data/x.alpolog", 16, Corruption::BadMagic);
+        assert_eq!(
+            with_causes(&damage),
+            "corrupt log file /data/x.alpolog at byte 16: bad magic bytes"
+        );
     }
 }

@@ -725,7 +725,11 @@ impl Log {
     fn fatal<T>(&mut self, step: impl FnOnce(&mut Log) -> Result<T, Error>) -> Result<T, Error> {
         let result = step(self);
         if let Err(error) = &result {
-            tracing::error!(%error, dir = %self.dir.display(), "log failed; it is now unusable");
+            tracing::error!(
+                error = error as &dyn std::error::Error,
+                dir = %self.dir.display(),
+                "log failed; it is now unusable"
+            );
             self.poisoned = true;
         }
         result

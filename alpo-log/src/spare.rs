@@ -74,7 +74,10 @@ impl Spare {
                 pace,
             }),
             Err(error) => {
-                tracing::warn!(%error, "cannot start the spare-segment thread");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot start the spare-segment thread"
+                );
                 None
             }
         }
@@ -96,7 +99,10 @@ impl Spare {
             // Only `abandon` stops a preparation, and it consumes the spare.
             Ok(Ok(None)) => return Ok(None),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "the spare segment could not be prepared");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "the spare segment could not be prepared"
+                );
                 return Ok(None);
             }
             Err(_) => {

@@ -35,23 +35,10 @@ use crate::counters::{CounterCells, Counters, add, add_usize};
 use crate::error::{Error, Rejection};
 use crate::frame::{CLIENT_SENDER_ID, Frame, FrameKind, encode_frame};
 use crate::handshake::{ANY_RECEIVER, Hello, HelloPolicy, Role, decode_close};
-use crate::inbox::{Arrival, FrameSink, Handoff, Inbox, Incoming};
+use crate::inbox::{Arrival, ClientRequest, ConnectionId, FrameSink, Handoff, Inbox, Incoming};
 use crate::limits::{
     CLIENT_CONNECTION_COUNT_MAX, CLIENT_REPLY_BUFFER_BYTES_MAX, RECONNECT_BACKOFF_MS_MIN,
 };
-
-/// Names one client connection on a [`ClientListener`]; never reused by that listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnectionId(pub u64);
-
-/// A request from a client: an opaque body whose frame was checked, and where to reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientRequest {
-    /// The connection it came on; pass it to [`ClientListener::reply`].
-    pub connection: ConnectionId,
-    /// The request body, as the client sent it.
-    pub body: Bytes,
-}
 
 /// How a [`ClientListener`] is set up. [`ClientListenerConfig::new`] fills the limits with the
 /// defaults from `limits.rs`.
@@ -337,7 +324,11 @@ impl ReplyOut {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
-                    tracing::debug!(peer = %self.peer, %error, "client connection lost");
+                    tracing::debug!(
+                        peer = %self.peer,
+                        error = &error as &dyn std::error::Error,
+                        "client connection lost"
+                    );
                     add(&counters.messages_dropped_link_lost, 1);
                     buffer.broken = true;
                     // The inbox sees the connection end and removes it.
@@ -471,7 +462,10 @@ fn accept_loop(listener: &TcpListener, context: &Arc<ListenerContext>) {
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "accept on the client listener failed");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "accept on the client listener failed"
+                );
                 let pause = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
                 if shared.shutdown.recv_timeout(pause) == Err(RecvTimeoutError::Disconnected) {
                     return;
@@ -492,7 +486,11 @@ fn accept_loop(listener: &TcpListener, context: &Arc<ListenerContext>) {
             .threads
             .spawn(name, move || serve_client(connection, serving));
         if let Err(error) = spawned {
-            tracing::error!(peer = %peer, %error, "cannot serve a client connection");
+            tracing::error!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot serve a client connection"
+            );
         }
     }
 }
@@ -520,7 +518,11 @@ fn serve_client(mut connection: Connection, context: Arc<ListenerContext>) {
     let reply_stream = match prepared {
         Ok(stream) => stream,
         Err(error) => {
-            tracing::warn!(peer = %peer, %error, "cannot prepare a client connection");
+            tracing::warn!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot prepare a client connection"
+            );
             return;
         }
     };

@@ -29,6 +29,7 @@ const RESULT_REJECTED: u8 = 2;
 
 /// Why a message could not be encoded; the transport drops it and counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// An Append's entries are not consecutive from `prev_index + 1`: an ALPO bug.
     EntriesNotConsecutive {
@@ -157,7 +158,7 @@ fn encode_append(append: &Append, out: &mut Vec<u8>) -> Result<(), EncodeError> 
         let payload_bytes =
             u32::try_from(entry.payload.len()).map_err(|_| too_large(entry.payload.len()))?;
         put_u64(out, entry.term.0);
-        out.push(entry.kind as u8);
+        out.push(entry.kind.to_byte());
         put_u32(out, payload_bytes);
         out.extend_from_slice(&entry.payload);
     }
@@ -246,11 +247,8 @@ fn decode_append(reader: &mut BodyReader) -> Result<Append, Rejection> {
                 .ok_or_else(|| reader.malformed("entry index overflows u64"))?,
         );
         let term = Term(reader.u64("body ends inside an entry term")?);
-        let kind = match reader.u8("body ends inside an entry kind")? {
-            1 => EntryKind::Normal,
-            2 => EntryKind::Noop,
-            _ => return Err(reader.malformed_before(1, "unknown entry kind")),
-        };
+        let kind = EntryKind::from_byte(reader.u8("body ends inside an entry kind")?)
+            .ok_or_else(|| reader.malformed_before(1, "unknown entry kind"))?;
         let payload_bytes = reader.u32("body ends inside an entry payload length")?;
         let payload = reader.bytes(payload_bytes, "body ends inside an entry payload")?;
         entries.push(Entry {

@@ -179,11 +179,19 @@ impl Connection {
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr, cluster_id: ClusterId) -> Connection {
         // Small messages must leave at once; batching is done by the writer, not by Nagle.
         if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(peer = %peer, %error, "cannot set TCP_NODELAY");
+            tracing::debug!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot set TCP_NODELAY"
+            );
         }
         if let Err(error) = stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)))
         {
-            tracing::debug!(peer = %peer, %error, "cannot set the write timeout");
+            tracing::debug!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot set the write timeout"
+            );
         }
         Connection {
             stream,
@@ -287,14 +295,22 @@ impl Connection {
             Err(Error::Rejected { rejection, .. }) => Err(rejection),
             Err(Error::Timeout { waited_ms, .. }) => Err(Rejection::HandshakeTimeout { waited_ms }),
             Err(error) => {
-                tracing::debug!(peer = %self.peer, %error, "connection ended before its hello");
+                tracing::debug!(
+                    peer = %self.peer,
+                    error = &error as &dyn std::error::Error,
+                    "connection ended before its hello"
+                );
                 return None;
             }
         };
         match checked {
             Ok(hello) => {
                 if let Err(error) = self.stream.set_read_timeout(None) {
-                    tracing::debug!(peer = %self.peer, %error, "cannot clear the read timeout");
+                    tracing::debug!(
+                        peer = %self.peer,
+                        error = &error as &dyn std::error::Error,
+                        "cannot clear the read timeout"
+                    );
                 }
                 self.write_frame(FrameKind::Welcome, sender, &[], counters)
                     .ok()?;

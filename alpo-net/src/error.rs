@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 
 use alpo_core::{ClusterId, NodeId};
 
-use crate::frame::FrameKind;
-use crate::handshake::Role;
+use crate::kind::{FrameKind, Role};
 
 /// Why a connection was closed, as carried in a `Close` frame (one byte) and counted.
 ///
 /// The numbers are part of the wire format; never reuse one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The frame did not start with the magic bytes: not ALPO, or the stream lost sync.
     BadMagic = 1,
@@ -62,6 +62,7 @@ pub enum CloseReason {
 
 /// What exactly was wrong with what a peer sent, with expected and found values.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// The first four bytes of a frame were not the magic.
     BadMagic {
@@ -174,6 +175,7 @@ pub enum Rejection {
 
 /// An error from alpo-net: it names the peer address and what was expected versus found.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A listener could not bind its address.
     Bind {
@@ -394,15 +396,13 @@ impl fmt::Display for Rejection {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
             Error::Config { field, problem } => {
                 write!(f, "invalid configuration: {field}: {problem}")
             }
             Error::Io {
-                peer,
-                operation,
-                source,
-            } => write!(f, "{operation} with peer {peer} failed: {source}"),
+                peer, operation, ..
+            } => write!(f, "{operation} with peer {peer} failed"),
             Error::Rejected { peer, rejection } => {
                 write!(f, "closed connection with peer {peer}: {rejection}")
             }
@@ -422,14 +422,16 @@ impl fmt::Display for Error {
                     "body of {bytes} bytes exceeds the frame maximum of {max} bytes"
                 )
             }
-            Error::Spawn { source } => write!(f, "cannot start a thread: {source}"),
-            Error::Poll { operation, source } => {
-                write!(f, "inbox poll ({operation}) failed: {source}")
-            }
+            Error::Spawn { .. } => write!(f, "cannot start a thread"),
+            Error::Poll { operation, .. } => write!(f, "inbox poll ({operation}) failed"),
         }
     }
 }
 
+/// The workspace's convention (docs/ARCHITECTURE.md, Errors): `Display` describes this level
+/// only and the operating system's error is the `source()`, so `{:#}` prints each cause once. A
+/// [`Rejection`] is this crate's own account of the same failure, so `Rejected` prints it and
+/// returns no source.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -447,6 +449,50 @@ impl std::error::Error for Rejection {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What anyhow's `{:#}` prints: the error, then each `source()`, `": "` between them.
+    fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let bind = Error::Bind {
+            addr,
+            source: io::Error::other("address in use"),
+        };
+        assert_eq!(bind.to_string(), "cannot listen on 127.0.0.1:7001");
+        assert_eq!(
+            with_causes(&bind),
+            "cannot listen on 127.0.0.1:7001: address in use"
+        );
+        let io = Error::Io {
+            peer: addr,
+            operation: "connect",
+            source: io::Error::other("connection refused"),
+        };
+        let text = with_causes(&io);
+        assert_eq!(
+            text,
+            "connect with peer 127.0.0.1:7001 failed: connection refused"
+        );
+        // A rejection is this crate's own account of the failure: printed once, no source.
+        let rejected = Error::Rejected {
+            peer: addr,
+            rejection: Rejection::UnknownKind { found: 0x7f },
+        };
+        let text = with_causes(&rejected);
+        assert_eq!(text.matches("unknown_kind").count(), 1, "{text}");
+        assert!(std::error::Error::source(&rejected).is_none());
+    }
 
     #[test]
     fn close_reason_bytes_round_trip_and_are_distinct() {

@@ -13,6 +13,7 @@ use alpo_core::ClusterId;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::Rejection;
+pub use crate::kind::FrameKind;
 use crate::limits::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
 
 /// The first four bytes of every frame: a byte with the high bit set (catches 7-bit channels),
@@ -24,33 +25,6 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The sender id a client puts in its frames (clients have no node id).
 pub const CLIENT_SENDER_ID: u64 = u64::MAX;
-
-/// What a frame carries. The numbers are part of the wire format.
-///
-/// Ranges: `0x01..=0x0f` connection control (both listeners), `0x10..=0x1f` peer messages (peer
-/// connections only), `0x20..=0x2f` the client protocol (client connections only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum FrameKind {
-    /// The dialler's handshake: who it is and whom it wants.
-    Hello = 0x01,
-    /// The listener's answer to an accepted `Hello`.
-    Welcome = 0x02,
-    /// The sender is closing the connection; the body says why.
-    Close = 0x03,
-    /// An `alpo_core::VoteRequest` message.
-    VoteRequest = 0x10,
-    /// An `alpo_core::VoteReply` message.
-    VoteReply = 0x11,
-    /// An `alpo_core::Append` message.
-    Append = 0x12,
-    /// An `alpo_core::AppendReply` message.
-    AppendReply = 0x13,
-    /// A client's request; the body is opaque to alpo-net.
-    ClientRequest = 0x20,
-    /// A server's response to a client; the body is opaque to alpo-net.
-    ClientResponse = 0x21,
-}
 
 /// A frame header, checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,31 +69,6 @@ pub struct FrameStart(usize);
 pub struct BodyTooLarge {
     /// The body's size in bytes.
     pub bytes: u64,
-}
-
-impl FrameKind {
-    /// The kind a wire byte stands for, if any.
-    #[must_use]
-    pub fn from_u8(byte: u8) -> Option<FrameKind> {
-        Some(match byte {
-            0x01 => FrameKind::Hello,
-            0x02 => FrameKind::Welcome,
-            0x03 => FrameKind::Close,
-            0x10 => FrameKind::VoteRequest,
-            0x11 => FrameKind::VoteReply,
-            0x12 => FrameKind::Append,
-            0x13 => FrameKind::AppendReply,
-            0x20 => FrameKind::ClientRequest,
-            0x21 => FrameKind::ClientResponse,
-            _ => return None,
-        })
-    }
-
-    /// Whether this kind carries an `alpo_core::Message`.
-    #[must_use]
-    pub fn is_peer_message(self) -> bool {
-        (0x10..=0x1f).contains(&(self as u8))
-    }
 }
 
 /// Starts a frame at the end of `out`: reserves the header, which [`finish_frame`] fills in

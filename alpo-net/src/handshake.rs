@@ -10,22 +10,13 @@ use alpo_core::NodeId;
 
 use crate::error::{CloseReason, Rejection};
 use crate::frame::{CLIENT_SENDER_ID, Frame, FrameKind};
+pub use crate::kind::Role;
 
 /// The receiver id a client puts in its `Hello`: any server will do.
 pub const ANY_RECEIVER: u64 = u64::MAX;
 
 /// Bytes in a `Hello` body: role, seven reserved bytes, receiver.
 pub const HELLO_BODY_BYTES: usize = 16;
-
-/// What a connection carries, declared in the `Hello`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Role {
-    /// A server dialling a server: peer messages flow from dialler to listener.
-    Peer = 1,
-    /// A client dialling a server's client listener: requests one way, responses the other.
-    Client = 2,
-}
 
 /// A decoded `Hello`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

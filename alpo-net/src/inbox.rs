@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alpo_core::Message;
+use bytes::Bytes;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::client::ClientRequest;
 use crate::conn::Registration;
 use crate::counters::{CounterCells, add, add_usize};
 use crate::error::{Error, Rejection};
@@ -44,12 +44,28 @@ use crate::limits::{INBOX_EVENT_COUNT_MAX, INBOX_READ_BYTES_MAX, READ_CHUNK_BYTE
 const WAKE: Token = Token(usize::MAX);
 
 /// Something that arrived for the node.
+///
+/// Deliberately exhaustive: the node must handle everything that arrives, so a new kind has to
+/// break its `match` rather than be dropped by a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// A message from a peer, checked against the connection's handshake.
     Peer(Message),
     /// A request from a client.
     Client(ClientRequest),
+}
+
+/// Names one client connection on a [`crate::ClientListener`]; never reused by that listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// A request from a client: an opaque body whose frame was checked, and where to reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The connection it came on; pass it to [`crate::ClientListener::reply`].
+    pub connection: ConnectionId,
+    /// The request body, as the client sent it.
+    pub body: Bytes,
 }
 
 /// The receiving side of a node's connections. Pass it to [`crate::PeerTransport::start`] and
@@ -296,7 +312,11 @@ impl Inbox {
             {
                 Ok(()) => inbound.watching_writable = true,
                 Err(error) => {
-                    tracing::warn!(peer = %inbound.peer, %error, "cannot watch a socket for room");
+                    tracing::warn!(
+                        peer = %inbound.peer,
+                        error = &error as &dyn std::error::Error,
+                        "cannot watch a socket for room"
+                    );
                     self.close(token, None);
                 }
             }
@@ -318,7 +338,11 @@ impl Inbox {
                 .registry()
                 .register(&mut SourceFd(&fd), token, Interest::READABLE)
         {
-            tracing::warn!(peer = %peer, %error, "cannot watch a new connection; closing it");
+            tracing::warn!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot watch a new connection; closing it"
+            );
             sink.on_close();
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -352,7 +376,11 @@ impl Inbox {
         match registry.reregister(&mut SourceFd(&fd), token, Interest::READABLE) {
             Ok(()) => inbound.watching_writable = false,
             Err(error) => {
-                tracing::warn!(peer = %inbound.peer, %error, "cannot stop watching for room");
+                tracing::warn!(
+                    peer = %inbound.peer,
+                    error = &error as &dyn std::error::Error,
+                    "cannot stop watching for room"
+                );
                 self.close(token, None);
             }
         }
@@ -401,7 +429,11 @@ impl Inbox {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    tracing::debug!(peer = %inbound.peer, %error, "connection ended");
+                    tracing::debug!(
+                        peer = %inbound.peer,
+                        error = &error as &dyn std::error::Error,
+                        "connection ended"
+                    );
                     return ReadEnd::Close(None);
                 }
             }
@@ -438,7 +470,11 @@ impl Inbox {
         self.unfinished.retain(|unfinished| *unfinished != token);
         let fd = inbound.stream.as_raw_fd();
         if let Err(error) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
-            tracing::debug!(peer = %inbound.peer, %error, "deregistering a closed connection");
+            tracing::debug!(
+                peer = %inbound.peer,
+                error = &error as &dyn std::error::Error,
+                "deregistering a closed connection"
+            );
         }
         if let Some(rejection) = rejection {
             reject_nonblocking(&inbound, &rejection);
@@ -508,7 +544,10 @@ impl Handoff {
         if !self.woken.swap(true, Ordering::SeqCst)
             && let Err(error) = self.waker.wake()
         {
-            tracing::error!(%error, "cannot wake the inbox");
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot wake the inbox"
+            );
         }
     }
 }

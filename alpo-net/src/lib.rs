@@ -112,17 +112,16 @@ mod error;
 pub mod frame;
 pub mod handshake;
 mod inbox;
+mod kind;
 pub mod limits;
 mod link;
 mod peer;
 mod queue;
 
-pub use client::{
-    ClientConnection, ClientListener, ClientListenerConfig, ClientRequest, ConnectionId,
-};
+pub use client::{ClientConnection, ClientListener, ClientListenerConfig};
 pub use counters::Counters;
 pub use error::{CloseReason, Error, Rejection};
-pub use inbox::{Inbox, InboxWaker, Incoming};
+pub use inbox::{ClientRequest, ConnectionId, Inbox, InboxWaker, Incoming};
 pub use peer::{PeerConfig, PeerTransport};
 
 // Handles the node keeps and moves between threads.

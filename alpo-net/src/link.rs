@@ -191,7 +191,10 @@ impl Link {
                 Direct::Done
             }
             Err(error) => {
-                tracing::debug!(%error, "direct write to a peer failed");
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "direct write to a peer failed"
+                );
                 add(&counters.messages_dropped_link_lost, 1);
                 state.broken = true;
                 state.writer_owns = true;

@@ -310,7 +310,10 @@ fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "accept on the peer listener failed");
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "accept on the peer listener failed"
+                );
                 // Back off briefly (file descriptors may be exhausted) unless shutting down.
                 let pause = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
                 if context.shared.shutdown.recv_timeout(pause)
@@ -331,7 +334,11 @@ fn accept_loop(
         let context = Arc::clone(context);
         let name = format!("alpo-net-handshake-{}-{}", context.node_id, peer);
         if let Err(error) = threads.spawn(name, move || serve_inbound(connection, context)) {
-            tracing::error!(peer = %peer, %error, "cannot serve an inbound connection");
+            tracing::error!(
+                peer = %peer,
+                error = &error as &dyn std::error::Error,
+                "cannot serve an inbound connection"
+            );
         }
     }
 }
@@ -353,7 +360,11 @@ fn serve_inbound(mut connection: Connection, context: Arc<InboundContext>) {
     };
     if let Err(error) = connection.stream.set_nonblocking(true) {
         let peer = connection.peer;
-        tracing::warn!(%peer, %error, "cannot make a peer connection non-blocking");
+        tracing::warn!(
+            %peer,
+            error = &error as &dyn std::error::Error,
+            "cannot make a peer connection non-blocking"
+        );
         return;
     }
     tracing::debug!(peer = %connection.peer, node = hello.sender, "peer connected");
@@ -442,7 +453,11 @@ fn run_writer(mut context: WriterContext) {
                 match end {
                     PumpEnd::Shutdown => return,
                     PumpEnd::Lost(error) => {
-                        tracing::info!(node = %context.peer_id, %error, "connection lost");
+                        tracing::info!(
+                            node = %context.peer_id,
+                            error = &error as &dyn std::error::Error,
+                            "connection lost"
+                        );
                     }
                     PumpEnd::Broken => {
                         tracing::info!(node = %context.peer_id, "connection lost (direct write)");
@@ -453,9 +468,19 @@ fn run_writer(mut context: WriterContext) {
                 add(&counters.connect_failures, 1);
                 match error {
                     Error::Io { .. } | Error::Timeout { .. } => {
-                        tracing::debug!(node = %context.peer_id, %error, "cannot connect");
+                        tracing::debug!(
+                            node = %context.peer_id,
+                            error = &error as &dyn std::error::Error,
+                            "cannot connect"
+                        );
                     }
-                    _ => tracing::warn!(node = %context.peer_id, %error, "cannot connect"),
+                    _ => {
+                        tracing::warn!(
+                            node = %context.peer_id,
+                            error = &error as &dyn std::error::Error,
+                            "cannot connect"
+                        )
+                    }
                 }
             }
         }

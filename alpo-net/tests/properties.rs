@@ -1,4 +1,4 @@
-//! Property tests (style rule 41): the frame decoder and the codec, fed arbitrary bytes in
+//! Property tests: the frame decoder and the codec, fed arbitrary bytes in
 //! arbitrary pieces, never panic and always give a value or an error; every message survives an
 //! encode/decode round trip; decoding is canonical (what decodes re-encodes to the same bytes);
 //! and any one damaged byte in a frame is caught.

@@ -7,7 +7,7 @@
 //! in, otherwise (the entry was lost with its leader) with a retryable error; the session table
 //! turns a retried request into the first application's outcome; `applied` (shared with the
 //! event loop) is the index of the last entry applied, and reads return only entries at or
-//! below it — committed entries only (section 9 of the protocol).
+//! below it — committed entries only (docs/protocol.md, Clients).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -196,7 +196,11 @@ impl Applier {
         let command = match LogCommand::decode(entry.payload.clone()) {
             Ok(command) => command,
             Err(error) => {
-                tracing::warn!(index = entry.index.0, %error, "entry payload is not a command");
+                tracing::warn!(
+                    index = entry.index.0,
+                    error = &error as &dyn std::error::Error,
+                    "entry payload is not a command"
+                );
                 let reason = format!("entry {} is not a command: {error}", entry.index);
                 let data = entry.payload.clone();
                 return (

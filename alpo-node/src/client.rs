@@ -3,7 +3,7 @@
 //!
 //! Invariants: one request is in flight per client at a time; every new request gets the next
 //! sequence number and every retry of it reuses that number, so the node's session table applies
-//! it once however often it is sent (section 9 of the protocol); a response whose sequence
+//! it once however often it is sent (docs/protocol.md, Clients); a response whose sequence
 //! number is not the one awaited (a late answer to an earlier attempt) is skipped; every wait is
 //! bounded by `ClientOptions::attempt_timeout` and the whole request by `request_timeout`.
 
@@ -20,7 +20,7 @@ use alpo_net::ClientConnection;
 use crate::client_protocol::{
     ErrorCode, NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
 };
-use crate::error::Error;
+use crate::error::{Error, WithCauses};
 use crate::kv::KvResult;
 
 /// How a client waits and retries.
@@ -247,8 +247,12 @@ impl Client {
                 }
                 Ok(body) => return Ok(body),
                 Err(error) => {
-                    tracing::debug!(%target, %error, "attempt failed; trying another node");
-                    last_problem = format!("{target}: {error}");
+                    tracing::debug!(
+                        %target,
+                        error = &error as &dyn std::error::Error,
+                        "attempt failed; trying another node"
+                    );
+                    last_problem = format!("{target}: {}", WithCauses(&error));
                     self.connection = None;
                     self.pause_and_rotate();
                 }

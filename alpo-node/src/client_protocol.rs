@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! 1 byte  version (1)
-//! 8 bytes client id        (the session, section 9 of the protocol)
+//! 8 bytes client id        (the session, docs/protocol.md Clients)
 //! 8 bytes sequence number  (per client; a retry reuses it)
 //! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 put, 5 get, 6 delete, 7 cas, 8 command)
 //! ...     the operation's fields, in the order of the `Op` variant's fields

@@ -1,5 +1,5 @@
 //! What a normal entry's payload holds when a client request put it there: the request id (for
-//! duplicate detection, section 9 of the protocol) and either an appended value or a
+//! duplicate detection, docs/protocol.md Clients) and either an appended value or a
 //! state-machine command.
 //!
 //! Layout (little-endian):

@@ -56,7 +56,7 @@ pub struct NodeConfig {
     /// The other nodes of the cluster (empty for a one-node cluster).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
-    /// Protocol timing (section 5 of the protocol).
+    /// Protocol timing (docs/protocol.md, Timing).
     #[serde(default = "Timeouts::lan")]
     pub timeouts: Timeouts,
 }
@@ -73,7 +73,7 @@ pub struct PeerConfig {
     pub client_addr: SocketAddr,
 }
 
-/// Protocol timing, in milliseconds (section 5 of the protocol).
+/// Protocol timing, in milliseconds (docs/protocol.md, Timing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {

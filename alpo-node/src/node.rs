@@ -1,7 +1,7 @@
 //! A running node: opens the log and hard state from the data directory, starts the transport
 //! and the client listener, and launches the event loop, storage and apply threads.
 //!
-//! Start-up sequence (rule E0 and section 8 of the protocol):
+//! Start-up sequence (rule E0 and docs/protocol.md, The driving contract):
 //! 1. create the data directory; open the log (alpo-log recovers a torn tail, refuses damage
 //!    elsewhere with an error naming the file and offset);
 //! 2. load the hard state (term, vote, incarnation), bump the incarnation and store it durably
@@ -170,11 +170,13 @@ impl Server {
         self.listener.counters()
     }
 
-    /// Why the node stopped on its own (a fatal storage error), if it did.
+    /// The fatal error that stopped the node on its own, if it did. Typed, so a caller can
+    /// match on it: a failed log write or sync is [`Error::Log`] (and `is_fatal()` for a failed
+    /// sync), whose `{:#}` chain names the file and the operating system's error.
     #[must_use]
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<Arc<Error>> {
         let running = self.running.as_ref()?;
-        running.shared.stop_reason.lock().clone()
+        running.shared.failure.lock().clone()
     }
 
     /// Whether the event loop has ended (after a fatal error; `stop` also ends it).
@@ -208,7 +210,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Err(error) = self.shutdown() {
-            tracing::error!(node = self.id.0, %error, "node stopped with an error");
+            tracing::error!(
+                node = self.id.0,
+                error = &error as &dyn std::error::Error,
+                "node stopped with an error"
+            );
         }
         // The transport and listener stop when the last reference (this one) is dropped.
     }
@@ -221,21 +227,17 @@ impl PeerSender for Arc<PeerTransport> {
 }
 
 impl LogStore for Log {
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error> {
-        Ok(Log::truncate_suffix(self, from.0)?)
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), alpo_log::Error> {
+        Log::truncate_suffix(self, from.0)
     }
 
-    fn append(&mut self, entry: &Entry) -> Result<(), Error> {
-        Ok(Log::append(
-            self,
-            entry.index.0,
-            entry.term.0,
-            entry.kind as u8,
-            &entry.payload,
-        )?)
+    fn append(&mut self, entry: &Entry) -> Result<(), alpo_log::Error> {
+        let (index, term, kind) = (entry.index.0, entry.term.0, entry.kind.to_byte());
+        Log::append(self, index, term, kind, &entry.payload)?;
+        Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), Error> {
+    fn sync(&mut self) -> Result<(), alpo_log::Error> {
         Log::sync(self)?;
         Ok(())
     }
@@ -315,15 +317,11 @@ fn read_entries(log: &Log, dir: &Path) -> Result<Vec<Entry>, Error> {
     let mut entries = Vec::new();
     for record in log.entries(..) {
         let record = record?;
-        let kind = match record.kind {
-            1 => EntryKind::Normal,
-            2 => EntryKind::Noop,
-            other => {
-                let (dir, index) = (dir.display(), record.index);
-                return Err(Error::Corrupt {
-                    what: format!("log entry {index} in {dir} has unknown kind {other}"),
-                });
-            }
+        let Some(kind) = EntryKind::from_byte(record.kind) else {
+            let (dir, index, other) = (dir.display(), record.index, record.kind);
+            return Err(Error::Corrupt {
+                what: format!("log entry {index} in {dir} has unknown kind {other}"),
+            });
         };
         entries.push(Entry {
             index: LogIndex(record.index),

@@ -59,7 +59,8 @@ pub(crate) trait PeerSender: Send + 'static {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) status: Mutex<NodeStatus>,
-    pub(crate) stop_reason: Mutex<Option<String>>,
+    /// The fatal error that ended the event loop, if one did (`Server::failure`).
+    pub(crate) failure: Mutex<Option<Arc<Error>>>,
     pub(crate) storage: Arc<Mutex<storage::StorageState>>,
     /// Set by `Running::stop` (which then wakes the loop); the loop ends at its next batch.
     pub(crate) stop_requested: AtomicBool,
@@ -85,13 +86,16 @@ struct EventLoop {
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 impl EventLoop {
-    /// Runs until asked to stop or until a fatal error; then lets the other threads drain.
+    /// Runs until asked to stop or until a fatal error; then lets the other threads drain. A
+    /// fatal error is published for `Server::failure` and returned as [`Error::Failed`].
     pub(crate) fn run(mut self) -> Result<(), Error> {
-        let result = self.run_inner();
-        if let Err(error) = &result {
-            tracing::error!(node = self.config.id, %error, "node stopping");
-            *self.shared.stop_reason.lock() = Some(error.to_string());
-        }
+        let result = self.run_inner().map_err(|error| {
+            let error = Arc::new(error);
+            let logged: &(dyn std::error::Error + 'static) = error.as_ref();
+            tracing::error!(node = self.config.id, error = logged, "node stopping");
+            *self.shared.failure.lock() = Some(Arc::clone(&error));
+            Error::Failed(error)
+        });
         let EventLoop { storage, apply, .. } = self;
         drop(storage.ops);
         drop(apply.sender);
@@ -143,13 +147,11 @@ impl EventLoop {
 
     fn on_storage_report(&mut self) -> Result<(), Error> {
         let (durable, fatal) = {
-            let state = self.storage.state.lock();
-            (state.durable, state.fatal.clone())
+            let mut state = self.storage.state.lock();
+            (state.durable, state.fatal.take())
         };
-        if let Some(reason) = fatal {
-            return Err(Error::Stopped {
-                reason: format!("log write failed: {reason}"),
-            });
+        if let Some(error) = fatal {
+            return Err(Error::Log(error));
         }
         if let Some(durable) = durable.filter(|d| Some(*d) != self.reported_durable) {
             self.reported_durable = Some(durable);
@@ -165,7 +167,12 @@ impl EventLoop {
             Err(error) => {
                 let (node, connection_id) = (self.config.id, connection.0);
                 let message = "malformed client request";
-                tracing::warn!(node, connection = connection_id, %error, message);
+                tracing::warn!(
+                    node,
+                    connection = connection_id,
+                    error = &error as &dyn std::error::Error,
+                    message
+                );
                 let body = error_body(ErrorCode::BadRequest, format!("malformed request: {error}"));
                 self.reply(connection, 0, body);
                 return Ok(());
@@ -230,12 +237,23 @@ impl EventLoop {
             }
             Err(error @ ProposeError::EntryTooLarge { .. }) => {
                 let (node, connection_id) = (self.config.id, connection.0);
-                tracing::warn!(node, connection = connection_id, %error, "client entry refused");
+                tracing::warn!(
+                    node,
+                    connection = connection_id,
+                    error = &error as &dyn std::error::Error,
+                    "client entry refused"
+                );
                 self.reply(
                     connection,
                     id.seq,
                     error_body(ErrorCode::TooLarge, error.to_string()),
                 );
+            }
+            // A refusal newer than this code (`ProposeError` is non-exhaustive): nothing entered
+            // the log, so the client may try another node.
+            Err(error) => {
+                let body = error_body(ErrorCode::Unavailable, error.to_string());
+                self.reply(connection, id.seq, body);
             }
         }
         Ok(())
@@ -368,7 +386,7 @@ pub(crate) fn launch(
     let apply = apply::spawn(machine, Arc::clone(&parts.replier))?;
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
-        stop_reason: Mutex::new(None),
+        failure: Mutex::new(None),
         storage: Arc::clone(&storage.state),
         stop_requested: AtomicBool::new(false),
     });
@@ -473,6 +491,7 @@ mod tests {
 
     use super::*;
     use crate::config::Timeouts;
+    use crate::error::WithCauses;
     use crate::kv::KvStateMachine;
     use crate::storage::memory::MemoryLog;
 
@@ -726,13 +745,16 @@ mod tests {
         // A one-node cluster elects itself and writes its no-op (rule R8): the sync fails.
         let running = launch(config, Persisted::default(), parts, machine).unwrap();
         let shared = Arc::clone(&running.shared);
-        let error = running.join().unwrap_err().to_string();
-        assert!(error.contains("memory/0001.alpolog"), "{error}");
-        let reason = shared.stop_reason.lock().clone().unwrap();
-        assert!(
-            reason.starts_with("node stopped: log write failed"),
-            "{reason}"
-        );
+        let error = running.join().unwrap_err();
+        let text = WithCauses(&error).to_string();
+        assert_eq!(text, "fatal: sync of memory/0001.alpolog failed: injected");
+        // Typed all the way: the caller can tell a failed sync from any other stop.
+        let failure = shared.failure.lock().clone().unwrap();
+        let Error::Log(log_error) = failure.as_ref() else {
+            panic!("expected a log error, got {failure:?}");
+        };
+        assert!(log_error.is_fatal());
+        assert!(matches!(&error, Error::Failed(same) if Arc::ptr_eq(same, &failure)));
     }
 
     struct Panicking;

@@ -1,6 +1,6 @@
 //! The session table: for each client, the last request applied and its outcome, so a retried
 //! request (same client id and sequence number) is applied once and answered like the first time
-//! (section 9 of the protocol).
+//! (docs/protocol.md, Clients).
 //!
 //! Invariants: the table is a pure function of the committed commands applied so far, so every
 //! node holds the same table at the same applied index and makes the same duplicate decisions;

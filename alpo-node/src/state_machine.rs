@@ -1,7 +1,7 @@
 //! The trait an embedding application implements to receive the committed log, in order.
 //!
 //! Invariants: on every node, the state machine sees the same commands at the same indices in the
-//! same order (state-machine safety, section 10 of the protocol), so replicas that start empty
+//! same order (state-machine safety, docs/protocol.md), so replicas that start empty
 //! and apply the same commands reach the same state.
 
 use alpo_core::LogIndex;

@@ -10,8 +10,8 @@
 //! Invariants: operations are performed in the order the core emitted them; a position is
 //! published only after the sync that covers it returned; the published position only moves
 //! forward within a term's log (a truncation can move it back, to a shorter prefix that was
-//! durable already). A failed write or sync is fatal (style rule 17): the thread publishes the
-//! error, naming the file, and stops; it never retries.
+//! durable already). A failed write or sync is fatal (docs/operations.md): the thread publishes the
+//! typed `alpo_log::Error`, which names the file, and stops; it never retries.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,11 +29,11 @@ use crate::limits::STORAGE_BATCH_OP_COUNT_MAX;
 /// A log the storage thread can write: alpo-log's `Log` in a running node.
 pub(crate) trait LogStore: Send + 'static {
     /// Removes every entry at `from` and above.
-    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error>;
+    fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), alpo_log::Error>;
     /// Appends `entry` after the last entry (its index is last + 1).
-    fn append(&mut self, entry: &Entry) -> Result<(), Error>;
+    fn append(&mut self, entry: &Entry) -> Result<(), alpo_log::Error>;
     /// Makes every write so far durable (fdatasync). A failure is fatal.
-    fn sync(&mut self) -> Result<(), Error>;
+    fn sync(&mut self) -> Result<(), alpo_log::Error>;
     /// Index and term of the last entry, `(0, 0)` when empty.
     fn last_position(&self) -> LogPosition;
 }
@@ -50,8 +50,8 @@ pub(crate) enum StorageOp {
 pub(crate) struct StorageState {
     /// The last position covered by a completed sync, if any sync completed since start.
     pub(crate) durable: Option<LogPosition>,
-    /// Set once when a write or sync failed; the node must stop.
-    pub(crate) fatal: Option<String>,
+    /// Set once when a write or sync failed; the node must stop. The event loop takes it.
+    pub(crate) fatal: Option<alpo_log::Error>,
     /// Batches synced and entries written, for status and benchmarks.
     pub(crate) sync_count: u64,
     pub(crate) entry_count: u64,
@@ -105,8 +105,11 @@ fn run(
                 state.entry_count += entry_count;
             }
             Err(error) => {
-                tracing::error!(%error, "log write failed; the node stops");
-                state.lock().fatal = Some(error.to_string());
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "log write failed; the node stops"
+                );
+                state.lock().fatal = Some(error);
                 wake.wake();
                 return;
             }
@@ -127,7 +130,7 @@ fn drain(first: StorageOp, ops: &Receiver<StorageOp>) -> Vec<StorageOp> {
     batch
 }
 
-fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, Error> {
+fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, alpo_log::Error> {
     let mut entry_count = 0;
     for op in batch {
         match op {
@@ -160,21 +163,21 @@ pub(crate) mod memory {
     }
 
     impl LogStore for MemoryLog {
-        fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), Error> {
+        fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), alpo_log::Error> {
             let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
             self.entries.lock().truncate(keep);
             Ok(())
         }
 
-        fn append(&mut self, entry: &Entry) -> Result<(), Error> {
+        fn append(&mut self, entry: &Entry) -> Result<(), alpo_log::Error> {
             self.entries.lock().push(entry.clone());
             Ok(())
         }
 
-        fn sync(&mut self) -> Result<(), Error> {
+        fn sync(&mut self) -> Result<(), alpo_log::Error> {
             if self.fail_sync {
-                return Err(Error::Io {
-                    what: "syncing memory/0001.alpolog".into(),
+                return Err(alpo_log::Error::SyncFailed {
+                    path: "memory/0001.alpolog".into(),
                     source: std::io::Error::other("injected"),
                 });
             }
@@ -265,8 +268,12 @@ mod tests {
         let entries = vec![entry(1, 1)];
         handle.ops.send(StorageOp::Append { entries }).unwrap();
         wakes.recv().unwrap();
-        let fatal = handle.state.lock().fatal.clone().unwrap();
-        assert!(fatal.contains("memory/0001.alpolog"), "{fatal}");
+        let fatal = handle.state.lock().fatal.take().unwrap();
+        let alpo_log::Error::SyncFailed { path, .. } = &fatal else {
+            panic!("expected a failed sync, got {fatal:?}");
+        };
+        assert_eq!(path.to_str(), Some("memory/0001.alpolog"));
+        assert!(fatal.is_fatal());
         assert!(handle.state.lock().durable.is_none());
         handle.thread.join().unwrap();
     }

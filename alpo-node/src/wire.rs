@@ -24,6 +24,7 @@ pub struct DecodeError {
 
 /// The kind of decoding failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeProblem {
     /// The buffer ended before the field did.
     Truncated,

@@ -8,9 +8,9 @@
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
 //!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
-//! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd anchor's `sweep.sh`
-//!   output) as a markdown table of medians and an SVG plot of throughput and latency against
-//!   the client count, next to the first file (`.md`, `.svg`).
+//! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
+//!   output, from outside this repository) as a markdown table of medians and an SVG plot of
+//!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
 //!
 //! Invariants: every node process started is killed and waited for, and its data directory
 //! removed, before the next point starts (also when the point fails); CPU is sampled from just
@@ -427,7 +427,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// CPU µs per write of a line: ours directly; the etcd sweep's `etcd_cpu_s` covers warm-up and
-/// measured window, so it is divided by throughput × (warm-up + seconds), as summarize.py does.
+/// measured window, so it is divided by throughput × (warm-up + seconds), as the etcd kit's
+/// summary does.
 fn cpu_per_write(line: &Value) -> Option<f64> {
     if let Some(value) = line["cpu_us_per_write"].as_f64() {
         return Some(value);

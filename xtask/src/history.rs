@@ -193,9 +193,7 @@ pub enum HistoryError {
 impl fmt::Display for HistoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HistoryError::Io { path, source } => {
-                write!(f, "history file {}: {source}", path.display())
-            }
+            HistoryError::Io { path, .. } => write!(f, "history file {}", path.display()),
             HistoryError::Json {
                 path,
                 line,
@@ -225,7 +223,16 @@ impl fmt::Display for HistoryError {
     }
 }
 
-impl std::error::Error for HistoryError {}
+/// The workspace's convention (docs/ARCHITECTURE.md, Errors): `Display` describes this level
+/// only and the I/O error is the `source()`, so `{:#}` prints each cause once.
+impl std::error::Error for HistoryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HistoryError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl History {
     /// Checks the invariants in the module doc.
@@ -518,6 +525,17 @@ mod tests {
         let error = History::load(&path).unwrap_err().to_string();
         assert!(error.contains("history.jsonl line 7"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_io_error_prints_its_cause_once_in_a_chain() {
+        let error = HistoryError::Io {
+            path: PathBuf::from("run/history.jsonl"),
+            source: io::Error::other("disk on fire"),
+        };
+        assert_eq!(error.to_string(), "history file run/history.jsonl");
+        let text = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(text, "history file run/history.jsonl: disk on fire");
     }
 
     #[test]

@@ -20,4 +20,6 @@ pub mod proxy;
 pub mod timeline;
 
 #[cfg(test)]
+mod msrv;
+#[cfg(test)]
 mod tidy;

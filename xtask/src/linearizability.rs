@@ -15,8 +15,13 @@
 //! or after everything else (which is the same as never, since their reply is unknown).
 //! Indeterminate reads and appends constrain nothing and are left out.
 //!
+//! A violation is reported as its smallest failing window (see `window`): the few operations on
+//! the key around the one that cannot take effect, with their times and results.
+//!
 //! Invariant: the search is bounded by a step limit per partition; when the limit is reached the
 //! verdict is [`Verdict::Unknown`], never a hang and never a guess.
+
+mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -42,32 +47,121 @@ pub enum Verdict {
     },
 }
 
+/// The most operations of a window that a violation's message lists; the rest are counted.
+pub const WINDOW_ROWS_MAX: usize = 30;
+
 /// Evidence that a partition has no linearization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// The partition (`key "k"` or `appends`).
     pub partition: String,
-    /// The longest sequence of operations the search managed to linearize, in order.
-    pub longest_prefix: Vec<OpId>,
-    /// The operation whose return the search reached, after that prefix, without being able to
-    /// linearize it: every way of ordering the pending operations before it failed.
+    /// The operation whose return the search reached without being able to linearize it:
+    /// every way of ordering the operations before it failed.
     pub blocked_on: OpId,
-    /// Every operation in the partition that took part in the search.
-    pub partition_ops: Vec<OpId>,
+    /// The smallest failing window found: operations of the partition, in invocation order,
+    /// that cannot be linearized by themselves; `blocked_on` is one of them.
+    pub window: Vec<Operation>,
+    /// Whether the window starts at the start of the history (the key absent) rather than at a
+    /// point where nothing was in flight (any state before it).
+    pub window_from_start: bool,
+    /// How many operations the partition has.
+    pub partition_op_count: usize,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids = |ops: &[OpId]| ops.iter().map(|op| op.0.to_string()).collect::<Vec<_>>();
-        write!(
+        let since = if self.window_from_start {
+            "from the start of the history"
+        } else {
+            "whatever came before them"
+        };
+        writeln!(
             f,
-            "{} is not linearizable: the longest linearizable prefix is [{}], after which \
-             operation {} cannot take effect before it returns ({} operations in the partition)",
-            self.partition,
-            ids(&self.longest_prefix).join(", "),
-            self.blocked_on.0,
-            self.partition_ops.len()
-        )
+            "{} is not linearizable: operation {} cannot take effect before it returns",
+            self.partition, self.blocked_on.0
+        )?;
+        writeln!(
+            f,
+            "smallest failing window: {} of the {} operations on {}, which cannot be linearized \
+             by themselves, {since}:",
+            self.window.len(),
+            self.partition_op_count,
+            self.partition
+        )?;
+        let blocked = self
+            .window
+            .iter()
+            .position(|op| op.id == self.blocked_on)
+            .unwrap_or(0);
+        // Rows around the blocked operation, most of them before it (they set the state).
+        let after = (self.window.len() - blocked - 1).min(WINDOW_ROWS_MAX / 4);
+        let first = (blocked + after + 1).saturating_sub(WINDOW_ROWS_MAX);
+        let end = (first + WINDOW_ROWS_MAX).min(self.window.len());
+        if 0 < first {
+            writeln!(
+                f,
+                "  ... {first} earlier operations of the window not shown"
+            )?;
+        }
+        writeln!(
+            f,
+            "  {:>8} {:>6} {:>12} {:>12}  {:<28} result",
+            "id", "client", "invoke_us", "complete_us", "command"
+        )?;
+        for op in &self.window[first..end] {
+            let mark = if op.id == self.blocked_on { '>' } else { ' ' };
+            let complete = op
+                .complete_us()
+                .map_or_else(|| "-".to_owned(), |us| us.to_string());
+            writeln!(
+                f,
+                "{mark} {:>8} {:>6} {:>12} {complete:>12}  {:<28} {}",
+                op.id.0,
+                op.client.0,
+                op.invoke_us,
+                command_text(&op.command),
+                outcome_text(&op.outcome)
+            )?;
+        }
+        if end < self.window.len() {
+            writeln!(
+                f,
+                "  ... {} later operations of the window not shown",
+                self.window.len() - end
+            )?;
+        }
+        write!(f, "(> marks the operation that cannot take effect)")
+    }
+}
+
+/// A command as one short line: `put "a"`, `cas absent -> "b"`, `get`.
+fn command_text(command: &Command) -> String {
+    let value =
+        |value: Option<&String>| value.map_or_else(|| "absent".to_owned(), |v| format!("{v:?}"));
+    match command {
+        Command::Put { value: new, .. } => format!("put {new:?}"),
+        Command::Get { .. } => "get".to_owned(),
+        Command::Cas { expected, new, .. } => {
+            format!("cas {} -> {new:?}", value(expected.as_ref()))
+        }
+        Command::Delete { .. } => "delete".to_owned(),
+        Command::Append { value: new } => format!("append {new:?}"),
+    }
+}
+
+/// An outcome as one short word or phrase: `written`, `read "a"`, `not swapped`.
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Ok { reply, .. } => match reply {
+            Reply::Written => "written".to_owned(),
+            Reply::Read { value: Some(value) } => format!("read {value:?}"),
+            Reply::Read { value: None } => "read absent".to_owned(),
+            Reply::Cas { swapped: true } => "swapped".to_owned(),
+            Reply::Cas { swapped: false } => "not swapped".to_owned(),
+            Reply::Appended { index } => format!("appended at index {index}"),
+        },
+        Outcome::Failed { .. } => "failed".to_owned(),
+        Outcome::Indeterminate => "indeterminate (no answer)".to_owned(),
     }
 }
 
@@ -364,11 +458,32 @@ struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
-    fn id(&mut self, value: Option<&'a String>) -> u64 {
+    fn id(&mut self, value: Option<&'a str>) -> u64 {
         let Some(value) = value else { return 0 };
         let next = u64::try_from(self.ids.len()).unwrap_or(u64::MAX) + 1;
-        *self.ids.entry(value.as_str()).or_insert(next)
+        *self.ids.entry(value).or_insert(next)
     }
+}
+
+/// The key's state before the first operation of a search.
+#[derive(Debug, Clone, Copy)]
+enum Start<'a> {
+    /// Absent: the start of the history.
+    Absent,
+    /// A value no operation of the search names (all such values behave alike).
+    Unnamed,
+    /// This value.
+    Value(&'a str),
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    Linearizable,
+    /// No linearization: the return of this operation was reached before it could take effect.
+    Blocked(OpId),
+    /// The step limit was reached after this many steps.
+    Unknown(u64),
 }
 
 /// The model step of `op`; `None` for an operation that constrains nothing (which
@@ -382,10 +497,10 @@ fn step_of<'a>(op: &'a Operation, interner: &mut Interner<'a>) -> Option<Step> {
         (Command::Put { value, .. }, _) => Step::Put(interner.id(Some(value))),
         (Command::Delete { .. }, _) => Step::Delete,
         (Command::Get { .. }, Some(Reply::Read { value })) => {
-            Step::Read(interner.id(value.as_ref()))
+            Step::Read(interner.id(value.as_deref()))
         }
         (Command::Cas { expected, new, .. }, reply) => {
-            let expected = interner.id(expected.as_ref());
+            let expected = interner.id(expected.as_deref());
             let new = interner.id(Some(new));
             match reply {
                 Some(Reply::Cas { swapped: true }) => Step::CasSwapped { expected, new },
@@ -471,11 +586,29 @@ impl EventList {
     }
 }
 
-/// Checks one partition: the appends directly (see [`check_appends`]), a key by the search.
+/// Checks one partition: the appends directly (see [`check_appends`]), a key by the search,
+/// which for a violation then looks for the smallest failing window.
 fn check_partition(partition: &Partition, ops: &[&Operation], steps_max: u64) -> Verdict {
-    match partition {
-        Partition::Appends => check_appends(partition, ops),
-        Partition::Key(_) => search_partition(partition, ops, steps_max),
+    if let Partition::Appends = partition {
+        return check_appends(partition, ops);
+    }
+    match search_from(ops, steps_max, Start::Absent) {
+        Search::Linearizable => Verdict::Linearizable,
+        Search::Unknown(steps) => Verdict::Unknown {
+            partition: partition.to_string(),
+            steps,
+        },
+        Search::Blocked(blocked_on) => {
+            let blocked = ops.iter().position(|op| op.id == blocked_on).unwrap_or(0);
+            let (window, window_from_start) = window::key_window(ops, blocked, steps_max);
+            Verdict::NotLinearizable(Violation {
+                partition: partition.to_string(),
+                blocked_on,
+                window,
+                window_from_start,
+                partition_op_count: ops.len(),
+            })
+        }
     }
 }
 
@@ -508,17 +641,43 @@ fn check_appends(partition: &Partition, ops: &[&Operation]) -> Verdict {
             .complete_us()
             .is_some_and(|complete_us| complete_us < point);
         if too_late || last_index == Some(index) {
-            let prefix = ordered[..rank].iter().map(|&(_, p)| p).collect();
-            return Verdict::NotLinearizable(violation(partition, ops, (prefix, position)));
+            // Two appends witness it: this one, and the one before it in index order (same
+            // index) or the one whose invocation set `point` (it began after this one ended).
+            let other = if too_late {
+                ordered[..rank]
+                    .iter()
+                    .map(|&(_, p)| p)
+                    .max_by_key(|&p| ops[p].invoke_us)
+            } else {
+                rank.checked_sub(1).map(|previous| ordered[previous].1)
+            };
+            let mut window: Vec<Operation> = other
+                .into_iter()
+                .chain([position])
+                .map(|p| ops[p].clone())
+                .collect();
+            window.sort_by_key(|op| (op.invoke_us, op.id));
+            return Verdict::NotLinearizable(Violation {
+                partition: partition.to_string(),
+                blocked_on: op.id,
+                window,
+                window_from_start: false,
+                partition_op_count: ops.len(),
+            });
         }
         last_index = Some(index);
     }
     Verdict::Linearizable
 }
 
-/// Runs the bounded search on one partition.
-fn search_partition(partition: &Partition, ops: &[&Operation], steps_max: u64) -> Verdict {
+/// Runs the bounded search on the operations of one key, from the state `start`.
+fn search_from(ops: &[&Operation], steps_max: u64, start: Start<'_>) -> Search {
     let mut interner = Interner::default();
+    let initial = match start {
+        Start::Absent => 0,
+        Start::Unnamed => u64::MAX,
+        Start::Value(value) => interner.id(Some(value)),
+    };
     let (ops, steps): (Vec<&Operation>, Vec<Step>) = ops
         .iter()
         .filter_map(|op| Some((*op, step_of(op, &mut interner)?)))
@@ -528,17 +687,16 @@ fn search_partition(partition: &Partition, ops: &[&Operation], steps_max: u64) -
     let mut linearized = vec![0u64; ops.len().div_ceil(64)];
     let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
     let mut stack: Vec<(usize, u64)> = Vec::new();
-    let mut longest: (Vec<usize>, usize) = (Vec::new(), END);
-    let mut state = 0u64;
+    // The deepest point the search reached: how many operations were linearized, and the
+    // operation whose return stopped it there. That operation is the one reported.
+    let mut deepest: Option<(usize, usize)> = None;
+    let mut state = initial;
     let mut entry = list.next[0];
     let mut spent = 0u64;
     while list.next[0] != END {
         spent += 1;
         if steps_max < spent {
-            return Verdict::Unknown {
-                partition: partition.to_string(),
-                steps: spent - 1,
-            };
+            return Search::Unknown(spent - 1);
         }
         let op = list.op[entry];
         if list.return_of[entry] != END {
@@ -555,12 +713,14 @@ fn search_partition(partition: &Partition, ops: &[&Operation], steps_max: u64) -
             }
             entry = list.next[entry];
         } else {
-            // The return of an operation not yet linearized: undo the last choice.
-            if longest.1 == END || longest.0.len() < stack.len() {
-                longest = (stack.iter().map(|&(call, _)| list.op[call]).collect(), op);
+            // The return of an operation not yet linearized: undo the last choice. With nothing
+            // to undo, every order has failed.
+            if deepest.is_none_or(|(depth, _)| depth < stack.len()) {
+                deepest = Some((stack.len(), op));
             }
             let Some((call, previous)) = stack.pop() else {
-                return Verdict::NotLinearizable(violation(partition, ops, longest));
+                let (_, blocked) = deepest.unwrap_or((0, op));
+                return Search::Blocked(ops[blocked].id);
             };
             state = previous;
             let undone = list.op[call];
@@ -569,17 +729,7 @@ fn search_partition(partition: &Partition, ops: &[&Operation], steps_max: u64) -
             entry = list.next[call];
         }
     }
-    Verdict::Linearizable
-}
-
-fn violation(partition: &Partition, ops: &[&Operation], longest: (Vec<usize>, usize)) -> Violation {
-    let (prefix, blocked) = longest;
-    Violation {
-        partition: partition.to_string(),
-        longest_prefix: prefix.iter().map(|&op| ops[op].id).collect(),
-        blocked_on: ops[blocked].id,
-        partition_ops: ops.iter().map(|op| op.id).collect(),
-    }
+    Search::Linearizable
 }
 
 /// Compares every node's log with the reference (the first), and checks index order.
@@ -616,7 +766,6 @@ fn compare_logs(
     }
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,10 +908,84 @@ mod tests {
             .put((20, 30), "b")
             .get((40, 50), Some("a")));
         assert_eq!(violation.partition, "key \"k\"");
-        assert_eq!(violation.longest_prefix, vec![OpId(0), OpId(1)]);
         assert_eq!(violation.blocked_on, OpId(2));
+        let ids: Vec<OpId> = violation.window.iter().map(|op| op.id).collect();
+        // From the quiescent point before `put "b"`: whatever the key held, the read is stale.
+        assert_eq!(ids, vec![OpId(1), OpId(2)]);
+        assert!(!violation.window_from_start);
         let text = violation.to_string();
-        assert!(text.contains("prefix is [0, 1]"), "{text}");
+        assert!(text.contains("operation 2 cannot take effect"), "{text}");
+        assert!(text.contains("put \"b\""), "{text}");
+        assert!(text.contains("read \"a\""), "{text}");
+    }
+
+    /// A long, healthy history of one key with one stale read near its end: the message names
+    /// the few operations that show it, with their times and results, not thousands of ids.
+    #[test]
+    fn a_violation_prints_its_smallest_failing_window() {
+        let mut builder = Builder::default();
+        for round in 0..2_000u64 {
+            let at = round * 100;
+            let value = format!("v{round}");
+            builder.put((at, at + 10), &value);
+            builder.get((at + 20, at + 30), Some(&value));
+        }
+        // A write is acknowledged, then a read that starts after it sees the value before it.
+        builder.put((200_000, 200_050), "x");
+        builder.get((200_070, 200_080), Some("v1999"));
+        let violation = bad(&builder);
+        assert_eq!(violation.blocked_on, OpId(4_001));
+        assert_eq!(violation.partition_op_count, 4_002);
+        let ids: Vec<u64> = violation.window.iter().map(|op| op.id.0).collect();
+        assert_eq!(ids, vec![4_000, 4_001]);
+        let text = format!("{violation}");
+        assert!(text.lines().count() <= 8, "{text}");
+        for expected in [
+            "operation 4001 cannot take effect",
+            "2 of the 4002 operations",
+            "put \"x\"",
+            "200000",
+            "200050",
+            "written",
+            "200070",
+            "200080",
+            "read \"v1999\"",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("> ") && line.contains("4001"))
+        );
+        assert!(!text.contains("3999"), "{text}");
+    }
+
+    #[test]
+    fn a_window_too_long_to_list_is_cut_around_the_blocked_operation() {
+        // A chain of overlapping reads leaves no quiescent point: the window is the whole
+        // history up to the read that cannot take effect.
+        let mut builder = Builder::default();
+        builder.put((0, 20), "a");
+        for round in 0..100u64 {
+            let at = 10 + round * 10;
+            builder.get((at, at + 15), Some("a"));
+        }
+        builder.get((1_010, 1_020), None);
+        let violation = bad(&builder);
+        assert_eq!(violation.window.len(), 102);
+        assert!(violation.window_from_start);
+        let text = violation.to_string();
+        assert!(text.lines().count() <= WINDOW_ROWS_MAX + 6, "{text}");
+        assert!(
+            text.contains("earlier operations of the window not shown"),
+            "{text}"
+        );
+        let blocked = violation.blocked_on.0.to_string();
+        let marked = text.lines().find(|line| line.starts_with("> ")).unwrap();
+        assert!(marked.contains(&blocked), "{text}");
     }
 
     #[test]
@@ -909,10 +1132,10 @@ mod tests {
             }
             let ops: Vec<&Operation> = builder.ops.iter().collect();
             let direct = check_appends(&Partition::Appends, &ops);
-            let searched = search_partition(&Partition::Appends, &ops, STEPS_MAX_DEFAULT);
+            let searched = search_from(&ops, STEPS_MAX_DEFAULT, Start::Absent);
             assert_eq!(
                 matches!(direct, Verdict::Linearizable),
-                matches!(searched, Verdict::Linearizable),
+                searched == Search::Linearizable,
                 "{:?}",
                 builder.ops
             );
@@ -1253,6 +1476,12 @@ mod tests {
                 "round {round}: {history:#?}"
             );
             counts[usize::from(expected)] += 1;
+            // The window is a witness on its own: the oracle finds it not linearizable either.
+            if let Verdict::NotLinearizable(violation) = &verdict {
+                let ops = violation.window.clone();
+                assert!(ops.iter().any(|op| op.id == violation.blocked_on));
+                assert!(!oracle(&History { ops }), "round {round}: {violation}");
+            }
         }
         // Both kinds occur often, so the comparison means something both ways.
         assert!(500 < counts[0] && 500 < counts[1], "{counts:?}");

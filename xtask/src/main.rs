@@ -86,7 +86,7 @@ fn check_history(args: &[String]) -> ExitCode {
             ExitCode::from(3)
         }
         Err(error) => {
-            eprintln!("xtask: {error}");
+            eprintln!("xtask: {:#}", anyhow::Error::new(error));
             ExitCode::from(2)
         }
     }

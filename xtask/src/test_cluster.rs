@@ -238,7 +238,7 @@ fn run(options: &Options, dir: &Path) -> Result<Report> {
     let binary = process::build_alpo(workspace)?;
     let duration_ms = options.duration_s * 1_000;
     let config = NemesisConfig::new(options.seed, options.nodes, duration_ms, &options.kinds);
-    let schedule = nemesis::schedule(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let schedule = nemesis::schedule(&config).map_err(anyhow::Error::new)?;
     write_run_files(options, dir, &schedule)?;
     let mut cluster = start_cluster(options, dir, binary)?;
     wait_for_leader(&cluster)?;
@@ -255,7 +255,7 @@ fn run(options: &Options, dir: &Path) -> Result<Report> {
     let history = cluster.recorder.snapshot();
     history
         .save(&dir.join("history.jsonl"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     let converged = checks::converge(&cluster.endpoints, CONVERGE_TIMEOUT);
     cluster.stop_pollers.store(true, Ordering::SeqCst);
     for poller in pollers {
@@ -556,7 +556,7 @@ fn judge(
         }
     };
     let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(anyhow::Error::new)?
     {
         Verdict::Linearizable => "true".to_owned(),
         Verdict::NotLinearizable(violation) => {

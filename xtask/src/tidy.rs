@@ -1,11 +1,12 @@
-//! The house style's [tidy] checks (shared/style.md), as tests that `cargo test --workspace` runs.
+//! The project's tidy checks, as tests that `cargo test --workspace` runs.
 //!
 //! - layering: every crate's dependencies on workspace crates follow the allowed edges, read from
-//!   `cargo metadata` (style rule 1);
-//! - external dependencies: every crate's non-dev dependencies are on its allow-list (rule 2);
-//! - every `.rs` file starts with a `//!` comment (rule 42);
-//! - `alpo-core/src` names no thread, file, socket or clock API (rule 5, a backstop to clippy);
-//! - no debug leftovers, trailing whitespace or lines over 100 characters in `.rs` files (rule 46).
+//!   `cargo metadata` (the crate graph of docs/ARCHITECTURE.md);
+//! - external dependencies: every crate's non-dev dependencies are on its allow-list;
+//! - every `.rs` file starts with a `//!` comment;
+//! - `alpo-core/src` names no thread, file, socket or clock API (a backstop to alpo-core's
+//!   clippy.toml);
+//! - no debug leftovers, trailing whitespace or lines over 100 characters in `.rs` files.
 //!
 //! Each failure names the file and line (`path:line: problem`), and a test reports every problem
 //! it finds, not only the first. The checks are pure functions over text, tested on their own
@@ -39,7 +40,7 @@ const ALLOWED_EDGES: &[(&str, Option<&[&str]>)] = &[
 
 /// Workspace crate → the external crates it may use as normal or build dependencies.
 /// Dev-dependencies (proptest, criterion, tempfile…) are not restricted. Extend a row in the
-/// same commit that adds the dependency, and say why in the commit message (style rule 2).
+/// same commit that adds the dependency, and say why in the commit message.
 const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
     ("alpo-core", &["bytes", "tracing"]),
     ("alpo-log", &["bytes", "tracing", "crc32fast", "memmap2"]),
@@ -229,7 +230,7 @@ fn check_dependencies(
                 if edges.is_some_and(|allowed| !allowed.contains(&name)) {
                     problems.push(format!(
                         "{}: {} may not depend on {name} ({kind} dependency); allowed: {:?} \
-                         (style rule 1)",
+                         (docs/ARCHITECTURE.md)",
                         location(name),
                         package.name,
                         edges.unwrap_or_default()
@@ -238,8 +239,7 @@ fn check_dependencies(
             } else if kind != "dev" && !external.contains(&name) {
                 problems.push(format!(
                     "{}: {} uses external crate {name} ({kind} dependency), not on its allow-list \
-                     {external:?}; extend ALLOWED_EXTERNAL in xtask/src/tidy.rs with a reason \
-                     (style rule 2)",
+                     {external:?}; extend ALLOWED_EXTERNAL in xtask/src/tidy.rs with a reason",
                     location(name),
                     package.name
                 ));
@@ -292,7 +292,7 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: cannot read: {e}", path.display()))
 }
 
-/// Rule 42: the file's first line is a `//!` comment.
+/// The file's first line is a `//!` comment.
 fn check_module_doc(path: &str, text: &str) -> Vec<String> {
     if text
         .lines()
@@ -311,7 +311,7 @@ fn check_module_doc(path: &str, text: &str) -> Vec<String> {
 /// why. Used for `std::thread::panicking` in the coverage-mark guard, which runs only in tests.
 const CORE_ALLOW_MARKER: &str = "tidy: test-only, not I/O";
 
-/// Rule 5 backstop: no thread, file, socket or clock API named in alpo-core.
+/// Backstop to alpo-core's clippy.toml: no thread, file, socket or clock API named in alpo-core.
 fn check_core_is_sans_io(path: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -322,7 +322,7 @@ fn check_core_is_sans_io(path: &str, text: &str) -> Vec<String> {
             if line.contains(banned) {
                 problems.push(format!(
                     "{path}:{}: alpo-core mentions `{banned}`; the core is sans-IO: time, I/O and \
-                     threads belong to the driver (style rule 5)",
+                     threads belong to the driver",
                     index + 1
                 ));
             }
@@ -331,7 +331,7 @@ fn check_core_is_sans_io(path: &str, text: &str) -> Vec<String> {
     problems
 }
 
-/// Rule 46: no debug leftovers, trailing whitespace, or overlong lines.
+/// No debug leftovers, trailing whitespace, or overlong lines.
 fn check_lines(path: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for (index, line) in text.lines().enumerate() {

@@ -1,5 +1,5 @@
-//! Committed entries are never lost or changed (protocol §10.6), and the committed prefix the
-//! other checkers compare against.
+//! Committed entries are never lost or changed (docs/protocol.md, Safety properties:
+//! durability), and the committed prefix the other checkers compare against.
 //!
 //! `CommittedLog` is the truth: whenever a node reports commit index `c`, the entries of its log
 //! up to `c` are committed. The first report of an index records the entry; every later report

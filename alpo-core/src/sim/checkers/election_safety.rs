@@ -1,4 +1,5 @@
-//! Election safety: at most one leader per term, over the whole run (protocol §10.1).
+//! Election safety: at most one leader per term, over the whole run (docs/protocol.md, Safety
+//! properties).
 //!
 //! Invariant kept: `leaders` maps every term in which a leader was observed to that leader.
 //! A second node observed as leader of a recorded term is a violation; the same node again

@@ -1,6 +1,7 @@
 //! Index order: `applied ≤ commit ≤ synced ≤ last` on every node (the engine commits locally
 //! only what its own disk holds, so entries are durable before they are applied), and a node
-//! never believes more of its log is durable than its disk holds (protocol §2, output.rs).
+//! never believes more of its log is durable than its disk holds (docs/protocol.md, Glossary;
+//! output.rs).
 //! `last` must also equal the length of the log the node's own outputs built, so the
 //! simulator's mirror of each log is the engine's log.
 //!

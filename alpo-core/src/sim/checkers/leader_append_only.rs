@@ -1,5 +1,5 @@
 //! Leader append-only: a leader never deletes or overwrites entries of its own log (rule R9,
-//! protocol §10.2).
+//! docs/protocol.md, Safety properties).
 //!
 //! The disk model only appends at the end of the log, so an overwrite needs a `TruncateLog`.
 //! Invariant checked: no `TruncateLog` is emitted by a step that begins and ends with the node

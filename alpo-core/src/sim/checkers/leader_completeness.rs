@@ -1,5 +1,5 @@
 //! Leader completeness: a committed entry is in the log of every leader of a later term
-//! (protocol §10.4).
+//! (docs/protocol.md, Safety properties).
 //!
 //! With `CommittedLog::committed_before_term(T)` = the highest index committed as reported by
 //! nodes of terms below `T`, a leader of term `T` must hold the committed entry at that index

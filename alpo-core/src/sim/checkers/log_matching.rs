@@ -1,5 +1,5 @@
 //! Log matching: two logs with an entry of the same index and term are identical up to that
-//! index (protocol §10.3).
+//! index (docs/protocol.md, Safety properties).
 //!
 //! Checked incrementally and over the whole run, not only between logs alive at one instant:
 //! every `(index, term)` ever written by any node must always carry the same entry (kind and

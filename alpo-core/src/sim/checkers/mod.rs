@@ -1,4 +1,4 @@
-//! The named safety checkers, one file per property of section 10 of the protocol.
+//! The named safety checkers, one file per property in docs/protocol.md, Safety properties.
 //!
 //! The runner feeds every checker what it observes after each simulated step: the stepped
 //! node's status and logs (`NodeView`), the log writes and applies it performed, and every

@@ -1,5 +1,5 @@
 //! Monotonicity: terms never decrease on a server (they are durable), and commit and applied
-//! indices never decrease within an incarnation (protocol §10.7).
+//! indices never decrease within an incarnation (docs/protocol.md, Safety properties).
 //!
 //! Invariant kept: for each node, the last observed incarnation, term, commit index and applied
 //! index. A restart (new incarnation) resets the volatile ones.

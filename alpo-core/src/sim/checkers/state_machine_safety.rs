@@ -1,5 +1,6 @@
 //! State-machine safety: no two servers apply different entries at one index, and each server
-//! applies entries in index order, exactly once per incarnation (protocol §10.5, rule R11).
+//! applies entries in index order, exactly once per incarnation (docs/protocol.md, Safety
+//! properties; rule R11).
 //!
 //! Invariant kept: `applied[i - 1]` is the first entry any node applied at index `i`; per node,
 //! the incarnation and index of its last apply. An applied entry must also equal the committed
