@@ -6,7 +6,7 @@
 //! it. Exit codes: 0 clean (or recoverable: a torn tail `Log::open` would truncate is printed as
 //! a note), 1 damage that `Log::open` would refuse, with file, byte offset and reason.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,8 +52,7 @@ struct DumpArgs {
 
 /// Runs `alpo log …`.
 pub(crate) fn run(args: LogArgs) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::output::stdout();
     match args.command {
         LogCommand::Dump(dump_args) => dump(&mut out, &dump_args),
         LogCommand::Verify { dir } => verify(&mut out, &dir),
