@@ -29,6 +29,7 @@ use clap::{Args, ValueEnum};
 use crate::bench_driver::{self, Plan, Recorder, Workload};
 use crate::client_cmd::{ClientFlags, print_line};
 use alpo_core::{ClusterId, Role};
+use alpo_node::KvOp;
 use alpo_node::client_protocol::Op;
 
 /// The longest warm-up or measured duration one run may ask for, in seconds.
@@ -139,7 +140,7 @@ impl Workload for Values {
                 self.key.clear();
                 let _ = write!(self.key, "bench/{client_no:05}/{seq:012}");
                 let key = Bytes::from(self.key.clone().into_bytes());
-                Op::Put { key, value }
+                KvOp::Put { key, value }.to_op()
             }
         }
     }

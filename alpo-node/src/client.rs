@@ -18,10 +18,9 @@ use alpo_core::{ClusterId, LogIndex};
 use alpo_net::ClientConnection;
 
 use crate::client_protocol::{
-    ErrorCode, NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
+    NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
 };
 use crate::error::Error;
-use crate::kv::KvResult;
 
 /// How a client waits and retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +47,6 @@ pub struct Client {
     /// Where the next request goes first: the last leader seen, or an endpoint.
     target: SocketAddr,
     next_endpoint: usize,
-}
-
-/// The outcome of a compare-and-set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasOutcome {
-    /// Whether the key held the expected value and now holds the new one.
-    pub swapped: bool,
-    /// The key's value after the operation.
-    pub current: Option<Bytes>,
-    /// The log index the operation took effect at.
-    pub index: LogIndex,
 }
 
 impl ClientOptions {
@@ -121,66 +109,27 @@ impl Client {
         }
     }
 
-    /// Sets `key` to `value` (through the log); returns the index it took effect at.
-    pub fn put(
-        &mut self,
-        key: impl Into<Bytes>,
-        value: impl Into<Bytes>,
-    ) -> Result<LogIndex, Error> {
-        let op = Op::Put {
-            key: key.into(),
-            value: value.into(),
-        };
-        let (index, result) = self.kv(op)?;
-        match result {
-            KvResult::Written => Ok(index),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Reads `key` through the log (linearizable); `None` if absent.
-    pub fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        match self.kv(Op::Get { key: key.into() })?.1 {
-            KvResult::Value(value) => Ok(value),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Removes `key`; returns whether it existed.
-    pub fn delete(&mut self, key: impl Into<Bytes>) -> Result<bool, Error> {
-        match self.kv(Op::Delete { key: key.into() })?.1 {
-            KvResult::Deleted { existed } => Ok(existed),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Sets `key` to `new` (removes it when `None`) iff it holds `expected` (`None`: absent).
-    pub fn compare_and_set(
-        &mut self,
-        key: impl Into<Bytes>,
-        expected: Option<Bytes>,
-        new: Option<Bytes>,
-    ) -> Result<CasOutcome, Error> {
-        let op = Op::Cas {
-            key: key.into(),
-            expected,
-            new,
-        };
-        match self.kv(op)? {
-            (index, KvResult::Cas { swapped, current }) => Ok(CasOutcome {
-                swapped,
-                current,
-                index,
-            }),
-            (_, other) => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Sends a command to the cluster's own state machine; returns its index and answer.
+    /// Sends a command to the cluster's state machine (through the log); returns the index it
+    /// was applied at and the state machine's answer.
     pub fn command(&mut self, payload: impl Into<Bytes>) -> Result<(LogIndex, Bytes), Error> {
-        match self.call(Op::Command {
+        let op = Op::Command {
             payload: payload.into(),
-        })? {
+        };
+        self.applied(op)
+    }
+
+    /// Asks the cluster's state machine a query (linearizable: answered as of the query's place
+    /// in the log); returns that index and the state machine's answer.
+    pub fn query(&mut self, payload: impl Into<Bytes>) -> Result<(LogIndex, Bytes), Error> {
+        let op = Op::Query {
+            payload: payload.into(),
+        };
+        self.applied(op)
+    }
+
+    /// Sends a command or query; returns the index and the state machine's answer.
+    pub(crate) fn applied(&mut self, op: Op) -> Result<(LogIndex, Bytes), Error> {
+        match self.call(op)? {
             ResponseBody::Applied { index, output } => Ok((index, output)),
             other => Err(self.unexpected(&other)),
         }
@@ -262,22 +211,6 @@ impl Client {
         })
     }
 
-    fn kv(&mut self, op: Op) -> Result<(LogIndex, KvResult), Error> {
-        match self.call(op)? {
-            ResponseBody::Applied { index, output } => {
-                let result = KvResult::decode(output)?;
-                if let KvResult::Invalid(reason) = result {
-                    return Err(Error::Refused {
-                        code: ErrorCode::BadRequest,
-                        reason,
-                    });
-                }
-                Ok((index, result))
-            }
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
     /// One exchange with `target`: connect if needed, send, wait for the answer to this request.
     fn attempt(
         &mut self,
@@ -356,13 +289,6 @@ impl Client {
             endpoint: self.target.to_string(),
             response: format!("{body:?}"),
         }
-    }
-}
-
-fn kv_unexpected(result: &KvResult) -> Error {
-    Error::UnexpectedResponse {
-        endpoint: "key-value machine".into(),
-        response: format!("{result:?}"),
     }
 }
 
