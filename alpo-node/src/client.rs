@@ -1,14 +1,12 @@
 //! The Rust client: finds the leader, sends requests, retries with the same request id, and
 //! gives up after a deadline. The `alpo` command-line tool is built on it.
 //!
-//! Invariants: one request is in flight per client at a time; every new request gets the next
-//! sequence number and every retry of it reuses that number, so the node's session table applies
-//! it once however often it is sent (section 9 of the protocol); a response whose sequence
-//! number is not the one awaited (a late answer to an earlier attempt) is skipped; every wait is
-//! bounded by `ClientOptions::attempt_timeout` and the whole request by `request_timeout`.
+//! `Client` is the blocking driver of the client engine (`client_engine.rs`), which makes every
+//! decision (numbering, endpoint, retries, deadlines); this file only owns the one connection
+//! and blocks on it. Invariants: those of the engine (one request in flight, retries reuse the
+//! request id, every wait bounded); the connection is dropped whenever the engine says an
+//! attempt failed, and replaced when the engine sends elsewhere.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,9 +15,8 @@ use bytes::Bytes;
 use alpo_core::{ClusterId, LogIndex};
 use alpo_net::ClientConnection;
 
-use crate::client_protocol::{
-    NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
-};
+use crate::client_engine::{Action, Engine, random_client_id};
+use crate::client_protocol::{NodeStatus, Op, ReadEntry, ResponseBody};
 use crate::error::Error;
 
 /// How a client waits and retries.
@@ -38,15 +35,10 @@ pub struct ClientOptions {
 /// A client of an ALPO cluster.
 #[derive(Debug)]
 pub struct Client {
-    endpoints: Vec<SocketAddr>,
-    options: ClientOptions,
-    client_id: u64,
-    seq: u64,
+    engine: Engine,
+    cluster_id: ClusterId,
     /// The open connection and the endpoint it goes to.
     connection: Option<(SocketAddr, ClientConnection)>,
-    /// Where the next request goes first: the last leader seen, or an endpoint.
-    target: SocketAddr,
-    next_endpoint: usize,
 }
 
 impl ClientOptions {
@@ -66,20 +58,10 @@ impl Client {
     /// A client of the cluster reachable at `endpoints` (any nodes; the leader is found). Does
     /// not connect until the first request.
     pub fn new(endpoints: Vec<SocketAddr>, options: ClientOptions) -> Result<Client, Error> {
-        let Some(first) = endpoints.first().copied() else {
-            return Err(Error::Config {
-                field: "endpoints".into(),
-                problem: "at least one endpoint is needed".into(),
-            });
-        };
         Ok(Client {
-            endpoints,
-            options,
-            client_id: random_client_id(),
-            seq: 0,
+            engine: Engine::new(endpoints, options, random_client_id(0))?,
+            cluster_id: options.cluster_id,
             connection: None,
-            target: first,
-            next_endpoint: 1,
         })
     }
 
@@ -137,18 +119,8 @@ impl Client {
 
     /// The status of the node at `endpoint` (no redirection: every node answers for itself).
     pub fn status_of(&mut self, endpoint: SocketAddr) -> Result<NodeStatus, Error> {
-        self.seq += 1;
-        let request = Request {
-            id: self.request_id(),
-            op: Op::Status,
-        };
-        let deadline = Instant::now() + self.options.attempt_timeout;
-        let answer = self.attempt(endpoint, &request.encode(), deadline);
-        if answer.is_err() {
-            // The connection may be broken (the node restarted): dial afresh next time.
-            self.connection = None;
-        }
-        match answer? {
+        self.engine.begin_to(Instant::now(), Op::Status, endpoint);
+        match self.run()? {
             ResponseBody::Status(status) => Ok(status),
             other => Err(self.unexpected(&other)),
         }
@@ -157,98 +129,69 @@ impl Client {
     /// The endpoints this client was given.
     #[must_use]
     pub fn endpoints(&self) -> &[SocketAddr] {
-        &self.endpoints
+        self.engine.endpoints()
     }
 
     /// Sends `op` and returns the answer: follows "not the leader" hints, retries (same request
     /// id) on timeouts, closed connections and retryable errors until `request_timeout`.
     pub fn call(&mut self, op: Op) -> Result<ResponseBody, Error> {
-        self.seq += 1;
-        let request = Request {
-            id: self.request_id(),
-            op,
-        }
-        .encode();
-        let deadline = Instant::now() + self.options.request_timeout;
-        let mut last_problem = String::from("no endpoint answered");
-        while Instant::now() < deadline {
-            let target = self.target;
-            let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
-            match self.attempt(target, &request, attempt_deadline) {
-                Ok(ResponseBody::NotLeader { leader: Some(hint) }) => {
-                    last_problem =
-                        format!("{target} is not the leader; it points to node {}", hint.id);
-                    match hint.client_addr.parse::<SocketAddr>() {
-                        Ok(leader) if leader != target => self.target = leader,
-                        _ => self.pause_and_rotate(),
+        self.engine.begin(Instant::now(), op);
+        self.run()
+    }
+
+    /// Drives the engine's request to its end, blocking on the connection.
+    fn run(&mut self) -> Result<ResponseBody, Error> {
+        loop {
+            let now = Instant::now();
+            match self.engine.poll(now) {
+                Action::Send {
+                    target,
+                    reconnect,
+                    request,
+                    until,
+                } => {
+                    if reconnect {
+                        self.connection = None;
+                    }
+                    if let Err(error) = self.send(target, &request, until) {
+                        self.connection = None;
+                        self.engine.on_failure(Instant::now(), error);
                     }
                 }
-                Ok(ResponseBody::NotLeader { leader: None }) => {
-                    last_problem = format!("{target} knows no leader (election in progress?)");
-                    self.pause_and_rotate();
+                Action::Wait {
+                    until,
+                    answer_expected: true,
+                } => {
+                    let left = until.saturating_duration_since(now);
+                    let received = match &mut self.connection {
+                        Some((_, connection)) => connection.recv(left).map_err(Error::from),
+                        None => Err(Error::Stopped {
+                            reason: "no connection to read".into(),
+                        }),
+                    };
+                    match received {
+                        Ok(body) => self.engine.on_response(Instant::now(), body),
+                        Err(error) => {
+                            self.connection = None;
+                            self.engine.on_failure(Instant::now(), error);
+                        }
+                    }
                 }
-                Ok(ResponseBody::Error { code, reason }) if code.is_retryable() => {
-                    last_problem = format!("{target}: {reason}");
-                    std::thread::sleep(self.options.retry_pause);
+                Action::Wait { until, .. } => {
+                    std::thread::sleep(until.saturating_duration_since(now));
                 }
-                Ok(ResponseBody::Error { code, reason }) => {
-                    return Err(Error::Refused { code, reason });
-                }
-                Ok(body) => return Ok(body),
-                Err(error) => {
-                    tracing::debug!(%target, %error, "attempt failed; trying another node");
-                    last_problem = format!("{target}: {error}");
-                    self.connection = None;
-                    self.pause_and_rotate();
-                }
-            }
-        }
-        Err(Error::Unavailable {
-            detail: format!(
-                "no answer within {:?}; last: {last_problem}",
-                self.options.request_timeout
-            ),
-        })
-    }
-
-    /// One exchange with `target`: connect if needed, send, wait for the answer to this request.
-    fn attempt(
-        &mut self,
-        target: SocketAddr,
-        request: &[u8],
-        deadline: Instant,
-    ) -> Result<ResponseBody, Error> {
-        let seq = self.seq;
-        let connection = self.connection_to(target, deadline)?;
-        connection.send(request)?;
-        // Answers to earlier attempts of other requests may still arrive: skip them. The loop
-        // ends at the deadline.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout {
-                    what: format!("waiting for {target}"),
-                });
-            }
-            let bytes = connection.recv(left)?;
-            let response = Response::decode(bytes)?;
-            if response.seq == seq {
-                return Ok(response.body);
-            }
-            if response.seq == 0 {
-                // The node could not read our request at all.
-                if let ResponseBody::Error { code, reason } = response.body {
-                    return Err(Error::Refused { code, reason });
+                Action::Done(outcome) => return outcome,
+                Action::Idle => {
+                    return Err(Error::Stopped {
+                        reason: "the client has no request in progress".into(),
+                    });
                 }
             }
         }
     }
 
-    fn connection_to(
-        &mut self,
-        target: SocketAddr,
-        deadline: Instant,
-    ) -> Result<&mut ClientConnection, Error> {
+    /// Sends `request` to `target`, connecting first if needed (within `until`).
+    fn send(&mut self, target: SocketAddr, request: &[u8], until: Instant) -> Result<(), Error> {
         if self
             .connection
             .as_ref()
@@ -256,50 +199,23 @@ impl Client {
         {
             self.connection = None;
         }
-        if self.connection.is_none() {
-            let timeout = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            let connection = ClientConnection::connect(target, self.options.cluster_id, timeout)?;
-            self.connection = Some((target, connection));
-        }
-        match &mut self.connection {
-            Some((_, connection)) => Ok(connection),
-            None => Err(Error::Timeout {
-                what: format!("connecting to {target}"),
-            }),
-        }
-    }
-
-    fn pause_and_rotate(&mut self) {
-        std::thread::sleep(self.options.retry_pause);
-        self.target = self.endpoints[self.next_endpoint % self.endpoints.len()];
-        self.next_endpoint = self.next_endpoint.wrapping_add(1);
-    }
-
-    fn request_id(&self) -> RequestId {
-        RequestId {
-            client: self.client_id,
-            seq: self.seq,
-        }
+        let connection = match &mut self.connection {
+            Some((_, connection)) => connection,
+            None => {
+                let timeout = until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let connection = ClientConnection::connect(target, self.cluster_id, timeout)?;
+                &mut self.connection.insert((target, connection)).1
+            }
+        };
+        Ok(connection.send(request)?)
     }
 
     fn unexpected(&self, body: &ResponseBody) -> Error {
         Error::UnexpectedResponse {
-            endpoint: self.target.to_string(),
+            endpoint: self.engine.target().to_string(),
             response: format!("{body:?}"),
         }
     }
-}
-
-/// A random, non-zero session id: the standard library's per-process random hash keys, mixed
-/// with the time, so two clients started together do not share a session.
-fn random_client_id() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    hasher.finish().max(1)
 }

@@ -87,6 +87,7 @@
 
 mod apply;
 mod client;
+mod client_engine;
 pub mod client_protocol;
 mod command;
 pub mod config;
