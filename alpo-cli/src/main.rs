@@ -22,7 +22,6 @@ macro_rules! say {
 }
 
 mod bench;
-mod bench_driver;
 mod client_cmd;
 mod dev;
 mod json;

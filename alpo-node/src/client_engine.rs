@@ -90,7 +90,6 @@ enum Phase {
 struct Pending {
     request: Bytes,
     route: Route,
-    started: Instant,
     deadline: Instant,
     phase: Phase,
     last_problem: String,
@@ -141,11 +140,6 @@ impl Engine {
         self.target
     }
 
-    /// When the request in progress started, if one is.
-    pub(crate) fn started(&self) -> Option<Instant> {
-        self.request.as_ref().map(|pending| pending.started)
-    }
-
     /// Starts a request for the leader: `op` under the next sequence number.
     pub(crate) fn begin(&mut self, now: Instant, op: Op) {
         let deadline = now + self.options.request_timeout;
@@ -170,7 +164,6 @@ impl Engine {
         self.request = Some(Pending {
             request: Request { id, op }.encode(),
             route,
-            started: now,
             deadline,
             phase: Phase::Due(now),
             last_problem: String::from("no endpoint answered"),

@@ -87,6 +87,7 @@
 
 mod apply;
 mod client;
+mod client_driver;
 mod client_engine;
 pub mod client_protocol;
 mod command;
@@ -104,6 +105,7 @@ mod storage;
 mod wire;
 
 pub use client::{Client, ClientOptions};
+pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
 pub use config::{NodeConfig, PeerConfig, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
