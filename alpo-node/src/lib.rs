@@ -25,7 +25,7 @@
 //! # Embedding
 //!
 //! Run a node with your own state machine and talk to it (here a one-node cluster; a real
-//! cluster lists its other nodes in `peers`; `examples/bank.rs` runs three in one process):
+//! cluster lists its other nodes in `peers`; `examples/bank` runs three in one process):
 //!
 //! ```
 //! use alpo_core::{ClusterId, LogIndex};
