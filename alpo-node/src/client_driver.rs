@@ -88,14 +88,15 @@ pub fn drive(
         chunk: vec![0; READ_CHUNK_BYTES],
     };
     while sessions.iter().any(|session| !session.finished) {
-        let now = Instant::now();
-        let mut wake = now + POLL_WAIT_MAX;
+        let mut wake = Instant::now() + POLL_WAIT_MAX;
         for (index, session) in sessions.iter_mut().enumerate() {
             let io = Io {
                 token: Token(index),
                 registry: poll.registry(),
                 plan,
             };
+            // A fresh time per session: a request's latency starts when it is really sent.
+            let now = Instant::now();
             if let Some(until) = session.step(&io, now, &mut buffers, requests, outcomes) {
                 wake = wake.min(until);
             }

@@ -92,7 +92,9 @@ struct Pending {
     route: Route,
     deadline: Instant,
     phase: Phase,
-    last_problem: String,
+    /// What went wrong last, for the message if the request gives up (none yet: nothing is
+    /// allocated for a request that goes well).
+    last_problem: Option<String>,
 }
 
 impl Engine {
@@ -166,7 +168,7 @@ impl Engine {
             route,
             deadline,
             phase: Phase::Due(now),
-            last_problem: String::from("no endpoint answered"),
+            last_problem: None,
         });
     }
 
@@ -180,11 +182,16 @@ impl Engine {
                 return Action::Idle;
             };
             if pending.deadline <= now {
+                if let Phase::Waiting { .. } = pending.phase {
+                    self.reconnect = true; // The node may be gone: do not reuse the connection.
+                }
+                let last = pending.last_problem.as_deref();
                 let error = match pending.route {
                     Route::Leader => Error::Unavailable {
                         detail: format!(
                             "no answer within {:?}; last: {}",
-                            self.options.request_timeout, pending.last_problem
+                            self.options.request_timeout,
+                            last.unwrap_or("no endpoint answered")
                         ),
                     },
                     Route::Only(endpoint) => Error::Timeout {
@@ -243,7 +250,7 @@ impl Engine {
             Route::Only(_) => self.finish(Err(error)),
             Route::Leader => {
                 tracing::debug!(%target, %error, "attempt failed; trying another node");
-                pending.last_problem = format!("{target}: {error}");
+                pending.last_problem = Some(format!("{target}: {error}"));
                 pending.phase = Phase::Due(now + self.options.retry_pause);
                 self.rotate();
             }
@@ -286,8 +293,10 @@ impl Engine {
         let pause = now + self.options.retry_pause;
         match (pending.route, response.body) {
             (Route::Leader, ResponseBody::NotLeader { leader: Some(hint) }) => {
-                pending.last_problem =
-                    format!("{target} is not the leader; it points to node {}", hint.id);
+                pending.last_problem = Some(format!(
+                    "{target} is not the leader; it points to node {}",
+                    hint.id
+                ));
                 match hint.client_addr.parse::<SocketAddr>() {
                     Ok(leader) if leader != target => {
                         self.target = leader;
@@ -300,12 +309,13 @@ impl Engine {
                 }
             }
             (Route::Leader, ResponseBody::NotLeader { leader: None }) => {
-                pending.last_problem = format!("{target} knows no leader (election in progress?)");
+                pending.last_problem =
+                    Some(format!("{target} knows no leader (election in progress?)"));
                 pending.phase = Phase::Due(pause);
                 self.rotate();
             }
             (Route::Leader, ResponseBody::Error { code, reason }) if code.is_retryable() => {
-                pending.last_problem = format!("{target}: {reason}");
+                pending.last_problem = Some(format!("{target}: {reason}"));
                 pending.phase = Phase::Due(pause);
             }
             (_, ResponseBody::Error { code, reason }) => {
