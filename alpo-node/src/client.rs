@@ -212,9 +212,14 @@ impl Client {
         Ok(connection.send(request)?)
     }
 
+    /// The answer did not fit the request; names the node that gave it (the connection's).
     fn unexpected(&self, body: &ResponseBody) -> Error {
+        let endpoint = self
+            .connection
+            .as_ref()
+            .map_or(self.engine.target(), |(addr, _)| *addr);
         Error::UnexpectedResponse {
-            endpoint: self.engine.target().to_string(),
+            endpoint: endpoint.to_string(),
             response: format!("{body:?}"),
         }
     }
