@@ -1,6 +1,6 @@
 //! `alpo bench`: a closed-loop load generator (like etcd's `benchmark`). Each of `--clients`
 //! clients owns one connection and keeps exactly one request in flight (one driver thread per
-//! core waits on all of its clients' sockets; `bench_driver.rs`): an `append` of a
+//! core waits on all of its clients' sockets: `alpo_node::drive`): an `append` of a
 //! `--value-size`-byte value, or with `--op put` a `put` of a fresh key. The first `--warmup`
 //! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
 //! The result is one JSON line with the same fields as the load generator of the etcd
@@ -23,18 +23,21 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
-use crate::bench_driver::{self, Plan, Recorder, Workload};
 use crate::client_cmd::{ClientFlags, print_line};
 use alpo_core::{ClusterId, Role};
-use alpo_node::client_protocol::Op;
+use alpo_node::client_protocol::{Op, ResponseBody};
+use alpo_node::{ClientOptions, DrivePlan, KvOp, Outcomes, Requests};
 
 /// The longest warm-up or measured duration one run may ask for, in seconds.
 const BENCH_SECONDS_MAX: f64 = 3600.0;
 /// The most concurrent clients (a node accepts at most 256 client connections).
 const BENCH_CLIENTS_MAX: u64 = 256;
+/// How long one attempt may wait for its answer before the client reconnects elsewhere.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before retrying after an error (keeps a dead cluster from spinning).
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// Errors printed to standard error per client; the rest are only counted.
 const ERRORS_PRINTED_PER_CLIENT: u64 = 3;
 /// How long the run waits for a leader before its warm-up starts.
@@ -103,17 +106,31 @@ struct ThreadResult {
     /// Errors printed so far, per client number.
     printed: BTreeMap<u64, u64>,
     last_done: Option<Instant>,
+    /// Requests started before this are the warm-up: not recorded.
+    measure_start: Instant,
 }
 
-impl Recorder for ThreadResult {
-    fn on_answer(&mut self, latency: Duration, done: Instant) {
-        self.histogram.record(micros(latency));
+impl Outcomes for ThreadResult {
+    fn on_done(
+        &mut self,
+        client_no: u64,
+        started: Instant,
+        done: Instant,
+        outcome: Result<ResponseBody, alpo_node::Error>,
+    ) {
+        if started < self.measure_start {
+            return; // A warm-up request.
+        }
         self.last_done = Some(done);
-    }
-
-    fn on_error(&mut self, done: Instant, client_no: u64, problem: &str) {
+        let problem = match outcome {
+            Ok(ResponseBody::Appended { .. } | ResponseBody::Applied { .. }) => {
+                self.histogram.record(micros(done - started));
+                return;
+            }
+            Ok(other) => format!("unexpected answer {other:?}"),
+            Err(error) => error.to_string(),
+        };
         self.errors += 1;
-        self.last_done = Some(done);
         let printed = self.printed.entry(client_no).or_default();
         if *printed < ERRORS_PRINTED_PER_CLIENT {
             *printed += 1;
@@ -126,21 +143,27 @@ impl Recorder for ThreadResult {
 #[derive(Debug)]
 struct Values {
     op: BenchOp,
-    values: BTreeMap<u64, Bytes>,
+    /// Each client's value, as the append that carries it (a clone shares the bytes).
+    appends: BTreeMap<u64, Op>,
     key: String,
+    /// Clients start no request at or after this.
+    measure_end: Instant,
 }
 
-impl Workload for Values {
-    fn op(&mut self, client_no: u64, seq: u64) -> Op {
-        let value = self.values.get(&client_no).cloned().unwrap_or_default();
-        match self.op {
-            BenchOp::Append => Op::Append { value },
-            BenchOp::Put => {
+impl Requests for Values {
+    fn next(&mut self, client_no: u64, seq: u64, now: Instant) -> Option<Op> {
+        if self.measure_end <= now {
+            return None;
+        }
+        let append = self.appends.get(&client_no)?.clone();
+        match (self.op, append) {
+            (BenchOp::Put, Op::Append { value }) => {
                 self.key.clear();
                 let _ = write!(self.key, "bench/{client_no:05}/{seq:012}");
-                let key = Bytes::from(self.key.clone().into_bytes());
-                Op::Put { key, value }
+                let key = self.key.clone().into_bytes().into();
+                Some(KvOp::Put { key, value }.to_op())
             }
+            (_, append) => Some(append),
         }
     }
 }
@@ -149,14 +172,19 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let leader = wait_for_leader(&args.flags)?;
     let started = Instant::now();
     let measure_start = started + Duration::from_secs_f64(args.warmup);
-    let plan = Plan {
+    let measure_end = measure_start + Duration::from_secs_f64(args.duration);
+    let request_timeout = Duration::from_millis(args.flags.timeout_ms);
+    let plan = DrivePlan {
         endpoints: args.flags.endpoints.clone(),
         first_target: leader,
-        cluster_id: ClusterId(args.flags.cluster_id),
-        request_timeout: Duration::from_millis(args.flags.timeout_ms),
-        measure_start,
-        measure_end: measure_start + Duration::from_secs_f64(args.duration),
+        options: ClientOptions {
+            cluster_id: ClusterId(args.flags.cluster_id),
+            attempt_timeout: ATTEMPT_TIMEOUT.min(request_timeout),
+            request_timeout,
+            retry_pause: RETRY_PAUSE,
+        },
     };
+    let window = (measure_start, measure_end);
     let thread_count = std::thread::available_parallelism()
         .map_or(DRIVER_THREADS_DEFAULT, std::num::NonZero::get)
         .min(usize::try_from(args.clients).unwrap_or(usize::MAX));
@@ -173,7 +201,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 let op = args.op;
                 std::thread::Builder::new()
                     .name(format!("bench-driver-{thread_no}"))
-                    .spawn_scoped(scope, move || run_driver(plan, &client_nos, op, size))
+                    .spawn_scoped(scope, move || {
+                        run_driver(plan, window, &client_nos, op, size)
+                    })
             })
             .collect();
         handles
@@ -209,31 +239,37 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// One driver thread: its clients, their values, and what they measured.
 fn run_driver(
-    plan: &Plan,
+    plan: &DrivePlan,
+    (measure_start, measure_end): (Instant, Instant),
     client_nos: &[u64],
     op: BenchOp,
     value_size: usize,
 ) -> anyhow::Result<ThreadResult> {
-    let values = client_nos
+    let appends = client_nos
         .iter()
         .map(|&client_no| {
             let mut value = vec![0_u8; value_size];
             fill_random(&mut value, 0x9E37_79B9_7F4A_7C15 ^ (client_no + 1));
-            (client_no, Bytes::from(value))
+            let append = Op::Append {
+                value: value.into(),
+            };
+            (client_no, append)
         })
         .collect();
     let mut workload = Values {
         op,
-        values,
+        appends,
         key: String::new(),
+        measure_end,
     };
     let mut result = ThreadResult {
         histogram: Histogram::new(),
         errors: 0,
         printed: BTreeMap::new(),
         last_done: None,
+        measure_start,
     };
-    bench_driver::drive(plan, client_nos, &mut workload, &mut result)
+    alpo_node::drive(plan, client_nos, &mut workload, &mut result)
         .context("waiting on the clients' sockets")?;
     Ok(result)
 }

@@ -240,10 +240,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.flags.client()?;
     let mut all_answered = true;
     if !args.flags.json {
-        println!(
+        print_line(&format!(
             "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8}",
             "NODE", "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "LAST", "APPLIED"
-        );
+        ))?;
     }
     for endpoint in args.flags.endpoints.clone() {
         match client.status_of(endpoint) {
@@ -286,7 +286,7 @@ pub(crate) fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()>
 
 /// Writes `line` and a newline to standard output and flushes it.
 pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
         .context("writing to standard output")

@@ -22,7 +22,7 @@ use clap::Args;
 use alpo_core::Role;
 use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
 
-use crate::node_cmd::stop_signal;
+use crate::signal::stop_signal;
 
 /// The cluster id `alpo dev` uses and client subcommands assume by default.
 pub(crate) const DEV_CLUSTER_ID: u64 = 1;

@@ -9,7 +9,7 @@
 //! refuse, a snapshot file that does not verify, or a compacted log that no valid snapshot
 //! covers. Either command also takes one snapshot file instead of a directory.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -62,8 +62,7 @@ struct DumpArgs {
 
 /// Runs `alpo log …`.
 pub(crate) fn run(args: LogArgs) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::output::stdout();
     match args.command {
         LogCommand::Dump(dump_args) => dump(&mut out, &dump_args),
         LogCommand::Verify { dir } => verify(&mut out, &dir),

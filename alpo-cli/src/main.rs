@@ -22,12 +22,13 @@ macro_rules! say {
 }
 
 mod bench;
-mod bench_driver;
 mod client_cmd;
 mod dev;
 mod json;
 mod log_cmd;
 mod node_cmd;
+mod output;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -97,6 +98,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `alpo read | head`: the reader has what it wanted; ending quietly is success.
+        Err(error) if output::is_output_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("alpo: {error:#}");
             ExitCode::from(exit_code_of(&error))

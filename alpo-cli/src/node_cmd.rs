@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use std::sync::mpsc::Receiver;
 
 use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
 
 use crate::dev::DEV_CLUSTER_ID;
+use crate::signal::stop_signal;
 
 /// Arguments of `alpo node`.
 #[derive(Debug, Args)]
@@ -104,14 +104,4 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
     };
     config.validate()?;
     Ok(config)
-}
-
-/// A channel that receives once on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) fn stop_signal() -> anyhow::Result<Receiver<()>> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    ctrlc::set_handler(move || {
-        let _ = sender.try_send(());
-    })
-    .context("installing the Ctrl-C handler")?;
-    Ok(receiver)
 }

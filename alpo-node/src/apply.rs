@@ -233,6 +233,14 @@ impl Applier {
                 };
                 (ReadEntryKind::Command, outcome)
             }
+            CommandKind::Query => {
+                let output = Bytes::from(self.machine.query(&command.data));
+                let outcome = Outcome::Applied {
+                    index: entry.index,
+                    output,
+                };
+                (ReadEntryKind::Command, outcome)
+            }
         };
         self.sessions
             .record(command.id, entry.index, outcome.clone());

@@ -1,14 +1,12 @@
 //! The Rust client: finds the leader, sends requests, retries with the same request id, and
 //! gives up after a deadline. The `alpo` command-line tool is built on it.
 //!
-//! Invariants: one request is in flight per client at a time; every new request gets the next
-//! sequence number and every retry of it reuses that number, so the node's session table applies
-//! it once however often it is sent (docs/protocol.md, Clients); a response whose sequence
-//! number is not the one awaited (a late answer to an earlier attempt) is skipped; every wait is
-//! bounded by `ClientOptions::attempt_timeout` and the whole request by `request_timeout`.
+//! `Client` is the blocking driver of the client engine (`client_engine.rs`), which makes every
+//! decision (numbering, endpoint, retries, deadlines); this file only owns the one connection
+//! and blocks on it. Invariants: those of the engine (one request in flight, retries reuse the
+//! request id, every wait bounded); the connection is dropped whenever the engine says an
+//! attempt failed, and replaced when the engine sends elsewhere.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,11 +15,9 @@ use bytes::Bytes;
 use alpo_core::{ClusterId, LogIndex};
 use alpo_net::ClientConnection;
 
-use crate::client_protocol::{
-    ErrorCode, NodeStatus, Op, ReadEntry, Request, RequestId, Response, ResponseBody,
-};
-use crate::error::{Error, WithCauses};
-use crate::kv::KvResult;
+use crate::client_engine::{Action, Engine, random_client_id};
+use crate::client_protocol::{NodeStatus, Op, ReadEntry, ResponseBody};
+use crate::error::Error;
 
 /// How a client waits and retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,26 +35,10 @@ pub struct ClientOptions {
 /// A client of an ALPO cluster.
 #[derive(Debug)]
 pub struct Client {
-    endpoints: Vec<SocketAddr>,
-    options: ClientOptions,
-    client_id: u64,
-    seq: u64,
+    engine: Engine,
+    cluster_id: ClusterId,
     /// The open connection and the endpoint it goes to.
     connection: Option<(SocketAddr, ClientConnection)>,
-    /// Where the next request goes first: the last leader seen, or an endpoint.
-    target: SocketAddr,
-    next_endpoint: usize,
-}
-
-/// The outcome of a compare-and-set.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasOutcome {
-    /// Whether the key held the expected value and now holds the new one.
-    pub swapped: bool,
-    /// The key's value after the operation.
-    pub current: Option<Bytes>,
-    /// The log index the operation took effect at.
-    pub index: LogIndex,
 }
 
 impl ClientOptions {
@@ -78,20 +58,10 @@ impl Client {
     /// A client of the cluster reachable at `endpoints` (any nodes; the leader is found). Does
     /// not connect until the first request.
     pub fn new(endpoints: Vec<SocketAddr>, options: ClientOptions) -> Result<Client, Error> {
-        let Some(first) = endpoints.first().copied() else {
-            return Err(Error::Config {
-                field: "endpoints".into(),
-                problem: "at least one endpoint is needed".into(),
-            });
-        };
         Ok(Client {
-            endpoints,
-            options,
-            client_id: random_client_id(),
-            seq: 0,
+            engine: Engine::new(endpoints, options, random_client_id(0))?,
+            cluster_id: options.cluster_id,
             connection: None,
-            target: first,
-            next_endpoint: 1,
         })
     }
 
@@ -121,66 +91,27 @@ impl Client {
         }
     }
 
-    /// Sets `key` to `value` (through the log); returns the index it took effect at.
-    pub fn put(
-        &mut self,
-        key: impl Into<Bytes>,
-        value: impl Into<Bytes>,
-    ) -> Result<LogIndex, Error> {
-        let op = Op::Put {
-            key: key.into(),
-            value: value.into(),
-        };
-        let (index, result) = self.kv(op)?;
-        match result {
-            KvResult::Written => Ok(index),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Reads `key` through the log (linearizable); `None` if absent.
-    pub fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        match self.kv(Op::Get { key: key.into() })?.1 {
-            KvResult::Value(value) => Ok(value),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Removes `key`; returns whether it existed.
-    pub fn delete(&mut self, key: impl Into<Bytes>) -> Result<bool, Error> {
-        match self.kv(Op::Delete { key: key.into() })?.1 {
-            KvResult::Deleted { existed } => Ok(existed),
-            other => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Sets `key` to `new` (removes it when `None`) iff it holds `expected` (`None`: absent).
-    pub fn compare_and_set(
-        &mut self,
-        key: impl Into<Bytes>,
-        expected: Option<Bytes>,
-        new: Option<Bytes>,
-    ) -> Result<CasOutcome, Error> {
-        let op = Op::Cas {
-            key: key.into(),
-            expected,
-            new,
-        };
-        match self.kv(op)? {
-            (index, KvResult::Cas { swapped, current }) => Ok(CasOutcome {
-                swapped,
-                current,
-                index,
-            }),
-            (_, other) => Err(kv_unexpected(&other)),
-        }
-    }
-
-    /// Sends a command to the cluster's own state machine; returns its index and answer.
+    /// Sends a command to the cluster's state machine (through the log); returns the index it
+    /// was applied at and the state machine's answer.
     pub fn command(&mut self, payload: impl Into<Bytes>) -> Result<(LogIndex, Bytes), Error> {
-        match self.call(Op::Command {
+        let op = Op::Command {
             payload: payload.into(),
-        })? {
+        };
+        self.applied(op)
+    }
+
+    /// Asks the cluster's state machine a query (linearizable: answered as of the query's place
+    /// in the log); returns that index and the state machine's answer.
+    pub fn query(&mut self, payload: impl Into<Bytes>) -> Result<(LogIndex, Bytes), Error> {
+        let op = Op::Query {
+            payload: payload.into(),
+        };
+        self.applied(op)
+    }
+
+    /// Sends a command or query; returns the index and the state machine's answer.
+    pub(crate) fn applied(&mut self, op: Op) -> Result<(LogIndex, Bytes), Error> {
+        match self.call(op)? {
             ResponseBody::Applied { index, output } => Ok((index, output)),
             other => Err(self.unexpected(&other)),
         }
@@ -188,18 +119,8 @@ impl Client {
 
     /// The status of the node at `endpoint` (no redirection: every node answers for itself).
     pub fn status_of(&mut self, endpoint: SocketAddr) -> Result<NodeStatus, Error> {
-        self.seq += 1;
-        let request = Request {
-            id: self.request_id(),
-            op: Op::Status,
-        };
-        let deadline = Instant::now() + self.options.attempt_timeout;
-        let answer = self.attempt(endpoint, &request.encode(), deadline);
-        if answer.is_err() {
-            // The connection may be broken (the node restarted): dial afresh next time.
-            self.connection = None;
-        }
-        match answer? {
+        self.engine.begin_to(Instant::now(), Op::Status, endpoint);
+        match self.run()? {
             ResponseBody::Status(status) => Ok(status),
             other => Err(self.unexpected(&other)),
         }
@@ -208,118 +129,69 @@ impl Client {
     /// The endpoints this client was given.
     #[must_use]
     pub fn endpoints(&self) -> &[SocketAddr] {
-        &self.endpoints
+        self.engine.endpoints()
     }
 
     /// Sends `op` and returns the answer: follows "not the leader" hints, retries (same request
     /// id) on timeouts, closed connections and retryable errors until `request_timeout`.
     pub fn call(&mut self, op: Op) -> Result<ResponseBody, Error> {
-        self.seq += 1;
-        let request = Request {
-            id: self.request_id(),
-            op,
-        }
-        .encode();
-        let deadline = Instant::now() + self.options.request_timeout;
-        let mut last_problem = String::from("no endpoint answered");
-        while Instant::now() < deadline {
-            let target = self.target;
-            let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
-            match self.attempt(target, &request, attempt_deadline) {
-                Ok(ResponseBody::NotLeader { leader: Some(hint) }) => {
-                    last_problem =
-                        format!("{target} is not the leader; it points to node {}", hint.id);
-                    match hint.client_addr.parse::<SocketAddr>() {
-                        Ok(leader) if leader != target => self.target = leader,
-                        _ => self.pause_and_rotate(),
+        self.engine.begin(Instant::now(), op);
+        self.run()
+    }
+
+    /// Drives the engine's request to its end, blocking on the connection.
+    fn run(&mut self) -> Result<ResponseBody, Error> {
+        loop {
+            let now = Instant::now();
+            match self.engine.poll(now) {
+                Action::Send {
+                    target,
+                    reconnect,
+                    request,
+                    until,
+                } => {
+                    if reconnect {
+                        self.connection = None;
+                    }
+                    if let Err(error) = self.send(target, &request, until) {
+                        self.connection = None;
+                        self.engine.on_failure(Instant::now(), error);
                     }
                 }
-                Ok(ResponseBody::NotLeader { leader: None }) => {
-                    last_problem = format!("{target} knows no leader (election in progress?)");
-                    self.pause_and_rotate();
+                Action::Wait {
+                    until,
+                    answer_expected: true,
+                } => {
+                    let left = until.saturating_duration_since(now);
+                    let received = match &mut self.connection {
+                        Some((_, connection)) => connection.recv(left).map_err(Error::from),
+                        None => Err(Error::Stopped {
+                            reason: "no connection to read".into(),
+                        }),
+                    };
+                    match received {
+                        Ok(body) => self.engine.on_response(Instant::now(), body),
+                        Err(error) => {
+                            self.connection = None;
+                            self.engine.on_failure(Instant::now(), error);
+                        }
+                    }
                 }
-                Ok(ResponseBody::Error { code, reason }) if code.is_retryable() => {
-                    last_problem = format!("{target}: {reason}");
-                    std::thread::sleep(self.options.retry_pause);
+                Action::Wait { until, .. } => {
+                    std::thread::sleep(until.saturating_duration_since(now));
                 }
-                Ok(ResponseBody::Error { code, reason }) => {
-                    return Err(Error::Refused { code, reason });
-                }
-                Ok(body) => return Ok(body),
-                Err(error) => {
-                    tracing::debug!(
-                        %target,
-                        error = &error as &dyn std::error::Error,
-                        "attempt failed; trying another node"
-                    );
-                    last_problem = format!("{target}: {}", WithCauses(&error));
-                    self.connection = None;
-                    self.pause_and_rotate();
-                }
-            }
-        }
-        Err(Error::Unavailable {
-            detail: format!(
-                "no answer within {:?}; last: {last_problem}",
-                self.options.request_timeout
-            ),
-        })
-    }
-
-    fn kv(&mut self, op: Op) -> Result<(LogIndex, KvResult), Error> {
-        match self.call(op)? {
-            ResponseBody::Applied { index, output } => {
-                let result = KvResult::decode(output)?;
-                if let KvResult::Invalid(reason) = result {
-                    return Err(Error::Refused {
-                        code: ErrorCode::BadRequest,
-                        reason,
+                Action::Done(outcome) => return outcome,
+                Action::Idle => {
+                    return Err(Error::Stopped {
+                        reason: "the client has no request in progress".into(),
                     });
                 }
-                Ok((index, result))
-            }
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
-    /// One exchange with `target`: connect if needed, send, wait for the answer to this request.
-    fn attempt(
-        &mut self,
-        target: SocketAddr,
-        request: &[u8],
-        deadline: Instant,
-    ) -> Result<ResponseBody, Error> {
-        let seq = self.seq;
-        let connection = self.connection_to(target, deadline)?;
-        connection.send(request)?;
-        // Answers to earlier attempts of other requests may still arrive: skip them. The loop
-        // ends at the deadline.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout {
-                    what: format!("waiting for {target}"),
-                });
-            }
-            let bytes = connection.recv(left)?;
-            let response = Response::decode(bytes)?;
-            if response.seq == seq {
-                return Ok(response.body);
-            }
-            if response.seq == 0 {
-                // The node could not read our request at all.
-                if let ResponseBody::Error { code, reason } = response.body {
-                    return Err(Error::Refused { code, reason });
-                }
             }
         }
     }
 
-    fn connection_to(
-        &mut self,
-        target: SocketAddr,
-        deadline: Instant,
-    ) -> Result<&mut ClientConnection, Error> {
+    /// Sends `request` to `target`, connecting first if needed (within `until`).
+    fn send(&mut self, target: SocketAddr, request: &[u8], until: Instant) -> Result<(), Error> {
         if self
             .connection
             .as_ref()
@@ -327,57 +199,28 @@ impl Client {
         {
             self.connection = None;
         }
-        if self.connection.is_none() {
-            let timeout = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            let connection = ClientConnection::connect(target, self.options.cluster_id, timeout)?;
-            self.connection = Some((target, connection));
-        }
-        match &mut self.connection {
-            Some((_, connection)) => Ok(connection),
-            None => Err(Error::Timeout {
-                what: format!("connecting to {target}"),
-            }),
-        }
+        let connection = match &mut self.connection {
+            Some((_, connection)) => connection,
+            None => {
+                let timeout = until
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let connection = ClientConnection::connect(target, self.cluster_id, timeout)?;
+                &mut self.connection.insert((target, connection)).1
+            }
+        };
+        Ok(connection.send(request)?)
     }
 
-    fn pause_and_rotate(&mut self) {
-        std::thread::sleep(self.options.retry_pause);
-        self.target = self.endpoints[self.next_endpoint % self.endpoints.len()];
-        self.next_endpoint = self.next_endpoint.wrapping_add(1);
-    }
-
-    fn request_id(&self) -> RequestId {
-        RequestId {
-            client: self.client_id,
-            seq: self.seq,
-        }
-    }
-
+    /// The answer did not fit the request; names the node that gave it (the connection's).
     fn unexpected(&self, body: &ResponseBody) -> Error {
+        let endpoint = self
+            .connection
+            .as_ref()
+            .map_or(self.engine.target(), |(addr, _)| *addr);
         Error::UnexpectedResponse {
-            endpoint: self.target.to_string(),
+            endpoint: endpoint.to_string(),
             response: format!("{body:?}"),
         }
     }
-}
-
-fn kv_unexpected(result: &KvResult) -> Error {
-    Error::UnexpectedResponse {
-        endpoint: "key-value machine".into(),
-        response: format!("{result:?}"),
-    }
-}
-
-/// A random, non-zero session id: the standard library's per-process random hash keys, mixed
-/// with the time, so two clients started together do not share a session.
-fn random_client_id() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    hasher.finish().max(1)
 }

@@ -1,18 +1,31 @@
 //! The client protocol: requests a client sends to a node and the responses it gets, with their
 //! explicit binary encoding. Each message travels as the body of one alpo-net client frame.
 //!
+//! The protocol knows the log and the node, not what the state machine does: a `Command` goes
+//! through the log and is applied by the node's `StateMachine`; a `Query` is answered by the
+//! state machine without changing it. Both carry bytes only the state machine (and its client
+//! helpers, such as the key-value machine's in `kv`) understand.
+//!
 //! Request layout (all integers little-endian, byte strings `u32` length + bytes):
 //!
 //! ```text
-//! 1 byte  version (1)
+//! 1 byte  version (2)
 //! 8 bytes client id        (the session, docs/protocol.md Clients)
 //! 8 bytes sequence number  (per client; a retry reuses it)
-//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 put, 5 get, 6 delete, 7 cas, 8 command)
+//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 command, 5 query)
 //! ...     the operation's fields, in the order of the `Op` variant's fields
 //! ```
 //!
 //! Response layout: `version u8, sequence u64, tag u8` (1 appended, 2 entries, 3 status,
 //! 4 applied, 5 not-leader, 6 error), then the fields.
+//!
+//! Versions: the layout of an error response (`version, sequence, 6, code u8, reason`) is the
+//! same in every version. A node that receives a request of a version it does not speak answers
+//! it with such an error under the request's own version byte (code `BadRequest`, sequence 0, a
+//! reason naming both versions), so an older or newer client can read why. A client that
+//! receives a response of another version reports both versions
+//! (`Error::ProtocolVersion`). Version 1 (before 0.1's opaque commands) had operation tags
+//! 4 put, 5 get, 6 delete, 7 cas, 8 command.
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -25,7 +38,7 @@ use alpo_core::{LogIndex, NodeId, Role, Term};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,36 +75,18 @@ pub enum Op {
     },
     /// The node's role, term, leader and indices. Any node.
     Status,
-    /// Key-value machine: set `key` to `value`. Leader only, through the log.
-    Put {
-        /// The key.
-        key: Bytes,
-        /// The value.
-        value: Bytes,
-    },
-    /// Key-value machine: read `key`. Leader only, through the log (linearizable).
-    Get {
-        /// The key.
-        key: Bytes,
-    },
-    /// Key-value machine: remove `key`. Leader only, through the log.
-    Delete {
-        /// The key.
-        key: Bytes,
-    },
-    /// Key-value machine: set `key` to `new` (or remove it when `new` is none) iff its current
-    /// value is `expected` (none: absent). Leader only, through the log.
-    Cas {
-        /// The key.
-        key: Bytes,
-        /// The value the key must have now (none: the key must be absent).
-        expected: Option<Bytes>,
-        /// The value to set (none: remove the key).
-        new: Option<Bytes>,
-    },
-    /// A command for the node's own state machine, opaque to ALPO. Leader only.
+    /// A command for the node's state machine, opaque to ALPO: it goes through the log and
+    /// `StateMachine::apply` answers it once committed. Leader only.
     Command {
         /// The command's bytes, handed to `StateMachine::apply`.
+        payload: Bytes,
+    },
+    /// A query for the node's state machine, opaque to ALPO: `StateMachine::query` answers it
+    /// without changing the state. Linearizable: the node orders it through the log like a
+    /// command, and the state machine answers it with its state exactly as of the query's log
+    /// index. Leader only.
+    Query {
+        /// The query's bytes, handed to `StateMachine::query`.
         payload: Bytes,
     },
 }
@@ -122,8 +117,8 @@ pub enum ResponseBody {
     },
     /// The node's state, answering `Status`.
     Status(NodeStatus),
-    /// A state-machine command (`Put`, `Get`, `Delete`, `Cas`, `Command`) was committed at
-    /// `index` and applied; `output` is the state machine's answer (for the key-value machine, a
+    /// A `Command` was committed at `index` and applied, or a `Query` was answered as of
+    /// `index`; `output` is the state machine's answer (for the key-value machine, a
     /// `KvResult`).
     Applied {
         /// The entry's index.
@@ -163,8 +158,8 @@ pub struct ReadEntry {
     pub term: Term,
     /// What it holds.
     pub kind: ReadEntryKind,
-    /// For `Append`, the appended value; for `Command`, the state-machine command; empty for a
-    /// no-op.
+    /// For `Append`, the appended value; for `Command`, the state-machine command or query;
+    /// empty for a no-op.
     pub data: Bytes,
 }
 
@@ -176,7 +171,7 @@ pub enum ReadEntryKind {
     Noop = 1,
     /// A value appended with `Op::Append`.
     Append = 2,
-    /// A state-machine command (including key-value operations).
+    /// A state-machine command or query.
     Command = 3,
     /// A retried request already applied at an earlier index; it changed nothing.
     Duplicate = 4,
@@ -224,11 +219,8 @@ pub enum ErrorCode {
 const OP_APPEND: u8 = 1;
 const OP_READ: u8 = 2;
 const OP_STATUS: u8 = 3;
-const OP_PUT: u8 = 4;
-const OP_GET: u8 = 5;
-const OP_DELETE: u8 = 6;
-const OP_CAS: u8 = 7;
-const OP_COMMAND: u8 = 8;
+const OP_COMMAND: u8 = 4;
+const OP_QUERY: u8 = 5;
 
 const BODY_APPENDED: u8 = 1;
 const BODY_ENTRIES: u8 = 2;
@@ -247,15 +239,8 @@ impl Request {
             Op::Append { value } => w.u8(OP_APPEND).bytes(value),
             Op::Read { from, max_count } => w.u8(OP_READ).u64(from.0).u32(*max_count),
             Op::Status => w.u8(OP_STATUS),
-            Op::Put { key, value } => w.u8(OP_PUT).bytes(key).bytes(value),
-            Op::Get { key } => w.u8(OP_GET).bytes(key),
-            Op::Delete { key } => w.u8(OP_DELETE).bytes(key),
-            Op::Cas { key, expected, new } => w
-                .u8(OP_CAS)
-                .bytes(key)
-                .optional_bytes(expected.as_deref())
-                .optional_bytes(new.as_deref()),
             Op::Command { payload } => w.u8(OP_COMMAND).bytes(payload),
+            Op::Query { payload } => w.u8(OP_QUERY).bytes(payload),
         };
         w.finish()
     }
@@ -277,22 +262,10 @@ impl Request {
                 max_count: r.u32("max count")?,
             },
             OP_STATUS => Op::Status,
-            OP_PUT => Op::Put {
-                key: r.bytes("key")?,
-                value: r.bytes("value")?,
-            },
-            OP_GET => Op::Get {
-                key: r.bytes("key")?,
-            },
-            OP_DELETE => Op::Delete {
-                key: r.bytes("key")?,
-            },
-            OP_CAS => Op::Cas {
-                key: r.bytes("key")?,
-                expected: r.optional_bytes("expected value")?,
-                new: r.optional_bytes("new value")?,
-            },
             OP_COMMAND => Op::Command {
+                payload: r.bytes("payload")?,
+            },
+            OP_QUERY => Op::Query {
                 payload: r.bytes("payload")?,
             },
             tag => return Err(r.unknown_tag("operation", tag)),
@@ -300,6 +273,21 @@ impl Request {
         r.finish("request")?;
         Ok(Request { id, op })
     }
+}
+
+/// The answer to a request of a version this node does not speak (`request_version`, the
+/// request's first byte): an error response in the layout every version shares, under the
+/// request's own version byte so its client can read it (module documentation).
+#[must_use]
+pub fn unsupported_version_response(request_version: u8) -> Bytes {
+    let reason = format!(
+        "client protocol version {request_version} is not supported: this node speaks \
+         version {PROTOCOL_VERSION}"
+    );
+    let mut w = Writer::default();
+    w.u8(request_version).u64(0).u8(BODY_ERROR);
+    w.u8(ErrorCode::BadRequest as u8).bytes(reason.as_bytes());
+    w.finish()
 }
 
 impl Op {
@@ -499,23 +487,10 @@ mod tests {
                 max_count: 10,
             },
             Op::Status,
-            Op::Put {
-                key: b("k"),
-                value: b("v"),
-            },
-            Op::Get { key: b("k") },
-            Op::Delete { key: b("") },
-            Op::Cas {
-                key: b("k"),
-                expected: None,
-                new: Some(b("n")),
-            },
-            Op::Cas {
-                key: b("k"),
-                expected: Some(b("o")),
-                new: None,
-            },
             Op::Command { payload: b("cmd") },
+            Op::Query {
+                payload: Bytes::new(),
+            },
         ]
     }
 
@@ -600,18 +575,14 @@ mod tests {
     fn golden_request_bytes() {
         let request = Request {
             id: RequestId { client: 1, seq: 2 },
-            op: Op::Put {
-                key: b("k"),
-                value: b("v"),
-            },
+            op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            1, // version
+            2, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
-            4, // put
-            1, 0, 0, 0, b'k', // key
-            1, 0, 0, 0, b'v', // value
+            4, // command
+            2, 0, 0, 0, b'k', b'v', // payload
         ];
         assert_eq!(&request.encode()[..], expected);
     }
@@ -658,6 +629,44 @@ mod tests {
             error.to_string(),
             "unexpected bytes after request at byte 18"
         );
+    }
+
+    /// The error layout every version shares, as a version 1 client decodes it.
+    fn decode_error_of_any_version(bytes: &[u8]) -> (u8, u64, ErrorCode, String) {
+        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let version = r.u8("version").unwrap();
+        let seq = r.u64("sequence number").unwrap();
+        assert_eq!(r.u8("response").unwrap(), BODY_ERROR);
+        let code = decode_error_code(&mut r).unwrap();
+        let reason = r.string("reason").unwrap();
+        r.finish("response").unwrap();
+        (version, seq, code, reason)
+    }
+
+    #[test]
+    fn a_request_of_another_version_gets_an_error_its_client_can_read() {
+        // A version 1 `get k` (tag 5), as a client of the first release sends it.
+        let old: &[u8] = &[
+            1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 1, 0, 0, 0, b'k',
+        ];
+        let error = Request::decode(Bytes::copy_from_slice(old)).unwrap_err();
+        assert_eq!(error.problem, DecodeProblem::UnsupportedVersion(1));
+        let (version, seq, code, reason) =
+            decode_error_of_any_version(&unsupported_version_response(1));
+        assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
+        assert_eq!(
+            reason,
+            "client protocol version 1 is not supported: this node speaks version 2"
+        );
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(3));
+        assert_eq!(version, 3);
+        assert!(
+            reason.contains("version 3") && reason.contains("version 2"),
+            "{reason}"
+        );
+        // And a response of another version is refused by this version's decoder, naming it.
+        let error = Response::decode(unsupported_version_response(1)).unwrap_err();
+        assert_eq!(error.problem, DecodeProblem::UnsupportedVersion(1));
     }
 
     #[test]

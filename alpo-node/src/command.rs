@@ -1,6 +1,6 @@
 //! What a normal entry's payload holds when a client request put it there: the request id (for
-//! duplicate detection, docs/protocol.md Clients) and either an appended value or a
-//! state-machine command.
+//! duplicate detection, docs/protocol.md Clients) and either an appended value, a
+//! state-machine command or a state-machine query.
 //!
 //! Layout (little-endian):
 //!
@@ -8,8 +8,9 @@
 //! 1 byte  version (1)
 //! 8 bytes client id
 //! 8 bytes sequence number
-//! 1 byte  kind (1 append: a value for the log; 2 command: bytes for the state machine)
-//! ...     the value or command, to the end of the payload
+//! 1 byte  kind (1 append: a value for the log; 2 command: bytes for `StateMachine::apply`;
+//!         3 query: bytes for `StateMachine::query`, answered as of this entry's index)
+//! ...     the value, command or query, to the end of the payload
 //! ```
 //!
 //! Invariants: only the node writes these payloads, so a payload that does not decode was
@@ -35,13 +36,15 @@ pub(crate) struct LogCommand {
     pub(crate) data: Bytes,
 }
 
-/// Whether the data is for the log only or for the state machine.
+/// Whether the data is for the log only, or a command or query for the state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CommandKind {
     /// A value appended to the log; the state machine does not see it.
     Append = 1,
     /// A command for `StateMachine::apply`.
     Command = 2,
+    /// A query for `StateMachine::query`: ordered by the log, changes nothing.
+    Query = 3,
 }
 
 impl LogCommand {
@@ -71,6 +74,7 @@ impl LogCommand {
         let kind = match r.u8("command kind")? {
             1 => CommandKind::Append,
             2 => CommandKind::Command,
+            3 => CommandKind::Query,
             tag => return Err(r.unknown_tag("command kind", tag)),
         };
         Ok(LogCommand {
@@ -87,15 +91,21 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
-        let command = LogCommand {
-            id: RequestId { client: 3, seq: 4 },
-            kind: CommandKind::Command,
-            data: Bytes::from_static(b"put"),
-        };
-        let bytes = command.encode();
-        assert_eq!(LogCommand::decode(bytes.clone()).unwrap(), command);
-        for cut in 0..COMMAND_HEADER_BYTES as usize {
-            assert!(LogCommand::decode(bytes.slice(..cut)).is_err());
+        for kind in [
+            CommandKind::Append,
+            CommandKind::Command,
+            CommandKind::Query,
+        ] {
+            let command = LogCommand {
+                id: RequestId { client: 3, seq: 4 },
+                kind,
+                data: Bytes::from_static(b"put"),
+            };
+            let bytes = command.encode();
+            assert_eq!(LogCommand::decode(bytes.clone()).unwrap(), command);
+            for cut in 0..COMMAND_HEADER_BYTES as usize {
+                assert!(LogCommand::decode(bytes.slice(..cut)).is_err());
+            }
         }
     }
 }

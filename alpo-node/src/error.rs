@@ -63,6 +63,15 @@ pub enum Error {
         /// The node's reason.
         reason: String,
     },
+    /// A node speaks another version of the client protocol.
+    ProtocolVersion {
+        /// The node's client address.
+        endpoint: String,
+        /// The version this client speaks.
+        client: u8,
+        /// The version the node answered in.
+        node: u8,
+    },
     /// A node answered with something that does not answer the request.
     UnexpectedResponse {
         /// The endpoint that answered.
@@ -101,6 +110,15 @@ impl fmt::Display for Error {
             Error::Timeout { what } => write!(f, "timed out {what}"),
             Error::Unavailable { detail } => write!(f, "cluster unavailable: {detail}"),
             Error::Refused { code, reason } => write!(f, "request refused ({code:?}): {reason}"),
+            Error::ProtocolVersion {
+                endpoint,
+                client,
+                node,
+            } => write!(
+                f,
+                "{endpoint} speaks client protocol version {node}; this client speaks version \
+                 {client}"
+            ),
             Error::UnexpectedResponse { endpoint, response } => {
                 write!(f, "unexpected response from {endpoint}: {response}")
             }

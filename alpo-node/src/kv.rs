@@ -1,14 +1,18 @@
 //! The built-in key-value state machine: put, get, delete and compare-and-set over byte strings.
+//! It is one `StateMachine` among others: the node and the client protocol know nothing of keys;
+//! a `KvOp` travels as the opaque payload of a command (put, delete, cas) or a query (get), and
+//! the client helpers in `kv_client.rs` encode it and decode the `KvResult`.
 //!
-//! Every operation, reads included, is a command that goes through the log, so every
-//! acknowledged operation is linearizable: it takes effect at its index, between the operations
-//! committed before and after it. Retried requests are applied once by the node's session table
-//! before they reach this machine (see `apply.rs`).
+//! Every operation, reads included, is ordered through the log, so every acknowledged
+//! operation is linearizable: it takes effect at its index, between the operations committed
+//! before and after it. Retried requests are applied once by the node's session table before
+//! they reach this machine (see `apply.rs`).
 //!
-//! Command layout: `tag u8` (1 put, 2 get, 3 delete, 4 cas), then `key`, then for put the value,
-//! for cas the optional expected and the optional new value (byte strings and options as in
-//! `client_protocol`). Result layout: `tag u8` (1 written, 2 value, 3 deleted, 4 cas, 5 invalid),
-//! then the fields.
+//! Operation layout: `tag u8` (1 put, 2 get, 3 delete, 4 cas), then `key`, then for put the
+//! value, for cas the optional expected and the optional new value (byte strings and options as
+//! in `client_protocol`). Result layout: `tag u8` (1 written, 2 value, 3 deleted, 4 cas,
+//! 5 invalid), then the fields. A get that arrives as a command (how a version 1 client sent it,
+//! so old logs hold such entries) is answered like a query.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +20,7 @@ use bytes::Bytes;
 
 use alpo_core::LogIndex;
 
+use crate::client_protocol::Op;
 use crate::limits::KV_KEY_BYTES_MAX;
 use crate::state_machine::StateMachine;
 use crate::wire::{DecodeError, Reader, Writer};
@@ -81,6 +86,17 @@ pub struct KvStateMachine {
 }
 
 impl KvOp {
+    /// The operation's name in words: `put`, `get`, `delete` or `cas`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            KvOp::Put { .. } => "put",
+            KvOp::Get { .. } => "get",
+            KvOp::Delete { .. } => "delete",
+            KvOp::Cas { .. } => "cas",
+        }
+    }
+
     /// The key the operation is about.
     #[must_use]
     pub fn key(&self) -> &Bytes {
@@ -92,7 +108,25 @@ impl KvOp {
         }
     }
 
-    /// Encodes the operation as a state-machine command.
+    /// Whether the operation only reads (a get), and so travels as a query.
+    #[must_use]
+    pub fn is_query(&self) -> bool {
+        matches!(self, KvOp::Get { .. })
+    }
+
+    /// The client-protocol request that carries this operation: a query for a get, a command
+    /// otherwise.
+    #[must_use]
+    pub fn to_op(&self) -> Op {
+        let payload = self.encode();
+        if self.is_query() {
+            Op::Query { payload }
+        } else {
+            Op::Command { payload }
+        }
+    }
+
+    /// Encodes the operation as a state-machine command or query.
     #[must_use]
     pub fn encode(&self) -> Bytes {
         let mut w = Writer::default();
@@ -184,10 +218,7 @@ impl KvStateMachine {
     /// Performs one operation.
     pub fn execute(&mut self, op: KvOp) -> KvResult {
         if KV_KEY_BYTES_MAX < op.key().len() {
-            let size = op.key().len();
-            return KvResult::Invalid(format!(
-                "key of {size} bytes is larger than the limit of {KV_KEY_BYTES_MAX} bytes"
-            ));
+            return too_large(op.key().len());
         }
         match op {
             KvOp::Put { key, value } => {
@@ -252,6 +283,22 @@ impl StateMachine for KvStateMachine {
         };
         result.encode().to_vec()
     }
+
+    fn query(&self, query: &[u8]) -> Vec<u8> {
+        let result = match KvOp::decode(Bytes::copy_from_slice(query)) {
+            Ok(KvOp::Get { key }) if KV_KEY_BYTES_MAX < key.len() => too_large(key.len()),
+            Ok(KvOp::Get { key }) => KvResult::Value(self.map.get(&key).cloned()),
+            Ok(op) => KvResult::Invalid(format!("a {} changes the map: not a query", op.name())),
+            Err(error) => KvResult::Invalid(format!("malformed key-value query: {error}")),
+        };
+        result.encode().to_vec()
+    }
+}
+
+fn too_large(size: usize) -> KvResult {
+    KvResult::Invalid(format!(
+        "key of {size} bytes is larger than the limit of {KV_KEY_BYTES_MAX} bytes"
+    ))
 }
 
 #[cfg(test)]
@@ -262,8 +309,13 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    /// Runs `op` as the node would: a query through `query`, a command through `apply`.
     fn run(kv: &mut KvStateMachine, op: KvOp) -> KvResult {
-        let output = kv.apply(LogIndex(1), &op.encode());
+        let output = match op.to_op() {
+            Op::Query { payload } => kv.query(&payload),
+            Op::Command { payload } => kv.apply(LogIndex(1), &payload),
+            other => panic!("{other:?}"),
+        };
         KvResult::decode(Bytes::from(output)).unwrap()
     }
 
@@ -348,6 +400,31 @@ mod tests {
         let result = run(&mut kv, KvOp::Put { key, value: b("v") });
         assert!(matches!(result, KvResult::Invalid(reason) if reason.contains("larger than")));
         assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn a_get_logged_as_a_command_is_answered_and_a_write_is_no_query() {
+        let mut kv = KvStateMachine::new();
+        run(
+            &mut kv,
+            KvOp::Put {
+                key: b("a"),
+                value: b("1"),
+            },
+        );
+        let get = KvOp::Get { key: b("a") }.encode();
+        let output = KvResult::decode(Bytes::from(kv.apply(LogIndex(2), &get))).unwrap();
+        assert_eq!(output, KvResult::Value(Some(b("1"))));
+        let delete = KvOp::Delete { key: b("a") }.encode();
+        let output = KvResult::decode(Bytes::from(kv.query(&delete))).unwrap();
+        assert_eq!(
+            output,
+            KvResult::Invalid("a delete changes the map: not a query".into())
+        );
+        assert_eq!(kv.len(), 1);
+        let key = Bytes::from(vec![b'x'; KV_KEY_BYTES_MAX + 1]);
+        let result = run(&mut kv, KvOp::Get { key });
+        assert!(matches!(result, KvResult::Invalid(reason) if reason.contains("larger than")));
     }
 
     #[test]

@@ -14,22 +14,24 @@
 //!
 //! Index relationships on every node: `applied ≤ commit ≤ durable ≤ last`.
 //!
-//! Clients speak the [`client_protocol`] (append, read, status, and the built-in key-value
-//! machine's put, get, delete and compare-and-set, which go through the log and so are
-//! linearizable); a follower answers proposals with the leader's address. [`Client`] finds the
+//! Clients speak the [`client_protocol`]: append, read and status for the log, and opaque
+//! commands and queries for the state machine, which are ordered through the log and so are
+//! linearizable; a follower answers them with the leader's address. [`Client`] finds the
 //! leader, retries with the same request id (the node applies a retried request once) and
-//! times out.
+//! times out. The built-in key-value store ([`KvStateMachine`]) is one state machine among
+//! others: its put, get, delete and compare-and-set are `Client` helpers that encode a
+//! [`KvOp`] as a command or query.
 //!
 //! # Embedding
 //!
 //! Run a node with your own state machine and talk to it (here a one-node cluster; a real
-//! cluster lists its other nodes in `peers`):
+//! cluster lists its other nodes in `peers`; `examples/bank` runs three in one process):
 //!
 //! ```
 //! use alpo_core::{ClusterId, LogIndex};
 //! use alpo_node::{Client, ClientOptions, NodeConfig, Server, StateMachine, Timeouts};
 //!
-//! /// Counts bytes: every command adds its length; the answer is the running total.
+//! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
 //!     total: u64,
 //! }
@@ -37,6 +39,10 @@
 //! impl StateMachine for ByteCounter {
 //!     fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Vec<u8> {
 //!         self.total += command.len() as u64;
+//!         self.total.to_le_bytes().to_vec()
+//!     }
+//!
+//!     fn query(&self, _query: &[u8]) -> Vec<u8> {
 //!         self.total.to_le_bytes().to_vec()
 //!     }
 //! }
@@ -62,6 +68,8 @@
 //! assert_eq!(answer[..], 5u64.to_le_bytes());
 //! let (index, answer) = client.command("world")?;
 //! assert_eq!(answer[..], 10u64.to_le_bytes());
+//! let (_, answer) = client.query("")?;
+//! assert_eq!(answer[..], 10u64.to_le_bytes());
 //! // Plain appends go to the log only; the state machine does not see them.
 //! let appended = client.append("just a log record")?;
 //! assert!(index < appended);
@@ -79,11 +87,14 @@
 
 mod apply;
 mod client;
+mod client_driver;
+mod client_engine;
 pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
 pub mod kv;
+mod kv_client;
 pub mod limits;
 mod node;
 mod server;
@@ -93,10 +104,12 @@ mod state_machine;
 mod storage;
 mod wire;
 
-pub use client::{CasOutcome, Client, ClientOptions};
+pub use client::{Client, ClientOptions};
+pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
 pub use config::{NodeConfig, PeerConfig, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
+pub use kv_client::CasOutcome;
 pub use node::{Server, StorageStats};
 pub use state_machine::StateMachine;
 pub use wire::{DecodeError, DecodeProblem};

@@ -35,15 +35,16 @@ use alpo_core::{
 use crate::apply::{self, ApplyHandle, ApplyMsg, PendingRequest, ReadRequest};
 use crate::client_protocol::{
     ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
+    unsupported_version_response,
 };
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::kv::KvOp;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, LogStore, StorageHandle, StorageOp};
+use crate::wire::{DecodeError, DecodeProblem};
 
 /// Makes term and vote durable (file written, synced, renamed, directory synced).
 pub(crate) trait HardStateStore: Send + 'static {
@@ -164,6 +165,19 @@ impl EventLoop {
         let connection = incoming.connection;
         let request = match Request::decode(incoming.body) {
             Ok(request) => request,
+            Err(DecodeError {
+                offset: 0,
+                problem: DecodeProblem::UnsupportedVersion(version),
+                ..
+            }) => {
+                // Answered in the layout every version shares, so the client can read it.
+                let (node, connection_id) = (self.config.id, connection.0);
+                let message = "client speaks another protocol version";
+                tracing::warn!(node, connection = connection_id, version, message);
+                self.replier
+                    .reply(connection, unsupported_version_response(version));
+                return Ok(());
+            }
             Err(error) => {
                 let (node, connection_id) = (self.config.id, connection.0);
                 let message = "malformed client request";
@@ -463,14 +477,10 @@ fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
 
 /// The entry command a proposal becomes; `None` for operations that are not proposals.
 fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
-    let kv = |op: KvOp| Some((CommandKind::Command, op.encode()));
     match op {
         Op::Append { value } => Some((CommandKind::Append, value)),
         Op::Command { payload } => Some((CommandKind::Command, payload)),
-        Op::Put { key, value } => kv(KvOp::Put { key, value }),
-        Op::Get { key } => kv(KvOp::Get { key }),
-        Op::Delete { key } => kv(KvOp::Delete { key }),
-        Op::Cas { key, expected, new } => kv(KvOp::Cas { key, expected, new }),
+        Op::Query { payload } => Some((CommandKind::Query, payload)),
         Op::Read { .. } | Op::Status => None,
     }
 }
@@ -667,20 +677,16 @@ mod tests {
             assert!(matches!(body, ResponseBody::Appended { .. }), "{body:?}");
         }
         seq += 1;
-        let put = Op::Put {
+        let put = crate::kv::KvOp::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),
         };
-        let body = call(&nodes[leader], seq, put);
+        let body = call(&nodes[leader], seq, put.to_op());
         let ResponseBody::Applied { index, .. } = body else {
             panic!("{body:?}")
         };
         // A retry with the same id is answered like the first time, not applied again.
-        let retry = Op::Put {
-            key: Bytes::from_static(b"k"),
-            value: Bytes::from_static(b"v"),
-        };
-        let body = call(&nodes[leader], seq, retry);
+        let body = call(&nodes[leader], seq, put.to_op());
         assert!(matches!(body, ResponseBody::Applied { index: again, .. } if again == index));
         let follower = (leader + 1) % 3;
         let body = call(
@@ -763,6 +769,10 @@ mod tests {
         fn apply(&mut self, _index: LogIndex, _command: &[u8]) -> Vec<u8> {
             panic!("deliberate state-machine bug");
         }
+
+        fn query(&self, _query: &[u8]) -> Vec<u8> {
+            panic!("deliberate state-machine bug");
+        }
     }
 
     #[test]
@@ -797,7 +807,7 @@ mod tests {
     #[test]
     fn malformed_requests_get_an_error_and_the_node_keeps_serving() {
         let nodes = start_cluster();
-        let body = Bytes::from_static(&[1, 2, 3]);
+        let body = Bytes::from_static(&[crate::client_protocol::PROTOCOL_VERSION, 2, 3]);
         let connection = alpo_net::ConnectionId(7);
         let request = IncomingRequest { connection, body };
         nodes[0]
@@ -819,6 +829,27 @@ mod tests {
         ));
         let body = call(&nodes[0], 1, Op::Status);
         assert!(matches!(body, ResponseBody::Status(status) if status.id == NodeId(1)));
+        // A client of another protocol version is answered under its own version byte.
+        let mut old = Request {
+            id: RequestId { client: 9, seq: 2 },
+            op: Op::Status,
+        }
+        .encode()
+        .to_vec();
+        old[0] = 1;
+        let request = IncomingRequest {
+            connection,
+            body: Bytes::from(old),
+        };
+        nodes[0]
+            .requests
+            .send(Some(Incoming::Client(request)))
+            .unwrap();
+        let (_, bytes) = nodes[0]
+            .replies
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(bytes, unsupported_version_response(1));
         for node in nodes {
             node.running.stop().unwrap();
         }

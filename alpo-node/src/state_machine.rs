@@ -1,4 +1,5 @@
-//! The trait an embedding application implements to receive the committed log, in order.
+//! The trait an embedding application implements to receive the committed log, in order, and
+//! to answer queries about its state.
 //!
 //! Invariants: on every node, the state machine sees the same commands at the same indices in the
 //! same order (state-machine safety, docs/protocol.md), so replicas that start empty
@@ -28,4 +29,17 @@ pub trait StateMachine: Send + 'static {
     /// - Must not panic on any input: a malformed command should produce an error answer that
     ///   the application's client understands.
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Vec<u8>;
+
+    /// Answers `query` from the current state, without changing it, and returns the answer for
+    /// the client that asked.
+    ///
+    /// # Correctness
+    /// - The node orders a query through the log like a command, and calls this method when
+    ///   the query's entry is applied: the state is exactly the one after every command before
+    ///   the query's index and before none after it, so the answer is linearizable.
+    /// - Must be deterministic and free of side effects (it takes `&self`): every node answers
+    ///   the same query at the same index alike, and a retried query is answered from the
+    ///   session table with the first answer.
+    /// - Must not panic on any input, like `apply`.
+    fn query(&self, query: &[u8]) -> Vec<u8>;
 }

@@ -1,6 +1,7 @@
 //! A 3-node cluster in one process over real loopback TCP and real log files: elections,
 //! 10,000 committed appends with identical logs, leader failover without losing acknowledged
-//! entries, catch-up after a restart, redirects from followers, and bad input.
+//! entries, catch-up after a restart, redirects from followers, many client sessions driven from
+//! one thread, and bad input (including clients of other protocol versions).
 
 // Helpers shared by the tests fail the test on any error, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -309,6 +310,70 @@ fn a_follower_redirects_clients_to_the_leader() {
     assert_eq!(status.role, Role::Passive);
 }
 
+/// Sessions of `alpo_node::drive`: each appends `count` values tagged with its number.
+struct Tagged {
+    count: u64,
+}
+
+impl alpo_node::Requests for Tagged {
+    fn next(&mut self, session: u64, count: u64, _now: Instant) -> Option<Op> {
+        (count <= self.count).then(|| Op::Append {
+            value: format!("{session}/{count}").into(),
+        })
+    }
+}
+
+/// Every session's answers, in the order they came.
+#[derive(Default)]
+struct Answers(std::collections::BTreeMap<u64, Vec<LogIndex>>);
+
+impl alpo_node::Outcomes for Answers {
+    fn on_done(
+        &mut self,
+        session: u64,
+        started: Instant,
+        done: Instant,
+        outcome: Result<ResponseBody, alpo_node::Error>,
+    ) {
+        assert!(started <= done);
+        match outcome {
+            Ok(ResponseBody::Appended { index }) => self.0.entry(session).or_default().push(index),
+            other => panic!("session {session}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn many_sessions_on_one_thread_find_the_leader_and_each_append_once() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let mut options = ClientOptions::new(ClusterId(CLUSTER));
+    options.request_timeout = Duration::from_secs(30);
+    // Every session starts at a follower, which redirects it.
+    let plan = alpo_node::DrivePlan {
+        endpoints: cluster.endpoints(),
+        first_target: cluster.configs[follower].client_addr,
+        options,
+    };
+    let mut answers = Answers::default();
+    alpo_node::drive(
+        &plan,
+        &[0, 1, 2, 3, 4],
+        &mut Tagged { count: 40 },
+        &mut answers,
+    )
+    .unwrap();
+    assert_eq!(answers.0.len(), 5);
+    let mut all: Vec<LogIndex> = answers.0.values().flatten().copied().collect();
+    assert!(answers.0.values().all(|indices| indices.len() == 40));
+    // Each session's appends commit in its order, and no two share an index.
+    assert!(answers.0.values().all(|indices| indices.is_sorted()));
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 200);
+}
+
 #[test]
 fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let cluster = Cluster::start(3);
@@ -316,13 +381,24 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let addr = cluster.configs[leader].client_addr;
     let timeout = Duration::from_secs(5);
     let mut raw = alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER), timeout).unwrap();
-    raw.send(b"\x01garbage").unwrap();
+    raw.send(b"\x02garbage").unwrap();
     let response = Response::decode(raw.recv(timeout).unwrap()).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
         "{:?}",
         response.body
     );
+    // A client of another protocol version gets an answer in its own version naming both.
+    for version in [1u8, 3] {
+        raw.send(&[version, 0, 0]).unwrap();
+        let answer = raw.recv(timeout).unwrap();
+        assert_eq!(answer[0], version);
+        let text = String::from_utf8_lossy(&answer);
+        let expected = format!(
+            "client protocol version {version} is not supported: this node speaks version 2"
+        );
+        assert!(text.ends_with(&expected), "{text}");
+    }
     // An oversized entry is refused with a reason.
     let mut client = cluster.client();
     let huge = vec![0u8; 5 * 1024 * 1024];
