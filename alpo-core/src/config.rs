@@ -51,20 +51,6 @@ pub struct Config {
     pub pending_proposal_bytes_max: u64,
     /// One entry's payload at most; beyond, `propose` refuses.
     pub entry_bytes_max: u64,
-    /// A deliberate protocol violation, for proving the simulator's checkers bite. Never set
-    /// outside tests.
-    #[doc(hidden)]
-    pub injected_bug: Option<InjectedBug>,
-}
-
-/// A deliberate protocol violation that tests switch on to prove the checkers catch it.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InjectedBug {
-    /// Commit an entry of an older term by counting replicas (breaks R5; scenario S1).
-    CommitOlderTermByCount,
-    /// Grant a vote to every candidate, even after voting in this term (breaks E4).
-    GrantTwoVotesPerTerm,
 }
 
 impl Config {
@@ -90,7 +76,6 @@ impl Config {
             pending_proposal_count_max: limits::PENDING_PROPOSAL_COUNT_MAX,
             pending_proposal_bytes_max: limits::PENDING_PROPOSAL_BYTES_MAX,
             entry_bytes_max: limits::ENTRY_BYTES_MAX,
-            injected_bug: None,
         }
     }
 

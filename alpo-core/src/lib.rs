@@ -91,16 +91,22 @@
 //! }
 //! ```
 //!
-//! The core keeps the whole log in memory (no snapshots yet). [`testkit`] packages this loop
-//! with crash and message control for tests; the simulator in `sim` drives it at random.
+//! The core keeps the whole log in memory (no snapshots yet).
+//!
+//! # Features
+//! - `sim` (off by default): the deterministic simulator (`sim`, which drives nodes at random
+//!   through this public API and checks the safety properties after every step), `testkit`
+//!   (this loop packaged with crash and message control, for hand-driven tests) and
+//!   `InjectedBug` with `Node::inject_bug` (deliberate protocol bugs that prove the checkers
+//!   bite). ALPO's own tests, xtask and benchmarks turn it on; a server does not need it.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
-mod election;
 pub mod error;
+mod injected;
 pub mod limits;
 mod log;
 mod marks;
@@ -108,9 +114,10 @@ pub mod message;
 pub mod node;
 pub mod output;
 mod progress;
-mod replication;
 mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
 pub mod testkit;
 pub mod trace;
 pub mod types;
@@ -118,8 +125,10 @@ pub mod types;
 #[cfg(test)]
 mod rule_tests;
 
-pub use config::{Config, InjectedBug};
+pub use config::Config;
 pub use error::{ConfigError, ProposeError, TraceError};
+#[cfg(feature = "sim")]
+pub use injected::InjectedBug;
 pub use message::{
     Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
     VoteRequest,

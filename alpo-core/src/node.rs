@@ -2,8 +2,8 @@
 //!
 //! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`) mutates the state and
 //! pushes outputs onto an internal list, which the driver takes with [`Node::take_outputs`].
-//! The rules themselves live in `election.rs` (E0–E8) and `replication.rs` (R1–R11); this file
-//! dispatches and keeps the invariants.
+//! The rules themselves live in the child modules `election` (E0–E8) and `replication`
+//! (R1–R11), which alone share the state; this file dispatches and keeps the invariants.
 //!
 //! # Batching
 //! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
@@ -17,6 +17,9 @@
 //! `applied ≤ commit ≤ durable ≤ last` (indices), `commit ≤ commit_known` (the highest index
 //! known committed, which may run ahead of the local durable index), every log term is at most
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
+
+mod election;
+mod replication;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,53 +94,56 @@ pub struct Status {
 /// One ALPO server's protocol state machine.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) config: Config,
-    pub(crate) incarnation: Incarnation,
-    pub(crate) rng: Rng,
-    pub(crate) hard_state: HardState,
-    pub(crate) log: Log,
-    pub(crate) role: Role,
-    pub(crate) leader: Option<NodeId>,
+    config: Config,
+    incarnation: Incarnation,
+    rng: Rng,
+    hard_state: HardState,
+    log: Log,
+    role: Role,
+    leader: Option<NodeId>,
     /// Highest index known committed (learned or counted); may exceed the durable index.
-    pub(crate) commit_known: LogIndex,
+    commit_known: LogIndex,
     /// `min(commit_known, durable)`, never decreasing: what may be applied.
-    pub(crate) commit_index: LogIndex,
-    pub(crate) applied_index: LogIndex,
-    pub(crate) timers: Timers,
+    commit_index: LogIndex,
+    applied_index: LogIndex,
+    timers: Timers,
     /// The pre-vote or vote round in progress, if any.
-    pub(crate) campaign: Option<Campaign>,
+    campaign: Option<Campaign>,
     /// Per follower, when leader (empty otherwise).
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    progress: BTreeMap<NodeId, Progress>,
     /// Follower: highest index verified by an Append of this term, not yet acknowledged.
-    pub(crate) pending_ack: Option<LogIndex>,
-    pub(crate) outputs: Vec<Output>,
-    pub(crate) recorder: Option<Recorder>,
+    pending_ack: Option<LogIndex>,
+    outputs: Vec<Output>,
+    recorder: Option<Recorder>,
+    /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
+    #[cfg(feature = "sim")]
+    injected_bug: Option<crate::injected::InjectedBug>,
 }
 
 /// The node's deadlines.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timers {
+struct Timers {
     /// Passive: when to stand (E1). Candidate: when the election cycle ends.
-    pub(crate) election_deadline: Instant,
+    election_deadline: Instant,
     /// Not a candidate again before this instant (E8).
-    pub(crate) deferred_until: Instant,
+    deferred_until: Instant,
     /// When we last heard from the leader we follow (E5).
-    pub(crate) leader_contact: Option<Instant>,
+    leader_contact: Option<Instant>,
     /// Leader: next heartbeat round (R7).
-    pub(crate) heartbeat_due: Instant,
+    heartbeat_due: Instant,
     /// Leader: next check-quorum (E5).
-    pub(crate) quorum_check_due: Instant,
+    quorum_check_due: Instant,
 }
 
 /// A round of pre-votes (E2) or votes (E3) in progress.
 #[derive(Clone, Debug)]
-pub(crate) struct Campaign {
+struct Campaign {
     /// Pre-vote round (no term change yet) or real candidacy.
-    pub(crate) pre_vote: bool,
+    pre_vote: bool,
     /// The term asked for.
-    pub(crate) term: Term,
+    term: Term,
     /// Servers that granted, this one included.
-    pub(crate) granted: BTreeSet<NodeId>,
+    granted: BTreeSet<NodeId>,
 }
 
 impl Node {
@@ -148,7 +154,7 @@ impl Node {
             field: "persisted.entries",
             problem: error.0,
         })?;
-        let hard_state = crate::election::startup_hard_state(persisted.hard_state, &log);
+        let hard_state = election::startup_hard_state(persisted.hard_state, &log);
         let mut node = Node {
             rng: Rng::new(config.seed, config.id),
             config,
@@ -172,6 +178,8 @@ impl Node {
             pending_ack: None,
             outputs: Vec::new(),
             recorder: None,
+            #[cfg(feature = "sim")]
+            injected_bug: None,
         };
         node.reset_passive_timer(now);
         node.invariants();
@@ -188,6 +196,16 @@ impl Node {
         let mut node = Node::new(config, persisted, now)?;
         node.recorder = Some(recorder);
         Ok(node)
+    }
+
+    /// Switches on a deliberate protocol bug, to prove that the simulator's checkers catch it
+    /// (feature `sim`; never in a real server). A recorded trace records the bug.
+    #[cfg(feature = "sim")]
+    pub fn inject_bug(&mut self, bug: crate::injected::InjectedBug) {
+        self.injected_bug = Some(bug);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.injected_bug(bug.code());
+        }
     }
 
     /// Time passes: fire the election timer, heartbeats, check-quorum, as due at `now`.
@@ -243,6 +261,7 @@ impl Node {
 
     /// Takes the outputs produced by the inputs since the last call, in the order to perform
     /// them (see [`crate::output`] for the ordering contract).
+    #[must_use = "the outputs must be performed, in order"]
     pub fn take_outputs(&mut self) -> Vec<Output> {
         if let Some(recorder) = &mut self.recorder {
             recorder.take_outputs();
@@ -388,7 +407,7 @@ impl Node {
     }
 
     /// This server's rank (E8): its log's last position, then its id.
-    pub(crate) fn rank(&self) -> Rank {
+    fn rank(&self) -> Rank {
         Rank {
             last_term: self.log.last_term(),
             last_index: self.log.last_index(),
@@ -397,7 +416,7 @@ impl Node {
     }
 
     /// Queues a message to `to`, carrying `term`.
-    pub(crate) fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+    fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
         self.outputs.push(Output::Send(Message {
             from: self.config.id,
             to,
@@ -409,7 +428,7 @@ impl Node {
 
     /// Queues a `SaveHardState` of the current hard state; a directly preceding one is replaced,
     /// since the newer state supersedes it and nothing was ordered between them.
-    pub(crate) fn save_hard_state(&mut self) {
+    fn save_hard_state(&mut self) {
         if let Some(Output::SaveHardState(_)) = self.outputs.last() {
             self.outputs.pop();
         }
@@ -417,7 +436,7 @@ impl Node {
     }
 
     /// The other members, in id order.
-    pub(crate) fn peers(&self) -> Vec<NodeId> {
+    fn peers(&self) -> Vec<NodeId> {
         let me = self.config.id;
         self.config
             .members
@@ -428,7 +447,7 @@ impl Node {
     }
 
     /// Whether `count` servers make a majority.
-    pub(crate) fn is_majority(&self, count: usize) -> bool {
+    fn is_majority(&self, count: usize) -> bool {
         count >= self.config.majority()
     }
 
@@ -445,7 +464,7 @@ impl Node {
     }
 
     /// Hands the log entries appended since the last flush to the driver (one `AppendLog`).
-    pub(crate) fn flush_log_writes(&mut self) {
+    fn flush_log_writes(&mut self) {
         if self.log.written_index() < self.log.last_index() {
             let entries = self.log.take_unwritten();
             self.outputs.push(Output::AppendLog { entries });
@@ -468,10 +487,10 @@ impl Node {
 
 /// Who sent a reply, for the leader's bookkeeping.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MessageMeta {
-    pub(crate) from: NodeId,
-    pub(crate) term: Term,
-    pub(crate) incarnation: Incarnation,
+struct MessageMeta {
+    from: NodeId,
+    term: Term,
+    incarnation: Incarnation,
 }
 
 fn message_meta(from: NodeId, term: Term, incarnation: Incarnation) -> MessageMeta {

@@ -24,7 +24,7 @@
 
 use bytes::Bytes;
 
-use crate::config::{Config, InjectedBug};
+use crate::config::Config;
 use crate::error::{ProposeError, TraceError};
 use crate::message::{
     Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
@@ -52,6 +52,9 @@ const TAG_TAKE_OUTPUTS: u8 = 5;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Recorder {
     bytes: Vec<u8>,
+    /// Where the `start` record's injected-bug byte sits.
+    #[cfg(feature = "sim")]
+    bug_offset: usize,
 }
 
 /// The result of replaying a trace.
@@ -72,11 +75,22 @@ impl Recorder {
         writer.bytes.extend_from_slice(&TRACE_VERSION.to_le_bytes());
         writer.u8(TAG_START);
         writer.config(config);
+        #[cfg(feature = "sim")]
+        let bug_offset = writer.bytes.len() - 1;
         writer.persisted(persisted);
         writer.u64(now.0);
         Recorder {
             bytes: writer.bytes,
+            #[cfg(feature = "sim")]
+            bug_offset,
         }
+    }
+
+    /// Records the injected bug's code in the `start` record (the simulator injects a bug
+    /// right after start, before any input).
+    #[cfg(feature = "sim")]
+    pub(crate) fn injected_bug(&mut self, code: u8) {
+        self.bytes[self.bug_offset] = code;
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -145,10 +159,23 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
     if reader.u8()? != TAG_START {
         return Err(reader.error(10, "the first record is not `start`"));
     }
-    let config = reader.config()?;
+    let (config, bug_code) = reader.config()?;
+    let bug_offset = reader.offset - 1;
     let persisted = reader.persisted()?;
     let now = Instant(reader.u64()?);
     let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
+    if bug_code != 0 {
+        #[cfg(feature = "sim")]
+        match crate::injected::InjectedBug::from_code(bug_code) {
+            Some(bug) => node.inject_bug(bug),
+            None => return Err(reader.error(bug_offset, &format!("injected bug {bug_code}"))),
+        }
+        #[cfg(not(feature = "sim"))]
+        return Err(reader.error(
+            bug_offset,
+            &format!("injected bug {bug_code} (replay it with alpo-core's `sim` feature)"),
+        ));
+    }
     let mut outputs = Vec::new();
     let mut proposals = Vec::new();
     while !reader.is_empty() {
@@ -230,11 +257,9 @@ impl Writer {
         self.u64(config.pending_proposal_count_max);
         self.u64(config.pending_proposal_bytes_max);
         self.u64(config.entry_bytes_max);
-        self.u8(match config.injected_bug {
-            None => 0,
-            Some(InjectedBug::CommitOlderTermByCount) => 1,
-            Some(InjectedBug::GrantTwoVotesPerTerm) => 2,
-        });
+        // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
+        // one; kept in `Config`'s place in the layout since the bugs left `Config`.
+        self.u8(0);
     }
 
     fn persisted(&mut self, persisted: &Persisted) {
@@ -393,7 +418,8 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.take(length)?))
     }
 
-    fn config(&mut self) -> Result<Config, TraceError> {
+    /// The configuration and the injected bug's code (0: none).
+    fn config(&mut self) -> Result<(Config, u8), TraceError> {
         let id = NodeId(self.u64()?);
         let member_count = self.count(8)?;
         let members = (0..member_count)
@@ -415,13 +441,8 @@ impl<'a> Reader<'a> {
         config.pending_proposal_count_max = self.u64()?;
         config.pending_proposal_bytes_max = self.u64()?;
         config.entry_bytes_max = self.u64()?;
-        config.injected_bug = match self.u8()? {
-            0 => None,
-            1 => Some(InjectedBug::CommitOlderTermByCount),
-            2 => Some(InjectedBug::GrantTwoVotesPerTerm),
-            other => return Err(self.error(self.offset - 1, &format!("injected bug {other}"))),
-        };
-        Ok(config)
+        let bug_code = self.u8()?;
+        Ok((config, bug_code))
     }
 
     fn persisted(&mut self) -> Result<Persisted, TraceError> {

@@ -109,11 +109,13 @@ fn profile(value: &str) -> Result<FaultProfile> {
 }
 
 fn bug(value: &str) -> Result<InjectedBug> {
-    match value {
-        "CommitOlderTermByCount" => Ok(InjectedBug::CommitOlderTermByCount),
-        "GrantTwoVotesPerTerm" => Ok(InjectedBug::GrantTwoVotesPerTerm),
-        _ => bail!("--inject {value:?}: expected CommitOlderTermByCount or GrantTwoVotesPerTerm"),
-    }
+    InjectedBug::ALL
+        .into_iter()
+        .find(|bug| format!("{bug:?}") == value)
+        .with_context(|| {
+            let names: Vec<String> = InjectedBug::ALL.iter().map(|b| format!("{b:?}")).collect();
+            format!("--inject {value:?}: expected one of {}", names.join(", "))
+        })
 }
 
 /// Runs the soak (or the single seed) and prints the results; true when every seed passed.

@@ -735,8 +735,11 @@ impl Simulation {
             entries: s.disk.durable_log().to_vec(),
             incarnation: s.incarnation,
         };
-        let node = Node::new(s.config.clone(), persisted, local)
+        let mut node = Node::new(s.config.clone(), persisted, local)
             .map_err(|e| Violation::new(OUTPUT_CONTRACT, format!("node {}: {e}", s.config.id)))?;
+        if let Some(bug) = self.options.injected_bug {
+            node.inject_bug(bug);
+        }
         s.node = Some(node);
         s.timer_at = None;
         s.paused_until = 0;

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, InjectedBug};
+use crate::config::Config;
+use crate::injected::InjectedBug;
 use crate::sim::clock::Clock;
 use crate::sim::network::NetworkFaults;
 use crate::sim::rng::SimRng;
@@ -183,7 +184,6 @@ fn configs(rng: &mut SimRng, node_count: usize, options: &SimOptions) -> Vec<Con
             config.check_quorum = check_quorum;
             config.append_entry_count_max = rng.range(1, 64);
             config.inflight_append_count_max = rng.range(1, 16);
-            config.injected_bug = options.injected_bug;
             config
         })
         .collect()

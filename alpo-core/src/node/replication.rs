@@ -10,18 +10,18 @@
 
 use bytes::Bytes;
 
-use crate::config::InjectedBug;
+use super::{MessageMeta, Node, Proposal, Role};
 use crate::error::ProposeError;
+use crate::injected::injected;
 use crate::marks::hit;
 use crate::message::{Append, AppendReply, AppendResult, MessageBody, RejectHint};
-use crate::node::{MessageMeta, Node, Proposal, Role};
 use crate::output::Output;
 use crate::progress::{Rejection, SendPlan};
 use crate::types::{Entry, EntryKind, Incarnation, Instant, LogIndex, NodeId, Term};
 
 impl Node {
     /// Rule R1: only the leader accepts proposals; it appends them to its log in its term.
-    pub(crate) fn accept_proposal(&mut self, payload: Bytes) -> Result<Proposal, ProposeError> {
+    pub(super) fn accept_proposal(&mut self, payload: Bytes) -> Result<Proposal, ProposeError> {
         if self.role != Role::Leader {
             hit!(r1_proposal_refused_not_leader);
             return Err(ProposeError::NotLeader {
@@ -61,7 +61,7 @@ impl Node {
     }
 
     /// Rule R8: a new leader appends a no-op of its term at once.
-    pub(crate) fn append_noop(&mut self) {
+    pub(super) fn append_noop(&mut self) {
         hit!(r8_new_leader_appends_noop);
         self.log.push(Entry {
             index: self.log.last_index().next(),
@@ -72,7 +72,7 @@ impl Node {
     }
 
     /// Rule R2: send each follower what its progress state and window allow.
-    pub(crate) fn replicate(&mut self) {
+    pub(super) fn replicate(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             self.replicate_to(peer);
@@ -142,7 +142,7 @@ impl Node {
 
     /// Rule R7: an empty Append to each streaming follower (probing followers get their probe
     /// resent by the next flush instead).
-    pub(crate) fn heartbeat(&mut self) {
+    pub(super) fn heartbeat(&mut self) {
         hit!(r7_heartbeat_sent);
         let last = self.log.last_index();
         let mut heartbeats = Vec::new();
@@ -171,7 +171,7 @@ impl Node {
     }
 
     /// Rules R3, R4, R6 (and E6) at a follower.
-    pub(crate) fn on_append(&mut self, now: Instant, from: NodeId, term: Term, append: Append) {
+    pub(super) fn on_append(&mut self, now: Instant, from: NodeId, term: Term, append: Append) {
         let current = self.hard_state.current_term;
         if term < current {
             hit!(e6_stale_append_answered);
@@ -256,7 +256,7 @@ impl Node {
             self.role != Role::Leader,
             "invariant: a leader never truncates its log (R9)"
         );
-        if self.config.injected_bug.is_none() {
+        if !injected!(self) {
             assert!(
                 self.commit_known < from,
                 "invariant: committed entries are never removed"
@@ -281,7 +281,7 @@ impl Node {
 
     /// The log became durable further: release acknowledgements (follower), count ourselves
     /// (leader, R10), and advance the commit index.
-    pub(crate) fn on_durable_advanced(&mut self) {
+    pub(super) fn on_durable_advanced(&mut self) {
         if self.role == Role::Leader {
             hit!(r10_leader_counts_its_own_durable_write);
             self.leader_commit();
@@ -297,12 +297,18 @@ impl Node {
     }
 
     /// The leader hears back from a follower (R2, R3, R5; E6 for a higher term).
-    pub(crate) fn on_append_reply(&mut self, now: Instant, meta: &MessageMeta, reply: AppendReply) {
+    pub(super) fn on_append_reply(&mut self, now: Instant, meta: &MessageMeta, reply: AppendReply) {
         if meta.term > self.hard_state.current_term {
             self.adopt_term(now, meta.term);
             return;
         }
-        if meta.term < self.hard_state.current_term || self.role != Role::Leader {
+        if meta.term < self.hard_state.current_term && !injected!(self, CountStaleAppendReply) {
+            // E6: a reply of an older term answers an Append of a leadership that ended; the
+            // follower's log may have changed since, so its match index means nothing now.
+            hit!(e6_stale_append_reply_ignored);
+            return;
+        }
+        if self.role != Role::Leader {
             return;
         }
         let last = self.log.last_index();
@@ -344,7 +350,7 @@ impl Node {
         if current {
             hit!(r5_commit_by_current_term_entry);
             self.commit_known = quorum_index;
-        } else if self.config.injected_bug == Some(InjectedBug::CommitOlderTermByCount) {
+        } else if injected!(self, CommitOlderTermByCount) {
             self.commit_known = quorum_index;
         } else {
             hit!(r5_older_term_entry_not_counted);
