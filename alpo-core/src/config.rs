@@ -1,5 +1,6 @@
 //! A server's protocol configuration: who is in the cluster, the timing ranges of section 5 of the
-//! protocol, the optional rules (deferral, pre-vote, check-quorum), limits and the random seed.
+//! protocol, the optional rules (deferral, pre-vote, check-quorum), limits, the snapshot policy
+//! (rules S2, S4, S5) and the random seed.
 //!
 //! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
 //! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
@@ -51,6 +52,16 @@ pub struct Config {
     pub pending_proposal_bytes_max: u64,
     /// One entry's payload at most; beyond, `propose` refuses.
     pub entry_bytes_max: u64,
+    /// Rule S2's trigger: take a snapshot once `applied - L ≥ N` entries were applied since the
+    /// newest durable snapshot at `L`; `None` never takes one.
+    pub snapshot_interval_entries: Option<u64>,
+    /// Rule S4: entries kept below the newest snapshot when compacting, for followers that are
+    /// only a little behind (they then catch up by Appends instead of an install).
+    pub retain_entries: u64,
+    /// Rule S5: bytes of the snapshot file per InstallSnapshot chunk at most.
+    pub snapshot_chunk_bytes: u64,
+    /// Rule S5: InstallSnapshot chunks in flight (read or sent, not acknowledged) per follower.
+    pub snapshot_chunks_inflight_max: u64,
 }
 
 impl Config {
@@ -76,6 +87,10 @@ impl Config {
             pending_proposal_count_max: limits::PENDING_PROPOSAL_COUNT_MAX,
             pending_proposal_bytes_max: limits::PENDING_PROPOSAL_BYTES_MAX,
             entry_bytes_max: limits::ENTRY_BYTES_MAX,
+            snapshot_interval_entries: None,
+            retain_entries: limits::RETAIN_ENTRIES,
+            snapshot_chunk_bytes: limits::APPEND_BYTES_MAX,
+            snapshot_chunks_inflight_max: limits::SNAPSHOT_CHUNKS_INFLIGHT_MAX,
         }
     }
 
@@ -125,6 +140,15 @@ impl Config {
                 self.pending_proposal_bytes_max,
             ),
             ("entry_bytes_max", self.entry_bytes_max),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            (
+                "snapshot_chunks_inflight_max",
+                self.snapshot_chunks_inflight_max,
+            ),
+            (
+                "snapshot_interval_entries",
+                self.snapshot_interval_entries.unwrap_or(1),
+            ),
         ];
         for (field, value) in limits {
             if value == 0 {

@@ -16,15 +16,23 @@ pub enum InjectedBug {
     /// A leader counts an `AppendReply` of an older term as if it were of its own (breaks E6:
     /// a reply from before a change of term may acknowledge entries the follower no longer has).
     CountStaleAppendReply,
+    /// Ask for a snapshot at `applied + 1`: the snapshot claims an index its image does not
+    /// contain (breaks S1, S2; property 9 must catch it).
+    SnapshotBeyondApplied,
+    /// Compact the log up to two entries past the newest snapshot (breaks S3, S4: an entry
+    /// neither the log nor a snapshot holds; property 10 must catch it).
+    CompactPastSnapshot,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 3] = [
+    pub const ALL: [InjectedBug; 5] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
+        InjectedBug::SnapshotBeyondApplied,
+        InjectedBug::CompactPastSnapshot,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -34,6 +42,8 @@ impl InjectedBug {
             InjectedBug::CommitOlderTermByCount => 1,
             InjectedBug::GrantTwoVotesPerTerm => 2,
             InjectedBug::CountStaleAppendReply => 3,
+            InjectedBug::SnapshotBeyondApplied => 4,
+            InjectedBug::CompactPastSnapshot => 5,
         }
     }
 

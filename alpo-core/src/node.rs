@@ -1,9 +1,11 @@
 //! One ALPO server's protocol state and its entry points: one method per kind of input.
 //!
-//! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`) mutates the state and
-//! pushes outputs onto an internal list, which the driver takes with [`Node::take_outputs`].
-//! The rules themselves live in the child modules `election` (E0–E8) and `replication`
-//! (R1–R11), which alone share the state; this file dispatches and keeps the invariants.
+//! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`, and the snapshot driver's
+//! reports `on_snapshot_durable`, `on_snapshot_read`, `on_snapshot_installed`,
+//! `on_snapshot_install_failed`) mutates the state and pushes outputs onto an internal list,
+//! which the driver takes with [`Node::take_outputs`]. The rules themselves live in the child
+//! modules `election` (E0–E8), `replication` (R1–R11) and `snapshot` (S2–S7), which alone share
+//! the state; this file dispatches and keeps the invariants.
 //!
 //! # Batching
 //! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
@@ -14,27 +16,31 @@
 //! input trace because it may flush.
 //!
 //! # Invariants
-//! `applied ≤ commit ≤ durable ≤ last` (indices), `commit ≤ commit_known` (the highest index
+//! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last` (indices; `base` is the log's, `L` the newest
+//! durable snapshot's last index, 0 without one), `commit ≤ commit_known` (the highest index
 //! known committed, which may run ahead of the local durable index), every log term is at most
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
 
 mod election;
 mod replication;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ConfigError, ProposeError};
+use crate::error::{ConfigError, ProposeError, SnapshotReadError};
+use crate::injected::injected;
 use crate::log::Log;
+use crate::marks::hit;
 use crate::message::{Message, MessageBody};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::trace::Recorder;
 use crate::types::{
-    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, SnapshotMeta, Term,
 };
 
 /// What a server loaded from disk at start (the "restart from persisted state" input).
@@ -42,7 +48,12 @@ use crate::types::{
 pub struct Persisted {
     /// Term and vote, as last made durable.
     pub hard_state: HardState,
-    /// The durable log, in index order from index 1 (or from the first retained index).
+    /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
+    /// restored its state machine from.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
+    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; one at `L` with
+    /// another term is an uncommitted suffix the node discards with a `TruncateLog`).
     pub entries: Vec<Entry>,
     /// This start's incarnation: one more than the last start's, made durable by the driver.
     pub incarnation: Incarnation,
@@ -89,6 +100,10 @@ pub struct Status {
     pub durable_index: LogIndex,
     /// Highest index handed to the state machine.
     pub applied_index: LogIndex,
+    /// Last index of the newest durable snapshot (0 without one).
+    pub snapshot_index: LogIndex,
+    /// First index of the log the core still holds (1 until compacted).
+    pub first_index: LogIndex,
 }
 
 /// One ALPO server's protocol state machine.
@@ -113,11 +128,28 @@ pub struct Node {
     progress: BTreeMap<NodeId, Progress>,
     /// Follower: highest index verified by an Append of this term, not yet acknowledged.
     pending_ack: Option<LogIndex>,
+    /// The newest durable snapshot (rule S3), taken or installed.
+    snapshot: Option<SnapshotMeta>,
+    /// The `TakeSnapshot` in progress (rule S2), if any.
+    snapshot_taking: Option<LogPosition>,
+    /// Follower: the snapshot being received (rules S6, S7), if any.
+    install: Option<Install>,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
     #[cfg(feature = "sim")]
     injected_bug: Option<crate::injected::InjectedBug>,
+}
+
+/// A snapshot being received (rule S6); volatile: a restart starts the transfer over.
+#[derive(Clone, Copy, Debug)]
+struct Install {
+    /// The snapshot.
+    snapshot: SnapshotMeta,
+    /// Bytes written so far (the next chunk's offset).
+    held: u64,
+    /// The last chunk was written: the driver is verifying and installing the file.
+    finishing: bool,
 }
 
 /// The node's deadlines.
@@ -150,11 +182,23 @@ impl Node {
     /// Starts a server from what it loaded from disk (rule E0): passive, commit index 0.
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
-        let log = Log::load(persisted.entries).map_err(|error| ConfigError {
-            field: "persisted.entries",
-            problem: error.0,
-        })?;
+        let loaded =
+            Log::load(persisted.snapshot, persisted.entries).map_err(|error| ConfigError {
+                field: "persisted.entries",
+                problem: error.0,
+            })?;
+        let log = loaded.log;
         let hard_state = election::startup_hard_state(persisted.hard_state, &log);
+        // S8: the snapshot's entries are applied (its state restored) and committed.
+        let snapshot_index = persisted
+            .snapshot
+            .map_or(LogIndex(0), |meta| meta.last.index);
+        let mut outputs = Vec::new();
+        if let Some(from) = loaded.discard_from {
+            // S7 step 1, redone at start: a crash fell between an install and its truncation.
+            hit!(s8_conflicting_log_discarded_at_start);
+            outputs.push(Output::TruncateLog { from });
+        }
         let mut node = Node {
             rng: Rng::new(config.seed, config.id),
             config,
@@ -163,9 +207,9 @@ impl Node {
             log,
             role: Role::Passive,
             leader: None,
-            commit_known: LogIndex(0),
-            commit_index: LogIndex(0),
-            applied_index: LogIndex(0),
+            commit_known: snapshot_index,
+            commit_index: snapshot_index,
+            applied_index: snapshot_index,
             timers: Timers {
                 election_deadline: now,
                 deferred_until: now,
@@ -176,7 +220,10 @@ impl Node {
             campaign: None,
             progress: BTreeMap::new(),
             pending_ack: None,
-            outputs: Vec::new(),
+            snapshot: persisted.snapshot,
+            snapshot_taking: None,
+            install: None,
+            outputs,
             recorder: None,
             #[cfg(feature = "sim")]
             injected_bug: None,
@@ -259,6 +306,63 @@ impl Node {
         self.finish_input();
     }
 
+    /// The driver made a snapshot durable (rule S3 step 5): one this node asked for with
+    /// `TakeSnapshot`. Allows compaction (`CompactLog`, rule S4).
+    pub fn on_snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_durable(now, meta);
+        }
+        self.flush_log_writes();
+        self.snapshot_durable(meta);
+        self.finish_input();
+    }
+
+    /// The driver answers a `ReadSnapshot` for follower `to`: `len` bytes at `offset` of the
+    /// snapshot file `snapshot`, or why not (rule S5). Late or stale answers are ignored.
+    pub fn on_snapshot_read(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        snapshot: LogPosition,
+        offset: u64,
+        result: Result<Bytes, SnapshotReadError>,
+    ) {
+        let read = SnapshotReadInput {
+            to,
+            snapshot,
+            offset,
+        };
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_read(now, read, &result);
+        }
+        self.flush_log_writes();
+        self.snapshot_read(read, result);
+        self.finish_input();
+    }
+
+    /// The driver verified, made durable (file and directory fsynced) and installed as its
+    /// newest snapshot the file received for `meta` (rule S7). The node then restores the
+    /// state machine from it (`RestoreStateMachine`) unless it already applied past it.
+    pub fn on_snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_installed(now, meta, true);
+        }
+        self.flush_log_writes();
+        self.snapshot_installed(meta);
+        self.finish_input();
+    }
+
+    /// The file received for `meta` failed verification (rule S7): it is discarded and the
+    /// transfer starts again at 0.
+    pub fn on_snapshot_install_failed(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_installed(now, meta, false);
+        }
+        self.flush_log_writes();
+        self.snapshot_install_failed(meta);
+        self.finish_input();
+    }
+
     /// Takes the outputs produced by the inputs since the last call, in the order to perform
     /// them (see [`crate::output`] for the ordering contract).
     #[must_use = "the outputs must be performed, in order"]
@@ -295,7 +399,15 @@ impl Node {
             last_index: self.log.last_index(),
             durable_index: self.log.durable_index(),
             applied_index: self.applied_index,
+            snapshot_index: self.snapshot_index(),
+            first_index: self.log.first_index(),
         }
+    }
+
+    /// The newest durable snapshot, if any (rule S3).
+    #[must_use]
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
     }
 
     /// The entry at `index`, if this server's log holds one.
@@ -353,6 +465,7 @@ impl Node {
             self.log.last_term() <= self.hard_state.current_term,
             "invariant: no log entry from a future term"
         );
+        self.snapshot_invariants();
         match self.role {
             Role::Leader => {
                 assert!(
@@ -404,6 +517,22 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// `base ≤ L ≤ applied` (rules S1, S4), except under an injected bug that breaks them on
+    /// purpose for the simulator's checkers to catch.
+    fn snapshot_invariants(&self) {
+        if injected!(self) {
+            return;
+        }
+        assert!(
+            self.log.base().index <= self.snapshot_index(),
+            "invariant: the log is compacted only below a durable snapshot (S4)"
+        );
+        assert!(
+            self.snapshot_index() <= self.applied_index,
+            "invariant: a snapshot covers applied entries only (S1)"
+        );
     }
 
     /// This server's rank (E8): its log's last position, then its id.
@@ -460,6 +589,10 @@ impl Node {
             MessageBody::AppendReply(reply) => {
                 self.on_append_reply(now, &message_meta(from, term, message.incarnation), reply);
             }
+            MessageBody::InstallSnapshot(chunk) => self.on_install_snapshot(now, from, term, chunk),
+            MessageBody::SnapshotReply(reply) => {
+                self.on_snapshot_reply(now, &message_meta(from, term, message.incarnation), reply);
+            }
         }
     }
 
@@ -483,6 +616,14 @@ impl Node {
         self.flush();
         self.invariants();
     }
+}
+
+/// What a `ReadSnapshot` asked for, as the driver answers it (for the trace and the leader).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotReadInput {
+    pub(crate) to: NodeId,
+    pub(crate) snapshot: LogPosition,
+    pub(crate) offset: u64,
 }
 
 /// Who sent a reply, for the leader's bookkeeping.

@@ -50,6 +50,7 @@ fn node_with(config: Config, term: u64, entries: Vec<Entry>) -> Node {
             current_term: Term(term),
             voted_for: None,
         },
+        snapshot: None,
         entries,
         incarnation: Incarnation(1),
     };
@@ -858,10 +859,15 @@ fn every_mark_is_checked_once_and_documented() {
     let sources = [
         include_str!("node/election.rs"),
         include_str!("node/replication.rs"),
+        include_str!("node/snapshot.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
-    let tests = include_str!("rule_tests.rs");
+    let tests = [
+        include_str!("rule_tests.rs"),
+        include_str!("snapshot_tests.rs"),
+    ]
+    .concat();
     let docs = include_str!("../../docs/protocol.md");
     let names = |text: &str, macro_name: &str| -> Vec<String> {
         let pattern = format!("{macro_name}!(");
@@ -878,7 +884,7 @@ fn every_mark_is_checked_once_and_documented() {
     hits.sort();
     hits.dedup();
     assert!(hits.len() >= 40, "found {} marks", hits.len());
-    let checks = names(tests, "check");
+    let checks = names(&tests, "check");
     for hit in &hits {
         let count = checks.iter().filter(|c| *c == hit).count();
         assert_eq!(count, 1, "mark `{hit}` is checked by {count} tests");

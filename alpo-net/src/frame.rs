@@ -46,6 +46,10 @@ pub enum FrameKind {
     Append = 0x12,
     /// An `alpo_core::AppendReply` message.
     AppendReply = 0x13,
+    /// An `alpo_core::InstallSnapshot` message (a chunk of a snapshot file).
+    InstallSnapshot = 0x14,
+    /// An `alpo_core::SnapshotReply` message.
+    SnapshotReply = 0x15,
     /// A client's request; the body is opaque to alpo-net.
     ClientRequest = 0x20,
     /// A server's response to a client; the body is opaque to alpo-net.
@@ -109,6 +113,8 @@ impl FrameKind {
             0x11 => FrameKind::VoteReply,
             0x12 => FrameKind::Append,
             0x13 => FrameKind::AppendReply,
+            0x14 => FrameKind::InstallSnapshot,
+            0x15 => FrameKind::SnapshotReply,
             0x20 => FrameKind::ClientRequest,
             0x21 => FrameKind::ClientResponse,
             _ => return None,
@@ -436,7 +442,7 @@ mod tests {
         bytes[4] = 9;
         reseal_header(&mut bytes);
         let expected = Rejection::VersionUnsupported {
-            expected: 1,
+            expected: PROTOCOL_VERSION,
             found: 9,
         };
         assert_eq!(decode_all(&bytes).unwrap_err(), expected);

@@ -137,6 +137,8 @@ pub(crate) mod test_support {
             last_index: last,
             durable_index: last,
             applied_index: LogIndex(commit),
+            snapshot_index: LogIndex(0),
+            first_index: LogIndex(1),
         }
     }
 

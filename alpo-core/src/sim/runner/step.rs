@@ -107,6 +107,13 @@ impl Simulation {
             }
             Output::Send(message) => self.send(slot, message).map_err(contract)?,
             Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
+            other => {
+                // The simulator's profiles keep snapshots off (no `snapshot_interval_entries`),
+                // and without a snapshot the core never compacts, transfers or restores.
+                return Err(contract(format!(
+                    "snapshot output without snapshots: {other:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -221,6 +228,7 @@ impl Simulation {
         s.incarnation = Incarnation(s.incarnation.0 + 1);
         let persisted = Persisted {
             hard_state: s.disk.hard_state(),
+            snapshot: None,
             entries: s.disk.durable_log().to_vec(),
             incarnation: s.incarnation,
         };
@@ -281,6 +289,14 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
         MessageBody::AppendReply(r) => trace.word(match r.result {
             crate::message::AppendResult::Accepted { match_index } => match_index.0 << 2 | 3,
             crate::message::AppendResult::Rejected(h) => h.last_index.0 << 3 | 7,
+        }),
+        MessageBody::InstallSnapshot(chunk) => {
+            trace.word(chunk.snapshot.last.index.0 << 3 | 4);
+            trace.word(chunk.offset);
+        }
+        MessageBody::SnapshotReply(reply) => trace.word(match reply.result {
+            crate::message::SnapshotResult::NextOffset(held) => held << 3 | 5,
+            crate::message::SnapshotResult::Installed(index) => index.0 << 3 | 6,
         }),
     }
 }
