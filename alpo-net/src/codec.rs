@@ -1,4 +1,4 @@
-//! The codec: every `alpo_core::Message` to and from one frame body (format version 1, laid out
+//! The codec: every `alpo_core::Message` to and from one frame body (format version 2, laid out
 //! byte by byte in `docs/formats.md`).
 //!
 //! Invariants: the frame kind says which message the body holds, the frame's sender field is the
