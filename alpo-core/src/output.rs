@@ -31,9 +31,10 @@
 //!    On the last chunk the driver verifies the whole file, fsyncs it, renames it, fsyncs the
 //!    directory, and then calls `Node::on_snapshot_installed` (or `on_snapshot_install_failed`
 //!    if the file does not verify). Partial files need not be durable: a restart starts over.
-//! 9. After an install is durable, in this order (rule S7): a `TruncateLog` from the first
-//!    retained index when the log does not hold the snapshot's last position (the driver's
-//!    log then continues at `L + 1`); then [`Output::RestoreStateMachine`], which replaces the
+//! 9. After an install is durable, in this order (rule S7): a `TruncateLog { from: 1 }` when the
+//!    log does not hold the snapshot's last position (the whole log goes, including entries the
+//!    driver still holds below the core's first retained index; the driver's log then
+//!    continues at `L + 1`); then [`Output::RestoreStateMachine`], which replaces the
 //!    state machine with the snapshot's image (entries up to `L` are never applied after it);
 //!    then the `Installed` reply and, when the log was kept, a `CompactLog` (rule S4).
 //!

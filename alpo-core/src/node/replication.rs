@@ -91,7 +91,8 @@ impl Node {
             let SendPlan::From(next) = progress.plan(last, window) else {
                 return;
             };
-            if self.log.is_compacted(next.prev()) {
+            if next <= self.log.base().index {
+                // S5: entry `next` is compacted away (and maybe the term before it).
                 self.start_snapshot_transfer(peer);
                 return;
             }

@@ -331,11 +331,11 @@ impl Node {
             self.log.mark_durable_through_snapshot(last.index);
         } else {
             // The entries after L conflict with the snapshot's, so they are uncommitted.
+            // The whole log goes: from index 1, since the driver may still hold entries below
+            // the core's first retained index (it compacts whole segments, and a restart makes
+            // the first loaded entry the core's base).
             hit!(s7_log_without_snapshot_position_discarded);
-            if self.log.first_index() <= self.log.last_index() {
-                let from = self.log.first_index();
-                self.outputs.push(Output::TruncateLog { from });
-            }
+            self.outputs.push(Output::TruncateLog { from: LogIndex(1) });
             self.log.reset_to(last);
             self.pending_ack = None;
         }

@@ -17,12 +17,14 @@
 //!
 //! The loop lives here; its concerns live in child modules: `queue` (the event queue), `step`
 //! (one node input and its outputs), `observe` (the checkers after every step), `nemesis` (the
-//! fault phase and the heal) and `phases` (the client, liveness, failover and the report).
+//! fault phase and the heal), `phases` (the client, liveness, failover and the report) and
+//! `snapshots` (the driver's side of snapshots: taking, compacting, transferring, installing).
 
 mod nemesis;
 mod observe;
 mod phases;
 mod queue;
+mod snapshots;
 mod step;
 
 use std::collections::BTreeMap;
@@ -37,8 +39,9 @@ use crate::sim::network::Network;
 use crate::sim::report::{ElectionSample, RunReport};
 use crate::sim::rng::SimRng;
 use crate::sim::scenario::{Scenario, SimOptions};
+use crate::sim::state_machine::StateMachine;
 use crate::sim::trace::TraceHash;
-use crate::types::{Incarnation, LogIndex, LogPosition, NodeId, Term};
+use crate::types::{Entry, Incarnation, LogIndex, LogPosition, NodeId, SnapshotMeta, Term};
 
 use observe::Checkers;
 use queue::{Event, EventQueue};
@@ -93,6 +96,10 @@ enum Input {
     Tick,
     Message(Message),
     Persisted(LogPosition),
+    SnapshotDurable(SnapshotMeta),
+    SnapshotRead(snapshots::ReadAnswer),
+    SnapshotInstalled(SnapshotMeta),
+    SnapshotInstallFailed(SnapshotMeta),
 }
 
 #[derive(Debug)]
@@ -112,6 +119,8 @@ struct Slot {
     first_commit_term: Term,
     /// The last term in which the node was seen leading.
     leader_term: Term,
+    /// The node's state machine (a digest of what it applied, or restored from a snapshot).
+    state_machine: StateMachine,
 }
 
 #[derive(Debug)]
@@ -142,6 +151,11 @@ struct Simulation {
     cold_start_open: bool,
     /// Human-readable event log, kept only when `SimOptions::event_log` is on.
     event_log: Vec<String>,
+    /// Draws for snapshot delays and damage: a stream of its own, so that runs without
+    /// snapshots draw exactly what they drew before snapshots existed.
+    snapshot_rng: SimRng,
+    /// For the checkers: the log entries each snapshot ever taken covers, by last position.
+    covered: BTreeMap<LogPosition, std::sync::Arc<[Entry]>>,
 }
 
 impl Simulation {
@@ -162,9 +176,11 @@ impl Simulation {
                 commit_index: LogIndex(0),
                 first_commit_term: Term(0),
                 leader_term: Term(0),
+                state_machine: StateMachine::default(),
             })
             .collect();
         let n = scenario.node_count;
+        let scenario_seed = scenario.seed;
         Simulation {
             network: Network::new(n, scenario.faults),
             net_rng: rng.fork(),
@@ -190,6 +206,8 @@ impl Simulation {
             cold_start: None,
             cold_start_open: true,
             event_log: Vec::new(),
+            snapshot_rng: SimRng::new(scenario_seed ^ snapshots::SNAPSHOT_RNG_SALT),
+            covered: BTreeMap::new(),
         }
     }
 
@@ -270,6 +288,11 @@ impl Simulation {
             Event::Heal => self.heal(),
             Event::Failover => self.start_failover(),
             Event::Deadline => self.deadline(),
+            Event::Snapshot {
+                slot,
+                incarnation,
+                input,
+            } => self.snapshot_event(slot, incarnation, input),
         }
     }
 
@@ -277,7 +300,9 @@ impl Simulation {
     fn defer_if_paused(&mut self, event: Event) -> Option<Event> {
         let slot = match &event {
             Event::Deliver(message) => slot_of(message.to),
-            Event::Timer { slot } | Event::SyncDone { slot, .. } => *slot,
+            Event::Timer { slot } | Event::SyncDone { slot, .. } | Event::Snapshot { slot, .. } => {
+                *slot
+            }
             _ => return Some(event),
         };
         let resume = self.slots.get(slot)?.paused_until;

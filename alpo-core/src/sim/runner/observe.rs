@@ -6,7 +6,7 @@
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
     Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
-    NodeView, StateMachineSafety, Violation, index_order,
+    NodeView, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
 };
 use crate::sim::scenario::FaultProfile;
 
@@ -23,6 +23,7 @@ pub(super) struct Checkers {
     pub(super) durability: Durability,
     pub(super) monotonicity: Monotonicity,
     pub(super) state_machine: StateMachineSafety,
+    pub(super) snapshot_equivalence: SnapshotEquivalence,
 }
 
 impl Checkers {
@@ -35,6 +36,7 @@ impl Checkers {
             durability: Durability::default(),
             monotonicity: Monotonicity::new(node_count),
             state_machine: StateMachineSafety::new(node_count),
+            snapshot_equivalence: SnapshotEquivalence::default(),
         }
     }
 }

@@ -34,6 +34,12 @@ pub(super) enum Event {
     Heal,
     Failover,
     Deadline,
+    /// The driver finishes a snapshot operation of the node in `slot` (if it did not crash).
+    Snapshot {
+        slot: usize,
+        incarnation: Incarnation,
+        input: super::snapshots::SnapshotDone,
+    },
 }
 
 /// A queue entry: the event itself waits in `EventQueue::slab`, so the heap moves 24 bytes.

@@ -41,6 +41,23 @@ impl Simulation {
                 node.on_persisted(local, position);
                 3
             }
+            Input::SnapshotDurable(meta) => {
+                node.on_snapshot_durable(local, meta);
+                4
+            }
+            Input::SnapshotRead(answer) => {
+                let (to, snapshot, offset) = (answer.to, answer.snapshot, answer.offset);
+                node.on_snapshot_read(local, to, snapshot, offset, answer.result);
+                5
+            }
+            Input::SnapshotInstalled(meta) => {
+                node.on_snapshot_installed(local, meta);
+                6
+            }
+            Input::SnapshotInstallFailed(meta) => {
+                node.on_snapshot_install_failed(local, meta);
+                7
+            }
         };
         self.trace.word(self.now);
         self.trace.word(tag);
@@ -85,10 +102,12 @@ impl Simulation {
                 self.checkers
                     .leader_append_only
                     .observe_truncate(before, after, from)?;
-                let log = self.slots[slot].disk.log();
+                let disk = &self.slots[slot].disk;
+                // Entries a durable snapshot covers stay (rule S7: an install's truncation).
+                let kept_from = from.max(disk.snapshot_index().next());
                 self.checkers
                     .durability
-                    .observe_truncate(before, log, from)?;
+                    .observe_truncate(before, disk.log(), kept_from)?;
                 self.slots[slot]
                     .disk
                     .write_truncate(from)
@@ -107,13 +126,7 @@ impl Simulation {
             }
             Output::Send(message) => self.send(slot, message).map_err(contract)?,
             Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
-            other => {
-                // The simulator's profiles keep snapshots off (no `snapshot_interval_entries`),
-                // and without a snapshot the core never compacts, transfers or restores.
-                return Err(contract(format!(
-                    "snapshot output without snapshots: {other:?}"
-                )));
-            }
+            other => self.perform_snapshot_output(slot, after.id, other)?,
         }
         Ok(())
     }
@@ -150,6 +163,7 @@ impl Simulation {
         let applied_before = state_machine.applied().len();
         let committed = self.checkers.durability.committed();
         state_machine.observe_apply((slot, id, incarnation), entries, committed)?;
+        self.apply_to_state_machine(slot, id, entries)?;
         for entry in entries {
             self.trace.word(entry.index.0);
             // State-machine safety makes every later apply at this index equal the first, so
@@ -228,8 +242,8 @@ impl Simulation {
         s.incarnation = Incarnation(s.incarnation.0 + 1);
         let persisted = Persisted {
             hard_state: s.disk.hard_state(),
-            snapshot: None,
-            entries: s.disk.durable_log().to_vec(),
+            snapshot: s.disk.snapshot().map(|file| file.meta),
+            entries: s.disk.stored_log().to_vec(),
             incarnation: s.incarnation,
         };
         let mut node = Node::new(s.config.clone(), persisted, local)
@@ -242,6 +256,7 @@ impl Simulation {
         s.paused_until = 0;
         s.commit_index = LogIndex(0);
         let (id, incarnation) = (s.config.id, s.incarnation.0);
+        self.restore_at_start(slot)?;
         self.note(|| format!("start node {id} incarnation {incarnation}"));
         self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 62);
         self.step(slot, Input::Start)
