@@ -504,3 +504,21 @@ fn the_testkit_image_round_trips() {
     assert_eq!(decode_image(&image), Some(applied));
     assert_eq!(decode_image(&image[..image.len() - 1]), None);
 }
+
+#[test]
+fn s6_a_new_leader_may_send_an_older_snapshot_than_the_one_under_way() {
+    let mut node = follower(1, None, entries(1, 3, 1));
+    let newer = meta(9, 1, 8);
+    node.on_message(Instant(0), message(1, 2, 2, chunk(newer, 0, b"part")));
+    let _ = node.take_outputs();
+    // Leader 1 is gone; leader 3 of term 3 holds an older snapshot, and sends it from 0.
+    let older = meta(6, 1, 4);
+    node.on_message(Instant(0), message(3, 2, 3, chunk(older, 0, b"imag")));
+    let write = Output::WriteSnapshotChunk {
+        snapshot: older,
+        offset: 0,
+        data: Bytes::from_static(b"imag"),
+        last: true,
+    };
+    assert_eq!(node.take_outputs(), vec![save(3), write]);
+}

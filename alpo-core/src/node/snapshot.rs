@@ -269,19 +269,17 @@ impl Node {
         }
     }
 
-    /// The bytes held of `chunk`'s snapshot (S6). A chunk at offset 0 of a snapshot at least as
-    /// new as the one being received starts a new transfer (the driver discards the other
-    /// partial file), unless that one is being verified.
+    /// The bytes held of `chunk`'s snapshot (S6). A chunk at offset 0 of another snapshot
+    /// starts a new transfer (the driver discards the other partial file), unless that one is
+    /// being verified: a leader sends one snapshot at a time, and a new leader may send an older
+    /// one than its predecessor did, so the newest chunk at 0 wins (a late one costs a restart
+    /// of the transfer, which the leader's stall handling repairs).
     fn install_held(&mut self, chunk: &InstallSnapshot) -> u64 {
         match &self.install {
             Some(install) if install.snapshot == chunk.snapshot => return install.held,
-            // Another snapshot is being verified, or this one is older: nothing is held of it,
-            // and it does not replace the other (a chunk at 0 is then dropped unanswered).
-            Some(install)
-                if install.finishing || chunk.snapshot.last.index < install.snapshot.last.index =>
-            {
-                return 0;
-            }
+            // Nothing is held of this one, and it does not interrupt a verification (a chunk
+            // at 0 is then dropped unanswered; the leader resends after a stall).
+            Some(install) if install.finishing => return 0,
             _ => {}
         }
         if chunk.offset != 0 {
