@@ -533,6 +533,16 @@ impl Node {
             self.snapshot_index() <= self.applied_index,
             "invariant: a snapshot covers applied entries only (S1)"
         );
+        if let Some(install) = &self.install {
+            assert!(
+                install.held <= install.snapshot.size,
+                "invariant: a transfer holds at most the file (S6)"
+            );
+            assert!(
+                !install.finishing || install.held == install.snapshot.size,
+                "invariant: a transfer finishes with the whole file (S7)"
+            );
+        }
     }
 
     /// This server's rank (E8): its log's last position, then its id.

@@ -811,4 +811,49 @@ mod tests {
             let _ = replay(&trace[..length]);
         }
     }
+
+    #[test]
+    fn replay_reproduces_a_run_with_snapshots_and_an_install() {
+        let mut cluster = Cluster::with_config(3, |id, members| {
+            let mut config = Config::lan(id, members, 77);
+            config.snapshot_interval_entries = Some(3);
+            config.retain_entries = 0;
+            config.snapshot_chunk_bytes = 16;
+            config
+        });
+        cluster.record = true;
+        for id in 1..=3 {
+            cluster.crash(id);
+            cluster.start(NodeId(id));
+        }
+        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+        let behind = if leader == NodeId(3) { 2 } else { 3 };
+        cluster.crash(behind);
+        for payload in ["a", "b", "c", "d", "e", "f", "g"] {
+            cluster.propose(leader, payload).unwrap();
+            cluster.deliver_all();
+        }
+        let before_start = cluster.outputs.get(&NodeId(behind)).map_or(0, Vec::len);
+        cluster.start(NodeId(behind));
+        cluster.advance(Duration::from_millis(60));
+        cluster.deliver_all();
+        assert_eq!(cluster.applied[&NodeId(behind)], cluster.applied[&leader]);
+        let installed = &cluster.outputs[&NodeId(behind)][before_start..];
+        assert!(
+            installed
+                .iter()
+                .any(|o| matches!(o, Output::RestoreStateMachine { .. }))
+        );
+        for (id, skip) in [(leader, 0), (NodeId(behind), before_start)] {
+            let node = &cluster.nodes[&id];
+            let replay = replay(node.trace().unwrap()).unwrap();
+            // The leader's trace starts at its restart above, like its outputs' tail.
+            let all = &cluster.outputs[&id];
+            let tail = &all[all.len() - replay.outputs.len()..];
+            assert!(skip <= all.len() - replay.outputs.len(), "node {id}");
+            assert_eq!(replay.outputs, tail, "node {id}");
+            assert_eq!(replay.node.status(), node.status(), "node {id}");
+            assert_eq!(replay.node.snapshot(), node.snapshot(), "node {id}");
+        }
+    }
 }
