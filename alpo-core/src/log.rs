@@ -84,7 +84,14 @@ impl Log {
                 }
                 kept.retain(|entry| entry.index > base.index);
             }
-            None => kept.retain(|entry| entry.index > snapshot_last.index),
+            None if first <= snapshot_last.index => {
+                // The log ends below the snapshot (an install's truncation was lost in a
+                // crash, or the log lagged): the snapshot covers it all, and the driver must
+                // drop it, or its log would have a gap below the next entry, L + 1.
+                discard_from = Some(first);
+                kept = Vec::new();
+            }
+            None => {}
         }
         if kept.first().is_some_and(|entry| entry.term < base.term) {
             return Err(LogLoadError(format!(
@@ -510,10 +517,16 @@ mod tests {
         assert_eq!(loaded.log.term_at(LogIndex(2)), None);
         assert!(loaded.log.is_compacted(LogIndex(2)));
         loaded.log.invariants_full();
-        // A log that ends below the snapshot is all covered by it.
+        // A log that ends below the snapshot is all covered by it, and discarded, so that the
+        // driver's log continues at 6 without a gap.
         let loaded = Log::load(snapshot_at(5, 1), entries(1, 4, 1)).unwrap();
+        assert_eq!(loaded.discard_from, Some(LogIndex(1)));
         assert_eq!(loaded.log.last_position(), snapshot_at(5, 1).unwrap().last);
         assert_eq!(loaded.log.durable_index(), LogIndex(5));
+        // A log that starts right after the snapshot is kept whole.
+        let loaded = Log::load(snapshot_at(5, 1), entries(6, 7, 1)).unwrap();
+        assert_eq!(loaded.discard_from, None);
+        assert_eq!(loaded.log.last_index(), LogIndex(7));
         // A log with another term at the snapshot's index is discarded (S7 step 1 redone).
         let loaded = Log::load(snapshot_at(5, 2), entries(2, 8, 1)).unwrap();
         assert_eq!(loaded.discard_from, Some(LogIndex(2)));

@@ -52,8 +52,8 @@ pub struct Persisted {
     /// restored its state machine from.
     pub snapshot: Option<SnapshotMeta>,
     /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
-    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; one at `L` with
-    /// another term is an uncommitted suffix the node discards with a `TruncateLog`).
+    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
+    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
     pub entries: Vec<Entry>,
     /// This start's incarnation: one more than the last start's, made durable by the driver.
     pub incarnation: Incarnation,
