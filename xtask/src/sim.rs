@@ -1,7 +1,8 @@
 //! `cargo xtask sim`: a soak of the deterministic simulator in `alpo_core::sim`.
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
-//! [--fault-ms MS] [--profile Standard|LeaderChurn] [--inject BUG] [--jobs J] [--log]`
+//! [--fault-ms MS] [--profile Standard|LeaderChurn|HoldAcrossTerms] [--inject BUG] [--jobs J]
+//! [--log]`
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
@@ -104,7 +105,8 @@ fn profile(value: &str) -> Result<FaultProfile> {
     match value {
         "Standard" | "standard" => Ok(FaultProfile::Standard),
         "LeaderChurn" | "leader-churn" => Ok(FaultProfile::LeaderChurn),
-        _ => bail!("--profile {value:?}: expected Standard or LeaderChurn"),
+        "HoldAcrossTerms" | "hold-across-terms" => Ok(FaultProfile::HoldAcrossTerms),
+        _ => bail!("--profile {value:?}: expected Standard, LeaderChurn or HoldAcrossTerms"),
     }
 }
 
@@ -247,6 +249,15 @@ mod tests {
             Some(InjectedBug::GrantTwoVotesPerTerm)
         );
         assert_eq!(a.options.profile, Some(FaultProfile::LeaderChurn));
+        let a = parse(&words(
+            "--inject CountStaleAppendReply --profile HoldAcrossTerms",
+        ))
+        .unwrap();
+        assert_eq!(
+            a.options.injected_bug,
+            Some(InjectedBug::CountStaleAppendReply)
+        );
+        assert_eq!(a.options.profile, Some(FaultProfile::HoldAcrossTerms));
     }
 
     #[test]
@@ -258,6 +269,8 @@ mod tests {
         let err = parse(&words("--seeds")).unwrap_err().to_string();
         assert!(err.contains("needs a value"), "{err}");
         assert!(parse(&words("--frobnicate 1")).is_err());
+        let err = parse(&words("--inject Typo")).unwrap_err().to_string();
+        assert!(err.contains("CountStaleAppendReply"), "{err}");
     }
 
     #[test]
