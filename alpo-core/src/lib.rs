@@ -114,6 +114,7 @@ pub mod message;
 pub mod node;
 pub mod output;
 mod progress;
+pub mod replay;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -133,9 +134,9 @@ pub use message::{
     Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
     VoteRequest,
 };
-pub use node::{Node, Persisted, Proposal, Role, Status};
+pub use node::{Node, Proposal, Role, Status};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,
-    Rank, Term,
+    Persisted, Rank, Term,
 };

@@ -34,19 +34,8 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::trace::Recorder;
 use crate::types::{
-    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted, Rank, Term,
 };
-
-/// What a server loaded from disk at start (the "restart from persisted state" input).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Persisted {
-    /// Term and vote, as last made durable.
-    pub hard_state: HardState,
-    /// The durable log, in index order from index 1 (or from the first retained index).
-    pub entries: Vec<Entry>,
-    /// This start's incarnation: one more than the last start's, made durable by the driver.
-    pub incarnation: Incarnation,
-}
 
 /// A proposal the leader accepted: where it sits in the log. It is committed when an `Apply`
 /// output carries an entry with this index **and** this term; an entry with this index and

@@ -24,8 +24,9 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::ProposeError;
 use crate::message::{Message, MessageBody};
-use crate::node::{Node, Persisted, Proposal, Role};
+use crate::node::{Node, Proposal, Role};
 use crate::output::Output;
+use crate::types::Persisted;
 use crate::types::{Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId};
 
 /// Deliveries per `deliver_all` call at most, so a livelock fails a test instead of hanging it.

@@ -1,5 +1,5 @@
-//! Input traces: record every input a node receives, in a compact versioned binary form, and
-//! replay it into a fresh node to reproduce its exact state and outputs.
+//! Input traces: record every input a node receives, in a compact versioned binary form, so that
+//! `replay.rs` can feed them into a fresh node and reproduce its exact state and outputs.
 //!
 //! The core is a pure function of its inputs (configuration, persisted state, time, messages,
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
@@ -19,21 +19,24 @@
 //! 3 Append, 4 AppendReply) and the body's fields in declaration order; an `Option` is a `u8`
 //! presence flag then the value; an entry is index, term, kind (`u8`), payload.
 //!
-//! Invariant: replaying a trace gives the same outputs and the same state as the recorded run
-//! (tested below). Recording is opt-in and keeps the whole trace in memory.
+//! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
+//! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
+//! bytes only: it names no `Node`, so the node can record without a circle between the two.
+//!
+//! The `start` record's config ends with one byte for the injected bug (0: none; see
+//! `InjectedBug::code`, feature `sim`); a trace with a bug replays only with that feature.
 
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ProposeError, TraceError};
+use crate::error::TraceError;
 use crate::message::{
     Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
     VoteRequest,
 };
-use crate::node::{Node, Persisted, Proposal};
-use crate::output::Output;
 use crate::types::{
-    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
+    Rank, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
@@ -55,17 +58,6 @@ pub(crate) struct Recorder {
     /// Where the `start` record's injected-bug byte sits.
     #[cfg(feature = "sim")]
     bug_offset: usize,
-}
-
-/// The result of replaying a trace.
-#[derive(Debug)]
-pub struct Replay {
-    /// The node, in the state the recorded node reached.
-    pub node: Node,
-    /// Every output the replayed node produced, concatenated in `take_outputs` order.
-    pub outputs: Vec<Output>,
-    /// What each `propose` returned, in order.
-    pub proposals: Vec<Result<Proposal, ProposeError>>,
 }
 
 impl Recorder {
@@ -138,73 +130,102 @@ impl Recorder {
     }
 }
 
-/// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
-/// `trace` afterwards.
-pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
-    let mut reader = Reader {
-        bytes: trace,
-        offset: 0,
-    };
-    let magic = reader.take(8)?;
-    if magic != MAGIC {
-        return Err(reader.error(0, "not an ALPO trace: bad magic"));
-    }
-    let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
-    if version != TRACE_VERSION {
-        return Err(reader.error(
-            8,
-            &format!("trace version {version}, expected {TRACE_VERSION}"),
-        ));
-    }
-    if reader.u8()? != TAG_START {
-        return Err(reader.error(10, "the first record is not `start`"));
-    }
-    let (config, bug_code) = reader.config()?;
-    let bug_offset = reader.offset - 1;
-    let persisted = reader.persisted()?;
-    let now = Instant(reader.u64()?);
-    let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
-    if bug_code != 0 {
-        #[cfg(feature = "sim")]
-        match crate::injected::InjectedBug::from_code(bug_code) {
-            Some(bug) => node.inject_bug(bug),
-            None => return Err(reader.error(bug_offset, &format!("injected bug {bug_code}"))),
+/// The `start` record: what `Node::new_recorded` was called with.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) config: Config,
+    pub(crate) persisted: Persisted,
+    pub(crate) now: Instant,
+    /// The injected bug's code (0: none).
+    pub(crate) bug_code: u8,
+    /// Where that code sits in the trace.
+    pub(crate) bug_offset: usize,
+}
+
+/// One input record after `start`, in the order the node received them.
+#[derive(Debug)]
+pub(crate) enum Record {
+    Tick(Instant),
+    Message(Instant, Message),
+    Propose(Instant, Bytes),
+    Persisted(Instant, LogPosition),
+    TakeOutputs,
+}
+
+/// Reads a trace: the header and the `start` record, then one input record at a time.
+#[derive(Debug)]
+pub(crate) struct Decoder<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks the header and reads the `start` record.
+    pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Start), TraceError> {
+        let mut reader = Reader {
+            bytes: trace,
+            offset: 0,
+        };
+        let magic = reader.take(8)?;
+        if magic != MAGIC {
+            return Err(reader.error(0, "not an ALPO trace: bad magic"));
         }
-        #[cfg(not(feature = "sim"))]
-        return Err(reader.error(
+        let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
+        if version != TRACE_VERSION {
+            return Err(reader.error(
+                8,
+                &format!("trace version {version}, expected {TRACE_VERSION}"),
+            ));
+        }
+        if reader.u8()? != TAG_START {
+            return Err(reader.error(10, "the first record is not `start`"));
+        }
+        let (config, bug_code) = reader.config()?;
+        let bug_offset = reader.offset - 1;
+        let persisted = reader.persisted()?;
+        let now = Instant(reader.u64()?);
+        let start = Start {
+            config,
+            persisted,
+            now,
+            bug_code,
             bug_offset,
-            &format!("injected bug {bug_code} (replay it with alpo-core's `sim` feature)"),
-        ));
+        };
+        Ok((Decoder { reader }, start))
     }
-    let mut outputs = Vec::new();
-    let mut proposals = Vec::new();
-    while !reader.is_empty() {
+
+    /// The next input record, or `None` at the end of the trace.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, TraceError> {
+        let reader = &mut self.reader;
+        if reader.is_empty() {
+            return Ok(None);
+        }
         let at = reader.offset;
-        match reader.u8()? {
-            TAG_TICK => node.tick(Instant(reader.u64()?)),
+        let record = match reader.u8()? {
+            TAG_TICK => Record::Tick(Instant(reader.u64()?)),
             TAG_MESSAGE => {
                 let now = Instant(reader.u64()?);
-                node.on_message(now, reader.message()?);
+                Record::Message(now, reader.message()?)
             }
             TAG_PROPOSE => {
                 let now = Instant(reader.u64()?);
-                proposals.push(node.propose(now, reader.payload()?));
+                Record::Propose(now, reader.payload()?)
             }
             TAG_PERSISTED => {
                 let now = Instant(reader.u64()?);
                 let index = LogIndex(reader.u64()?);
                 let term = Term(reader.u64()?);
-                node.on_persisted(now, LogPosition { index, term });
+                Record::Persisted(now, LogPosition { index, term })
             }
-            TAG_TAKE_OUTPUTS => outputs.extend(node.take_outputs()),
+            TAG_TAKE_OUTPUTS => Record::TakeOutputs,
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
-        }
+        };
+        Ok(Some(record))
     }
-    Ok(Replay {
-        node,
-        outputs,
-        proposals,
-    })
+
+    /// A corruption error at `offset`.
+    pub(crate) fn error(&self, offset: usize, problem: &str) -> TraceError {
+        self.reader.error(offset, problem)
+    }
 }
 
 #[derive(Default)]
@@ -343,6 +364,7 @@ impl Writer {
     }
 }
 
+#[derive(Debug)]
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
@@ -570,76 +592,5 @@ impl<'a> Reader<'a> {
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
         Ok(AppendReply { result })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::testkit::Cluster;
-
-    fn recorded_run() -> Cluster {
-        let mut cluster = Cluster::new_recorded(3, 99);
-        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
-        for payload in ["a", "b", "c"] {
-            cluster.propose(leader, payload).unwrap();
-        }
-        cluster.deliver_all();
-        cluster.advance(Duration::from_millis(60));
-        cluster.deliver_all();
-        assert_eq!(cluster.applied_payloads(1), vec!["a", "b", "c"]);
-        cluster
-    }
-
-    #[test]
-    fn replay_reproduces_state_and_outputs() {
-        let cluster = recorded_run();
-        for id in 1..=3 {
-            let node = cluster.node(id);
-            let trace = node.trace().unwrap();
-            let replay = replay(trace).unwrap();
-            assert_eq!(replay.outputs, cluster.outputs[&NodeId(id)], "node {id}");
-            assert_eq!(replay.node.status(), node.status());
-            assert_eq!(replay.node.hard_state(), node.hard_state());
-            assert_eq!(replay.node.next_timeout(), node.next_timeout());
-            let last = node.status().last_index.0;
-            for index in 1..=last {
-                assert_eq!(
-                    replay.node.entry(LogIndex(index)),
-                    node.entry(LogIndex(index))
-                );
-            }
-            assert_eq!(
-                replay.node.trace().unwrap(),
-                trace,
-                "re-recording gives the same bytes"
-            );
-        }
-    }
-
-    #[test]
-    fn damaged_traces_are_refused_with_the_offset() {
-        let cluster = recorded_run();
-        let trace = cluster.node(1).trace().unwrap().to_vec();
-        let error = replay(&trace[..trace.len() - 3]).unwrap_err();
-        assert!(matches!(error, TraceError::Corrupt { .. }), "{error}");
-        let mut bad_magic = trace.clone();
-        bad_magic[0] = b'X';
-        assert_eq!(
-            replay(&bad_magic).unwrap_err().to_string(),
-            "corrupt trace at byte 0: not an ALPO trace: bad magic"
-        );
-        let mut bad_version = trace.clone();
-        bad_version[8] = 9;
-        assert_eq!(
-            replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 1"
-        );
-        // Every prefix either replays or is refused: no panic on a torn trace.
-        for length in 0..trace.len().min(600) {
-            let _ = replay(&trace[..length]);
-        }
     }
 }

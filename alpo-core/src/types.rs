@@ -192,3 +192,14 @@ impl fmt::Display for ClusterId {
         write!(f, "{:#x}", self.0)
     }
 }
+
+/// What a server loaded from disk at start (the "restart from persisted state" input).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    /// Term and vote, as last made durable.
+    pub hard_state: HardState,
+    /// The durable log, in index order from index 1 (or from the first retained index).
+    pub entries: Vec<Entry>,
+    /// This start's incarnation: one more than the last start's, made durable by the driver.
+    pub incarnation: Incarnation,
+}

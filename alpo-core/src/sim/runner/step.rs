@@ -8,10 +8,11 @@
 //! write enters the run's trace hash.
 
 use crate::message::{AppendResult, Message, MessageBody};
-use crate::node::{Node, Persisted, Role, Status};
+use crate::node::{Node, Role, Status};
 use crate::output::Output;
 use crate::sim::checkers::Violation;
 use crate::sim::trace::TraceHash;
+use crate::types::Persisted;
 use crate::types::{Entry, Incarnation, LogIndex, NodeId};
 
 use super::queue::Event;
