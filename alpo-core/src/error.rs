@@ -99,7 +99,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why an input trace could not be replayed (see `crate::trace`).
+/// Why an input trace could not be replayed (see `crate::replay`; the format is in `crate::trace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceError {
     /// The bytes are not a well-formed trace of this version.
