@@ -51,21 +51,22 @@ pub enum FaultProfile {
     /// quick restarts, at least 10 % message loss, and Appends of one or two entries, so that
     /// logs diverge across many terms (scenario S1 and its kin).
     LeaderChurn,
-    /// Leader churn on slow disks, and a network that holds messages back across terms: one
-    /// message in ten of the fault phase waits until its recipient's term is two past the
-    /// message's (a leader's: until it leads in any later term), then arrives after up to a longest
-    /// passive timeout; an acknowledgement of entries its leader has not yet made durable is
-    /// always held, and half the time the leader crashes at once (losing those entries). So
-    /// replies and requests of an ended leadership arrive after the servers changed roles, often
-    /// at the same leader elected again with another log, which is where a stale-message bug
-    /// of any kind shows. The seed never picks this profile: only `SimOptions::profile` does, so
-    /// the runs of the other profiles are unchanged.
+    /// Leader churn (its nemesis and lossy links, with Appends of ordinary size) on slow disks,
+    /// and a network that holds messages back across terms: one message in ten of the fault
+    /// phase waits until its recipient's term is two past the message's (a leader's: until it
+    /// leads in any later term), then arrives after up to a longest passive timeout; an
+    /// acknowledgement of entries its leader has not yet made durable is always held, and half
+    /// the time the leader crashes at once (losing those entries). So replies and requests of
+    /// an ended leadership arrive after the servers changed roles, often at the same leader
+    /// elected again with another log, which is where a stale-message bug of any kind shows.
+    /// The seed never picks this profile: only `SimOptions::profile` does, so the runs of the
+    /// other profiles are unchanged.
     HoldAcrossTerms,
 }
 
 impl FaultProfile {
     /// Whether the nemesis follows the leader-churn pattern (crash leaders about once per
-    /// election, one- or two-entry Appends, lossy links).
+    /// election, quick restarts, lossy links).
     #[must_use]
     pub fn churns(self) -> bool {
         matches!(
@@ -158,7 +159,7 @@ impl Scenario {
             FaultProfile::Standard
         });
         let mut configs = configs(&mut rng, node_count, options);
-        if profile.churns() {
+        if profile == FaultProfile::LeaderChurn {
             for config in &mut configs {
                 config.append_entry_count_max = 1;
             }
