@@ -1,11 +1,11 @@
-//! Input traces: record every input a node receives, in a compact versioned binary form, and
-//! replay it into a fresh node to reproduce its exact state and outputs.
+//! Input traces: record every input a node receives, in a compact versioned binary form, so that
+//! `replay.rs` can feed them into a fresh node and reproduce its exact state and outputs.
 //!
 //! The core is a pure function of its inputs (configuration, persisted state, time, messages,
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -13,31 +13,42 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`.
+//! - tag 5 `take_outputs`;
+//! - tag 6 `snapshot_durable`: `now`, snapshot meta;
+//! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
+//!   or 1 `Replaced`, 2 `Failed`;
+//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
-//! 3 Append, 4 AppendReply) and the body's fields in declaration order; an `Option` is a `u8`
-//! presence flag then the value; an entry is index, term, kind (`u8`), payload.
+//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
+//! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
+//! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
+//! state has an optional snapshot meta after the incarnation; the configuration ends with the
+//! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight)
+//! before the injected-bug byte.
 //!
-//! Invariant: replaying a trace gives the same outputs and the same state as the recorded run
-//! (tested below). Recording is opt-in and keeps the whole trace in memory.
+//! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
+//! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
+//! bytes only: it names no `Node`, so the node can record without a circle between the two.
+//!
+//! The `start` record's config ends with one byte for the injected bug (0: none; see
+//! `InjectedBug::code`, feature `sim`); a trace with a bug replays only with that feature.
 
 use bytes::Bytes;
 
-use crate::config::{Config, InjectedBug};
-use crate::error::{ProposeError, TraceError};
+use crate::config::Config;
+use crate::error::{SnapshotReadError, TraceError};
 use crate::message::{
-    Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
-    VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
-use crate::node::{Node, Persisted, Proposal};
-use crate::output::Output;
 use crate::types::{
-    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
+    Rank, SnapshotMeta, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 1;
+pub const TRACE_VERSION: u16 = 2;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -47,22 +58,17 @@ const TAG_MESSAGE: u8 = 2;
 const TAG_PROPOSE: u8 = 3;
 const TAG_PERSISTED: u8 = 4;
 const TAG_TAKE_OUTPUTS: u8 = 5;
+const TAG_SNAPSHOT_DURABLE: u8 = 6;
+const TAG_SNAPSHOT_READ: u8 = 7;
+const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Recorder {
     bytes: Vec<u8>,
-}
-
-/// The result of replaying a trace.
-#[derive(Debug)]
-pub struct Replay {
-    /// The node, in the state the recorded node reached.
-    pub node: Node,
-    /// Every output the replayed node produced, concatenated in `take_outputs` order.
-    pub outputs: Vec<Output>,
-    /// What each `propose` returned, in order.
-    pub proposals: Vec<Result<Proposal, ProposeError>>,
+    /// Where the `start` record's injected-bug byte sits.
+    #[cfg(feature = "sim")]
+    bug_offset: usize,
 }
 
 impl Recorder {
@@ -72,11 +78,22 @@ impl Recorder {
         writer.bytes.extend_from_slice(&TRACE_VERSION.to_le_bytes());
         writer.u8(TAG_START);
         writer.config(config);
+        #[cfg(feature = "sim")]
+        let bug_offset = writer.bytes.len() - 1;
         writer.persisted(persisted);
         writer.u64(now.0);
         Recorder {
             bytes: writer.bytes,
+            #[cfg(feature = "sim")]
+            bug_offset,
         }
+    }
+
+    /// Records the injected bug's code in the `start` record (the simulator injects a bug
+    /// right after start, before any input).
+    #[cfg(feature = "sim")]
+    pub(crate) fn injected_bug(&mut self, code: u8) {
+        self.bytes[self.bug_offset] = code;
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -122,62 +139,164 @@ impl Recorder {
     pub(crate) fn take_outputs(&mut self) {
         self.bytes.push(TAG_TAKE_OUTPUTS);
     }
+
+    pub(crate) fn snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
+        let mut writer = self.writer(TAG_SNAPSHOT_DURABLE);
+        writer.u64(now.0);
+        writer.snapshot_meta(meta);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn snapshot_read(
+        &mut self,
+        now: Instant,
+        read: SnapshotRead,
+        result: &Result<Bytes, SnapshotReadError>,
+    ) {
+        let mut writer = self.writer(TAG_SNAPSHOT_READ);
+        writer.u64(now.0);
+        writer.u64(read.to.0);
+        writer.u64(read.snapshot.index.0);
+        writer.u64(read.snapshot.term.0);
+        writer.u64(read.offset);
+        match result {
+            Ok(data) => {
+                writer.u8(0);
+                writer.payload(data);
+            }
+            Err(SnapshotReadError::Replaced) => writer.u8(1),
+            Err(SnapshotReadError::Failed) => writer.u8(2),
+        }
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
+        let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
+        writer.u64(now.0);
+        writer.snapshot_meta(meta);
+        writer.bool(ok);
+        self.bytes = writer.bytes;
+    }
 }
 
-/// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
-/// `trace` afterwards.
-pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
-    let mut reader = Reader {
-        bytes: trace,
-        offset: 0,
-    };
-    let magic = reader.take(8)?;
-    if magic != MAGIC {
-        return Err(reader.error(0, "not an ALPO trace: bad magic"));
+/// What a `ReadSnapshot` asked for, as the driver answers it (`Node::on_snapshot_read`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotRead {
+    pub(crate) to: NodeId,
+    pub(crate) snapshot: LogPosition,
+    pub(crate) offset: u64,
+}
+
+/// The `start` record: what `Node::new_recorded` was called with.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) config: Config,
+    pub(crate) persisted: Persisted,
+    pub(crate) now: Instant,
+    /// The injected bug's code (0: none).
+    pub(crate) bug_code: u8,
+    /// Where that code sits in the trace.
+    pub(crate) bug_offset: usize,
+}
+
+/// One input record after `start`, in the order the node received them.
+#[derive(Debug)]
+pub(crate) enum Record {
+    Tick(Instant),
+    Message(Instant, Message),
+    Propose(Instant, Bytes),
+    Persisted(Instant, LogPosition),
+    TakeOutputs,
+    SnapshotDurable(Instant, SnapshotMeta),
+    SnapshotRead(Instant, SnapshotRead, Result<Bytes, SnapshotReadError>),
+    /// `true`: installed; `false`: the install failed verification.
+    SnapshotInstalled(Instant, SnapshotMeta, bool),
+}
+
+/// Reads a trace: the header and the `start` record, then one input record at a time.
+#[derive(Debug)]
+pub(crate) struct Decoder<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks the header and reads the `start` record.
+    pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Start), TraceError> {
+        let mut reader = Reader {
+            bytes: trace,
+            offset: 0,
+        };
+        let magic = reader.take(8)?;
+        if magic != MAGIC {
+            return Err(reader.error(0, "not an ALPO trace: bad magic"));
+        }
+        let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
+        if version != TRACE_VERSION {
+            return Err(reader.error(
+                8,
+                &format!("trace version {version}, expected {TRACE_VERSION}"),
+            ));
+        }
+        if reader.u8()? != TAG_START {
+            return Err(reader.error(10, "the first record is not `start`"));
+        }
+        let (config, bug_code) = reader.config()?;
+        let bug_offset = reader.offset - 1;
+        let persisted = reader.persisted()?;
+        let now = Instant(reader.u64()?);
+        let start = Start {
+            config,
+            persisted,
+            now,
+            bug_code,
+            bug_offset,
+        };
+        Ok((Decoder { reader }, start))
     }
-    let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
-    if version != TRACE_VERSION {
-        return Err(reader.error(
-            8,
-            &format!("trace version {version}, expected {TRACE_VERSION}"),
-        ));
-    }
-    if reader.u8()? != TAG_START {
-        return Err(reader.error(10, "the first record is not `start`"));
-    }
-    let config = reader.config()?;
-    let persisted = reader.persisted()?;
-    let now = Instant(reader.u64()?);
-    let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
-    let mut outputs = Vec::new();
-    let mut proposals = Vec::new();
-    while !reader.is_empty() {
+
+    /// The next input record, or `None` at the end of the trace.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, TraceError> {
+        let reader = &mut self.reader;
+        if reader.is_empty() {
+            return Ok(None);
+        }
         let at = reader.offset;
-        match reader.u8()? {
-            TAG_TICK => node.tick(Instant(reader.u64()?)),
+        let record = match reader.u8()? {
+            TAG_TICK => Record::Tick(Instant(reader.u64()?)),
             TAG_MESSAGE => {
                 let now = Instant(reader.u64()?);
-                node.on_message(now, reader.message()?);
+                Record::Message(now, reader.message()?)
             }
             TAG_PROPOSE => {
                 let now = Instant(reader.u64()?);
-                proposals.push(node.propose(now, reader.payload()?));
+                Record::Propose(now, reader.payload()?)
             }
             TAG_PERSISTED => {
                 let now = Instant(reader.u64()?);
                 let index = LogIndex(reader.u64()?);
                 let term = Term(reader.u64()?);
-                node.on_persisted(now, LogPosition { index, term });
+                Record::Persisted(now, LogPosition { index, term })
             }
-            TAG_TAKE_OUTPUTS => outputs.extend(node.take_outputs()),
+            TAG_TAKE_OUTPUTS => Record::TakeOutputs,
+            TAG_SNAPSHOT_DURABLE => {
+                let now = Instant(reader.u64()?);
+                Record::SnapshotDurable(now, reader.snapshot_meta()?)
+            }
+            TAG_SNAPSHOT_READ => reader.snapshot_read()?,
+            TAG_SNAPSHOT_INSTALLED => {
+                let now = Instant(reader.u64()?);
+                let meta = reader.snapshot_meta()?;
+                Record::SnapshotInstalled(now, meta, reader.bool()?)
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
-        }
+        };
+        Ok(Some(record))
     }
-    Ok(Replay {
-        node,
-        outputs,
-        proposals,
-    })
+
+    /// A corruption error at `offset`.
+    pub(crate) fn error(&self, offset: usize, problem: &str) -> TraceError {
+        self.reader.error(offset, problem)
+    }
 }
 
 #[derive(Default)]
@@ -230,17 +349,24 @@ impl Writer {
         self.u64(config.pending_proposal_count_max);
         self.u64(config.pending_proposal_bytes_max);
         self.u64(config.entry_bytes_max);
-        self.u8(match config.injected_bug {
-            None => 0,
-            Some(InjectedBug::CommitOlderTermByCount) => 1,
-            Some(InjectedBug::GrantTwoVotesPerTerm) => 2,
-        });
+        self.bool(config.snapshot_interval_entries.is_some());
+        self.u64(config.snapshot_interval_entries.unwrap_or(0));
+        self.u64(config.retain_entries);
+        self.u64(config.snapshot_chunk_bytes);
+        self.u64(config.snapshot_chunks_inflight_max);
+        // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
+        // one; kept in `Config`'s place in the layout since the bugs left `Config`.
+        self.u8(0);
     }
 
     fn persisted(&mut self, persisted: &Persisted) {
         self.u64(persisted.hard_state.current_term.0);
         self.option_id(persisted.hard_state.voted_for);
         self.u64(persisted.incarnation.0);
+        self.bool(persisted.snapshot.is_some());
+        if let Some(meta) = persisted.snapshot {
+            self.snapshot_meta(meta);
+        }
         self.u64(persisted.entries.len() as u64);
         for entry in &persisted.entries {
             self.entry(entry);
@@ -252,6 +378,12 @@ impl Writer {
         if let Some(id) = id {
             self.u64(id.0);
         }
+    }
+
+    fn snapshot_meta(&mut self, meta: SnapshotMeta) {
+        self.u64(meta.last.index.0);
+        self.u64(meta.last.term.0);
+        self.u64(meta.size);
     }
 
     fn entry(&mut self, entry: &Entry) {
@@ -286,6 +418,28 @@ impl Writer {
             }
             MessageBody::Append(append) => self.append(append),
             MessageBody::AppendReply(reply) => self.append_reply(reply),
+            MessageBody::InstallSnapshot(chunk) => {
+                self.u8(5);
+                self.snapshot_meta(chunk.snapshot);
+                self.u64(chunk.offset);
+                self.payload(&chunk.data);
+                self.bool(chunk.last);
+            }
+            MessageBody::SnapshotReply(reply) => {
+                self.u8(6);
+                self.u64(reply.snapshot.index.0);
+                self.u64(reply.snapshot.term.0);
+                match reply.result {
+                    SnapshotResult::NextOffset(offset) => {
+                        self.u8(1);
+                        self.u64(offset);
+                    }
+                    SnapshotResult::Installed(index) => {
+                        self.u8(2);
+                        self.u64(index.0);
+                    }
+                }
+            }
         }
     }
 
@@ -318,6 +472,7 @@ impl Writer {
     }
 }
 
+#[derive(Debug)]
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
@@ -393,7 +548,8 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.take(length)?))
     }
 
-    fn config(&mut self) -> Result<Config, TraceError> {
+    /// The configuration and the injected bug's code (0: none).
+    fn config(&mut self) -> Result<(Config, u8), TraceError> {
         let id = NodeId(self.u64()?);
         let member_count = self.count(8)?;
         let members = (0..member_count)
@@ -415,19 +571,25 @@ impl<'a> Reader<'a> {
         config.pending_proposal_count_max = self.u64()?;
         config.pending_proposal_bytes_max = self.u64()?;
         config.entry_bytes_max = self.u64()?;
-        config.injected_bug = match self.u8()? {
-            0 => None,
-            1 => Some(InjectedBug::CommitOlderTermByCount),
-            2 => Some(InjectedBug::GrantTwoVotesPerTerm),
-            other => return Err(self.error(self.offset - 1, &format!("injected bug {other}"))),
-        };
-        Ok(config)
+        let has_interval = self.bool()?;
+        let interval = self.u64()?;
+        config.snapshot_interval_entries = has_interval.then_some(interval);
+        config.retain_entries = self.u64()?;
+        config.snapshot_chunk_bytes = self.u64()?;
+        config.snapshot_chunks_inflight_max = self.u64()?;
+        let bug_code = self.u8()?;
+        Ok((config, bug_code))
     }
 
     fn persisted(&mut self) -> Result<Persisted, TraceError> {
         let current_term = Term(self.u64()?);
         let voted_for = self.option_id()?;
         let incarnation = Incarnation(self.u64()?);
+        let snapshot = if self.bool()? {
+            Some(self.snapshot_meta()?)
+        } else {
+            None
+        };
         let entry_count = self.count(21)?;
         let entries = (0..entry_count)
             .map(|_| self.entry())
@@ -437,9 +599,41 @@ impl<'a> Reader<'a> {
                 current_term,
                 voted_for,
             },
+            snapshot,
             entries,
             incarnation,
         })
+    }
+
+    fn snapshot_meta(&mut self) -> Result<SnapshotMeta, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        Ok(SnapshotMeta {
+            last: LogPosition { index, term },
+            size: self.u64()?,
+        })
+    }
+
+    /// The fields of a `snapshot_read` record, after its tag.
+    fn snapshot_read(&mut self) -> Result<Record, TraceError> {
+        let now = Instant(self.u64()?);
+        let to = NodeId(self.u64()?);
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let offset = self.u64()?;
+        let at = self.offset;
+        let result = match self.u8()? {
+            0 => Ok(self.payload()?),
+            1 => Err(SnapshotReadError::Replaced),
+            2 => Err(SnapshotReadError::Failed),
+            other => return Err(self.error(at, &format!("snapshot read result {other}"))),
+        };
+        let read = SnapshotRead {
+            to,
+            snapshot: LogPosition { index, term },
+            offset,
+        };
+        Ok(Record::SnapshotRead(now, read, result))
     }
 
     fn option_id(&mut self) -> Result<Option<NodeId>, TraceError> {
@@ -480,6 +674,13 @@ impl<'a> Reader<'a> {
             2 => MessageBody::VoteReply(self.vote_reply()?),
             3 => MessageBody::Append(self.append()?),
             4 => MessageBody::AppendReply(self.append_reply()?),
+            5 => MessageBody::InstallSnapshot(InstallSnapshot {
+                snapshot: self.snapshot_meta()?,
+                offset: self.u64()?,
+                data: self.payload()?,
+                last: self.bool()?,
+            }),
+            6 => MessageBody::SnapshotReply(self.snapshot_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -532,6 +733,21 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn snapshot_reply(&mut self) -> Result<SnapshotReply, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let at = self.offset;
+        let result = match self.u8()? {
+            1 => SnapshotResult::NextOffset(self.u64()?),
+            2 => SnapshotResult::Installed(LogIndex(self.u64()?)),
+            other => return Err(self.error(at, &format!("snapshot result {other}"))),
+        };
+        Ok(SnapshotReply {
+            snapshot: LogPosition { index, term },
+            result,
+        })
+    }
+
     fn append_reply(&mut self) -> Result<AppendReply, TraceError> {
         let at = self.offset;
         let result = match self.u8()? {
@@ -547,76 +763,5 @@ impl<'a> Reader<'a> {
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
         Ok(AppendReply { result })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::testkit::Cluster;
-
-    fn recorded_run() -> Cluster {
-        let mut cluster = Cluster::new_recorded(3, 99);
-        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
-        for payload in ["a", "b", "c"] {
-            cluster.propose(leader, payload).unwrap();
-        }
-        cluster.deliver_all();
-        cluster.advance(Duration::from_millis(60));
-        cluster.deliver_all();
-        assert_eq!(cluster.applied_payloads(1), vec!["a", "b", "c"]);
-        cluster
-    }
-
-    #[test]
-    fn replay_reproduces_state_and_outputs() {
-        let cluster = recorded_run();
-        for id in 1..=3 {
-            let node = cluster.node(id);
-            let trace = node.trace().unwrap();
-            let replay = replay(trace).unwrap();
-            assert_eq!(replay.outputs, cluster.outputs[&NodeId(id)], "node {id}");
-            assert_eq!(replay.node.status(), node.status());
-            assert_eq!(replay.node.hard_state(), node.hard_state());
-            assert_eq!(replay.node.next_timeout(), node.next_timeout());
-            let last = node.status().last_index.0;
-            for index in 1..=last {
-                assert_eq!(
-                    replay.node.entry(LogIndex(index)),
-                    node.entry(LogIndex(index))
-                );
-            }
-            assert_eq!(
-                replay.node.trace().unwrap(),
-                trace,
-                "re-recording gives the same bytes"
-            );
-        }
-    }
-
-    #[test]
-    fn damaged_traces_are_refused_with_the_offset() {
-        let cluster = recorded_run();
-        let trace = cluster.node(1).trace().unwrap().to_vec();
-        let error = replay(&trace[..trace.len() - 3]).unwrap_err();
-        assert!(matches!(error, TraceError::Corrupt { .. }), "{error}");
-        let mut bad_magic = trace.clone();
-        bad_magic[0] = b'X';
-        assert_eq!(
-            replay(&bad_magic).unwrap_err().to_string(),
-            "corrupt trace at byte 0: not an ALPO trace: bad magic"
-        );
-        let mut bad_version = trace.clone();
-        bad_version[8] = 9;
-        assert_eq!(
-            replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 1"
-        );
-        // Every prefix either replays or is refused: no panic on a torn trace.
-        for length in 0..trace.len().min(600) {
-            let _ = replay(&trace[..length]);
-        }
     }
 }

@@ -92,6 +92,20 @@ pub struct LogPosition {
     pub term: Term,
 }
 
+/// What identifies a snapshot and what the core needs to know about it (rule S1).
+///
+/// The image itself (the state machine after applying entries `1..=last.index`) is opaque to the
+/// core: it lives in the driver's snapshot file, whose bytes the core only moves in chunks.
+/// The configuration in force at `last` joins this struct with membership changes (a later issue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotMeta {
+    /// The last included position `(L, term_L)`; it also identifies the snapshot.
+    pub last: LogPosition,
+    /// Size in bytes of the snapshot file the driver holds (what an install transfers); at
+    /// least 1, since the file has a header.
+    pub size: u64,
+}
+
 /// A candidate's claim `(last term, last index, id)`, compared lexicographically (rule E8).
 ///
 /// The order of the fields is the vote rule's own order (E4) followed by the id as a tie-break,
@@ -214,4 +228,20 @@ impl fmt::Display for ClusterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)
     }
+}
+
+/// What a server loaded from disk at start (the "restart from persisted state" input).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    /// Term and vote, as last made durable.
+    pub hard_state: HardState,
+    /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
+    /// restored its state machine from.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
+    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
+    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
+    pub entries: Vec<Entry>,
+    /// This start's incarnation: one more than the last start's, made durable by the driver.
+    pub incarnation: Incarnation,
 }

@@ -1,5 +1,6 @@
-//! The simulator as `cargo test` runs it: 1,000 seeds, replay of one seed, determinism, and proof
-//! that the checkers catch deliberately broken engines.
+//! The simulator as `cargo test` runs it: 1,000 seeds, 200 more with messages held across
+//! terms, replay of one seed, determinism, and proof that the checkers catch deliberately broken
+//! engines.
 //!
 //! Replay a failing seed with
 //! `ALPO_SEED=0x… cargo test -p alpo-core --test sim -- sim_replay --nocapture`.
@@ -10,6 +11,9 @@ use alpo_core::sim::{FaultProfile, RunReport, SimOptions, SoakSummary, run_seed}
 /// Seeds run by `sim_seeds`; the seeds are `SEED_BASE + i`.
 const SEED_COUNT: u64 = 1_000;
 const SEED_BASE: u64 = 0xA1B0_0000;
+
+/// Seeds run by `sim_seeds_hold_across_terms`.
+const HOLD_SEED_COUNT: u64 = 200;
 
 /// Seeds within which an injected bug must be caught (the search stops at the first catch).
 const BUG_SEED_COUNT_MAX: u64 = 2_000;
@@ -96,13 +100,13 @@ fn same_seed_same_trace() {
     assert_ne!(a.trace_hash, b.trace_hash);
 }
 
-/// Runs seeds with `bug` injected (leader-churn faults, `options` as given) until a safety
-/// checker reports it; returns that report. Runs that end in an engine assertion or a liveness
-/// failure are skipped.
+/// Runs seeds with `bug` injected (`options` as given, leader-churn faults unless they name a
+/// profile) until a safety checker reports it; returns that report. Runs that end in an engine
+/// assertion or a liveness failure are skipped.
 fn first_caught(bug: InjectedBug, options: SimOptions) -> Option<RunReport> {
     let options = SimOptions {
         injected_bug: Some(bug),
-        profile: Some(FaultProfile::LeaderChurn),
+        profile: options.profile.or(Some(FaultProfile::LeaderChurn)),
         ..options
     };
     (0..BUG_SEED_COUNT_MAX)
@@ -139,4 +143,115 @@ fn checkers_catch_commit_of_an_older_term_by_count() {
     let (violation, _) = report.violation.as_ref().unwrap();
     let expected = ["leader_completeness", "durability", "state_machine_safety"];
     assert!(expected.contains(&violation.checker), "{report}");
+}
+
+#[test]
+fn checkers_catch_a_counted_stale_append_reply() {
+    // Rule E6's reply branch: a leader that counts an acknowledgement of an ended term. It
+    // harms only when the acknowledged index holds another entry by the time the leader, elected
+    // again, hears it: the network must hold the reply across terms (HoldAcrossTerms). The
+    // other profiles do not find it in thousands of seeds.
+    let options = SimOptions {
+        node_count: Some(3),
+        fault_phase_ms: 10_000,
+        profile: Some(FaultProfile::HoldAcrossTerms),
+        ..SimOptions::quick()
+    };
+    let report = first_caught(InjectedBug::CountStaleAppendReply, options)
+        .expect("no checker caught CountStaleAppendReply within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    let expected = ["leader_completeness", "durability", "state_machine_safety"];
+    assert!(expected.contains(&violation.checker), "{report}");
+}
+
+#[test]
+fn sim_seeds_hold_across_terms() {
+    // The correct engine survives messages held across terms, on every cluster size.
+    let options = SimOptions {
+        profile: Some(FaultProfile::HoldAcrossTerms),
+        ..SimOptions::quick()
+    };
+    let reports: Vec<RunReport> = (0..HOLD_SEED_COUNT)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .collect();
+    let mut summary = SoakSummary::default();
+    reports.iter().for_each(|r| summary.add(r));
+    assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
+    assert!(summary.committed_count > HOLD_SEED_COUNT * 10);
+}
+
+/// Seeds of the snapshot profile run by `sim_snapshot_seeds`.
+const SNAPSHOT_SEED_COUNT: u64 = 300;
+
+#[test]
+fn sim_snapshot_seeds() {
+    // The snapshot profile (`SimOptions::snapshots`): snapshots every few entries, compaction,
+    // installs in small chunks, crashes while taking and installing, damaged chunks.
+    let options = SimOptions::quick_snapshots();
+    let reports: Vec<RunReport> = (0..SNAPSHOT_SEED_COUNT)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .collect();
+    let mut summary = SoakSummary::default();
+    reports.iter().for_each(|r| summary.add(r));
+    eprintln!(
+        "snapshot profile: seeds={} violations={} committed={}",
+        summary.seed_count, summary.violation_count, summary.committed_count
+    );
+    eprintln!("violations by checker: {}", summary.violations_line());
+    assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
+    assert!(summary.committed_count > SNAPSHOT_SEED_COUNT * 10);
+}
+
+#[test]
+fn sim_snapshot_replay() {
+    // As `sim_replay`, for a seed of the snapshot profile (ALPO_SEED, ALPO_SIM_LOG=1).
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let seed = std::env::var("ALPO_SEED").ok();
+    let seed = seed.as_deref().and_then(parse_seed).unwrap_or(SEED_BASE);
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let event_log = std::env::var("ALPO_SIM_LOG").is_ok();
+    let options = SimOptions {
+        event_log,
+        ..SimOptions::quick_snapshots()
+    };
+    let report = run_seed(seed, &options);
+    for line in &report.event_log {
+        eprintln!("{line}");
+    }
+    eprintln!("{report}");
+    assert!(report.passed(), "{report}");
+}
+
+/// The first snapshot-profile run with `bug` injected that a checker (not an engine assertion,
+/// not liveness) reports.
+fn first_caught_with_snapshots(bug: InjectedBug) -> Option<RunReport> {
+    let options = SimOptions {
+        injected_bug: Some(bug),
+        ..SimOptions::quick_snapshots()
+    };
+    (0..BUG_SEED_COUNT_MAX)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .find(|r| {
+            let checker = r.violation.as_ref().map(|(v, _)| v.checker);
+            checker.is_some_and(|c| c != "liveness" && c != "panic")
+        })
+}
+
+#[test]
+fn checkers_catch_a_snapshot_that_claims_an_index_it_does_not_contain() {
+    let report = first_caught_with_snapshots(InjectedBug::SnapshotBeyondApplied)
+        .expect("no checker caught SnapshotBeyondApplied within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "snapshot_equivalence", "{report}");
+}
+
+#[test]
+fn checkers_catch_compaction_past_the_snapshot() {
+    let report = first_caught_with_snapshots(InjectedBug::CompactPastSnapshot)
+        .expect("no checker caught CompactPastSnapshot within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "compaction_bound", "{report}");
 }

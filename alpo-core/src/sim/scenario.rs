@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, InjectedBug};
+use crate::config::Config;
+use crate::injected::InjectedBug;
 use crate::sim::clock::Clock;
 use crate::sim::network::NetworkFaults;
 use crate::sim::rng::SimRng;
@@ -33,6 +34,11 @@ pub struct SimOptions {
     /// Keep a human-readable log of sends, starts, crashes and nemesis actions in the report
     /// (slow: for replaying one seed).
     pub event_log: bool,
+    /// The snapshot profile: every node takes a snapshot every few entries, compacts its log
+    /// keeping few entries, and sends snapshots in small chunks (rules S2–S8), so snapshots,
+    /// compaction and installs happen in ordinary seeds. Its draws come from a generator of
+    /// their own: with it off, a seed runs exactly as it did before snapshots existed.
+    pub snapshots: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -45,6 +51,35 @@ pub enum FaultProfile {
     /// quick restarts, at least 10 % message loss, and Appends of one or two entries, so that
     /// logs diverge across many terms (scenario S1 and its kin).
     LeaderChurn,
+    /// Leader churn (its nemesis and lossy links, with Appends of ordinary size) on slow disks,
+    /// and a network that holds messages back across terms: one message in ten of the fault
+    /// phase waits until its recipient's term is two past the message's (a leader's: until it
+    /// leads in any later term), then arrives after up to a longest passive timeout; an
+    /// acknowledgement of entries its leader has not yet made durable is always held, and half
+    /// the time the leader crashes at once (losing those entries). So replies and requests of
+    /// an ended leadership arrive after the servers changed roles, often at the same leader
+    /// elected again with another log, which is where a stale-message bug of any kind shows.
+    /// The seed never picks this profile: only `SimOptions::profile` does, so the runs of the
+    /// other profiles are unchanged.
+    HoldAcrossTerms,
+}
+
+impl FaultProfile {
+    /// Whether the nemesis follows the leader-churn pattern (crash leaders about once per
+    /// election, quick restarts, lossy links).
+    #[must_use]
+    pub fn churns(self) -> bool {
+        matches!(
+            self,
+            FaultProfile::LeaderChurn | FaultProfile::HoldAcrossTerms
+        )
+    }
+
+    /// Whether the network holds messages back across terms.
+    #[must_use]
+    pub fn holds_across_terms(self) -> bool {
+        self == FaultProfile::HoldAcrossTerms
+    }
 }
 
 /// Everything about one run that the seed decides.
@@ -87,6 +122,16 @@ impl SimOptions {
             step_count_max: 2_000_000,
             profile: None,
             event_log: false,
+            snapshots: false,
+        }
+    }
+
+    /// [`SimOptions::quick`] with the snapshot profile on.
+    #[must_use]
+    pub fn quick_snapshots() -> SimOptions {
+        SimOptions {
+            snapshots: true,
+            ..SimOptions::quick()
         }
     }
 
@@ -119,6 +164,9 @@ impl Scenario {
                 config.append_entry_count_max = 1;
             }
         }
+        if options.snapshots {
+            snapshot_policy(seed, &mut configs);
+        }
         let clocks = (0..node_count)
             .map(|_| Clock {
                 offset_ns: rng.range(0, 1_000 * MS),
@@ -126,18 +174,25 @@ impl Scenario {
             })
             .collect();
         let mut faults = network_faults(&mut rng);
-        if profile == FaultProfile::LeaderChurn {
+        if profile.churns() {
             // Lossy links leave entries on a minority: the raw material of scenario S1.
             faults.drop_per_million = faults.drop_per_million.max(300_000);
         }
-        let fsync_max = rng.range(MS / 2, 5 * MS);
+        let mut fsync_max = rng.range(MS / 2, 5 * MS);
+        if profile.holds_across_terms() {
+            // Slow disks: a leader's tail is often acknowledged by a follower before it is
+            // durable on the leader, and lost when the leader crashes.
+            fsync_max *= 10;
+        }
         let passive_min = configs
             .first()
             .map_or(0, |c| duration_ns(c.passive_timeout_min));
         let nemesis_gap_ns = match profile {
             FaultProfile::Standard => (10 * MS, rng.range(100 * MS, 800 * MS)),
             // About one leader crash per election: leaders live briefly, logs diverge.
-            FaultProfile::LeaderChurn => (passive_min / 2, 3 * passive_min),
+            FaultProfile::LeaderChurn | FaultProfile::HoldAcrossTerms => {
+                (passive_min / 2, 3 * passive_min)
+            }
         };
         let client_gap_ns = rng.range(MS, 30 * MS);
         let passive_max = configs
@@ -183,10 +238,26 @@ fn configs(rng: &mut SimRng, node_count: usize, options: &SimOptions) -> Vec<Con
             config.check_quorum = check_quorum;
             config.append_entry_count_max = rng.range(1, 64);
             config.inflight_append_count_max = rng.range(1, 16);
-            config.injected_bug = options.injected_bug;
             config
         })
         .collect()
+}
+
+/// The snapshot profile's policy, drawn from its own generator (`SimOptions::snapshots`): a
+/// snapshot every 4 to 48 entries, 0 to 15 entries retained, chunks of 16 to 127 bytes (an
+/// image spans several), 1 to 4 chunks in flight.
+fn snapshot_policy(seed: u64, configs: &mut [Config]) {
+    let mut rng = SimRng::new(seed ^ 0x5A4B_5407_5011_C7E5);
+    let interval = rng.range(4, 48);
+    let retain = rng.range(0, 16);
+    let chunk_bytes = rng.range(16, 128);
+    let inflight = rng.range(1, 5);
+    for config in configs {
+        config.snapshot_interval_entries = Some(interval);
+        config.retain_entries = retain;
+        config.snapshot_chunk_bytes = chunk_bytes;
+        config.snapshot_chunks_inflight_max = inflight;
+    }
 }
 
 fn network_faults(rng: &mut SimRng) -> NetworkFaults {
