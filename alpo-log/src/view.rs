@@ -124,7 +124,11 @@ impl LogView {
                         records.push(record);
                     }
                     Err(error) if self.read_lock().generation != run.generation => {
-                        tracing::debug!(%error, index, "log view read raced a truncation");
+                        tracing::debug!(
+                            error = &error as &dyn std::error::Error,
+                            index,
+                            "log view read raced a truncation"
+                        );
                         return Ok(records);
                     }
                     Err(error) => return Err(error),
