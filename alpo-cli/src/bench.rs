@@ -128,7 +128,7 @@ impl Outcomes for ThreadResult {
                 return;
             }
             Ok(other) => format!("unexpected answer {other:?}"),
-            Err(error) => error.to_string(),
+            Err(error) => format!("{:#}", anyhow::Error::new(error)),
         };
         self.errors += 1;
         let printed = self.printed.entry(client_no).or_default();
@@ -212,7 +212,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 Ok(handle) => handle
                     .join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a driver thread panicked"))),
-                Err(error) => Err(anyhow::anyhow!("starting a driver thread: {error}")),
+                Err(error) => Err(anyhow::Error::new(error).context("starting a driver thread")),
             })
             .collect()
     });

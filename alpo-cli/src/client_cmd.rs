@@ -338,6 +338,8 @@ fn kind_name(kind: ReadEntryKind) -> &'static str {
         ReadEntryKind::Append => "append",
         ReadEntryKind::Command => "command",
         ReadEntryKind::Duplicate => "duplicate",
+        // A kind newer than this binary (`ReadEntryKind` is non-exhaustive).
+        _ => "unknown",
     }
 }
 
@@ -352,7 +354,8 @@ fn entry_value(entry: &ReadEntry) -> String {
         Ok(KvOp::Get { key }) => format!("get {}", text(&key)),
         Ok(KvOp::Delete { key }) => format!("delete {}", text(&key)),
         Ok(KvOp::Cas { key, .. }) => format!("cas {}", text(&key)),
-        Err(_) => text(&entry.data),
+        // An operation newer than this binary (`KvOp` is non-exhaustive): show its bytes.
+        Ok(_) | Err(_) => text(&entry.data),
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Args;
 
 use alpo_core::Role;
-use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server};
 
 use crate::signal::stop_signal;
 
@@ -146,24 +146,14 @@ fn layout(
         .iter()
         .map(TcpListener::local_addr)
         .collect::<Result<_, _>>()?;
-    let configs = (0..listeners.len())
-        .map(|i| NodeConfig {
+    let members: Vec<PeerConfig> = (0..listeners.len())
+        .map(|i| PeerConfig {
             id: i as u64 + 1,
-            cluster_id: args.cluster_id,
-            data_dir: dir.join(format!("node-{}", i + 1)),
             peer_addr: peer_addrs[i],
             client_addr: client_addrs[i],
-            peers: (0..listeners.len())
-                .filter(|j| *j != i)
-                .map(|j| PeerConfig {
-                    id: j as u64 + 1,
-                    peer_addr: peer_addrs[j],
-                    client_addr: client_addrs[j],
-                })
-                .collect(),
-            timeouts: Timeouts::lan(),
         })
         .collect();
+    let configs = NodeConfig::for_members(args.cluster_id, dir, &members);
     Ok((configs, listeners))
 }
 

@@ -111,14 +111,14 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
     let reader = match LogReader::open(dir) {
         Ok(reader) => reader,
         Err(error) => {
-            writeln!(out, "damaged: {:#}", anyhow::Error::new(error))?;
+            write_damage(out, error)?;
             return Ok(ExitCode::from(1));
         }
     };
     // The scan checked every CRC already; read every record once more as the node would.
     for record in reader.entries(..) {
         if let Err(error) = record {
-            writeln!(out, "damaged: {:#}", anyhow::Error::new(error))?;
+            write_damage(out, error)?;
             return Ok(ExitCode::from(1));
         }
     }
@@ -158,6 +158,12 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the first damage `verify` found, with its causes (an I/O error's operating-system
+/// error is the `source()` of alpo-log's error, not part of its message).
+fn write_damage(out: &mut impl Write, error: alpo_log::Error) -> std::io::Result<()> {
+    writeln!(out, "damaged: {:#}", anyhow::Error::new(error))
+}
+
 /// Verifies every snapshot file of `dir` in full, printing one line each and a note per file a
 /// crash left; returns the newest valid snapshot's last index (0 if none), or `None` after
 /// printing the first damage.
@@ -165,7 +171,7 @@ fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u
     let scan = match scan_snapshots(dir, None) {
         Ok(scan) => scan,
         Err(error) => {
-            writeln!(out, "damaged: {error}")?;
+            write_damage(out, error)?;
             return Ok(None);
         }
     };
@@ -188,7 +194,7 @@ fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u
             match verify_snapshot_file(&event.path) {
                 Ok(meta) => writeln!(out, "{}", snapshot_line(&meta, &event.path, false))?,
                 Err(error) => {
-                    writeln!(out, "damaged: {error}")?;
+                    write_damage(out, error)?;
                     return Ok(None);
                 }
             }
@@ -207,7 +213,7 @@ fn verify_snapshot(out: &mut impl Write, path: &Path) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            writeln!(out, "damaged: {error}")?;
+            write_damage(out, error)?;
             Ok(ExitCode::from(1))
         }
     }
@@ -421,6 +427,21 @@ mod tests {
         let mut out = Vec::new();
         let error = dump(&mut out, &dump_args(&dir.0, Some(2), Some(1), false)).unwrap_err();
         assert!(error.to_string().contains("below --from"), "{error}");
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_opened_is_reported_with_its_cause() {
+        let dir = TempDir::new();
+        let path = dir.0.join("missing.alposnap");
+        let (code, text) = output(|out| verify_snapshot(out, &path));
+        assert_eq!(code, ExitCode::from(1));
+        // alpo-log's message names the file; the operating system's error is its source.
+        assert!(text.contains("missing.alposnap"), "{text}");
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+        assert!(
+            text.contains("No such file") || text.contains(&os),
+            "{text}"
+        );
     }
 
     /// Takes a snapshot at `last_index` of a 100-byte image in `dir`; returns its path.

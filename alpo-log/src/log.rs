@@ -816,19 +816,8 @@ pub(crate) fn read_record(segment: &Segment, index: u64, buffer: &[u8]) -> Resul
     let damage = |reason| Error::corruption(&segment.path, offset, reason);
     let start_usize =
         usize::try_from(start).map_err(|_| damage(Corruption::RecordLength { length: 0 }))?;
-    let view = match record::decode(bytes.get(start_usize..).unwrap_or(&[])) {
-        Ok(view) => view,
-        Err(record::DecodeError::BadChecksum { stored, computed }) => {
-            return Err(damage(Corruption::RecordChecksum { stored, computed }));
-        }
-        Err(_) => return Err(damage(Corruption::RecordLength { length: 0 })),
-    };
-    if view.index != index {
-        return Err(damage(Corruption::IndexGap {
-            expected: index,
-            found: view.index,
-        }));
-    }
+    let view =
+        record::decode_indexed(bytes.get(start_usize..).unwrap_or(&[]), index).map_err(damage)?;
     let payload_start = start_usize + usize::try_from(RECORD_HEADER_BYTES).unwrap_or(usize::MAX);
     let payload_end = payload_start + usize::try_from(view.payload_bytes).unwrap_or(0);
     let payload = if in_map {

@@ -16,6 +16,7 @@
 //! Invariant: `encode` then `decode` gives back the same fields; `encode` checks this in debug
 //! builds (a paired assertion), and every read of a record verifies its CRC again.
 
+use crate::error::Corruption;
 use crate::limits::RECORD_PAYLOAD_BYTES_MAX;
 
 /// Bytes before the payload: crc32, length, kind, index, term.
@@ -102,6 +103,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RecordView, DecodeError> {
         kind: header[8],
         payload_bytes: length,
     })
+}
+
+/// Decodes the record `bytes` start with and checks that it is record `index`: a read by index
+/// (`Log`'s and `LogView`'s) finds a record the log had indexed, so any failure is damage.
+pub(crate) fn decode_indexed(bytes: &[u8], index: u64) -> Result<RecordView, Corruption> {
+    let view = match decode(bytes) {
+        Ok(view) => view,
+        Err(DecodeError::BadChecksum { stored, computed }) => {
+            return Err(Corruption::RecordChecksum { stored, computed });
+        }
+        Err(_) => return Err(Corruption::RecordLength { length: 0 }),
+    };
+    if view.index != index {
+        return Err(Corruption::IndexGap {
+            expected: index,
+            found: view.index,
+        });
+    }
+    Ok(view)
 }
 
 /// Reads a little-endian `u32` at `at`; the caller has checked `bytes` is long enough.

@@ -124,7 +124,11 @@ impl LogView {
                         records.push(record);
                     }
                     Err(error) if self.read_lock().generation != run.generation => {
-                        tracing::debug!(%error, index, "log view read raced a truncation");
+                        tracing::debug!(
+                            error = &error as &dyn std::error::Error,
+                            index,
+                            "log view read raced a truncation"
+                        );
                         return Ok(records);
                     }
                     Err(error) => return Err(error),
@@ -192,19 +196,7 @@ fn decode(run: &Run, index: u64, offset: u32) -> Result<Record, Error> {
     let start =
         usize::try_from(offset).map_err(|_| damage(Corruption::RecordLength { length: 0 }))?;
     let bytes = run.map.get(start..).unwrap_or(&[]);
-    let view = match record::decode(bytes) {
-        Ok(view) => view,
-        Err(record::DecodeError::BadChecksum { stored, computed }) => {
-            return Err(damage(Corruption::RecordChecksum { stored, computed }));
-        }
-        Err(_) => return Err(damage(Corruption::RecordLength { length: 0 })),
-    };
-    if view.index != index {
-        return Err(damage(Corruption::IndexGap {
-            expected: index,
-            found: view.index,
-        }));
-    }
+    let view = record::decode_indexed(bytes, index).map_err(damage)?;
     let header = usize::try_from(RECORD_HEADER_BYTES).unwrap_or(usize::MAX);
     let payload_bytes = usize::try_from(view.payload_bytes).unwrap_or(usize::MAX);
     let payload = bytes

@@ -1,8 +1,9 @@
 //! The client engine: every decision a client of the cluster makes, with no I/O. It numbers
 //! requests, picks the endpoint each attempt goes to, says what an answer, a "not the leader"
 //! hint, a timeout or a lost connection means, and when to give up. Time comes in as an
-//! argument; the driver (the blocking `Client`, or `driver.rs`'s many sessions on one thread)
-//! owns the sockets, sends what `poll` asks and reports back what happened.
+//! argument; the driver (the blocking `Client`, or `drive` in `client_driver.rs` with many
+//! sessions on one thread) owns the sockets, sends what `poll` asks and reports back what
+//! happened.
 //!
 //! The driving loop: `begin` a request, then repeat `poll(now)` and act on the `Action` —
 //! `Send` (drop the connection first if `reconnect` says so or it goes elsewhere; connect if

@@ -60,6 +60,7 @@ pub struct Request {
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Op {
     /// Append `value` to the log; answered with its index once committed. Leader only.
     Append {
@@ -102,6 +103,7 @@ pub struct Response {
 
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ResponseBody {
     /// `Append` is committed at `index`.
     Appended {
@@ -166,6 +168,7 @@ pub struct ReadEntry {
 /// What a committed entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum ReadEntryKind {
     /// A leader's no-op (rule R8).
     Noop = 1,
@@ -201,6 +204,7 @@ pub struct NodeStatus {
 /// What kind of failure an `Error` response reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// The request is malformed; retrying it will not help.
     BadRequest = 1,

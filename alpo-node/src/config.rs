@@ -104,6 +104,30 @@ impl Timeouts {
 }
 
 impl NodeConfig {
+    /// One configuration per member of a cluster: each member listens on its own addresses,
+    /// names every other member as a peer, keeps its data in `dir/node-<id>` and uses the LAN
+    /// timeouts. This is how `alpo dev`, the bank example and the tests lay out a cluster on
+    /// one machine; `validate` still checks each (ids non-zero and distinct, and so on).
+    #[must_use]
+    pub fn for_members(cluster_id: u64, dir: &Path, members: &[PeerConfig]) -> Vec<NodeConfig> {
+        members
+            .iter()
+            .map(|member| NodeConfig {
+                id: member.id,
+                cluster_id,
+                data_dir: dir.join(format!("node-{}", member.id)),
+                peer_addr: member.peer_addr,
+                client_addr: member.client_addr,
+                peers: members
+                    .iter()
+                    .filter(|peer| peer.id != member.id)
+                    .cloned()
+                    .collect(),
+                timeouts: Timeouts::lan(),
+            })
+            .collect()
+    }
+
     /// Reads and validates a TOML file; errors name the file, the field and the problem.
     pub fn load(path: &Path) -> Result<NodeConfig, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -326,5 +350,30 @@ mod tests {
         assert_eq!(peer.client_addr.port(), 7202);
         assert!("2=127.0.0.1:7102".parse::<PeerConfig>().is_err());
         assert!("x=127.0.0.1:1,127.0.0.1:2".parse::<PeerConfig>().is_err());
+    }
+
+    #[test]
+    fn for_members_gives_each_member_every_other_as_a_peer() {
+        let member = |id: u64| PeerConfig {
+            id,
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100 + id as u16)),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 7200 + id as u16)),
+        };
+        let members = [member(1), member(2), member(3)];
+        let configs = NodeConfig::for_members(7, Path::new("/tmp/alpo"), &members);
+        assert_eq!(configs.len(), 3);
+        for (config, own) in configs.iter().zip(&members) {
+            config.validate().unwrap();
+            assert_eq!(config.id, own.id);
+            assert_eq!(config.cluster_id, 7);
+            assert_eq!(config.peer_addr, own.peer_addr);
+            assert_eq!(config.client_addr, own.client_addr);
+            assert_eq!(
+                config.data_dir,
+                Path::new(&format!("/tmp/alpo/node-{}", own.id))
+            );
+            let others: Vec<&PeerConfig> = members.iter().filter(|m| m.id != own.id).collect();
+            assert_eq!(config.peers.iter().collect::<Vec<_>>(), others);
+        }
     }
 }

@@ -27,6 +27,7 @@ use crate::wire::{DecodeError, Reader, Writer};
 
 /// A key-value operation, as it travels in a log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvOp {
     /// Set `key` to `value`.
     Put {
@@ -58,6 +59,7 @@ pub enum KvOp {
 
 /// The key-value machine's answer to one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvResult {
     /// `Put` took effect.
     Written,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use alpo_core::{ClusterId, LogIndex, NodeId, Role};
 use alpo_node::client_protocol::{Op, Request, RequestId, Response, ResponseBody};
-use alpo_node::{Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+use alpo_node::{Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server};
 
 const CLUSTER: u64 = 0xa1b0;
 
@@ -39,24 +39,14 @@ impl Cluster {
             .map(|l| l.local_addr().unwrap())
             .collect();
         let client_addrs: Vec<SocketAddr> = (0..size).map(|_| free_client_addr()).collect();
-        let configs: Vec<NodeConfig> = (0..size)
-            .map(|i| NodeConfig {
+        let members: Vec<PeerConfig> = (0..size)
+            .map(|i| PeerConfig {
                 id: i + 1,
-                cluster_id: CLUSTER,
-                data_dir: dir.path().join(format!("node-{}", i + 1)),
                 peer_addr: peer_addrs[i as usize],
                 client_addr: client_addrs[i as usize],
-                peers: (0..size)
-                    .filter(|j| *j != i)
-                    .map(|j| PeerConfig {
-                        id: j + 1,
-                        peer_addr: peer_addrs[j as usize],
-                        client_addr: client_addrs[j as usize],
-                    })
-                    .collect(),
-                timeouts: Timeouts::lan(),
             })
             .collect();
+        let configs = NodeConfig::for_members(CLUSTER, dir.path(), &members);
         let servers = configs
             .iter()
             .zip(peer_listeners)

@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
-use alpo_node::{Error, NodeConfig, PeerConfig, Server, StateMachine, Timeouts};
+use alpo_node::{Error, NodeConfig, PeerConfig, Server, StateMachine};
 
 /// Running nodes and their configurations.
 #[derive(Debug)]
@@ -50,24 +50,14 @@ impl LocalCluster {
         let client_addrs = (0..size)
             .map(|_| bind().and_then(|listener| address(&listener)))
             .collect::<Result<Vec<SocketAddr>, _>>()?;
-        let configs: Vec<NodeConfig> = (0..peer_addrs.len())
-            .map(|i| NodeConfig {
+        let members: Vec<PeerConfig> = (0..peer_addrs.len())
+            .map(|i| PeerConfig {
                 id: i as u64 + 1,
-                cluster_id,
-                data_dir: dir.join(format!("node-{}", i + 1)),
                 peer_addr: peer_addrs[i],
                 client_addr: client_addrs[i],
-                peers: (0..peer_addrs.len())
-                    .filter(|j| *j != i)
-                    .map(|j| PeerConfig {
-                        id: j as u64 + 1,
-                        peer_addr: peer_addrs[j],
-                        client_addr: client_addrs[j],
-                    })
-                    .collect(),
-                timeouts: Timeouts::lan(),
             })
             .collect();
+        let configs = NodeConfig::for_members(cluster_id, dir, &members);
         let mut servers = Vec::new();
         for (config, listener) in configs.iter().zip(peer_listeners) {
             servers.push(Some(Server::start_with_listener(
