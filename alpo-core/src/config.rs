@@ -1,5 +1,6 @@
 //! A server's protocol configuration: who is in the cluster, the timing ranges (docs/protocol.md,
-//! Timing), the optional rules (deferral, pre-vote, check-quorum), limits and the random seed.
+//! Timing), the optional rules (deferral, pre-vote, check-quorum), limits, the snapshot policy
+//! (rules S2, S4, S5) and the random seed.
 //!
 //! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
 //! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
@@ -51,20 +52,16 @@ pub struct Config {
     pub pending_proposal_bytes_max: u64,
     /// One entry's payload at most; beyond, `propose` refuses.
     pub entry_bytes_max: u64,
-    /// A deliberate protocol violation, for proving the simulator's checkers bite. Never set
-    /// outside tests.
-    #[doc(hidden)]
-    pub injected_bug: Option<InjectedBug>,
-}
-
-/// A deliberate protocol violation that tests switch on to prove the checkers catch it.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InjectedBug {
-    /// Commit an entry of an older term by counting replicas (breaks R5; scenario S1).
-    CommitOlderTermByCount,
-    /// Grant a vote to every candidate, even after voting in this term (breaks E4).
-    GrantTwoVotesPerTerm,
+    /// Rule S2's trigger: take a snapshot once `applied - L ≥ N` entries were applied since the
+    /// newest durable snapshot at `L`; `None` never takes one.
+    pub snapshot_interval_entries: Option<u64>,
+    /// Rule S4: entries kept below the newest snapshot when compacting, for followers that are
+    /// only a little behind (they then catch up by Appends instead of an install).
+    pub retain_entries: u64,
+    /// Rule S5: bytes of the snapshot file per InstallSnapshot chunk at most.
+    pub snapshot_chunk_bytes: u64,
+    /// Rule S5: InstallSnapshot chunks in flight (read or sent, not acknowledged) per follower.
+    pub snapshot_chunks_inflight_max: u64,
 }
 
 impl Config {
@@ -90,7 +87,10 @@ impl Config {
             pending_proposal_count_max: limits::PENDING_PROPOSAL_COUNT_MAX,
             pending_proposal_bytes_max: limits::PENDING_PROPOSAL_BYTES_MAX,
             entry_bytes_max: limits::ENTRY_BYTES_MAX,
-            injected_bug: None,
+            snapshot_interval_entries: None,
+            retain_entries: limits::RETAIN_ENTRIES,
+            snapshot_chunk_bytes: limits::APPEND_BYTES_MAX,
+            snapshot_chunks_inflight_max: limits::SNAPSHOT_CHUNKS_INFLIGHT_MAX,
         }
     }
 
@@ -140,6 +140,15 @@ impl Config {
                 self.pending_proposal_bytes_max,
             ),
             ("entry_bytes_max", self.entry_bytes_max),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            (
+                "snapshot_chunks_inflight_max",
+                self.snapshot_chunks_inflight_max,
+            ),
+            (
+                "snapshot_interval_entries",
+                self.snapshot_interval_entries.unwrap_or(1),
+            ),
         ];
         for (field, value) in limits {
             if value == 0 {

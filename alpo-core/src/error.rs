@@ -36,6 +36,15 @@ pub enum ProposeError {
     },
 }
 
+/// Why the driver could not read bytes of a snapshot file for `Node::on_snapshot_read`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotReadError {
+    /// The file is gone: a newer snapshot replaced it.
+    Replaced,
+    /// Reading failed; the driver logs the cause. The leader retries after a stall.
+    Failed,
+}
+
 /// Why a configuration was refused; names the field and the problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -71,6 +80,17 @@ impl fmt::Display for ProposeError {
 }
 
 impl std::error::Error for ProposeError {}
+
+impl fmt::Display for SnapshotReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotReadError::Replaced => write!(f, "the snapshot file was replaced"),
+            SnapshotReadError::Failed => write!(f, "reading the snapshot file failed"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotReadError {}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

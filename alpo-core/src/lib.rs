@@ -5,7 +5,8 @@
 //! entries to apply go out as an ordered list of [`Output`]s. The same inputs give the same
 //! outputs, byte for byte, which is what lets the simulator in `sim` replay any run from a seed.
 //!
-//! The protocol's rules (E0–E8, R1–R11) are specified in `docs/protocol.md`.
+//! The protocol's rules (E0–E8, R1–R11, and S2–S8 for snapshots) are specified in
+//! `docs/protocol.md`.
 //!
 //! # Driving a node
 //! A driver owns the clock, the disk and the network. It feeds each [`Node`] its inputs —
@@ -48,6 +49,9 @@
 //!             Output::Apply { entries } => {
 //!                 applied.extend(entries.into_iter().map(|entry| entry.payload));
 //!             }
+//!             // Snapshots are off (`Config::snapshot_interval_entries` is `None`), so the core
+//!             // never asks to take, compact, transfer or restore one.
+//!             other => unreachable!("snapshots are off: {other:?}"),
 //!         }
 //!     }
 //!     if let Some(position) = written {
@@ -91,16 +95,24 @@
 //! }
 //! ```
 //!
-//! The core keeps the whole log in memory (no snapshots yet). [`testkit`] packages this loop
-//! with crash and message control for tests; the simulator in `sim` drives it at random.
+//! The core keeps every log entry above the last compaction in memory; with snapshots on
+//! (`Config::snapshot_interval_entries`), the driver also takes snapshots, compacts its log and
+//! transfers snapshots when the core asks (see [`output`]).
+//!
+//! # Features
+//! - `sim` (off by default): the deterministic simulator (`sim`, which drives nodes at random
+//!   through this public API and checks the safety properties after every step), `testkit`
+//!   (this loop packaged with crash and message control, for hand-driven tests) and
+//!   `InjectedBug` with `Node::inject_bug` (deliberate protocol bugs that prove the checkers
+//!   bite). ALPO's own tests, xtask and benchmarks turn it on; a server does not need it.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
-mod election;
 pub mod error;
+mod injected;
 pub mod limits;
 mod log;
 mod marks;
@@ -108,25 +120,30 @@ pub mod message;
 pub mod node;
 pub mod output;
 mod progress;
-mod replication;
 mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
 pub mod testkit;
 pub mod trace;
 pub mod types;
 
 #[cfg(test)]
 mod rule_tests;
+#[cfg(test)]
+mod snapshot_tests;
 
-pub use config::{Config, InjectedBug};
-pub use error::{ConfigError, ProposeError, TraceError};
+pub use config::Config;
+pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
+#[cfg(feature = "sim")]
+pub use injected::InjectedBug;
 pub use message::{
-    Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
-    VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 pub use node::{Node, Persisted, Proposal, Role, Status};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,
-    Rank, Term,
+    Rank, SnapshotMeta, Term,
 };

@@ -27,5 +27,13 @@ pub const PENDING_PROPOSAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// `ProposeError::EntryTooLarge`. Must fit in one wire frame with room for headers.
 pub const ENTRY_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
+/// Default number of entries kept below the newest snapshot when compacting (rule S4). A
+/// follower further behind than this when the leader compacts is caught up by an install.
+pub const RETAIN_ENTRIES: u64 = 10_000;
+
+/// Default cap on InstallSnapshot chunks in flight to one follower (rule S5). At the limit the
+/// leader waits for the follower's replies (or resends after a stall) before reading more.
+pub const SNAPSHOT_CHUNKS_INFLIGHT_MAX: u64 = 4;
+
 // One entry must always fit in one Append, or a large entry could never be replicated.
 const _: () = assert!(ENTRY_BYTES_MAX <= 4 * APPEND_BYTES_MAX);

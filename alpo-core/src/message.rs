@@ -1,5 +1,6 @@
 //! The messages servers exchange (docs/protocol.md, Messages): vote requests and replies, appends
-//! (heartbeats are appends without entries) and append replies.
+//! (heartbeats are appends without entries) and append replies, and the snapshot transfer's
+//! chunks and replies (rules S5–S7).
 //!
 //! Invariants: every message names its sender, its receiver, the sender's term and incarnation.
 //! The cluster id is not here: alpo-net checks it once per connection in the handshake and on
@@ -7,7 +8,9 @@
 //! wire protocol's content: alpo-net's codec encodes every field, so a change here is a wire
 //! format change (bump the codec version, update the golden bytes).
 
-use crate::types::{Entry, Incarnation, LogIndex, NodeId, Rank, Term};
+use bytes::Bytes;
+
+use crate::types::{Entry, Incarnation, LogIndex, LogPosition, NodeId, Rank, SnapshotMeta, Term};
 
 /// One message from one server to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +28,7 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-/// The four kinds of message.
+/// The kinds of message.
 ///
 /// Deliberately exhaustive: every transport must carry every message, so a new one has to break
 /// the codec's `match` (a wildcard arm would drop it), and it is a wire change anyway.
@@ -39,6 +42,10 @@ pub enum MessageBody {
     Append(Append),
     /// A follower answers an append (rules R3, R4).
     AppendReply(AppendReply),
+    /// The leader sends a chunk of its snapshot file (rule S5).
+    InstallSnapshot(InstallSnapshot),
+    /// A follower answers a chunk (rules S6, S7).
+    SnapshotReply(SnapshotReply),
 }
 
 /// `requestVote`: "vote for me in `Message::term`".
@@ -124,6 +131,43 @@ pub struct RejectHint {
     pub last_index: LogIndex,
     /// Term of the follower's last entry.
     pub last_term: Term,
+}
+
+/// One chunk of the leader's snapshot file: bytes `offset..offset + data.len()` (rule S5).
+///
+/// The bytes are opaque to the core. They carry no checksum of their own: the wire frame is
+/// checksummed, and the file has its own chunk checksums and image checksum, which the follower's
+/// driver verifies in full before it installs the file (rule S7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshot {
+    /// The snapshot: its last position identifies it, its size is the whole file's.
+    pub snapshot: SnapshotMeta,
+    /// Where `data` starts in the file.
+    pub offset: u64,
+    /// The chunk, at least one byte, at most `Config::snapshot_chunk_bytes`.
+    pub data: Bytes,
+    /// Whether this chunk ends the file (`offset + data.len() == snapshot.size`).
+    pub last: bool,
+}
+
+/// The answer to an `InstallSnapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotReply {
+    /// The snapshot the answer is about (its last position).
+    pub snapshot: LogPosition,
+    /// Where the transfer stands.
+    pub result: SnapshotResult,
+}
+
+/// Where a follower's snapshot transfer stands (rules S6, S7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotResult {
+    /// The follower holds this many bytes of the file: send from there (after a lost,
+    /// duplicated or reordered chunk, a restart, or a bad image: 0).
+    NextOffset(u64),
+    /// The follower installed the snapshot (or had applied past it): it holds the leader's log
+    /// up to this index durably.
+    Installed(LogIndex),
 }
 
 impl VoteReply {

@@ -1,9 +1,11 @@
 //! One ALPO server's protocol state and its entry points: one method per kind of input.
 //!
-//! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`) mutates the state and
-//! pushes outputs onto an internal list, which the driver takes with [`Node::take_outputs`].
-//! The rules themselves live in `election.rs` (E0–E8) and `replication.rs` (R1–R11); this file
-//! dispatches and keeps the invariants.
+//! Each entry point (`tick`, `on_message`, `propose`, `on_persisted`, and the snapshot driver's
+//! reports `on_snapshot_durable`, `on_snapshot_read`, `on_snapshot_installed`,
+//! `on_snapshot_install_failed`) mutates the state and pushes outputs onto an internal list,
+//! which the driver takes with [`Node::take_outputs`]. The rules themselves live in the child
+//! modules `election` (E0–E8), `replication` (R1–R11) and `snapshot` (S2–S7), which alone share
+//! the state; this file dispatches and keeps the invariants.
 //!
 //! # Batching
 //! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
@@ -14,24 +16,31 @@
 //! input trace because it may flush.
 //!
 //! # Invariants
-//! `applied ≤ commit ≤ durable ≤ last` (indices), `commit ≤ commit_known` (the highest index
+//! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last` (indices; `base` is the log's, `L` the newest
+//! durable snapshot's last index, 0 without one), `commit ≤ commit_known` (the highest index
 //! known committed, which may run ahead of the local durable index), every log term is at most
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
+
+mod election;
+mod replication;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ConfigError, ProposeError};
+use crate::error::{ConfigError, ProposeError, SnapshotReadError};
+use crate::injected::injected;
 use crate::log::Log;
+use crate::marks::hit;
 use crate::message::{Message, MessageBody};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::trace::Recorder;
 use crate::types::{
-    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, SnapshotMeta, Term,
 };
 
 /// What a server loaded from disk at start (the "restart from persisted state" input).
@@ -39,7 +48,12 @@ use crate::types::{
 pub struct Persisted {
     /// Term and vote, as last made durable.
     pub hard_state: HardState,
-    /// The durable log, in index order from index 1 (or from the first retained index).
+    /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
+    /// restored its state machine from.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
+    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
+    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
     pub entries: Vec<Entry>,
     /// This start's incarnation: one more than the last start's, made durable by the driver.
     pub incarnation: Incarnation,
@@ -86,69 +100,105 @@ pub struct Status {
     pub durable_index: LogIndex,
     /// Highest index handed to the state machine.
     pub applied_index: LogIndex,
+    /// Last index of the newest durable snapshot (0 without one).
+    pub snapshot_index: LogIndex,
+    /// First index of the log the core still holds (1 until compacted).
+    pub first_index: LogIndex,
 }
 
 /// One ALPO server's protocol state machine.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) config: Config,
-    pub(crate) incarnation: Incarnation,
-    pub(crate) rng: Rng,
-    pub(crate) hard_state: HardState,
-    pub(crate) log: Log,
-    pub(crate) role: Role,
-    pub(crate) leader: Option<NodeId>,
+    config: Config,
+    incarnation: Incarnation,
+    rng: Rng,
+    hard_state: HardState,
+    log: Log,
+    role: Role,
+    leader: Option<NodeId>,
     /// Highest index known committed (learned or counted); may exceed the durable index.
-    pub(crate) commit_known: LogIndex,
+    commit_known: LogIndex,
     /// `min(commit_known, durable)`, never decreasing: what may be applied.
-    pub(crate) commit_index: LogIndex,
-    pub(crate) applied_index: LogIndex,
-    pub(crate) timers: Timers,
+    commit_index: LogIndex,
+    applied_index: LogIndex,
+    timers: Timers,
     /// The pre-vote or vote round in progress, if any.
-    pub(crate) campaign: Option<Campaign>,
+    campaign: Option<Campaign>,
     /// Per follower, when leader (empty otherwise).
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    progress: BTreeMap<NodeId, Progress>,
     /// Follower: highest index verified by an Append of this term, not yet acknowledged.
-    pub(crate) pending_ack: Option<LogIndex>,
-    pub(crate) outputs: Vec<Output>,
-    pub(crate) recorder: Option<Recorder>,
+    pending_ack: Option<LogIndex>,
+    /// The newest durable snapshot (rule S3), taken or installed.
+    snapshot: Option<SnapshotMeta>,
+    /// The `TakeSnapshot` in progress (rule S2), if any.
+    snapshot_taking: Option<LogPosition>,
+    /// Follower: the snapshot being received (rules S6, S7), if any.
+    install: Option<Install>,
+    outputs: Vec<Output>,
+    recorder: Option<Recorder>,
+    /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
+    #[cfg(feature = "sim")]
+    injected_bug: Option<crate::injected::InjectedBug>,
+}
+
+/// A snapshot being received (rule S6); volatile: a restart starts the transfer over.
+#[derive(Clone, Copy, Debug)]
+struct Install {
+    /// The snapshot.
+    snapshot: SnapshotMeta,
+    /// Bytes written so far (the next chunk's offset).
+    held: u64,
+    /// The last chunk was written: the driver is verifying and installing the file.
+    finishing: bool,
 }
 
 /// The node's deadlines.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timers {
+struct Timers {
     /// Passive: when to stand (E1). Candidate: when the election cycle ends.
-    pub(crate) election_deadline: Instant,
+    election_deadline: Instant,
     /// Not a candidate again before this instant (E8).
-    pub(crate) deferred_until: Instant,
+    deferred_until: Instant,
     /// When we last heard from the leader we follow (E5).
-    pub(crate) leader_contact: Option<Instant>,
+    leader_contact: Option<Instant>,
     /// Leader: next heartbeat round (R7).
-    pub(crate) heartbeat_due: Instant,
+    heartbeat_due: Instant,
     /// Leader: next check-quorum (E5).
-    pub(crate) quorum_check_due: Instant,
+    quorum_check_due: Instant,
 }
 
 /// A round of pre-votes (E2) or votes (E3) in progress.
 #[derive(Clone, Debug)]
-pub(crate) struct Campaign {
+struct Campaign {
     /// Pre-vote round (no term change yet) or real candidacy.
-    pub(crate) pre_vote: bool,
+    pre_vote: bool,
     /// The term asked for.
-    pub(crate) term: Term,
+    term: Term,
     /// Servers that granted, this one included.
-    pub(crate) granted: BTreeSet<NodeId>,
+    granted: BTreeSet<NodeId>,
 }
 
 impl Node {
     /// Starts a server from what it loaded from disk (rule E0): passive, commit index 0.
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
-        let log = Log::load(persisted.entries).map_err(|error| ConfigError {
-            field: "persisted.entries",
-            problem: error.0,
-        })?;
-        let hard_state = crate::election::startup_hard_state(persisted.hard_state, &log);
+        let loaded =
+            Log::load(persisted.snapshot, persisted.entries).map_err(|error| ConfigError {
+                field: "persisted.entries",
+                problem: error.0,
+            })?;
+        let log = loaded.log;
+        let hard_state = election::startup_hard_state(persisted.hard_state, &log);
+        // S8: the snapshot's entries are applied (its state restored) and committed.
+        let snapshot_index = persisted
+            .snapshot
+            .map_or(LogIndex(0), |meta| meta.last.index);
+        let mut outputs = Vec::new();
+        if let Some(from) = loaded.discard_from {
+            // S7 step 1, redone at start: a crash fell between an install and its truncation.
+            hit!(s8_conflicting_log_discarded_at_start);
+            outputs.push(Output::TruncateLog { from });
+        }
         let mut node = Node {
             rng: Rng::new(config.seed, config.id),
             config,
@@ -157,9 +207,9 @@ impl Node {
             log,
             role: Role::Passive,
             leader: None,
-            commit_known: LogIndex(0),
-            commit_index: LogIndex(0),
-            applied_index: LogIndex(0),
+            commit_known: snapshot_index,
+            commit_index: snapshot_index,
+            applied_index: snapshot_index,
             timers: Timers {
                 election_deadline: now,
                 deferred_until: now,
@@ -170,8 +220,13 @@ impl Node {
             campaign: None,
             progress: BTreeMap::new(),
             pending_ack: None,
-            outputs: Vec::new(),
+            snapshot: persisted.snapshot,
+            snapshot_taking: None,
+            install: None,
+            outputs,
             recorder: None,
+            #[cfg(feature = "sim")]
+            injected_bug: None,
         };
         node.reset_passive_timer(now);
         node.invariants();
@@ -188,6 +243,16 @@ impl Node {
         let mut node = Node::new(config, persisted, now)?;
         node.recorder = Some(recorder);
         Ok(node)
+    }
+
+    /// Switches on a deliberate protocol bug, to prove that the simulator's checkers catch it
+    /// (feature `sim`; never in a real server). A recorded trace records the bug.
+    #[cfg(feature = "sim")]
+    pub fn inject_bug(&mut self, bug: crate::injected::InjectedBug) {
+        self.injected_bug = Some(bug);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.injected_bug(bug.code());
+        }
     }
 
     /// Time passes: fire the election timer, heartbeats, check-quorum, as due at `now`.
@@ -241,8 +306,66 @@ impl Node {
         self.finish_input();
     }
 
+    /// The driver made a snapshot durable (rule S3 step 5): one this node asked for with
+    /// `TakeSnapshot`. Allows compaction (`CompactLog`, rule S4).
+    pub fn on_snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_durable(now, meta);
+        }
+        self.flush_log_writes();
+        self.snapshot_durable(meta);
+        self.finish_input();
+    }
+
+    /// The driver answers a `ReadSnapshot` for follower `to`: `len` bytes at `offset` of the
+    /// snapshot file `snapshot`, or why not (rule S5). Late or stale answers are ignored.
+    pub fn on_snapshot_read(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        snapshot: LogPosition,
+        offset: u64,
+        result: Result<Bytes, SnapshotReadError>,
+    ) {
+        let read = SnapshotReadInput {
+            to,
+            snapshot,
+            offset,
+        };
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_read(now, read, &result);
+        }
+        self.flush_log_writes();
+        self.snapshot_read(read, result);
+        self.finish_input();
+    }
+
+    /// The driver verified, made durable (file and directory fsynced) and installed as its
+    /// newest snapshot the file received for `meta` (rule S7). The node then restores the
+    /// state machine from it (`RestoreStateMachine`) unless it already applied past it.
+    pub fn on_snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_installed(now, meta, true);
+        }
+        self.flush_log_writes();
+        self.snapshot_installed(meta);
+        self.finish_input();
+    }
+
+    /// The file received for `meta` failed verification (rule S7): it is discarded and the
+    /// transfer starts again at 0.
+    pub fn on_snapshot_install_failed(&mut self, now: Instant, meta: SnapshotMeta) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_installed(now, meta, false);
+        }
+        self.flush_log_writes();
+        self.snapshot_install_failed(meta);
+        self.finish_input();
+    }
+
     /// Takes the outputs produced by the inputs since the last call, in the order to perform
     /// them (see [`crate::output`] for the ordering contract).
+    #[must_use = "the outputs must be performed, in order"]
     pub fn take_outputs(&mut self) -> Vec<Output> {
         if let Some(recorder) = &mut self.recorder {
             recorder.take_outputs();
@@ -276,7 +399,15 @@ impl Node {
             last_index: self.log.last_index(),
             durable_index: self.log.durable_index(),
             applied_index: self.applied_index,
+            snapshot_index: self.snapshot_index(),
+            first_index: self.log.first_index(),
         }
+    }
+
+    /// The newest durable snapshot, if any (rule S3).
+    #[must_use]
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
     }
 
     /// The entry at `index`, if this server's log holds one.
@@ -334,6 +465,7 @@ impl Node {
             self.log.last_term() <= self.hard_state.current_term,
             "invariant: no log entry from a future term"
         );
+        self.snapshot_invariants();
         match self.role {
             Role::Leader => {
                 assert!(
@@ -387,8 +519,34 @@ impl Node {
         }
     }
 
+    /// `base ≤ L ≤ applied` (rules S1, S4), except under an injected bug that breaks them on
+    /// purpose for the simulator's checkers to catch.
+    fn snapshot_invariants(&self) {
+        if injected!(self) {
+            return;
+        }
+        assert!(
+            self.log.base().index <= self.snapshot_index(),
+            "invariant: the log is compacted only below a durable snapshot (S4)"
+        );
+        assert!(
+            self.snapshot_index() <= self.applied_index,
+            "invariant: a snapshot covers applied entries only (S1)"
+        );
+        if let Some(install) = &self.install {
+            assert!(
+                install.held <= install.snapshot.size,
+                "invariant: a transfer holds at most the file (S6)"
+            );
+            assert!(
+                !install.finishing || install.held == install.snapshot.size,
+                "invariant: a transfer finishes with the whole file (S7)"
+            );
+        }
+    }
+
     /// This server's rank (E8): its log's last position, then its id.
-    pub(crate) fn rank(&self) -> Rank {
+    fn rank(&self) -> Rank {
         Rank {
             last_term: self.log.last_term(),
             last_index: self.log.last_index(),
@@ -397,7 +555,7 @@ impl Node {
     }
 
     /// Queues a message to `to`, carrying `term`.
-    pub(crate) fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+    fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
         self.outputs.push(Output::Send(Message {
             from: self.config.id,
             to,
@@ -409,7 +567,7 @@ impl Node {
 
     /// Queues a `SaveHardState` of the current hard state; a directly preceding one is replaced,
     /// since the newer state supersedes it and nothing was ordered between them.
-    pub(crate) fn save_hard_state(&mut self) {
+    fn save_hard_state(&mut self) {
         if let Some(Output::SaveHardState(_)) = self.outputs.last() {
             self.outputs.pop();
         }
@@ -417,7 +575,7 @@ impl Node {
     }
 
     /// The other members, in id order.
-    pub(crate) fn peers(&self) -> Vec<NodeId> {
+    fn peers(&self) -> Vec<NodeId> {
         let me = self.config.id;
         self.config
             .members
@@ -428,7 +586,7 @@ impl Node {
     }
 
     /// Whether `count` servers make a majority.
-    pub(crate) fn is_majority(&self, count: usize) -> bool {
+    fn is_majority(&self, count: usize) -> bool {
         count >= self.config.majority()
     }
 
@@ -441,11 +599,15 @@ impl Node {
             MessageBody::AppendReply(reply) => {
                 self.on_append_reply(now, &message_meta(from, term, message.incarnation), reply);
             }
+            MessageBody::InstallSnapshot(chunk) => self.on_install_snapshot(now, from, term, chunk),
+            MessageBody::SnapshotReply(reply) => {
+                self.on_snapshot_reply(now, &message_meta(from, term, message.incarnation), reply);
+            }
         }
     }
 
     /// Hands the log entries appended since the last flush to the driver (one `AppendLog`).
-    pub(crate) fn flush_log_writes(&mut self) {
+    fn flush_log_writes(&mut self) {
         if self.log.written_index() < self.log.last_index() {
             let entries = self.log.take_unwritten();
             self.outputs.push(Output::AppendLog { entries });
@@ -466,12 +628,20 @@ impl Node {
     }
 }
 
+/// What a `ReadSnapshot` asked for, as the driver answers it (for the trace and the leader).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotReadInput {
+    pub(crate) to: NodeId,
+    pub(crate) snapshot: LogPosition,
+    pub(crate) offset: u64,
+}
+
 /// Who sent a reply, for the leader's bookkeeping.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MessageMeta {
-    pub(crate) from: NodeId,
-    pub(crate) term: Term,
-    pub(crate) incarnation: Incarnation,
+struct MessageMeta {
+    from: NodeId,
+    term: Term,
+    incarnation: Incarnation,
 }
 
 fn message_meta(from: NodeId, term: Term, incarnation: Incarnation) -> MessageMeta {

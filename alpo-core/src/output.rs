@@ -16,11 +16,37 @@
 //!    may be lost, delayed, duplicated or reordered: the protocol tolerates it.
 //! 4. [`Output::Apply`] hands committed entries to the state machine in index order, each exactly
 //!    once per incarnation (rule R11). Entries are durable locally before they are applied.
+//! 5. [`Output::TakeSnapshot`] asks for a snapshot of the state machine as of `at`, which is the
+//!    last entry of the `Apply` just before it: the driver freezes the state there (in apply
+//!    order) and writes the file in the background while later `Apply`s go on (rules S2, S3).
+//!    At most one is in progress; a crash loses it and the core asks again.
+//! 6. [`Output::CompactLog`] comes only after `Node::on_snapshot_durable` reported a snapshot
+//!    at `L` durable, with `below ≤ min(applied, L) + 1` (rules S3 step 6, S4); it never
+//!    decreases within an incarnation, and the driver may drop less (whole segments only).
+//! 7. [`Output::ReadSnapshot`] asks for bytes of the newest durable snapshot file; the driver
+//!    answers with `Node::on_snapshot_read`, in any order, late or never (rule S5). The file
+//!    must stay readable while an older answer may still be asked for; a replaced file is
+//!    answered with an error.
+//! 8. [`Output::WriteSnapshotChunk`] writes a received chunk at its offset into the partial
+//!    file of that snapshot (rule S6); a chunk of another snapshot discards the partial file.
+//!    On the last chunk the driver verifies the whole file, fsyncs it, renames it, fsyncs the
+//!    directory, and then calls `Node::on_snapshot_installed` (or `on_snapshot_install_failed`
+//!    if the file does not verify). Partial files need not be durable: a restart starts over.
+//! 9. After an install is durable, in this order (rule S7): a `TruncateLog { from: 1 }` when the
+//!    log does not hold the snapshot's last position (the whole log goes, including entries the
+//!    driver still holds below the core's first retained index; the driver's log then
+//!    continues at `L + 1`); then [`Output::RestoreStateMachine`], which replaces the
+//!    state machine with the snapshot's image (entries up to `L` are never applied after it);
+//!    then the `Installed` reply and, when the log was kept, a `CompactLog` (rule S4).
 //!
-//! Index relationships kept by the core: `applied ≤ commit ≤ durable ≤ last`.
+//! Index relationships kept by the core:
+//! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last`, where `base + 1` is the first retained index
+//! and `L` the newest durable snapshot's last index (0 without one).
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, LogIndex};
+use bytes::Bytes;
+
+use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
 ///
@@ -33,7 +59,7 @@ pub enum Output {
     /// Make this hard state durable before performing any later output.
     SaveHardState(HardState),
     /// Remove every log entry at index `from` or above (a new leader overwrote them, rule R4).
-    /// Never below the commit index.
+    /// Never below the commit index, except after an installed snapshot covers them (rule S7).
     TruncateLog {
         /// The first index to remove.
         from: LogIndex,
@@ -52,5 +78,45 @@ pub enum Output {
     Apply {
         /// Consecutive committed entries, starting at the previous applied index + 1.
         entries: Vec<Entry>,
+    },
+    /// Snapshot the state machine as of `at` (the last applied entry) and report the durable
+    /// file with `Node::on_snapshot_durable` (rules S2, S3).
+    TakeSnapshot {
+        /// The snapshot's last included position.
+        at: LogPosition,
+    },
+    /// Drop the log entries below `below` (whole segments; rules S3 step 6, S4).
+    CompactLog {
+        /// The first index that must stay in the log.
+        below: LogIndex,
+    },
+    /// Read `len` bytes at `offset` of the snapshot file `snapshot` for follower `to`, and
+    /// answer with `Node::on_snapshot_read` (rule S5).
+    ReadSnapshot {
+        /// The follower the bytes are for.
+        to: NodeId,
+        /// The snapshot (its last position).
+        snapshot: LogPosition,
+        /// Where to read in the file.
+        offset: u64,
+        /// How many bytes (at most `Config::snapshot_chunk_bytes`, within the file).
+        len: u64,
+    },
+    /// Write a received chunk into the partial file of `snapshot` at `offset` (rule S6); on
+    /// `last`, verify, make durable and report (rule S7).
+    WriteSnapshotChunk {
+        /// The snapshot being received.
+        snapshot: SnapshotMeta,
+        /// Where `data` goes in the file (the bytes held so far).
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Whether it completes the file.
+        last: bool,
+    },
+    /// Replace the state machine with the image of this durable snapshot (rule S7 step 2).
+    RestoreStateMachine {
+        /// The snapshot installed.
+        snapshot: SnapshotMeta,
     },
 }

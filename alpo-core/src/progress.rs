@@ -1,19 +1,23 @@
 //! The leader's view of one follower (rule R2): where to send next, what the follower holds
 //! durably, and the window of Appends in flight.
 //!
-//! A follower is in one of two states. **Probe**: the leader does not know where the logs
+//! A follower is in one of three states. **Probe**: the leader does not know where the logs
 //! match; it sends one Append at `next_index` and waits for the reply (or the next heartbeat)
 //! before sending another. **Replicate**: the match point is known; the leader advances
 //! `next_index` optimistically and keeps up to `inflight_append_count_max` Appends in flight.
+//! **Snapshot** (rule S5, etcd-io/raft's `StateSnapshot`): the follower needs an entry the
+//! leader compacted; the leader sends its newest snapshot file in chunks instead of Appends,
+//! at most `snapshot_chunks_inflight_max` in flight, until the follower reports it installed.
 //!
-//! Invariants: `match_index < next_index`; in Probe the window is empty; the window holds the
-//! last index of each Append in flight, strictly increasing, each `< next_index`.
+//! Invariants: `match_index < next_index`; in Probe and Snapshot the window is empty; the window
+//! holds the last index of each Append in flight, strictly increasing, each `< next_index`; a
+//! transfer exists exactly in Snapshot, with `acked_offset ≤ sent_offset ≤ size`.
 
 use std::collections::VecDeque;
 
 use crate::log::Log;
 use crate::message::RejectHint;
-use crate::types::{Incarnation, LogIndex, Term};
+use crate::types::{Incarnation, LogIndex, LogPosition, SnapshotMeta, Term};
 
 /// Heartbeat intervals without progress after which a Replicate window is presumed lost.
 const STALLED_TICK_COUNT_MAX: u8 = 2;
@@ -25,6 +29,29 @@ pub(crate) enum ProgressState {
     Probe,
     /// Streaming: a bounded window of Appends in flight.
     Replicate,
+    /// Sending the snapshot (rule S5): no Appends but heartbeats.
+    Snapshot,
+}
+
+/// A snapshot transfer to one follower (rule S5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    /// The snapshot being sent.
+    pub(crate) snapshot: SnapshotMeta,
+    /// Bytes the follower reported holding.
+    acked_offset: u64,
+    /// End of the bytes asked for with `ReadSnapshot` (and then sent): the next read's start.
+    sent_offset: u64,
+    /// The offset a "no progress" reply last made the leader resend from.
+    rewound_to: Option<u64>,
+}
+
+/// One chunk to read for a follower: `len` bytes at `offset` of the snapshot `snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkRead {
+    pub(crate) snapshot: LogPosition,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
 }
 
 /// One follower's replication progress, as the leader tracks it.
@@ -49,6 +76,8 @@ pub(crate) struct Progress {
     pub(crate) recently_active: bool,
     /// The follower's incarnation, as last seen.
     pub(crate) incarnation: Incarnation,
+    /// The snapshot transfer (Snapshot only).
+    transfer: Option<Transfer>,
 }
 
 /// What a rejection did to a follower's progress.
@@ -85,6 +114,7 @@ impl Progress {
             rewound_to: LogIndex(0),
             recently_active: false,
             incarnation: Incarnation(0),
+            transfer: None,
         }
     }
 
@@ -102,9 +132,98 @@ impl Progress {
         }
     }
 
+    /// Rule S5: the follower needs a compacted entry; send `snapshot` from byte 0.
+    pub(crate) fn become_snapshot(&mut self, snapshot: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.stalled_tick_count = 0;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.transfer = Some(Transfer {
+            snapshot,
+            acked_offset: 0,
+            sent_offset: 0,
+            rewound_to: None,
+        });
+    }
+
+    /// The transfer in progress, if the follower is in the Snapshot state.
+    pub(crate) fn transfer(&self) -> Option<&Transfer> {
+        self.transfer.as_ref()
+    }
+
+    /// The next chunk to read and send, if the window allows one (rule S5): chunks of at most
+    /// `chunk_bytes`, at most `chunks_max` of them between the follower's held bytes and the
+    /// end of what was sent.
+    pub(crate) fn next_chunk(&mut self, chunk_bytes: u64, chunks_max: u64) -> Option<ChunkRead> {
+        let transfer = self.transfer.as_mut()?;
+        let size = transfer.snapshot.size;
+        let window = chunk_bytes.saturating_mul(chunks_max);
+        if transfer.sent_offset >= size || transfer.sent_offset - transfer.acked_offset >= window {
+            return None;
+        }
+        let offset = transfer.sent_offset;
+        let len = chunk_bytes.min(size - offset);
+        transfer.sent_offset += len;
+        Some(ChunkRead {
+            snapshot: transfer.snapshot.last,
+            offset,
+            len,
+        })
+    }
+
+    /// Whether the bytes at `offset` of `snapshot` were asked for and are still wanted: the
+    /// follower is being sent that snapshot and has not reported holding them.
+    pub(crate) fn wants_chunk(&self, snapshot: LogPosition, offset: u64) -> bool {
+        self.transfer.is_some_and(|transfer| {
+            transfer.snapshot.last == snapshot
+                && transfer.acked_offset <= offset
+                && offset < transfer.sent_offset
+        })
+    }
+
+    /// The follower holds `held` bytes of `snapshot` (rule S6's `NextOffset`). Progress moves
+    /// the window; a reply without progress while chunks beyond it were sent means one was lost
+    /// or reordered, and the leader resends from there once per such point. Returns whether
+    /// the leader resends.
+    pub(crate) fn on_snapshot_offset(&mut self, snapshot: LogPosition, held: u64) -> bool {
+        let Some(transfer) = self.transfer.as_mut() else {
+            return false;
+        };
+        if transfer.snapshot.last != snapshot || held > transfer.snapshot.size {
+            return false;
+        }
+        if held > transfer.acked_offset {
+            transfer.acked_offset = held;
+            transfer.sent_offset = transfer.sent_offset.max(held);
+            self.acked_since_tick = true;
+            return false;
+        }
+        if held == transfer.acked_offset
+            && held < transfer.sent_offset
+            && transfer.rewound_to != Some(held)
+        {
+            transfer.rewound_to = Some(held);
+            transfer.sent_offset = held;
+            return true;
+        }
+        false
+    }
+
+    /// The follower installed a snapshot up to `last` (rule S5): it holds the leader's log
+    /// there, so Appends resume after it, probing.
+    pub(crate) fn on_installed(&mut self, last: LogIndex, leader_last: LogIndex) {
+        if last <= self.match_index || leader_last < last {
+            return;
+        }
+        self.match_index = last;
+        self.acked_since_tick = true;
+        self.become_probe(last.next(), leader_last);
+    }
+
     /// An Append whose last entry is `last` was sent.
     pub(crate) fn on_sent(&mut self, last: LogIndex) {
         match self.state {
+            ProgressState::Snapshot => {}
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 debug_assert!(self.next_index <= last.next());
@@ -121,6 +240,12 @@ impl Progress {
             // nothing about the Appends of the window, which may have been lost.
             self.acked_since_tick = true;
             self.match_index = match_index;
+        }
+        if self.state == ProgressState::Snapshot {
+            // Rule S5: an empty Append's reply (heartbeats at prev (0, 0)) or a late one does not
+            // end the transfer; only `Installed` does.
+            self.next_index = self.next_index.max(self.match_index.next());
+            return;
         }
         while self
             .inflight
@@ -153,8 +278,10 @@ impl Progress {
     /// left the dropped Appends to the loss timer. A rejection older than what the follower has
     /// since acknowledged is ignored.
     pub(crate) fn on_rejected(&mut self, hint: RejectHint, log: &Log) -> Rejection {
-        if self.state == ProgressState::Replicate {
-            return self.on_rejected_in_window(hint);
+        match self.state {
+            ProgressState::Replicate => return self.on_rejected_in_window(hint),
+            ProgressState::Snapshot => return Rejection::Stale,
+            ProgressState::Probe => {}
         }
         let target = if hint.conflict_term == Term(0) {
             hint.last_index.next()
@@ -196,6 +323,11 @@ impl Progress {
     /// match index did not advance for two whole intervals (one could be a slow fsync) is
     /// presumed lost and probed again from the match index.
     pub(crate) fn on_heartbeat_tick(&mut self, leader_last: LogIndex) {
+        if self.state == ProgressState::Snapshot {
+            self.on_snapshot_tick();
+            self.acked_since_tick = false;
+            return;
+        }
         let stalled = !self.inflight.is_empty() && !self.acked_since_tick;
         self.stalled_tick_count = if stalled {
             self.stalled_tick_count + 1
@@ -207,9 +339,33 @@ impl Progress {
             ProgressState::Replicate if self.stalled_tick_count >= STALLED_TICK_COUNT_MAX => {
                 self.become_probe(self.match_index.next(), leader_last);
             }
-            ProgressState::Replicate => {}
+            ProgressState::Replicate | ProgressState::Snapshot => {}
         }
         self.acked_since_tick = false;
+    }
+
+    /// Rule S5's stall handling: after two intervals without progress, start the transfer over
+    /// from byte 0. The follower answers the first chunk with the bytes it really holds, so a
+    /// lost chunk, a lost `Installed`, a restart or a failed verification all resume.
+    fn on_snapshot_tick(&mut self) {
+        let stalled_count = if self.acked_since_tick {
+            0
+        } else {
+            self.stalled_tick_count + 1
+        };
+        self.stalled_tick_count = stalled_count;
+        if stalled_count < STALLED_TICK_COUNT_MAX {
+            return;
+        }
+        self.stalled_tick_count = 0;
+        if let Some(transfer) = &self.transfer {
+            self.become_snapshot(transfer.snapshot);
+        }
+    }
+
+    /// Whether the follower is in the Snapshot state.
+    pub(crate) fn is_snapshotting(&self) -> bool {
+        self.state == ProgressState::Snapshot
     }
 
     /// Whether the follower is in the Replicate state.
@@ -219,6 +375,7 @@ impl Progress {
 
     fn become_probe(&mut self, target: LogIndex, leader_last: LogIndex) {
         self.state = ProgressState::Probe;
+        self.transfer = None;
         self.stalled_tick_count = 0;
         self.probe_sent = false;
         self.inflight.clear();
@@ -242,11 +399,19 @@ impl Progress {
             self.match_index <= leader_last,
             "invariant: match <= leader's last"
         );
-        if self.state == ProgressState::Probe {
+        if self.state != ProgressState::Replicate {
             assert!(
                 self.inflight.is_empty(),
-                "invariant: no window while probing"
+                "invariant: no window while probing or sending a snapshot"
             );
+        }
+        assert!(
+            self.transfer.is_some() == (self.state == ProgressState::Snapshot),
+            "invariant: a transfer exactly in the Snapshot state"
+        );
+        if let Some(transfer) = &self.transfer {
+            assert!(transfer.acked_offset <= transfer.sent_offset);
+            assert!(transfer.sent_offset <= transfer.snapshot.size);
         }
         let mut previous = self.match_index;
         for last in &self.inflight {
@@ -275,7 +440,7 @@ mod tests {
                 payload: Bytes::new(),
             })
             .collect();
-        Log::load(entries).unwrap()
+        Log::load(None, entries).unwrap().log
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn node_with(config: Config, term: u64, entries: Vec<Entry>) -> Node {
             current_term: Term(term),
             voted_for: None,
         },
+        snapshot: None,
         entries,
         incarnation: Incarnation(1),
     };
@@ -360,6 +361,45 @@ fn e6_higher_terms_are_adopted_lower_terms_answered() {
             ),
         ]
     );
+}
+
+/// Node 1 leads term 5 over a log whose entries 3 and 4 are of term 3, with a proposal at 6
+/// durable on its own disk; follower 2 has acknowledged nothing in term 5.
+fn leader_of_term_5_with_a_pending_proposal() -> Node {
+    let mut leader = node_with(config_plain(1, 3), 4, log_of(&[1, 1, 3, 3]));
+    leader.tick(at(600));
+    leader.on_message(
+        at(601),
+        message(2, 1, 5, vote_reply(VoteReason::Granted, None, false)),
+    );
+    assert_eq!(leader.status().role, Role::Leader);
+    leader.propose(at(602), Bytes::from_static(b"six")).unwrap();
+    leader.on_persisted(at(603), position(6, 5));
+    let _ = leader.take_outputs();
+    leader
+}
+
+#[test]
+fn e6_a_stale_append_reply_is_not_counted() {
+    check!(e6_stale_append_reply_ignored);
+    // An acknowledgement of index 6 from node 2, sent in term 3 (when node 1 last led, with
+    // another log). Counted, it would make a majority for index 6 and commit it.
+    let mut leader = leader_of_term_5_with_a_pending_proposal();
+    leader.on_message(at(604), message(2, 1, 3, accepted(6)));
+    assert_eq!(leader.status().commit_index, LogIndex(0));
+    assert_eq!(leader.take_outputs(), Vec::new());
+    // The same acknowledgement in term 5 commits.
+    leader.on_message(at(605), message(2, 1, 5, accepted(6)));
+    assert_eq!(leader.status().commit_index, LogIndex(6));
+}
+
+/// The injected bug `CountStaleAppendReply` is the branch above removed: the stale reply commits.
+#[test]
+fn the_stale_append_reply_bug_commits_on_a_stale_reply() {
+    let mut leader = leader_of_term_5_with_a_pending_proposal();
+    leader.inject_bug(InjectedBug::CountStaleAppendReply);
+    leader.on_message(at(604), message(2, 1, 3, accepted(6)));
+    assert_eq!(leader.status().commit_index, LogIndex(6));
 }
 
 #[test]
@@ -817,12 +857,17 @@ fn a_restarted_follower_is_probed_again() {
 #[test]
 fn every_mark_is_checked_once_and_documented() {
     let sources = [
-        include_str!("election.rs"),
-        include_str!("replication.rs"),
+        include_str!("node/election.rs"),
+        include_str!("node/replication.rs"),
+        include_str!("node/snapshot.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
-    let tests = include_str!("rule_tests.rs");
+    let tests = [
+        include_str!("rule_tests.rs"),
+        include_str!("snapshot_tests.rs"),
+    ]
+    .concat();
     let docs = include_str!("../../docs/protocol.md");
     let names = |text: &str, macro_name: &str| -> Vec<String> {
         let pattern = format!("{macro_name}!(");
@@ -839,7 +884,7 @@ fn every_mark_is_checked_once_and_documented() {
     hits.sort();
     hits.dedup();
     assert!(hits.len() >= 40, "found {} marks", hits.len());
-    let checks = names(tests, "check");
+    let checks = names(&tests, "check");
     for hit in &hits {
         let count = checks.iter().filter(|c| *c == hit).count();
         assert_eq!(count, 1, "mark `{hit}` is checked by {count} tests");

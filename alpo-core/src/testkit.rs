@@ -11,6 +11,13 @@
 //! a `SaveHardState` is durable at once, log writes are durable only after [`Cluster::sync`]
 //! (or at once with [`Cluster::auto_sync`]), messages go to the in-flight list.
 //!
+//! Snapshots (rules S2–S8): the state machine is the list of applied entries, and a snapshot's
+//! image is that list encoded ([`encode_image`]). A `TakeSnapshot` becomes durable at once, or,
+//! with [`Cluster::hold_snapshots`], when the test calls [`Cluster::finish_snapshot`]; a crash
+//! loses a held one. `ReadSnapshot` is answered from the disk's snapshot right after the
+//! outputs are performed; received chunks go to a partial file, lost on a crash, and the last
+//! one installs the file (or fails verification once, with [`Cluster::damage_next_install`]).
+//!
 //! Test support: a call naming a server that is not in the cluster (or not running) is a bug in
 //! the test and panics with a message saying so.
 
@@ -26,22 +33,30 @@ use crate::error::ProposeError;
 use crate::message::{Message, MessageBody};
 use crate::node::{Node, Persisted, Proposal, Role};
 use crate::output::Output;
-use crate::types::{Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId};
+use crate::types::{
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, SnapshotMeta,
+    Term,
+};
 
 /// Deliveries per `deliver_all` call at most, so a livelock fails a test instead of hanging it.
 pub const DELIVERY_COUNT_MAX: usize = 100_000;
 
-/// One server's disk: the hard state (always durable) and a log with a synced prefix.
+/// One server's disk: the hard state (always durable), a log with a synced prefix, and the
+/// newest durable snapshot file.
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     /// The durable term and vote.
     pub hard_state: HardState,
-    /// The log as written, synced or not.
+    /// The log as written, synced or not; it starts at the first retained index.
     pub log: Vec<Entry>,
     /// How many entries of `log` are synced (survive a crash).
     pub synced: usize,
     /// The last start's incarnation.
     pub incarnation: Incarnation,
+    /// The newest durable snapshot: its meta and file bytes.
+    pub snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// A snapshot file being received (lost on a crash): its meta and the bytes so far.
+    pub partial: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 /// A hand-driven cluster.
@@ -63,7 +78,67 @@ pub struct Cluster {
     pub record: bool,
     /// Every output each server's node produced, in order, across restarts.
     pub outputs: BTreeMap<NodeId, Vec<Output>>,
+    /// Whether `TakeSnapshot`s wait for [`Cluster::finish_snapshot`] instead of becoming
+    /// durable at once.
+    pub hold_snapshots: bool,
+    /// Snapshots taken and not yet durable (with `hold_snapshots`), per server.
+    pub held_snapshots: BTreeMap<NodeId, Vec<(SnapshotMeta, Bytes)>>,
+    /// Servers whose next received snapshot file fails verification once.
+    pub damage_next_install: Vec<NodeId>,
     configs: BTreeMap<NodeId, Config>,
+}
+
+/// What performing one output leaves for the node to hear after the whole list is performed.
+enum Report {
+    SnapshotDurable(SnapshotMeta),
+    SnapshotRead {
+        to: NodeId,
+        snapshot: LogPosition,
+        offset: u64,
+        result: Result<Bytes, crate::error::SnapshotReadError>,
+    },
+    Installed(SnapshotMeta),
+    InstallFailed(SnapshotMeta),
+}
+
+/// The image of a state machine that applied `entries`: each entry as index, term (`u64`
+/// little-endian), kind (`u8`), payload length (`u32`) and payload.
+pub fn encode_image(entries: &[Entry]) -> Bytes {
+    let mut bytes = Vec::new();
+    for entry in entries {
+        bytes.extend_from_slice(&entry.index.0.to_le_bytes());
+        bytes.extend_from_slice(&entry.term.0.to_le_bytes());
+        bytes.push(entry.kind as u8);
+        let length = u32::try_from(entry.payload.len()).expect("test: small payload");
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(&entry.payload);
+    }
+    Bytes::from(bytes)
+}
+
+/// The applied entries an image holds; `None` if the bytes are not a whole image.
+pub fn decode_image(mut bytes: &[u8]) -> Option<Vec<Entry>> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let header = bytes.get(..21)?;
+        let index = LogIndex(u64::from_le_bytes(header[..8].try_into().ok()?));
+        let term = Term(u64::from_le_bytes(header[8..16].try_into().ok()?));
+        let kind = if header[16] == EntryKind::Noop as u8 {
+            EntryKind::Noop
+        } else {
+            EntryKind::Normal
+        };
+        let length = u32::from_le_bytes(header[17..21].try_into().ok()?) as usize;
+        let payload = bytes.get(21..21 + length)?;
+        entries.push(Entry {
+            index,
+            term,
+            kind,
+            payload: Bytes::copy_from_slice(payload),
+        });
+        bytes = &bytes[21 + length..];
+    }
+    Some(entries)
 }
 
 impl Disk {
@@ -71,12 +146,16 @@ impl Disk {
         match output {
             Output::SaveHardState(hard_state) => self.hard_state = *hard_state,
             Output::TruncateLog { from } => {
-                let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
-                self.log.truncate(keep);
+                self.log.retain(|entry| entry.index < *from);
                 self.synced = self.synced.min(self.log.len());
             }
             Output::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
-            Output::Send(_) | Output::Apply { .. } => {}
+            Output::CompactLog { below } => {
+                let dropped = self.log.iter().take_while(|e| e.index < *below).count();
+                self.log.drain(..dropped);
+                self.synced = self.synced.saturating_sub(dropped);
+            }
+            _ => {}
         }
     }
 
@@ -84,6 +163,29 @@ impl Disk {
         self.log
             .last()
             .map_or(LogPosition::default(), Entry::position)
+    }
+
+    /// Makes `meta` the newest snapshot, unless a newer one is already there.
+    fn keep_snapshot(&mut self, meta: SnapshotMeta, image: Bytes) {
+        let newer = self
+            .snapshot
+            .as_ref()
+            .is_none_or(|(old, _)| old.last.index < meta.last.index);
+        if newer {
+            self.snapshot = Some((meta, image));
+        }
+    }
+
+    /// Rule S6 at the driver: writes a chunk into the partial file of `meta` (another
+    /// snapshot's partial file is discarded). Returns the whole file after the last chunk.
+    fn write_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: &[u8]) -> Vec<u8> {
+        if self.partial.as_ref().is_none_or(|(held, _)| *held != meta) {
+            self.partial = Some((meta, Vec::new()));
+        }
+        let (_, bytes) = self.partial.as_mut().expect("test: just set");
+        bytes.truncate(usize::try_from(offset).expect("test: small offset"));
+        bytes.extend_from_slice(data);
+        bytes.clone()
     }
 }
 
@@ -114,6 +216,9 @@ impl Cluster {
             auto_sync: true,
             record,
             outputs: BTreeMap::new(),
+            hold_snapshots: false,
+            held_snapshots: BTreeMap::new(),
+            damage_next_install: Vec::new(),
             configs: BTreeMap::new(),
         };
         for id in &members {
@@ -136,9 +241,16 @@ impl Cluster {
         disk.incarnation = Incarnation(disk.incarnation.0 + 1);
         let persisted = Persisted {
             hard_state: disk.hard_state,
+            snapshot: disk.snapshot.as_ref().map(|(meta, _)| *meta),
             entries: disk.log.clone(),
             incarnation: disk.incarnation,
         };
+        // S8: the state machine starts from the newest snapshot's image.
+        let restored = disk
+            .snapshot
+            .as_ref()
+            .map(|(_, image)| decode_image(image).expect("test: a valid image"))
+            .unwrap_or_default();
         let config = self.configs[&id].clone();
         let node = if self.record {
             Node::new_recorded(config, persisted, self.now)
@@ -147,7 +259,9 @@ impl Cluster {
         };
         let node = node.expect("test: valid configuration");
         self.nodes.insert(id, node);
-        self.applied.insert(id, Vec::new());
+        self.applied.insert(id, restored);
+        // A start may ask the driver to redo an install's truncation (S7 step 1).
+        self.perform(id);
     }
 
     /// Crashes server `id`: it stops, and its unsynced log writes are lost.
@@ -156,9 +270,12 @@ impl Cluster {
         self.nodes.remove(&id);
         let disk = self.disks.get_mut(&id).expect("test: known server");
         disk.log.truncate(disk.synced);
+        disk.partial = None;
+        self.held_snapshots.remove(&id);
     }
 
-    /// Takes and performs the outputs of node `id`, in order.
+    /// Takes and performs the outputs of node `id`, in order, then reports what the driver
+    /// finished (snapshots durable, snapshot reads, installs) and performs again.
     pub fn perform(&mut self, id: NodeId) {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
@@ -166,6 +283,7 @@ impl Cluster {
         let outputs = node.take_outputs();
         let seen = self.outputs.entry(id).or_default();
         seen.extend(outputs.iter().cloned());
+        let mut reports = Vec::new();
         for output in outputs {
             self.disks
                 .get_mut(&id)
@@ -179,12 +297,129 @@ impl Cluster {
                         .expect("test: known server")
                         .extend(entries);
                 }
-                _ => {}
+                other => reports.extend(self.perform_snapshot_output(id, other)),
             }
         }
         if self.auto_sync {
             self.sync(id.0);
         }
+        for report in reports {
+            self.report(id, report);
+        }
+    }
+
+    /// Performs the snapshot outputs (rules S2–S7) of server `id`.
+    fn perform_snapshot_output(&mut self, id: NodeId, output: Output) -> Option<Report> {
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        match output {
+            Output::TakeSnapshot { at } => self.take_snapshot(id, at),
+            Output::ReadSnapshot {
+                to,
+                snapshot,
+                offset,
+                len,
+            } => {
+                let result = match &disk.snapshot {
+                    Some((meta, image)) if meta.last == snapshot => {
+                        let start = usize::try_from(offset).expect("test: small");
+                        let end = usize::try_from(offset + len).expect("test: small");
+                        Ok(image.slice(start..end))
+                    }
+                    _ => Err(crate::error::SnapshotReadError::Replaced),
+                };
+                Some(Report::SnapshotRead {
+                    to,
+                    snapshot,
+                    offset,
+                    result,
+                })
+            }
+            Output::WriteSnapshotChunk {
+                snapshot,
+                offset,
+                data,
+                last,
+            } => {
+                let file = disk.write_chunk(snapshot, offset, &data);
+                if !last {
+                    return None;
+                }
+                disk.partial = None;
+                let damaged = self.damage_next_install.contains(&id);
+                self.damage_next_install.retain(|d| *d != id);
+                if damaged || decode_image(&file).is_none() {
+                    return Some(Report::InstallFailed(snapshot));
+                }
+                disk.keep_snapshot(snapshot, Bytes::from(file));
+                Some(Report::Installed(snapshot))
+            }
+            Output::RestoreStateMachine { snapshot } => {
+                let (meta, image) = disk.snapshot.as_ref().expect("test: installed snapshot");
+                assert_eq!(*meta, snapshot, "test: restore the newest snapshot");
+                let restored = decode_image(image).expect("test: a valid image");
+                self.applied.insert(id, restored);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Rule S2 at the driver: the image of the applied entries up to `at`, durable at once or
+    /// held for [`Cluster::finish_snapshot`].
+    fn take_snapshot(&mut self, id: NodeId, at: LogPosition) -> Option<Report> {
+        let applied = &self.applied[&id];
+        let covered: Vec<Entry> = applied
+            .iter()
+            .filter(|e| e.index <= at.index)
+            .cloned()
+            .collect();
+        let image = encode_image(&covered);
+        let meta = SnapshotMeta {
+            last: at,
+            size: image.len() as u64,
+        };
+        if self.hold_snapshots {
+            self.held_snapshots
+                .entry(id)
+                .or_default()
+                .push((meta, image));
+            return None;
+        }
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        disk.keep_snapshot(meta, image);
+        Some(Report::SnapshotDurable(meta))
+    }
+
+    fn report(&mut self, id: NodeId, report: Report) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        match report {
+            Report::SnapshotDurable(meta) => node.on_snapshot_durable(now, meta),
+            Report::SnapshotRead {
+                to,
+                snapshot,
+                offset,
+                result,
+            } => node.on_snapshot_read(now, to, snapshot, offset, result),
+            Report::Installed(meta) => node.on_snapshot_installed(now, meta),
+            Report::InstallFailed(meta) => node.on_snapshot_install_failed(now, meta),
+        }
+        self.perform(id);
+    }
+
+    /// Makes the oldest held snapshot of server `id` durable and reports it (S3 step 5).
+    pub fn finish_snapshot(&mut self, id: u64) {
+        let id = NodeId(id);
+        let held = self.held_snapshots.entry(id).or_default();
+        if held.is_empty() {
+            return;
+        }
+        let (meta, image) = held.remove(0);
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        disk.keep_snapshot(meta, image);
+        self.report(id, Report::SnapshotDurable(meta));
     }
 
     /// Makes server `id`'s log writes durable and tells the node.
@@ -310,6 +545,14 @@ impl Cluster {
     /// Messages in flight of one kind from `from` to `to`, for assertions.
     pub fn count_in_flight(&self, matches: impl Fn(&Message) -> bool) -> usize {
         self.in_flight.iter().filter(|m| matches(m)).count()
+    }
+
+    /// The newest durable snapshot's meta on server `id`'s disk.
+    pub fn snapshot_on_disk(&self, id: u64) -> Option<SnapshotMeta> {
+        self.disks[&NodeId(id)]
+            .snapshot
+            .as_ref()
+            .map(|(meta, _)| *meta)
     }
 
     /// The commit index of server `id`.

@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -13,31 +13,39 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`.
+//! - tag 5 `take_outputs`;
+//! - tag 6 `snapshot_durable`: `now`, snapshot meta;
+//! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
+//!   or 1 `Replaced`, 2 `Failed`;
+//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
-//! 3 Append, 4 AppendReply) and the body's fields in declaration order; an `Option` is a `u8`
-//! presence flag then the value; an entry is index, term, kind (`u8`), payload.
+//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
+//! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
+//! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
+//! state has an optional snapshot meta after the incarnation; the configuration ends with the
+//! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight).
 //!
 //! Invariant: replaying a trace gives the same outputs and the same state as the recorded run
 //! (tested below). Recording is opt-in and keeps the whole trace in memory.
 
 use bytes::Bytes;
 
-use crate::config::{Config, InjectedBug};
-use crate::error::{ProposeError, TraceError};
+use crate::config::Config;
+use crate::error::{ProposeError, SnapshotReadError, TraceError};
 use crate::message::{
-    Append, AppendReply, AppendResult, Message, MessageBody, RejectHint, VoteReason, VoteReply,
-    VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 use crate::node::{Node, Persisted, Proposal};
 use crate::output::Output;
 use crate::types::{
-    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, Term,
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank,
+    SnapshotMeta, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 1;
+pub const TRACE_VERSION: u16 = 2;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -47,11 +55,17 @@ const TAG_MESSAGE: u8 = 2;
 const TAG_PROPOSE: u8 = 3;
 const TAG_PERSISTED: u8 = 4;
 const TAG_TAKE_OUTPUTS: u8 = 5;
+const TAG_SNAPSHOT_DURABLE: u8 = 6;
+const TAG_SNAPSHOT_READ: u8 = 7;
+const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Recorder {
     bytes: Vec<u8>,
+    /// Where the `start` record's injected-bug byte sits.
+    #[cfg(feature = "sim")]
+    bug_offset: usize,
 }
 
 /// The result of replaying a trace.
@@ -72,11 +86,22 @@ impl Recorder {
         writer.bytes.extend_from_slice(&TRACE_VERSION.to_le_bytes());
         writer.u8(TAG_START);
         writer.config(config);
+        #[cfg(feature = "sim")]
+        let bug_offset = writer.bytes.len() - 1;
         writer.persisted(persisted);
         writer.u64(now.0);
         Recorder {
             bytes: writer.bytes,
+            #[cfg(feature = "sim")]
+            bug_offset,
         }
+    }
+
+    /// Records the injected bug's code in the `start` record (the simulator injects a bug
+    /// right after start, before any input).
+    #[cfg(feature = "sim")]
+    pub(crate) fn injected_bug(&mut self, code: u8) {
+        self.bytes[self.bug_offset] = code;
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -122,6 +147,44 @@ impl Recorder {
     pub(crate) fn take_outputs(&mut self) {
         self.bytes.push(TAG_TAKE_OUTPUTS);
     }
+
+    pub(crate) fn snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
+        let mut writer = self.writer(TAG_SNAPSHOT_DURABLE);
+        writer.u64(now.0);
+        writer.snapshot_meta(meta);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn snapshot_read(
+        &mut self,
+        now: Instant,
+        read: crate::node::SnapshotReadInput,
+        result: &Result<Bytes, SnapshotReadError>,
+    ) {
+        let mut writer = self.writer(TAG_SNAPSHOT_READ);
+        writer.u64(now.0);
+        writer.u64(read.to.0);
+        writer.u64(read.snapshot.index.0);
+        writer.u64(read.snapshot.term.0);
+        writer.u64(read.offset);
+        match result {
+            Ok(data) => {
+                writer.u8(0);
+                writer.payload(data);
+            }
+            Err(SnapshotReadError::Replaced) => writer.u8(1),
+            Err(SnapshotReadError::Failed) => writer.u8(2),
+        }
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
+        let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
+        writer.u64(now.0);
+        writer.snapshot_meta(meta);
+        writer.bool(ok);
+        self.bytes = writer.bytes;
+    }
 }
 
 /// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
@@ -145,10 +208,23 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
     if reader.u8()? != TAG_START {
         return Err(reader.error(10, "the first record is not `start`"));
     }
-    let config = reader.config()?;
+    let (config, bug_code) = reader.config()?;
+    let bug_offset = reader.offset - 1;
     let persisted = reader.persisted()?;
     let now = Instant(reader.u64()?);
     let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
+    if bug_code != 0 {
+        #[cfg(feature = "sim")]
+        match crate::injected::InjectedBug::from_code(bug_code) {
+            Some(bug) => node.inject_bug(bug),
+            None => return Err(reader.error(bug_offset, &format!("injected bug {bug_code}"))),
+        }
+        #[cfg(not(feature = "sim"))]
+        return Err(reader.error(
+            bug_offset,
+            &format!("injected bug {bug_code} (replay it with alpo-core's `sim` feature)"),
+        ));
+    }
     let mut outputs = Vec::new();
     let mut proposals = Vec::new();
     while !reader.is_empty() {
@@ -170,6 +246,9 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
                 node.on_persisted(now, LogPosition { index, term });
             }
             TAG_TAKE_OUTPUTS => outputs.extend(node.take_outputs()),
+            TAG_SNAPSHOT_DURABLE => reader.snapshot_durable(&mut node)?,
+            TAG_SNAPSHOT_READ => reader.snapshot_read(&mut node)?,
+            TAG_SNAPSHOT_INSTALLED => reader.snapshot_installed(&mut node)?,
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         }
     }
@@ -230,17 +309,24 @@ impl Writer {
         self.u64(config.pending_proposal_count_max);
         self.u64(config.pending_proposal_bytes_max);
         self.u64(config.entry_bytes_max);
-        self.u8(match config.injected_bug {
-            None => 0,
-            Some(InjectedBug::CommitOlderTermByCount) => 1,
-            Some(InjectedBug::GrantTwoVotesPerTerm) => 2,
-        });
+        self.bool(config.snapshot_interval_entries.is_some());
+        self.u64(config.snapshot_interval_entries.unwrap_or(0));
+        self.u64(config.retain_entries);
+        self.u64(config.snapshot_chunk_bytes);
+        self.u64(config.snapshot_chunks_inflight_max);
+        // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
+        // one; kept in `Config`'s place in the layout since the bugs left `Config`.
+        self.u8(0);
     }
 
     fn persisted(&mut self, persisted: &Persisted) {
         self.u64(persisted.hard_state.current_term.0);
         self.option_id(persisted.hard_state.voted_for);
         self.u64(persisted.incarnation.0);
+        self.bool(persisted.snapshot.is_some());
+        if let Some(meta) = persisted.snapshot {
+            self.snapshot_meta(meta);
+        }
         self.u64(persisted.entries.len() as u64);
         for entry in &persisted.entries {
             self.entry(entry);
@@ -252,6 +338,12 @@ impl Writer {
         if let Some(id) = id {
             self.u64(id.0);
         }
+    }
+
+    fn snapshot_meta(&mut self, meta: SnapshotMeta) {
+        self.u64(meta.last.index.0);
+        self.u64(meta.last.term.0);
+        self.u64(meta.size);
     }
 
     fn entry(&mut self, entry: &Entry) {
@@ -286,6 +378,28 @@ impl Writer {
             }
             MessageBody::Append(append) => self.append(append),
             MessageBody::AppendReply(reply) => self.append_reply(reply),
+            MessageBody::InstallSnapshot(chunk) => {
+                self.u8(5);
+                self.snapshot_meta(chunk.snapshot);
+                self.u64(chunk.offset);
+                self.payload(&chunk.data);
+                self.bool(chunk.last);
+            }
+            MessageBody::SnapshotReply(reply) => {
+                self.u8(6);
+                self.u64(reply.snapshot.index.0);
+                self.u64(reply.snapshot.term.0);
+                match reply.result {
+                    SnapshotResult::NextOffset(offset) => {
+                        self.u8(1);
+                        self.u64(offset);
+                    }
+                    SnapshotResult::Installed(index) => {
+                        self.u8(2);
+                        self.u64(index.0);
+                    }
+                }
+            }
         }
     }
 
@@ -393,7 +507,8 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.take(length)?))
     }
 
-    fn config(&mut self) -> Result<Config, TraceError> {
+    /// The configuration and the injected bug's code (0: none).
+    fn config(&mut self) -> Result<(Config, u8), TraceError> {
         let id = NodeId(self.u64()?);
         let member_count = self.count(8)?;
         let members = (0..member_count)
@@ -415,19 +530,25 @@ impl<'a> Reader<'a> {
         config.pending_proposal_count_max = self.u64()?;
         config.pending_proposal_bytes_max = self.u64()?;
         config.entry_bytes_max = self.u64()?;
-        config.injected_bug = match self.u8()? {
-            0 => None,
-            1 => Some(InjectedBug::CommitOlderTermByCount),
-            2 => Some(InjectedBug::GrantTwoVotesPerTerm),
-            other => return Err(self.error(self.offset - 1, &format!("injected bug {other}"))),
-        };
-        Ok(config)
+        let has_interval = self.bool()?;
+        let interval = self.u64()?;
+        config.snapshot_interval_entries = has_interval.then_some(interval);
+        config.retain_entries = self.u64()?;
+        config.snapshot_chunk_bytes = self.u64()?;
+        config.snapshot_chunks_inflight_max = self.u64()?;
+        let bug_code = self.u8()?;
+        Ok((config, bug_code))
     }
 
     fn persisted(&mut self) -> Result<Persisted, TraceError> {
         let current_term = Term(self.u64()?);
         let voted_for = self.option_id()?;
         let incarnation = Incarnation(self.u64()?);
+        let snapshot = if self.bool()? {
+            Some(self.snapshot_meta()?)
+        } else {
+            None
+        };
         let entry_count = self.count(21)?;
         let entries = (0..entry_count)
             .map(|_| self.entry())
@@ -437,9 +558,56 @@ impl<'a> Reader<'a> {
                 current_term,
                 voted_for,
             },
+            snapshot,
             entries,
             incarnation,
         })
+    }
+
+    fn snapshot_meta(&mut self) -> Result<SnapshotMeta, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        Ok(SnapshotMeta {
+            last: LogPosition { index, term },
+            size: self.u64()?,
+        })
+    }
+
+    /// A `snapshot_durable` record, fed to `node`.
+    fn snapshot_durable(&mut self, node: &mut Node) -> Result<(), TraceError> {
+        let now = Instant(self.u64()?);
+        node.on_snapshot_durable(now, self.snapshot_meta()?);
+        Ok(())
+    }
+
+    /// A `snapshot_installed` record, fed to `node`.
+    fn snapshot_installed(&mut self, node: &mut Node) -> Result<(), TraceError> {
+        let now = Instant(self.u64()?);
+        let meta = self.snapshot_meta()?;
+        if self.bool()? {
+            node.on_snapshot_installed(now, meta);
+        } else {
+            node.on_snapshot_install_failed(now, meta);
+        }
+        Ok(())
+    }
+
+    /// A `snapshot_read` record, fed to `node`.
+    fn snapshot_read(&mut self, node: &mut Node) -> Result<(), TraceError> {
+        let now = Instant(self.u64()?);
+        let to = NodeId(self.u64()?);
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let offset = self.u64()?;
+        let at = self.offset;
+        let result = match self.u8()? {
+            0 => Ok(self.payload()?),
+            1 => Err(SnapshotReadError::Replaced),
+            2 => Err(SnapshotReadError::Failed),
+            other => return Err(self.error(at, &format!("snapshot read result {other}"))),
+        };
+        node.on_snapshot_read(now, to, LogPosition { index, term }, offset, result);
+        Ok(())
     }
 
     fn option_id(&mut self) -> Result<Option<NodeId>, TraceError> {
@@ -480,6 +648,13 @@ impl<'a> Reader<'a> {
             2 => MessageBody::VoteReply(self.vote_reply()?),
             3 => MessageBody::Append(self.append()?),
             4 => MessageBody::AppendReply(self.append_reply()?),
+            5 => MessageBody::InstallSnapshot(InstallSnapshot {
+                snapshot: self.snapshot_meta()?,
+                offset: self.u64()?,
+                data: self.payload()?,
+                last: self.bool()?,
+            }),
+            6 => MessageBody::SnapshotReply(self.snapshot_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -529,6 +704,21 @@ impl<'a> Reader<'a> {
             prev_term,
             entries,
             leader_commit: LogIndex(self.u64()?),
+        })
+    }
+
+    fn snapshot_reply(&mut self) -> Result<SnapshotReply, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let at = self.offset;
+        let result = match self.u8()? {
+            1 => SnapshotResult::NextOffset(self.u64()?),
+            2 => SnapshotResult::Installed(LogIndex(self.u64()?)),
+            other => return Err(self.error(at, &format!("snapshot result {other}"))),
+        };
+        Ok(SnapshotReply {
+            snapshot: LogPosition { index, term },
+            result,
         })
     }
 
@@ -612,11 +802,56 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 1"
+            "corrupt trace at byte 8: trace version 9, expected 2"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {
             let _ = replay(&trace[..length]);
+        }
+    }
+
+    #[test]
+    fn replay_reproduces_a_run_with_snapshots_and_an_install() {
+        let mut cluster = Cluster::with_config(3, |id, members| {
+            let mut config = Config::lan(id, members, 77);
+            config.snapshot_interval_entries = Some(3);
+            config.retain_entries = 0;
+            config.snapshot_chunk_bytes = 16;
+            config
+        });
+        cluster.record = true;
+        for id in 1..=3 {
+            cluster.crash(id);
+            cluster.start(NodeId(id));
+        }
+        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+        let behind = if leader == NodeId(3) { 2 } else { 3 };
+        cluster.crash(behind);
+        for payload in ["a", "b", "c", "d", "e", "f", "g"] {
+            cluster.propose(leader, payload).unwrap();
+            cluster.deliver_all();
+        }
+        let before_start = cluster.outputs.get(&NodeId(behind)).map_or(0, Vec::len);
+        cluster.start(NodeId(behind));
+        cluster.advance(Duration::from_millis(60));
+        cluster.deliver_all();
+        assert_eq!(cluster.applied[&NodeId(behind)], cluster.applied[&leader]);
+        let installed = &cluster.outputs[&NodeId(behind)][before_start..];
+        assert!(
+            installed
+                .iter()
+                .any(|o| matches!(o, Output::RestoreStateMachine { .. }))
+        );
+        for (id, skip) in [(leader, 0), (NodeId(behind), before_start)] {
+            let node = &cluster.nodes[&id];
+            let replay = replay(node.trace().unwrap()).unwrap();
+            // The leader's trace starts at its restart above, like its outputs' tail.
+            let all = &cluster.outputs[&id];
+            let tail = &all[all.len() - replay.outputs.len()..];
+            assert!(skip <= all.len() - replay.outputs.len(), "node {id}");
+            assert_eq!(replay.outputs, tail, "node {id}");
+            assert_eq!(replay.node.status(), node.status(), "node {id}");
+            assert_eq!(replay.node.snapshot(), node.snapshot(), "node {id}");
         }
     }
 }

@@ -92,6 +92,20 @@ pub struct LogPosition {
     pub term: Term,
 }
 
+/// What identifies a snapshot and what the core needs to know about it (rule S1).
+///
+/// The image itself (the state machine after applying entries `1..=last.index`) is opaque to the
+/// core: it lives in the driver's snapshot file, whose bytes the core only moves in chunks.
+/// The configuration in force at `last` joins this struct with membership changes (section 15).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapshotMeta {
+    /// The last included position `(L, term_L)`; it also identifies the snapshot.
+    pub last: LogPosition,
+    /// Size in bytes of the snapshot file the driver holds (what an install transfers); at
+    /// least 1, since the file has a header.
+    pub size: u64,
+}
+
 /// A candidate's claim `(last term, last index, id)`, compared lexicographically (rule E8).
 ///
 /// The order of the fields is the vote rule's own order (E4) followed by the id as a tie-break,

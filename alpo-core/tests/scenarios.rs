@@ -1,6 +1,6 @@
-//! The scenarios S1–S8 of the protocol (docs/protocol.md names each), each a deterministic,
-//! hand-driven test: several nodes, with the test choosing which messages arrive, who times out
-//! first, when disks sync, and who crashes.
+//! The scenarios S1–S10 of the protocol (`shared/protocol.md` sections 11 and 11a), each a
+//! deterministic, hand-driven test: several nodes, with the test choosing which messages
+//! arrive, who times out first, when disks sync, and who crashes.
 
 // The helpers below are test code too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use alpo_core::testkit::{Cluster, is_append};
 use alpo_core::{
-    Config, Entry, EntryKind, HardState, LogIndex, Message, MessageBody, NodeId, ProposeError,
-    Role, Term,
+    Config, Entry, EntryKind, HardState, LogIndex, LogPosition, Message, MessageBody, NodeId,
+    ProposeError, Role, SnapshotMeta, Term,
 };
 use bytes::Bytes;
 
@@ -426,4 +426,263 @@ fn s8_a_paused_leader_resumes_and_commits_nothing() {
     for id in 1..=3 {
         assert_eq!(cluster.applied_payloads(id), vec!["new"], "node {id}");
     }
+}
+
+/// The log entries 1..=40 of term 1 and 41..=`last` of `term`.
+fn history(last: u64, term: u64) -> Vec<Entry> {
+    (1..=last)
+        .map(|i| entry(i, if i <= 40 { 1 } else { term }))
+        .collect()
+}
+
+/// S9: leader S1 holds a snapshot at (100, 3) and no log; S3 holds 1..40 and a conflicting
+/// 41..45 of term 2. The transfer takes eight chunks: chunk 3 is lost, chunk 5 duplicated, and
+/// S3 crashes after chunk 6. S3 resumes, discards its whole log, applies nothing below 100 (its
+/// state is S1's at 100), then takes the entries after 100 by Appends.
+#[test]
+fn s9_snapshot_install_over_a_conflicting_log() {
+    let committed = history(100, 3);
+    let (mut cluster, chunk_bytes) = s9_setup(&committed);
+    cluster.timeout(1);
+    let (lost, duplicated, crashed) = s9_transfer(&mut cluster, chunk_bytes);
+    assert!(lost && duplicated && crashed);
+    let status = cluster.node(3).status();
+    assert!(status.applied_index >= LogIndex(100), "{status:?}");
+    assert!(status.commit_index >= LogIndex(100), "{status:?}");
+    assert_eq!(cluster.applied[&NodeId(3)][..100], committed[..]);
+    let disk = &cluster.disks[&NodeId(3)];
+    assert!(
+        disk.log.iter().all(|e| e.term != Term(2)),
+        "41..45 of term 2 are gone"
+    );
+    assert!(disk.log.iter().all(|e| e.index > LogIndex(100)));
+    let leader = cluster.leader().unwrap();
+    cluster.propose(leader, "after").unwrap();
+    for _ in 0..5 {
+        cluster.advance(60 * MS);
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.applied_payloads(3).last().unwrap(), "after");
+    assert_eq!(cluster.applied[&NodeId(3)], cluster.applied[&leader]);
+}
+
+/// S9's disks: S1 a snapshot at (100, 3) and no log, S2 the whole log, S3 a conflicting log;
+/// chunks of an eighth of the snapshot.
+fn s9_setup(committed: &[Entry]) -> (Cluster, u64) {
+    let image = alpo_core::testkit::encode_image(committed);
+    let chunk_bytes = (image.len() as u64).div_ceil(8);
+    let mut cluster = Cluster::with_config(3, |id, members| {
+        let mut config = Config::lan(id, members, 9);
+        config.snapshot_chunk_bytes = chunk_bytes;
+        config.snapshot_chunks_inflight_max = 4;
+        config
+    });
+    let snapshot = SnapshotMeta {
+        last: LogPosition {
+            index: LogIndex(100),
+            term: Term(3),
+        },
+        size: image.len() as u64,
+    };
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    set_disk(&mut cluster, 1, 3, None, &[]);
+    cluster.disks.get_mut(&NodeId(1)).unwrap().snapshot = Some((snapshot, image));
+    let s2: Vec<u64> = committed.iter().map(|e| e.term.0).collect();
+    set_disk(&mut cluster, 2, 3, None, &s2);
+    let mut s3 = vec![1; 40];
+    s3.extend([2; 5]);
+    set_disk(&mut cluster, 3, 2, None, &s3);
+    for id in 1..=3 {
+        cluster.start(NodeId(id));
+    }
+    (cluster, chunk_bytes)
+}
+
+/// Delivers everything, losing chunk 3 to S3 once, duplicating chunk 5 once and crashing S3
+/// (and restarting it) after chunk 6, until S3 applied 100. Returns whether each fault happened.
+fn s9_transfer(cluster: &mut Cluster, chunk_bytes: u64) -> (bool, bool, bool) {
+    let (mut lost, mut duplicated, mut crashed) = (false, false, false);
+    let mut commit_seen = LogIndex(0);
+    for _ in 0..200 {
+        while !cluster.in_flight.is_empty() {
+            let message = cluster.in_flight[0].clone();
+            let chunk = match &message.body {
+                MessageBody::InstallSnapshot(chunk) if message.to == NodeId(3) => {
+                    Some(chunk.offset / chunk_bytes)
+                }
+                _ => None,
+            };
+            match chunk {
+                Some(2) if !lost => {
+                    lost = true;
+                    cluster.in_flight.remove(0);
+                }
+                Some(4) if !duplicated => {
+                    duplicated = true;
+                    cluster.in_flight.insert(1, message);
+                    cluster.deliver_at(0);
+                }
+                Some(5) if !crashed => {
+                    crashed = true;
+                    cluster.deliver_at(0);
+                    cluster.crash(3);
+                    commit_seen = LogIndex(0);
+                    cluster.start(NodeId(3));
+                }
+                _ => cluster.deliver_at(0),
+            }
+            // No index decreases within an incarnation.
+            let commit = cluster.commit_index(3);
+            assert!(
+                commit_seen <= commit,
+                "S3's commit went from {commit_seen} to {commit}"
+            );
+            commit_seen = commit;
+        }
+        if cluster.node(3).status().applied_index >= LogIndex(100) {
+            break;
+        }
+        cluster.advance(10 * MS);
+    }
+    (lost, duplicated, crashed)
+}
+
+/// Snapshots every 4 entries, one entry retained.
+fn snapshot_cluster(seed: u64) -> Cluster {
+    Cluster::with_config(3, move |id, members| {
+        let mut config = Config::lan(id, members, seed);
+        config.snapshot_interval_entries = Some(4);
+        config.retain_entries = 1;
+        config.snapshot_chunk_bytes = 32;
+        config
+    })
+}
+
+fn propose_and_settle(cluster: &mut Cluster, leader: NodeId, payloads: &[&'static str]) {
+    for payload in payloads {
+        cluster.propose(leader, payload).unwrap();
+        cluster.deliver_all();
+    }
+    cluster.advance(60 * MS);
+    cluster.deliver_all();
+}
+
+/// S10: a crash of the leader or a follower after each step of taking a snapshot (asked for,
+/// durable and compacted) and of installing one (transfer under way, installed): after each
+/// restart the snapshot and the log cover `1..=last` without a gap, applied starts at the
+/// snapshot, no committed entry is lost, and a repeated install is a no-op.
+#[test]
+fn s10_crash_at_every_snapshot_step() {
+    for victim_is_leader in [false, true] {
+        for crash_step in 0..3 {
+            s10_run(victim_is_leader, crash_step);
+        }
+    }
+}
+
+/// The follower `behind` misses entries past the compaction, restarts, and receives the first
+/// chunk of a snapshot: a transfer is under way.
+fn s10_transfer_under_way(cluster: &mut Cluster, behind: u64, what: &str) {
+    cluster.crash(behind);
+    let leader = cluster.leader().unwrap();
+    propose_and_settle(cluster, leader, &["f", "g", "h", "i", "j"]);
+    cluster.start(NodeId(behind));
+    cluster.advance(60 * MS);
+    for _ in 0..1_000 {
+        let Some(message) = cluster.in_flight.first() else {
+            break;
+        };
+        let chunk = matches!(message.body, MessageBody::InstallSnapshot(_));
+        cluster.deliver_at(0);
+        if chunk {
+            break;
+        }
+    }
+    assert!(
+        cluster.outputs[&NodeId(behind)]
+            .iter()
+            .any(|o| matches!(o, alpo_core::Output::WriteSnapshotChunk { .. })),
+        "{what}: no transfer under way"
+    );
+}
+
+fn s10_run(victim_is_leader: bool, crash_step: usize) {
+    let what = format!("victim leader={victim_is_leader} step={crash_step}");
+    let mut cluster = snapshot_cluster(10);
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    let follower = if leader == NodeId(1) { 2 } else { 1 };
+    let victim = if victim_is_leader { leader.0 } else { follower };
+    cluster.hold_snapshots = crash_step == 0;
+    propose_and_settle(&mut cluster, leader, &["a", "b", "c", "d", "e"]);
+    if crash_step == 2 {
+        let behind = if victim_is_leader { follower } else { victim };
+        s10_transfer_under_way(&mut cluster, behind, &what);
+    }
+    let snapshot_before = cluster.snapshot_on_disk(victim);
+    cluster.crash(victim);
+    cluster.hold_snapshots = false;
+    cluster.start(NodeId(victim));
+    for id in 1..=3 {
+        cluster.finish_snapshot(id);
+    }
+    // Applied starts at the newest durable snapshot; the log continues it without a gap.
+    let disk = &cluster.disks[&NodeId(victim)];
+    let snapshot_index = disk
+        .snapshot
+        .as_ref()
+        .map_or(0, |(meta, _)| meta.last.index.0);
+    assert_eq!(cluster.snapshot_on_disk(victim), snapshot_before, "{what}");
+    assert_eq!(
+        cluster.node(victim).status().applied_index,
+        LogIndex(snapshot_index),
+        "{what}"
+    );
+    if let Some(first) = disk.log.first() {
+        assert!(first.index.0 <= snapshot_index + 1, "{what}: a gap");
+    }
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    propose_and_settle(&mut cluster, leader, &["k", "l", "m", "n"]);
+    for _ in 0..5 {
+        cluster.advance(60 * MS);
+        cluster.deliver_all();
+    }
+    let expected = cluster.applied_payloads(leader.0);
+    assert!(expected.ends_with(&["k".into(), "l".into(), "m".into(), "n".into()]));
+    for id in 1..=3 {
+        assert_eq!(cluster.applied_payloads(id), expected, "{what}: node {id}");
+    }
+    // A repeated install of a snapshot the victim already applied past is a no-op.
+    if NodeId(victim) != leader {
+        s10_repeated_install_is_a_no_op(&mut cluster, leader, victim, &what);
+    }
+}
+
+fn s10_repeated_install_is_a_no_op(cluster: &mut Cluster, leader: NodeId, victim: u64, what: &str) {
+    let meta = cluster.snapshot_on_disk(leader.0).unwrap();
+    let term = cluster.node(victim).status().term;
+    let chunk = MessageBody::InstallSnapshot(alpo_core::InstallSnapshot {
+        snapshot: meta,
+        offset: 0,
+        data: Bytes::from_static(b"x"),
+        last: meta.size == 1,
+    });
+    let message = Message {
+        from: leader,
+        to: NodeId(victim),
+        term,
+        incarnation: alpo_core::Incarnation(1),
+        body: chunk,
+    };
+    let now = cluster.now;
+    let node = cluster.nodes.get_mut(&NodeId(victim)).unwrap();
+    node.on_message(now, message);
+    let outputs = node.take_outputs();
+    assert!(
+        outputs
+            .iter()
+            .all(|o| matches!(o, alpo_core::Output::Send(_))),
+        "{what}: {outputs:?}"
+    );
 }

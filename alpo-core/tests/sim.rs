@@ -140,3 +140,78 @@ fn checkers_catch_commit_of_an_older_term_by_count() {
     let expected = ["leader_completeness", "durability", "state_machine_safety"];
     assert!(expected.contains(&violation.checker), "{report}");
 }
+
+/// Seeds of the snapshot profile run by `sim_snapshot_seeds`.
+const SNAPSHOT_SEED_COUNT: u64 = 300;
+
+#[test]
+fn sim_snapshot_seeds() {
+    // The snapshot profile (`SimOptions::snapshots`): snapshots every few entries, compaction,
+    // installs in small chunks, crashes while taking and installing, damaged chunks.
+    let options = SimOptions::quick_snapshots();
+    let reports: Vec<RunReport> = (0..SNAPSHOT_SEED_COUNT)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .collect();
+    let mut summary = SoakSummary::default();
+    reports.iter().for_each(|r| summary.add(r));
+    eprintln!(
+        "snapshot profile: seeds={} violations={} committed={}",
+        summary.seed_count, summary.violation_count, summary.committed_count
+    );
+    eprintln!("violations by checker: {}", summary.violations_line());
+    assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
+    assert!(summary.committed_count > SNAPSHOT_SEED_COUNT * 10);
+}
+
+#[test]
+fn sim_snapshot_replay() {
+    // As `sim_replay`, for a seed of the snapshot profile (ALPO_SEED, ALPO_SIM_LOG=1).
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let seed = std::env::var("ALPO_SEED").ok();
+    let seed = seed.as_deref().and_then(parse_seed).unwrap_or(SEED_BASE);
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let event_log = std::env::var("ALPO_SIM_LOG").is_ok();
+    let options = SimOptions {
+        event_log,
+        ..SimOptions::quick_snapshots()
+    };
+    let report = run_seed(seed, &options);
+    for line in &report.event_log {
+        eprintln!("{line}");
+    }
+    eprintln!("{report}");
+    assert!(report.passed(), "{report}");
+}
+
+/// The first snapshot-profile run with `bug` injected that a checker (not an engine assertion,
+/// not liveness) reports.
+fn first_caught_with_snapshots(bug: InjectedBug) -> Option<RunReport> {
+    let options = SimOptions {
+        injected_bug: Some(bug),
+        ..SimOptions::quick_snapshots()
+    };
+    (0..BUG_SEED_COUNT_MAX)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .find(|r| {
+            let checker = r.violation.as_ref().map(|(v, _)| v.checker);
+            checker.is_some_and(|c| c != "liveness" && c != "panic")
+        })
+}
+
+#[test]
+fn checkers_catch_a_snapshot_that_claims_an_index_it_does_not_contain() {
+    let report = first_caught_with_snapshots(InjectedBug::SnapshotBeyondApplied)
+        .expect("no checker caught SnapshotBeyondApplied within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "snapshot_equivalence", "{report}");
+}
+
+#[test]
+fn checkers_catch_compaction_past_the_snapshot() {
+    let report = first_caught_with_snapshots(InjectedBug::CompactPastSnapshot)
+        .expect("no checker caught CompactPastSnapshot within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "compaction_bound", "{report}");
+}

@@ -1,4 +1,4 @@
-//! The codec: every `alpo_core::Message` to and from one frame body (format version 1, laid out
+//! The codec: every `alpo_core::Message` to and from one frame body (format version 2, laid out
 //! byte by byte in `docs/formats.md`).
 //!
 //! Invariants: the frame kind says which message the body holds, the frame's sender field is the
@@ -12,6 +12,7 @@ use alpo_core::{
     Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
+use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
 use bytes::Bytes;
 
 use crate::error::Rejection;
@@ -26,6 +27,12 @@ const FLAG_VOTER_RANK: u8 = 0b10;
 const RESULT_ACCEPTED: u8 = 1;
 /// AppendReply result tag: rejected with a hint.
 const RESULT_REJECTED: u8 = 2;
+/// Flag bit in InstallSnapshot bodies: this chunk ends the file (rule S5).
+const FLAG_LAST_CHUNK: u8 = 0b01;
+/// SnapshotReply result tag: the bytes the follower holds (rule S6).
+const RESULT_NEXT_OFFSET: u8 = 1;
+/// SnapshotReply result tag: the snapshot is installed (rule S7).
+const RESULT_INSTALLED: u8 = 2;
 
 /// Why a message could not be encoded; the transport drops it and counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +58,8 @@ pub fn frame_kind(body: &MessageBody) -> FrameKind {
         MessageBody::VoteReply(_) => FrameKind::VoteReply,
         MessageBody::Append(_) => FrameKind::Append,
         MessageBody::AppendReply(_) => FrameKind::AppendReply,
+        MessageBody::InstallSnapshot(_) => FrameKind::InstallSnapshot,
+        MessageBody::SnapshotReply(_) => FrameKind::SnapshotReply,
     }
 }
 
@@ -89,6 +98,10 @@ pub fn decode_message(header: &FrameHeader, body: Bytes) -> Result<Message, Reje
         FrameKind::VoteReply => MessageBody::VoteReply(decode_vote_reply(&mut reader)?),
         FrameKind::Append => MessageBody::Append(decode_append(&mut reader)?),
         FrameKind::AppendReply => MessageBody::AppendReply(decode_append_reply(&mut reader)?),
+        FrameKind::InstallSnapshot => {
+            MessageBody::InstallSnapshot(decode_install_snapshot(&mut reader)?)
+        }
+        FrameKind::SnapshotReply => MessageBody::SnapshotReply(decode_snapshot_reply(&mut reader)?),
         _ => return Err(reader.malformed("not a peer message kind")),
     };
     reader.finish()?;
@@ -114,6 +127,8 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> 
         MessageBody::VoteReply(reply) => encode_vote_reply(reply, out),
         MessageBody::Append(append) => encode_append(append, out)?,
         MessageBody::AppendReply(reply) => encode_append_reply(reply, out),
+        MessageBody::InstallSnapshot(chunk) => encode_install_snapshot(chunk, out)?,
+        MessageBody::SnapshotReply(reply) => encode_snapshot_reply(reply, out),
     }
     Ok(())
 }
@@ -280,6 +295,75 @@ fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection
         _ => return Err(reader.malformed_before(1, "unknown append result tag")),
     };
     Ok(AppendReply { result })
+}
+
+fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let data_bytes = u32::try_from(chunk.data.len()).map_err(|_| EncodeError::TooLarge {
+        bytes: u64::try_from(chunk.data.len()).unwrap_or(u64::MAX),
+    })?;
+    put_u64(out, chunk.snapshot.last.index.0);
+    put_u64(out, chunk.snapshot.last.term.0);
+    put_u64(out, chunk.snapshot.size);
+    put_u64(out, chunk.offset);
+    out.push(if chunk.last { FLAG_LAST_CHUNK } else { 0 });
+    put_u32(out, data_bytes);
+    out.extend_from_slice(&chunk.data);
+    Ok(())
+}
+
+fn encode_snapshot_reply(reply: &SnapshotReply, out: &mut Vec<u8>) {
+    put_u64(out, reply.snapshot.index.0);
+    put_u64(out, reply.snapshot.term.0);
+    match reply.result {
+        SnapshotResult::NextOffset(held) => {
+            out.push(RESULT_NEXT_OFFSET);
+            put_u64(out, held);
+        }
+        SnapshotResult::Installed(index) => {
+            out.push(RESULT_INSTALLED);
+            put_u64(out, index.0);
+        }
+    }
+}
+
+fn decode_install_snapshot(reader: &mut BodyReader) -> Result<InstallSnapshot, Rejection> {
+    let index = LogIndex(reader.u64("body ends inside the snapshot's last index")?);
+    let term = Term(reader.u64("body ends inside the snapshot's last term")?);
+    let size = reader.u64("body ends inside the snapshot size")?;
+    let offset = reader.u64("body ends inside the chunk offset")?;
+    let flags = reader.u8("body ends inside the flags")?;
+    if flags & !FLAG_LAST_CHUNK != 0 {
+        return Err(reader.malformed_before(1, "unknown flag bits"));
+    }
+    let data_bytes = reader.u32("body ends inside the chunk length")?;
+    let data = reader.bytes(data_bytes, "body ends inside the chunk")?;
+    Ok(InstallSnapshot {
+        snapshot: SnapshotMeta {
+            last: LogPosition { index, term },
+            size,
+        },
+        offset,
+        data,
+        last: flags & FLAG_LAST_CHUNK != 0,
+    })
+}
+
+fn decode_snapshot_reply(reader: &mut BodyReader) -> Result<SnapshotReply, Rejection> {
+    let index = LogIndex(reader.u64("body ends inside the snapshot's last index")?);
+    let term = Term(reader.u64("body ends inside the snapshot's last term")?);
+    let result = match reader.u8("body ends inside the result tag")? {
+        RESULT_NEXT_OFFSET => {
+            SnapshotResult::NextOffset(reader.u64("body ends inside the offset")?)
+        }
+        RESULT_INSTALLED => {
+            SnapshotResult::Installed(LogIndex(reader.u64("body ends inside the index")?))
+        }
+        _ => return Err(reader.malformed_before(1, "unknown snapshot result tag")),
+    };
+    Ok(SnapshotReply {
+        snapshot: LogPosition { index, term },
+        result,
+    })
 }
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {

@@ -21,7 +21,7 @@ use crate::limits::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
 pub const MAGIC: [u8; 4] = [0xA1, b'A', b'N', b'\n'];
 
 /// The protocol version this build speaks; frames with another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The sender id a client puts in its frames (clients have no node id).
 pub const CLIENT_SENDER_ID: u64 = u64::MAX;
@@ -385,7 +385,7 @@ mod tests {
         bytes[4] = 9;
         reseal_header(&mut bytes);
         let expected = Rejection::VersionUnsupported {
-            expected: 1,
+            expected: PROTOCOL_VERSION,
             found: 9,
         };
         assert_eq!(decode_all(&bytes).unwrap_err(), expected);

@@ -27,6 +27,10 @@ pub enum FrameKind {
     Append = 0x12,
     /// An `alpo_core::AppendReply` message.
     AppendReply = 0x13,
+    /// An `alpo_core::InstallSnapshot` message (a chunk of a snapshot file).
+    InstallSnapshot = 0x14,
+    /// An `alpo_core::SnapshotReply` message.
+    SnapshotReply = 0x15,
     /// A client's request; the body is opaque to alpo-net.
     ClientRequest = 0x20,
     /// A server's response to a client; the body is opaque to alpo-net.
@@ -45,6 +49,8 @@ impl FrameKind {
             0x11 => FrameKind::VoteReply,
             0x12 => FrameKind::Append,
             0x13 => FrameKind::AppendReply,
+            0x14 => FrameKind::InstallSnapshot,
+            0x15 => FrameKind::SnapshotReply,
             0x20 => FrameKind::ClientRequest,
             0x21 => FrameKind::ClientResponse,
             _ => return None,

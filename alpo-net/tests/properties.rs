@@ -13,6 +13,7 @@ use alpo_core::{
     Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
+use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
 use alpo_net::codec::{decode_message, encode_message};
 use alpo_net::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
 use alpo_net::handshake::{decode_close, decode_hello};
@@ -60,6 +61,8 @@ fn peer_kind() -> impl Strategy<Value = FrameKind> {
         Just(FrameKind::VoteReply),
         Just(FrameKind::Append),
         Just(FrameKind::AppendReply),
+        Just(FrameKind::InstallSnapshot),
+        Just(FrameKind::SnapshotReply),
     ]
 }
 
@@ -141,7 +144,37 @@ fn body() -> impl Strategy<Value = MessageBody> {
     });
     let append_reply = prop_oneof![accepted, rejected]
         .prop_map(|result| MessageBody::AppendReply(AppendReply { result }));
-    prop_oneof![vote_request, vote_reply, append, append_reply]
+    let snapshot = snapshot_body();
+    prop_oneof![vote_request, vote_reply, append, append_reply, snapshot]
+}
+
+fn snapshot_body() -> impl Strategy<Value = MessageBody> {
+    let position = (any::<u64>(), any::<u64>()).prop_map(|(index, term)| LogPosition {
+        index: LogIndex(index),
+        term: Term(term),
+    });
+    let chunk = (
+        position.clone(),
+        any::<[u64; 2]>(),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(last, [size, offset], is_last, data)| {
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                snapshot: SnapshotMeta { last, size },
+                offset,
+                data: Bytes::from(data),
+                last: is_last,
+            })
+        });
+    let result = prop_oneof![
+        any::<u64>().prop_map(SnapshotResult::NextOffset),
+        any::<u64>().prop_map(|index| SnapshotResult::Installed(LogIndex(index))),
+    ];
+    let reply = (position, result).prop_map(|(snapshot, result)| {
+        MessageBody::SnapshotReply(SnapshotReply { snapshot, result })
+    });
+    prop_oneof![chunk, reply]
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -301,6 +301,7 @@ fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error
             current_term: Term(stored.current_term),
             voted_for: stored.voted_for.map(NodeId),
         },
+        snapshot: None,
         entries,
         incarnation: Incarnation(stored.incarnation),
     };

@@ -283,6 +283,21 @@ impl EventLoop {
                 }
                 Output::Send(message) => self.peers.send(message),
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
+                // The node keeps snapshots off (`snapshot_interval_entries: None` in the core
+                // configuration) until the snapshot store and the state machine's snapshots are
+                // wired in (issue 11, next stage). Without a snapshot the core never asks for
+                // one of these, so receiving one is a configuration error: stop, loudly.
+                Output::TakeSnapshot { .. }
+                | Output::CompactLog { .. }
+                | Output::ReadSnapshot { .. }
+                | Output::WriteSnapshotChunk { .. }
+                | Output::RestoreStateMachine { .. } => {
+                    let reason = "the core asked for a snapshot operation while snapshots are \
+                                  off (a configuration error)"
+                        .to_string();
+                    tracing::error!(node = self.config.id, %reason, "stopping");
+                    return Err(Error::Stopped { reason });
+                }
             }
         }
         Ok(())

@@ -36,14 +36,30 @@
 //! committed entry never changes and stays in the synced logs of a majority), `monotonicity`
 //! (terms; commit and applied index per incarnation), `index_order`
 //! (`applied ≤ commit ≤ synced ≤ last`, and the engine's log equals the one its outputs wrote),
-//! `client_proposals` (an accepted proposal is applied with its payload), plus `liveness`,
-//! `output_contract` (an output the driver cannot perform) and `panic` (an assertion failed
-//! during a step, usually one of the engine's own).
+//! `client_proposals` (an accepted proposal is applied with its payload),
+//! `snapshot_equivalence` (property 9: every state machine and every durable snapshot at index
+//! `i` holds the state of applying entries `1..=i`), `compaction_bound` (property 10: no disk
+//! starts its log past its snapshot's last index + 1; a start is at its snapshot), plus
+//! `liveness`, `output_contract` (an output the driver cannot perform) and `panic` (an
+//! assertion failed during a step, usually one of the engine's own).
+//!
+//! # The snapshot profile
+//! With `SimOptions::snapshots` every node takes a snapshot every few entries, keeps few
+//! entries when it compacts, and sends snapshots in small chunks (`scenario.rs`), so that
+//! ordinary seeds take, compact, transfer and install snapshots while the nemesis crashes nodes
+//! at every step of taking and installing (`runner/snapshots.rs`: a snapshot is durable only
+//! after a random delay, partial files are lost on a crash, one received chunk in fifty is
+//! damaged). The state machine is a digest of the applied entries (`state_machine.rs`); the
+//! disk keeps, for the checkers, logical logs in which a snapshot stands for the entries it
+//! covers (`disk.rs`). The profile's draws come from a generator of their own, so a seed
+//! without it runs exactly as before.
 //!
 //! The checkers are shown to bite in `tests/sim.rs`: with `InjectedBug::GrantTwoVotesPerTerm`
 //! `election_safety` fires within a few dozen seeds, and with
 //! `InjectedBug::CommitOlderTermByCount` (scenario S1) `leader_completeness` or `durability`
-//! fires within a few hundred three-node leader-churn seeds.
+//! fires within a few hundred three-node leader-churn seeds; in the snapshot profile,
+//! `InjectedBug::SnapshotBeyondApplied` trips `snapshot_equivalence` and
+//! `InjectedBug::CompactPastSnapshot` trips `compaction_bound`, each on the first seed.
 //!
 //! # Reading a failure and replaying it
 //! A failed run prints two lines:
@@ -73,6 +89,7 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod state_machine;
 pub mod trace;
 
 pub use report::{ElectionSample, RunReport, SoakSummary};

@@ -94,6 +94,12 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
             "ALPO_SEED={seed:#018x} cargo test -p alpo-core --test sim -- sim_replay --nocapture"
         );
     }
+    if logless == SimOptions::quick_snapshots() {
+        return format!(
+            "ALPO_SEED={seed:#018x} cargo test -p alpo-core --test sim -- sim_snapshot_replay \
+             --nocapture"
+        );
+    }
     let mut command = format!("cargo xtask sim --seed {seed:#018x}");
     if options.fault_phase_ms != SimOptions::soak().fault_phase_ms {
         command.push_str(&format!(" --fault-ms {}", options.fault_phase_ms));
@@ -110,6 +116,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     }
     if let Some(profile) = options.profile {
         command.push_str(&format!(" --profile {profile:?}"));
+    }
+    if options.snapshots {
+        command.push_str(" --snapshots on");
     }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, InjectedBug};
+use crate::config::Config;
+use crate::injected::InjectedBug;
 use crate::sim::clock::Clock;
 use crate::sim::network::NetworkFaults;
 use crate::sim::rng::SimRng;
@@ -33,6 +34,11 @@ pub struct SimOptions {
     /// Keep a human-readable log of sends, starts, crashes and nemesis actions in the report
     /// (slow: for replaying one seed).
     pub event_log: bool,
+    /// The snapshot profile: every node takes a snapshot every few entries, compacts its log
+    /// keeping few entries, and sends snapshots in small chunks (rules S2–S8), so snapshots,
+    /// compaction and installs happen in ordinary seeds. Its draws come from a generator of
+    /// their own: with it off, a seed runs exactly as it did before snapshots existed.
+    pub snapshots: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -87,6 +93,16 @@ impl SimOptions {
             step_count_max: 2_000_000,
             profile: None,
             event_log: false,
+            snapshots: false,
+        }
+    }
+
+    /// [`SimOptions::quick`] with the snapshot profile on.
+    #[must_use]
+    pub fn quick_snapshots() -> SimOptions {
+        SimOptions {
+            snapshots: true,
+            ..SimOptions::quick()
         }
     }
 
@@ -118,6 +134,9 @@ impl Scenario {
             for config in &mut configs {
                 config.append_entry_count_max = 1;
             }
+        }
+        if options.snapshots {
+            snapshot_policy(seed, &mut configs);
         }
         let clocks = (0..node_count)
             .map(|_| Clock {
@@ -183,10 +202,26 @@ fn configs(rng: &mut SimRng, node_count: usize, options: &SimOptions) -> Vec<Con
             config.check_quorum = check_quorum;
             config.append_entry_count_max = rng.range(1, 64);
             config.inflight_append_count_max = rng.range(1, 16);
-            config.injected_bug = options.injected_bug;
             config
         })
         .collect()
+}
+
+/// The snapshot profile's policy, drawn from its own generator (`SimOptions::snapshots`): a
+/// snapshot every 4 to 48 entries, 0 to 15 entries retained, chunks of 16 to 127 bytes (an
+/// image spans several), 1 to 4 chunks in flight.
+fn snapshot_policy(seed: u64, configs: &mut [Config]) {
+    let mut rng = SimRng::new(seed ^ 0x5A4B_5407_5011_C7E5);
+    let interval = rng.range(4, 48);
+    let retain = rng.range(0, 16);
+    let chunk_bytes = rng.range(16, 128);
+    let inflight = rng.range(1, 5);
+    for config in configs {
+        config.snapshot_interval_entries = Some(interval);
+        config.retain_entries = retain;
+        config.snapshot_chunk_bytes = chunk_bytes;
+        config.snapshot_chunks_inflight_max = inflight;
+    }
 }
 
 fn network_faults(rng: &mut SimRng) -> NetworkFaults {

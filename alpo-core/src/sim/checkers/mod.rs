@@ -1,4 +1,5 @@
-//! The named safety checkers, one file per property in docs/protocol.md, Safety properties.
+//! The named safety checkers, one file per property in docs/protocol.md, Safety properties
+//! (`snapshot_equivalence`, property 9; `compaction_bound`, property 10).
 //!
 //! The runner feeds every checker what it observes after each simulated step: the stepped
 //! node's status and logs (`NodeView`), the log writes and applies it performed, and every
@@ -10,6 +11,7 @@
 //! Invariant: a checker never trusts the engine's view of the committed log; the committed
 //! prefix (`CommittedLog`) is rebuilt from what nodes reported and the entries they wrote.
 
+pub mod compaction_bound;
 pub mod durability;
 pub mod election_safety;
 pub mod index_order;
@@ -17,6 +19,7 @@ pub mod leader_append_only;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonicity;
+pub mod snapshot_equivalence;
 pub mod state_machine_safety;
 
 use std::fmt;
@@ -30,6 +33,7 @@ pub use leader_append_only::LeaderAppendOnly;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
 pub use monotonicity::Monotonicity;
+pub use snapshot_equivalence::SnapshotEquivalence;
 pub use state_machine_safety::StateMachineSafety;
 
 /// A broken property: which checker saw it and the evidence, in words.
@@ -137,6 +141,8 @@ pub(crate) mod test_support {
             last_index: last,
             durable_index: last,
             applied_index: LogIndex(commit),
+            snapshot_index: LogIndex(0),
+            first_index: LogIndex(1),
         }
     }
 

@@ -31,6 +31,14 @@ impl StateMachineSafety {
         }
     }
 
+    /// Node `slot` (re)started or restored its state machine from a snapshot at `index`
+    /// (rules S7, S8): its next apply is `index + 1`.
+    pub fn observe_restore(&mut self, slot: usize, incarnation: Incarnation, index: LogIndex) {
+        if let Some(last) = self.last_applied.get_mut(slot) {
+            *last = (incarnation, index);
+        }
+    }
+
     /// Checks the entries of one `Apply` output of node `id` in slot `slot`.
     pub fn observe_apply(
         &mut self,

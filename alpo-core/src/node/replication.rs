@@ -10,18 +10,18 @@
 
 use bytes::Bytes;
 
-use crate::config::InjectedBug;
+use super::{MessageMeta, Node, Proposal, Role};
 use crate::error::ProposeError;
+use crate::injected::injected;
 use crate::marks::hit;
 use crate::message::{Append, AppendReply, AppendResult, MessageBody, RejectHint};
-use crate::node::{MessageMeta, Node, Proposal, Role};
 use crate::output::Output;
-use crate::progress::{Rejection, SendPlan};
+use crate::progress::{Progress, Rejection, SendPlan};
 use crate::types::{Entry, EntryKind, Incarnation, Instant, LogIndex, NodeId, Term};
 
 impl Node {
     /// Rule R1: only the leader accepts proposals; it appends them to its log in its term.
-    pub(crate) fn accept_proposal(&mut self, payload: Bytes) -> Result<Proposal, ProposeError> {
+    pub(super) fn accept_proposal(&mut self, payload: Bytes) -> Result<Proposal, ProposeError> {
         if self.role != Role::Leader {
             hit!(r1_proposal_refused_not_leader);
             return Err(ProposeError::NotLeader {
@@ -61,7 +61,7 @@ impl Node {
     }
 
     /// Rule R8: a new leader appends a no-op of its term at once.
-    pub(crate) fn append_noop(&mut self) {
+    pub(super) fn append_noop(&mut self) {
         hit!(r8_new_leader_appends_noop);
         self.log.push(Entry {
             index: self.log.last_index().next(),
@@ -72,10 +72,11 @@ impl Node {
     }
 
     /// Rule R2: send each follower what its progress state and window allow.
-    pub(crate) fn replicate(&mut self) {
+    pub(super) fn replicate(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             self.replicate_to(peer);
+            self.read_snapshot_chunks(peer);
         }
     }
 
@@ -90,6 +91,11 @@ impl Node {
             let SendPlan::From(next) = progress.plan(last, window) else {
                 return;
             };
+            if next <= self.log.base().index {
+                // S5: entry `next` is compacted away (and maybe the term before it).
+                self.start_snapshot_transfer(peer);
+                return;
+            }
             let append = self.build_append(next);
             let sent_last = LogIndex(append.prev_index.0 + append.entries.len() as u64);
             let Some(progress) = self.progress.get_mut(&peer) else {
@@ -142,7 +148,7 @@ impl Node {
 
     /// Rule R7: an empty Append to each streaming follower (probing followers get their probe
     /// resent by the next flush instead).
-    pub(crate) fn heartbeat(&mut self) {
+    pub(super) fn heartbeat(&mut self) {
         hit!(r7_heartbeat_sent);
         let last = self.log.last_index();
         let mut heartbeats = Vec::new();
@@ -150,15 +156,23 @@ impl Node {
             progress.on_heartbeat_tick(last);
             if progress.is_replicating() {
                 heartbeats.push((*peer, progress.match_index));
+            } else if progress.is_snapshotting() {
+                // S5: an empty Append at prev (0, 0), always accepted (R3), keeps the leader's
+                // contact (E1, E5) alive during a transfer; its reply does not end the transfer.
+                hit!(s5_heartbeat_during_transfer);
+                heartbeats.push((*peer, LogIndex(0)));
             }
         }
         for (peer, match_index) in heartbeats {
-            // A follower's match index is at most the leader's last, so the term is known.
-            let prev_term = self.log.term_at(match_index).unwrap_or(Term(0));
-            debug_assert!(self.log.term_at(match_index).is_some());
+            // A follower's match index is at most the leader's last; below the base its term is
+            // compacted away, and the heartbeat goes at (0, 0), which always matches.
+            let prev = match self.log.term_at(match_index) {
+                Some(term) => (match_index, term),
+                None => (LogIndex(0), Term(0)),
+            };
             let append = Append {
-                prev_index: match_index,
-                prev_term,
+                prev_index: prev.0,
+                prev_term: prev.1,
                 entries: Vec::new(),
                 leader_commit: self.commit_known,
             };
@@ -171,7 +185,7 @@ impl Node {
     }
 
     /// Rules R3, R4, R6 (and E6) at a follower.
-    pub(crate) fn on_append(&mut self, now: Instant, from: NodeId, term: Term, append: Append) {
+    pub(super) fn on_append(&mut self, now: Instant, from: NodeId, term: Term, append: Append) {
         let current = self.hard_state.current_term;
         if term < current {
             hit!(e6_stale_append_answered);
@@ -187,16 +201,12 @@ impl Node {
             // Append of its own term cannot come from another leader, one leader per term).
             hit!(r9_leader_steps_down_before_touching_its_log);
         }
-        if term > current {
-            self.adopt_term(now, term);
-        }
-        if self.role != Role::Passive || self.campaign.is_some() {
-            self.step_down(now);
-        }
-        self.leader = Some(from);
-        self.timers.leader_contact = Some(now);
-        self.reset_passive_timer(now);
-        if self.log.term_at(append.prev_index) != Some(append.prev_term) {
+        self.accept_leader(now, from, term);
+        if self.log.is_compacted(append.prev_index) {
+            // S8: below our base, the log is covered by a durable snapshot, so committed: it
+            // matches the log of every leader of a current term.
+            hit!(s8_compacted_prev_index_matches);
+        } else if self.log.term_at(append.prev_index) != Some(append.prev_term) {
             hit!(r3_append_rejected_on_mismatch);
             let hint = self.reject_hint(append.prev_index);
             self.send(from, term, reply_body(AppendResult::Rejected(hint)));
@@ -209,6 +219,20 @@ impl Node {
         }
         self.learn_commit(append.leader_commit.min(verified));
         self.acknowledge(from, verified);
+    }
+
+    /// A message of the leader of `term` (≥ ours) arrived: rules E6 (adopt its term), E1 and E5
+    /// (leader contact).
+    pub(super) fn accept_leader(&mut self, now: Instant, from: NodeId, term: Term) {
+        if term > self.hard_state.current_term {
+            self.adopt_term(now, term);
+        }
+        if self.role != Role::Passive || self.campaign.is_some() {
+            self.step_down(now);
+        }
+        self.leader = Some(from);
+        self.timers.leader_contact = Some(now);
+        self.reset_passive_timer(now);
     }
 
     /// Rule R3's hint: the term at `prev_index` and where that term starts, or our last entry.
@@ -231,7 +255,13 @@ impl Node {
     /// Rule R4: keep matching entries, truncate at the first conflict, append the rest.
     fn accept_entries(&mut self, entries: Vec<Entry>) {
         let mut new_from = entries.len();
+        let base = self.log.base().index;
         for (offset, entry) in entries.iter().enumerate() {
+            if entry.index <= base {
+                // S8: the snapshot covers it (and it is committed, so it matches).
+                hit!(s8_compacted_entries_skipped);
+                continue;
+            }
             match self.log.term_at(entry.index) {
                 Some(term) if term == entry.term => hit!(r4_matching_entry_kept),
                 Some(_) => {
@@ -256,7 +286,7 @@ impl Node {
             self.role != Role::Leader,
             "invariant: a leader never truncates its log (R9)"
         );
-        if self.config.injected_bug.is_none() {
+        if !injected!(self) {
             assert!(
                 self.commit_known < from,
                 "invariant: committed entries are never removed"
@@ -281,7 +311,7 @@ impl Node {
 
     /// The log became durable further: release acknowledgements (follower), count ourselves
     /// (leader, R10), and advance the commit index.
-    pub(crate) fn on_durable_advanced(&mut self) {
+    pub(super) fn on_durable_advanced(&mut self) {
         if self.role == Role::Leader {
             hit!(r10_leader_counts_its_own_durable_write);
             self.leader_commit();
@@ -297,25 +327,24 @@ impl Node {
     }
 
     /// The leader hears back from a follower (R2, R3, R5; E6 for a higher term).
-    pub(crate) fn on_append_reply(&mut self, now: Instant, meta: &MessageMeta, reply: AppendReply) {
+    pub(super) fn on_append_reply(&mut self, now: Instant, meta: &MessageMeta, reply: AppendReply) {
         if meta.term > self.hard_state.current_term {
             self.adopt_term(now, meta.term);
             return;
         }
-        if meta.term < self.hard_state.current_term || self.role != Role::Leader {
+        if meta.term < self.hard_state.current_term && !injected!(self, CountStaleAppendReply) {
+            // E6: a reply of an older term answers an Append of a leadership that ended; the
+            // follower's log may have changed since, so its match index means nothing now.
+            hit!(e6_stale_append_reply_ignored);
             return;
         }
         let last = self.log.last_index();
+        if self.follower_replied(meta).is_none() {
+            return;
+        }
         let Some(progress) = self.progress.get_mut(&meta.from) else {
             return;
         };
-        progress.recently_active = true;
-        if progress.incarnation == Incarnation(0) {
-            progress.incarnation = meta.incarnation;
-        } else if meta.incarnation > progress.incarnation {
-            hit!(follower_restart_resets_progress);
-            progress.on_restart(meta.incarnation, last);
-        }
         match reply.result {
             AppendResult::Accepted { match_index } if match_index <= last => {
                 progress.on_accepted(match_index);
@@ -330,9 +359,29 @@ impl Node {
         }
     }
 
+    /// A reply of our term from a follower, at the leader: it is active (E5), and a new
+    /// incarnation means a restart that may have lost unacknowledged writes. Returns its
+    /// progress, or `None` if we do not lead.
+    pub(super) fn follower_replied(&mut self, meta: &MessageMeta) -> Option<&mut Progress> {
+        // Returns the progress so that callers which need nothing else from `self` can go on.
+        if self.role != Role::Leader {
+            return None;
+        }
+        let last = self.log.last_index();
+        let progress = self.progress.get_mut(&meta.from)?;
+        progress.recently_active = true;
+        if progress.incarnation == Incarnation(0) {
+            progress.incarnation = meta.incarnation;
+        } else if meta.incarnation > progress.incarnation {
+            hit!(follower_restart_resets_progress);
+            progress.on_restart(meta.incarnation, last);
+        }
+        Some(progress)
+    }
+
     /// Rule R5: the highest index a majority holds durably (ourselves up to our durable index,
     /// R10), if it is of our term; earlier entries commit with it.
-    fn leader_commit(&mut self) {
+    pub(super) fn leader_commit(&mut self) {
         let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
         matches.push(self.log.durable_index());
         matches.sort_unstable_by(|a, b| b.cmp(a));
@@ -344,7 +393,7 @@ impl Node {
         if current {
             hit!(r5_commit_by_current_term_entry);
             self.commit_known = quorum_index;
-        } else if self.config.injected_bug == Some(InjectedBug::CommitOlderTermByCount) {
+        } else if injected!(self, CommitOlderTermByCount) {
             self.commit_known = quorum_index;
         } else {
             hit!(r5_older_term_entry_not_counted);
@@ -361,7 +410,7 @@ impl Node {
     }
 
     /// `commit = min(known commit, durable)`, never decreasing; then rule R11: apply.
-    fn advance_commit(&mut self) {
+    pub(super) fn advance_commit(&mut self) {
         let target = self.commit_known.min(self.log.durable_index());
         if target > self.commit_index {
             self.commit_index = target;
@@ -374,11 +423,12 @@ impl Node {
                 .to_vec();
             self.applied_index = self.commit_index;
             self.outputs.push(Output::Apply { entries });
+            self.maybe_take_snapshot();
         }
     }
 }
 
-fn reply_body(result: AppendResult) -> MessageBody {
+pub(super) fn reply_body(result: AppendResult) -> MessageBody {
     MessageBody::AppendReply(AppendReply { result })
 }
 

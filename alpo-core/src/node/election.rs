@@ -8,18 +8,18 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::InjectedBug;
+use super::{Campaign, Node, Role};
+use crate::injected::injected;
 use crate::log::Log;
 use crate::marks::hit;
 use crate::message::{MessageBody, VoteReason, VoteReply, VoteRequest};
-use crate::node::{Campaign, Node, Role};
 use crate::progress::Progress;
 use crate::types::{HardState, Instant, NodeId, Rank, Term};
 
 /// Rule E0: the start-up term is the highest of the persisted term and the last entry's term.
 /// (The vote is persisted with its term, so its term is the persisted term.) A vote cast in an
 /// older term than the log's last entry is void in the newer term.
-pub(crate) fn startup_hard_state(persisted: HardState, log: &Log) -> HardState {
+pub(super) fn startup_hard_state(persisted: HardState, log: &Log) -> HardState {
     if log.last_term() > persisted.current_term {
         hit!(e0_term_from_last_entry);
         return HardState {
@@ -32,7 +32,7 @@ pub(crate) fn startup_hard_state(persisted: HardState, log: &Log) -> HardState {
 
 impl Node {
     /// A passive server's fresh timeout `P` (E1), never before the end of a deferral (E8).
-    pub(crate) fn reset_passive_timer(&mut self, now: Instant) {
+    pub(super) fn reset_passive_timer(&mut self, now: Instant) {
         let timeout = self.rng.duration_in(
             self.config.passive_timeout_min,
             self.config.passive_timeout_max,
@@ -52,7 +52,7 @@ impl Node {
     }
 
     /// Rule E1: a passive server's timeout, or a (pre-)candidate's cycle, ran out.
-    pub(crate) fn election_tick(&mut self, now: Instant) {
+    pub(super) fn election_tick(&mut self, now: Instant) {
         if now < self.timers.election_deadline {
             return;
         }
@@ -159,7 +159,7 @@ impl Node {
     }
 
     /// Back to passive in the same term (lost an election, deferred, or lost the quorum).
-    pub(crate) fn step_down(&mut self, now: Instant) {
+    pub(super) fn step_down(&mut self, now: Instant) {
         self.role = Role::Passive;
         self.campaign = None;
         self.progress.clear();
@@ -169,7 +169,7 @@ impl Node {
 
     /// Rule E6: a message of a higher term: adopt it, forget the vote (durably), be passive.
     /// A passive server keeps its timer (only a candidate that could win restarts it, E8).
-    pub(crate) fn adopt_term(&mut self, now: Instant, term: Term) {
+    pub(super) fn adopt_term(&mut self, now: Instant, term: Term) {
         hit!(e6_higher_term_adopted);
         debug_assert!(self.hard_state.current_term < term);
         self.hard_state = HardState {
@@ -207,7 +207,7 @@ impl Node {
     }
 
     /// Rules E4, E5, E6, E8 for a VoteRequest (a pre-vote goes to E2's handler).
-    pub(crate) fn on_vote_request(
+    pub(super) fn on_vote_request(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -244,9 +244,8 @@ impl Node {
         }
         let complete = self.candidate_log_is_complete(request);
         let voted = self.hard_state.voted_for;
-        let may_vote = voted.is_none()
-            || voted == Some(from)
-            || self.config.injected_bug == Some(InjectedBug::GrantTwoVotesPerTerm);
+        let may_vote =
+            voted.is_none() || voted == Some(from) || injected!(self, GrantTwoVotesPerTerm);
         let reason = if !complete {
             hit!(e4_vote_refused_log_not_complete);
             VoteReason::LogNotComplete
@@ -348,7 +347,7 @@ impl Node {
     }
 
     /// Rules E2, E6, E7, E8 for a VoteReply.
-    pub(crate) fn on_vote_reply(
+    pub(super) fn on_vote_reply(
         &mut self,
         now: Instant,
         from: NodeId,
@@ -393,7 +392,7 @@ impl Node {
     }
 
     /// Rule E5 (leader side) and R7: check-quorum, then heartbeats, as due.
-    pub(crate) fn leader_tick(&mut self, now: Instant) {
+    pub(super) fn leader_tick(&mut self, now: Instant) {
         if self.config.check_quorum && now >= self.timers.quorum_check_due {
             let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
             if !self.is_majority(active) {
