@@ -22,6 +22,7 @@ use clap::Args;
 use alpo_core::Role;
 use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
 
+use crate::node_cmd::SnapshotArgs;
 use crate::signal::stop_signal;
 
 /// The cluster id `alpo dev` uses and client subcommands assume by default.
@@ -51,6 +52,8 @@ pub(crate) struct DevArgs {
     /// The cluster id.
     #[arg(long, default_value_t = DEV_CLUSTER_ID)]
     cluster_id: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -162,6 +165,7 @@ fn layout(
                 })
                 .collect(),
             timeouts: Timeouts::lan(),
+            snapshots: args.snapshots.policy(),
         })
         .collect();
     Ok((configs, listeners))

@@ -214,6 +214,9 @@ pub enum ErrorCode {
     SessionExpired = 4,
     /// The node is shutting down or failed; try another node.
     Unavailable = 5,
+    /// A read asked for entries below the node's first retained index: they were compacted
+    /// into a snapshot (rule S4). The reason names the first index still readable.
+    Compacted = 6,
 }
 
 const OP_APPEND: u8 = 1;
@@ -467,6 +470,7 @@ fn decode_error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
         3 => Ok(ErrorCode::Retry),
         4 => Ok(ErrorCode::SessionExpired),
         5 => Ok(ErrorCode::Unavailable),
+        6 => Ok(ErrorCode::Compacted),
         tag => Err(r.unknown_tag("error code", tag)),
     }
 }

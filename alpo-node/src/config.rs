@@ -25,6 +25,10 @@
 //! passive_timeout_ms_max = 600
 //! election_cycle_ms_min = 150
 //! election_cycle_ms_max = 300
+//!
+//! [snapshots]                      # optional; these are the defaults
+//! interval_entries = 100000        # snapshot after this many applied entries; 0 = never
+//! retain_entries = 10000           # log entries kept below a snapshot for slow followers
 //! ```
 
 use std::collections::BTreeSet;
@@ -59,6 +63,31 @@ pub struct NodeConfig {
     /// Protocol timing (docs/protocol.md, Timing).
     #[serde(default = "Timeouts::lan")]
     pub timeouts: Timeouts,
+    /// When to take snapshots and how much log to keep behind them (rules S2, S4).
+    #[serde(default)]
+    pub snapshots: Snapshots,
+}
+
+/// The snapshot policy (docs/operations.md, Snapshots): the disk a node uses stays within two
+/// snapshots plus `interval_entries + retain_entries` entries of log, plus one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snapshots {
+    /// Take a snapshot once this many entries were applied since the last one (rule S2);
+    /// 0 never takes one (the log then grows without bound).
+    pub interval_entries: u64,
+    /// Log entries kept below the newest snapshot when compacting, so that a follower only a
+    /// little behind catches up by appends instead of a whole snapshot (rule S4).
+    pub retain_entries: u64,
+}
+
+impl Default for Snapshots {
+    fn default() -> Snapshots {
+        Snapshots {
+            interval_entries: 100_000,
+            retain_entries: 10_000,
+        }
+    }
 }
 
 /// Another node of the cluster.
@@ -174,6 +203,10 @@ impl NodeConfig {
         config.passive_timeout_max = Duration::from_millis(t.passive_timeout_ms_max);
         config.election_cycle_min = Duration::from_millis(t.election_cycle_ms_min);
         config.election_cycle_max = Duration::from_millis(t.election_cycle_ms_max);
+        let snapshots = self.snapshots;
+        config.snapshot_interval_entries =
+            Some(snapshots.interval_entries).filter(|interval| *interval != 0);
+        config.retain_entries = snapshots.retain_entries;
         config
     }
 

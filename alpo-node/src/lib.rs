@@ -28,8 +28,11 @@
 //! cluster lists its other nodes in `peers`; `examples/bank` runs three in one process):
 //!
 //! ```
+//! use std::io;
+//!
 //! use alpo_core::{ClusterId, LogIndex};
-//! use alpo_node::{Client, ClientOptions, NodeConfig, Server, StateMachine, Timeouts};
+//! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
+//! use alpo_node::{Snapshots, Timeouts};
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -44,6 +47,27 @@
 //!
 //!     fn query(&self, _query: &[u8]) -> Vec<u8> {
 //!         self.total.to_le_bytes().to_vec()
+//!     }
+//!
+//!     // A snapshot of a number is a copy of it; a large state would use copy-on-write.
+//!     fn snapshot(&self) -> Box<dyn SnapshotImage> {
+//!         Box::new(Total(self.total))
+//!     }
+//!
+//!     fn restore(&mut self, image: &mut dyn io::Read) -> io::Result<()> {
+//!         let mut bytes = [0; 8];
+//!         image.read_exact(&mut bytes)?;
+//!         self.total = u64::from_le_bytes(bytes);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// A frozen total.
+//! struct Total(u64);
+//!
+//! impl SnapshotImage for Total {
+//!     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+//!         out.write_all(&self.0.to_le_bytes())
 //!     }
 //! }
 //!
@@ -60,6 +84,7 @@
 //!     client_addr: "127.0.0.1:0".parse().expect("an address"),
 //!     peers: Vec::new(),
 //!     timeouts: Timeouts::lan(),
+//!     snapshots: Snapshots::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -93,25 +118,28 @@ pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
+mod image_io;
 pub mod kv;
 mod kv_client;
 pub mod limits;
 mod node;
+mod node_image;
 mod server;
 mod service;
 mod session;
+mod snapshot;
 mod state_machine;
 mod storage;
 mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{NodeConfig, PeerConfig, Timeouts};
+pub use config::{NodeConfig, PeerConfig, Snapshots, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;
 pub use node::{Server, StorageStats};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotImage, StateMachine};
 pub use wire::{DecodeError, DecodeProblem};
 
 // Handles an application keeps and moves between threads.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use alpo_core::{ClusterId, LogIndex, NodeId, Role};
 use alpo_node::client_protocol::{Op, Request, RequestId, Response, ResponseBody};
-use alpo_node::{Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+use alpo_node::{
+    Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server, Snapshots, Timeouts,
+};
 
 const CLUSTER: u64 = 0xa1b0;
 
@@ -55,6 +57,7 @@ impl Cluster {
                     })
                     .collect(),
                 timeouts: Timeouts::lan(),
+                snapshots: Snapshots::default(),
             })
             .collect();
         let servers = configs

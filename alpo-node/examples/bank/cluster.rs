@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
-use alpo_node::{Error, NodeConfig, PeerConfig, Server, StateMachine, Timeouts};
+use alpo_node::{Error, NodeConfig, PeerConfig, Server, Snapshots, StateMachine, Timeouts};
 
 /// Running nodes and their configurations.
 #[derive(Debug)]
@@ -66,6 +66,7 @@ impl LocalCluster {
                     })
                     .collect(),
                 timeouts: Timeouts::lan(),
+                snapshots: Snapshots::default(),
             })
             .collect();
         let mut servers = Vec::new();

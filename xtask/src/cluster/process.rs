@@ -139,6 +139,7 @@ pub(crate) fn write_config(
         client_addr: me.client_addr,
         peers,
         timeouts: Timeouts::lan(),
+        snapshots: alpo_node::Snapshots::default(),
     };
     config
         .validate()
