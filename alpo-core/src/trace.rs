@@ -58,6 +58,7 @@ const TAG_TAKE_OUTPUTS: u8 = 5;
 const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
+const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -178,6 +179,12 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn snapshot_requested(&mut self, now: Instant) {
+        let mut writer = self.writer(TAG_SNAPSHOT_REQUESTED);
+        writer.u64(now.0);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -249,6 +256,9 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             TAG_SNAPSHOT_DURABLE => reader.snapshot_durable(&mut node)?,
             TAG_SNAPSHOT_READ => reader.snapshot_read(&mut node)?,
             TAG_SNAPSHOT_INSTALLED => reader.snapshot_installed(&mut node)?,
+            TAG_SNAPSHOT_REQUESTED => {
+                let _ = node.request_snapshot(Instant(reader.u64()?));
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         }
     }
