@@ -21,6 +21,10 @@ pub const APPLY_QUEUE_COUNT_MAX: usize = 4096;
 /// timeout, rule S5).
 pub const SNAPSHOT_QUEUE_COUNT_MAX: usize = 64;
 
+/// Clients waiting at once for a snapshot they asked for (`alpo snapshot`) at most. Beyond,
+/// a request is answered `Retry`.
+pub const SNAPSHOT_WAITER_COUNT_MAX: usize = 1024;
+
 /// Entries returned by one `Read` request at most; the client asks again from where it stopped.
 pub const READ_ENTRY_COUNT_MAX: u32 = 1024;
 

@@ -493,5 +493,7 @@ fn unreachable_status(id: NodeId) -> NodeStatus {
         last_index: LogIndex(0),
         durable_index: LogIndex(0),
         applied_index: LogIndex(0),
+        snapshot_index: LogIndex(0),
+        first_index: LogIndex(0),
     }
 }

@@ -51,7 +51,8 @@ use crate::client_protocol::{
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, STORAGE_QUEUE_OP_COUNT_MAX};
+use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
+use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
 use crate::node_image::RestoredState;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
@@ -97,6 +98,9 @@ struct EventLoop {
     pub(crate) newest_snapshot: LogPosition,
     /// Where the snapshot installed last lies, for its `RestoreStateMachine`.
     pub(crate) installed: Option<(LogPosition, PathBuf)>,
+    /// Clients waiting for a snapshot they asked for (`Op::Snapshot`) to be durable: the
+    /// connection, the request's sequence number and the index it covers.
+    pub(crate) snapshot_waiters: Vec<(ConnectionId, u64, LogIndex)>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
@@ -209,6 +213,7 @@ impl EventLoop {
                 SnapshotReport::Durable(meta) => {
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.node.on_snapshot_durable(now, meta);
+                    self.answer_snapshot_waiters();
                 }
                 SnapshotReport::Read {
                     to,
@@ -222,6 +227,7 @@ impl EventLoop {
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.installed = Some((meta.last, path));
                     self.node.on_snapshot_installed(now, meta);
+                    self.answer_snapshot_waiters();
                 }
                 SnapshotReport::InstallFailed(meta) => {
                     self.node.on_snapshot_install_failed(now, meta);
@@ -229,6 +235,40 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// Answers the clients whose snapshot the newest durable one covers.
+    fn answer_snapshot_waiters(&mut self) {
+        let newest = self.newest_snapshot.index;
+        let waiters = std::mem::take(&mut self.snapshot_waiters);
+        for (connection, seq, index) in waiters {
+            if index <= newest {
+                self.reply(connection, seq, ResponseBody::Snapshot { index: newest });
+            } else {
+                self.snapshot_waiters.push((connection, seq, index));
+            }
+        }
+    }
+
+    /// `Op::Snapshot`: asks the core for a snapshot now; answered once one is durable.
+    fn request_snapshot(&mut self, connection: ConnectionId, seq: u64) {
+        if self.snapshots.is_none() {
+            let reason = "this node runs without snapshot files".to_string();
+            self.reply(connection, seq, error_body(ErrorCode::Unavailable, reason));
+            return;
+        }
+        match self.node.request_snapshot(self.now()) {
+            // The newest durable snapshot covers every applied entry already.
+            None => {
+                let index = self.newest_snapshot.index;
+                self.reply(connection, seq, ResponseBody::Snapshot { index });
+            }
+            Some(_) if SNAPSHOT_WAITER_COUNT_MAX <= self.snapshot_waiters.len() => {
+                let reason = "too many snapshot requests waiting; retry".to_string();
+                self.reply(connection, seq, error_body(ErrorCode::Retry, reason));
+            }
+            Some(at) => self.snapshot_waiters.push((connection, seq, at.index)),
+        }
     }
 
     fn on_client(&mut self, incoming: IncomingRequest) -> Result<(), Error> {
@@ -276,6 +316,10 @@ impl EventLoop {
                     max_count,
                 };
                 self.send_read(read)
+            }
+            Op::Snapshot => {
+                self.request_snapshot(connection, request.id.seq);
+                Ok(())
             }
             op => self.propose(connection, request.id, op),
         }
@@ -589,6 +633,7 @@ pub(crate) fn launch(
         snapshots,
         newest_snapshot,
         installed: None,
+        snapshot_waiters: Vec::new(),
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
@@ -648,6 +693,8 @@ fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
         last_index: core.last_index,
         durable_index: core.durable_index,
         applied_index,
+        snapshot_index: core.snapshot_index,
+        first_index: core.first_index,
     }
 }
 
@@ -663,7 +710,7 @@ fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
         Op::Append { value } => Some((CommandKind::Append, value)),
         Op::Command { payload } => Some((CommandKind::Command, payload)),
         Op::Query { payload } => Some((CommandKind::Query, payload)),
-        Op::Read { .. } | Op::Status => None,
+        Op::Read { .. } | Op::Status | Op::Snapshot => None,
     }
 }
 
