@@ -617,13 +617,24 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            2, // version
+            3, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
             2, 0, 0, 0, b'k', b'v', // payload
         ];
         assert_eq!(&request.encode()[..], expected);
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Snapshot,
+        };
+        assert_eq!(request.encode()[17], 6, "the snapshot operation's tag");
+        let response = Response {
+            seq: 2,
+            body: ResponseBody::Snapshot { index: LogIndex(9) },
+        };
+        let expected: &[u8] = &[3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&response.encode()[..], expected);
     }
 
     #[test]

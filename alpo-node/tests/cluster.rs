@@ -384,7 +384,7 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let addr = cluster.configs[leader].client_addr;
     let timeout = Duration::from_secs(5);
     let mut raw = alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER), timeout).unwrap();
-    raw.send(b"\x02garbage").unwrap();
+    raw.send(b"\x03garbage").unwrap();
     let response = Response::decode(raw.recv(timeout).unwrap()).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
