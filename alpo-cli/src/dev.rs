@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Args;
 
 use alpo_core::Role;
-use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+use alpo_node::{KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server, Timeouts};
 
 use crate::node_cmd::SnapshotArgs;
 use crate::signal::stop_signal;
@@ -166,6 +166,7 @@ fn layout(
                 .collect(),
             timeouts: Timeouts::lan(),
             snapshots: args.snapshots.policy(),
+            log: LogSettings::default(),
         })
         .collect();
     Ok((configs, listeners))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Snapshots, Timeouts};
+use alpo_node::{KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server, Snapshots, Timeouts};
 
 use crate::dev::DEV_CLUSTER_ID;
 use crate::signal::stop_signal;
@@ -125,6 +125,7 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             election_cycle_ms_max: args.election_cycle_ms_max,
         },
         snapshots: args.snapshots.policy(),
+        log: LogSettings::default(),
     };
     config.validate()?;
     Ok(config)

@@ -29,6 +29,9 @@
 //! [snapshots]                      # optional; these are the defaults
 //! interval_entries = 100000        # snapshot after this many applied entries; 0 = never
 //! retain_entries = 10000           # log entries kept below a snapshot for slow followers
+//!
+//! [log]                            # optional; the default
+//! segment_bytes_max = 67108864     # segment file size: compaction drops whole segments
 //! ```
 
 use std::collections::BTreeSet;
@@ -66,6 +69,26 @@ pub struct NodeConfig {
     /// When to take snapshots and how much log to keep behind them (rules S2, S4).
     #[serde(default)]
     pub snapshots: Snapshots,
+    /// The log files.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// How the log's files are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Size of one segment file: compaction removes whole segments, so up to this much log
+    /// below the compaction point stays on disk (alpo-log's `LogOptions::segment_bytes_max`).
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            segment_bytes_max: alpo_log::limits::SEGMENT_BYTES_DEFAULT,
+        }
+    }
 }
 
 /// The snapshot policy (docs/operations.md, Snapshots): the disk a node uses stays within two

@@ -32,7 +32,7 @@
 //!
 //! use alpo_core::{ClusterId, LogIndex};
 //! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
-//! use alpo_node::{Snapshots, Timeouts};
+//! use alpo_node::{LogSettings, Snapshots, Timeouts};
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -85,6 +85,7 @@
 //!     peers: Vec::new(),
 //!     timeouts: Timeouts::lan(),
 //!     snapshots: Snapshots::default(),
+//!     log: LogSettings::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -134,7 +135,7 @@ mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{NodeConfig, PeerConfig, Snapshots, Timeouts};
+pub use config::{LogSettings, NodeConfig, PeerConfig, Snapshots, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;

@@ -341,7 +341,9 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
         what: format!("creating the data directory {}", dir.display()),
         source,
     })?;
-    let mut log = Log::open(dir, LogOptions::new(config.cluster_id, config.id))?;
+    let mut options = LogOptions::new(config.cluster_id, config.id);
+    options.segment_bytes_max = config.log.segment_bytes_max;
+    let mut log = Log::open(dir, options)?;
     let snapshots = SnapshotStore::open(dir, SnapshotOptions::new(config.cluster_id, config.id))?;
     let stored = alpo_log::HardState::load(dir)?;
     // A log with entries (or a snapshot) was written by a node that had voted or followed a

@@ -824,6 +824,7 @@ mod tests {
             client_addr: addr(7200 + port),
             peers,
             snapshots: crate::config::Snapshots::default(),
+            log: crate::config::LogSettings::default(),
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,

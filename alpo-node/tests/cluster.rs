@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use alpo_core::{ClusterId, LogIndex, NodeId, Role};
 use alpo_node::client_protocol::{Op, Request, RequestId, Response, ResponseBody};
 use alpo_node::{
-    Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server, Snapshots, Timeouts,
+    Client, ClientOptions, KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server, Snapshots,
+    Timeouts,
 };
 
 const CLUSTER: u64 = 0xa1b0;
@@ -58,6 +59,7 @@ impl Cluster {
                     .collect(),
                 timeouts: Timeouts::lan(),
                 snapshots: Snapshots::default(),
+                log: LogSettings::default(),
             })
             .collect();
         let servers = configs

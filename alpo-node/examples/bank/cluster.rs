@@ -9,7 +9,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
-use alpo_node::{Error, NodeConfig, PeerConfig, Server, Snapshots, StateMachine, Timeouts};
+use alpo_node::{
+    Error, LogSettings, NodeConfig, PeerConfig, Server, Snapshots, StateMachine, Timeouts,
+};
 
 /// Running nodes and their configurations.
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl LocalCluster {
                     .collect(),
                 timeouts: Timeouts::lan(),
                 snapshots: Snapshots::default(),
+                log: LogSettings::default(),
             })
             .collect();
         let mut servers = Vec::new();

@@ -140,6 +140,7 @@ pub(crate) fn write_config(
         peers,
         timeouts: Timeouts::lan(),
         snapshots: alpo_node::Snapshots::default(),
+        log: alpo_node::LogSettings::default(),
     };
     config
         .validate()
