@@ -242,7 +242,13 @@ impl Applier {
         self.sessions = restored.sessions;
         self.duplicates = restored.duplicates;
         self.applied.store(last.0, Ordering::Release);
-        self.fail_all_pending("state replaced by a snapshot");
+        // Proposals at or below `L` will never be applied here: their outcome is in the
+        // snapshot's session table, which a retry reaches. Later ones still wait.
+        let later = self.pending.split_off(&last.next());
+        for (_, pending) in std::mem::replace(&mut self.pending, later) {
+            let reason = "state replaced by a snapshot; retry";
+            self.answer_error(pending.connection, pending.seq, ErrorCode::Retry, reason);
+        }
         tracing::info!(index = last.0, "state machine restored from a snapshot");
         Ok(())
     }
@@ -726,12 +732,25 @@ mod tests {
                 vec![ReadEntryKind::Duplicate, ReadEntryKind::Duplicate]
             );
         }
-        // Once the log is compacted, a read below its first index names the first readable.
+    }
+
+    #[test]
+    fn a_read_below_the_first_retained_index_names_the_first_readable() {
+        let (mut applier, replies, harness) = applier();
+        let entries = (1..=4).map(|i| put(i, i, "k")).collect();
+        run(&mut applier, &harness, vec![ApplyMsg::Entries(entries)]);
+        // The log was compacted below 3 (by the storage thread, after a snapshot).
         harness.log.entries.lock().retain(|e| e.index.0 >= 3);
-        run(&mut restored, &harness, vec![read(1)]);
+        let read = ApplyMsg::Read(ReadRequest {
+            connection: ConnectionId(3),
+            seq: 9,
+            from: LogIndex(1),
+            max_count: 10,
+        });
+        run(&mut applier, &harness, vec![read]);
         let replies = replies.0.lock();
-        let ResponseBody::Error { code, reason } = &replies[2].1.body else {
-            panic!("{:?}", replies[2]);
+        let ResponseBody::Error { code, reason } = &replies[0].1.body else {
+            panic!("{:?}", replies[0]);
         };
         assert_eq!(code, &ErrorCode::Compacted);
         assert!(

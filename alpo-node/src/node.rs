@@ -372,34 +372,7 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
             what: format!("the incarnation in {} is at its maximum", dir.display()),
         })?;
     stored.store(dir)?;
-    let (base, snapshot, restored) = match snapshots.open_newest()? {
-        None => {
-            if 1 < log.first_index() {
-                return Err(Error::Corrupt {
-                    what: format!(
-                        "the log in {} starts at index {} but no valid snapshot covers the \
-                         entries before it",
-                        dir.display(),
-                        log.first_index()
-                    ),
-                });
-            }
-            (LogPosition::default(), None, None)
-        }
-        Some(file) => {
-            let meta = file.meta().clone();
-            let last = LogPosition {
-                index: LogIndex(meta.last_index),
-                term: Term(meta.last_term),
-            };
-            redo_install_truncation(&mut log, last, file.path())?;
-            let restored = node_image::restore_from_file(file.path(), machine)?;
-            tracing::info!(node = config.id, index = last.index.0, file = %file.path().display(),
-                "state restored from the newest snapshot");
-            let core = core_meta(&meta, file.file_bytes());
-            (last, Some(core), Some(restored))
-        }
-    };
+    let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
     // The retained entries up to `L` let the core serve followers a little behind (rule S4).
     let entries = read_entries(&log, dir, LogIndex(1))?;
     let persisted = Persisted {
@@ -421,6 +394,53 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
         persisted,
         snapshots,
         restored,
+    })
+}
+
+/// Step 3's snapshot part: restores `machine` from the newest valid snapshot after redoing
+/// S7 step 1 on `log`; returns the log's base, the snapshot as the core knows it, and what was
+/// restored besides the machine.
+fn restore_newest(
+    config: &NodeConfig,
+    snapshots: &SnapshotStore,
+    log: &mut Log,
+    machine: &mut impl StateMachine,
+) -> Result<
+    (
+        LogPosition,
+        Option<alpo_core::SnapshotMeta>,
+        Option<RestoredState>,
+    ),
+    Error,
+> {
+    let dir = config.data_dir.as_path();
+    Ok(match snapshots.open_newest()? {
+        None => {
+            if 1 < log.first_index() {
+                return Err(Error::Corrupt {
+                    what: format!(
+                        "the log in {} starts at index {} but no valid snapshot covers the \
+                         entries before it",
+                        dir.display(),
+                        log.first_index()
+                    ),
+                });
+            }
+            (LogPosition::default(), None, None)
+        }
+        Some(file) => {
+            let meta = file.meta().clone();
+            let last = LogPosition {
+                index: LogIndex(meta.last_index),
+                term: Term(meta.last_term),
+            };
+            redo_install_truncation(log, last, file.path())?;
+            let restored = node_image::restore_from_file(file.path(), machine)?;
+            tracing::info!(node = config.id, index = last.index.0, file = %file.path().display(),
+                "state restored from the newest snapshot");
+            let core = core_meta(&meta, file.file_bytes());
+            (last, Some(core), Some(restored))
+        }
     })
 }
 

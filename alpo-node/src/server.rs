@@ -588,9 +588,10 @@ pub(crate) fn launch(
     })?;
     let newest_snapshot = node.snapshot().map(|meta| meta.last).unwrap_or_default();
     let restored_index = parts.restored.as_ref().map_or(LogIndex(0), |r| r.last);
+    // The core starts from the snapshot the state machine was restored from (rule S8).
     assert!(
         restored_index == newest_snapshot.index,
-        "invariant: the core starts from the snapshot the state machine was restored from"
+        "invariant: restored at the core's L"
     );
     let status = node_status(&node, restored_index);
     let storage = storage::spawn(
@@ -598,23 +599,14 @@ pub(crate) fn launch(
         STORAGE_QUEUE_OP_COUNT_MAX,
         Arc::clone(&parts.waker),
     )?;
-    let snapshots = parts
-        .snapshots
-        .map(|store| snapshot::spawn(store, Arc::clone(&parts.waker)))
-        .transpose()?;
-    let snapshot_jobs = match &snapshots {
-        Some(handle) => handle.jobs.clone(),
-        // Nothing reads this queue: a frozen state sent to it is dropped (and never asked for).
-        None => crossbeam_channel::bounded(SNAPSHOT_QUEUE_COUNT_MAX).0,
-    };
-    let apply = apply::spawn(ApplyStart {
+    let (snapshots, apply) = spawn_snapshot_and_apply(
+        &config,
+        parts.snapshots,
+        &parts.waker,
         machine,
-        replier: Arc::clone(&parts.replier),
-        log: parts.entry_source,
-        restored: parts.restored,
-        snapshots: snapshot_jobs,
-        retain_entries: config.snapshots.retain_entries,
-    })?;
+        &parts.replier,
+        (parts.entry_source, parts.restored),
+    )?;
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
         failure: Mutex::new(None),
@@ -651,6 +643,35 @@ pub(crate) fn launch(
         thread,
         shared,
     })
+}
+
+/// Starts the snapshot thread over `store` (if any) and the apply thread, which reads entries
+/// from `log`, starts from `restored`, and feeds the snapshot thread its frozen states.
+fn spawn_snapshot_and_apply(
+    config: &NodeConfig,
+    store: Option<alpo_log::SnapshotStore>,
+    waker: &Arc<dyn Wake>,
+    machine: Box<dyn StateMachine>,
+    replier: &Arc<dyn Replier>,
+    (log, restored): (Box<dyn EntrySource>, Option<RestoredState>),
+) -> Result<(Option<SnapshotHandle>, ApplyHandle), Error> {
+    let snapshots = store
+        .map(|store| snapshot::spawn(store, Arc::clone(waker)))
+        .transpose()?;
+    let snapshot_jobs = match &snapshots {
+        Some(handle) => handle.jobs.clone(),
+        // Nothing reads this queue: a frozen state sent to it is dropped (and never asked for).
+        None => crossbeam_channel::bounded(SNAPSHOT_QUEUE_COUNT_MAX).0,
+    };
+    let apply = apply::spawn(ApplyStart {
+        machine,
+        replier: Arc::clone(replier),
+        log,
+        restored,
+        snapshots: snapshot_jobs,
+        retain_entries: config.snapshots.retain_entries,
+    })?;
+    Ok((snapshots, apply))
 }
 
 impl Running {

@@ -55,6 +55,7 @@ impl Node {
 
     /// Rule S2 on request: a snapshot at the applied index now, unless one is in progress
     /// (its position is returned) or the newest durable one covers every applied entry.
+    #[allow(clippy::expect_used, reason = "the message states the invariant")]
     pub(super) fn take_snapshot_now(&mut self) -> Option<LogPosition> {
         if let Some(at) = self.snapshot_taking {
             return Some(at);
