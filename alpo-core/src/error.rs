@@ -100,7 +100,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why an input trace could not be replayed (see `crate::trace`).
+/// Why an input trace could not be replayed (see `crate::replay`; the format is in `crate::trace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TraceError {

@@ -120,6 +120,7 @@ pub mod message;
 pub mod node;
 pub mod output;
 mod progress;
+pub mod replay;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -141,9 +142,9 @@ pub use message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
-pub use node::{Node, Persisted, Proposal, Role, Status};
+pub use node::{Node, Proposal, Role, Status};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,
-    Rank, SnapshotMeta, Term,
+    Persisted, Rank, SnapshotMeta, Term,
 };

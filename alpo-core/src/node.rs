@@ -38,26 +38,11 @@ use crate::message::{Message, MessageBody};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::rng::Rng;
-use crate::trace::Recorder;
+use crate::trace::{Recorder, SnapshotRead};
 use crate::types::{
-    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank, SnapshotMeta, Term,
+    Entry, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted, Rank,
+    SnapshotMeta, Term,
 };
-
-/// What a server loaded from disk at start (the "restart from persisted state" input).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Persisted {
-    /// Term and vote, as last made durable.
-    pub hard_state: HardState,
-    /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
-    /// restored its state machine from.
-    pub snapshot: Option<SnapshotMeta>,
-    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
-    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
-    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
-    pub entries: Vec<Entry>,
-    /// This start's incarnation: one more than the last start's, made durable by the driver.
-    pub incarnation: Incarnation,
-}
 
 /// A proposal the leader accepted: where it sits in the log. It is committed when an `Apply`
 /// output carries an entry with this index **and** this term; an entry with this index and
@@ -327,7 +312,7 @@ impl Node {
         offset: u64,
         result: Result<Bytes, SnapshotReadError>,
     ) {
-        let read = SnapshotReadInput {
+        let read = SnapshotRead {
             to,
             snapshot,
             offset,
@@ -640,14 +625,6 @@ impl Node {
         self.flush();
         self.invariants();
     }
-}
-
-/// What a `ReadSnapshot` asked for, as the driver answers it (for the trace and the leader).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SnapshotReadInput {
-    pub(crate) to: NodeId,
-    pub(crate) snapshot: LogPosition,
-    pub(crate) offset: u64,
 }
 
 /// Who sent a reply, for the leader's bookkeeping.

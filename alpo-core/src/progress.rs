@@ -211,13 +211,20 @@ impl Progress {
 
     /// The follower installed a snapshot up to `last` (rule S5): it holds the leader's log
     /// there, so Appends resume after it, probing.
+    /// A transfer also ends when a late acknowledgement already moved the match index to or
+    /// past `last`: otherwise every restart of the transfer would be answered `Installed` again
+    /// and ignored, for ever.
     pub(crate) fn on_installed(&mut self, last: LogIndex, leader_last: LogIndex) {
-        if last <= self.match_index || leader_last < last {
+        if leader_last < last {
             return;
         }
-        self.match_index = last;
-        self.acked_since_tick = true;
-        self.become_probe(last.next(), leader_last);
+        if last > self.match_index {
+            self.match_index = last;
+            self.acked_since_tick = true;
+        } else if self.state != ProgressState::Snapshot {
+            return;
+        }
+        self.become_probe(self.match_index.next(), leader_last);
     }
 
     /// An Append whose last entry is `last` was sent.
@@ -543,5 +550,33 @@ mod tests {
         progress.on_heartbeat_tick(LogIndex(3));
         assert!(!progress.is_replicating());
         assert_eq!(progress.next_index, LogIndex(3));
+    }
+
+    #[test]
+    fn an_installed_snapshot_ends_the_transfer_even_below_the_match_index() {
+        let meta = SnapshotMeta {
+            last: LogPosition {
+                index: LogIndex(5),
+                term: Term(1),
+            },
+            size: 40,
+        };
+        let mut progress = Progress::new(LogIndex(9));
+        progress.become_snapshot(meta);
+        assert_eq!(
+            progress.next_chunk(16, 2),
+            Some(ChunkRead {
+                snapshot: meta.last,
+                offset: 0,
+                len: 16
+            })
+        );
+        // A late acknowledgement moves the match index past the snapshot during the transfer.
+        progress.on_accepted(LogIndex(7));
+        assert!(progress.is_snapshotting());
+        progress.on_installed(LogIndex(5), LogIndex(9));
+        assert!(!progress.is_snapshotting());
+        assert_eq!(progress.next_index, LogIndex(8));
+        progress.invariants(LogIndex(9));
     }
 }

@@ -852,6 +852,198 @@ fn a_restarted_follower_is_probed_again() {
     assert_eq!(cluster.applied_payloads(follower), vec!["after"]);
 }
 
+// Negative cases: each test below fails when the branch it names is removed (each was tried:
+// delete or invert the branch, run the tests, restore), where the rule tests above did not.
+
+#[test]
+fn e2_a_pre_vote_for_a_passed_term_is_refused_with_our_term() {
+    // `on_pre_vote_request`'s first branch: the voter is in term 3, the asker asks for term 2.
+    let mut voter = node_with(config(2, 3), 3, Vec::new());
+    voter.on_message(at(1), message(1, 2, 2, vote_request(0, 0, true)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![send(2, 1, 3, vote_reply(VoteReason::StaleTerm, None, true))]
+    );
+}
+
+#[test]
+fn e2_a_pre_vote_for_a_log_behind_ours_is_refused() {
+    // `on_pre_vote_request`'s up-to-date check, as E4 would refuse.
+    let mut voter = node_with(config(2, 3), 1, log_of(&[1, 1]));
+    voter.on_message(at(1), message(1, 2, 2, vote_request(1, 1, true)));
+    assert_eq!(
+        voter.take_outputs(),
+        vec![send(
+            2,
+            1,
+            2,
+            vote_reply(VoteReason::LogNotComplete, None, true)
+        )]
+    );
+    assert_eq!(voter.hard_state().current_term, Term(1));
+}
+
+#[test]
+fn e6_a_vote_reply_of_a_higher_term_makes_a_candidate_adopt_it() {
+    // `on_vote_reply`'s E6 branch: a refusal in term 5 reaches a candidate of term 1.
+    let mut node = candidate(1, 3, 0, Vec::new());
+    node.on_message(
+        at(601),
+        message(2, 1, 5, vote_reply(VoteReason::AlreadyVoted, None, false)),
+    );
+    assert_eq!(node.take_outputs(), vec![save(5, None)]);
+    assert_eq!(node.status().role, Role::Passive);
+    assert_eq!(node.status().term, Term(5));
+}
+
+#[test]
+fn e6_a_granted_vote_of_an_older_term_is_not_counted() {
+    // `on_vote_reply`'s campaign-term check: a grant from the campaign of term 1 arrives
+    // during the campaign of term 2; counted, it would make node 1 leader with one real vote.
+    let mut node = candidate(1, 3, 1, Vec::new());
+    assert_eq!(node.status().term, Term(2));
+    node.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::Granted, None, false)),
+    );
+    assert_eq!(node.status().role, Role::Candidate);
+    assert_eq!(node.take_outputs(), Vec::new());
+}
+
+#[test]
+fn e8_a_deferred_server_reports_the_end_of_its_deferral_as_its_deadline() {
+    // `reset_passive_timer` waits for the deferral: the deadline a deferred server reports is
+    // one at which it does stand. (Without the wait, its timer may fall inside the deferral and
+    // the tick at that deadline does nothing.) Timeouts are random: try several seeds.
+    for seed in 0..16 {
+        let mut config = config_plain(1, 3);
+        config.seed = seed;
+        let mut low = node_with(config, 1, log_of(&[1]));
+        low.tick(at(600));
+        let _ = low.take_outputs();
+        low.on_message(at(601), message(2, 1, 2, vote_request(1, 1, false)));
+        assert_eq!(low.status().role, Role::Passive, "seed {seed}");
+        let _ = low.take_outputs();
+        let deadline = low.next_timeout().unwrap();
+        low.tick(deadline);
+        assert_eq!(low.status().role, Role::Candidate, "seed {seed}");
+    }
+}
+
+#[test]
+fn e8_without_deferral_a_candidate_does_not_give_way() {
+    // `defer_to_higher_rank`'s switch: with `deferral` off, a higher rank asking changes nothing.
+    let mut config = config_plain(1, 3);
+    config.deferral = false;
+    let mut low = node_with(config, 0, Vec::new());
+    low.tick(at(600));
+    let _ = low.take_outputs();
+    low.on_message(at(601), message(2, 1, 1, vote_request(1, 1, false)));
+    assert_eq!(low.status().role, Role::Candidate);
+    let rank = Rank {
+        last_term: Term(0),
+        last_index: LogIndex(0),
+        id: NodeId(1),
+    };
+    assert_eq!(
+        low.take_outputs(),
+        vec![send(
+            1,
+            2,
+            1,
+            vote_reply(VoteReason::AlreadyVoted, Some(rank), false)
+        )]
+    );
+}
+
+#[test]
+fn r2_an_append_carries_at_most_its_byte_budget() {
+    // `build_append`'s byte bound: entries of 6 bytes, a budget of 10: one entry per Append.
+    let mut cluster = Cluster::with_config(3, |id, members| {
+        let mut config = Config::lan(id, members, 3);
+        config.append_bytes_max = 10;
+        config
+    });
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    cluster.deliver_all();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    for _ in 0..3 {
+        node.propose(cluster.now, Bytes::from_static(b"sixsix"))
+            .unwrap();
+    }
+    let sizes: Vec<usize> = node
+        .take_outputs()
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(Message {
+                body: MessageBody::Append(a),
+                ..
+            }) => Some(a.entries.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![1, 1, 1, 1, 1, 1]);
+}
+
+#[test]
+fn r4_a_partly_durable_append_is_acknowledged_partly() {
+    // `on_durable_advanced` acknowledges only what is durable: three entries arrive, the disk
+    // reports the first one synced, and the follower acknowledges index 1, then 3.
+    let mut follower = node_with(config(2, 3), 1, Vec::new());
+    let entries = vec![entry(1, 1), entry(2, 1), entry(3, 1)];
+    follower.on_message(at(1), message(1, 2, 1, append((0, 0), entries.clone(), 0)));
+    assert_eq!(follower.take_outputs(), vec![Output::AppendLog { entries }]);
+    follower.on_persisted(at(2), position(1, 1));
+    assert_eq!(follower.take_outputs(), vec![send(2, 1, 1, accepted(1))]);
+    follower.on_persisted(at(3), position(3, 1));
+    assert_eq!(follower.take_outputs(), vec![send(2, 1, 1, accepted(3))]);
+}
+
+#[test]
+fn r9_a_candidate_or_pre_candidate_follows_an_append_of_its_term() {
+    // `on_append`'s step-down for an Append of the current term (no term change, so E6 does
+    // not do it): the sender leads this term, so campaigning for it is over.
+    let mut node = candidate(1, 3, 0, Vec::new());
+    node.on_message(at(601), message(2, 1, 1, append((0, 0), Vec::new(), 0)));
+    assert_eq!(node.status().role, Role::Passive);
+    assert_eq!(node.status().leader, Some(NodeId(2)));
+    assert_eq!(node.take_outputs(), vec![send(1, 2, 1, accepted(0))]);
+    let mut pre = node_with(config(1, 3), 0, Vec::new());
+    pre.tick(at(600));
+    let _ = pre.take_outputs();
+    assert!(pre.is_pre_candidate());
+    pre.on_message(at(601), message(2, 1, 0, append((0, 0), Vec::new(), 0)));
+    assert!(!pre.is_pre_candidate());
+    assert_eq!(pre.status().leader, Some(NodeId(2)));
+}
+
+#[test]
+fn r10_a_leader_does_not_count_its_unsynced_write_toward_commit() {
+    // `leader_commit` counts the leader at its durable index, not its last: a follower's
+    // acknowledgement alone is one of three, so the commit the leader announces stays 0.
+    let mut leader = candidate(1, 3, 0, Vec::new());
+    leader.on_message(
+        at(601),
+        message(2, 1, 1, vote_reply(VoteReason::Granted, None, false)),
+    );
+    let _ = leader.take_outputs();
+    leader.on_message(at(602), message(2, 1, 1, accepted(1)));
+    leader.tick(at(700));
+    let commits: Vec<LogIndex> = leader
+        .take_outputs()
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(Message {
+                body: MessageBody::Append(a),
+                ..
+            }) => Some(a.leader_commit),
+            _ => None,
+        })
+        .collect();
+    assert!(!commits.is_empty());
+    assert!(commits.iter().all(|c| *c == LogIndex(0)), "{commits:?}");
+}
+
 /// Every mark hit in the engine is checked by exactly one test, and `docs/protocol.md` names it
 /// (rule → branch → test, checkable).
 #[test]

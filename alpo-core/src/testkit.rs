@@ -31,8 +31,9 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::ProposeError;
 use crate::message::{Message, MessageBody};
-use crate::node::{Node, Persisted, Proposal, Role};
+use crate::node::{Node, Proposal, Role};
 use crate::output::Output;
+use crate::types::Persisted;
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, SnapshotMeta,
     Term,

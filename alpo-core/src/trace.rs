@@ -1,5 +1,5 @@
-//! Input traces: record every input a node receives, in a compact versioned binary form, and
-//! replay it into a fresh node to reproduce its exact state and outputs.
+//! Input traces: record every input a node receives, in a compact versioned binary form, so that
+//! `replay.rs` can feed them into a fresh node and reproduce its exact state and outputs.
 //!
 //! The core is a pure function of its inputs (configuration, persisted state, time, messages,
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
@@ -24,24 +24,27 @@
 //! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
 //! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
 //! state has an optional snapshot meta after the incarnation; the configuration ends with the
-//! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight).
+//! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight)
+//! before the injected-bug byte.
 //!
-//! Invariant: replaying a trace gives the same outputs and the same state as the recorded run
-//! (tested below). Recording is opt-in and keeps the whole trace in memory.
+//! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
+//! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
+//! bytes only: it names no `Node`, so the node can record without a circle between the two.
+//!
+//! The `start` record's config ends with one byte for the injected bug (0: none; see
+//! `InjectedBug::code`, feature `sim`); a trace with a bug replays only with that feature.
 
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ProposeError, SnapshotReadError, TraceError};
+use crate::error::{SnapshotReadError, TraceError};
 use crate::message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
-use crate::node::{Node, Persisted, Proposal};
-use crate::output::Output;
 use crate::types::{
-    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Rank,
-    SnapshotMeta, Term,
+    Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
+    Rank, SnapshotMeta, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
@@ -67,17 +70,6 @@ pub(crate) struct Recorder {
     /// Where the `start` record's injected-bug byte sits.
     #[cfg(feature = "sim")]
     bug_offset: usize,
-}
-
-/// The result of replaying a trace.
-#[derive(Debug)]
-pub struct Replay {
-    /// The node, in the state the recorded node reached.
-    pub node: Node,
-    /// Every output the replayed node produced, concatenated in `take_outputs` order.
-    pub outputs: Vec<Output>,
-    /// What each `propose` returned, in order.
-    pub proposals: Vec<Result<Proposal, ProposeError>>,
 }
 
 impl Recorder {
@@ -159,7 +151,7 @@ impl Recorder {
     pub(crate) fn snapshot_read(
         &mut self,
         now: Instant,
-        read: crate::node::SnapshotReadInput,
+        read: SnapshotRead,
         result: &Result<Bytes, SnapshotReadError>,
     ) {
         let mut writer = self.writer(TAG_SNAPSHOT_READ);
@@ -194,79 +186,127 @@ impl Recorder {
     }
 }
 
-/// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
-/// `trace` afterwards.
-pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
-    let mut reader = Reader {
-        bytes: trace,
-        offset: 0,
-    };
-    let magic = reader.take(8)?;
-    if magic != MAGIC {
-        return Err(reader.error(0, "not an ALPO trace: bad magic"));
-    }
-    let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
-    if version != TRACE_VERSION {
-        return Err(reader.error(
-            8,
-            &format!("trace version {version}, expected {TRACE_VERSION}"),
-        ));
-    }
-    if reader.u8()? != TAG_START {
-        return Err(reader.error(10, "the first record is not `start`"));
-    }
-    let (config, bug_code) = reader.config()?;
-    let bug_offset = reader.offset - 1;
-    let persisted = reader.persisted()?;
-    let now = Instant(reader.u64()?);
-    let mut node = Node::new_recorded(config, persisted, now).map_err(TraceError::Config)?;
-    if bug_code != 0 {
-        #[cfg(feature = "sim")]
-        match crate::injected::InjectedBug::from_code(bug_code) {
-            Some(bug) => node.inject_bug(bug),
-            None => return Err(reader.error(bug_offset, &format!("injected bug {bug_code}"))),
+/// What a `ReadSnapshot` asked for, as the driver answers it (`Node::on_snapshot_read`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotRead {
+    pub(crate) to: NodeId,
+    pub(crate) snapshot: LogPosition,
+    pub(crate) offset: u64,
+}
+
+/// The `start` record: what `Node::new_recorded` was called with.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) config: Config,
+    pub(crate) persisted: Persisted,
+    pub(crate) now: Instant,
+    /// The injected bug's code (0: none).
+    pub(crate) bug_code: u8,
+    /// Where that code sits in the trace.
+    pub(crate) bug_offset: usize,
+}
+
+/// One input record after `start`, in the order the node received them.
+#[derive(Debug)]
+pub(crate) enum Record {
+    Tick(Instant),
+    Message(Instant, Message),
+    Propose(Instant, Bytes),
+    Persisted(Instant, LogPosition),
+    TakeOutputs,
+    SnapshotDurable(Instant, SnapshotMeta),
+    SnapshotRead(Instant, SnapshotRead, Result<Bytes, SnapshotReadError>),
+    /// `true`: installed; `false`: the install failed verification.
+    SnapshotInstalled(Instant, SnapshotMeta, bool),
+    /// An operator asked for a snapshot now (`Node::request_snapshot`).
+    SnapshotRequested(Instant),
+}
+
+/// Reads a trace: the header and the `start` record, then one input record at a time.
+#[derive(Debug)]
+pub(crate) struct Decoder<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks the header and reads the `start` record.
+    pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Start), TraceError> {
+        let mut reader = Reader {
+            bytes: trace,
+            offset: 0,
+        };
+        let magic = reader.take(8)?;
+        if magic != MAGIC {
+            return Err(reader.error(0, "not an ALPO trace: bad magic"));
         }
-        #[cfg(not(feature = "sim"))]
-        return Err(reader.error(
+        let version = u16::from_le_bytes([reader.u8()?, reader.u8()?]);
+        if version != TRACE_VERSION {
+            return Err(reader.error(
+                8,
+                &format!("trace version {version}, expected {TRACE_VERSION}"),
+            ));
+        }
+        if reader.u8()? != TAG_START {
+            return Err(reader.error(10, "the first record is not `start`"));
+        }
+        let (config, bug_code) = reader.config()?;
+        let bug_offset = reader.offset - 1;
+        let persisted = reader.persisted()?;
+        let now = Instant(reader.u64()?);
+        let start = Start {
+            config,
+            persisted,
+            now,
+            bug_code,
             bug_offset,
-            &format!("injected bug {bug_code} (replay it with alpo-core's `sim` feature)"),
-        ));
+        };
+        Ok((Decoder { reader }, start))
     }
-    let mut outputs = Vec::new();
-    let mut proposals = Vec::new();
-    while !reader.is_empty() {
+
+    /// The next input record, or `None` at the end of the trace.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, TraceError> {
+        let reader = &mut self.reader;
+        if reader.is_empty() {
+            return Ok(None);
+        }
         let at = reader.offset;
-        match reader.u8()? {
-            TAG_TICK => node.tick(Instant(reader.u64()?)),
+        let record = match reader.u8()? {
+            TAG_TICK => Record::Tick(Instant(reader.u64()?)),
             TAG_MESSAGE => {
                 let now = Instant(reader.u64()?);
-                node.on_message(now, reader.message()?);
+                Record::Message(now, reader.message()?)
             }
             TAG_PROPOSE => {
                 let now = Instant(reader.u64()?);
-                proposals.push(node.propose(now, reader.payload()?));
+                Record::Propose(now, reader.payload()?)
             }
             TAG_PERSISTED => {
                 let now = Instant(reader.u64()?);
                 let index = LogIndex(reader.u64()?);
                 let term = Term(reader.u64()?);
-                node.on_persisted(now, LogPosition { index, term });
+                Record::Persisted(now, LogPosition { index, term })
             }
-            TAG_TAKE_OUTPUTS => outputs.extend(node.take_outputs()),
-            TAG_SNAPSHOT_DURABLE => reader.snapshot_durable(&mut node)?,
-            TAG_SNAPSHOT_READ => reader.snapshot_read(&mut node)?,
-            TAG_SNAPSHOT_INSTALLED => reader.snapshot_installed(&mut node)?,
-            TAG_SNAPSHOT_REQUESTED => {
-                let _ = node.request_snapshot(Instant(reader.u64()?));
+            TAG_TAKE_OUTPUTS => Record::TakeOutputs,
+            TAG_SNAPSHOT_DURABLE => {
+                let now = Instant(reader.u64()?);
+                Record::SnapshotDurable(now, reader.snapshot_meta()?)
             }
+            TAG_SNAPSHOT_READ => reader.snapshot_read()?,
+            TAG_SNAPSHOT_INSTALLED => {
+                let now = Instant(reader.u64()?);
+                let meta = reader.snapshot_meta()?;
+                Record::SnapshotInstalled(now, meta, reader.bool()?)
+            }
+            TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
-        }
+        };
+        Ok(Some(record))
     }
-    Ok(Replay {
-        node,
-        outputs,
-        proposals,
-    })
+
+    /// A corruption error at `offset`.
+    pub(crate) fn error(&self, offset: usize, problem: &str) -> TraceError {
+        self.reader.error(offset, problem)
+    }
 }
 
 #[derive(Default)]
@@ -442,6 +482,7 @@ impl Writer {
     }
 }
 
+#[derive(Debug)]
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
@@ -583,27 +624,8 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A `snapshot_durable` record, fed to `node`.
-    fn snapshot_durable(&mut self, node: &mut Node) -> Result<(), TraceError> {
-        let now = Instant(self.u64()?);
-        node.on_snapshot_durable(now, self.snapshot_meta()?);
-        Ok(())
-    }
-
-    /// A `snapshot_installed` record, fed to `node`.
-    fn snapshot_installed(&mut self, node: &mut Node) -> Result<(), TraceError> {
-        let now = Instant(self.u64()?);
-        let meta = self.snapshot_meta()?;
-        if self.bool()? {
-            node.on_snapshot_installed(now, meta);
-        } else {
-            node.on_snapshot_install_failed(now, meta);
-        }
-        Ok(())
-    }
-
-    /// A `snapshot_read` record, fed to `node`.
-    fn snapshot_read(&mut self, node: &mut Node) -> Result<(), TraceError> {
+    /// The fields of a `snapshot_read` record, after its tag.
+    fn snapshot_read(&mut self) -> Result<Record, TraceError> {
         let now = Instant(self.u64()?);
         let to = NodeId(self.u64()?);
         let index = LogIndex(self.u64()?);
@@ -616,8 +638,12 @@ impl<'a> Reader<'a> {
             2 => Err(SnapshotReadError::Failed),
             other => return Err(self.error(at, &format!("snapshot read result {other}"))),
         };
-        node.on_snapshot_read(now, to, LogPosition { index, term }, offset, result);
-        Ok(())
+        let read = SnapshotRead {
+            to,
+            snapshot: LogPosition { index, term },
+            offset,
+        };
+        Ok(Record::SnapshotRead(now, read, result))
     }
 
     fn option_id(&mut self) -> Result<Option<NodeId>, TraceError> {
@@ -747,121 +773,5 @@ impl<'a> Reader<'a> {
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
         Ok(AppendReply { result })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::testkit::Cluster;
-
-    fn recorded_run() -> Cluster {
-        let mut cluster = Cluster::new_recorded(3, 99);
-        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
-        for payload in ["a", "b", "c"] {
-            cluster.propose(leader, payload).unwrap();
-        }
-        cluster.deliver_all();
-        cluster.advance(Duration::from_millis(60));
-        cluster.deliver_all();
-        assert_eq!(cluster.applied_payloads(1), vec!["a", "b", "c"]);
-        cluster
-    }
-
-    #[test]
-    fn replay_reproduces_state_and_outputs() {
-        let cluster = recorded_run();
-        for id in 1..=3 {
-            let node = cluster.node(id);
-            let trace = node.trace().unwrap();
-            let replay = replay(trace).unwrap();
-            assert_eq!(replay.outputs, cluster.outputs[&NodeId(id)], "node {id}");
-            assert_eq!(replay.node.status(), node.status());
-            assert_eq!(replay.node.hard_state(), node.hard_state());
-            assert_eq!(replay.node.next_timeout(), node.next_timeout());
-            let last = node.status().last_index.0;
-            for index in 1..=last {
-                assert_eq!(
-                    replay.node.entry(LogIndex(index)),
-                    node.entry(LogIndex(index))
-                );
-            }
-            assert_eq!(
-                replay.node.trace().unwrap(),
-                trace,
-                "re-recording gives the same bytes"
-            );
-        }
-    }
-
-    #[test]
-    fn damaged_traces_are_refused_with_the_offset() {
-        let cluster = recorded_run();
-        let trace = cluster.node(1).trace().unwrap().to_vec();
-        let error = replay(&trace[..trace.len() - 3]).unwrap_err();
-        assert!(matches!(error, TraceError::Corrupt { .. }), "{error}");
-        let mut bad_magic = trace.clone();
-        bad_magic[0] = b'X';
-        assert_eq!(
-            replay(&bad_magic).unwrap_err().to_string(),
-            "corrupt trace at byte 0: not an ALPO trace: bad magic"
-        );
-        let mut bad_version = trace.clone();
-        bad_version[8] = 9;
-        assert_eq!(
-            replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 2"
-        );
-        // Every prefix either replays or is refused: no panic on a torn trace.
-        for length in 0..trace.len().min(600) {
-            let _ = replay(&trace[..length]);
-        }
-    }
-
-    #[test]
-    fn replay_reproduces_a_run_with_snapshots_and_an_install() {
-        let mut cluster = Cluster::with_config(3, |id, members| {
-            let mut config = Config::lan(id, members, 77);
-            config.snapshot_interval_entries = Some(3);
-            config.retain_entries = 0;
-            config.snapshot_chunk_bytes = 16;
-            config
-        });
-        cluster.record = true;
-        for id in 1..=3 {
-            cluster.crash(id);
-            cluster.start(NodeId(id));
-        }
-        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
-        let behind = if leader == NodeId(3) { 2 } else { 3 };
-        cluster.crash(behind);
-        for payload in ["a", "b", "c", "d", "e", "f", "g"] {
-            cluster.propose(leader, payload).unwrap();
-            cluster.deliver_all();
-        }
-        let before_start = cluster.outputs.get(&NodeId(behind)).map_or(0, Vec::len);
-        cluster.start(NodeId(behind));
-        cluster.advance(Duration::from_millis(60));
-        cluster.deliver_all();
-        assert_eq!(cluster.applied[&NodeId(behind)], cluster.applied[&leader]);
-        let installed = &cluster.outputs[&NodeId(behind)][before_start..];
-        assert!(
-            installed
-                .iter()
-                .any(|o| matches!(o, Output::RestoreStateMachine { .. }))
-        );
-        for (id, skip) in [(leader, 0), (NodeId(behind), before_start)] {
-            let node = &cluster.nodes[&id];
-            let replay = replay(node.trace().unwrap()).unwrap();
-            // The leader's trace starts at its restart above, like its outputs' tail.
-            let all = &cluster.outputs[&id];
-            let tail = &all[all.len() - replay.outputs.len()..];
-            assert!(skip <= all.len() - replay.outputs.len(), "node {id}");
-            assert_eq!(replay.outputs, tail, "node {id}");
-            assert_eq!(replay.node.status(), node.status(), "node {id}");
-            assert_eq!(replay.node.snapshot(), node.snapshot(), "node {id}");
-        }
     }
 }

@@ -229,3 +229,19 @@ impl fmt::Display for ClusterId {
         write!(f, "{:#x}", self.0)
     }
 }
+
+/// What a server loaded from disk at start (the "restart from persisted state" input).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    /// Term and vote, as last made durable.
+    pub hard_state: HardState,
+    /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
+    /// restored its state machine from.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
+    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
+    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
+    pub entries: Vec<Entry>,
+    /// This start's incarnation: one more than the last start's, made durable by the driver.
+    pub incarnation: Incarnation,
+}

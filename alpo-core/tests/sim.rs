@@ -1,5 +1,6 @@
-//! The simulator as `cargo test` runs it: 1,000 seeds, replay of one seed, determinism, and proof
-//! that the checkers catch deliberately broken engines.
+//! The simulator as `cargo test` runs it: 1,000 seeds, 200 more with messages held across
+//! terms, replay of one seed, determinism, and proof that the checkers catch deliberately broken
+//! engines.
 //!
 //! Replay a failing seed with
 //! `ALPO_SEED=0x… cargo test -p alpo-core --test sim -- sim_replay --nocapture`.
@@ -10,6 +11,9 @@ use alpo_core::sim::{FaultProfile, RunReport, SimOptions, SoakSummary, run_seed}
 /// Seeds run by `sim_seeds`; the seeds are `SEED_BASE + i`.
 const SEED_COUNT: u64 = 1_000;
 const SEED_BASE: u64 = 0xA1B0_0000;
+
+/// Seeds run by `sim_seeds_hold_across_terms`.
+const HOLD_SEED_COUNT: u64 = 200;
 
 /// Seeds within which an injected bug must be caught (the search stops at the first catch).
 const BUG_SEED_COUNT_MAX: u64 = 2_000;
@@ -96,13 +100,13 @@ fn same_seed_same_trace() {
     assert_ne!(a.trace_hash, b.trace_hash);
 }
 
-/// Runs seeds with `bug` injected (leader-churn faults, `options` as given) until a safety
-/// checker reports it; returns that report. Runs that end in an engine assertion or a liveness
-/// failure are skipped.
+/// Runs seeds with `bug` injected (`options` as given, leader-churn faults unless they name a
+/// profile) until a safety checker reports it; returns that report. Runs that end in an engine
+/// assertion or a liveness failure are skipped.
 fn first_caught(bug: InjectedBug, options: SimOptions) -> Option<RunReport> {
     let options = SimOptions {
         injected_bug: Some(bug),
-        profile: Some(FaultProfile::LeaderChurn),
+        profile: options.profile.or(Some(FaultProfile::LeaderChurn)),
         ..options
     };
     (0..BUG_SEED_COUNT_MAX)
@@ -139,6 +143,42 @@ fn checkers_catch_commit_of_an_older_term_by_count() {
     let (violation, _) = report.violation.as_ref().unwrap();
     let expected = ["leader_completeness", "durability", "state_machine_safety"];
     assert!(expected.contains(&violation.checker), "{report}");
+}
+
+#[test]
+fn checkers_catch_a_counted_stale_append_reply() {
+    // Rule E6's reply branch: a leader that counts an acknowledgement of an ended term. It
+    // harms only when the acknowledged index holds another entry by the time the leader, elected
+    // again, hears it: the network must hold the reply across terms (HoldAcrossTerms). The
+    // other profiles do not find it in thousands of seeds.
+    let options = SimOptions {
+        node_count: Some(3),
+        fault_phase_ms: 10_000,
+        profile: Some(FaultProfile::HoldAcrossTerms),
+        ..SimOptions::quick()
+    };
+    let report = first_caught(InjectedBug::CountStaleAppendReply, options)
+        .expect("no checker caught CountStaleAppendReply within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    let expected = ["leader_completeness", "durability", "state_machine_safety"];
+    assert!(expected.contains(&violation.checker), "{report}");
+}
+
+#[test]
+fn sim_seeds_hold_across_terms() {
+    // The correct engine survives messages held across terms, on every cluster size.
+    let options = SimOptions {
+        profile: Some(FaultProfile::HoldAcrossTerms),
+        ..SimOptions::quick()
+    };
+    let reports: Vec<RunReport> = (0..HOLD_SEED_COUNT)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .collect();
+    let mut summary = SoakSummary::default();
+    reports.iter().for_each(|r| summary.add(r));
+    assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
+    assert!(summary.committed_count > HOLD_SEED_COUNT * 10);
 }
 
 /// Seeds of the snapshot profile run by `sim_snapshot_seeds`.

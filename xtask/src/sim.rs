@@ -1,8 +1,8 @@
 //! `cargo xtask sim`: a soak of the deterministic simulator in `alpo_core::sim`.
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
-//! [--fault-ms MS] [--profile Standard|LeaderChurn] [--snapshots on|off] [--inject BUG]
-//! [--jobs J] [--log]`
+//! [--fault-ms MS] [--profile Standard|LeaderChurn|HoldAcrossTerms] [--snapshots on|off]
+//! [--inject BUG] [--jobs J] [--log]`
 //!
 //! `--snapshots on` runs the snapshot profile (`SimOptions::snapshots`: snapshots every few
 //! entries, compaction, installs in small chunks); it is off by default, so the seeds of the
@@ -110,7 +110,8 @@ fn profile(value: &str) -> Result<FaultProfile> {
     match value {
         "Standard" | "standard" => Ok(FaultProfile::Standard),
         "LeaderChurn" | "leader-churn" => Ok(FaultProfile::LeaderChurn),
-        _ => bail!("--profile {value:?}: expected Standard or LeaderChurn"),
+        "HoldAcrossTerms" | "hold-across-terms" => Ok(FaultProfile::HoldAcrossTerms),
+        _ => bail!("--profile {value:?}: expected Standard, LeaderChurn or HoldAcrossTerms"),
     }
 }
 
@@ -253,6 +254,15 @@ mod tests {
             Some(InjectedBug::GrantTwoVotesPerTerm)
         );
         assert_eq!(a.options.profile, Some(FaultProfile::LeaderChurn));
+        let a = parse(&words(
+            "--inject CountStaleAppendReply --profile HoldAcrossTerms",
+        ))
+        .unwrap();
+        assert_eq!(
+            a.options.injected_bug,
+            Some(InjectedBug::CountStaleAppendReply)
+        );
+        assert_eq!(a.options.profile, Some(FaultProfile::HoldAcrossTerms));
         assert!(!a.options.snapshots);
         let a = parse(&words("--snapshots on")).unwrap();
         assert!(a.options.snapshots);
@@ -267,6 +277,8 @@ mod tests {
         let err = parse(&words("--seeds")).unwrap_err().to_string();
         assert!(err.contains("needs a value"), "{err}");
         assert!(parse(&words("--frobnicate 1")).is_err());
+        let err = parse(&words("--inject Typo")).unwrap_err().to_string();
+        assert!(err.contains("CountStaleAppendReply"), "{err}");
     }
 
     #[test]

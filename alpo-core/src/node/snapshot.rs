@@ -12,12 +12,13 @@
 
 use bytes::Bytes;
 
-use super::{Install, MessageMeta, Node, Role, SnapshotReadInput as SnapshotRead};
+use super::{Install, MessageMeta, Node, Role};
 use crate::error::SnapshotReadError;
 use crate::injected::injected;
 use crate::marks::hit;
 use crate::message::{InstallSnapshot, MessageBody, SnapshotReply, SnapshotResult};
 use crate::output::Output;
+use crate::trace::SnapshotRead;
 use crate::types::{Instant, LogIndex, LogPosition, NodeId, SnapshotMeta, Term};
 
 impl Node {

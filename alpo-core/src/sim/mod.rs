@@ -19,7 +19,10 @@
 //!    The seed picks one of two nemesis profiles (`FaultProfile`): `Standard` (every kind of
 //!    fault above) for three seeds in four, `LeaderChurn` (lossy links, one-entry Appends, new
 //!    leaders crashed soon after election or their first commit, the raw material of S1) for
-//!    the fourth.
+//!    the fourth. A third profile, `HoldAcrossTerms`, is chosen only by `SimOptions::profile`
+//!    (`cargo xtask sim --profile HoldAcrossTerms`): leader churn on slow disks, with a network
+//!    that holds messages back until their recipient has moved on by terms (`hold.rs`), so
+//!    that stale messages meet the same leader elected again.
 //! 2. **Healed phase**: every crashed node restarts and the network becomes perfect. Within
 //!    `Scenario::liveness_bound_ns` (20 passive timeouts) a proposal made after the heal must be
 //!    applied on every node.
@@ -57,8 +60,10 @@
 //! The checkers are shown to bite in `tests/sim.rs`: with `InjectedBug::GrantTwoVotesPerTerm`
 //! `election_safety` fires within a few dozen seeds, and with
 //! `InjectedBug::CommitOlderTermByCount` (scenario S1) `leader_completeness` or `durability`
-//! fires within a few hundred three-node leader-churn seeds; in the snapshot profile,
-//! `InjectedBug::SnapshotBeyondApplied` trips `snapshot_equivalence` and
+//! fires within a few hundred three-node leader-churn seeds, and with
+//! `InjectedBug::CountStaleAppendReply` (rule E6) `durability` fires within a few hundred
+//! three-node `HoldAcrossTerms` seeds (and in none of thousands of the other profiles); in the
+//! snapshot profile, `InjectedBug::SnapshotBeyondApplied` trips `snapshot_equivalence` and
 //! `InjectedBug::CompactPastSnapshot` trips `compaction_bound`, each on the first seed.
 //!
 //! # Reading a failure and replaying it
@@ -84,6 +89,7 @@ pub mod checkers;
 pub mod client;
 pub mod clock;
 pub mod disk;
+pub mod hold;
 pub mod network;
 pub mod report;
 pub mod rng;

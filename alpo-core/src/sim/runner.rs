@@ -35,6 +35,7 @@ use crate::node::Node;
 use crate::sim::checkers::Violation;
 use crate::sim::client::Client;
 use crate::sim::disk::{Disk, SyncToken};
+use crate::sim::hold::HeldMessages;
 use crate::sim::network::Network;
 use crate::sim::report::{ElectionSample, RunReport};
 use crate::sim::rng::SimRng;
@@ -47,6 +48,9 @@ use observe::Checkers;
 use queue::{Event, EventQueue};
 
 const MS: u64 = 1_000_000;
+
+/// Mixed into the run seed for the generator of `hold_rng`.
+const HOLD_SEED: u64 = 0x401D_AC20_55E5;
 
 /// Name of the pseudo-checker for runs that do not recover after the heal.
 pub const LIVENESS: &str = "liveness";
@@ -132,6 +136,11 @@ struct Simulation {
     slots: Vec<Slot>,
     network: Network,
     net_rng: SimRng,
+    /// Messages held back across terms (`FaultProfile::HoldAcrossTerms` only).
+    held: HeldMessages,
+    /// Draws for holding messages; a stream of its own, so that the other profiles' runs do not
+    /// depend on it.
+    hold_rng: SimRng,
     disk_rng: SimRng,
     nemesis_rng: SimRng,
     client_rng: SimRng,
@@ -184,6 +193,8 @@ impl Simulation {
         Simulation {
             network: Network::new(n, scenario.faults),
             net_rng: rng.fork(),
+            held: HeldMessages::default(),
+            hold_rng: SimRng::new(scenario.seed ^ HOLD_SEED),
             disk_rng: rng.fork(),
             nemesis_rng: rng.fork(),
             client_rng: rng.fork(),

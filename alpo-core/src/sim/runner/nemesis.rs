@@ -23,7 +23,9 @@ impl Simulation {
         }
         let action = match self.scenario.profile {
             FaultProfile::Standard => self.nemesis_rng.range(0, 10),
-            FaultProfile::LeaderChurn => [3, 3, 3, 3, 0, 0, 4, 6, 7, 8][self.nemesis_rng.index(10)],
+            FaultProfile::LeaderChurn | FaultProfile::HoldAcrossTerms => {
+                [3, 3, 3, 3, 0, 0, 4, 6, 7, 8][self.nemesis_rng.index(10)]
+            }
         };
         self.trace.word(action | 1 << 60);
         self.note(|| format!("nemesis action {action}"));
@@ -97,7 +99,9 @@ impl Simulation {
         self.crash(slot);
         let downtime_max = match self.scenario.profile {
             FaultProfile::Standard => 1_500 * MS,
-            FaultProfile::LeaderChurn => 2 * self.scenario.nemesis_gap_ns.0.max(10 * MS),
+            FaultProfile::LeaderChurn | FaultProfile::HoldAcrossTerms => {
+                2 * self.scenario.nemesis_gap_ns.0.max(10 * MS)
+            }
         };
         let downtime = self.nemesis_rng.range(10 * MS, downtime_max);
         self.schedule(self.now + downtime, Event::Restart { slot });

@@ -8,7 +8,6 @@ use crate::sim::checkers::{
     Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
     NodeView, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
 };
-use crate::sim::scenario::FaultProfile;
 
 use super::queue::Event;
 use super::{Phase, Simulation};
@@ -87,7 +86,7 @@ impl Simulation {
     /// time in two): crashes "at every step of R2–R5" (scenario S5), at the moments where
     /// committing by the wrong rule shows (scenario S1).
     pub(super) fn maybe_crash_on_commit(&mut self, slot: usize, status: &Status) {
-        let churn = self.scenario.profile == FaultProfile::LeaderChurn;
+        let churn = self.scenario.profile.churns();
         let s = &mut self.slots[slot];
         let advanced = status.commit_index > s.commit_index;
         s.commit_index = status.commit_index;

@@ -7,15 +7,24 @@
 //! Invariant: every output is performed in the order the node listed it, and every send and
 //! write enters the run's trace hash.
 
-use crate::message::{Message, MessageBody};
-use crate::node::{Node, Persisted, Status};
+use crate::message::{AppendResult, Message, MessageBody};
+use crate::node::{Node, Role, Status};
 use crate::output::Output;
 use crate::sim::checkers::Violation;
 use crate::sim::trace::TraceHash;
+use crate::types::Persisted;
 use crate::types::{Entry, Incarnation, LogIndex, NodeId};
 
 use super::queue::Event;
-use super::{Input, OUTPUT_CONTRACT, Simulation, slot_of};
+use super::{Input, MS, OUTPUT_CONTRACT, Phase, Simulation, slot_of};
+
+/// Chance, per million messages sent in the fault phase, that the network holds one back
+/// across terms (`FaultProfile::HoldAcrossTerms`).
+const HOLD_PER_MILLION: u64 = 100_000;
+
+/// Chance, per million acknowledgements of entries their leader has not yet made durable, that
+/// the leader crashes at once (`FaultProfile::HoldAcrossTerms`; the acknowledgement is held).
+const CRASH_ON_EARLY_ACK_PER_MILLION: u64 = 500_000;
 
 impl Simulation {
     /// One node input, its outputs and the checks after it.
@@ -78,6 +87,7 @@ impl Simulation {
         }
         self.start_sync_if_needed(slot);
         self.observe(slot)?;
+        self.release_held(slot);
         self.reschedule_timer(slot);
         Ok(())
     }
@@ -143,6 +153,17 @@ impl Simulation {
         self.note(|| describe_message(&message));
         let deliveries = self.network.route(&mut self.net_rng, slot, target);
         let delays = deliveries.delays_ns();
+        let ahead = self.acknowledges_past_leader_durable(target, &message);
+        if ahead && self.hold_rng.chance(CRASH_ON_EARLY_ACK_PER_MILLION) {
+            self.schedule(self.now, Event::Crash { slot: target });
+        }
+        if !delays.is_empty() && (ahead || self.holds_now()) {
+            let release = message.term.0 + 2;
+            self.trace.word(release | 1 << 59);
+            self.note(|| format!("hold until term {release}: {}", describe_message(&message)));
+            self.held.hold(target, message, release);
+            return Ok(());
+        }
         if let [first, second] = delays {
             self.schedule(self.now + second, Event::Deliver(message.clone()));
             self.schedule(self.now + first, Event::Deliver(message));
@@ -150,6 +171,56 @@ impl Simulation {
             self.schedule(self.now + only, Event::Deliver(message));
         }
         Ok(())
+    }
+
+    /// Whether this run's network holds messages across terms now (in the fault phase).
+    fn holds_across_terms(&self) -> bool {
+        self.scenario.profile.holds_across_terms() && self.phase == Phase::Faults
+    }
+
+    /// Whether the network holds the message being sent back across terms.
+    fn holds_now(&mut self) -> bool {
+        self.holds_across_terms() && self.hold_rng.chance(HOLD_PER_MILLION)
+    }
+
+    /// Whether `message` acknowledges entries its recipient leads with but has not yet made
+    /// durable itself: the moment when a crash of the leader loses entries a follower holds.
+    fn acknowledges_past_leader_durable(&self, target: usize, message: &Message) -> bool {
+        let MessageBody::AppendReply(reply) = &message.body else {
+            return false;
+        };
+        let AppendResult::Accepted { match_index } = reply.result else {
+            return false;
+        };
+        let status = self.slots[target].node.as_ref().map(Node::status);
+        self.holds_across_terms()
+            && status.is_some_and(|s| s.role == Role::Leader && s.durable_index < match_index)
+    }
+
+    /// Delivers the held messages to the node in `slot` whose release term its term reached,
+    /// each after a random delay of up to a longest passive timeout.
+    fn release_held(&mut self, slot: usize) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(status) = self.slots[slot].node.as_ref().map(Node::status) else {
+            return;
+        };
+        // A leader gets its held messages as soon as it leads again in a later term; other
+        // servers two terms later.
+        let term = if status.role == Role::Leader {
+            status.term.0 + 1
+        } else {
+            status.term.0
+        };
+        for message in self.held.release(slot, term) {
+            let delay = self
+                .hold_rng
+                .range(MS, self.scenario.liveness_bound_ns / 20);
+            self.trace.word(delay | 1 << 58);
+            self.note(|| format!("release at term {term}: {}", describe_message(&message)));
+            self.schedule(self.now + delay, Event::Deliver(message));
+        }
     }
 
     pub(super) fn apply(
