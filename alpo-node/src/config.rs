@@ -205,10 +205,19 @@ impl NodeConfig {
                 }
             }
         }
+        let segment = self.log.segment_bytes_max;
+        let (min, max) = (
+            alpo_log::limits::SEGMENT_BYTES_MIN,
+            alpo_log::limits::SEGMENT_BYTES_MAX,
+        );
+        if !(min..=max).contains(&segment) {
+            let problem = format!("{segment} is outside {min}..={max}");
+            return Err(config_error("log.segment_bytes_max", &problem));
+        }
         self.core_config(0)
             .validate()
             .map_err(|error| Error::Config {
-                field: format!("timeouts.{}", timeout_field(error.field)),
+                field: node_field(error.field),
                 problem: error.problem,
             })
     }
@@ -296,12 +305,15 @@ fn config_error(field: &str, problem: &str) -> Error {
 }
 
 /// Maps alpo-core's field names to this file's, so the error names what the operator wrote.
-fn timeout_field(core_field: &str) -> &str {
+/// The configuration field a field of alpo-core's `Config` comes from.
+fn node_field(core_field: &str) -> String {
     match core_field {
-        "heartbeat_interval" => "heartbeat_interval_ms",
-        "passive_timeout_min" => "passive_timeout_ms_min",
-        "election_cycle_min" => "election_cycle_ms_min",
-        other => other,
+        "heartbeat_interval" => "timeouts.heartbeat_interval_ms".into(),
+        "passive_timeout_min" => "timeouts.passive_timeout_ms_min".into(),
+        "election_cycle_min" => "timeouts.election_cycle_ms_min".into(),
+        "snapshot_interval_entries" => "snapshots.interval_entries".into(),
+        "retain_entries" => "snapshots.retain_entries".into(),
+        other => format!("timeouts.{other}"),
     }
 }
 
@@ -363,6 +375,30 @@ mod tests {
         let mut config = example();
         config.id = 0;
         assert_eq!(field_of(&config), "id");
+    }
+
+    #[test]
+    fn the_snapshot_and_log_tables_parse_with_defaults_and_are_checked() {
+        assert_eq!(example().snapshots, Snapshots::default());
+        let text = format!(
+            "{EXAMPLE}\n[snapshots]\ninterval_entries = 0\nretain_entries = 5\n\
+             [log]\nsegment_bytes_max = 8192\n"
+        );
+        let config: NodeConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.snapshots.retain_entries, 5);
+        assert_eq!(
+            config.core_config(1).snapshot_interval_entries,
+            None,
+            "0 is never"
+        );
+        assert_eq!(config.log.segment_bytes_max, 8192);
+        let text = format!("{EXAMPLE}\n[snapshots]\ninterval = 5\n");
+        let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("interval"), "{error}");
+        let mut config = example();
+        config.log.segment_bytes_max = 10;
+        assert_eq!(field_of(&config), "log.segment_bytes_max");
     }
 
     #[test]
