@@ -420,9 +420,10 @@ fn restore_newest(
                 return Err(Error::Corrupt {
                     what: format!(
                         "the log in {} starts at index {} but no valid snapshot covers the \
-                         entries before it",
+                         entries before it{}",
                         dir.display(),
-                        log.first_index()
+                        log.first_index(),
+                        damaged_note(snapshots)
                     ),
                 });
             }
@@ -434,7 +435,7 @@ fn restore_newest(
                 index: LogIndex(meta.last_index),
                 term: Term(meta.last_term),
             };
-            redo_install_truncation(log, last, file.path())?;
+            redo_install_truncation(log, last, file.path(), snapshots)?;
             let restored = node_image::restore_from_file(file.path(), machine)?;
             tracing::info!(node = config.id, index = last.index.0, file = %file.path().display(),
                 "state restored from the newest snapshot");
@@ -444,22 +445,44 @@ fn restore_newest(
     })
 }
 
+/// `" (damaged snapshot files: A at byte N, …)"` when the store skipped damaged files, else
+/// nothing: what an operator needs to see next to a refusal to start.
+fn damaged_note(snapshots: &SnapshotStore) -> String {
+    let damaged: Vec<String> = snapshots
+        .events()
+        .iter()
+        .filter(|event| event.situation == alpo_log::SnapshotSituation::Damaged)
+        .map(|event| format!("{} at byte {}", event.path.display(), event.offset))
+        .collect();
+    if damaged.is_empty() {
+        String::new()
+    } else {
+        format!(" (damaged snapshot files: {})", damaged.join(", "))
+    }
+}
+
 /// Rule S7 step 1, redone at open: a log that does not hold the snapshot's last position
 /// `last` is discarded and continues at `L + 1`; a log that starts above `L + 1` lost entries
 /// no snapshot covers (a damaged newest snapshot, or a damaged log), and the node refuses.
-fn redo_install_truncation(log: &mut Log, last: LogPosition, snapshot: &Path) -> Result<(), Error> {
+fn redo_install_truncation(
+    log: &mut Log,
+    last: LogPosition,
+    snapshot: &Path,
+    snapshots: &SnapshotStore,
+) -> Result<(), Error> {
     let l = last.index.0;
     if log.first_index() > l + 1 {
         return Err(Error::Corrupt {
             what: format!(
                 "the log in {} starts at index {} but the newest valid snapshot {} ends at \
                  index {l}: entries {} to {} are missing (a damaged newer snapshot falls back \
-                 only to one the log still continues)",
+                 only to one the log still continues){}",
                 log.dir().display(),
                 log.first_index(),
                 snapshot.display(),
                 l + 1,
-                log.first_index() - 1
+                log.first_index() - 1,
+                damaged_note(snapshots)
             ),
         });
     }

@@ -328,3 +328,38 @@ fn a_restart_from_a_snapshot_applies_nothing_up_to_it_again() {
     let value = client.get("key-50").unwrap().unwrap();
     assert_eq!(&value[..], b"value-50");
 }
+
+#[test]
+fn a_damaged_newest_snapshot_that_the_log_does_not_continue_stops_the_start_naming_files() {
+    let mut cluster = Cluster::start(SMALL);
+    cluster.wait_for_leader();
+    let mut client = cluster.client();
+    cluster.put_many(&mut client, 0, 200);
+    cluster.wait_converged();
+    let node = 1;
+    cluster.stop(node);
+    let dir = cluster.configs[node].data_dir.clone();
+    // Damage the image of every snapshot file: none is left to restore from, and the log was
+    // compacted past index 1.
+    let scan = alpo_log::scan_snapshots(&dir, None).unwrap();
+    assert!(!scan.snapshots.is_empty());
+    for (path, _) in &scan.snapshots {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let error = wait_until("a refusal to start", || {
+        let (machine, _) = recording();
+        match Server::start(cluster.configs[node].clone(), machine) {
+            Ok(_) => panic!("started without a snapshot covering its compacted log"),
+            // A freed port taken for a moment by another connection: try again.
+            Err(Error::Net(_)) => None,
+            Err(error) => Some(error),
+        }
+    });
+    let text = error.to_string();
+    assert!(text.contains("no valid snapshot covers"), "{text}");
+    assert!(text.contains("damaged snapshot files: "), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+}
