@@ -1,7 +1,7 @@
 //! An ALPO server: wires alpo-core (the protocol), alpo-log (the files) and alpo-net (the
 //! sockets) together behind a state-machine trait, and the client that talks to it.
 //!
-//! A running node has four kinds of thread, each with one job:
+//! A running node has five kinds of thread, each with one job:
 //! - the **event loop** owns the protocol core; it batches inputs (peer messages, client
 //!   requests, durability reports, timeouts) and performs the core's outputs in order, and
 //!   never waits on the disk except for the rare synchronous term/vote write;
@@ -9,10 +9,14 @@
 //!   one fdatasync covers every entry that arrived meanwhile), then reports "durable up to N";
 //!   the leader's own write runs in parallel with replication;
 //! - the **apply** thread feeds committed entries, in index order, to the [`StateMachine`],
-//!   answers the clients waiting for them, and serves reads of committed entries;
+//!   answers the clients waiting for them, serves reads of committed entries from the log files,
+//!   and freezes the state for a snapshot (copy-on-write, a short pause) or restores one;
+//! - the **snapshot** thread writes snapshot files in the background, compaction following
+//!   once one is durable, and sends and receives them for followers far behind;
 //! - alpo-net's threads carry peer messages and client requests.
 //!
-//! Index relationships on every node: `applied ≤ commit ≤ durable ≤ last`.
+//! Index relationships on every node: `L ≤ applied ≤ commit ≤ durable ≤ last`, with `L` the
+//! newest durable snapshot's last index; a start restores from it and applies only what follows.
 //!
 //! Clients speak the [`client_protocol`]: append, read and status for the log, and opaque
 //! commands and queries for the state machine, which are ordered through the log and so are
