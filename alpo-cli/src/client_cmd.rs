@@ -105,6 +105,13 @@ pub(crate) struct StatusArgs {
     flags: ClientFlags,
 }
 
+/// `alpo snapshot`.
+#[derive(Debug, Args)]
+pub(crate) struct TakeSnapshotArgs {
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
 /// Entries asked for per read request.
 const READ_BATCH_COUNT: u32 = 1000;
 /// Pause between polls of `read --follow` when there is nothing new.
@@ -241,8 +248,17 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut all_answered = true;
     if !args.flags.json {
         print_line(&format!(
-            "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8}",
-            "NODE", "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "LAST", "APPLIED"
+            "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "NODE",
+            "ENDPOINT",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "COMMIT",
+            "LAST",
+            "APPLIED",
+            "SNAPSHOT",
+            "FIRST"
         ))?;
     }
     for endpoint in args.flags.endpoints.clone() {
@@ -265,6 +281,43 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     args.flags.json,
                     &json,
                     &format!("{:<5} {endpoint:<22} unreachable: {error}", "?"),
+                )?;
+            }
+        }
+    }
+    Ok(if all_answered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// Asks every endpoint to take a snapshot now and prints each one's index once durable. Exit 0
+/// when every node answered, 3 when any did not.
+pub(crate) fn snapshot(args: TakeSnapshotArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.flags.client()?;
+    let mut all_answered = true;
+    for endpoint in args.flags.endpoints.clone() {
+        match client.snapshot_of(endpoint) {
+            Ok(index) => {
+                let json = Value::Object(vec![
+                    ("endpoint", Value::String(endpoint.to_string())),
+                    ("snapshot_index", Value::Number(index.0)),
+                ]);
+                let text = format!("{endpoint}: snapshot at index {index}");
+                print(args.flags.json, &json, &text)?;
+            }
+            Err(error) => {
+                all_answered = false;
+                let error = format!("{:#}", anyhow::Error::new(error));
+                let json = Value::Object(vec![
+                    ("endpoint", Value::String(endpoint.to_string())),
+                    ("error", Value::String(error.clone())),
+                ]);
+                print(
+                    args.flags.json,
+                    &json,
+                    &format!("{endpoint}: failed: {error}"),
                 )?;
             }
         }
@@ -303,7 +356,7 @@ fn role_name(role: Role) -> &'static str {
 fn status_text(endpoint: SocketAddr, s: &NodeStatus) -> String {
     let leader = s.leader.map_or("-".to_string(), |id| id.to_string());
     format!(
-        "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8}",
+        "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
         s.id.0,
         endpoint.to_string(),
         role_name(s.role),
@@ -311,7 +364,9 @@ fn status_text(endpoint: SocketAddr, s: &NodeStatus) -> String {
         leader,
         s.commit_index.0,
         s.last_index.0,
-        s.applied_index.0
+        s.applied_index.0,
+        s.snapshot_index.0,
+        s.first_index.0
     )
 }
 
@@ -329,6 +384,8 @@ fn status_json(endpoint: SocketAddr, s: &NodeStatus) -> Value {
         ("last_index", Value::Number(s.last_index.0)),
         ("durable_index", Value::Number(s.durable_index.0)),
         ("applied_index", Value::Number(s.applied_index.0)),
+        ("snapshot_index", Value::Number(s.snapshot_index.0)),
+        ("first_index", Value::Number(s.first_index.0)),
     ])
 }
 

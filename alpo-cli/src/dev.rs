@@ -22,6 +22,7 @@ use clap::Args;
 use alpo_core::Role;
 use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server};
 
+use crate::node_cmd::SnapshotArgs;
 use crate::signal::stop_signal;
 
 /// The cluster id `alpo dev` uses and client subcommands assume by default.
@@ -51,6 +52,8 @@ pub(crate) struct DevArgs {
     /// The cluster id.
     #[arg(long, default_value_t = DEV_CLUSTER_ID)]
     cluster_id: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -153,7 +156,10 @@ fn layout(
             client_addr: client_addrs[i],
         })
         .collect();
-    let configs = NodeConfig::for_members(args.cluster_id, dir, &members);
+    let mut configs = NodeConfig::for_members(args.cluster_id, dir, &members);
+    for config in &mut configs {
+        config.snapshots = args.snapshots.policy();
+    }
     Ok((configs, listeners))
 }
 

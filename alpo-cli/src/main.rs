@@ -60,8 +60,10 @@ enum Command {
     Delete(client_cmd::KeyArgs),
     /// Compare-and-set a key in the built-in key-value store.
     Cas(client_cmd::CasArgs),
-    /// Show each node's role, term, leader and indices.
+    /// Show each node's role, term, leader and indices (snapshot and first retained included).
     Status(client_cmd::StatusArgs),
+    /// Ask each node to take a snapshot now; prints its index once durable.
+    Snapshot(client_cmd::TakeSnapshotArgs),
     /// Measure append throughput and latency against a running cluster.
     Bench(bench::BenchArgs),
     /// Inspect log directories offline (dump, verify).
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => client_cmd::delete(args),
         Command::Cas(args) => client_cmd::cas(args),
         Command::Status(args) => client_cmd::status(args),
+        Command::Snapshot(args) => client_cmd::snapshot(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
     };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server, Timeouts};
+use alpo_node::{KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server, Snapshots, Timeouts};
 
 use crate::dev::DEV_CLUSTER_ID;
 use crate::signal::stop_signal;
@@ -57,6 +57,29 @@ pub(crate) struct NodeArgs {
     /// Longest election cycle (exclusive), in milliseconds.
     #[arg(long, default_value_t = Timeouts::lan().election_cycle_ms_max)]
     election_cycle_ms_max: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
+}
+
+/// The snapshot policy's flags, shared by `alpo node` and `alpo dev`.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// Take a snapshot after this many applied entries since the last one; 0 never does.
+    #[arg(long, default_value_t = Snapshots::default().interval_entries)]
+    snapshot_interval_entries: u64,
+    /// Log entries kept below a snapshot for followers that are a little behind.
+    #[arg(long, default_value_t = Snapshots::default().retain_entries)]
+    snapshot_retain_entries: u64,
+}
+
+impl SnapshotArgs {
+    /// The policy these flags give.
+    pub(crate) fn policy(self) -> Snapshots {
+        Snapshots {
+            interval_entries: self.snapshot_interval_entries,
+            retain_entries: self.snapshot_retain_entries,
+        }
+    }
 }
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -101,6 +124,8 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             election_cycle_ms_min: args.election_cycle_ms_min,
             election_cycle_ms_max: args.election_cycle_ms_max,
         },
+        snapshots: args.snapshots.policy(),
+        log: LogSettings::default(),
     };
     config.validate()?;
     Ok(config)

@@ -131,6 +131,7 @@ fn dev_cluster_serves_the_client_subcommands() {
     check_read_follow(&dev);
     check_key_value(&dev);
     check_status(&dev);
+    check_snapshot(&dev);
     check_bench(&dev);
     check_closed_output(&["read", "--endpoints", &dev.endpoints]);
     dev.interrupt();
@@ -245,6 +246,32 @@ fn check_status(dev: &Dev) {
     assert_eq!(text.lines().count(), 3, "{text}");
     assert_eq!(text.matches("\"role\":\"leader\"").count(), 1, "{text}");
     assert_eq!(text.matches("\"role\":\"passive\"").count(), 2, "{text}");
+}
+
+/// `alpo snapshot` makes every node take one now; `alpo status` then shows its index.
+fn check_snapshot(dev: &Dev) {
+    let out = dev.alpo(&["snapshot", "--json"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text} {}", stderr(&out));
+    let indices: Vec<f64> = text
+        .lines()
+        .map(|line| json_number(line, "snapshot_index"))
+        .collect();
+    assert_eq!(indices.len(), 3, "one line per node: {text}");
+    assert!(indices.iter().all(|index| 1.0 <= *index), "{text}");
+    let out = dev.alpo(&["status", "--json"]);
+    let text = stdout(&out);
+    for (line, index) in text.lines().zip(&indices) {
+        assert!(*index <= json_number(line, "snapshot_index"), "{line}");
+        assert_eq!(
+            json_number(line, "first_index"),
+            1.0,
+            "nothing compacted yet: {line}"
+        );
+    }
+    let out = dev.alpo(&["snapshot"]);
+    let text = stdout(&out);
+    assert_eq!(text.matches(": snapshot at index ").count(), 3, "{text}");
 }
 
 /// A number field of a one-line JSON object.

@@ -348,6 +348,20 @@ impl Node {
         self.finish_input();
     }
 
+    /// An operator asks for a snapshot now, whatever the interval (rule S2; `alpo snapshot`).
+    /// Returns the position the next durable snapshot will cover: the one in progress, or a
+    /// new `TakeSnapshot { at: applied }`; `None` when the newest durable snapshot already
+    /// covers every applied entry.
+    pub fn request_snapshot(&mut self, now: Instant) -> Option<LogPosition> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.snapshot_requested(now);
+        }
+        self.flush_log_writes();
+        let at = self.take_snapshot_now();
+        self.finish_input();
+        at
+    }
+
     /// Takes the outputs produced by the inputs since the last call, in the order to perform
     /// them (see [`crate::output`] for the ordering contract).
     #[must_use = "the outputs must be performed, in order"]

@@ -61,6 +61,9 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             Record::SnapshotInstalled(now, meta, false) => {
                 node.on_snapshot_install_failed(now, meta);
             }
+            Record::SnapshotRequested(now) => {
+                let _ = node.request_snapshot(now);
+            }
         }
     }
     Ok(Replay {

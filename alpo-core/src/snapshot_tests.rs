@@ -522,3 +522,36 @@ fn s6_a_new_leader_may_send_an_older_snapshot_than_the_one_under_way() {
     };
     assert_eq!(node.take_outputs(), vec![save(3), write]);
 }
+
+#[test]
+fn s2_a_requested_snapshot_is_taken_at_the_applied_index_once() {
+    check!(s2_snapshot_requested);
+    check!(s2_requested_snapshot_already_covered);
+    // No interval: only the request takes a snapshot.
+    let mut cluster = Cluster::with_config(3, |id, members| {
+        let mut config = snapshot_config(id, members);
+        config.snapshot_interval_entries = None;
+        config
+    });
+    cluster.hold_snapshots = true;
+    let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+    propose_all(&mut cluster, leader, 2);
+    let takes = |cluster: &Cluster| {
+        let outputs = &cluster.outputs[&leader];
+        let take = |o: &&Output| matches!(o, Output::TakeSnapshot { .. });
+        outputs.iter().filter(take).count()
+    };
+    assert_eq!(takes(&cluster), 0, "no interval, no snapshot");
+    let applied = cluster.node(leader.0).status().applied_index;
+    let at = cluster.request_snapshot(leader.0).unwrap();
+    assert_eq!(at.index, applied);
+    assert!(cluster.outputs[&leader].contains(&Output::TakeSnapshot { at }));
+    // Asked again while it is taken: the same position, no second snapshot.
+    assert_eq!(cluster.request_snapshot(leader.0), Some(at));
+    assert_eq!(takes(&cluster), 1);
+    cluster.finish_snapshot(leader.0);
+    assert_eq!(cluster.node(leader.0).status().snapshot_index, at.index);
+    // Nothing applied since: nothing to take.
+    assert_eq!(cluster.request_snapshot(leader.0), None);
+    assert_eq!(takes(&cluster), 1);
+}

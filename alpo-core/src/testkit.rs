@@ -410,6 +410,18 @@ impl Cluster {
         self.perform(id);
     }
 
+    /// Asks server `id` for a snapshot now (`Node::request_snapshot`) and performs its outputs.
+    pub fn request_snapshot(&mut self, id: u64) -> Option<LogPosition> {
+        let now = self.now;
+        let node = self
+            .nodes
+            .get_mut(&NodeId(id))
+            .expect("test: the server is up");
+        let at = node.request_snapshot(now);
+        self.perform(NodeId(id));
+        at
+    }
+
     /// Makes the oldest held snapshot of server `id` durable and reports it (S3 step 5).
     pub fn finish_snapshot(&mut self, id: u64) {
         let id = NodeId(id);

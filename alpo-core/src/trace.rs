@@ -61,6 +61,7 @@ const TAG_TAKE_OUTPUTS: u8 = 5;
 const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
+const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -170,6 +171,12 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn snapshot_requested(&mut self, now: Instant) {
+        let mut writer = self.writer(TAG_SNAPSHOT_REQUESTED);
+        writer.u64(now.0);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -211,6 +218,8 @@ pub(crate) enum Record {
     SnapshotRead(Instant, SnapshotRead, Result<Bytes, SnapshotReadError>),
     /// `true`: installed; `false`: the install failed verification.
     SnapshotInstalled(Instant, SnapshotMeta, bool),
+    /// An operator asked for a snapshot now (`Node::request_snapshot`).
+    SnapshotRequested(Instant),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -288,6 +297,7 @@ impl<'a> Decoder<'a> {
                 let meta = reader.snapshot_meta()?;
                 Record::SnapshotInstalled(now, meta, reader.bool()?)
             }
+            TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))

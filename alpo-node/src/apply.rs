@@ -1,5 +1,6 @@
 //! The apply thread: feeds committed entries, in index order, to the state machine; answers the
-//! client requests waiting for them; serves reads of committed entries.
+//! client requests waiting for them; serves reads of committed entries from the log files;
+//! freezes the state for a snapshot and restores it from one.
 //!
 //! Invariants: entries arrive in strictly increasing index order without gaps, each once per
 //! incarnation (the core's `Apply` contract), and are applied in that order; a waiting request
@@ -8,8 +9,22 @@
 //! turns a retried request into the first application's outcome; `applied` (shared with the
 //! event loop) is the index of the last entry applied, and reads return only entries at or
 //! below it — committed entries only (docs/protocol.md, Clients).
+//!
+//! The thread keeps no entries: a read goes to the log files (`EntrySource`, alpo-log's
+//! `LogView`), bounded by `applied`; below the first retained index it is answered
+//! `ErrorCode::Compacted` naming the first index still readable. What the log cannot tell —
+//! which entries were retries, not applied again — is kept as the set of their indices, for
+//! the indices a reader may still see (those above the newest snapshot's `L - retain`), and
+//! goes into the snapshot image with the session table.
+//!
+//! Snapshots (rules S2, S7): `TakeSnapshot { at }` arrives in order with the entries, right
+//! after the one at `at`; the thread freezes sessions and state machine there (`NodeImage`,
+//! a copy-on-write clone: a short pause) and hands the image to the snapshot thread, which
+//! writes it while this thread applies on. `Restore` replaces state machine, sessions and
+//! `applied` with a snapshot's; entries up to its `L` are never applied after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -17,15 +32,51 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
-use alpo_core::{Entry, EntryKind, LogIndex, Term};
+use alpo_core::{Entry, EntryKind, LogIndex, LogPosition, Term};
 
 use crate::client_protocol::{ErrorCode, ReadEntry, ReadEntryKind, Response, ResponseBody};
 use crate::command::{CommandKind, LogCommand};
 use crate::error::Error;
 use crate::limits::{APPLY_QUEUE_COUNT_MAX, READ_BYTES_MAX, READ_ENTRY_COUNT_MAX};
+use crate::node_image::{self, NodeImage, RestoredState};
 use crate::service::{ConnectionId, Replier};
 use crate::session::{Check, Outcome, Sessions};
+use crate::snapshot::SnapshotJob;
 use crate::state_machine::StateMachine;
+
+/// Where the apply thread reads committed entries for clients: the log files in a running node
+/// (alpo-log's `LogView`).
+pub(crate) trait EntrySource: Send + 'static {
+    /// A gap-free run of durable entries from `from` to at most `to` (inclusive), stopping once
+    /// their payloads reach `max_bytes` (at least one if `from` is durable); empty above the
+    /// durable index; `alpo_log::Error::Compacted` below the first index.
+    fn read(&self, from: LogIndex, to: LogIndex, max_bytes: u64) -> Result<Vec<Entry>, Error>;
+}
+
+/// A state frozen by the apply thread for the snapshot thread to write.
+#[derive(Debug)]
+pub(crate) struct FrozenState {
+    /// The snapshot's last included position.
+    pub(crate) at: LogPosition,
+    /// The image as of `at`.
+    pub(crate) image: NodeImage,
+}
+
+/// How the apply thread starts.
+pub(crate) struct ApplyStart {
+    pub(crate) machine: Box<dyn StateMachine>,
+    pub(crate) replier: Arc<dyn Replier>,
+    /// Where reads of committed entries go.
+    pub(crate) log: Box<dyn EntrySource>,
+    /// The state restored from the newest snapshot at start (rule S8), if any.
+    pub(crate) restored: Option<RestoredState>,
+    /// Where frozen states go (the snapshot thread); dropped ones are lost, and the core asks
+    /// again.
+    pub(crate) snapshots: Sender<SnapshotJob>,
+    /// Log entries kept below a snapshot (rule S4), so that duplicate marks are kept as long as
+    /// their entries can be read.
+    pub(crate) retain_entries: u64,
+}
 
 /// What the event loop tells the apply thread.
 #[derive(Debug)]
@@ -38,6 +89,11 @@ pub(crate) enum ApplyMsg {
     Read(ReadRequest),
     /// This node stopped being leader: its waiting clients should retry elsewhere.
     LeadershipLost,
+    /// Freeze the state as of `at`, the last entry sent before this message (rule S2).
+    TakeSnapshot { at: LogPosition },
+    /// Replace the state with that of the installed snapshot file at `path`, whose last
+    /// included index is `last` (rule S7 step 2).
+    Restore { last: LogIndex, path: PathBuf },
 }
 
 /// A client waiting for its proposal.
@@ -70,27 +126,21 @@ struct Applier {
     machine: Box<dyn StateMachine>,
     sessions: Sessions,
     pending: BTreeMap<LogIndex, PendingRequest>,
-    /// Every applied entry, as readers see it; entry `i` sits at position `i - 1`.
-    entries: Vec<ReadEntry>,
+    /// Indices of applied entries that were retries or stale requests (not applied again), at
+    /// or above the newest snapshot's `L + 1 - retain_entries`: what readers may still see.
+    duplicates: BTreeSet<LogIndex>,
+    log: Box<dyn EntrySource>,
+    snapshots: Sender<SnapshotJob>,
+    retain_entries: u64,
     applied: Arc<AtomicU64>,
     replier: Arc<dyn Replier>,
 }
 
-/// Starts the apply thread over `machine`.
-pub(crate) fn spawn(
-    machine: Box<dyn StateMachine>,
-    replier: Arc<dyn Replier>,
-) -> Result<ApplyHandle, Error> {
+/// Starts the apply thread.
+pub(crate) fn spawn(start: ApplyStart) -> Result<ApplyHandle, Error> {
     let (sender, receiver) = crossbeam_channel::bounded(APPLY_QUEUE_COUNT_MAX);
-    let applied = Arc::new(AtomicU64::new(0));
-    let mut applier = Applier {
-        machine,
-        sessions: Sessions::default(),
-        pending: BTreeMap::new(),
-        entries: Vec::new(),
-        applied: Arc::clone(&applied),
-        replier,
-    };
+    let mut applier = Applier::new(start);
+    let applied = Arc::clone(&applier.applied);
     let thread = std::thread::Builder::new()
         .name("alpo-apply".into())
         .spawn(move || applier.run(&receiver))
@@ -106,6 +156,29 @@ pub(crate) fn spawn(
 }
 
 impl Applier {
+    fn new(start: ApplyStart) -> Applier {
+        let ApplyStart {
+            machine,
+            replier,
+            log,
+            restored,
+            snapshots,
+            retain_entries,
+        } = start;
+        let restored = restored.unwrap_or_default();
+        Applier {
+            machine,
+            sessions: restored.sessions,
+            pending: BTreeMap::new(),
+            duplicates: restored.duplicates,
+            log,
+            snapshots,
+            retain_entries,
+            applied: Arc::new(AtomicU64::new(restored.last.0)),
+            replier,
+        }
+    }
+
     fn run(&mut self, receiver: &Receiver<ApplyMsg>) {
         // Ends when the event loop drops its sender (node stopping).
         while let Ok(message) = receiver.recv() {
@@ -118,9 +191,66 @@ impl Applier {
                 ApplyMsg::Pending(pending) => self.add_pending(pending),
                 ApplyMsg::Read(read) => self.read(&read),
                 ApplyMsg::LeadershipLost => self.fail_all_pending("leadership lost"),
+                ApplyMsg::TakeSnapshot { at } => self.take_snapshot(at),
+                ApplyMsg::Restore { last, path } => {
+                    if let Err(error) = self.restore(last, &path) {
+                        // The node cannot go on with a state it could not restore: ending this
+                        // thread stops the event loop at its next hand-off.
+                        tracing::error!(
+                            error = &error as &dyn std::error::Error,
+                            "restoring the state machine from a snapshot failed; the node stops"
+                        );
+                        break;
+                    }
+                }
             }
         }
         self.fail_all_pending("node stopping");
+    }
+
+    /// Freezes the state as of `at` (rule S2) and hands it to the snapshot thread.
+    fn take_snapshot(&mut self, at: LogPosition) {
+        let applied = self.applied.load(Ordering::Acquire);
+        assert!(
+            at.index.0 == applied,
+            "invariant: TakeSnapshot follows the Apply of its entry (at {}, applied {applied})",
+            at.index
+        );
+        // Marks of entries that compaction below this snapshot will drop are not needed again.
+        let keep_from = LogIndex((applied + 1).saturating_sub(self.retain_entries));
+        self.duplicates = self.duplicates.split_off(&keep_from);
+        let image = NodeImage::take(&self.sessions, &self.duplicates, self.machine.as_ref());
+        if self
+            .snapshots
+            .send(SnapshotJob::Take(FrozenState { at, image }))
+            .is_err()
+        {
+            tracing::warn!(
+                index = at.index.0,
+                "the snapshot thread stopped; snapshot dropped"
+            );
+        }
+    }
+
+    /// Replaces state machine, sessions and applied index with the snapshot's (rule S7).
+    fn restore(&mut self, last: LogIndex, path: &std::path::Path) -> Result<(), Error> {
+        let restored = node_image::restore_from_file(path, self.machine.as_mut())?;
+        debug_assert!(
+            restored.last == last,
+            "the file is the snapshot the core installed"
+        );
+        self.sessions = restored.sessions;
+        self.duplicates = restored.duplicates;
+        self.applied.store(last.0, Ordering::Release);
+        // Proposals at or below `L` will never be applied here: their outcome is in the
+        // snapshot's session table, which a retry reaches. Later ones still wait.
+        let later = self.pending.split_off(&last.next());
+        for (_, pending) in std::mem::replace(&mut self.pending, later) {
+            let reason = "state replaced by a snapshot; retry";
+            self.answer_error(pending.connection, pending.seq, ErrorCode::Retry, reason);
+        }
+        tracing::info!(index = last.0, "state machine restored from a snapshot");
+        Ok(())
     }
 
     fn add_pending(&mut self, pending: PendingRequest) {
@@ -148,8 +278,7 @@ impl Applier {
             index.0 == applied + 1,
             "invariant: entries are applied in order without gaps"
         );
-        let (read, outcome) = self.execute(&entry);
-        self.entries.push(read);
+        let outcome = self.execute(&entry);
         self.applied.store(index.0, Ordering::Release);
         // Older waiting requests cannot exist (each index gets its entry), but if they did, their
         // entries are gone: answer them so no client waits forever.
@@ -178,20 +307,10 @@ impl Applier {
         }
     }
 
-    /// Applies one entry: what readers see of it, and what its proposer is answered.
-    fn execute(&mut self, entry: &Entry) -> (ReadEntry, Result<Outcome, (ErrorCode, String)>) {
-        let read = |kind, data| ReadEntry {
-            index: entry.index,
-            term: entry.term,
-            kind,
-            data,
-        };
+    /// Applies one entry; returns what its proposer is answered.
+    fn execute(&mut self, entry: &Entry) -> Result<Outcome, (ErrorCode, String)> {
         if entry.kind == EntryKind::Noop {
-            let reason = "no-op entry".to_string();
-            return (
-                read(ReadEntryKind::Noop, Bytes::new()),
-                Err((ErrorCode::Retry, reason)),
-            );
+            return Err((ErrorCode::Retry, "no-op entry".to_string()));
         }
         let command = match LogCommand::decode(entry.payload.clone()) {
             Ok(command) => command,
@@ -202,66 +321,104 @@ impl Applier {
                     "entry payload is not a command"
                 );
                 let reason = format!("entry {} is not a command: {error}", entry.index);
-                let data = entry.payload.clone();
-                return (
-                    read(ReadEntryKind::Command, data),
-                    Err((ErrorCode::BadRequest, reason)),
-                );
+                return Err((ErrorCode::BadRequest, reason));
             }
         };
         match self.sessions.check(command.id) {
             Check::New => {}
             Check::Duplicate(outcome) => {
-                return (read(ReadEntryKind::Duplicate, command.data), Ok(outcome));
+                self.duplicates.insert(entry.index);
+                return Ok(outcome);
             }
             Check::Stale => {
+                self.duplicates.insert(entry.index);
                 let reason = "request is older than its session's last request".to_string();
-                let result = Err((ErrorCode::SessionExpired, reason));
-                return (read(ReadEntryKind::Duplicate, command.data), result);
+                return Err((ErrorCode::SessionExpired, reason));
             }
         }
-        let (kind, outcome) = match command.kind {
-            CommandKind::Append => (
-                ReadEntryKind::Append,
-                Outcome::Appended { index: entry.index },
-            ),
-            CommandKind::Command => {
-                let output = Bytes::from(self.machine.apply(entry.index, &command.data));
-                let outcome = Outcome::Applied {
-                    index: entry.index,
-                    output,
-                };
-                (ReadEntryKind::Command, outcome)
-            }
-            CommandKind::Query => {
-                let output = Bytes::from(self.machine.query(&command.data));
-                let outcome = Outcome::Applied {
-                    index: entry.index,
-                    output,
-                };
-                (ReadEntryKind::Command, outcome)
-            }
+        let outcome = match command.kind {
+            CommandKind::Append => Outcome::Appended { index: entry.index },
+            CommandKind::Command => Outcome::Applied {
+                index: entry.index,
+                output: Bytes::from(self.machine.apply(entry.index, &command.data)),
+            },
+            CommandKind::Query => Outcome::Applied {
+                index: entry.index,
+                output: Bytes::from(self.machine.query(&command.data)),
+            },
         };
         self.sessions
             .record(command.id, entry.index, outcome.clone());
-        (read(kind, command.data), Ok(outcome))
+        Ok(outcome)
     }
 
-    fn read(&self, request: &ReadRequest) {
-        let first = usize::try_from(request.from.0.max(1) - 1).unwrap_or(usize::MAX);
-        let count_max = request.max_count.clamp(1, READ_ENTRY_COUNT_MAX) as usize;
-        let mut bytes = 0u64;
-        let mut entries = Vec::new();
-        for entry in self.entries.iter().skip(first).take(count_max) {
-            bytes += entry.data.len() as u64;
-            if !entries.is_empty() && READ_BYTES_MAX < bytes {
-                break;
-            }
-            entries.push(entry.clone());
+    /// What a reader sees of an applied entry.
+    fn read_entry(&self, entry: Entry) -> ReadEntry {
+        let read = |kind, data| ReadEntry {
+            index: entry.index,
+            term: entry.term,
+            kind,
+            data,
+        };
+        if entry.kind == EntryKind::Noop {
+            return read(ReadEntryKind::Noop, Bytes::new());
         }
-        let body = ResponseBody::Entries {
-            entries,
-            commit_index: LogIndex(self.applied.load(Ordering::Acquire)),
+        match LogCommand::decode(entry.payload.clone()) {
+            Err(_) => read(ReadEntryKind::Command, entry.payload.clone()),
+            Ok(command) if self.duplicates.contains(&entry.index) => {
+                read(ReadEntryKind::Duplicate, command.data)
+            }
+            Ok(command) => match command.kind {
+                CommandKind::Append => read(ReadEntryKind::Append, command.data),
+                CommandKind::Command | CommandKind::Query => {
+                    read(ReadEntryKind::Command, command.data)
+                }
+            },
+        }
+    }
+
+    /// Serves a read from the log files, bounded by the applied index.
+    fn read(&self, request: &ReadRequest) {
+        let applied = self.applied.load(Ordering::Acquire);
+        let from = request.from.0.max(1);
+        let count_max = u64::from(request.max_count.clamp(1, READ_ENTRY_COUNT_MAX));
+        let to = applied.min(from.saturating_add(count_max - 1));
+        let read = if applied < from {
+            Ok(Vec::new())
+        } else {
+            self.log.read(LogIndex(from), LogIndex(to), READ_BYTES_MAX)
+        };
+        let body = match read {
+            Ok(found) => {
+                let mut bytes = 0u64;
+                let mut entries = Vec::with_capacity(found.len());
+                for entry in found {
+                    bytes += entry.payload.len() as u64;
+                    if !entries.is_empty() && READ_BYTES_MAX < bytes {
+                        break;
+                    }
+                    entries.push(self.read_entry(entry));
+                }
+                ResponseBody::Entries {
+                    entries,
+                    commit_index: LogIndex(applied),
+                }
+            }
+            Err(Error::Log(alpo_log::Error::Compacted { first_retained, .. })) => error_body(
+                ErrorCode::Compacted,
+                &format!(
+                    "entries below index {first_retained} were compacted into a snapshot; \
+                     the first index still readable is {first_retained}"
+                ),
+            ),
+            Err(error) => {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "reading committed entries failed"
+                );
+                let reason = format!("reading the log failed: {error}");
+                error_body(ErrorCode::Unavailable, &reason)
+            }
         };
         let response = Response {
             seq: request.seq,
@@ -308,6 +465,7 @@ mod tests {
     use super::*;
     use crate::client_protocol::RequestId;
     use crate::kv::{KvOp, KvResult, KvStateMachine};
+    use crate::storage::memory::MemoryLog;
 
     struct Replies(Mutex<Vec<(ConnectionId, Response)>>);
 
@@ -319,17 +477,26 @@ mod tests {
         }
     }
 
-    fn applier() -> (Applier, Arc<Replies>) {
+    /// An applier over an in-memory log (which `run` fills with the entries it applies) and
+    /// the queue its frozen states go to.
+    fn applier() -> (Applier, Arc<Replies>, Harness) {
         let replies = Arc::new(Replies(Mutex::new(Vec::new())));
-        let applier = Applier {
+        let log = MemoryLog::default();
+        let (snapshots, frozen) = crossbeam_channel::bounded(16);
+        let applier = Applier::new(ApplyStart {
             machine: Box::new(KvStateMachine::new()),
-            sessions: Sessions::default(),
-            pending: BTreeMap::new(),
-            entries: Vec::new(),
-            applied: Arc::new(AtomicU64::new(0)),
             replier: replies.clone(),
-        };
-        (applier, replies)
+            log: Box::new(log.clone()),
+            restored: None,
+            snapshots,
+            retain_entries: 2,
+        });
+        (applier, replies, Harness { log, frozen })
+    }
+
+    struct Harness {
+        log: MemoryLog,
+        frozen: Receiver<SnapshotJob>,
     }
 
     fn entry(index: u64, term: u64, seq: u64, kind: CommandKind, data: Bytes) -> Entry {
@@ -355,9 +522,14 @@ mod tests {
         })
     }
 
-    fn run(applier: &mut Applier, messages: Vec<ApplyMsg>) {
+    /// Runs `messages` through the applier, writing the entries it is given to the log first
+    /// (a node's entries are durable before they are applied).
+    fn run(applier: &mut Applier, harness: &Harness, messages: Vec<ApplyMsg>) {
         let (sender, receiver): (_, Receiver<ApplyMsg>) = crossbeam_channel::bounded(64);
         for message in messages {
+            if let ApplyMsg::Entries(entries) = &message {
+                harness.log.entries.lock().extend(entries.iter().cloned());
+            }
             sender.send(message).unwrap();
         }
         drop(sender);
@@ -366,7 +538,7 @@ mod tests {
 
     #[test]
     fn a_retry_applies_once_and_gets_the_first_answer() {
-        let (mut applier, replies) = applier();
+        let (mut applier, replies, harness) = applier();
         let put = KvOp::Put {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),
@@ -378,7 +550,7 @@ mod tests {
             pending(2, 1, 1),
             ApplyMsg::Entries(vec![first, retry]),
         ];
-        run(&mut applier, messages);
+        run(&mut applier, &harness, messages);
         let replies = replies.0.lock();
         assert_eq!(replies.len(), 2);
         for (_, response) in replies.iter() {
@@ -392,16 +564,26 @@ mod tests {
             );
             assert_eq!(KvResult::decode(output.clone()).unwrap(), KvResult::Written);
         }
-        assert_eq!(applier.entries[1].kind, ReadEntryKind::Duplicate);
+        drop(replies);
+        let entries = harness.log.entries.lock().clone();
+        let kinds: Vec<_> = entries
+            .into_iter()
+            .map(|e| applier.read_entry(e).kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![ReadEntryKind::Command, ReadEntryKind::Duplicate]
+        );
     }
 
     #[test]
     fn a_proposal_overwritten_by_another_term_is_told_to_retry() {
-        let (mut applier, replies) = applier();
+        let (mut applier, replies, harness) = applier();
         let value = Bytes::from_static(b"x");
         let other = entry(1, 2, 9, CommandKind::Append, value);
         run(
             &mut applier,
+            &harness,
             vec![pending(1, 1, 5), ApplyMsg::Entries(vec![other])],
         );
         let replies = replies.0.lock();
@@ -418,9 +600,10 @@ mod tests {
 
     #[test]
     fn leadership_loss_answers_every_waiting_client() {
-        let (mut applier, replies) = applier();
+        let (mut applier, replies, harness) = applier();
         run(
             &mut applier,
+            &harness,
             vec![pending(1, 1, 1), pending(2, 1, 2), ApplyMsg::LeadershipLost],
         );
         assert_eq!(replies.0.lock().len(), 2);
@@ -429,7 +612,7 @@ mod tests {
 
     #[test]
     fn reads_return_applied_entries_only_within_the_limit() {
-        let (mut applier, replies) = applier();
+        let (mut applier, replies, harness) = applier();
         let noop = Entry {
             index: LogIndex(1),
             term: Term(1),
@@ -450,6 +633,7 @@ mod tests {
         };
         run(
             &mut applier,
+            &harness,
             vec![ApplyMsg::Entries(entries), read(2, 2), read(9, 10)],
         );
         let replies = replies.0.lock();
@@ -466,6 +650,112 @@ mod tests {
         assert!(
             matches!(&replies[1].1.body, ResponseBody::Entries { entries, .. }
                 if entries.is_empty())
+        );
+    }
+
+    fn put(index: u64, seq: u64, key: &'static str) -> Entry {
+        let put = KvOp::Put {
+            key: Bytes::from_static(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+        };
+        entry(index, 1, seq, CommandKind::Command, put.encode())
+    }
+
+    #[test]
+    fn a_retry_after_a_restore_from_a_snapshot_still_applies_once() {
+        let (mut original, _replies, harness) = applier();
+        let first = put(1, 1, "a");
+        let retry = put(2, 1, "a");
+        let at = LogPosition {
+            index: LogIndex(2),
+            term: Term(1),
+        };
+        let messages = vec![
+            ApplyMsg::Entries(vec![first, retry]),
+            ApplyMsg::TakeSnapshot { at },
+            ApplyMsg::Entries(vec![put(3, 2, "b")]),
+        ];
+        run(&mut original, &harness, messages);
+        let Ok(SnapshotJob::Take(frozen)) = harness.frozen.try_recv() else {
+            panic!("no frozen state");
+        };
+        assert_eq!(frozen.at, at);
+        let mut image = Vec::new();
+        frozen.image.write_to(&mut image).unwrap();
+        // A new node restores the image: the session table and the duplicate mark come back,
+        // the write after the snapshot does not.
+        let (mut restored, replies, harness) = applier();
+        let (sessions, duplicates) =
+            node_image::restore(&mut image.as_slice(), restored.machine.as_mut()).unwrap();
+        restored.sessions = sessions;
+        restored.duplicates = duplicates;
+        restored.applied.store(2, Ordering::Release);
+        harness
+            .log
+            .entries
+            .lock()
+            .extend([put(1, 1, "a"), put(2, 1, "a")]);
+        let get_b = KvOp::Get {
+            key: Bytes::from_static(b"b"),
+        };
+        let answer = restored.machine.query(&get_b.encode());
+        assert_eq!(
+            KvResult::decode(Bytes::from(answer)).unwrap(),
+            KvResult::Value(None)
+        );
+        let read = |from| {
+            ApplyMsg::Read(ReadRequest {
+                connection: ConnectionId(3),
+                seq: 9,
+                from: LogIndex(from),
+                max_count: 10,
+            })
+        };
+        let messages = vec![
+            pending(3, 1, 1),
+            ApplyMsg::Entries(vec![put(3, 1, "a")]),
+            read(2),
+        ];
+        run(&mut restored, &harness, messages);
+        {
+            let replies = replies.0.lock();
+            let ResponseBody::Applied { index, .. } = &replies[0].1.body else {
+                panic!("{:?}", replies[0]);
+            };
+            assert_eq!(index, &LogIndex(1), "answered with the first application");
+            let ResponseBody::Entries { entries, .. } = &replies[1].1.body else {
+                panic!("{:?}", replies[1]);
+            };
+            let kinds: Vec<_> = entries.iter().map(|e| e.kind).collect();
+            assert_eq!(
+                kinds,
+                vec![ReadEntryKind::Duplicate, ReadEntryKind::Duplicate]
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_below_the_first_retained_index_names_the_first_readable() {
+        let (mut applier, replies, harness) = applier();
+        let entries = (1..=4).map(|i| put(i, i, "k")).collect();
+        run(&mut applier, &harness, vec![ApplyMsg::Entries(entries)]);
+        // The log was compacted below 3 (by the storage thread, after a snapshot).
+        harness.log.entries.lock().retain(|e| e.index.0 >= 3);
+        let read = ApplyMsg::Read(ReadRequest {
+            connection: ConnectionId(3),
+            seq: 9,
+            from: LogIndex(1),
+            max_count: 10,
+        });
+        run(&mut applier, &harness, vec![read]);
+        let replies = replies.0.lock();
+        let ResponseBody::Error { code, reason } = &replies[0].1.body else {
+            panic!("{:?}", replies[0]);
+        };
+        assert_eq!(code, &ErrorCode::Compacted);
+        assert!(
+            reason.contains("the first index still readable is 3"),
+            "{reason}"
         );
     }
 }

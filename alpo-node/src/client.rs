@@ -126,6 +126,16 @@ impl Client {
         }
     }
 
+    /// Asks the node at `endpoint` to take a snapshot now and waits until one is durable;
+    /// returns its last included index (no redirection: every node snapshots for itself).
+    pub fn snapshot_of(&mut self, endpoint: SocketAddr) -> Result<LogIndex, Error> {
+        self.engine.begin_to(Instant::now(), Op::Snapshot, endpoint);
+        match self.run()? {
+            ResponseBody::Snapshot { index } => Ok(index),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// The endpoints this client was given.
     #[must_use]
     pub fn endpoints(&self) -> &[SocketAddr] {

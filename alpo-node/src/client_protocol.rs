@@ -9,15 +9,15 @@
 //! Request layout (all integers little-endian, byte strings `u32` length + bytes):
 //!
 //! ```text
-//! 1 byte  version (2)
+//! 1 byte  version (3)
 //! 8 bytes client id        (the session, docs/protocol.md Clients)
 //! 8 bytes sequence number  (per client; a retry reuses it)
-//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 command, 5 query)
+//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 command, 5 query, 6 snapshot)
 //! ...     the operation's fields, in the order of the `Op` variant's fields
 //! ```
 //!
 //! Response layout: `version u8, sequence u64, tag u8` (1 appended, 2 entries, 3 status,
-//! 4 applied, 5 not-leader, 6 error), then the fields.
+//! 4 applied, 5 not-leader, 6 error, 7 snapshot), then the fields.
 //!
 //! Versions: the layout of an error response (`version, sequence, 6, code u8, reason`) is the
 //! same in every version. A node that receives a request of a version it does not speak answers
@@ -25,7 +25,8 @@
 //! reason naming both versions), so an older or newer client can read why. A client that
 //! receives a response of another version reports both versions
 //! (`Error::ProtocolVersion`). Version 1 (before 0.1's opaque commands) had operation tags
-//! 4 put, 5 get, 6 delete, 7 cas, 8 command.
+//! 4 put, 5 get, 6 delete, 7 cas, 8 command. Version 2 had no snapshot operation, no
+//! `Compacted` error code, and no snapshot and first index in a status.
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -38,7 +39,7 @@ use alpo_core::{LogIndex, NodeId, Role, Term};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,6 +91,9 @@ pub enum Op {
         /// The query's bytes, handed to `StateMachine::query`.
         payload: Bytes,
     },
+    /// Take a snapshot now (rule S2): answered once it is durable, with its last included
+    /// index. Any node, for itself.
+    Snapshot,
 }
 
 /// One response, matched to its request by sequence number.
@@ -139,6 +143,12 @@ pub enum ResponseBody {
         code: ErrorCode,
         /// A human-readable reason.
         reason: String,
+    },
+    /// A snapshot is durable, answering `Snapshot`: the newest, covering every entry applied
+    /// when it was asked for.
+    Snapshot {
+        /// Its last included index.
+        index: LogIndex,
     },
 }
 
@@ -199,6 +209,10 @@ pub struct NodeStatus {
     pub durable_index: LogIndex,
     /// Highest index its state machine has applied.
     pub applied_index: LogIndex,
+    /// Last included index of its newest durable snapshot (0 without one).
+    pub snapshot_index: LogIndex,
+    /// First index its log still holds (below it, entries were compacted into a snapshot).
+    pub first_index: LogIndex,
 }
 
 /// What kind of failure an `Error` response reports.
@@ -218,6 +232,9 @@ pub enum ErrorCode {
     SessionExpired = 4,
     /// The node is shutting down or failed; try another node.
     Unavailable = 5,
+    /// A read asked for entries below the node's first retained index: they were compacted
+    /// into a snapshot (rule S4). The reason names the first index still readable.
+    Compacted = 6,
 }
 
 const OP_APPEND: u8 = 1;
@@ -225,6 +242,7 @@ const OP_READ: u8 = 2;
 const OP_STATUS: u8 = 3;
 const OP_COMMAND: u8 = 4;
 const OP_QUERY: u8 = 5;
+const OP_SNAPSHOT: u8 = 6;
 
 const BODY_APPENDED: u8 = 1;
 const BODY_ENTRIES: u8 = 2;
@@ -232,6 +250,7 @@ const BODY_STATUS: u8 = 3;
 const BODY_APPLIED: u8 = 4;
 const BODY_NOT_LEADER: u8 = 5;
 const BODY_ERROR: u8 = 6;
+const BODY_SNAPSHOT: u8 = 7;
 
 impl Request {
     /// Encodes the request as described in the module documentation.
@@ -245,6 +264,7 @@ impl Request {
             Op::Status => w.u8(OP_STATUS),
             Op::Command { payload } => w.u8(OP_COMMAND).bytes(payload),
             Op::Query { payload } => w.u8(OP_QUERY).bytes(payload),
+            Op::Snapshot => w.u8(OP_SNAPSHOT),
         };
         w.finish()
     }
@@ -272,6 +292,7 @@ impl Request {
             OP_QUERY => Op::Query {
                 payload: r.bytes("payload")?,
             },
+            OP_SNAPSHOT => Op::Snapshot,
             tag => return Err(r.unknown_tag("operation", tag)),
         };
         r.finish("request")?;
@@ -298,7 +319,7 @@ impl Op {
     /// Whether only the leader can serve this operation (it goes through the log).
     #[must_use]
     pub fn needs_leader(&self) -> bool {
-        !matches!(self, Op::Read { .. } | Op::Status)
+        !matches!(self, Op::Read { .. } | Op::Status | Op::Snapshot)
     }
 }
 
@@ -339,6 +360,7 @@ impl Response {
             ResponseBody::Error { code, reason } => {
                 w.u8(BODY_ERROR).u8(*code as u8).bytes(reason.as_bytes())
             }
+            ResponseBody::Snapshot { index } => w.u8(BODY_SNAPSHOT).u64(index.0),
         };
         w.finish()
     }
@@ -371,6 +393,9 @@ impl Response {
             BODY_ERROR => ResponseBody::Error {
                 code: decode_error_code(&mut r)?,
                 reason: r.string("reason")?,
+            },
+            BODY_SNAPSHOT => ResponseBody::Snapshot {
+                index: LogIndex(r.u64("snapshot index")?),
             },
             tag => return Err(r.unknown_tag("response", tag)),
         };
@@ -409,7 +434,8 @@ fn encode_status<'w>(w: &'w mut Writer, status: &NodeStatus) -> &'w mut Writer {
     w.u64(status.id.0).u8(role).u64(status.term.0);
     w.u64(status.leader.map_or(0, |id| id.0));
     w.u64(status.commit_index.0).u64(status.last_index.0);
-    w.u64(status.durable_index.0).u64(status.applied_index.0)
+    w.u64(status.durable_index.0).u64(status.applied_index.0);
+    w.u64(status.snapshot_index.0).u64(status.first_index.0)
 }
 
 fn decode_status(r: &mut Reader) -> Result<NodeStatus, DecodeError> {
@@ -432,6 +458,8 @@ fn decode_status(r: &mut Reader) -> Result<NodeStatus, DecodeError> {
         last_index: LogIndex(r.u64("last index")?),
         durable_index: LogIndex(r.u64("durable index")?),
         applied_index: LogIndex(r.u64("applied index")?),
+        snapshot_index: LogIndex(r.u64("snapshot index")?),
+        first_index: LogIndex(r.u64("first index")?),
     })
 }
 
@@ -471,6 +499,7 @@ fn decode_error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
         3 => Ok(ErrorCode::Retry),
         4 => Ok(ErrorCode::SessionExpired),
         5 => Ok(ErrorCode::Unavailable),
+        6 => Ok(ErrorCode::Compacted),
         tag => Err(r.unknown_tag("error code", tag)),
     }
 }
@@ -495,6 +524,7 @@ mod tests {
             Op::Query {
                 payload: Bytes::new(),
             },
+            Op::Snapshot,
         ]
     }
 
@@ -508,6 +538,8 @@ mod tests {
             last_index: LogIndex(12),
             durable_index: LogIndex(11),
             applied_index: LogIndex(9),
+            snapshot_index: LogIndex(4),
+            first_index: LogIndex(2),
         };
         let entry = |index, kind, data: &str| ReadEntry {
             index: LogIndex(index),
@@ -547,6 +579,13 @@ mod tests {
                 code: ErrorCode::Retry,
                 reason: "leader changed".into(),
             },
+            ResponseBody::Error {
+                code: ErrorCode::Compacted,
+                reason: "compacted".into(),
+            },
+            ResponseBody::Snapshot {
+                index: LogIndex(40),
+            },
         ]
     }
 
@@ -582,13 +621,24 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            2, // version
+            3, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
             2, 0, 0, 0, b'k', b'v', // payload
         ];
         assert_eq!(&request.encode()[..], expected);
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Snapshot,
+        };
+        assert_eq!(request.encode()[17], 6, "the snapshot operation's tag");
+        let response = Response {
+            seq: 2,
+            body: ResponseBody::Snapshot { index: LogIndex(9) },
+        };
+        let expected: &[u8] = &[3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&response.encode()[..], expected);
     }
 
     #[test]
@@ -660,12 +710,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 2"
+            "client protocol version 1 is not supported: this node speaks version 3"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(3));
-        assert_eq!(version, 3);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(4));
+        assert_eq!(version, 4);
         assert!(
-            reason.contains("version 3") && reason.contains("version 2"),
+            reason.contains("version 4") && reason.contains("version 3"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

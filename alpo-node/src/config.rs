@@ -25,6 +25,13 @@
 //! passive_timeout_ms_max = 600
 //! election_cycle_ms_min = 150
 //! election_cycle_ms_max = 300
+//!
+//! [snapshots]                      # optional; these are the defaults
+//! interval_entries = 100000        # snapshot after this many applied entries; 0 = never
+//! retain_entries = 10000           # log entries kept below a snapshot for slow followers
+//!
+//! [log]                            # optional; the default
+//! segment_bytes_max = 67108864     # segment file size: compaction drops whole segments
 //! ```
 
 use std::collections::BTreeSet;
@@ -59,6 +66,51 @@ pub struct NodeConfig {
     /// Protocol timing (docs/protocol.md, Timing).
     #[serde(default = "Timeouts::lan")]
     pub timeouts: Timeouts,
+    /// When to take snapshots and how much log to keep behind them (rules S2, S4).
+    #[serde(default)]
+    pub snapshots: Snapshots,
+    /// The log files.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// How the log's files are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Size of one segment file: compaction removes whole segments, so up to this much log
+    /// below the compaction point stays on disk (alpo-log's `LogOptions::segment_bytes_max`).
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            segment_bytes_max: alpo_log::limits::SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// The snapshot policy (docs/operations.md, Snapshots): the disk a node uses stays within two
+/// snapshots plus `interval_entries + retain_entries` entries of log, plus one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snapshots {
+    /// Take a snapshot once this many entries were applied since the last one (rule S2);
+    /// 0 never takes one (the log then grows without bound).
+    pub interval_entries: u64,
+    /// Log entries kept below the newest snapshot when compacting, so that a follower only a
+    /// little behind catches up by appends instead of a whole snapshot (rule S4).
+    pub retain_entries: u64,
+}
+
+impl Default for Snapshots {
+    fn default() -> Snapshots {
+        Snapshots {
+            interval_entries: 100_000,
+            retain_entries: 10_000,
+        }
+    }
 }
 
 /// Another node of the cluster.
@@ -124,6 +176,8 @@ impl NodeConfig {
                     .cloned()
                     .collect(),
                 timeouts: Timeouts::lan(),
+                snapshots: Snapshots::default(),
+                log: LogSettings::default(),
             })
             .collect()
     }
@@ -177,10 +231,19 @@ impl NodeConfig {
                 }
             }
         }
+        let segment = self.log.segment_bytes_max;
+        let (min, max) = (
+            alpo_log::limits::SEGMENT_BYTES_MIN,
+            alpo_log::limits::SEGMENT_BYTES_MAX,
+        );
+        if !(min..=max).contains(&segment) {
+            let problem = format!("{segment} is outside {min}..={max}");
+            return Err(config_error("log.segment_bytes_max", &problem));
+        }
         self.core_config(0)
             .validate()
             .map_err(|error| Error::Config {
-                field: format!("timeouts.{}", timeout_field(error.field)),
+                field: node_field(error.field),
                 problem: error.problem,
             })
     }
@@ -198,6 +261,10 @@ impl NodeConfig {
         config.passive_timeout_max = Duration::from_millis(t.passive_timeout_ms_max);
         config.election_cycle_min = Duration::from_millis(t.election_cycle_ms_min);
         config.election_cycle_max = Duration::from_millis(t.election_cycle_ms_max);
+        let snapshots = self.snapshots;
+        config.snapshot_interval_entries =
+            Some(snapshots.interval_entries).filter(|interval| *interval != 0);
+        config.retain_entries = snapshots.retain_entries;
         config
     }
 
@@ -264,12 +331,15 @@ fn config_error(field: &str, problem: &str) -> Error {
 }
 
 /// Maps alpo-core's field names to this file's, so the error names what the operator wrote.
-fn timeout_field(core_field: &str) -> &str {
+/// The configuration field a field of alpo-core's `Config` comes from.
+fn node_field(core_field: &str) -> String {
     match core_field {
-        "heartbeat_interval" => "heartbeat_interval_ms",
-        "passive_timeout_min" => "passive_timeout_ms_min",
-        "election_cycle_min" => "election_cycle_ms_min",
-        other => other,
+        "heartbeat_interval" => "timeouts.heartbeat_interval_ms".into(),
+        "passive_timeout_min" => "timeouts.passive_timeout_ms_min".into(),
+        "election_cycle_min" => "timeouts.election_cycle_ms_min".into(),
+        "snapshot_interval_entries" => "snapshots.interval_entries".into(),
+        "retain_entries" => "snapshots.retain_entries".into(),
+        other => format!("timeouts.{other}"),
     }
 }
 
@@ -331,6 +401,30 @@ mod tests {
         let mut config = example();
         config.id = 0;
         assert_eq!(field_of(&config), "id");
+    }
+
+    #[test]
+    fn the_snapshot_and_log_tables_parse_with_defaults_and_are_checked() {
+        assert_eq!(example().snapshots, Snapshots::default());
+        let text = format!(
+            "{EXAMPLE}\n[snapshots]\ninterval_entries = 0\nretain_entries = 5\n\
+             [log]\nsegment_bytes_max = 8192\n"
+        );
+        let config: NodeConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.snapshots.retain_entries, 5);
+        assert_eq!(
+            config.core_config(1).snapshot_interval_entries,
+            None,
+            "0 is never"
+        );
+        assert_eq!(config.log.segment_bytes_max, 8192);
+        let text = format!("{EXAMPLE}\n[snapshots]\ninterval = 5\n");
+        let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("interval"), "{error}");
+        let mut config = example();
+        config.log.segment_bytes_max = 10;
+        assert_eq!(field_of(&config), "log.segment_bytes_max");
     }
 
     #[test]

@@ -13,16 +13,25 @@
 //! in `client_protocol`). Result layout: `tag u8` (1 written, 2 value, 3 deleted, 4 cas,
 //! 5 invalid), then the fields. A get that arrives as a command (how a version 1 client sent it,
 //! so old logs hold such entries) is answered like a query.
+//!
+//! Snapshots (rule S2): the map is cut into `SHARD_COUNT` ordered shards, each behind an `Arc`,
+//! by a fixed hash of the key (FNV-1a, never `RandomState`). Taking a snapshot clones the shard
+//! `Arc`s (O(shards)); the first write to a shard afterwards copies that shard alone
+//! (`Arc::make_mut`). The image is the key count, then every key and value, shard by shard
+//! and in key order within a shard: a function of the map's contents only.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use alpo_core::LogIndex;
 
 use crate::client_protocol::Op;
+use crate::image_io::{get_bytes, get_u64, put_bytes, put_u64};
 use crate::limits::KV_KEY_BYTES_MAX;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SnapshotImage, StateMachine};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// A key-value operation, as it travels in a log entry.
@@ -81,10 +90,23 @@ pub enum KvResult {
     Invalid(String),
 }
 
-/// The built-in key-value state machine: an ordered map from byte strings to byte strings.
-#[derive(Debug, Default)]
+/// The built-in key-value state machine: a map from byte strings to byte strings, in
+/// copy-on-write shards so that a snapshot is taken without copying the map.
+#[derive(Debug)]
 pub struct KvStateMachine {
-    map: BTreeMap<Bytes, Bytes>,
+    shards: Vec<Shard>,
+}
+
+/// One shard of the map; shared with the snapshots taken since its last write.
+type Shard = Arc<BTreeMap<Bytes, Bytes>>;
+
+/// How many shards the map has: a write after a snapshot copies 1/`SHARD_COUNT` of the map.
+const SHARD_COUNT: usize = 256;
+
+/// The frozen shards of a [`KvStateMachine`] at a snapshot.
+#[derive(Debug)]
+struct KvImage {
+    shards: Vec<Shard>,
 }
 
 impl KvOp {
@@ -210,11 +232,28 @@ impl KvResult {
     }
 }
 
+impl Default for KvStateMachine {
+    fn default() -> KvStateMachine {
+        KvStateMachine {
+            shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
 impl KvStateMachine {
     /// An empty map.
     #[must_use]
     pub fn new() -> KvStateMachine {
         KvStateMachine::default()
+    }
+
+    fn shard(&self, key: &[u8]) -> &BTreeMap<Bytes, Bytes> {
+        &self.shards[shard_of(key)]
+    }
+
+    /// The shard of `key`, for writing: copied first if a snapshot still shares it.
+    fn shard_mut(&mut self, key: &[u8]) -> &mut BTreeMap<Bytes, Bytes> {
+        Arc::make_mut(&mut self.shards[shard_of(key)])
     }
 
     /// Performs one operation.
@@ -224,13 +263,18 @@ impl KvStateMachine {
         }
         match op {
             KvOp::Put { key, value } => {
-                self.map.insert(key, value);
+                self.shard_mut(&key).insert(key, value);
                 KvResult::Written
             }
-            KvOp::Get { key } => KvResult::Value(self.map.get(&key).cloned()),
-            KvOp::Delete { key } => KvResult::Deleted {
-                existed: self.map.remove(&key).is_some(),
-            },
+            KvOp::Get { key } => KvResult::Value(self.shard(&key).get(&key).cloned()),
+            KvOp::Delete { key } => {
+                // A delete of an absent key changes nothing, so it copies no shard.
+                let existed = self.shard(&key).contains_key(&key);
+                if existed {
+                    self.shard_mut(&key).remove(&key);
+                }
+                KvResult::Deleted { existed }
+            }
             KvOp::Cas { key, expected, new } => self.compare_and_set(key, expected, new),
         }
     }
@@ -238,19 +282,19 @@ impl KvStateMachine {
     /// The value of `key`, without going through the log (local, possibly stale).
     #[must_use]
     pub fn get_local(&self, key: &[u8]) -> Option<&Bytes> {
-        self.map.get(key)
+        self.shard(key).get(key)
     }
 
     /// How many keys the map holds.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.shards.iter().map(|shard| shard.len()).sum()
     }
 
     /// Whether the map is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.shards.iter().all(|shard| shard.is_empty())
     }
 
     fn compare_and_set(
@@ -259,16 +303,17 @@ impl KvStateMachine {
         expected: Option<Bytes>,
         new: Option<Bytes>,
     ) -> KvResult {
-        let current = self.map.get(&key).cloned();
+        let current = self.shard(&key).get(&key).cloned();
         if current != expected {
             return KvResult::Cas {
                 swapped: false,
                 current,
             };
         }
+        let shard = self.shard_mut(&key);
         match &new {
-            Some(value) => self.map.insert(key, value.clone()),
-            None => self.map.remove(&key),
+            Some(value) => shard.insert(key, value.clone()),
+            None => shard.remove(&key),
         };
         KvResult::Cas {
             swapped: true,
@@ -289,12 +334,63 @@ impl StateMachine for KvStateMachine {
     fn query(&self, query: &[u8]) -> Vec<u8> {
         let result = match KvOp::decode(Bytes::copy_from_slice(query)) {
             Ok(KvOp::Get { key }) if KV_KEY_BYTES_MAX < key.len() => too_large(key.len()),
-            Ok(KvOp::Get { key }) => KvResult::Value(self.map.get(&key).cloned()),
+            Ok(KvOp::Get { key }) => KvResult::Value(self.shard(&key).get(&key).cloned()),
             Ok(op) => KvResult::Invalid(format!("a {} changes the map: not a query", op.name())),
             Err(error) => KvResult::Invalid(format!("malformed key-value query: {error}")),
         };
         result.encode().to_vec()
     }
+
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        Box::new(KvImage {
+            shards: self.shards.clone(),
+        })
+    }
+
+    fn restore(&mut self, image: &mut dyn io::Read) -> io::Result<()> {
+        let mut restored = KvStateMachine::new();
+        let count = get_u64(image, "the key count")?;
+        let value_bytes_max =
+            usize::try_from(alpo_core::limits::ENTRY_BYTES_MAX).unwrap_or(usize::MAX);
+        for _ in 0..count {
+            let key = get_bytes(image, "a key", KV_KEY_BYTES_MAX)?;
+            let value = get_bytes(image, "a value", value_bytes_max)?;
+            if restored
+                .shard_mut(&key)
+                .insert(key.clone(), value)
+                .is_some()
+            {
+                let message = format!("key {key:?} appears twice in the image");
+                return Err(crate::image_io::invalid(message));
+            }
+        }
+        *self = restored;
+        Ok(())
+    }
+}
+
+impl SnapshotImage for KvImage {
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let count: usize = self.shards.iter().map(|shard| shard.len()).sum();
+        put_u64(out, count as u64)?;
+        for shard in &self.shards {
+            for (key, value) in shard.iter() {
+                put_bytes(out, key)?;
+                put_bytes(out, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shard a key lives in: FNV-1a of the key, the same on every node and every run.
+fn shard_of(key: &[u8]) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % SHARD_COUNT as u64) as usize
 }
 
 fn too_large(size: usize) -> KvResult {
@@ -445,5 +541,89 @@ mod tests {
         for result in results {
             assert_eq!(KvResult::decode(result.encode()).unwrap(), result);
         }
+    }
+
+    fn image_of(kv: &KvStateMachine) -> Vec<u8> {
+        let mut out = Vec::new();
+        kv.snapshot().write_to(&mut out).unwrap();
+        out
+    }
+
+    fn put(kv: &mut KvStateMachine, key: &str, value: &str) {
+        let op = KvOp::Put {
+            key: b(key),
+            value: b(value),
+        };
+        assert_eq!(run(kv, op), KvResult::Written);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_map_and_its_image_is_deterministic() {
+        let mut kv = KvStateMachine::new();
+        for i in 0..1000 {
+            put(&mut kv, &format!("key{i}"), &format!("value{i}"));
+        }
+        let image = image_of(&kv);
+        let mut restored = KvStateMachine::new();
+        put(&mut restored, "stale", "gone after the restore");
+        restored.restore(&mut image.as_slice()).unwrap();
+        assert_eq!(restored.len(), 1000);
+        assert_eq!(restored.get_local(b"key7"), Some(&b("value7")));
+        assert_eq!(restored.get_local(b"stale"), None);
+        // The same contents written in another order give the same bytes.
+        let mut reversed = KvStateMachine::new();
+        for i in (0..1000).rev() {
+            put(&mut reversed, &format!("key{i}"), &format!("value{i}"));
+        }
+        assert_eq!(image_of(&reversed), image);
+        assert_eq!(image_of(&restored), image);
+    }
+
+    #[test]
+    fn a_snapshot_does_not_change_when_later_writes_land() {
+        let mut kv = KvStateMachine::new();
+        put(&mut kv, "a", "1");
+        put(&mut kv, "b", "2");
+        let frozen = kv.snapshot();
+        let mut before = Vec::new();
+        frozen.write_to(&mut before).unwrap();
+        put(&mut kv, "a", "changed");
+        run(&mut kv, KvOp::Delete { key: b("b") });
+        put(&mut kv, "c", "3");
+        let mut after = Vec::new();
+        frozen.write_to(&mut after).unwrap();
+        assert_eq!(before, after, "the image is frozen at the snapshot");
+        let mut restored = KvStateMachine::new();
+        restored.restore(&mut after.as_slice()).unwrap();
+        assert_eq!(restored.get_local(b"a"), Some(&b("1")));
+        assert_eq!(restored.get_local(b"b"), Some(&b("2")));
+        assert_eq!(restored.get_local(b"c"), None);
+        assert_eq!(kv.get_local(b"a"), Some(&b("changed")));
+        // Only the shards written since were copied; the others are still shared.
+        let shared = kv
+            .shards
+            .iter()
+            .filter(|shard| Arc::strong_count(shard) == 2)
+            .count();
+        assert!(SHARD_COUNT - 3 <= shared, "{shared} shards shared");
+    }
+
+    #[test]
+    fn a_damaged_image_is_an_error_and_leaves_the_map_alone() {
+        let mut kv = KvStateMachine::new();
+        put(&mut kv, "a", "1");
+        let image = image_of(&kv);
+        let mut target = KvStateMachine::new();
+        put(&mut target, "kept", "yes");
+        for cut in 0..image.len() {
+            let error = target.restore(&mut &image[..cut]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "cut at {cut}");
+        }
+        assert_eq!(target.get_local(b"kept"), Some(&b("yes")));
+        let mut twice = image.clone();
+        twice[0] = 2;
+        twice.extend_from_slice(&image[8..]);
+        let error = target.restore(&mut twice.as_slice()).unwrap_err();
+        assert!(error.to_string().contains("appears twice"), "{error}");
     }
 }

@@ -1,7 +1,7 @@
 //! An ALPO server: wires alpo-core (the protocol), alpo-log (the files) and alpo-net (the
 //! sockets) together behind a state-machine trait, and the client that talks to it.
 //!
-//! A running node has four kinds of thread, each with one job:
+//! A running node has five kinds of thread, each with one job:
 //! - the **event loop** owns the protocol core; it batches inputs (peer messages, client
 //!   requests, durability reports, timeouts) and performs the core's outputs in order, and
 //!   never waits on the disk except for the rare synchronous term/vote write;
@@ -9,10 +9,14 @@
 //!   one fdatasync covers every entry that arrived meanwhile), then reports "durable up to N";
 //!   the leader's own write runs in parallel with replication;
 //! - the **apply** thread feeds committed entries, in index order, to the [`StateMachine`],
-//!   answers the clients waiting for them, and serves reads of committed entries;
+//!   answers the clients waiting for them, serves reads of committed entries from the log files,
+//!   and freezes the state for a snapshot (copy-on-write, a short pause) or restores one;
+//! - the **snapshot** thread writes snapshot files in the background, compaction following
+//!   once one is durable, and sends and receives them for followers far behind;
 //! - alpo-net's threads carry peer messages and client requests.
 //!
-//! Index relationships on every node: `applied ≤ commit ≤ durable ≤ last`.
+//! Index relationships on every node: `L ≤ applied ≤ commit ≤ durable ≤ last`, with `L` the
+//! newest durable snapshot's last index; a start restores from it and applies only what follows.
 //!
 //! Clients speak the [`client_protocol`]: append, read and status for the log, and opaque
 //! commands and queries for the state machine, which are ordered through the log and so are
@@ -28,8 +32,11 @@
 //! cluster lists its other nodes in `peers`; `examples/bank` runs three in one process):
 //!
 //! ```
+//! use std::io;
+//!
 //! use alpo_core::{ClusterId, LogIndex};
-//! use alpo_node::{Client, ClientOptions, NodeConfig, Server, StateMachine, Timeouts};
+//! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
+//! use alpo_node::{LogSettings, Snapshots, Timeouts};
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -44,6 +51,27 @@
 //!
 //!     fn query(&self, _query: &[u8]) -> Vec<u8> {
 //!         self.total.to_le_bytes().to_vec()
+//!     }
+//!
+//!     // A snapshot of a number is a copy of it; a large state would use copy-on-write.
+//!     fn snapshot(&self) -> Box<dyn SnapshotImage> {
+//!         Box::new(Total(self.total))
+//!     }
+//!
+//!     fn restore(&mut self, image: &mut dyn io::Read) -> io::Result<()> {
+//!         let mut bytes = [0; 8];
+//!         image.read_exact(&mut bytes)?;
+//!         self.total = u64::from_le_bytes(bytes);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// A frozen total.
+//! struct Total(u64);
+//!
+//! impl SnapshotImage for Total {
+//!     fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+//!         out.write_all(&self.0.to_le_bytes())
 //!     }
 //! }
 //!
@@ -60,6 +88,8 @@
 //!     client_addr: "127.0.0.1:0".parse().expect("an address"),
 //!     peers: Vec::new(),
 //!     timeouts: Timeouts::lan(),
+//!     snapshots: Snapshots::default(),
+//!     log: LogSettings::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -93,25 +123,28 @@ pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
+mod image_io;
 pub mod kv;
 mod kv_client;
 pub mod limits;
 mod node;
+mod node_image;
 mod server;
 mod service;
 mod session;
+mod snapshot;
 mod state_machine;
 mod storage;
 mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{NodeConfig, PeerConfig, Timeouts};
+pub use config::{LogSettings, NodeConfig, PeerConfig, Snapshots, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;
 pub use node::{Server, StorageStats};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotImage, StateMachine};
 pub use wire::{DecodeError, DecodeProblem};
 
 // Handles an application keeps and moves between threads.

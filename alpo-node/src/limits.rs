@@ -15,6 +15,16 @@ pub const STORAGE_BATCH_OP_COUNT_MAX: usize = 4096;
 /// apply thread (backpressure).
 pub const APPLY_QUEUE_COUNT_MAX: usize = 4096;
 
+/// Jobs (a snapshot to write, chunks to read or write) queued for the snapshot thread at most.
+/// At the limit the event loop waits for the snapshot thread for a chunk to write or a snapshot
+/// to take (backpressure), and drops a chunk read (the leader asks again after its stall
+/// timeout, rule S5).
+pub const SNAPSHOT_QUEUE_COUNT_MAX: usize = 64;
+
+/// Clients waiting at once for a snapshot they asked for (`alpo snapshot`) at most. Beyond,
+/// a request is answered `Retry`.
+pub const SNAPSHOT_WAITER_COUNT_MAX: usize = 1024;
+
 /// Entries returned by one `Read` request at most; the client asks again from where it stopped.
 pub const READ_ENTRY_COUNT_MAX: u32 = 1024;
 

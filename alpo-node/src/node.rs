@@ -6,11 +6,19 @@
 //!    elsewhere with an error naming the file and offset);
 //! 2. load the hard state (term, vote, incarnation), bump the incarnation and store it durably
 //!    before anything is sent, so peers can tell this start from the last;
-//! 3. read every log entry into `alpo_core::Persisted` (the core keeps the log in memory);
-//! 4. start the peer transport and the client listener, then the threads.
+//! 3. open the snapshots (alpo-log's `SnapshotStore` removes what a crash left and falls back
+//!    past a damaged file); with a newest valid snapshot at `(L, term_L)`, redo rule S7 step 1:
+//!    a log that does not hold `(L, term_L)` is discarded (`Log::reset`, continuing at `L + 1`);
+//!    a log that starts above `L + 1` has lost entries, and the node refuses to start, naming
+//!    the files; restore the state machine and sessions from the snapshot (rule S8);
+//! 4. read the retained log entries after `L` into `alpo_core::Persisted` with the snapshot's
+//!    meta, so the core starts with `applied = commit = L` and nothing up to `L` is applied
+//!    again (the core keeps the retained log in memory);
+//! 5. start the peer transport and the client listener, then the threads.
 //!
 //! Invariants: the log files are only written by the storage thread, the hard-state file only by
-//! the event loop; the node answers clients only through the listener it started.
+//! the event loop, snapshot files only by the snapshot thread; the node answers clients only
+//! through the listener it started.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -20,13 +28,16 @@ use bytes::Bytes;
 
 use alpo_core::{Entry, EntryKind, HardState, Incarnation, LogIndex, LogPosition, Message, NodeId};
 use alpo_core::{Persisted, Term};
-use alpo_log::{Log, LogOptions};
+use alpo_log::{Log, LogOptions, LogView, SnapshotOptions, SnapshotStore};
 use alpo_net::{ClientListener, ClientListenerConfig, Inbox, PeerTransport};
 
+use crate::apply::EntrySource;
 use crate::client_protocol::NodeStatus;
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::node_image::{self, RestoredState};
 use crate::server::{self, HardStateStore, Parts, PeerSender, Running};
+use crate::snapshot::core_meta;
 use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
 
@@ -48,6 +59,22 @@ pub struct StorageStats {
     pub sync_count: u64,
     /// Entries written.
     pub entry_count: u64,
+}
+
+/// alpo-log's `Log` as the storage thread writes it, with the position an installed snapshot
+/// left before its first entry (alpo-log keeps indices, not the term before them).
+struct FileLog {
+    log: Log,
+    base: LogPosition,
+}
+
+/// What recovery found on disk.
+struct Recovered {
+    log: FileLog,
+    hard_state: FileHardState,
+    persisted: Persisted,
+    snapshots: SnapshotStore,
+    restored: Option<RestoredState>,
 }
 
 /// The hard state as alpo-log stores it, kept by the event loop.
@@ -75,7 +102,14 @@ impl Server {
         machine: impl StateMachine,
     ) -> Result<Server, Error> {
         config.validate()?;
-        let (log, hard_state, persisted) = recover(&config)?;
+        let mut machine = machine;
+        let Recovered {
+            log,
+            hard_state,
+            persisted,
+            snapshots,
+            restored,
+        } = recover(&config, &mut machine)?;
         let peers = config
             .peers
             .iter()
@@ -99,7 +133,10 @@ impl Server {
         tracing::info!(node = id.0, %peer_addr, %client_addr, last_index = last_index(&persisted),
             incarnation = persisted.incarnation.0, "node starting");
         let parts = Parts {
+            entry_source: Box::new(log.log.view()),
             log: Box::new(log),
+            snapshots: Some(snapshots),
+            restored,
             hard_state: Box::new(hard_state),
             peers: Box::new(Arc::clone(&transport)),
             waker: Arc::new(inbox.waker()),
@@ -226,27 +263,63 @@ impl PeerSender for Arc<PeerTransport> {
     }
 }
 
-impl LogStore for Log {
+impl LogStore for FileLog {
     fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), alpo_log::Error> {
-        Log::truncate_suffix(self, from.0)
+        self.log.truncate_suffix(from.0)
     }
 
     fn append(&mut self, entry: &Entry) -> Result<(), alpo_log::Error> {
         let (index, term, kind) = (entry.index.0, entry.term.0, entry.kind.to_byte());
-        Log::append(self, index, term, kind, &entry.payload)?;
+        self.log.append(index, term, kind, &entry.payload)?;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), alpo_log::Error> {
-        Log::sync(self)?;
+        self.log.sync()?;
         Ok(())
     }
 
     fn last_position(&self) -> LogPosition {
-        LogPosition {
-            index: LogIndex(self.last_index()),
-            term: Term(self.last_term()),
+        if self.log.last_index() == self.base.index.0 {
+            return self.base;
         }
+        LogPosition {
+            index: LogIndex(self.log.last_index()),
+            term: Term(self.log.last_term()),
+        }
+    }
+
+    fn compact_prefix(&mut self, below: LogIndex) -> Result<(), alpo_log::Error> {
+        self.log.compact_prefix(below.0)
+    }
+
+    fn reset(&mut self, snapshot: LogPosition) -> Result<(), alpo_log::Error> {
+        self.log.reset(snapshot.index.0 + 1)?;
+        self.base = snapshot;
+        Ok(())
+    }
+}
+
+impl EntrySource for LogView {
+    fn read(&self, from: LogIndex, to: LogIndex, max_bytes: u64) -> Result<Vec<Entry>, Error> {
+        let records = LogView::read(self, from.0, to.0, max_bytes)?;
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            let Some(kind) = EntryKind::from_byte(record.kind) else {
+                // Checked at open for every record; the node writes only kinds it knows.
+                let (index, other) = (record.index, record.kind);
+                return Err(Error::Corrupt {
+                    what: format!("log entry {index} has unknown kind {other}"),
+                });
+            };
+            entries.push(Entry {
+                index: LogIndex(record.index),
+                term: Term(record.term),
+                kind,
+                payload: record.payload,
+            });
+        }
+        Ok(entries)
     }
 }
 
@@ -261,18 +334,22 @@ impl HardStateStore for FileHardState {
     }
 }
 
-/// Steps 1–3 of the start-up sequence.
-fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error> {
+/// Steps 1–4 of the start-up sequence.
+fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recovered, Error> {
     let dir = config.data_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         what: format!("creating the data directory {}", dir.display()),
         source,
     })?;
-    let log = Log::open(dir, LogOptions::new(config.cluster_id, config.id))?;
+    let mut options = LogOptions::new(config.cluster_id, config.id);
+    options.segment_bytes_max = config.log.segment_bytes_max;
+    let mut log = Log::open(dir, options)?;
+    let snapshots = SnapshotStore::open(dir, SnapshotOptions::new(config.cluster_id, config.id))?;
     let stored = alpo_log::HardState::load(dir)?;
-    // A log with entries was written by a node that had voted or followed a leader; without its
-    // hard state it could vote twice in one term (rule E0), so it must not start as new.
-    if stored.is_none() && log.last_index() > 0 {
+    // A log with entries (or a snapshot) was written by a node that had voted or followed a
+    // leader; without its hard state it could vote twice in one term (rule E0), so it must not
+    // start as new.
+    if stored.is_none() && (log.last_index() > 0 || snapshots.newest().is_some()) {
         return Err(Error::Corrupt {
             what: format!(
                 "{} is missing in {} but the log holds entries up to index {}; \
@@ -295,13 +372,15 @@ fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error
             what: format!("the incarnation in {} is at its maximum", dir.display()),
         })?;
     stored.store(dir)?;
-    let entries = read_entries(&log, dir)?;
+    let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
+    // The retained entries up to `L` let the core serve followers a little behind (rule S4).
+    let entries = read_entries(&log, dir, LogIndex(1))?;
     let persisted = Persisted {
         hard_state: HardState {
             current_term: Term(stored.current_term),
             voted_for: stored.voted_for.map(NodeId),
         },
-        snapshot: None,
+        snapshot,
         entries,
         incarnation: Incarnation(stored.incarnation),
     };
@@ -309,14 +388,125 @@ fn recover(config: &NodeConfig) -> Result<(Log, FileHardState, Persisted), Error
         dir: dir.to_path_buf(),
         incarnation: stored.incarnation,
     };
-    Ok((log, hard_state, persisted))
+    Ok(Recovered {
+        log: FileLog { log, base },
+        hard_state,
+        persisted,
+        snapshots,
+        restored,
+    })
 }
 
-/// Every entry of the log, with payloads copied out of the log's memory map (the log may reuse
-/// those bytes after a truncation, while the core keeps its entries for its lifetime).
-fn read_entries(log: &Log, dir: &Path) -> Result<Vec<Entry>, Error> {
+/// Step 3's snapshot part: restores `machine` from the newest valid snapshot after redoing
+/// S7 step 1 on `log`; returns the log's base, the snapshot as the core knows it, and what was
+/// restored besides the machine.
+fn restore_newest(
+    config: &NodeConfig,
+    snapshots: &SnapshotStore,
+    log: &mut Log,
+    machine: &mut impl StateMachine,
+) -> Result<
+    (
+        LogPosition,
+        Option<alpo_core::SnapshotMeta>,
+        Option<RestoredState>,
+    ),
+    Error,
+> {
+    let dir = config.data_dir.as_path();
+    Ok(match snapshots.open_newest()? {
+        None => {
+            if 1 < log.first_index() {
+                return Err(Error::Corrupt {
+                    what: format!(
+                        "the log in {} starts at index {} but no valid snapshot covers the \
+                         entries before it{}",
+                        dir.display(),
+                        log.first_index(),
+                        damaged_note(snapshots)
+                    ),
+                });
+            }
+            (LogPosition::default(), None, None)
+        }
+        Some(file) => {
+            let meta = file.meta().clone();
+            let last = LogPosition {
+                index: LogIndex(meta.last_index),
+                term: Term(meta.last_term),
+            };
+            redo_install_truncation(log, last, file.path(), snapshots)?;
+            let restored = node_image::restore_from_file(file.path(), machine)?;
+            tracing::info!(node = config.id, index = last.index.0, file = %file.path().display(),
+                "state restored from the newest snapshot");
+            let core = core_meta(&meta, file.file_bytes());
+            (last, Some(core), Some(restored))
+        }
+    })
+}
+
+/// `" (damaged snapshot files: A at byte N, …)"` when the store skipped damaged files, else
+/// nothing: what an operator needs to see next to a refusal to start.
+fn damaged_note(snapshots: &SnapshotStore) -> String {
+    let damaged: Vec<String> = snapshots
+        .events()
+        .iter()
+        .filter(|event| event.situation == alpo_log::SnapshotSituation::Damaged)
+        .map(|event| format!("{} at byte {}", event.path.display(), event.offset))
+        .collect();
+    if damaged.is_empty() {
+        String::new()
+    } else {
+        format!(" (damaged snapshot files: {})", damaged.join(", "))
+    }
+}
+
+/// Rule S7 step 1, redone at open: a log that does not hold the snapshot's last position
+/// `last` is discarded and continues at `L + 1`; a log that starts above `L + 1` lost entries
+/// no snapshot covers (a damaged newest snapshot, or a damaged log), and the node refuses.
+fn redo_install_truncation(
+    log: &mut Log,
+    last: LogPosition,
+    snapshot: &Path,
+    snapshots: &SnapshotStore,
+) -> Result<(), Error> {
+    let l = last.index.0;
+    if log.first_index() > l + 1 {
+        return Err(Error::Corrupt {
+            what: format!(
+                "the log in {} starts at index {} but the newest valid snapshot {} ends at \
+                 index {l}: entries {} to {} are missing (a damaged newer snapshot falls back \
+                 only to one the log still continues){}",
+                log.dir().display(),
+                log.first_index(),
+                snapshot.display(),
+                l + 1,
+                log.first_index() - 1,
+                damaged_note(snapshots)
+            ),
+        });
+    }
+    // The log continues the snapshot if it starts right after `L` (after a reset, or
+    // compacted exactly there) or holds `(L, term_L)`; entries after `L` then follow it
+    // (log matching). Otherwise a crash fell between an install and its truncation.
+    let continues = log.first_index() == l + 1 || log.term_at(l) == Some(last.term.0);
+    if !continues {
+        tracing::info!(
+            index = l,
+            first = log.first_index(),
+            last = log.last_index(),
+            "the log does not continue the newest snapshot: discarding it (rule S7 step 1)"
+        );
+        log.reset(l + 1)?;
+    }
+    Ok(())
+}
+
+/// Every entry of the log from `from` on, with payloads copied out of the log's memory map
+/// (the log may reuse those bytes after a truncation, while the core keeps its entries).
+fn read_entries(log: &Log, dir: &Path, from: LogIndex) -> Result<Vec<Entry>, Error> {
     let mut entries = Vec::new();
-    for record in log.entries(..) {
+    for record in log.entries(from.0.max(log.first_index())..) {
         let record = record?;
         let Some(kind) = EntryKind::from_byte(record.kind) else {
             let (dir, index, other) = (dir.display(), record.index, record.kind);
@@ -348,5 +538,7 @@ fn unreachable_status(id: NodeId) -> NodeStatus {
         last_index: LogIndex(0),
         durable_index: LogIndex(0),
         applied_index: LogIndex(0),
+        snapshot_index: LogIndex(0),
+        first_index: LogIndex(0),
     }
 }

@@ -9,7 +9,10 @@
 //!   and backpressure when the storage or apply queue is full (a disk or state machine that
 //!   cannot keep up); reads never wait for room, they are answered `Retry` instead;
 //! - storage (`storage.rs`): the log files; group commit, reports "durable up to N";
-//! - apply (`apply.rs`): the state machine, the session table, waiting clients, reads;
+//! - apply (`apply.rs`): the state machine, the session table, waiting clients, reads (from
+//!   the log files), freezing the state for a snapshot and restoring one;
+//! - snapshot (`snapshot.rs`): the snapshot files: writing one, chunks for a transfer,
+//!   receiving and installing one; reports to this loop through the inbox waker;
 //! - alpo-net's threads: outbound peer connections (one writer each), accepting and handshakes.
 //!   Replies to clients are written by the thread that answers (apply or event loop).
 //!
@@ -18,8 +21,15 @@
 //! order and may complete later (the leader's own write runs in parallel with replication, rule
 //! R10); `Send` goes to the transport; `Apply` to the apply thread. A client's proposal is
 //! registered with the apply thread before the outputs of its batch are performed, so its answer
-//! can never be missed. Index relationships: `applied ≤ commit ≤ durable ≤ last`.
+//! can never be missed. Snapshots: `TakeSnapshot` goes to the apply thread in order with the
+//! `Apply`s (it freezes the state right after the entry at `at`); `CompactLog` to the storage
+//! thread in order with the log writes, followed by a removal of older snapshot files; a
+//! `TruncateLog` at or below the newest snapshot's `L` (rule S7 step 1, after an install or at
+//! a start) becomes a reset of the whole log continuing at `L + 1`; `ReadSnapshot` and
+//! `WriteSnapshotChunk` go to the snapshot thread; `RestoreStateMachine` to the apply thread,
+//! in order with the `Apply`s. Index relationships: `L ≤ applied ≤ commit ≤ durable ≤ last`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -32,7 +42,8 @@ use alpo_core::{
     HardState, LogIndex, LogPosition, Message, Node, Output, Persisted, ProposeError, Role,
 };
 
-use crate::apply::{self, ApplyHandle, ApplyMsg, PendingRequest, ReadRequest};
+use crate::apply::ReadRequest;
+use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
 use crate::client_protocol::{
     ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
     unsupported_version_response,
@@ -41,7 +52,10 @@ use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
+use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
+use crate::node_image::RestoredState;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
+use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, LogStore, StorageHandle, StorageOp};
 use crate::wire::{DecodeError, DecodeProblem};
@@ -78,6 +92,15 @@ struct EventLoop {
     pub(crate) replier: Arc<dyn Replier>,
     pub(crate) storage: StorageHandle,
     pub(crate) apply: ApplyHandle,
+    /// `None` when the node runs without snapshot files (the event loop's own tests).
+    pub(crate) snapshots: Option<SnapshotHandle>,
+    /// The newest snapshot's last position, `(0, 0)` without one.
+    pub(crate) newest_snapshot: LogPosition,
+    /// Where the snapshot installed last lies, for its `RestoreStateMachine`.
+    pub(crate) installed: Option<(LogPosition, PathBuf)>,
+    /// Clients waiting for a snapshot they asked for (`Op::Snapshot`) to be durable: the
+    /// connection, the request's sequence number and the index it covers.
+    pub(crate) snapshot_waiters: Vec<(ConnectionId, u64, LogIndex)>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
@@ -97,11 +120,21 @@ impl EventLoop {
             *self.shared.failure.lock() = Some(Arc::clone(&error));
             Error::Failed(error)
         });
-        let EventLoop { storage, apply, .. } = self;
+        let EventLoop {
+            storage,
+            apply,
+            snapshots,
+            ..
+        } = self;
         drop(storage.ops);
         drop(apply.sender);
         let _ = storage.thread.join();
         let _ = apply.thread.join();
+        // The snapshot thread's queue closes once the apply thread (which also feeds it) ended.
+        if let Some(snapshots) = snapshots {
+            drop(snapshots.jobs);
+            let _ = snapshots.thread.join();
+        }
         result
     }
 
@@ -128,6 +161,7 @@ impl EventLoop {
                 }
             }
             self.on_storage_report()?;
+            self.on_snapshot_reports()?;
             let now = self.now();
             if self
                 .node
@@ -159,6 +193,82 @@ impl EventLoop {
             self.node.on_persisted(self.now(), durable);
         }
         Ok(())
+    }
+
+    /// Feeds the snapshot thread's reports to the core, in the order they happened.
+    fn on_snapshot_reports(&mut self) -> Result<(), Error> {
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(());
+        };
+        let (reports, fatal) = {
+            let mut state = snapshots.state.lock();
+            (std::mem::take(&mut state.reports), state.fatal.take())
+        };
+        if let Some(error) = fatal {
+            return Err(Error::Log(error));
+        }
+        for report in reports {
+            let now = self.now();
+            match report {
+                SnapshotReport::Durable(meta) => {
+                    self.newest_snapshot = self.newest_snapshot.max(meta.last);
+                    self.node.on_snapshot_durable(now, meta);
+                    self.answer_snapshot_waiters();
+                }
+                SnapshotReport::Read {
+                    to,
+                    snapshot,
+                    offset,
+                    result,
+                } => self
+                    .node
+                    .on_snapshot_read(now, to, snapshot, offset, result),
+                SnapshotReport::Installed { meta, path } => {
+                    self.newest_snapshot = self.newest_snapshot.max(meta.last);
+                    self.installed = Some((meta.last, path));
+                    self.node.on_snapshot_installed(now, meta);
+                    self.answer_snapshot_waiters();
+                }
+                SnapshotReport::InstallFailed(meta) => {
+                    self.node.on_snapshot_install_failed(now, meta);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the clients whose snapshot the newest durable one covers.
+    fn answer_snapshot_waiters(&mut self) {
+        let newest = self.newest_snapshot.index;
+        let waiters = std::mem::take(&mut self.snapshot_waiters);
+        for (connection, seq, index) in waiters {
+            if index <= newest {
+                self.reply(connection, seq, ResponseBody::Snapshot { index: newest });
+            } else {
+                self.snapshot_waiters.push((connection, seq, index));
+            }
+        }
+    }
+
+    /// `Op::Snapshot`: asks the core for a snapshot now; answered once one is durable.
+    fn request_snapshot(&mut self, connection: ConnectionId, seq: u64) {
+        if self.snapshots.is_none() {
+            let reason = "this node runs without snapshot files".to_string();
+            self.reply(connection, seq, error_body(ErrorCode::Unavailable, reason));
+            return;
+        }
+        match self.node.request_snapshot(self.now()) {
+            // The newest durable snapshot covers every applied entry already.
+            None => {
+                let index = self.newest_snapshot.index;
+                self.reply(connection, seq, ResponseBody::Snapshot { index });
+            }
+            Some(_) if SNAPSHOT_WAITER_COUNT_MAX <= self.snapshot_waiters.len() => {
+                let reason = "too many snapshot requests waiting; retry".to_string();
+                self.reply(connection, seq, error_body(ErrorCode::Retry, reason));
+            }
+            Some(at) => self.snapshot_waiters.push((connection, seq, at.index)),
+        }
     }
 
     fn on_client(&mut self, incoming: IncomingRequest) -> Result<(), Error> {
@@ -206,6 +316,10 @@ impl EventLoop {
                     max_count,
                 };
                 self.send_read(read)
+            }
+            Op::Snapshot => {
+                self.request_snapshot(connection, request.id.seq);
+                Ok(())
             }
             op => self.propose(connection, request.id, op),
         }
@@ -277,30 +391,90 @@ impl EventLoop {
         for output in self.node.take_outputs() {
             match output {
                 Output::SaveHardState(state) => self.hard_state.save(state)?,
+                // Rule S7 step 1: the log does not hold the snapshot's last entry, so all of it
+                // goes (including entries below the core's first retained index).
+                Output::TruncateLog { from } if from <= self.newest_snapshot.index => {
+                    let snapshot = self.newest_snapshot;
+                    self.send_storage(StorageOp::Reset { snapshot })?;
+                }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
                 Output::AppendLog { entries } => {
                     self.send_storage(StorageOp::Append { entries })?
                 }
                 Output::Send(message) => self.peers.send(message),
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
-                // The node keeps snapshots off (`snapshot_interval_entries: None` in the core
-                // configuration) until the snapshot store and the state machine's snapshots are
-                // wired in (issue 11, next stage). Without a snapshot the core never asks for
-                // one of these, so receiving one is a configuration error: stop, loudly.
-                Output::TakeSnapshot { .. }
-                | Output::CompactLog { .. }
-                | Output::ReadSnapshot { .. }
-                | Output::WriteSnapshotChunk { .. }
-                | Output::RestoreStateMachine { .. } => {
-                    let reason = "the core asked for a snapshot operation while snapshots are \
-                                  off (a configuration error)"
-                        .to_string();
-                    tracing::error!(node = self.config.id, %reason, "stopping");
-                    return Err(Error::Stopped { reason });
+                Output::TakeSnapshot { at } => self.send_apply(ApplyMsg::TakeSnapshot { at })?,
+                Output::CompactLog { below } => {
+                    self.send_storage(StorageOp::Compact { below })?;
+                    let below = self.newest_snapshot.index;
+                    self.send_snapshot_job(SnapshotJob::RemoveOlder { below })?;
+                }
+                Output::ReadSnapshot {
+                    to,
+                    snapshot,
+                    offset,
+                    len,
+                } => {
+                    let job = SnapshotJob::Read {
+                        to,
+                        snapshot,
+                        offset,
+                        len,
+                    };
+                    // Never waits: a read dropped here is asked again after the transfer's
+                    // stall timeout (rule S5).
+                    let jobs = &self.snapshot_handle()?.jobs;
+                    if let Err(crossbeam_channel::TrySendError::Disconnected(_)) =
+                        jobs.try_send(job)
+                    {
+                        return Err(snapshot_thread_stopped());
+                    }
+                }
+                Output::WriteSnapshotChunk {
+                    snapshot,
+                    offset,
+                    data,
+                    last,
+                } => self.send_snapshot_job(SnapshotJob::Chunk {
+                    snapshot,
+                    offset,
+                    data,
+                    last,
+                })?,
+                Output::RestoreStateMachine { snapshot } => {
+                    let Some((_, path)) = self
+                        .installed
+                        .take()
+                        .filter(|(last, _)| *last == snapshot.last)
+                    else {
+                        let reason = format!(
+                            "the core restores snapshot {} that was not installed here",
+                            snapshot.last.index
+                        );
+                        return Err(Error::Stopped { reason });
+                    };
+                    let last = snapshot.last.index;
+                    self.send_apply(ApplyMsg::Restore { last, path })?;
                 }
             }
         }
         Ok(())
+    }
+
+    fn snapshot_handle(&self) -> Result<&SnapshotHandle, Error> {
+        // Without snapshot files the core is configured never to take one, and a leader
+        // never sends one; a snapshot output then is a configuration error: stop, loudly.
+        self.snapshots.as_ref().ok_or_else(|| Error::Stopped {
+            reason: "the core asked for a snapshot operation while snapshots are off".into(),
+        })
+    }
+
+    fn send_snapshot_job(&self, job: SnapshotJob) -> Result<(), Error> {
+        // Blocks only when the snapshot queue is full: backpressure on a slow disk.
+        self.snapshot_handle()?
+            .jobs
+            .send(job)
+            .map_err(|_| snapshot_thread_stopped())
     }
 
     /// Publishes status; tells waiting clients when leadership is lost.
@@ -371,6 +545,12 @@ impl EventLoop {
 /// channels in the event loop's own tests.
 pub(crate) struct Parts {
     pub(crate) log: Box<dyn LogStore>,
+    /// Reads of committed entries (a view of `log`).
+    pub(crate) entry_source: Box<dyn EntrySource>,
+    /// The snapshot files; `None` runs without snapshots (the core must not take any).
+    pub(crate) snapshots: Option<alpo_log::SnapshotStore>,
+    /// What the newest snapshot restored at start, if any.
+    pub(crate) restored: Option<RestoredState>,
     pub(crate) hard_state: Box<dyn HardStateStore>,
     pub(crate) peers: Box<dyn PeerSender>,
     /// Peer messages and client requests.
@@ -406,13 +586,27 @@ pub(crate) fn launch(
         field: error.field.to_string(),
         problem: error.problem,
     })?;
-    let status = node_status(&node, LogIndex(0));
+    let newest_snapshot = node.snapshot().map(|meta| meta.last).unwrap_or_default();
+    let restored_index = parts.restored.as_ref().map_or(LogIndex(0), |r| r.last);
+    // The core starts from the snapshot the state machine was restored from (rule S8).
+    assert!(
+        restored_index == newest_snapshot.index,
+        "invariant: restored at the core's L"
+    );
+    let status = node_status(&node, restored_index);
     let storage = storage::spawn(
         parts.log,
         STORAGE_QUEUE_OP_COUNT_MAX,
         Arc::clone(&parts.waker),
     )?;
-    let apply = apply::spawn(machine, Arc::clone(&parts.replier))?;
+    let (snapshots, apply) = spawn_snapshot_and_apply(
+        &config,
+        parts.snapshots,
+        &parts.waker,
+        machine,
+        &parts.replier,
+        (parts.entry_source, parts.restored),
+    )?;
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
         failure: Mutex::new(None),
@@ -428,6 +622,10 @@ pub(crate) fn launch(
         replier: parts.replier,
         storage,
         apply,
+        snapshots,
+        newest_snapshot,
+        installed: None,
+        snapshot_waiters: Vec::new(),
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
@@ -445,6 +643,35 @@ pub(crate) fn launch(
         thread,
         shared,
     })
+}
+
+/// Starts the snapshot thread over `store` (if any) and the apply thread, which reads entries
+/// from `log`, starts from `restored`, and feeds the snapshot thread its frozen states.
+fn spawn_snapshot_and_apply(
+    config: &NodeConfig,
+    store: Option<alpo_log::SnapshotStore>,
+    waker: &Arc<dyn Wake>,
+    machine: Box<dyn StateMachine>,
+    replier: &Arc<dyn Replier>,
+    (log, restored): (Box<dyn EntrySource>, Option<RestoredState>),
+) -> Result<(Option<SnapshotHandle>, ApplyHandle), Error> {
+    let snapshots = store
+        .map(|store| snapshot::spawn(store, Arc::clone(waker)))
+        .transpose()?;
+    let snapshot_jobs = match &snapshots {
+        Some(handle) => handle.jobs.clone(),
+        // Nothing reads this queue: a frozen state sent to it is dropped (and never asked for).
+        None => crossbeam_channel::bounded(SNAPSHOT_QUEUE_COUNT_MAX).0,
+    };
+    let apply = apply::spawn(ApplyStart {
+        machine,
+        replier: Arc::clone(replier),
+        log,
+        restored,
+        snapshots: snapshot_jobs,
+        retain_entries: config.snapshots.retain_entries,
+    })?;
+    Ok((snapshots, apply))
 }
 
 impl Running {
@@ -487,6 +714,14 @@ fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
         last_index: core.last_index,
         durable_index: core.durable_index,
         applied_index,
+        snapshot_index: core.snapshot_index,
+        first_index: core.first_index,
+    }
+}
+
+fn snapshot_thread_stopped() -> Error {
+    Error::Stopped {
+        reason: "the snapshot thread stopped".into(),
     }
 }
 
@@ -496,7 +731,7 @@ fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
         Op::Append { value } => Some((CommandKind::Append, value)),
         Op::Command { payload } => Some((CommandKind::Command, payload)),
         Op::Query { payload } => Some((CommandKind::Query, payload)),
-        Op::Read { .. } | Op::Status => None,
+        Op::Read { .. } | Op::Status | Op::Snapshot => None,
     }
 }
 
@@ -609,6 +844,8 @@ mod tests {
             peer_addr: addr(7100 + port),
             client_addr: addr(7200 + port),
             peers,
+            snapshots: crate::config::Snapshots::default(),
+            log: crate::config::LogSettings::default(),
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,
@@ -631,6 +868,9 @@ mod tests {
             let log = MemoryLog::default();
             let parts = Parts {
                 log: Box::new(log.clone()),
+                entry_source: Box::new(log.clone()),
+                snapshots: None,
+                restored: None,
                 hard_state: Box::new(MemoryHardState),
                 peers: Box::new(router.clone()),
                 inputs,
@@ -740,7 +980,10 @@ mod tests {
     ) -> (Parts, InputSender) {
         let (inputs, waker, input_sender) = channel_inputs();
         let parts = Parts {
-            log: Box::new(log),
+            log: Box::new(log.clone()),
+            entry_source: Box::new(log),
+            snapshots: None,
+            restored: None,
             hard_state: Box::new(MemoryHardState),
             peers: Box::new(Router {
                 inboxes: Arc::new(Mutex::new(BTreeMap::new())),
@@ -786,6 +1029,14 @@ mod tests {
         }
 
         fn query(&self, _query: &[u8]) -> Vec<u8> {
+            panic!("deliberate state-machine bug");
+        }
+
+        fn snapshot(&self) -> Box<dyn crate::state_machine::SnapshotImage> {
+            panic!("deliberate state-machine bug");
+        }
+
+        fn restore(&mut self, _image: &mut dyn std::io::Read) -> std::io::Result<()> {
             panic!("deliberate state-machine bug");
         }
     }

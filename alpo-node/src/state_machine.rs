@@ -1,17 +1,23 @@
-//! The trait an embedding application implements to receive the committed log, in order, and
-//! to answer queries about its state.
+//! The trait an embedding application implements to receive the committed log, in order, to
+//! answer queries about its state, and to freeze and restore that state for snapshots.
 //!
 //! Invariants: on every node, the state machine sees the same commands at the same indices in the
 //! same order (state-machine safety, docs/protocol.md), so replicas that start empty
-//! and apply the same commands reach the same state.
+//! and apply the same commands reach the same state; a snapshot image is a function of that
+//! state only (rule S2), so replicas at the same applied index write the same image.
+
+use std::io;
 
 use alpo_core::LogIndex;
 
 /// An application's deterministic state machine, fed committed commands by the node.
 ///
-/// The node keeps no snapshots: each start of the node (each *incarnation*) begins with the
-/// state machine the application hands to `Server::start` — normally empty — and replays every
-/// committed command from the start of the log.
+/// A node starts (each *incarnation*) with the state machine the application hands to
+/// `Server::start` — normally empty — restores it from the newest snapshot if there is one
+/// ([`StateMachine::restore`]), and applies the committed commands after it. To take a snapshot
+/// the apply thread calls [`StateMachine::snapshot`] between two `apply` calls and hands the
+/// frozen image to a background thread, which streams it into a snapshot file while `apply`
+/// goes on (rules S1, S2).
 pub trait StateMachine: Send + 'static {
     /// Applies the command committed at `index` and returns the answer for the client that
     /// proposed it.
@@ -42,4 +48,34 @@ pub trait StateMachine: Send + 'static {
     ///   session table with the first answer.
     /// - Must not panic on any input, like `apply`.
     fn query(&self, query: &[u8]) -> Vec<u8>;
+
+    /// Freezes the current state — the state after every command applied so far and none
+    /// after — as an image that another thread writes out later, while `apply` goes on.
+    ///
+    /// # Correctness
+    /// - Must be cheap: O(1) or O(changed data), e.g. persistent or copy-on-write structures
+    ///   (clone an `Arc` now, copy on the next write). It runs on the apply thread, which does
+    ///   not apply while it runs.
+    /// - The image must not change when later commands are applied, and what it writes must be
+    ///   a deterministic function of the commands applied (no hash-map order, no clock), so
+    ///   every replica writes the same bytes at the same index.
+    fn snapshot(&self) -> Box<dyn SnapshotImage>;
+
+    /// Replaces the whole state with the image `image` yields, as written by a
+    /// [`SnapshotImage::write_to`] of this kind of state machine.
+    ///
+    /// # Correctness
+    /// - Reads the image as a stream (never needs it in one buffer) and consumes all of it.
+    /// - The bytes were checksummed by the snapshot file, but come from disk or from another
+    ///   node: a malformed image is an error (`io::ErrorKind::InvalidData`, saying what is
+    ///   wrong), never a panic. The node refuses to continue with a state machine that failed
+    ///   to restore.
+    fn restore(&mut self, image: &mut dyn io::Read) -> io::Result<()>;
+}
+
+/// A state machine's frozen state, to be written to a snapshot file on another thread.
+pub trait SnapshotImage: Send + 'static {
+    /// Writes the image to `out`, piece by piece (the node's writer cuts it into checksummed
+    /// chunks; the image is never held in one buffer).
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()>;
 }

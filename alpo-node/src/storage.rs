@@ -3,7 +3,9 @@
 //!
 //! Durability sequence for each batch:
 //! 1. take every operation queued (at most `STORAGE_BATCH_OP_COUNT_MAX`), in arrival order;
-//! 2. perform each: a truncation removes a suffix, an append writes entries at the end;
+//! 2. perform each: a truncation removes a suffix, an append writes entries at the end, a
+//!    compaction drops whole segments below a durable snapshot (rule S4), a reset starts an
+//!    empty log after an installed snapshot (rule S7 step 1);
 //! 3. one `sync()` (fdatasync) covers every entry of the batch;
 //! 4. publish the log's last position as durable and wake the event loop (its inbox).
 //!
@@ -34,8 +36,13 @@ pub(crate) trait LogStore: Send + 'static {
     fn append(&mut self, entry: &Entry) -> Result<(), alpo_log::Error>;
     /// Makes every write so far durable (fdatasync). A failure is fatal.
     fn sync(&mut self) -> Result<(), alpo_log::Error>;
-    /// Index and term of the last entry, `(0, 0)` when empty.
+    /// Index and term of the last entry; after a reset, the snapshot's position; `(0, 0)`
+    /// when empty from the start.
     fn last_position(&self) -> LogPosition;
+    /// Drops entries below `below`, whole segments only (a durable snapshot covers them).
+    fn compact_prefix(&mut self, below: LogIndex) -> Result<(), alpo_log::Error>;
+    /// Discards the whole log, which continues after `snapshot` (durable on return).
+    fn reset(&mut self, snapshot: LogPosition) -> Result<(), alpo_log::Error>;
 }
 
 /// One log operation, as the core emitted it.
@@ -43,6 +50,8 @@ pub(crate) trait LogStore: Send + 'static {
 pub(crate) enum StorageOp {
     Truncate { from: LogIndex },
     Append { entries: Vec<Entry> },
+    Compact { below: LogIndex },
+    Reset { snapshot: LogPosition },
 }
 
 /// What the storage thread publishes for the event loop.
@@ -135,6 +144,8 @@ fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, a
     for op in batch {
         match op {
             StorageOp::Truncate { from } => store.truncate_suffix(from)?,
+            StorageOp::Compact { below } => store.compact_prefix(below)?,
+            StorageOp::Reset { snapshot } => store.reset(snapshot)?,
             StorageOp::Append { entries } => {
                 for entry in &entries {
                     debug_assert!(entry.index == store.last_position().index.next());
@@ -155,17 +166,46 @@ pub(crate) mod memory {
 
     use super::*;
 
-    /// Entries in a shared vector, so a test can look at them; `synced` counts syncs.
+    /// Entries in a shared vector, so a test can look at them; `base` is the position before
+    /// the first entry (moved by a reset).
     #[derive(Debug, Default, Clone)]
     pub(crate) struct MemoryLog {
         pub(crate) entries: Arc<Mutex<Vec<Entry>>>,
+        pub(crate) base: Arc<Mutex<LogPosition>>,
         pub(crate) fail_sync: bool,
+    }
+
+    impl crate::apply::EntrySource for MemoryLog {
+        fn read(&self, from: LogIndex, to: LogIndex, _max_bytes: u64) -> Result<Vec<Entry>, Error> {
+            let entries = self.entries.lock();
+            if let Some(first) = entries.first().filter(|first| from < first.index) {
+                return Err(Error::Log(alpo_log::Error::Compacted {
+                    index: from.0,
+                    first_retained: first.index.0,
+                }));
+            }
+            let run = entries.iter().filter(|e| from <= e.index && e.index <= to);
+            Ok(run.cloned().collect())
+        }
     }
 
     impl LogStore for MemoryLog {
         fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), alpo_log::Error> {
-            let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
-            self.entries.lock().truncate(keep);
+            self.entries.lock().retain(|entry| entry.index < from);
+            Ok(())
+        }
+
+        fn compact_prefix(&mut self, below: LogIndex) -> Result<(), alpo_log::Error> {
+            let mut entries = self.entries.lock();
+            // Like alpo-log: the last entry stays, so the log never empties by compaction.
+            let last = entries.last().map(|entry| entry.index);
+            entries.retain(|entry| below <= entry.index || Some(entry.index) == last);
+            Ok(())
+        }
+
+        fn reset(&mut self, snapshot: LogPosition) -> Result<(), alpo_log::Error> {
+            self.entries.lock().clear();
+            *self.base.lock() = snapshot;
             Ok(())
         }
 
@@ -185,11 +225,8 @@ pub(crate) mod memory {
         }
 
         fn last_position(&self) -> LogPosition {
-            self.entries
-                .lock()
-                .last()
-                .map(Entry::position)
-                .unwrap_or_default()
+            let base = *self.base.lock();
+            self.entries.lock().last().map_or(base, Entry::position)
         }
     }
 }

@@ -13,8 +13,8 @@ mod ledger;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alpo_core::{ClusterId, Role};
-use alpo_node::{Client, ClientOptions};
+use alpo_core::{ClusterId, LogIndex, Role};
+use alpo_node::{Client, ClientOptions, StateMachine};
 
 use cluster::LocalCluster;
 use ledger::{Answer, Command, Ledger, Query, ask, send};
@@ -138,4 +138,31 @@ fn the_ledger_as_a_three_node_cluster_answers_like_its_model_across_a_leader_sto
         Answer::Amount(total)
     );
     cluster.stop().unwrap();
+}
+
+#[test]
+fn the_ledger_restores_from_its_snapshot_and_the_snapshot_stays_frozen() {
+    let mut ledger = Ledger::default();
+    let deposit = |account: &str, amount| Command::Deposit {
+        account: account.into(),
+        amount,
+    };
+    ledger.apply(LogIndex(1), deposit("alice", 10).encode().as_bytes());
+    ledger.apply(LogIndex(2), deposit("bob", 5).encode().as_bytes());
+    let frozen = ledger.snapshot();
+    ledger.apply(LogIndex(3), deposit("alice", 100).encode().as_bytes());
+    let mut image = Vec::new();
+    frozen.write_to(&mut image).unwrap();
+    assert_eq!(
+        image, b"alice 10\nbob 5\n",
+        "the image is as of the snapshot"
+    );
+    let mut restored = Ledger::default();
+    restored.restore(&mut image.as_slice()).unwrap();
+    let total = Query::Total.encode();
+    assert_eq!(restored.query(total.as_bytes()), b"15");
+    assert_eq!(ledger.query(total.as_bytes()), b"115");
+    // A damaged image is an error, not a panic.
+    let error = restored.restore(&mut &b"alice ten\n"[..]).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
 }

@@ -54,6 +54,29 @@ impl Node {
         self.outputs.push(Output::TakeSnapshot { at });
     }
 
+    /// Rule S2 on request: a snapshot at the applied index now, unless one is in progress
+    /// (its position is returned) or the newest durable one covers every applied entry.
+    #[allow(clippy::expect_used, reason = "the message states the invariant")]
+    pub(super) fn take_snapshot_now(&mut self) -> Option<LogPosition> {
+        if let Some(at) = self.snapshot_taking {
+            return Some(at);
+        }
+        if self.applied_index <= self.snapshot_index() {
+            hit!(s2_requested_snapshot_already_covered);
+            return None;
+        }
+        let index = self.applied_index;
+        let term = self
+            .log
+            .term_at(index)
+            .expect("invariant: the applied entry is at or above the base");
+        let at = LogPosition { index, term };
+        hit!(s2_snapshot_requested);
+        self.snapshot_taking = Some(at);
+        self.outputs.push(Output::TakeSnapshot { at });
+        Some(at)
+    }
+
     /// Rule S3 step 5: the driver made a snapshot durable. A newer one replaces the newest,
     /// restarts transfers of the old one (S5), and allows compaction (S4).
     pub(super) fn snapshot_durable(&mut self, meta: SnapshotMeta) {

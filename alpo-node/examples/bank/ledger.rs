@@ -9,11 +9,18 @@
 //! deposit); a transfer that would overdraw its source changes nothing; every answer is a
 //! pure function of the commands before it, so every node gives the same one; no input makes
 //! it panic.
+//!
+//! Snapshots: the balances sit behind an `Arc`, so a snapshot is an `Arc` clone and the first
+//! transfer after it copies the map once (`Arc::make_mut`) — fine for a ledger of modest size;
+//! a large one would shard it as alpo-node's key-value machine does. The image is one line per
+//! account, `ACCOUNT BALANCE`, in account order.
 
 use std::collections::BTreeMap;
+use std::io::{self, BufRead};
+use std::sync::Arc;
 
 use alpo_core::LogIndex;
-use alpo_node::{Client, Error, StateMachine};
+use alpo_node::{Client, Error, SnapshotImage, StateMachine};
 
 /// A change to the ledger: a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +58,11 @@ pub(crate) enum Query {
 /// The ledger: balances by account name.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    balances: BTreeMap<String, u64>,
+    balances: Arc<BTreeMap<String, u64>>,
 }
+
+/// The balances frozen at a snapshot.
+struct LedgerImage(Arc<BTreeMap<String, u64>>);
 
 impl Command {
     /// The command as it travels: one line of text.
@@ -111,7 +121,7 @@ impl Ledger {
             Command::Deposit { account, amount } => {
                 let balance = self.balance(&account).checked_add(amount);
                 let balance = balance.ok_or(format!("{account}'s balance would overflow"))?;
-                self.balances.insert(account, balance);
+                Arc::make_mut(&mut self.balances).insert(account, balance);
             }
             Command::Transfer { from, to, amount } => {
                 let held = self.balance(&from);
@@ -121,8 +131,9 @@ impl Ledger {
                 if from != to {
                     let received = self.balance(&to).checked_add(amount);
                     let received = received.ok_or(format!("{to}'s balance would overflow"))?;
-                    self.balances.insert(from, held - amount);
-                    self.balances.insert(to, received);
+                    let balances = Arc::make_mut(&mut self.balances);
+                    balances.insert(from, held - amount);
+                    balances.insert(to, received);
                 }
             }
         }
@@ -157,6 +168,36 @@ impl StateMachine for Ledger {
             Err(reason) => format!("refused: {reason}"),
         };
         answer.into_bytes()
+    }
+
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        Box::new(LedgerImage(Arc::clone(&self.balances)))
+    }
+
+    fn restore(&mut self, image: &mut dyn io::Read) -> io::Result<()> {
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidData, message);
+        let mut balances = BTreeMap::new();
+        for line in io::BufReader::new(image).lines() {
+            let line = line?;
+            let Some((account, balance)) = line.split_once(' ') else {
+                return Err(invalid(format!("not an `ACCOUNT BALANCE` line: {line:?}")));
+            };
+            let balance = balance
+                .parse()
+                .map_err(|_| invalid(format!("bad balance: {line:?}")))?;
+            balances.insert(account.to_string(), balance);
+        }
+        self.balances = Arc::new(balances);
+        Ok(())
+    }
+}
+
+impl SnapshotImage for LedgerImage {
+    fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        for (account, balance) in self.0.iter() {
+            writeln!(out, "{account} {balance}")?;
+        }
+        Ok(())
     }
 }
 

@@ -139,6 +139,8 @@ pub(crate) fn write_config(
         client_addr: me.client_addr,
         peers,
         timeouts: Timeouts::lan(),
+        snapshots: alpo_node::Snapshots::default(),
+        log: alpo_node::LogSettings::default(),
     };
     config
         .validate()
