@@ -24,7 +24,7 @@ mod checks;
 #[path = "cluster/logs.rs"]
 mod logs;
 #[path = "cluster/process.rs"]
-mod process;
+pub(crate) mod process;
 #[path = "cluster/workload.rs"]
 mod workload;
 

@@ -289,6 +289,9 @@ pub(crate) fn spawn_snapshot_watcher(
         .context("starting the snapshot watcher")
 }
 
+/// One record as held on disk: `(index, term, kind, payload)`.
+pub(crate) type HeldRecord = (u64, u64, u8, Vec<u8>);
+
 /// What one node's data directory holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Disk {
@@ -297,7 +300,7 @@ pub(crate) struct Disk {
     /// First log index held (`last_index + 1` when the log is empty).
     pub(crate) first_index: u64,
     /// `(index, term, kind, payload)` of every record held, by index.
-    pub(crate) records: Vec<(u64, u64, u8, Vec<u8>)>,
+    pub(crate) records: Vec<HeldRecord>,
 }
 
 impl Disk {
@@ -338,7 +341,7 @@ pub(crate) fn check_disks(disks: &[Disk], tail: &Tail, commit: u64) -> Vec<Strin
         .map(|entry| (entry.index.0, entry.term.0))
         .collect();
     // Per index: the first node holding it, and what it holds.
-    let mut reference: BTreeMap<u64, (usize, &(u64, u64, u8, Vec<u8>))> = BTreeMap::new();
+    let mut reference: BTreeMap<u64, (usize, &HeldRecord)> = BTreeMap::new();
     let mut reported = BTreeSet::new();
     for (node, disk) in disks.iter().enumerate() {
         let snapshot = disk.snapshot_index;
@@ -434,8 +437,9 @@ mod tests {
         assert_eq!((count.taken(&[1, 2]), count.installed(&[1, 2])), (2, 1));
     }
 
-    fn disk(snapshot_index: u64, range: std::ops::RangeInclusive<u64>) -> Disk {
-        let first_index = *range.start();
+    /// A disk with a snapshot at `snapshot_index` and records `range` (may be empty).
+    fn disk(snapshot_index: u64, range: std::ops::Range<u64>) -> Disk {
+        let first_index = range.start;
         Disk {
             snapshot_index,
             first_index,
@@ -448,25 +452,25 @@ mod tests {
     #[test]
     fn disks_compare_only_where_both_hold_and_bite_otherwise() {
         let tail = Tail {
-            entries: (1..=10).map(entry).collect(),
+            entries: (1..11).map(entry).collect(),
             gaps: Vec::new(),
         };
-        let good = [disk(0, 1..=10), disk(6, 4..=10), disk(10, 11..=10)];
+        let good = [disk(0, 1..11), disk(6, 4..11), disk(10, 11..11)];
         assert_eq!(check_disks(&good, &tail, 10), Vec::<String>::new());
-        let hole = [disk(0, 1..=10), disk(3, 6..=10)];
+        let hole = [disk(0, 1..11), disk(3, 6..11)];
         assert!(check_disks(&hole, &tail, 10)[0].contains("are in neither"));
-        let beyond = [disk(12, 13..=12)];
+        let beyond = [disk(12, 13..13)];
         assert!(check_disks(&beyond, &tail, 10)[0].contains("beyond the commit"));
-        let short = [disk(2, 3..=8)];
+        let short = [disk(2, 3..9)];
         assert!(check_disks(&short, &tail, 10)[0].contains("below the commit"));
-        let mut differs = [disk(0, 1..=10), disk(5, 6..=10)];
+        let mut differs = [disk(0, 1..11), disk(5, 6..11)];
         differs[1].records[2].3 = vec![99];
         let problems = check_disks(&differs, &tail, 10);
         assert_eq!(
             problems,
             vec!["n1's committed log differs from n0's at index 8".to_owned()]
         );
-        let mut wrong_term = [disk(0, 1..=10)];
+        let mut wrong_term = [disk(0, 1..11)];
         wrong_term[0].records[4].1 = 2;
         assert!(check_disks(&wrong_term, &tail, 10)[0].contains("term 2"));
     }
