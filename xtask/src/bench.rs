@@ -8,6 +8,9 @@
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
 //!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
+//! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
+//!   memory and data directory size sampled every second over a fixed number of appends, the
+//!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).

@@ -3,13 +3,23 @@
 //! through a fault-injecting proxy on every peer link, crash-restart), then the checks of
 //! issue 6 on the healed, converged cluster:
 //! 1. every acknowledged append is committed exactly once at its acknowledged index and every
-//!    node's committed log is the same sequence (`lost_acks`, `duplicates`, `log_problems`);
+//!    node's committed log is the same sequence wherever two nodes still hold an index, with no
+//!    hole between a node's snapshot and its log (`lost_acks`, `duplicates`, `log_problems`);
 //! 2. the key-value history is linearizable, indeterminate operations possibly applied;
 //! 3. progress during faults: throughput per second and the longest window without a successful
 //!    write (`max_unavailable_ms`, reported, not judged: no wall-clock pass/fail here).
 //!
 //! Also judged: no two nodes ever said they lead the same term, no node exited on its own, the
 //! cluster converged after healing, and it accepted writes again after the last fault.
+//!
+//! Snapshots (issue 11): when the binary takes them (`alpo node --help` lists the flags), every
+//! node's config gets `[snapshots] interval_entries / retain_entries` (2000 / 500 unless
+//! `--snapshot-interval` / `--snapshot-retain` say otherwise; interval 0 turns them off), and the
+//! `lag` nemesis keeps a follower down long enough to need an install. Check 1 then reads the
+//! committed log through a tailer during the run and the stopped nodes' data directories after
+//! it (`cluster::logs`); the summary adds the snapshots taken and installed (snapshot files seen
+//! in the data directories) and the committed indices no node could be asked for before they
+//! were compacted (`unchecked_indices`, not judged).
 //!
 //! The run directory (`--keep DIR`, else a temporary one, deleted on success and printed on
 //! failure) holds `history.jsonl`, `faults.txt`, `leaders.txt`, `throughput.txt`,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use alpo_node::{NodeConfig, PeerConfig, Timeouts};
+use alpo_node::{NodeConfig, Timeouts};
 use xtask::nemesis::SplitMix64;
 
 /// The cluster id every node of a test run uses.
@@ -148,25 +148,30 @@ pub(crate) fn write_config(
     snapshots: Option<Snapshots>,
 ) -> Result<()> {
     let me = &specs[index];
-    let peers = specs
+    let peers: Vec<serde_json::Value> = specs
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index)
-        .map(|(j, peer)| PeerConfig {
-            id: peer.id,
-            peer_addr: peer_via[j],
-            client_addr: peer.client_addr,
+        .map(|(j, peer)| {
+            serde_json::json!({
+                "id": peer.id,
+                "peer_addr": peer_via[j],
+                "client_addr": peer.client_addr,
+            })
         })
         .collect();
-    let config = NodeConfig {
-        id: me.id,
-        cluster_id: CLUSTER_ID,
-        data_dir: data_dir(dir, index),
-        peer_addr: me.peer_addr,
-        client_addr: me.client_addr,
-        peers,
-        timeouts: Timeouts::lan(),
-    };
+    // Built through serde rather than a struct literal, so fields the node adds later with
+    // defaults (its `[snapshots]` table) need no change here.
+    let config: NodeConfig = serde_json::from_value(serde_json::json!({
+        "id": me.id,
+        "cluster_id": CLUSTER_ID,
+        "data_dir": data_dir(dir, index),
+        "peer_addr": me.peer_addr,
+        "client_addr": me.client_addr,
+        "peers": peers,
+        "timeouts": Timeouts::lan(),
+    }))
+    .with_context(|| format!("building the config of node n{index}"))?;
     config
         .validate()
         .with_context(|| format!("config of node n{index}"))?;
