@@ -8,6 +8,9 @@
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
 //!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
+//! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
+//!   memory and data directory size sampled every second over a fixed number of appends, the
+//!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
@@ -19,18 +22,24 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+#[path = "bench/bounded.rs"]
+mod bounded;
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/local.rs"]
+mod local;
+
+use local::{CLUSTER_ID, LocalCluster};
+
 /// How long a fresh cluster may take to elect its first leader.
 const LEADER_WAIT: Duration = Duration::from_secs(20);
-/// The cluster id the benchmark clusters use.
-const CLUSTER_ID: &str = "77";
 
 const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
@@ -56,14 +65,16 @@ struct Plan {
 
 /// Entry point of `cargo xtask bench …`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let result = match args.first().map(String::as_str) {
-        Some("cluster") => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
-        Some("report") if args.len() > 1 => {
+    let first = args.first().map(String::as_str);
+    let result = match (first, first.and_then(bounded::Bench::parse)) {
+        (Some("cluster"), _) => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
+        (Some("report"), _) if args.len() > 1 => {
             let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             report(&files)
         }
+        (_, Some(bench)) => bounded::parse(bench, &args[1..]).and_then(|plan| bounded::run(&plan)),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{USAGE}\n{}", bounded::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -187,84 +198,6 @@ fn workspace_root() -> PathBuf {
         .map_or(manifest.clone(), Path::to_path_buf)
 }
 
-/// A running benchmark cluster; dropping it kills the nodes and removes their data.
-#[derive(Debug)]
-struct LocalCluster {
-    children: Vec<Child>,
-    dir: PathBuf,
-    endpoints: String,
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Free loopback addresses: bound to port 0, then released (another process could take one in
-/// between; the node then fails to start and the point fails with its log named).
-fn free_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("binding a free loopback port")?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().context("reading a bound port"))
-        .collect()
-}
-
-fn start_cluster(alpo: &Path, nodes: u16, point: &str) -> anyhow::Result<LocalCluster> {
-    let n = usize::from(nodes);
-    let addrs = free_addrs(2 * n)?;
-    let dir = std::env::temp_dir().join(format!("alpo-bench-{}-{point}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cluster = LocalCluster {
-        children: Vec::new(),
-        endpoints: addrs[n..]
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        dir,
-    };
-    for i in 0..n {
-        let mut command = Command::new(alpo);
-        command
-            .args([
-                "node",
-                "--cluster-id",
-                CLUSTER_ID,
-                "--id",
-                &(i + 1).to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(cluster.dir.join(format!("node-{}", i + 1)))
-            .args(["--peer-addr", &addrs[i].to_string()])
-            .args(["--client-addr", &addrs[n + i].to_string()]);
-        for j in (0..n).filter(|&j| j != i) {
-            command.args([
-                "--peer",
-                &format!("{}={},{}", j + 1, addrs[j], addrs[n + j]),
-            ]);
-        }
-        let log = std::fs::File::create(cluster.dir.join(format!("node-{}.log", i + 1)))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", alpo.display()))?;
-        cluster.children.push(child);
-    }
-    Ok(cluster)
-}
-
 /// The highest commit index any node reports, once some node is the leader.
 fn leader_commit(alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<Option<u64>> {
     let output = Command::new(alpo)
@@ -305,11 +238,11 @@ fn wait_for_leader(alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<u64> {
     )
 }
 
-/// utime + stime of the processes, in clock ticks.
-fn cpu_ticks(children: &[Child]) -> anyhow::Result<u64> {
+/// utime + stime of the running processes, in clock ticks.
+fn cpu_ticks(pids: &[Option<u32>]) -> anyhow::Result<u64> {
     let mut ticks = 0;
-    for child in children {
-        let path = format!("/proc/{}/stat", child.id());
+    for pid in pids.iter().flatten() {
+        let path = format!("/proc/{pid}/stat");
         let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         // Fields after the command name, which is in parentheses and may hold spaces.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -337,9 +270,9 @@ fn clock_ticks_per_second() -> u64 {
 
 /// One point: a fresh cluster, `alpo bench`, CPU per committed write; returns the JSON line.
 fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result<String> {
-    let cluster = start_cluster(alpo, plan.nodes, &format!("{rep}-{clients}"))?;
+    let cluster = LocalCluster::start(alpo, plan.nodes, &format!("{rep}-{clients}"), &[])?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
-    let ticks_before = cpu_ticks(&cluster.children)?;
+    let ticks_before = cpu_ticks(&cluster.pids())?;
     let output = Command::new(alpo)
         .args(["bench", "--json", "--cluster-id", CLUSTER_ID])
         .args(["--endpoints", &cluster.endpoints])
@@ -353,7 +286,7 @@ fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result
         .args(["--op", &plan.op])
         .output()
         .context("running alpo bench")?;
-    let ticks_after = cpu_ticks(&cluster.children)?;
+    let ticks_after = cpu_ticks(&cluster.pids())?;
     let commit_after = leader_commit(alpo, &cluster)?.unwrap_or(commit_before);
     if !output.status.success() {
         bail!(

@@ -19,13 +19,17 @@ cargo xtask <task>
 tasks:
   help            print this list
   bench           cluster benchmarks: bench cluster [--clients 1,8,64,256] [--duration 5] …;
-                  bench report FILE.jsonl… (markdown table + SVG plot)
+                  bench report FILE.jsonl… (markdown table + SVG plot);
+                  bench memory|restart|catchup (issue 11: RSS and disk over 10M appends,
+                  restart time, catch-up MiB/s) [--alpo PATH] [--snapshot-interval N] …
   check-history   re-check a kept history (JSON lines) for linearizability:
                   check-history FILE [--steps N]; exit 0 linearizable, 1 not, 3 unknown
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
   test-cluster    real `alpo node` processes under a seeded nemesis, then safety checks:
                   [--nodes 3|5] [--duration SECS] [--clients N] [--seed S] [--keep DIR]
-                  [--nemesis kill,pause,partition,restart|all|none]
+                  [--nemesis kill,pause,partition,restart,lag|all|none]
+                  [--snapshot-interval N] [--snapshot-retain N] (default 2000/500 when the
+                  binary takes snapshots, none otherwise)
 ";
 
 fn main() -> ExitCode {

@@ -79,25 +79,35 @@ pub enum FaultKind {
     Partition,
     /// Crash-restart: `kill -9` and start again almost at once, exercising recovery from disk.
     Restart,
+    /// Keep a follower killed for a long time (`lag_hold_ms`) while the others go on writing, so
+    /// the leader compacts its log past the follower's and must catch it up by install-snapshot.
+    Lag,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Restart,
+        FaultKind::Lag,
     ];
 
-    /// Parses the names used on the command line (`kill`, `pause`, `partition`, `restart`).
+    /// Parses the names used on the command line (`kill`, `pause`, `partition`, `restart`,
+    /// `lag`).
     pub fn parse(name: &str) -> Option<FaultKind> {
-        match name {
-            "kill" => Some(FaultKind::Kill),
-            "pause" => Some(FaultKind::Pause),
-            "partition" => Some(FaultKind::Partition),
-            "restart" => Some(FaultKind::Restart),
-            _ => None,
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Restart => "restart",
+            FaultKind::Lag => "lag",
         }
     }
 }
@@ -117,6 +127,8 @@ pub enum Target {
     Node(NodeIndex),
     /// Whichever node is leader when the action runs (see [`resolve_target`]).
     Leader,
+    /// A node that is up and not the leader when the action runs (see [`resolve_target`]).
+    Follower,
 }
 
 /// The shape of a network fault.
@@ -258,6 +270,9 @@ pub struct NemesisConfig {
     pub hold_ms_max: u64,
     /// Downtime of a crash-restart ([`FaultKind::Restart`]), milliseconds.
     pub restart_downtime_ms: u64,
+    /// Downtime of a lagging follower ([`FaultKind::Lag`]), milliseconds: long enough for the
+    /// others to write more than a snapshot interval plus the retained entries.
+    pub lag_hold_ms: u64,
     /// Largest latency of a slow link, milliseconds (drawn from `1..=slow_link_ms_max`).
     pub slow_link_ms_max: u64,
 }
@@ -265,7 +280,8 @@ pub struct NemesisConfig {
 impl NemesisConfig {
     /// A config with the default timings: settle for a fifth of the run (at least 2 s, at most
     /// half the run), gaps of 0.3–2 s, holds of 0.5–3 s (shorter for short runs), 100 ms
-    /// crash-restart downtime and slow links of up to 200 ms.
+    /// crash-restart downtime, a lagging follower down for a quarter of the run (0.5–8 s) and
+    /// slow links of up to 200 ms.
     pub fn new(seed: u64, node_count: usize, duration_ms: u64, kinds: &[FaultKind]) -> Self {
         let settle_ms = (duration_ms / 5).max(2_000).min(duration_ms / 2);
         let hold_ms_max = 3_000.min((duration_ms / 4).max(500));
@@ -280,6 +296,7 @@ impl NemesisConfig {
             hold_ms_min: 500.min(hold_ms_max),
             hold_ms_max,
             restart_downtime_ms: 100,
+            lag_hold_ms: (duration_ms / 4).clamp(500, 8_000),
             slow_link_ms_max: 200,
         }
     }
@@ -385,8 +402,9 @@ pub fn schedule(config: &NemesisConfig) -> Result<Schedule, NemesisError> {
 }
 
 /// Picks the node a [`Target`] names when its action runs: the leader if it is known and up,
-/// otherwise the lowest-numbered node that is up. `down[i]` says node `i` is killed or paused.
-/// Returns `None` if every node is down.
+/// otherwise the lowest-numbered node that is up; a follower is the lowest-numbered node that is
+/// up and not the known leader (the leader itself only if it is the one node up). `down[i]` says
+/// node `i` is killed or paused. Returns `None` if every node is down.
 pub fn resolve_target(
     target: Target,
     leader: Option<NodeIndex>,
@@ -399,6 +417,10 @@ pub fn resolve_target(
             Some(node) if is_up(node) => Some(node),
             _ => (0..down.len()).map(NodeIndex).find(|node| is_up(*node)),
         },
+        Target::Follower => (0..down.len())
+            .map(NodeIndex)
+            .filter(|node| is_up(*node))
+            .min_by_key(|node| Some(*node) == leader),
     }
 }
 
@@ -407,6 +429,7 @@ impl fmt::Display for Target {
         match self {
             Target::Node(node) => write!(f, "n{}", node.0),
             Target::Leader => write!(f, "leader"),
+            Target::Follower => write!(f, "a follower"),
         }
     }
 }
@@ -491,13 +514,16 @@ fn plan_fault(
     } = planned;
     let hold_ms = match kind {
         FaultKind::Restart => config.restart_downtime_ms.max(1),
+        FaultKind::Lag => config.lag_hold_ms.max(1),
         _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
     };
     let end_ms = (at_ms + hold_ms).min(healed_by_ms);
     if end_ms <= at_ms {
         return None;
     }
-    let target = if rng.chance(1, 2) {
+    let target = if kind == FaultKind::Lag {
+        Target::Follower
+    } else if rng.chance(1, 2) {
         Target::Leader
     } else {
         Target::Node(NodeIndex(rng.index(config.node_count)))
@@ -512,6 +538,11 @@ fn plan_fault(
             Action::Kill { fault, target },
             Action::Start { fault },
             format!("restart {target}"),
+        ),
+        FaultKind::Lag => (
+            Action::Kill { fault, target },
+            Action::Start { fault },
+            format!("lag {target}"),
         ),
         FaultKind::Pause => (
             Action::Pause { fault, target },
@@ -782,6 +813,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lagging_follower_is_killed_for_the_lag_hold() {
+        let mut lags = 0;
+        for seed in 0..50 {
+            let config = NemesisConfig::new(seed, 3, 60_000, &[FaultKind::Lag]);
+            assert_eq!(config.lag_hold_ms, 8_000);
+            let schedule = schedule(&config).unwrap();
+            for span in &schedule.faults {
+                lags += 1;
+                assert_eq!(span.label, "lag a follower");
+                assert!(span.end_ms - span.start_ms <= config.lag_hold_ms);
+                assert!(
+                    span.end_ms - span.start_ms == config.lag_hold_ms
+                        || span.end_ms == schedule.healed_by_ms
+                );
+            }
+            for timed in &schedule.actions {
+                assert!(matches!(
+                    timed.action,
+                    Action::Kill {
+                        target: Target::Follower,
+                        ..
+                    } | Action::Start { .. }
+                ));
+            }
+        }
+        assert!(0 < lags);
+        assert_eq!(FaultKind::parse("lag"), Some(FaultKind::Lag));
+        assert!(
+            FaultKind::ALL
+                .iter()
+                .all(|k| FaultKind::parse(k.name()) == Some(*k))
+        );
+    }
+
+    #[test]
     fn bad_configs_are_rejected_with_a_reason() {
         let mut bad = config(1, 3);
         bad.node_count = 0;
@@ -818,6 +884,24 @@ mod tests {
             Some(NodeIndex(1))
         );
         assert_eq!(resolve_target(Target::Leader, None, &[true, true]), None);
+        let up = [false, false, false];
+        assert_eq!(
+            resolve_target(Target::Follower, Some(NodeIndex(0)), &up),
+            Some(NodeIndex(1))
+        );
+        assert_eq!(
+            resolve_target(Target::Follower, Some(NodeIndex(1)), &up),
+            Some(NodeIndex(0))
+        );
+        assert_eq!(
+            resolve_target(Target::Follower, Some(NodeIndex(2)), &down),
+            Some(NodeIndex(0))
+        );
+        assert_eq!(
+            resolve_target(Target::Follower, Some(NodeIndex(0)), &[false, true]),
+            Some(NodeIndex(0)),
+            "the leader only when it is the one node up"
+        );
         assert_eq!(
             resolve_target(Target::Node(NodeIndex(1)), None, &down),
             Some(NodeIndex(1))

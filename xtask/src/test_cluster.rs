@@ -3,13 +3,23 @@
 //! through a fault-injecting proxy on every peer link, crash-restart), then the checks of
 //! issue 6 on the healed, converged cluster:
 //! 1. every acknowledged append is committed exactly once at its acknowledged index and every
-//!    node's committed log is the same sequence (`lost_acks`, `duplicates`, `log_problems`);
+//!    node's committed log is the same sequence wherever two nodes still hold an index, with no
+//!    hole between a node's snapshot and its log (`lost_acks`, `duplicates`, `log_problems`);
 //! 2. the key-value history is linearizable, indeterminate operations possibly applied;
 //! 3. progress during faults: throughput per second and the longest window without a successful
 //!    write (`max_unavailable_ms`, reported, not judged: no wall-clock pass/fail here).
 //!
 //! Also judged: no two nodes ever said they lead the same term, no node exited on its own, the
 //! cluster converged after healing, and it accepted writes again after the last fault.
+//!
+//! Snapshots (issue 11): when the binary takes them (`alpo node --help` lists the flags), every
+//! node's config gets `[snapshots] interval_entries / retain_entries` (2000 / 500 unless
+//! `--snapshot-interval` / `--snapshot-retain` say otherwise; interval 0 turns them off), and the
+//! `lag` nemesis keeps a follower down long enough to need an install. Check 1 then reads the
+//! committed log through a tailer during the run and the stopped nodes' data directories after
+//! it (`cluster::logs`); the summary adds the snapshots taken and installed (snapshot files seen
+//! in the data directories) and the committed indices no node could be asked for before they
+//! were compacted (`unchecked_indices`, not judged).
 //!
 //! The run directory (`--keep DIR`, else a temporary one, deleted on success and printed on
 //! failure) holds `history.jsonl`, `faults.txt`, `leaders.txt`, `throughput.txt`,
@@ -21,8 +31,10 @@
 
 #[path = "cluster/checks.rs"]
 mod checks;
+#[path = "cluster/logs.rs"]
+mod logs;
 #[path = "cluster/process.rs"]
-mod process;
+pub(crate) mod process;
 #[path = "cluster/workload.rs"]
 mod workload;
 
@@ -36,20 +48,30 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use xtask::history::{History, Recorder};
-use xtask::linearizability::{self, CommittedLog, STEPS_MAX_DEFAULT, Verdict};
+use xtask::history::{History, Outcome, Recorder, Reply};
+use xtask::linearizability::{self, STEPS_MAX_DEFAULT, Verdict};
 use xtask::nemesis::{
     self, Action, FaultId, FaultKind, NemesisConfig, NetworkFault, NodeIndex, Schedule,
 };
 use xtask::proxy::Mesh;
 use xtask::timeline::{FaultBand, LeaderSpan, OpSample, Timeline, write_svg};
 
-use process::{NodeSpec, Nodes};
+use logs::{Disk, SnapshotCount, Tail, Tailer};
+use process::{NodeSpec, Nodes, Snapshots};
 use workload::LeaderLog;
 
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
-[--clients N] [--nemesis kill,pause,partition,restart|all|none] [--seed S] [--keep DIR]";
+[--clients N] [--nemesis kill,pause,partition,restart,lag|all|none] [--seed S] [--keep DIR] \
+[--snapshot-interval N] [--snapshot-retain N]";
+
+/// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
+/// snapshots, compaction and installs happen under every nemesis of a short run.
+const SNAPSHOT_INTERVAL_DEFAULT: u64 = 2_000;
+/// Entries retained below a snapshot by default: small, so a lagging follower needs a snapshot.
+const SNAPSHOT_RETAIN_DEFAULT: u64 = 500;
+/// How often the data directories are scanned for new snapshot files.
+const SNAPSHOT_SCAN_EVERY: Duration = Duration::from_millis(200);
 
 /// How long the healed cluster may take to agree on one committed log.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,6 +87,10 @@ pub(crate) struct Options {
     kinds: Vec<FaultKind>,
     seed: u64,
     keep: Option<PathBuf>,
+    /// `--snapshot-interval`: `None` picks by what the binary supports (see [`snapshots_for`]).
+    snapshot_interval: Option<u64>,
+    /// `--snapshot-retain`.
+    snapshot_retain: Option<u64>,
 }
 
 /// Parses the arguments after `test-cluster`.
@@ -76,6 +102,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         kinds: FaultKind::ALL.to_vec(),
         seed: default_seed(),
         keep: None,
+        snapshot_interval: None,
+        snapshot_retain: None,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -94,6 +122,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
             "--seed" => options.seed = number()?,
             "--keep" => options.keep = Some(PathBuf::from(value)),
             "--nemesis" => options.kinds = parse_kinds(value)?,
+            "--snapshot-interval" => options.snapshot_interval = Some(number()?),
+            "--snapshot-retain" => options.snapshot_retain = Some(number()?),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -120,11 +150,36 @@ fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
             .split(',')
             .map(|name| {
                 FaultKind::parse(name.trim()).ok_or_else(|| {
-                    format!("unknown nemesis {name:?} (kill, pause, partition, restart, all, none)")
+                    format!(
+                        "unknown nemesis {name:?} (kill, pause, partition, restart, lag, all, \
+                         none)"
+                    )
                 })
             })
             .collect(),
     }
+}
+
+/// The `[snapshots]` table the nodes get. A binary that takes snapshots (`supported`) gets
+/// the given or default interval and retention (interval 0 turns them off); one that does not
+/// gets no table, and asking it for snapshots is an error.
+fn snapshots_for(options: &Options, supported: bool) -> Result<Option<Snapshots>, String> {
+    if !supported {
+        return match options.snapshot_interval {
+            Some(interval) if 0 < interval => Err(format!(
+                "--snapshot-interval {interval}: this alpo binary takes no snapshots (its \
+                 `alpo node --help` lists no {})",
+                process::SNAPSHOT_FLAG
+            )),
+            _ => Ok(None),
+        };
+    }
+    Ok(Some(Snapshots {
+        interval_entries: options
+            .snapshot_interval
+            .unwrap_or(SNAPSHOT_INTERVAL_DEFAULT),
+        retain_entries: options.snapshot_retain.unwrap_or(SNAPSHOT_RETAIN_DEFAULT),
+    }))
 }
 
 fn default_seed() -> u64 {
@@ -236,15 +291,27 @@ fn run(options: &Options, dir: &Path) -> Result<Report> {
         .context("xtask has no parent directory")?;
     eprintln!("test-cluster: building alpo (release)");
     let binary = process::build_alpo(workspace)?;
+    let snapshots = snapshots_for(options, process::supports_snapshots(&binary)?)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("test-cluster: snapshots {snapshots:?}");
     let duration_ms = options.duration_s * 1_000;
     let config = NemesisConfig::new(options.seed, options.nodes, duration_ms, &options.kinds);
     let schedule = nemesis::schedule(&config).map_err(anyhow::Error::new)?;
     write_run_files(options, dir, &schedule)?;
-    let mut cluster = start_cluster(options, dir, binary)?;
+    let mut cluster = start_cluster(options, dir, binary, snapshots)?;
     wait_for_leader(&cluster)?;
     let start_us = cluster.recorder.now_us();
     let clients = start_clients(&cluster, options)?;
     let pollers = start_pollers(&cluster)?;
+    let tailer = Tailer::new(cluster.endpoints.clone()).spawn(Arc::clone(&cluster.stop_pollers))?;
+    let data_dirs = (0..options.nodes)
+        .map(|i| process::data_dir(dir, i))
+        .collect();
+    let watcher = logs::spawn_snapshot_watcher(
+        data_dirs,
+        SNAPSHOT_SCAN_EVERY,
+        Arc::clone(&cluster.stop_pollers),
+    )?;
     let nemesis_result = run_nemesis(&mut cluster, &schedule, start_us, duration_ms);
     cluster.stop_clients.store(true, Ordering::SeqCst);
     let client_result = join_clients(clients);
@@ -261,35 +328,50 @@ fn run(options: &Options, dir: &Path) -> Result<Report> {
     for poller in pollers {
         let _ = poller.join();
     }
+    let tailer = tailer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the log tailer panicked"))?;
+    let snapshot_count = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the snapshot watcher panicked"))?;
+    let converged = converged.and_then(|commit| {
+        let tail = tailer.finish(commit, CONVERGE_TIMEOUT)?;
+        Ok((commit, tail))
+    });
     let window = Window {
         start_us,
         end_us,
         healed_by_us: start_us + schedule.healed_by_ms * 1_000,
     };
-    let report = judge(&mut cluster, options, &history, converged, window, dir)?;
+    let end = End {
+        converged,
+        snapshots,
+        snapshot_count,
+    };
+    let report = judge(&mut cluster, options, &history, end, window, dir)?;
     draw(&cluster, options, &history, &schedule, window, dir)?;
     Ok(report)
 }
 
 fn write_run_files(options: &Options, dir: &Path, schedule: &Schedule) -> Result<()> {
-    let kinds: Vec<&str> = options
-        .kinds
-        .iter()
-        .map(|kind| match kind {
-            FaultKind::Kill => "kill",
-            FaultKind::Pause => "pause",
-            FaultKind::Partition => "partition",
-            FaultKind::Restart => "restart",
-        })
-        .collect();
+    let kinds: Vec<&str> = options.kinds.iter().map(|kind| kind.name()).collect();
     let nemesis = if kinds.is_empty() {
         "none".to_owned()
     } else {
         kinds.join(",")
     };
+    let snapshots = match (options.snapshot_interval, options.snapshot_retain) {
+        (None, None) => String::new(),
+        (interval, retain) => {
+            let flag = |name: &str, value: Option<u64>| {
+                value.map_or(String::new(), |v| format!(" --snapshot-{name} {v}"))
+            };
+            flag("interval", interval) + &flag("retain", retain)
+        }
+    };
     let run = format!(
         "seed = {}\nreplay: cargo xtask test-cluster --nodes {} --duration {} --clients {} \
-         --nemesis {nemesis} --seed {} --keep NEW_DIR\n",
+         --nemesis {nemesis} --seed {}{snapshots} --keep NEW_DIR\n",
         options.seed, options.nodes, options.duration_s, options.clients, options.seed
     );
     write(dir, "run.txt", &run)?;
@@ -309,7 +391,12 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn start_cluster(options: &Options, dir: &Path, binary: PathBuf) -> Result<Cluster> {
+fn start_cluster(
+    options: &Options,
+    dir: &Path,
+    binary: PathBuf,
+    snapshots: Option<Snapshots>,
+) -> Result<Cluster> {
     let count = options.nodes;
     // Hold every reserved port until the proxies are bound, so no proxy takes a node's port.
     let reserved = process::reserve_ports(2 * count, options.seed)?;
@@ -336,7 +423,7 @@ fn start_cluster(options: &Options, dir: &Path, binary: PathBuf) -> Result<Clust
                     .unwrap_or(peer_addrs[j])
             })
             .collect();
-        process::write_config(dir, &specs, i, &via)?;
+        process::write_config(dir, &specs, i, &via, snapshots)?;
         process::create_empty(&specs[i].log_path)?;
     }
     drop(reserved);
@@ -528,14 +615,25 @@ struct Window {
     healed_by_us: u64,
 }
 
+/// How the run ended, for the judge.
+struct End {
+    /// The converged commit index and the committed log read up to it, or why not.
+    converged: Result<(u64, Tail)>,
+    /// The nodes' `[snapshots]` table, if they had one.
+    snapshots: Option<Snapshots>,
+    /// The snapshot files seen in the data directories during the run.
+    snapshot_count: SnapshotCount,
+}
+
 fn judge(
     cluster: &mut Cluster,
     options: &Options,
     history: &History,
-    converged: Result<u64>,
+    end: End,
     window: Window,
     dir: &Path,
 ) -> Result<Report> {
+    let node_ids: Vec<u64> = cluster.nodes.specs().iter().map(|spec| spec.id).collect();
     let mut violations = cluster.crashed.clone();
     for (index, status) in cluster.nodes.exited() {
         violations.push(format!("node n{index} exited on its own ({status})"));
@@ -548,8 +646,8 @@ fn judge(
     for (term, a, b) in two_leaders {
         violations.push(format!("term {term} had two leaders: n{a} and n{b}"));
     }
-    let log_summary = match converged {
-        Ok(commit) => check_logs(&cluster.endpoints, history, commit, &mut violations)?,
+    let log_summary = match end.converged {
+        Ok((commit, tail)) => check_logs(cluster, dir, history, (commit, &tail), &mut violations)?,
         Err(error) => {
             violations.push(format!("{error:#}"));
             LogSummary::default()
@@ -585,7 +683,8 @@ fn judge(
     let line = format!(
         "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
          duplicates={} log_problems={} linearizable={linearizable} \
-         max_unavailable_ms={max_unavailable}",
+         max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
+         installs={} unchecked_indices={}",
         options.nodes,
         options.duration_s,
         options.seed,
@@ -595,6 +694,11 @@ fn judge(
         log_summary.lost_acks,
         log_summary.duplicates,
         log_summary.other,
+        end.snapshots
+            .map_or_else(|| "off".to_owned(), |s| s.interval_entries.to_string()),
+        end.snapshot_count.taken(&node_ids),
+        end.snapshot_count.installed(&node_ids),
+        log_summary.unchecked,
     );
     Ok(Report { line, violations })
 }
@@ -605,33 +709,55 @@ struct LogSummary {
     lost_acks: usize,
     duplicates: usize,
     other: usize,
+    /// Committed indices compacted on every node before the tailer read them.
+    unchecked: u64,
 }
 
+/// Checks the committed log: the tail (read through the client API during the run) against
+/// the history, and every node's data directory, read after killing every node, against the
+/// others and the tail (`cluster::logs`). An acknowledged append whose index nobody could be
+/// asked for before compaction is not judged; the summary counts those indices.
 fn check_logs(
-    endpoints: &[std::net::SocketAddr],
+    cluster: &mut Cluster,
+    dir: &Path,
     history: &History,
-    commit: u64,
+    (commit, tail): (u64, &Tail),
     violations: &mut Vec<String>,
 ) -> Result<LogSummary> {
-    let mut logs: Vec<CommittedLog> = Vec::new();
-    let mut first: Option<Vec<alpo_node::client_protocol::ReadEntry>> = None;
-    for (index, endpoint) in endpoints.iter().enumerate() {
-        let entries = checks::read_log(*endpoint, commit)
-            .with_context(|| format!("reading node n{index}'s log"))?;
-        if let Some(reference) = &first
-            && let Some(at) = checks::first_difference(reference, &entries)
-        {
-            violations.push(format!(
-                "n{index}'s committed log differs from n0's at index {at}"
-            ));
-        }
-        logs.push(checks::committed_appends(format!("n{index}"), &entries));
-        first.get_or_insert(entries);
-    }
-    let mut summary = LogSummary::default();
-    for problem in linearizability::check_append_log(history, &logs) {
+    cluster.nodes.kill_all();
+    let disks = (0..cluster.endpoints.len())
+        .map(|index| {
+            Disk::read(&process::data_dir(dir, index))
+                .with_context(|| format!("reading node n{index}'s data directory"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    violations.extend(logs::check_disks(&disks, tail, commit));
+    let mut summary = LogSummary {
+        unchecked: tail.unchecked(),
+        ..LogSummary::default()
+    };
+    let acknowledged_at = |op| {
+        history
+            .ops
+            .iter()
+            .find(|o| o.id == op)
+            .and_then(|o| match o.outcome {
+                Outcome::Ok {
+                    reply: Reply::Appended { index },
+                    ..
+                } => Some(index),
+                _ => None,
+            })
+    };
+    let log = checks::committed_appends("the committed log".to_owned(), &tail.entries);
+    for problem in linearizability::check_append_log(history, &[log]) {
         use linearizability::AppendLogProblem as P;
         match problem {
+            P::AcknowledgedMissing { op, .. }
+                if acknowledged_at(op).is_some_and(|index| tail.in_gap(index)) =>
+            {
+                continue;
+            }
             P::AcknowledgedMissing { .. } | P::WrongIndex { .. } => summary.lost_acks += 1,
             P::Duplicate { .. } => summary.duplicates += 1,
             _ => summary.other += 1,
@@ -700,6 +826,40 @@ fn draw(
 mod tests {
     use super::*;
 
+    #[test]
+    fn snapshots_follow_the_binary_and_the_flags() {
+        let defaults = parse(&args("")).unwrap();
+        assert_eq!(snapshots_for(&defaults, false), Ok(None));
+        assert_eq!(
+            snapshots_for(&defaults, true),
+            Ok(Some(Snapshots {
+                interval_entries: SNAPSHOT_INTERVAL_DEFAULT,
+                retain_entries: SNAPSHOT_RETAIN_DEFAULT,
+            }))
+        );
+        let given = parse(&args("--snapshot-interval 100 --snapshot-retain 7")).unwrap();
+        assert_eq!(
+            snapshots_for(&given, true),
+            Ok(Some(Snapshots {
+                interval_entries: 100,
+                retain_entries: 7,
+            }))
+        );
+        assert!(
+            snapshots_for(&given, false)
+                .unwrap_err()
+                .contains("takes no snapshots")
+        );
+        let off = parse(&args("--snapshot-interval 0")).unwrap();
+        assert_eq!(snapshots_for(&off, false), Ok(None));
+        assert_eq!(
+            snapshots_for(&off, true)
+                .unwrap()
+                .map(|s| s.interval_entries),
+            Some(0)
+        );
+    }
+
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_owned).collect()
     }
@@ -721,6 +881,16 @@ mod tests {
             parse(&args("--duration 2"))
                 .unwrap_err()
                 .contains("duration")
+        );
+        assert_eq!(
+            parse(&args("--nemesis lag")).unwrap().kinds,
+            vec![FaultKind::Lag]
+        );
+        assert!(
+            parse(&args("--nemesis all"))
+                .unwrap()
+                .kinds
+                .contains(&FaultKind::Lag)
         );
         assert!(
             parse(&args("--colour red"))

@@ -1,11 +1,11 @@
-//! The end of a cluster test: wait until every node has applied the same committed prefix, read
-//! every node's committed log through the client API, and measure progress from the history.
+//! The end of a cluster test: wait until every node has applied the same committed prefix, turn
+//! the committed log (read by `logs`) into what the append check reads, and measure progress
+//! from the history.
 //!
-//! Invariants: the logs are read only after convergence (every node up, one leader, the same
-//! commit index applied everywhere, unchanged across two polls), so "the same sequence on every
-//! node" compares whole logs, not prefixes. Entries of kind `duplicate` (a retried request the
-//! session table recognised) are in the log but were not applied: the append check counts only
-//! entries of kind `append`.
+//! Invariants: the cluster counts as converged only with every node up, one leader, the same
+//! commit index applied everywhere, unchanged across two polls. Entries of kind `duplicate` (a
+//! retried request the session table recognised) are in the log but were not applied: the
+//! append check counts only entries of kind `append`.
 
 use std::net::SocketAddr;
 use std::thread;
@@ -13,16 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use alpo_core::{LogIndex, Role};
+use alpo_core::Role;
 use alpo_node::Client;
 use alpo_node::client_protocol::{ReadEntry, ReadEntryKind};
 use xtask::history::{Command, History, Outcome, Reply};
 use xtask::linearizability::CommittedLog;
 
 use super::workload::client_options;
-
-/// Entries asked for per read request.
-const READ_BATCH: u32 = 1_000;
 
 /// Waits until every node reports the same commit index, fully applied, with one leader, twice
 /// in a row; returns that index. Fails after `timeout`, naming what each node last said.
@@ -69,24 +66,6 @@ pub(crate) fn converge(endpoints: &[SocketAddr], timeout: Duration) -> Result<u6
     bail!("the cluster did not converge within {timeout:?}; last statuses: {last_seen}")
 }
 
-/// Reads node `endpoint`'s committed entries `1..=commit` through the client API (every node
-/// answers reads from its own applied log).
-pub(crate) fn read_log(endpoint: SocketAddr, commit: u64) -> Result<Vec<ReadEntry>> {
-    let mut client = Client::new(vec![endpoint], client_options())?;
-    let mut entries: Vec<ReadEntry> = Vec::new();
-    let mut next = 1;
-    while next <= commit {
-        let (batch, _) = client.read(LogIndex(next), READ_BATCH)?;
-        let Some(last) = batch.last() else {
-            bail!("{endpoint}: read from index {next} returned nothing below commit {commit}");
-        };
-        next = last.index.0 + 1;
-        entries.extend(batch);
-    }
-    entries.truncate(usize::try_from(commit)?);
-    Ok(entries)
-}
-
 /// The append entries of one node's log, as the append checker reads them.
 pub(crate) fn committed_appends(node: String, entries: &[ReadEntry]) -> CommittedLog {
     let entries = entries
@@ -98,16 +77,6 @@ pub(crate) fn committed_appends(node: String, entries: &[ReadEntry]) -> Committe
         })
         .collect();
     CommittedLog { node, entries }
-}
-
-/// The first index at which two nodes' full logs (index, term, kind, data) differ, if any.
-pub(crate) fn first_difference(a: &[ReadEntry], b: &[ReadEntry]) -> Option<u64> {
-    let common = a.len().min(b.len());
-    let position = (0..common).find(|&i| a[i] != b[i]).unwrap_or(common);
-    if position == a.len() && position == b.len() {
-        return None;
-    }
-    Some(u64::try_from(position).unwrap_or(u64::MAX) + 1)
 }
 
 /// Counts of the history's outcomes.
@@ -194,7 +163,7 @@ pub(crate) fn throughput(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alpo_core::Term;
+    use alpo_core::{LogIndex, Term};
     use xtask::history::{ClientId, OpId, Operation};
 
     fn append(id: u64, complete_us: Option<u64>) -> Operation {
@@ -232,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn only_append_entries_count_and_logs_compare_whole() {
+    fn only_append_entries_count() {
         let entry = |index, kind, data: &'static str| ReadEntry {
             index: LogIndex(index),
             term: Term(1),
@@ -246,10 +215,5 @@ mod tests {
         ];
         let log = committed_appends("n0".into(), &a);
         assert_eq!(log.entries, vec![(2, "x".to_owned())]);
-        assert_eq!(first_difference(&a, &a), None);
-        assert_eq!(first_difference(&a, &a[..2]), Some(3));
-        let mut b = a.clone();
-        b[1].data = "y".into();
-        assert_eq!(first_difference(&a, &b), Some(2));
     }
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use alpo_node::{NodeConfig, PeerConfig, Timeouts};
+use alpo_node::{NodeConfig, Timeouts};
 use xtask::nemesis::SplitMix64;
 
 /// The cluster id every node of a test run uses.
@@ -53,6 +53,31 @@ pub(crate) fn build_alpo(workspace: &Path) -> Result<PathBuf> {
     }
     executable.context("cargo build did not report the alpo executable")
 }
+
+/// The `[snapshots]` table of a node's config (names in the brief shared with the node
+/// wiring): take a snapshot every `interval_entries` applied entries, keep `retain_entries`
+/// log entries below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshots {
+    /// Entries applied since the last snapshot that trigger the next; 0 = never.
+    pub(crate) interval_entries: u64,
+    /// Log entries kept below the snapshot index for slow followers.
+    pub(crate) retain_entries: u64,
+}
+
+/// Whether `binary`'s `alpo node` knows snapshots: its help lists the snapshot flags. A node
+/// without them refuses a config with a `[snapshots]` table (unknown fields are errors), so
+/// the table is written only when this is true.
+pub(crate) fn supports_snapshots(binary: &Path) -> Result<bool> {
+    let output = Command::new(binary)
+        .args(["node", "--help"])
+        .output()
+        .with_context(|| format!("running {} node --help", binary.display()))?;
+    Ok(String::from_utf8_lossy(&output.stdout).contains(SNAPSHOT_FLAG))
+}
+
+/// The `alpo node` flag whose presence says the binary takes snapshots.
+pub(crate) const SNAPSHOT_FLAG: &str = "--snapshot-interval-entries";
 
 /// Reserves `count` distinct free loopback ports by binding them all at once; the caller drops
 /// the listeners right before the node that needs the ports starts.
@@ -113,39 +138,48 @@ pub(crate) struct NodeSpec {
 }
 
 /// Writes node `index`'s config: its own addresses, and for each peer `j` the proxy address
-/// `peer_via[j]` in place of `j`'s peer address. `peer_via[index]` is ignored.
+/// `peer_via[j]` in place of `j`'s peer address. `peer_via[index]` is ignored. With
+/// `snapshots`, the config gains a `[snapshots]` table.
 pub(crate) fn write_config(
     dir: &Path,
     specs: &[NodeSpec],
     index: usize,
     peer_via: &[SocketAddr],
+    snapshots: Option<Snapshots>,
 ) -> Result<()> {
     let me = &specs[index];
-    let peers = specs
+    let peers: Vec<serde_json::Value> = specs
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index)
-        .map(|(j, peer)| PeerConfig {
-            id: peer.id,
-            peer_addr: peer_via[j],
-            client_addr: peer.client_addr,
+        .map(|(j, peer)| {
+            serde_json::json!({
+                "id": peer.id,
+                "peer_addr": peer_via[j],
+                "client_addr": peer.client_addr,
+            })
         })
         .collect();
-    let config = NodeConfig {
-        id: me.id,
-        cluster_id: CLUSTER_ID,
-        data_dir: dir.join(format!("data-n{index}")),
-        peer_addr: me.peer_addr,
-        client_addr: me.client_addr,
-        peers,
-        timeouts: Timeouts::lan(),
-        snapshots: alpo_node::Snapshots::default(),
-        log: alpo_node::LogSettings::default(),
-    };
+    // Built through serde rather than a struct literal, so fields the node adds later with
+    // defaults (its `[snapshots]` table) need no change here.
+    let config: NodeConfig = serde_json::from_value(serde_json::json!({
+        "id": me.id,
+        "cluster_id": CLUSTER_ID,
+        "data_dir": data_dir(dir, index),
+        "peer_addr": me.peer_addr,
+        "client_addr": me.client_addr,
+        "peers": peers,
+        "timeouts": Timeouts::lan(),
+    }))
+    .with_context(|| format!("building the config of node n{index}"))?;
     config
         .validate()
         .with_context(|| format!("config of node n{index}"))?;
-    std::fs::write(&me.config_path, to_toml(&config)?)
+    let mut text = to_toml(&config)?;
+    if let Some(snapshots) = snapshots {
+        text.push_str(&snapshots_toml(snapshots));
+    }
+    std::fs::write(&me.config_path, text)
         .with_context(|| format!("writing {}", me.config_path.display()))
 }
 
@@ -311,6 +345,19 @@ fn to_toml(config: &NodeConfig) -> Result<String> {
     Ok(text)
 }
 
+/// The `[snapshots]` table, as `alpo node --config` reads it.
+pub(crate) fn snapshots_toml(snapshots: Snapshots) -> String {
+    format!(
+        "\n[snapshots]\ninterval_entries = {}\nretain_entries = {}\n",
+        snapshots.interval_entries, snapshots.retain_entries
+    )
+}
+
+/// The data directory of node `index` of a run in `dir`.
+pub(crate) fn data_dir(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("data-n{index}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +390,7 @@ mod tests {
             })
             .collect();
         let via = vec![addr(9200), addr(9201), addr(9202)];
-        write_config(&dir, &specs, 1, &via).unwrap();
+        write_config(&dir, &specs, 1, &via, None).unwrap();
         let loaded = NodeConfig::load(&specs[1].config_path).unwrap();
         assert_eq!(loaded.id, 2);
         assert_eq!(loaded.client_addr, addr(9101));
@@ -358,6 +405,16 @@ mod tests {
             vec![(1, addr(9200), addr(9100)), (3, addr(9202), addr(9102))]
         );
         assert_eq!(loaded.timeouts, Timeouts::lan());
+        let snapshots = Snapshots {
+            interval_entries: 2_000,
+            retain_entries: 500,
+        };
+        write_config(&dir, &specs, 1, &via, Some(snapshots)).unwrap();
+        let text = std::fs::read_to_string(&specs[1].config_path).unwrap();
+        assert!(
+            text.ends_with("\n[snapshots]\ninterval_entries = 2000\nretain_entries = 500\n"),
+            "{text}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

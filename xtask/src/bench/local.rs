@@ -1,0 +1,177 @@
+//! A benchmark cluster of `alpo node` processes on free loopback ports, each with a fresh data
+//! directory under one temporary directory, started from command-line flags (no config file).
+//!
+//! Invariants: a node keeps its addresses, flags and data directory across a kill and a
+//! restart; dropping the cluster kills and reaps every node and removes the directory, also
+//! when the benchmark fails.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+
+/// The cluster id the benchmark clusters use.
+pub(super) const CLUSTER_ID: &str = "77";
+
+/// A running benchmark cluster; dropping it kills the nodes and removes their data.
+#[derive(Debug)]
+pub(super) struct LocalCluster {
+    alpo: PathBuf,
+    /// Peer addresses, then client addresses.
+    addrs: Vec<SocketAddr>,
+    /// Flags every node gets after its own (the snapshot options).
+    node_flags: Vec<String>,
+    children: Vec<Option<Child>>,
+    /// The directory holding every node's data directory and log.
+    pub(super) dir: PathBuf,
+    /// The client addresses, comma-separated, for `alpo bench` and `alpo status`.
+    pub(super) endpoints: String,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for index in 0..self.children.len() {
+            self.kill(index);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Free loopback addresses: bound to port 0, then released (another process could take one in
+/// between; the node then fails to start and the point fails with its log named).
+fn free_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding a free loopback port")?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().context("reading a bound port"))
+        .collect()
+}
+
+impl LocalCluster {
+    /// Starts `nodes` nodes of `alpo`, each also given `node_flags`; `point` names the
+    /// directory.
+    pub(super) fn start(
+        alpo: &Path,
+        nodes: u16,
+        point: &str,
+        node_flags: &[String],
+    ) -> anyhow::Result<LocalCluster> {
+        let n = usize::from(nodes);
+        let addrs = free_addrs(2 * n)?;
+        let dir = std::env::temp_dir().join(format!("alpo-bench-{}-{point}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut cluster = LocalCluster {
+            alpo: alpo.to_path_buf(),
+            endpoints: addrs[n..]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            addrs,
+            node_flags: node_flags.to_vec(),
+            children: (0..n).map(|_| None).collect(),
+            dir,
+        };
+        for i in 0..n {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The number of nodes.
+    pub(super) fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Node `index`'s client address.
+    pub(super) fn client_addr(&self, index: usize) -> SocketAddr {
+        self.addrs[self.len() + index]
+    }
+
+    /// Every node's client address.
+    pub(super) fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs[self.len()..].to_vec()
+    }
+
+    /// Node `index`'s data directory.
+    pub(super) fn data_dir(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("node-{}", index + 1))
+    }
+
+    /// The process ids of the running nodes, by node index.
+    pub(super) fn pids(&self) -> Vec<Option<u32>> {
+        self.children
+            .iter()
+            .map(|child| child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Starts node `index` (no-op if it runs); its output is appended to `node-N.log`.
+    pub(super) fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
+        if self.children[index].is_some() {
+            return Ok(());
+        }
+        let n = self.len();
+        let mut command = Command::new(&self.alpo);
+        command
+            .args([
+                "node",
+                "--cluster-id",
+                CLUSTER_ID,
+                "--id",
+                &(index + 1).to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir(index))
+            .args(["--peer-addr", &self.addrs[index].to_string()])
+            .args(["--client-addr", &self.addrs[n + index].to_string()]);
+        for j in (0..n).filter(|&j| j != index) {
+            command.args([
+                "--peer",
+                &format!("{}={},{}", j + 1, self.addrs[j], self.addrs[n + j]),
+            ]);
+        }
+        command.args(&self.node_flags);
+        let log_path = self.dir.join(format!("node-{}.log", index + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.alpo.display()))?;
+        self.children[index] = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` node `index` and reaps it (no-op if it is not running).
+    pub(super) fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Nodes whose process ended on its own, with the exit status (they are forgotten).
+    pub(super) fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut exited = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited.push((index, status.to_string()));
+                *slot = None;
+            }
+        }
+        exited
+    }
+}
