@@ -285,6 +285,17 @@ impl Drop for Cluster {
     }
 }
 
+/// The snapshot policy the nodes run with, in words.
+fn describe_snapshots(snapshots: Option<process::Snapshots>) -> String {
+    match snapshots {
+        Some(s) => format!(
+            "snapshots every {} entries, {} retained below each",
+            s.interval_entries, s.retain_entries
+        ),
+        None => "snapshots off".to_string(),
+    }
+}
+
 fn run(options: &Options, dir: &Path) -> Result<Report> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -293,7 +304,7 @@ fn run(options: &Options, dir: &Path) -> Result<Report> {
     let binary = process::build_alpo(workspace)?;
     let snapshots = snapshots_for(options, process::supports_snapshots(&binary)?)
         .map_err(anyhow::Error::msg)?;
-    eprintln!("test-cluster: snapshots {snapshots:?}");
+    eprintln!("test-cluster: {}", describe_snapshots(snapshots));
     let duration_ms = options.duration_s * 1_000;
     let config = NemesisConfig::new(options.seed, options.nodes, duration_ms, &options.kinds);
     let schedule = nemesis::schedule(&config).map_err(anyhow::Error::new)?;
