@@ -272,16 +272,9 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 all_answered = false;
-                let error = format!("{:#}", anyhow::Error::new(error));
-                let json = Value::Object(vec![
-                    ("endpoint", Value::String(endpoint.to_string())),
-                    ("error", Value::String(error.clone())),
-                ]);
-                print(
-                    args.flags.json,
-                    &json,
-                    &format!("{:<5} {endpoint:<22} unreachable: {error}", "?"),
-                )?;
+                print_endpoint_failure(args.flags.json, endpoint, error, |error| {
+                    format!("{:<5} {endpoint:<22} unreachable: {error}", "?")
+                })?;
             }
         }
     }
@@ -309,16 +302,9 @@ pub(crate) fn snapshot(args: TakeSnapshotArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 all_answered = false;
-                let error = format!("{:#}", anyhow::Error::new(error));
-                let json = Value::Object(vec![
-                    ("endpoint", Value::String(endpoint.to_string())),
-                    ("error", Value::String(error.clone())),
-                ]);
-                print(
-                    args.flags.json,
-                    &json,
-                    &format!("{endpoint}: failed: {error}"),
-                )?;
+                print_endpoint_failure(args.flags.json, endpoint, error, |error| {
+                    format!("{endpoint}: failed: {error}")
+                })?;
             }
         }
     }
@@ -329,6 +315,23 @@ pub(crate) fn snapshot(args: TakeSnapshotArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Prints that `endpoint` did not answer: `{endpoint, error}` as JSON, else `text(error)`, the
+/// error with all its causes.
+fn print_endpoint_failure(
+    json: bool,
+    endpoint: SocketAddr,
+    error: alpo_node::Error,
+    text: impl FnOnce(&str) -> String,
+) -> anyhow::Result<()> {
+    let error = format!("{:#}", anyhow::Error::new(error));
+    let value = Value::Object(vec![
+        ("endpoint", Value::String(endpoint.to_string())),
+        ("error", Value::String(error.clone())),
+    ]);
+    print(json, &value, &text(&error))
+}
+
+/// Prints `value` as one JSON line when `json`, else `text`.
 pub(crate) fn print(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
     if json {
         print_line(&value.render())
