@@ -6,6 +6,9 @@
 // Helpers shared by the tests fail the test on any error, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::wait_until;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -103,17 +106,6 @@ impl Cluster {
     fn restart(&mut self, i: usize) {
         let server = Server::start(self.configs[i].clone(), KvStateMachine::new()).unwrap();
         self.servers[i] = Some(server);
-    }
-}
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
