@@ -15,7 +15,7 @@ use alpo_core::LogIndex;
 
 use crate::error::Error;
 use crate::image_io::{expect_end, get_u8, get_u64, invalid, put_u8, put_u64};
-use crate::session::Sessions;
+use crate::session::{FrozenSessions, Sessions};
 use crate::state_machine::{SnapshotImage, StateMachine};
 
 /// The version byte at the start of every node image.
@@ -23,7 +23,7 @@ const IMAGE_VERSION: u8 = 1;
 
 /// A node's state frozen at one applied index, to be written on another thread.
 pub(crate) struct NodeImage {
-    sessions: Sessions,
+    sessions: FrozenSessions,
     duplicates: BTreeSet<LogIndex>,
     machine: Box<dyn SnapshotImage>,
 }
@@ -44,8 +44,8 @@ impl std::fmt::Debug for NodeImage {
 }
 
 impl NodeImage {
-    /// Freezes `sessions` and `duplicates` (copies: the table is bounded by
-    /// `SESSION_COUNT_MAX`, the marks by the retained log) and `machine` (its own copy-on-write
+    /// Freezes `sessions` (copy-on-write shards, O(shards)), `duplicates` (a copy: the marks of
+    /// retried entries in the retained log, rare and few) and `machine` (its own copy-on-write
     /// snapshot).
     pub(crate) fn take(
         sessions: &Sessions,
@@ -53,7 +53,7 @@ impl NodeImage {
         machine: &dyn StateMachine,
     ) -> NodeImage {
         NodeImage {
-            sessions: sessions.clone(),
+            sessions: sessions.freeze(),
             duplicates: duplicates.clone(),
             machine: machine.snapshot(),
         }

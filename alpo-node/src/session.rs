@@ -10,9 +10,16 @@
 //! The table is part of every snapshot image (rule S1), written in eviction order (by the index
 //! of each session's last request), so a retry after a restore is still answered once and the
 //! restored table evicts in the same order as the original would have.
+//!
+//! Freezing it for a snapshot (rule S2) is copy-on-write: the sessions live in `SHARD_COUNT`
+//! shards behind `Arc`s, [`Sessions::freeze`] clones the `Arc`s (O(shards), not O(sessions)),
+//! and the apply thread's next change to a shard copies that shard alone (`Arc::make_mut`). The
+//! eviction order (`by_index`) is not frozen: every session carries its index, so the frozen
+//! table sorts itself when the snapshot thread writes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -46,17 +53,45 @@ struct Session {
     outcome: Outcome,
 }
 
+/// Shards of the table; a power of two, so a client id's low bits pick its shard.
+const SHARD_COUNT: usize = 64;
+
+/// One shard: client id → its session.
+type Shard = HashMap<u64, Session>;
+
 /// Every client's last applied request.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Sessions {
-    by_client: HashMap<u64, Session>,
+    /// `shards[client % SHARD_COUNT]` holds the client's session; shared with frozen copies.
+    shards: Vec<Arc<Shard>>,
     /// Index of each session's last request → client id, for eviction in index order.
     by_index: BTreeMap<LogIndex, u64>,
 }
 
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions {
+            shards: (0..SHARD_COUNT).map(|_| Arc::new(Shard::new())).collect(),
+            by_index: BTreeMap::new(),
+        }
+    }
+}
+
+/// The session table frozen at one applied index for a snapshot (rule S2), written by the
+/// snapshot thread while the apply thread changes the live table.
+#[derive(Debug)]
+pub(crate) struct FrozenSessions {
+    shards: Vec<Arc<Shard>>,
+}
+
+fn shard_of(client: u64) -> usize {
+    // Client ids are random (chosen by clients), so their low bits spread evenly.
+    (client % SHARD_COUNT as u64) as usize
+}
+
 impl Sessions {
     pub(crate) fn check(&self, id: RequestId) -> Check {
-        match self.by_client.get(&id.client) {
+        match self.shards[shard_of(id.client)].get(&id.client) {
             None => Check::New,
             Some(session) if session.seq < id.seq => Check::New,
             Some(session) if session.seq == id.seq => Check::Duplicate(session.outcome.clone()),
@@ -71,42 +106,37 @@ impl Sessions {
             index,
             outcome,
         };
-        if let Some(old) = self.by_client.insert(id.client, session) {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(id.client)]);
+        if let Some(old) = shard.insert(id.client, session) {
             self.by_index.remove(&old.index);
         }
         self.by_index.insert(index, id.client);
-        while SESSION_COUNT_MAX < self.by_client.len() {
+        while SESSION_COUNT_MAX < self.by_index.len() {
             let Some((_, client)) = self.by_index.pop_first() else {
                 break;
             };
-            self.by_client.remove(&client);
+            Arc::make_mut(&mut self.shards[shard_of(client)]).remove(&client);
         }
-        debug_assert!(self.by_index.len() == self.by_client.len());
+        debug_assert!(self.by_index.len() == self.len());
     }
 
-    /// Writes the table to a snapshot image: the count, then per session in eviction order
-    /// `index u64, client u64, seq u64`, the outcome's tag (1 appended, 2 applied) and for an
-    /// application its output.
-    pub(crate) fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        put_u64(out, self.by_index.len() as u64)?;
-        for (index, client) in &self.by_index {
-            let session = &self.by_client[client];
-            put_u64(out, index.0)?;
-            put_u64(out, *client)?;
-            put_u64(out, session.seq)?;
-            match &session.outcome {
-                Outcome::Appended { index: at } => {
-                    put_u8(out, 1)?;
-                    put_u64(out, at.0)?;
-                }
-                Outcome::Applied { index: at, output } => {
-                    put_u8(out, 2)?;
-                    put_u64(out, at.0)?;
-                    put_bytes(out, output)?;
-                }
-            }
+    /// The table as it is now, for a snapshot: O(shards); later changes copy the shards they
+    /// touch and leave the frozen table as it was.
+    pub(crate) fn freeze(&self) -> FrozenSessions {
+        FrozenSessions {
+            shards: self.shards.clone(),
         }
-        Ok(())
+    }
+
+    /// How many sessions the table holds.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.len()).sum()
+    }
+
+    /// Writes the table to a snapshot image, as [`FrozenSessions::write_to`] does.
+    #[cfg(test)]
+    pub(crate) fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        self.freeze().write_to(out)
     }
 
     /// Reads a table written by [`Sessions::write_to`]; a malformed one is `InvalidData`.
@@ -136,14 +166,14 @@ impl Sessions {
                 },
                 tag => return Err(invalid(format!("unknown session outcome tag {tag}"))),
             };
-            if index <= previous || sessions.by_client.contains_key(&client) {
+            if index <= previous || sessions.shards[shard_of(client)].contains_key(&client) {
                 let message =
                     format!("session of client {client} at index {index} is out of order");
                 return Err(invalid(message));
             }
             previous = index;
             sessions.by_index.insert(index, client);
-            sessions.by_client.insert(
+            Arc::make_mut(&mut sessions.shards[shard_of(client)]).insert(
                 client,
                 Session {
                     seq,
@@ -154,10 +184,35 @@ impl Sessions {
         }
         Ok(sessions)
     }
+}
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.by_client.len()
+impl FrozenSessions {
+    /// Writes the table to a snapshot image: the count, then per session in eviction order
+    /// (ascending index of its last request) `index u64, client u64, seq u64`, the outcome's
+    /// tag (1 appended, 2 applied) and for an application its output. Sorting happens here, on
+    /// the snapshot thread, not on the apply thread.
+    pub(crate) fn write_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let mut ordered: Vec<(&u64, &Session)> =
+            self.shards.iter().flat_map(|shard| shard.iter()).collect();
+        ordered.sort_unstable_by_key(|(_, session)| session.index);
+        put_u64(out, ordered.len() as u64)?;
+        for (client, session) in ordered {
+            put_u64(out, session.index.0)?;
+            put_u64(out, *client)?;
+            put_u64(out, session.seq)?;
+            match &session.outcome {
+                Outcome::Appended { index: at } => {
+                    put_u8(out, 1)?;
+                    put_u64(out, at.0)?;
+                }
+                Outcome::Applied { index: at, output } => {
+                    put_u8(out, 2)?;
+                    put_u64(out, at.0)?;
+                    put_bytes(out, output)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,5 +284,29 @@ mod tests {
         assert!(matches!(restored.check(id(2, 1)), Check::Duplicate(_)));
         let cut = &image[..image.len() - 1];
         assert!(Sessions::read_from(&mut &cut[..]).is_err());
+    }
+
+    #[test]
+    fn a_frozen_table_keeps_its_sessions_while_the_live_one_changes() {
+        let mut sessions = Sessions::default();
+        for client in 1..=1_000 {
+            let index = LogIndex(client);
+            sessions.record(id(client, 1), index, Outcome::Appended { index });
+        }
+        let frozen = sessions.freeze();
+        let mut before = Vec::new();
+        frozen.write_to(&mut before).unwrap();
+        // Changes after the freeze: a new request of every client, and new clients.
+        for client in 1..=2_000 {
+            let index = LogIndex(1_000 + client);
+            sessions.record(id(client, 2), index, Outcome::Appended { index });
+        }
+        let mut after = Vec::new();
+        frozen.write_to(&mut after).unwrap();
+        assert_eq!(before, after, "the frozen image changed with the live table");
+        let restored = Sessions::read_from(&mut before.as_slice()).unwrap();
+        assert_eq!(restored.len(), 1_000);
+        assert!(matches!(restored.check(id(7, 1)), Check::Duplicate(_)));
+        assert_eq!(sessions.check(id(7, 1)), Check::Stale);
     }
 }
