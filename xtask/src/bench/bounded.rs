@@ -11,6 +11,9 @@
 //!   restarted node has applied it (`caught_up_ms`); `serving_ms` is the later of the last two.
 //! - `bench catchup`: kill a follower, write `--bytes` (1 GiB) of appends, start it again, and
 //!   time until its applied index reaches the leader's commit index: MiB/s of values written.
+//!   With `--op put` the writes are KV puts of distinct keys, so the state machine — and the
+//!   snapshot image the follower installs — holds every byte written (appends live in the log
+//!   alone, so their snapshot images are small).
 //!
 //! Every benchmark takes `--alpo PATH` (a prebuilt binary, to run builds side by side) and
 //! `--snapshot-interval N` / `--snapshot-retain N`, passed to every node as
@@ -48,7 +51,7 @@ pub(super) const USAGE: &str = "\
        cargo xtask bench restart [--appends 10000000] [--kill leader|follower|both] [COMMON]
        cargo xtask bench catchup [--bytes 1GiB] [COMMON]
          COMMON: [--nodes 3] [--clients 64] [--value-size 128] [--out DIR] [--alpo PATH]
-                 [--snapshot-interval N] [--snapshot-retain N]";
+                 [--snapshot-interval N] [--snapshot-retain N] [--op append|put]";
 
 /// Which benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,7 @@ pub(super) struct Plan {
     alpo: Option<PathBuf>,
     snapshot_interval: Option<u64>,
     snapshot_retain: Option<u64>,
+    write: load::Write,
 }
 
 /// Parses `1073741824`, `20MiB`, `1GiB`, `512KiB`.
@@ -144,6 +148,7 @@ pub(super) fn parse(bench: Bench, args: &[String]) -> anyhow::Result<Plan> {
         alpo: None,
         snapshot_interval: None,
         snapshot_retain: None,
+        write: load::Write::Append,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -174,6 +179,7 @@ pub(super) fn parse(bench: Bench, args: &[String]) -> anyhow::Result<Plan> {
             "--alpo" => plan.alpo = Some(PathBuf::from(value)),
             "--snapshot-interval" => plan.snapshot_interval = Some(number()?),
             "--snapshot-retain" => plan.snapshot_retain = Some(number()?),
+            "--op" => plan.write = load::Write::parse(value)?,
             other => bail!("unknown flag {other:?} for bench {}", bench.name()),
         }
     }
@@ -295,10 +301,14 @@ fn drive(plan: &Plan, cluster: &LocalCluster, count: u64) -> anyhow::Result<load
         count,
         clients: plan.clients,
         value_size: usize::try_from(plan.value_size)?,
+        write: plan.write,
     })?;
     eprintln!(
-        "bench: {} appends acknowledged ({} errors) in {:.1} s",
-        done.acked, done.errors, done.seconds
+        "bench: {} {}s acknowledged ({} errors) in {:.1} s",
+        done.acked,
+        plan.write.name(),
+        done.errors,
+        done.seconds
     );
     Ok(done)
 }
@@ -665,6 +675,7 @@ fn catchup(plan: &Plan, cluster: &mut LocalCluster) -> anyhow::Result<Value> {
     let seconds = super::to_f64(caught_up_ms.max(1)) / 1e3;
     let mut line = serde_json::json!({
         "bench": "catchup",
+        "op": plan.write.name(),
         "bytes": written,
         "entries": done.acked,
         "target_index": target,
@@ -705,6 +716,10 @@ mod tests {
         let plan = parse(Bench::Catchup, &args("--bytes 20MiB")).unwrap();
         assert_eq!((plan.bytes, plan.kill.len()), (20 << 20, 2));
         assert!(plan.node_flags().is_empty());
+        assert_eq!(plan.write, load::Write::Append);
+        let plan = parse(Bench::Catchup, &args("--op put")).unwrap();
+        assert_eq!(plan.write, load::Write::Put);
+        assert!(parse(Bench::Catchup, &args("--op delete")).is_err());
         assert!(parse(Bench::Memory, &args("--kill everyone")).is_err());
         assert!(parse(Bench::Memory, &args("--appends 0")).is_err());
         assert!(parse(Bench::Catchup, &args("--nodes 1")).is_err());

@@ -1,6 +1,7 @@
-//! A fixed amount of load: `count` appends of `value_size` bytes from `clients` closed-loop
-//! sessions at full speed, through `alpo_node::drive` (the engine `alpo bench` uses), one
-//! driver thread per core.
+//! A fixed amount of load: `count` writes of `value_size` bytes from `clients` closed-loop
+//! sessions at full speed — log appends, or puts of distinct keys into the KV state machine, so
+//! that its state (and every snapshot image) holds every byte written — through
+//! `alpo_node::drive` (the engine `alpo bench` uses), one driver thread per core.
 //!
 //! Invariants: exactly `count` requests are started over all sessions (a shared counter hands
 //! them out); every started request ends before `run` returns, acknowledged or counted as an
@@ -11,15 +12,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::Bytes;
 
 use alpo_core::ClusterId;
 use alpo_node::client_protocol::{Op, ResponseBody};
+use alpo_node::kv::KvOp;
 use alpo_node::{ClientOptions, DrivePlan, Error, Outcomes, Requests, drive};
 
 /// How long one attempt may wait for its answer before the client reconnects elsewhere.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request may take, retries included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which write the load makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Write {
+    /// `Op::Append`: the value goes into the log only.
+    Append,
+    /// A KV put of key `k<n>` (the n-th request): the value goes into the state machine too.
+    Put,
+}
+
+impl Write {
+    /// Parses `append` or `put`.
+    pub(super) fn parse(text: &str) -> anyhow::Result<Write> {
+        match text {
+            "append" => Ok(Write::Append),
+            "put" => Ok(Write::Put),
+            other => anyhow::bail!("--op wants append or put, found {other:?}"),
+        }
+    }
+
+    /// The word [`Write::parse`] takes.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Write::Append => "append",
+            Write::Put => "put",
+        }
+    }
+}
 
 /// What to drive.
 #[derive(Debug, Clone)]
@@ -30,12 +61,14 @@ pub(super) struct Load {
     pub(super) first_target: SocketAddr,
     /// The cluster id.
     pub(super) cluster_id: u64,
-    /// Appends to make in all.
+    /// Writes to make in all.
     pub(super) count: u64,
     /// Concurrent sessions.
     pub(super) clients: u64,
-    /// Bytes per appended value.
+    /// Bytes per written value.
     pub(super) value_size: usize,
+    /// Which write.
+    pub(super) write: Write,
 }
 
 /// How the load went.
@@ -52,13 +85,23 @@ pub(super) struct Done {
 struct Counter<'a> {
     issued: &'a AtomicU64,
     count: u64,
-    append: Op,
+    write: Write,
+    value: Bytes,
 }
 
 impl Requests for Counter<'_> {
     fn next(&mut self, _session: u64, _count: u64, _now: Instant) -> Option<Op> {
         let number = self.issued.fetch_add(1, Ordering::Relaxed);
-        (number < self.count).then(|| self.append.clone())
+        (number < self.count).then(|| match self.write {
+            Write::Append => Op::Append {
+                value: self.value.clone(),
+            },
+            Write::Put => KvOp::Put {
+                key: Bytes::from(format!("k{number}")),
+                value: self.value.clone(),
+            }
+            .to_op(),
+        })
     }
 }
 
@@ -77,7 +120,7 @@ impl Outcomes for Tally {
         outcome: Result<ResponseBody, Error>,
     ) {
         match outcome {
-            Ok(ResponseBody::Appended { .. }) => self.acked += 1,
+            Ok(ResponseBody::Appended { .. } | ResponseBody::Applied { .. }) => self.acked += 1,
             _ => self.errors += 1,
         }
     }
@@ -99,9 +142,7 @@ pub(super) fn run(load: &Load) -> anyhow::Result<Done> {
         .map_or(2, std::num::NonZero::get)
         .min(usize::try_from(load.clients.max(1)).unwrap_or(1));
     let issued = AtomicU64::new(0);
-    let append = Op::Append {
-        value: vec![b'x'; load.value_size].into(),
-    };
+    let value = Bytes::from(vec![b'x'; load.value_size]);
     let started = Instant::now();
     let results: Vec<anyhow::Result<Tally>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -109,14 +150,15 @@ pub(super) fn run(load: &Load) -> anyhow::Result<Done> {
                 let sessions: Vec<u64> = (0..load.clients)
                     .filter(|s| usize::try_from(*s).unwrap_or(0) % threads == thread_no)
                     .collect();
-                let (plan, issued, append) = (&plan, &issued, append.clone());
+                let (plan, issued, value) = (&plan, &issued, value.clone());
                 std::thread::Builder::new()
                     .name(format!("load-driver-{thread_no}"))
                     .spawn_scoped(scope, move || {
                         let mut requests = Counter {
                             issued,
                             count: load.count,
-                            append,
+                            write: load.write,
+                            value,
                         };
                         let mut tally = Tally::default();
                         drive(plan, &sessions, &mut requests, &mut tally)
