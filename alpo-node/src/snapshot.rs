@@ -154,7 +154,7 @@ impl Worker {
                     offset,
                     len,
                 } => {
-                    let result = self.read(snapshot, offset, len);
+                    let result = self.read(to, snapshot, offset, len);
                     self.report(SnapshotReport::Read {
                         to,
                         snapshot,
@@ -219,6 +219,7 @@ impl Worker {
     /// S5: bytes of the newest snapshot file.
     fn read(
         &mut self,
+        to: NodeId,
         snapshot: LogPosition,
         offset: u64,
         len: u64,
@@ -238,6 +239,14 @@ impl Worker {
         let position = (file.meta().last_index, file.meta().last_term);
         if position != (snapshot.index.0, snapshot.term.0) {
             return Err(SnapshotReadError::Replaced);
+        }
+        if offset == 0 {
+            tracing::info!(
+                follower = to.0,
+                index = snapshot.index.0,
+                bytes = file.file_bytes(),
+                "sending a snapshot to a follower"
+            );
         }
         let length = usize::try_from(len).map_err(|_| SnapshotReadError::Failed)?;
         let mut buffer = vec![0; length];
@@ -265,6 +274,13 @@ impl Worker {
         last: bool,
     ) -> Result<(), alpo_log::Error> {
         let id = transfer_id(snapshot.last);
+        if offset == 0 {
+            tracing::info!(
+                index = snapshot.last.index.0,
+                term = snapshot.last.term.0,
+                "receiving a snapshot from the leader"
+            );
+        }
         match self.receiver.write_at(id, offset, data) {
             Ok(ChunkOutcome::Accepted { .. }) => {}
             // The core writes only at the offset it holds; a mismatch means the partial file
@@ -290,6 +306,12 @@ impl Worker {
                 let path = finished.path().to_path_buf();
                 self.store.adopt(finished);
                 let file = SnapshotFile::open(&path)?;
+                tracing::info!(
+                    index = snapshot.last.index.0,
+                    bytes = file.file_bytes(),
+                    file = %path.display(),
+                    "snapshot received and verified"
+                );
                 self.set_newest(file);
                 self.report(SnapshotReport::Installed {
                     meta: snapshot,

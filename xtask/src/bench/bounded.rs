@@ -671,6 +671,12 @@ fn catchup(plan: &Plan, cluster: &mut LocalCluster) -> anyhow::Result<Value> {
         status_of(endpoint).is_some_and(|s| target <= s.applied_index.0)
     })?;
     check_alive(cluster)?;
+    // The follower's log says when the snapshot transfer started and ended; keep it beside
+    // the figures (the cluster's directory is removed when the benchmark ends).
+    let log_name = format!("node-{}.log", follower + 1);
+    let kept = plan.out.join(format!("catchup-follower-{log_name}"));
+    std::fs::copy(cluster.dir.join(&log_name), &kept)
+        .with_context(|| format!("keeping {log_name} as {}", kept.display()))?;
     let written = done.acked * plan.value_size;
     let seconds = super::to_f64(caught_up_ms.max(1)) / 1e3;
     let mut line = serde_json::json!({
