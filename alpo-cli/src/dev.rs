@@ -159,6 +159,7 @@ fn layout(
     let mut configs = NodeConfig::for_members(args.cluster_id, dir, &members);
     for config in &mut configs {
         config.snapshots = args.snapshots.policy();
+        config.log.cache_bytes_max = args.snapshots.log_settings().cache_bytes_max;
     }
     Ok((configs, listeners))
 }

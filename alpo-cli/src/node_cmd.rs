@@ -61,7 +61,7 @@ pub(crate) struct NodeArgs {
     snapshots: SnapshotArgs,
 }
 
-/// The snapshot policy's flags, shared by `alpo node` and `alpo dev`.
+/// The snapshot policy's flags and the core's entry cache, shared by `alpo node` and `alpo dev`.
 #[derive(Clone, Copy, Debug, Args)]
 pub(crate) struct SnapshotArgs {
     /// Take a snapshot after this many applied entries since the last one; 0 never does.
@@ -70,6 +70,10 @@ pub(crate) struct SnapshotArgs {
     /// Log entries kept below a snapshot for followers that are a little behind.
     #[arg(long, default_value_t = Snapshots::default().retain_entries)]
     snapshot_retain_entries: u64,
+    /// Payload bytes of recent log entries kept in memory (rule S9); older ones are read back
+    /// from the log files. Entries not yet committed are always kept.
+    #[arg(long, default_value_t = LogSettings::default().cache_bytes_max)]
+    log_cache_bytes_max: u64,
 }
 
 impl SnapshotArgs {
@@ -78,6 +82,14 @@ impl SnapshotArgs {
         Snapshots {
             interval_entries: self.snapshot_interval_entries,
             retain_entries: self.snapshot_retain_entries,
+        }
+    }
+
+    /// The log settings these flags give (the default segment size).
+    pub(crate) fn log_settings(self) -> LogSettings {
+        LogSettings {
+            cache_bytes_max: self.log_cache_bytes_max,
+            ..LogSettings::default()
         }
     }
 }
@@ -125,7 +137,7 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             election_cycle_ms_max: args.election_cycle_ms_max,
         },
         snapshots: args.snapshots.policy(),
-        log: LogSettings::default(),
+        log: args.snapshots.log_settings(),
     };
     config.validate()?;
     Ok(config)

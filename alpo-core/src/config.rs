@@ -1,6 +1,6 @@
 //! A server's protocol configuration: who is in the cluster, the timing ranges (docs/protocol.md,
 //! Timing), the optional rules (deferral, pre-vote, check-quorum), limits, the snapshot policy
-//! (rules S2, S4, S5) and the random seed.
+//! (rules S2, S4, S5), the entry cache (rule S9) and the random seed.
 //!
 //! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
 //! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
@@ -62,6 +62,14 @@ pub struct Config {
     pub snapshot_chunk_bytes: u64,
     /// Rule S5: InstallSnapshot chunks in flight (read or sent, not acknowledged) per follower.
     pub snapshot_chunks_inflight_max: u64,
+    /// Rule S9: payload bytes of recent entries the core caches at most, beyond the entries
+    /// above the commit index that it always holds; older entries are read back with
+    /// `ReadLog`.
+    pub log_cache_bytes_max: u64,
+    /// Rule S9: payload bytes asked for by `ReadLog`s in flight at most; each read asks for
+    /// an equal share, `read_inflight_bytes_max / members.len()` (one read in flight for the
+    /// apply and one per follower).
+    pub read_inflight_bytes_max: u64,
 }
 
 impl Config {
@@ -91,6 +99,8 @@ impl Config {
             retain_entries: limits::RETAIN_ENTRIES,
             snapshot_chunk_bytes: limits::APPEND_BYTES_MAX,
             snapshot_chunks_inflight_max: limits::SNAPSHOT_CHUNKS_INFLIGHT_MAX,
+            log_cache_bytes_max: limits::LOG_CACHE_BYTES_MAX,
+            read_inflight_bytes_max: limits::READ_INFLIGHT_BYTES_MAX,
         }
     }
 
@@ -145,6 +155,7 @@ impl Config {
                 "snapshot_chunks_inflight_max",
                 self.snapshot_chunks_inflight_max,
             ),
+            ("read_inflight_bytes_max", self.read_inflight_bytes_max),
             (
                 "snapshot_interval_entries",
                 self.snapshot_interval_entries.unwrap_or(1),

@@ -95,7 +95,8 @@
 //! }
 //! ```
 //!
-//! The core keeps every log entry above the last compaction in memory; with snapshots on
+//! The core keeps the log's term index and a bounded cache of recent entries, and reads older
+//! entries back from the driver (`Output::ReadLog`, rule S9, [`log_read`]); with snapshots on
 //! (`Config::snapshot_interval_entries`), the driver also takes snapshots, compacts its log and
 //! transfers snapshots when the core asks (see [`output`]).
 //!
@@ -115,6 +116,7 @@ pub mod error;
 mod injected;
 pub mod limits;
 mod log;
+pub mod log_read;
 mod marks;
 pub mod message;
 pub mod node;
@@ -124,11 +126,14 @@ pub mod replay;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod term_index;
 #[cfg(feature = "sim")]
 pub mod testkit;
 pub mod trace;
 pub mod types;
 
+#[cfg(test)]
+mod log_read_tests;
 #[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
@@ -138,6 +143,7 @@ pub use config::Config;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
+pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};
 pub use message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
@@ -146,5 +152,5 @@ pub use node::{Node, Proposal, Role, Status};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,
-    Persisted, Rank, SnapshotMeta, Term,
+    Persisted, PersistedLog, Rank, SnapshotMeta, Term, TermRun, TermRunsBuilder,
 };

@@ -37,3 +37,10 @@ pub const SNAPSHOT_CHUNKS_INFLIGHT_MAX: u64 = 4;
 
 // One entry must always fit in one Append, or a large entry could never be replicated.
 const _: () = assert!(ENTRY_BYTES_MAX <= 4 * APPEND_BYTES_MAX);
+
+/// Rule S9: payload bytes of the core's entry cache at most (beyond the entries it must hold:
+/// those above the commit index).
+pub const LOG_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Rule S9: payload bytes asked for by `ReadLog`s in flight at most.
+pub const READ_INFLIGHT_BYTES_MAX: u64 = 4 * 1024 * 1024;

@@ -22,6 +22,7 @@
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
 
 mod election;
+mod log_read;
 mod replication;
 mod snapshot;
 
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, ProposeError, SnapshotReadError};
 use crate::injected::injected;
 use crate::log::Log;
+use crate::log_read::{LogFault, LogReadId, LogReadResult};
 use crate::marks::hit;
 use crate::message::{Message, MessageBody};
 use crate::output::Output;
@@ -119,6 +121,10 @@ pub struct Node {
     snapshot_taking: Option<LogPosition>,
     /// Follower: the snapshot being received (rules S6, S7), if any.
     install: Option<Install>,
+    /// Rule S9: the `ReadLog`s in flight.
+    reads: log_read::LogReads,
+    /// Rule S9: a read answer this node cannot go on from; the driver must stop it.
+    fault: Option<LogFault>,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
@@ -167,11 +173,15 @@ impl Node {
     /// Starts a server from what it loaded from disk (rule E0): passive, commit index 0.
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
-        let loaded =
-            Log::load(persisted.snapshot, persisted.entries).map_err(|error| ConfigError {
-                field: "persisted.entries",
-                problem: error.0,
-            })?;
+        let loaded = Log::load(
+            persisted.snapshot,
+            persisted.log,
+            config.log_cache_bytes_max,
+        )
+        .map_err(|error| ConfigError {
+            field: "persisted.log",
+            problem: error.0,
+        })?;
         let log = loaded.log;
         let hard_state = election::startup_hard_state(persisted.hard_state, &log);
         // S8: the snapshot's entries are applied (its state restored) and committed.
@@ -208,12 +218,15 @@ impl Node {
             snapshot: persisted.snapshot,
             snapshot_taking: None,
             install: None,
+            reads: log_read::LogReads::default(),
+            fault: None,
             outputs,
             recorder: None,
             #[cfg(feature = "sim")]
             injected_bug: None,
         };
         node.reset_passive_timer(now);
+        node.evict_cache();
         node.invariants();
         Ok(node)
     }
@@ -348,6 +361,47 @@ impl Node {
         self.finish_input();
     }
 
+    /// The driver answers the `ReadLog` `id` (rule S9; contract on [`crate::log_read`]).
+    /// Stale answers are ignored entry by entry. A `Fault` answer, or `Compacted` for entries
+    /// this node must apply, returns the [`LogFault`]: the driver must stop the node and
+    /// report it (the node keeps it in [`Node::fault`]).
+    pub fn on_log_read(
+        &mut self,
+        now: Instant,
+        id: LogReadId,
+        result: LogReadResult,
+    ) -> Result<(), LogFault> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.log_read(now, id, &result);
+        }
+        self.flush_log_writes();
+        let outcome = self.log_read(id, result);
+        self.advance_commit();
+        self.finish_input();
+        outcome
+    }
+
+    /// The read fault that stopped this node, if any (rule S9).
+    #[must_use]
+    pub fn fault(&self) -> Option<LogFault> {
+        self.fault
+    }
+
+    /// The entry cache's state (rule S9), for status reports and the simulator's memory check.
+    #[must_use]
+    pub fn log_cache(&self) -> crate::log_read::LogCacheStatus {
+        crate::log_read::LogCacheStatus {
+            cached_from: self.log.cached_from(),
+            bytes: self.log.cache_bytes(),
+            bytes_max: self.config.log_cache_bytes_max,
+            pinned_bytes: self
+                .log
+                .bytes_between(self.commit_index.next(), self.log.last_index()),
+            term_runs: self.log.term_run_count(),
+            reads_inflight_bytes: self.reads.inflight_bytes(),
+        }
+    }
+
     /// An operator asks for a snapshot now, whatever the interval (rule S2; `alpo snapshot`).
     /// Returns the position the next durable snapshot will cover: the one in progress, or a
     /// new `TakeSnapshot { at: applied }`; `None` when the newest durable snapshot already
@@ -409,7 +463,8 @@ impl Node {
         self.snapshot
     }
 
-    /// The entry at `index`, if this server's log holds one.
+    /// The entry at `index`, if this server's entry cache holds it (rule S9: older entries
+    /// are only on the driver's disk).
     #[must_use]
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)
@@ -613,11 +668,22 @@ impl Node {
         }
     }
 
-    /// Log writes, then (leader) the Appends the windows allow.
+    /// Log writes, then (leader) the Appends the windows allow, then the cache's eviction.
     fn flush(&mut self) {
         self.flush_log_writes();
         if self.role == Role::Leader {
             self.replicate();
+        }
+        self.evict_cache();
+    }
+
+    /// Rule S9: the cache drops its oldest committed entries beyond its budget.
+    fn evict_cache(&mut self) {
+        if injected!(self, NeverEvictCache) {
+            return;
+        }
+        if self.log.evict(self.commit_index) > 0 {
+            hit!(s9_cache_evicts_committed_entries);
         }
     }
 

@@ -38,6 +38,9 @@
 //!    continues at `L + 1`); then [`Output::RestoreStateMachine`], which replaces the
 //!    state machine with the snapshot's image (entries up to `L` are never applied after it);
 //!    then the `Installed` reply and, when the log was kept, a `CompactLog` (rule S4).
+//! 10. [`Output::ReadLog`] reads entries back from the log, after every log write listed
+//!     before it (rule S9); the driver answers every one with `Node::on_log_read`, in any
+//!     order with other inputs. The full contract is on [`crate::log_read`].
 //!
 //! Index relationships kept by the core:
 //! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last`, where `base + 1` is the first retained index
@@ -46,6 +49,7 @@
 use crate::message::Message;
 use bytes::Bytes;
 
+use crate::log_read::LogReadId;
 use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
@@ -113,6 +117,18 @@ pub enum Output {
         data: Bytes,
         /// Whether it completes the file.
         last: bool,
+    },
+    /// Read log entries `from..=to` (at most `max_bytes` of payload, at least one entry) and
+    /// answer with `Node::on_log_read` (rule S9; contract on `crate::log_read`).
+    ReadLog {
+        /// The read, echoed in the answer.
+        id: LogReadId,
+        /// The first index to read.
+        from: LogIndex,
+        /// The last index to read at most.
+        to: LogIndex,
+        /// Payload bytes at most, unless the first entry alone is larger.
+        max_bytes: u64,
     },
     /// Replace the state machine with the image of this durable snapshot (rule S7 step 2).
     RestoreStateMachine {

@@ -447,7 +447,13 @@ mod tests {
                 payload: Bytes::new(),
             })
             .collect();
-        Log::load(None, entries).unwrap().log
+        Log::load(
+            None,
+            crate::types::PersistedLog::from_entries(entries),
+            u64::MAX,
+        )
+        .unwrap()
+        .log
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn node_with(config: Config, term: u64, entries: Vec<Entry>) -> Node {
             voted_for: None,
         },
         snapshot: None,
-        entries,
+        log: crate::types::PersistedLog::from_entries(entries),
         incarnation: Incarnation(1),
     };
     Node::new(config, persisted, Instant(0)).unwrap()
@@ -1052,12 +1052,14 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/election.rs"),
         include_str!("node/replication.rs"),
         include_str!("node/snapshot.rs"),
+        include_str!("node/log_read.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
     let tests = [
         include_str!("rule_tests.rs"),
         include_str!("snapshot_tests.rs"),
+        include_str!("log_read_tests.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/protocol.md");

@@ -57,7 +57,7 @@ fn follower(term: u64, snapshot: Option<SnapshotMeta>, log: Vec<Entry>) -> Node 
             voted_for: None,
         },
         snapshot,
-        entries: log,
+        log: crate::types::PersistedLog::from_entries(log),
         incarnation: Incarnation(1),
     };
     Node::new(snapshot_config(NodeId(2), ids()), persisted, Instant(0)).unwrap()
@@ -203,11 +203,11 @@ fn s8_a_restart_starts_from_the_snapshot_and_redoes_an_install_truncation() {
     // A gap between the snapshot and the log is corruption, refused with the field named.
     let persisted = Persisted {
         snapshot: Some(meta(5, 2, 10)),
-        entries: entries(8, 9, 2),
+        log: crate::types::PersistedLog::from_entries(entries(8, 9, 2)),
         ..Persisted::default()
     };
     let error = Node::new(snapshot_config(NodeId(2), ids()), persisted, Instant(0)).unwrap_err();
-    assert_eq!(error.field, "persisted.entries");
+    assert_eq!(error.field, "persisted.log");
 }
 
 #[test]

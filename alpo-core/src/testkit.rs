@@ -17,6 +17,9 @@
 //! loses a held one. `ReadSnapshot` is answered from the disk's snapshot right after the
 //! outputs are performed; received chunks go to a partial file, lost on a crash, and the last
 //! one installs the file (or fails verification once, with [`Cluster::damage_next_install`]).
+//! A `ReadLog` (rule S9) is answered from the disk's log as it stands after the output list,
+//! or, with [`Cluster::hold_log_reads`], when the test calls [`Cluster::answer_log_read`].
+//! A start hands the node its whole log as the persisted tail.
 //!
 //! Test support: a call naming a server that is not in the cluster (or not running) is a bug in
 //! the test and panics with a message saying so.
@@ -30,14 +33,15 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::ProposeError;
+use crate::log_read::{LogFault, LogReadId, LogReadResult};
 use crate::message::{Message, MessageBody};
 use crate::node::{Node, Proposal, Role};
 use crate::output::Output;
-use crate::types::Persisted;
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, SnapshotMeta,
     Term,
 };
+use crate::types::{Persisted, PersistedLog};
 
 /// Deliveries per `deliver_all` call at most, so a livelock fails a test instead of hanging it.
 pub const DELIVERY_COUNT_MAX: usize = 100_000;
@@ -84,13 +88,32 @@ pub struct Cluster {
     pub hold_snapshots: bool,
     /// Snapshots taken and not yet durable (with `hold_snapshots`), per server.
     pub held_snapshots: BTreeMap<NodeId, Vec<(SnapshotMeta, Bytes)>>,
+    /// Whether `ReadLog`s wait in `held_log_reads` for [`Cluster::answer_log_read`] instead of
+    /// being answered from the disk right after the output list (rule S9).
+    pub hold_log_reads: bool,
+    /// `ReadLog`s not yet answered (with `hold_log_reads`), per server, in output order.
+    pub held_log_reads: BTreeMap<NodeId, Vec<HeldLogRead>>,
     /// Servers whose next received snapshot file fails verification once.
     pub damage_next_install: Vec<NodeId>,
     configs: BTreeMap<NodeId, Config>,
 }
 
+/// A `ReadLog` held for [`Cluster::answer_log_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldLogRead {
+    /// The read.
+    pub id: LogReadId,
+    /// The first index asked for.
+    pub from: LogIndex,
+    /// The last index asked for at most.
+    pub to: LogIndex,
+    /// Payload bytes at most.
+    pub max_bytes: u64,
+}
+
 /// What performing one output leaves for the node to hear after the whole list is performed.
 enum Report {
+    LogRead(LogReadId, LogReadResult),
     SnapshotDurable(SnapshotMeta),
     SnapshotRead {
         to: NodeId,
@@ -160,6 +183,33 @@ impl Disk {
         }
     }
 
+    /// Rule S9 at the driver: the disk's answer to `read` now.
+    pub fn read(&self, read: HeldLogRead) -> LogReadResult {
+        if self
+            .log
+            .first()
+            .is_some_and(|first| read.from < first.index)
+        {
+            return LogReadResult::Compacted;
+        }
+        let mut bytes = 0;
+        let mut entries = Vec::new();
+        for entry in self
+            .log
+            .iter()
+            .filter(|e| e.index >= read.from && e.index <= read.to)
+        {
+            let size = entry.payload.len() as u64;
+            if !entries.is_empty() && bytes + size > read.max_bytes {
+                break;
+            }
+            bytes += size;
+            entries.push(entry.clone());
+        }
+        assert!(!entries.is_empty(), "test: a read within the log");
+        LogReadResult::Entries(entries)
+    }
+
     fn last_position(&self) -> LogPosition {
         self.log
             .last()
@@ -201,6 +251,14 @@ impl Cluster {
         Cluster::build(size, false, make)
     }
 
+    /// Like [`Cluster::with_config`], with every node recording its input trace.
+    pub fn with_config_recorded(
+        size: u64,
+        make: impl Fn(NodeId, Vec<NodeId>) -> Config,
+    ) -> Cluster {
+        Cluster::build(size, true, make)
+    }
+
     /// Like [`Cluster::new`], with every node recording its input trace.
     pub fn new_recorded(size: u64, seed: u64) -> Cluster {
         Cluster::build(size, true, |id, members| Config::lan(id, members, seed))
@@ -219,6 +277,8 @@ impl Cluster {
             outputs: BTreeMap::new(),
             hold_snapshots: false,
             held_snapshots: BTreeMap::new(),
+            hold_log_reads: false,
+            held_log_reads: BTreeMap::new(),
             damage_next_install: Vec::new(),
             configs: BTreeMap::new(),
         };
@@ -243,7 +303,7 @@ impl Cluster {
         let persisted = Persisted {
             hard_state: disk.hard_state,
             snapshot: disk.snapshot.as_ref().map(|(meta, _)| *meta),
-            entries: disk.log.clone(),
+            log: PersistedLog::from_entries(disk.log.clone()),
             incarnation: disk.incarnation,
         };
         // S8: the state machine starts from the newest snapshot's image.
@@ -354,6 +414,24 @@ impl Cluster {
                 disk.keep_snapshot(snapshot, Bytes::from(file));
                 Some(Report::Installed(snapshot))
             }
+            Output::ReadLog {
+                id: read,
+                from,
+                to,
+                max_bytes,
+            } => {
+                let held = HeldLogRead {
+                    id: read,
+                    from,
+                    to,
+                    max_bytes,
+                };
+                if self.hold_log_reads {
+                    self.held_log_reads.entry(id).or_default().push(held);
+                    return None;
+                }
+                Some(Report::LogRead(read, disk.read(held)))
+            }
             Output::RestoreStateMachine { snapshot } => {
                 let (meta, image) = disk.snapshot.as_ref().expect("test: installed snapshot");
                 assert_eq!(*meta, snapshot, "test: restore the newest snapshot");
@@ -397,6 +475,10 @@ impl Cluster {
             return;
         };
         match report {
+            Report::LogRead(read, result) => {
+                node.on_log_read(now, read, result)
+                    .expect("test: the disk answers without faults");
+            }
             Report::SnapshotDurable(meta) => node.on_snapshot_durable(now, meta),
             Report::SnapshotRead {
                 to,
@@ -433,6 +515,28 @@ impl Cluster {
         let disk = self.disks.get_mut(&id).expect("test: known server");
         disk.keep_snapshot(meta, image);
         self.report(id, Report::SnapshotDurable(meta));
+    }
+
+    /// Answers the `position`th held `ReadLog` of server `id` with `result` (its disk's answer
+    /// now when `None`), and performs the outputs; returns the node's verdict.
+    pub fn answer_log_read(
+        &mut self,
+        id: u64,
+        position: usize,
+        result: Option<LogReadResult>,
+    ) -> Result<(), LogFault> {
+        let id = NodeId(id);
+        let held = self
+            .held_log_reads
+            .get_mut(&id)
+            .expect("test: a held read")
+            .remove(position);
+        let result = result.unwrap_or_else(|| self.disks[&id].read(held));
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("test: the server is up");
+        let verdict = node.on_log_read(now, held.id, result);
+        self.perform(id);
+        verdict
     }
 
     /// Makes server `id`'s log writes durable and tells the node.

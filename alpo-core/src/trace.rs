@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -17,15 +17,20 @@
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
 //!   or 1 `Replaced`, 2 `Failed`;
-//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed.
+//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed;
+//! - tag 9 `snapshot_requested`: `now`;
+//! - tag 10 `log_read` (rule S9): `now`, read id, then `u8` 0 and entries (`u64` count, then
+//!   each entry), or 1 `Compacted`, or 2 `Fault` and the index.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
 //! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
 //! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
-//! state has an optional snapshot meta after the incarnation; the configuration ends with the
-//! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight)
-//! before the injected-bug byte.
+//! state has an optional snapshot meta after the incarnation, then the persisted log (rule S9):
+//! the run count, each run's first index and term, the last index, the tail's entry count and
+//! entries. The configuration ends with the snapshot policy (interval as an option, retained
+//! entries, chunk bytes, chunks in flight) and the cache limits (cache bytes, read bytes in
+//! flight) before the injected-bug byte.
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
@@ -38,17 +43,18 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{SnapshotReadError, TraceError};
+use crate::log_read::{LogReadId, LogReadResult};
 use crate::message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
-    Rank, SnapshotMeta, Term,
+    PersistedLog, Rank, SnapshotMeta, Term, TermRun,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 2;
+pub const TRACE_VERSION: u16 = 3;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -62,6 +68,7 @@ const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
+const TAG_LOG_READ: u8 = 10;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -177,6 +184,24 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn log_read(&mut self, now: Instant, id: LogReadId, result: &LogReadResult) {
+        let mut writer = self.writer(TAG_LOG_READ);
+        writer.u64(now.0);
+        writer.u64(id.0);
+        match result {
+            LogReadResult::Entries(entries) => {
+                writer.u8(0);
+                writer.entries(entries);
+            }
+            LogReadResult::Compacted => writer.u8(1),
+            LogReadResult::Fault(index) => {
+                writer.u8(2);
+                writer.u64(index.0);
+            }
+        }
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -220,6 +245,8 @@ pub(crate) enum Record {
     SnapshotInstalled(Instant, SnapshotMeta, bool),
     /// An operator asked for a snapshot now (`Node::request_snapshot`).
     SnapshotRequested(Instant),
+    /// The driver answered a `ReadLog` (`Node::on_log_read`).
+    LogRead(Instant, LogReadId, LogReadResult),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -298,6 +325,7 @@ impl<'a> Decoder<'a> {
                 Record::SnapshotInstalled(now, meta, reader.bool()?)
             }
             TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
+            TAG_LOG_READ => reader.log_read()?,
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -364,6 +392,8 @@ impl Writer {
         self.u64(config.retain_entries);
         self.u64(config.snapshot_chunk_bytes);
         self.u64(config.snapshot_chunks_inflight_max);
+        self.u64(config.log_cache_bytes_max);
+        self.u64(config.read_inflight_bytes_max);
         // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
         // one; kept in `Config`'s place in the layout since the bugs left `Config`.
         self.u8(0);
@@ -377,8 +407,18 @@ impl Writer {
         if let Some(meta) = persisted.snapshot {
             self.snapshot_meta(meta);
         }
-        self.u64(persisted.entries.len() as u64);
-        for entry in &persisted.entries {
+        self.u64(persisted.log.runs.len() as u64);
+        for run in &persisted.log.runs {
+            self.u64(run.first.0);
+            self.u64(run.term.0);
+        }
+        self.u64(persisted.log.last.0);
+        self.entries(&persisted.log.tail);
+    }
+
+    fn entries(&mut self, entries: &[Entry]) {
+        self.u64(entries.len() as u64);
+        for entry in entries {
             self.entry(entry);
         }
     }
@@ -587,6 +627,8 @@ impl<'a> Reader<'a> {
         config.retain_entries = self.u64()?;
         config.snapshot_chunk_bytes = self.u64()?;
         config.snapshot_chunks_inflight_max = self.u64()?;
+        config.log_cache_bytes_max = self.u64()?;
+        config.read_inflight_bytes_max = self.u64()?;
         let bug_code = self.u8()?;
         Ok((config, bug_code))
     }
@@ -600,19 +642,44 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
-        let entry_count = self.count(21)?;
-        let entries = (0..entry_count)
-            .map(|_| self.entry())
-            .collect::<Result<Vec<_>, _>>()?;
+        let run_count = self.count(16)?;
+        let runs = (0..run_count)
+            .map(|_| {
+                let first = LogIndex(self.u64()?);
+                let term = Term(self.u64()?);
+                Ok(TermRun { first, term })
+            })
+            .collect::<Result<Vec<_>, TraceError>>()?;
+        let last = LogIndex(self.u64()?);
+        let tail = self.entries()?;
         Ok(Persisted {
             hard_state: HardState {
                 current_term,
                 voted_for,
             },
             snapshot,
-            entries,
+            log: PersistedLog { runs, last, tail },
             incarnation,
         })
+    }
+
+    fn entries(&mut self) -> Result<Vec<Entry>, TraceError> {
+        let entry_count = self.count(21)?;
+        (0..entry_count).map(|_| self.entry()).collect()
+    }
+
+    /// The fields of a `log_read` record, after its tag.
+    fn log_read(&mut self) -> Result<Record, TraceError> {
+        let now = Instant(self.u64()?);
+        let id = LogReadId(self.u64()?);
+        let at = self.offset;
+        let result = match self.u8()? {
+            0 => LogReadResult::Entries(self.entries()?),
+            1 => LogReadResult::Compacted,
+            2 => LogReadResult::Fault(LogIndex(self.u64()?)),
+            other => return Err(self.error(at, &format!("log read result {other}"))),
+        };
+        Ok(Record::LogRead(now, id, result))
     }
 
     fn snapshot_meta(&mut self) -> Result<SnapshotMeta, TraceError> {

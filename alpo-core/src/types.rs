@@ -230,6 +230,83 @@ impl fmt::Display for ClusterId {
     }
 }
 
+/// One run of the term index (rule S9): the entries from `first` up to the next run's first
+/// index (or the log's last index) all have term `term`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TermRun {
+    /// The run's first index.
+    pub first: LogIndex,
+    /// The term of every entry in the run.
+    pub term: Term,
+}
+
+/// The durable log as the driver hands it to the core at start (rule S9): not the entries, but
+/// the term index over them and, optionally, a suffix of them to warm the cache. A driver
+/// derives the runs from the scan it makes anyway to recover its log, so a start never reads
+/// the whole log into memory.
+///
+/// Invariants (checked by `Node::new`, since they come from disk): runs are in index order with
+/// strictly increasing firsts and terms, terms above 0, the first run starting at index 1
+/// or later; `last` is at least the last run's first (or 0 with no runs); `tail` is a gap-free
+/// run of entries ending at `last` whose terms match the runs (it may be empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistedLog {
+    /// The term index of the durable log, from its first index on (empty for an empty log).
+    pub runs: Vec<TermRun>,
+    /// The durable log's last index (0 for an empty log).
+    pub last: LogIndex,
+    /// A suffix of the durable log, for the entry cache (any length, empty included).
+    pub tail: Vec<Entry>,
+}
+
+impl PersistedLog {
+    /// The persisted log made of these consecutive entries, all of them in the tail (for tests
+    /// and small logs; a server derives the runs from its recovery scan instead).
+    #[must_use]
+    pub fn from_entries(entries: Vec<Entry>) -> PersistedLog {
+        let mut builder = TermRunsBuilder::default();
+        for entry in &entries {
+            builder.push(entry.index, entry.term);
+        }
+        let (runs, last) = builder.finish();
+        PersistedLog {
+            runs,
+            last,
+            tail: entries,
+        }
+    }
+}
+
+/// Builds the term runs of a log from its positions, in index order (one pass, O(terms)
+/// memory): what a driver's recovery scan feeds as it reads records.
+#[derive(Clone, Debug, Default)]
+pub struct TermRunsBuilder {
+    runs: Vec<TermRun>,
+    last: LogIndex,
+}
+
+impl TermRunsBuilder {
+    /// The next entry of the log is at `index` with `term`. A position that does not continue
+    /// the log (an index not one more than the last) starts the runs again from it, as a log
+    /// truncated and rewritten there would.
+    pub fn push(&mut self, index: LogIndex, term: Term) {
+        if !self.runs.is_empty() && index != self.last.next() {
+            let keep = self.runs.partition_point(|run| run.first < index);
+            self.runs.truncate(keep);
+        }
+        if self.runs.last().is_none_or(|run| run.term != term) {
+            self.runs.push(TermRun { first: index, term });
+        }
+        self.last = index;
+    }
+
+    /// The runs and the last index pushed.
+    #[must_use]
+    pub fn finish(self) -> (Vec<TermRun>, LogIndex) {
+        (self.runs, self.last)
+    }
+}
+
 /// What a server loaded from disk at start (the "restart from persisted state" input).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
@@ -238,10 +315,11 @@ pub struct Persisted {
     /// The newest valid durable snapshot, if any (rule S8); its state is what the driver
     /// restored its state machine from.
     pub snapshot: Option<SnapshotMeta>,
-    /// The durable log, in index order: from index 1 without a snapshot; with one at `L`, from
-    /// any index up to `L + 1` (entries up to `L` are covered by the snapshot; a log that holds
-    /// another term at `L`, or ends below `L`, is discarded with a `TruncateLog` at start).
-    pub entries: Vec<Entry>,
+    /// The durable log (rule S9: its term index and a suffix): from index 1 without a
+    /// snapshot; with one at `L`, from any index up to `L + 1` (entries up to `L` are covered
+    /// by the snapshot; a log that holds another term at `L`, or ends below `L`, is discarded
+    /// with a `TruncateLog` at start).
+    pub log: PersistedLog,
     /// This start's incarnation: one more than the last start's, made durable by the driver.
     pub incarnation: Incarnation,
 }

@@ -255,3 +255,18 @@ fn checkers_catch_compaction_past_the_snapshot() {
     let (violation, _) = report.violation.as_ref().unwrap();
     assert_eq!(violation.checker, "compaction_bound", "{report}");
 }
+
+#[test]
+fn checkers_catch_a_cache_that_never_evicts() {
+    // Rule S9: ordinary seeds run with a cache of a few entries, so a core that keeps every
+    // entry grows past its bound as soon as a few entries commit.
+    let options = SimOptions {
+        profile: Some(FaultProfile::Standard),
+        ..SimOptions::quick()
+    };
+    let report = first_caught(InjectedBug::NeverEvictCache, options)
+        .expect("no checker caught NeverEvictCache within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "cache_bound", "{report}");
+}

@@ -123,6 +123,10 @@ pub struct Log {
     first_index: u64,
     last_index: u64,
     last_term: u64,
+    /// The term runs of the records held: `(first index, term)` in order, one per term,
+    /// derived from the recovery scan at open and kept up by append, truncation, compaction
+    /// and reset (O(terms) memory).
+    term_runs: Vec<(u64, u64)>,
     durable_index: u64,
     poisoned: bool,
     recovery: Vec<RecoveryEvent>,
@@ -218,6 +222,7 @@ impl Log {
             first_index: 1,
             last_index: 0,
             last_term: 0,
+            term_runs: Vec::new(),
             durable_index: 0,
             poisoned: false,
             recovery,
@@ -241,6 +246,7 @@ impl Log {
         for (position, scan) in scanned.into_iter().enumerate() {
             self.last_index = scan.header.first_index + scan.offsets.len() as u64 - 1;
             self.last_term = scan.last_term;
+            self.term_runs.extend_from_slice(&scan.term_starts);
             let mut segment = Segment {
                 sequence: scan.sequence,
                 path: scan.path,
@@ -417,6 +423,9 @@ impl Log {
             limit: self.payload_bytes_max(),
         })?;
         record::encode(&mut self.buffer, view, payload);
+        if self.term_runs.last().is_none_or(|(_, last)| *last != term) {
+            self.term_runs.push((index, term));
+        }
         self.active_mut().offsets.push(offset);
         self.last_index = index;
         self.last_term = term;
@@ -585,6 +594,8 @@ impl Log {
         active.written_end = cut;
         self.last_index = from - 1;
         self.last_term = self.term_at(from - 1).unwrap_or(0);
+        let kept = self.term_runs.partition_point(|(first, _)| *first < from);
+        self.term_runs.truncate(kept);
         self.durable_index = self.durable_index.min(self.last_index);
         self.publish(self.durable_index, false);
         Ok(())
@@ -613,6 +624,15 @@ impl Log {
             fs::remove_file(&removed.path).map_err(|e| Error::io(&removed.path, "remove", e))?;
             segment::sync_directory(&self.dir)?;
             self.first_index = self.segments[0].first_index;
+        }
+        let first = self.first_index;
+        let dropped = self
+            .term_runs
+            .partition_point(|(start, _)| *start <= first)
+            .saturating_sub(1);
+        self.term_runs.drain(..dropped);
+        if let Some(run) = self.term_runs.first_mut() {
+            run.0 = run.0.max(first);
         }
         self.publish(self.durable_index, false);
         Ok(())
@@ -649,9 +669,17 @@ impl Log {
         self.first_index = first_index;
         self.last_index = first_index - 1;
         self.last_term = 0;
+        self.term_runs.clear();
         self.durable_index = self.last_index;
         self.publish(self.durable_index, false);
         Ok(())
+    }
+
+    /// The term runs of the records held, `(first index, term)` in index order, one per term
+    /// (the last run ends at [`Log::last_index`]): a log's term index in O(terms) memory, taken
+    /// from the scan `open` makes anyway, so a node can start without reading its records.
+    pub fn term_runs(&self) -> &[(u64, u64)] {
+        &self.term_runs
     }
 
     /// The term of record `index`, or `None` if the log does not hold it.

@@ -161,6 +161,10 @@ pub(crate) struct ScannedSegment {
     pub(crate) header: SegmentHeader,
     /// Byte offset of each valid record.
     pub(crate) offsets: Vec<u32>,
+    /// `(index, term)` of each valid record whose term differs from the record before it
+    /// (the previous segment's last, for the first): the segment's term runs, found by the
+    /// same walk, so a log's term index costs no second read.
+    pub(crate) term_starts: Vec<(u64, u64)>,
     /// Term of the last valid record (or of the previous segment's, if none).
     pub(crate) last_term: u64,
     /// Offset just after the last valid record.
@@ -327,6 +331,7 @@ fn scan_segment(
         map,
         header,
         offsets: records.offsets,
+        term_starts: records.term_starts,
         last_term: records.last_term.unwrap_or(previous_term),
         valid_end: records.valid_end,
         dirty_end: records.dirty_end,
@@ -403,6 +408,8 @@ pub(crate) enum Tail {
 pub(crate) struct RecordScan {
     /// Offset of each valid record.
     pub(crate) offsets: Vec<u32>,
+    /// `(index, term)` of each valid record whose term differs from the one before it.
+    pub(crate) term_starts: Vec<(u64, u64)>,
     /// Term of the last valid record.
     pub(crate) last_term: Option<u64>,
     /// Offset after the last valid record.
@@ -422,6 +429,7 @@ pub(crate) fn scan_records(
 ) -> RecordScan {
     let mut scan = RecordScan {
         offsets: Vec::new(),
+        term_starts: Vec::new(),
         last_term: None,
         valid_end: SEGMENT_HEADER_BYTES.min(bytes.len() as u64),
         dirty_end: 0,
@@ -446,6 +454,9 @@ pub(crate) fn scan_records(
         }
         let Ok(offset) = u32::try_from(at) else { break };
         scan.offsets.push(offset);
+        if view.term != term {
+            scan.term_starts.push((expected, view.term));
+        }
         scan.last_term = Some(view.term);
         term = view.term;
         expected += 1;

@@ -394,3 +394,36 @@ fn reset_starts_an_empty_log_after_a_snapshot() {
         assert_eq!(log.first_index(), 1000);
     }
 }
+
+/// The runs `term_runs` must give: `(first index, term)` of `first..=last` by `term(i)`.
+fn runs_of(first: u64, last: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for index in first..=last {
+        if runs.last().is_none_or(|(_, t)| *t != term(index)) {
+            runs.push((index, term(index)));
+        }
+    }
+    runs
+}
+
+#[test]
+fn term_runs_follow_appends_truncation_compaction_reopen_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = build(dir.path(), 4096, 300);
+    assert_eq!(log.term_runs(), runs_of(1, 300).as_slice());
+    log.truncate_suffix(251).unwrap();
+    assert_eq!(log.term_runs(), runs_of(1, 250).as_slice());
+    log.compact_prefix(120).unwrap();
+    let first = log.first_index();
+    assert!(first > 1, "whole segments were dropped");
+    assert_eq!(log.term_runs(), runs_of(first, 250).as_slice());
+    log.sync().unwrap();
+    drop(log);
+    // Reopened: the same runs, from the recovery scan.
+    let mut log = Log::open(dir.path(), options(4096)).unwrap();
+    assert_eq!(log.term_runs(), runs_of(first, 250).as_slice());
+    log.append(251, term(250) + 5, 1, b"x").unwrap();
+    assert_eq!(log.term_runs().last(), Some(&(251, term(250) + 5)));
+    log.reset(400).unwrap();
+    assert!(log.term_runs().is_empty());
+}

@@ -30,8 +30,9 @@
 //! interval_entries = 100000        # snapshot after this many applied entries; 0 = never
 //! retain_entries = 10000           # log entries kept below a snapshot for slow followers
 //!
-//! [log]                            # optional; the default
+//! [log]                            # optional; the defaults
 //! segment_bytes_max = 67108864     # segment file size: compaction drops whole segments
+//! cache_bytes_max = 67108864       # recent entries the core keeps in memory (rule S9)
 //! ```
 
 use std::collections::BTreeSet;
@@ -81,12 +82,18 @@ pub struct LogSettings {
     /// Size of one segment file: compaction removes whole segments, so up to this much log
     /// below the compaction point stays on disk (alpo-log's `LogOptions::segment_bytes_max`).
     pub segment_bytes_max: u64,
+    /// Payload bytes of recent entries the core keeps in memory (rule S9,
+    /// `alpo_core::Config::log_cache_bytes_max`); older entries are read back from the log
+    /// files when a follower or the state machine needs them. Entries not yet committed are
+    /// always kept, whatever this says.
+    pub cache_bytes_max: u64,
 }
 
 impl Default for LogSettings {
     fn default() -> LogSettings {
         LogSettings {
             segment_bytes_max: alpo_log::limits::SEGMENT_BYTES_DEFAULT,
+            cache_bytes_max: alpo_core::limits::LOG_CACHE_BYTES_MAX,
         }
     }
 }
@@ -265,6 +272,7 @@ impl NodeConfig {
         config.snapshot_interval_entries =
             Some(snapshots.interval_entries).filter(|interval| *interval != 0);
         config.retain_entries = snapshots.retain_entries;
+        config.log_cache_bytes_max = self.log.cache_bytes_max;
         config
     }
 
@@ -339,6 +347,7 @@ fn node_field(core_field: &str) -> String {
         "election_cycle_min" => "timeouts.election_cycle_ms_min".into(),
         "snapshot_interval_entries" => "snapshots.interval_entries".into(),
         "retain_entries" => "snapshots.retain_entries".into(),
+        "log_cache_bytes_max" => "log.cache_bytes_max".into(),
         other => format!("timeouts.{other}"),
     }
 }
@@ -408,7 +417,7 @@ mod tests {
         assert_eq!(example().snapshots, Snapshots::default());
         let text = format!(
             "{EXAMPLE}\n[snapshots]\ninterval_entries = 0\nretain_entries = 5\n\
-             [log]\nsegment_bytes_max = 8192\n"
+             [log]\nsegment_bytes_max = 8192\ncache_bytes_max = 4096\n"
         );
         let config: NodeConfig = toml::from_str(&text).unwrap();
         config.validate().unwrap();
@@ -419,6 +428,8 @@ mod tests {
             "0 is never"
         );
         assert_eq!(config.log.segment_bytes_max, 8192);
+        assert_eq!(config.log.cache_bytes_max, 4096);
+        assert_eq!(config.core_config(1).log_cache_bytes_max, 4096);
         let text = format!("{EXAMPLE}\n[snapshots]\ninterval = 5\n");
         let error = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
         assert!(error.contains("interval"), "{error}");

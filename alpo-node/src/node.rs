@@ -24,10 +24,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use alpo_core::{Entry, EntryKind, HardState, Incarnation, LogIndex, LogPosition, Message, NodeId};
-use alpo_core::{Persisted, Term};
+use alpo_core::{Persisted, PersistedLog, Term, TermRun};
 use alpo_log::{Log, LogOptions, LogView, SnapshotOptions, SnapshotStore};
 use alpo_net::{ClientListener, ClientListenerConfig, Inbox, PeerTransport};
 
@@ -134,6 +132,7 @@ impl Server {
             incarnation = persisted.incarnation.0, "node starting");
         let parts = Parts {
             entry_source: Box::new(log.log.view()),
+            log_reader: Box::new(log.log.view()),
             log: Box::new(log),
             snapshots: Some(snapshots),
             restored,
@@ -373,15 +372,13 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
         })?;
     stored.store(dir)?;
     let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
-    // The retained entries up to `L` let the core serve followers a little behind (rule S4).
-    let entries = read_entries(&log, dir, LogIndex(1))?;
     let persisted = Persisted {
         hard_state: HardState {
             current_term: Term(stored.current_term),
             voted_for: stored.voted_for.map(NodeId),
         },
         snapshot,
-        entries,
+        log: persisted_log(&log),
         incarnation: Incarnation(stored.incarnation),
     };
     let hard_state = FileHardState {
@@ -502,30 +499,31 @@ fn redo_install_truncation(
     Ok(())
 }
 
-/// Every entry of the log from `from` on, with payloads copied out of the log's memory map
-/// (the log may reuse those bytes after a truncation, while the core keeps its entries).
-fn read_entries(log: &Log, dir: &Path, from: LogIndex) -> Result<Vec<Entry>, Error> {
-    let mut entries = Vec::new();
-    for record in log.entries(from.0.max(log.first_index())..) {
-        let record = record?;
-        let Some(kind) = EntryKind::from_byte(record.kind) else {
-            let (dir, index, other) = (dir.display(), record.index, record.kind);
-            return Err(Error::Corrupt {
-                what: format!("log entry {index} in {dir} has unknown kind {other}"),
-            });
-        };
-        entries.push(Entry {
-            index: LogIndex(record.index),
-            term: Term(record.term),
-            kind,
-            payload: Bytes::copy_from_slice(&record.payload),
-        });
+/// Rule S9: the core gets the log's term index (from the scan `Log::open` made) and no
+/// entries; it reads back what it needs with `ReadLog`, so a start never loads the log.
+fn persisted_log(log: &Log) -> PersistedLog {
+    let runs: Vec<TermRun> = log
+        .term_runs()
+        .iter()
+        .map(|(first, term)| TermRun {
+            first: LogIndex(*first),
+            term: Term(*term),
+        })
+        .collect();
+    let last = if runs.is_empty() {
+        LogIndex(0)
+    } else {
+        LogIndex(log.last_index())
+    };
+    PersistedLog {
+        runs,
+        last,
+        tail: Vec::new(),
     }
-    Ok(entries)
 }
 
 fn last_index(persisted: &Persisted) -> u64 {
-    persisted.entries.last().map_or(0, |entry| entry.index.0)
+    persisted.log.last.0
 }
 
 fn unreachable_status(id: NodeId) -> NodeStatus {

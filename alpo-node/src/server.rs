@@ -39,7 +39,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use alpo_core::{
-    HardState, LogIndex, LogPosition, Message, Node, Output, Persisted, ProposeError, Role,
+    HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node, Output, Persisted,
+    ProposeError, Role,
 };
 
 use crate::apply::ReadRequest;
@@ -104,6 +105,39 @@ struct EventLoop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
+    /// Rule S9: where the core's `ReadLog`s are answered (a view of the log's durable records).
+    pub(crate) log_reader: Box<dyn EntrySource>,
+    /// `ReadLog`s performed and not yet answered; answered at the next turn of the loop.
+    pub(crate) log_reads: Vec<LogRead>,
+}
+
+/// A `ReadLog` of the core, waiting for its turn (rule S9).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogRead {
+    id: LogReadId,
+    from: LogIndex,
+    to: LogIndex,
+    max_bytes: u64,
+}
+
+impl LogRead {
+    /// The read an `Output::ReadLog` asks for (`None` for any other output).
+    fn of(output: Output) -> Option<LogRead> {
+        match output {
+            Output::ReadLog {
+                id,
+                from,
+                to,
+                max_bytes,
+            } => Some(LogRead {
+                id,
+                from,
+                to,
+                max_bytes,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How long the loop waits when the core names no deadline (it normally always has one).
@@ -146,6 +180,8 @@ impl EventLoop {
         let mut arrived = Vec::new();
         loop {
             let timeout = match self.node.next_timeout() {
+                // Reads waiting: take what arrived, then answer them at once.
+                _ if !self.log_reads.is_empty() => Duration::ZERO,
                 Some(deadline) => deadline.saturating_duration_since(self.now()),
                 None => IDLE_WAIT,
             };
@@ -170,9 +206,41 @@ impl EventLoop {
             {
                 self.node.tick(now);
             }
+            self.answer_log_reads()?;
             self.perform_outputs()?;
             self.after_batch()?;
         }
+    }
+
+    /// Rule S9: answers the `ReadLog`s of the last turn from the log's durable records, in the
+    /// order they were asked (reads asked by these answers wait for the next turn, so other
+    /// inputs go between). The core only reads committed entries, which are durable (contract
+    /// (a)); an empty answer or a read error is a fault that stops the node, naming the index.
+    fn answer_log_reads(&mut self) -> Result<(), Error> {
+        for read in std::mem::take(&mut self.log_reads) {
+            let result = match self.log_reader.read(read.from, read.to, read.max_bytes) {
+                Ok(entries) if entries.first().is_some_and(|e| e.index == read.from) => {
+                    LogReadResult::Entries(entries)
+                }
+                Err(Error::Log(alpo_log::Error::Compacted { .. })) => LogReadResult::Compacted,
+                Ok(_) => LogReadResult::Fault(read.from),
+                Err(error) => {
+                    tracing::error!(
+                        node = self.config.id,
+                        index = read.from.0,
+                        error = &error as &dyn std::error::Error,
+                        "reading the log back failed"
+                    );
+                    LogReadResult::Fault(read.from)
+                }
+            };
+            if let Err(fault) = self.node.on_log_read(self.now(), read.id, result) {
+                return Err(Error::Stopped {
+                    reason: fault.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn now(&self) -> alpo_core::Instant {
@@ -403,6 +471,7 @@ impl EventLoop {
                 }
                 Output::Send(message) => self.peers.send(message),
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
+                read @ Output::ReadLog { .. } => self.log_reads.extend(LogRead::of(read)),
                 Output::TakeSnapshot { at } => self.send_apply(ApplyMsg::TakeSnapshot { at })?,
                 Output::CompactLog { below } => {
                     self.send_storage(StorageOp::Compact { below })?;
@@ -415,20 +484,12 @@ impl EventLoop {
                     offset,
                     len,
                 } => {
-                    let job = SnapshotJob::Read {
+                    self.queue_snapshot_read(SnapshotJob::Read {
                         to,
                         snapshot,
                         offset,
                         len,
-                    };
-                    // Never waits: a read dropped here is asked again after the transfer's
-                    // stall timeout (rule S5).
-                    let jobs = &self.snapshot_handle()?.jobs;
-                    if let Err(crossbeam_channel::TrySendError::Disconnected(_)) =
-                        jobs.try_send(job)
-                    {
-                        return Err(snapshot_thread_stopped());
-                    }
+                    })?;
                 }
                 Output::WriteSnapshotChunk {
                     snapshot,
@@ -457,6 +518,16 @@ impl EventLoop {
                     self.send_apply(ApplyMsg::Restore { last, path })?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Never waits: a read dropped here is asked again after the transfer's stall timeout
+    /// (rule S5).
+    fn queue_snapshot_read(&self, job: SnapshotJob) -> Result<(), Error> {
+        let jobs = &self.snapshot_handle()?.jobs;
+        if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = jobs.try_send(job) {
+            return Err(snapshot_thread_stopped());
         }
         Ok(())
     }
@@ -547,6 +618,8 @@ pub(crate) struct Parts {
     pub(crate) log: Box<dyn LogStore>,
     /// Reads of committed entries (a view of `log`).
     pub(crate) entry_source: Box<dyn EntrySource>,
+    /// The core's reads of its log (rule S9; another view of `log`).
+    pub(crate) log_reader: Box<dyn EntrySource>,
     /// The snapshot files; `None` runs without snapshots (the core must not take any).
     pub(crate) snapshots: Option<alpo_log::SnapshotStore>,
     /// What the newest snapshot restored at start, if any.
@@ -629,6 +702,8 @@ pub(crate) fn launch(
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
+        log_reader: parts.log_reader,
+        log_reads: Vec::new(),
         config,
     };
     let thread = std::thread::Builder::new()
@@ -869,6 +944,7 @@ mod tests {
             let parts = Parts {
                 log: Box::new(log.clone()),
                 entry_source: Box::new(log.clone()),
+                log_reader: Box::new(log.clone()),
                 snapshots: None,
                 restored: None,
                 hard_state: Box::new(MemoryHardState),
@@ -981,7 +1057,8 @@ mod tests {
         let (inputs, waker, input_sender) = channel_inputs();
         let parts = Parts {
             log: Box::new(log.clone()),
-            entry_source: Box::new(log),
+            entry_source: Box::new(log.clone()),
+            log_reader: Box::new(log),
             snapshots: None,
             restored: None,
             hard_state: Box::new(MemoryHardState),

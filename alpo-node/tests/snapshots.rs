@@ -94,8 +94,11 @@ impl Cluster {
                     .collect(),
                 timeouts: Timeouts::lan(),
                 snapshots,
+                // A cache of a few entries: the core reads its log back (rule S9) whenever
+                // a follower lags or a restarted node applies.
                 log: LogSettings {
                     segment_bytes_max: 4096,
+                    cache_bytes_max: 256,
                 },
             })
             .collect();

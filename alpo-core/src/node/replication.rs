@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 
+use super::log_read::ReadPurpose;
 use super::{MessageMeta, Node, Proposal, Role};
 use crate::error::ProposeError;
 use crate::injected::injected;
@@ -96,27 +97,45 @@ impl Node {
                 self.start_snapshot_transfer(peer);
                 return;
             }
-            let append = self.build_append(next);
-            let sent_last = LogIndex(append.prev_index.0 + append.entries.len() as u64);
-            let Some(progress) = self.progress.get_mut(&peer) else {
+            let cached_from = self.log.cached_from();
+            if next < cached_from {
+                // S9: the cache evicted entry `next`: read it back (a window's worth at most);
+                // the answer sends the Appends.
+                let span = self.config.append_entry_count_max.saturating_mul(window);
+                let end = LogIndex(next.0.saturating_add(span - 1));
+                let to = end.min(cached_from.prev());
+                if self.request_log_read(ReadPurpose::Replicate(peer), next, to) {
+                    hit!(s9_append_reads_evicted_entries);
+                }
                 return;
-            };
-            let replicating = progress.is_replicating();
-            if replicating {
-                hit!(r2_append_sent_in_window);
-            } else {
-                hit!(r2_probe_sent);
             }
-            progress.on_sent(sent_last);
-            self.send(
-                peer,
-                self.hard_state.current_term,
-                MessageBody::Append(append),
-            );
-            if !replicating {
+            let append = self.build_append(next);
+            if !self.send_append(peer, append) {
                 return;
             }
         }
+    }
+
+    /// Sends `append` to `peer` and records it in its progress; returns whether the follower
+    /// streams (so that more may follow in its window).
+    pub(super) fn send_append(&mut self, peer: NodeId, append: Append) -> bool {
+        let sent_last = LogIndex(append.prev_index.0 + append.entries.len() as u64);
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return false;
+        };
+        let replicating = progress.is_replicating();
+        if replicating {
+            hit!(r2_append_sent_in_window);
+        } else {
+            hit!(r2_probe_sent);
+        }
+        progress.on_sent(sent_last);
+        self.send(
+            peer,
+            self.hard_state.current_term,
+            MessageBody::Append(append),
+        );
+        replicating
     }
 
     /// An Append from `next`: the previous entry's position, then a batch of entries bounded
@@ -130,7 +149,8 @@ impl Node {
         let end = LogIndex(next.0.saturating_add(count_max - 1));
         let mut bytes = 0;
         let mut entries = Vec::new();
-        for entry in self.log.slice(next..=end) {
+        debug_assert!(next >= self.log.cached_from());
+        for entry in self.log.cached(next, end) {
             let size = entry.payload.len() as u64;
             if !entries.is_empty() && bytes + size > self.config.append_bytes_max {
                 break;
@@ -416,11 +436,18 @@ impl Node {
             self.commit_index = target;
         }
         if self.commit_index > self.applied_index {
+            let from = self.applied_index.next();
+            let cached_from = self.log.cached_from();
+            if from < cached_from {
+                // S9: the cache evicted entries to apply: read them back, in order.
+                let to = self.commit_index.min(cached_from.prev());
+                if self.request_log_read(ReadPurpose::Apply, from, to) {
+                    hit!(s9_apply_reads_evicted_entries);
+                }
+                return;
+            }
             hit!(r11_committed_entries_applied);
-            let entries = self
-                .log
-                .slice(self.applied_index.next()..=self.commit_index)
-                .to_vec();
+            let entries: Vec<Entry> = self.log.cached(from, self.commit_index).cloned().collect();
             self.applied_index = self.commit_index;
             self.outputs.push(Output::Apply { entries });
             self.maybe_take_snapshot();

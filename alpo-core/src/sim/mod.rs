@@ -64,7 +64,9 @@
 //! `InjectedBug::CountStaleAppendReply` (rule E6) `durability` fires within a few hundred
 //! three-node `HoldAcrossTerms` seeds (and in none of thousands of the other profiles); in the
 //! snapshot profile, `InjectedBug::SnapshotBeyondApplied` trips `snapshot_equivalence` and
-//! `InjectedBug::CompactPastSnapshot` trips `compaction_bound`, each on the first seed.
+//! `InjectedBug::CompactPastSnapshot` trips `compaction_bound`, each on the first seed;
+//! `InjectedBug::NeverEvictCache` (rule S9) trips `cache_bound` in every seed (ordinary seeds
+//! run with an entry cache of a few entries, so the core reads its log back all the time).
 //!
 //! # Reading a failure and replaying it
 //! A failed run prints two lines:

@@ -20,6 +20,7 @@
 //! fault phase and the heal), `phases` (the client, liveness, failover and the report) and
 //! `snapshots` (the driver's side of snapshots: taking, compacting, transferring, installing).
 
+mod log_reads;
 mod nemesis;
 mod observe;
 mod phases;
@@ -104,6 +105,7 @@ enum Input {
     SnapshotRead(snapshots::ReadAnswer),
     SnapshotInstalled(SnapshotMeta),
     SnapshotInstallFailed(SnapshotMeta),
+    LogRead(log_reads::LogReadAnswer),
 }
 
 #[derive(Debug)]
@@ -163,6 +165,8 @@ struct Simulation {
     /// Draws for snapshot delays and damage: a stream of its own, so that runs without
     /// snapshots draw exactly what they drew before snapshots existed.
     snapshot_rng: SimRng,
+    /// Draws for log read delays (rule S9): a stream of its own.
+    read_rng: SimRng,
     /// For the checkers: the log entries each snapshot ever taken covers, by last position.
     covered: BTreeMap<LogPosition, std::sync::Arc<[Entry]>>,
 }
@@ -218,6 +222,7 @@ impl Simulation {
             cold_start_open: true,
             event_log: Vec::new(),
             snapshot_rng: SimRng::new(scenario_seed ^ snapshots::SNAPSHOT_RNG_SALT),
+            read_rng: SimRng::new(scenario_seed ^ log_reads::READ_RNG_SALT),
             covered: BTreeMap::new(),
         }
     }
@@ -304,6 +309,11 @@ impl Simulation {
                 incarnation,
                 input,
             } => self.snapshot_event(slot, incarnation, input),
+            Event::LogRead {
+                slot,
+                incarnation,
+                answer,
+            } => self.log_read_event(slot, incarnation, answer),
         }
     }
 
@@ -311,9 +321,10 @@ impl Simulation {
     fn defer_if_paused(&mut self, event: Event) -> Option<Event> {
         let slot = match &event {
             Event::Deliver(message) => slot_of(message.to),
-            Event::Timer { slot } | Event::SyncDone { slot, .. } | Event::Snapshot { slot, .. } => {
-                *slot
-            }
+            Event::Timer { slot }
+            | Event::SyncDone { slot, .. }
+            | Event::Snapshot { slot, .. }
+            | Event::LogRead { slot, .. } => *slot,
             _ => return Some(event),
         };
         let resume = self.slots.get(slot)?.paused_until;

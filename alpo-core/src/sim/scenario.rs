@@ -105,6 +105,9 @@ pub struct Scenario {
     pub client_gap_ns: u64,
     /// End of the fault phase, in global nanoseconds.
     pub fault_phase_ns: u64,
+    /// Shortest and longest (exclusive) delay before a `ReadLog` is answered, in nanoseconds
+    /// (rule S9): answers arrive late and out of order with every other input.
+    pub log_read_ns: (u64, u64),
     /// Liveness bound: after the heal (and after the failover), a leader must be elected and a
     /// new proposal applied on every live node within this many nanoseconds.
     pub liveness_bound_ns: u64,
@@ -167,6 +170,7 @@ impl Scenario {
         if options.snapshots {
             snapshot_policy(seed, &mut configs);
         }
+        let log_read_ns = cache_policy(seed, &mut configs);
         let clocks = (0..node_count)
             .map(|_| Clock {
                 offset_ns: rng.range(0, 1_000 * MS),
@@ -208,6 +212,7 @@ impl Scenario {
             fsync_ns: (MS / 20, fsync_max),
             nemesis_gap_ns,
             client_gap_ns,
+            log_read_ns,
             fault_phase_ns: options.fault_phase_ms * MS,
             liveness_bound_ns: 20 * duration_ns(passive_max),
         }
@@ -258,6 +263,22 @@ fn snapshot_policy(seed: u64, configs: &mut [Config]) {
         config.snapshot_chunk_bytes = chunk_bytes;
         config.snapshot_chunks_inflight_max = inflight;
     }
+}
+
+/// Rule S9's policy, drawn from its own generator in every seed: an entry cache of 0 to 255
+/// payload bytes (0 to 15 of the client's 16-byte payloads), 64 to 2047 read bytes in flight
+/// (4 to 127 entries per read), and read answers delayed by up to 0.1 to 5 ms, so that the
+/// core reads its log back all the time and the answers race every other input.
+fn cache_policy(seed: u64, configs: &mut [Config]) -> (u64, u64) {
+    let mut rng = SimRng::new(seed ^ 0x0CAC_11E5_5E9D_0009);
+    let cache_bytes = rng.range(0, 256);
+    let read_bytes = rng.range(64, 2048);
+    let read_delay_max = rng.range(MS / 10, 5 * MS);
+    for config in configs {
+        config.log_cache_bytes_max = cache_bytes;
+        config.read_inflight_bytes_max = read_bytes;
+    }
+    (0, read_delay_max)
 }
 
 fn network_faults(rng: &mut SimRng) -> NetworkFaults {

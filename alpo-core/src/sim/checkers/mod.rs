@@ -1,6 +1,6 @@
 //! The named safety checkers, one file per property in docs/protocol.md, Safety properties
 //! (and `snapshot_equivalence`, property 9, and `compaction_bound`, property 10, of its snapshot
-//! section).
+//! section; `cache_bound`, rule S9).
 //!
 //! The runner feeds every checker what it observes after each simulated step: the stepped
 //! node's status and logs (`NodeView`), the log writes and applies it performed, and every
@@ -12,6 +12,7 @@
 //! Invariant: a checker never trusts the engine's view of the committed log; the committed
 //! prefix (`CommittedLog`) is rebuilt from what nodes reported and the entries they wrote.
 
+pub mod cache_bound;
 pub mod compaction_bound;
 pub mod durability;
 pub mod election_safety;

@@ -6,7 +6,7 @@
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
     Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
-    NodeView, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
+    NodeView, SnapshotEquivalence, StateMachineSafety, Violation, cache_bound, index_order,
 };
 
 use super::queue::Event;
@@ -61,6 +61,7 @@ impl Simulation {
         c.election_safety.observe(&view)?;
         c.monotonicity.observe(&view)?;
         index_order::check(&view)?;
+        cache_bound::check(&view.status, &node.log_cache())?;
         if view.status.role == Role::Leader {
             self.leader_term_max = self.leader_term_max.max(view.status.term.0);
         }

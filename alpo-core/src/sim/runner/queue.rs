@@ -40,6 +40,12 @@ pub(super) enum Event {
         incarnation: Incarnation,
         input: super::snapshots::SnapshotDone,
     },
+    /// The driver answers a `ReadLog` of the node in `slot` (if it did not crash).
+    LogRead {
+        slot: usize,
+        incarnation: Incarnation,
+        answer: super::log_reads::LogReadAnswer,
+    },
 }
 
 /// A queue entry: the event itself waits in `EventQueue::slab`, so the heap moves 24 bytes.

@@ -12,8 +12,8 @@ use crate::node::{Node, Role, Status};
 use crate::output::Output;
 use crate::sim::checkers::Violation;
 use crate::sim::trace::TraceHash;
-use crate::types::Persisted;
 use crate::types::{Entry, Incarnation, LogIndex, NodeId};
+use crate::types::{Persisted, PersistedLog, TermRunsBuilder};
 
 use super::queue::Event;
 use super::{Input, MS, OUTPUT_CONTRACT, Phase, Simulation, slot_of};
@@ -66,6 +66,15 @@ impl Simulation {
             Input::SnapshotInstallFailed(meta) => {
                 node.on_snapshot_install_failed(local, meta);
                 7
+            }
+            Input::LogRead(answer) => {
+                self.trace.word(answer.id.0);
+                // The simulated disk is never damaged, so a fault is the core's bug.
+                if let Err(fault) = node.on_log_read(local, answer.id, answer.result) {
+                    let problem = format!("node {}: {fault}", before.id);
+                    return Err(Violation::new(OUTPUT_CONTRACT, problem));
+                }
+                8
             }
         };
         self.trace.word(self.now);
@@ -136,6 +145,12 @@ impl Simulation {
             }
             Output::Send(message) => self.send(slot, message).map_err(contract)?,
             Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
+            Output::ReadLog {
+                id,
+                from,
+                to,
+                max_bytes,
+            } => self.read_log(slot, after.id, (id, from, to, max_bytes))?,
             other => self.perform_snapshot_output(slot, after.id, other)?,
         }
         Ok(())
@@ -311,10 +326,20 @@ impl Simulation {
             return Ok(());
         }
         s.incarnation = Incarnation(s.incarnation.0 + 1);
+        // S9: the term index of the stored log, and no entries: the node reads what it needs.
+        let mut runs = TermRunsBuilder::default();
+        for entry in s.disk.stored_log() {
+            runs.push(entry.index, entry.term);
+        }
+        let (runs, last) = runs.finish();
         let persisted = Persisted {
             hard_state: s.disk.hard_state(),
             snapshot: s.disk.snapshot().map(|file| file.meta),
-            entries: s.disk.stored_log().to_vec(),
+            log: PersistedLog {
+                runs,
+                last,
+                tail: Vec::new(),
+            },
             incarnation: s.incarnation,
         };
         let mut node = Node::new(s.config.clone(), persisted, local)
