@@ -22,17 +22,21 @@ pub enum InjectedBug {
     /// Compact the log up to two entries past the newest snapshot (breaks S3, S4: an entry
     /// neither the log nor a snapshot holds; property 10 must catch it).
     CompactPastSnapshot,
+    /// A leader serves a read at its commit index without confirming a round (breaks Q1 (c):
+    /// a deposed leader serves stale reads; property 14 must catch it).
+    ReadWithoutRound,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 5] = [
+    pub const ALL: [InjectedBug; 6] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
         InjectedBug::SnapshotBeyondApplied,
         InjectedBug::CompactPastSnapshot,
+        InjectedBug::ReadWithoutRound,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -44,6 +48,7 @@ impl InjectedBug {
             InjectedBug::CountStaleAppendReply => 3,
             InjectedBug::SnapshotBeyondApplied => 4,
             InjectedBug::CompactPastSnapshot => 5,
+            InjectedBug::ReadWithoutRound => 6,
         }
     }
 

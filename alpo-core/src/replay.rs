@@ -61,6 +61,7 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             Record::SnapshotInstalled(now, meta, false) => {
                 node.on_snapshot_install_failed(now, meta);
             }
+            Record::ReadIndex(now, id, mode) => node.read_index(now, id, mode),
             Record::SnapshotRequested(now) => {
                 let _ = node.request_snapshot(now);
             }
@@ -137,7 +138,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 2"
+            "corrupt trace at byte 8: trace version 9, expected 3"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -17,15 +17,20 @@
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
 //!   or 1 `Replaced`, 2 `Failed`;
-//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed.
+//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed;
+//! - tag 9 `snapshot_requested`: `now`;
+//! - tag 10 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease) (version 3).
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
-//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
+//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
+//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`) and the body's fields in
 //! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
 //! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
 //! state has an optional snapshot meta after the incarnation; the configuration ends with the
 //! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight)
-//! before the injected-bug byte.
+//! and the read lease (an option of its drift in ppm) before the injected-bug byte. Version 3
+//! added the read lease, the `round` of Append and AppendReply (last field of each), the read
+//! messages and the `read_index` record.
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
@@ -36,19 +41,21 @@
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
 use crate::message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
-    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
+    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
+    VoteReply, VoteRequest,
 };
+use crate::node::{ReadId, ReadMode};
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
     Rank, SnapshotMeta, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 2;
+pub const TRACE_VERSION: u16 = 3;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -62,6 +69,7 @@ const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
+const TAG_READ_INDEX: u8 = 10;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -177,6 +185,17 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn read_index(&mut self, now: Instant, id: ReadId, mode: ReadMode) {
+        let mut writer = self.writer(TAG_READ_INDEX);
+        writer.u64(now.0);
+        writer.u64(id.0);
+        writer.u8(match mode {
+            ReadMode::Linearizable => 0,
+            ReadMode::Lease => 1,
+        });
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -220,6 +239,8 @@ pub(crate) enum Record {
     SnapshotInstalled(Instant, SnapshotMeta, bool),
     /// An operator asked for a snapshot now (`Node::request_snapshot`).
     SnapshotRequested(Instant),
+    /// A client asked for a read (`Node::read_index`).
+    ReadIndex(Instant, ReadId, ReadMode),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -298,6 +319,17 @@ impl<'a> Decoder<'a> {
                 Record::SnapshotInstalled(now, meta, reader.bool()?)
             }
             TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
+            TAG_READ_INDEX => {
+                let now = Instant(reader.u64()?);
+                let id = ReadId(reader.u64()?);
+                let at = reader.offset;
+                let mode = match reader.u8()? {
+                    0 => ReadMode::Linearizable,
+                    1 => ReadMode::Lease,
+                    other => return Err(reader.error(at, &format!("read mode {other}"))),
+                };
+                Record::ReadIndex(now, id, mode)
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -364,6 +396,8 @@ impl Writer {
         self.u64(config.retain_entries);
         self.u64(config.snapshot_chunk_bytes);
         self.u64(config.snapshot_chunks_inflight_max);
+        self.bool(config.read_lease.is_some());
+        self.u64(config.read_lease.map_or(0, |lease| u64::from(lease.drift_ppm)));
         // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
         // one; kept in `Config`'s place in the layout since the bugs left `Config`.
         self.u8(0);
@@ -450,6 +484,21 @@ impl Writer {
                     }
                 }
             }
+            MessageBody::ReadIndexRequest(request) => {
+                self.u8(7);
+                self.u64(request.read_id);
+            }
+            MessageBody::ReadIndexReply(reply) => {
+                self.u8(8);
+                self.u64(reply.read_id);
+                match reply.result {
+                    ReadIndexResult::Ready(index) => {
+                        self.u8(1);
+                        self.u64(index.0);
+                    }
+                    ReadIndexResult::NotLeader => self.u8(2),
+                }
+            }
         }
     }
 
@@ -462,6 +511,7 @@ impl Writer {
             self.entry(entry);
         }
         self.u64(append.leader_commit.0);
+        self.u64(append.round);
     }
 
     fn append_reply(&mut self, reply: &AppendReply) {
@@ -479,6 +529,7 @@ impl Writer {
                 self.u64(hint.last_term.0);
             }
         }
+        self.u64(reply.round);
     }
 }
 
@@ -587,6 +638,11 @@ impl<'a> Reader<'a> {
         config.retain_entries = self.u64()?;
         config.snapshot_chunk_bytes = self.u64()?;
         config.snapshot_chunks_inflight_max = self.u64()?;
+        let has_lease = self.bool()?;
+        let drift = self.u64()?;
+        let drift_ppm = u32::try_from(drift)
+            .map_err(|_| self.error(self.offset - 8, &format!("lease drift {drift} ppm")))?;
+        config.read_lease = has_lease.then_some(ReadLease { drift_ppm });
         let bug_code = self.u8()?;
         Ok((config, bug_code))
     }
@@ -691,6 +747,10 @@ impl<'a> Reader<'a> {
                 last: self.bool()?,
             }),
             6 => MessageBody::SnapshotReply(self.snapshot_reply()?),
+            7 => MessageBody::ReadIndexRequest(ReadIndexRequest {
+                read_id: self.u64()?,
+            }),
+            8 => MessageBody::ReadIndexReply(self.read_index_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -740,7 +800,19 @@ impl<'a> Reader<'a> {
             prev_term,
             entries,
             leader_commit: LogIndex(self.u64()?),
+            round: self.u64()?,
         })
+    }
+
+    fn read_index_reply(&mut self) -> Result<ReadIndexReply, TraceError> {
+        let read_id = self.u64()?;
+        let at = self.offset;
+        let result = match self.u8()? {
+            1 => ReadIndexResult::Ready(LogIndex(self.u64()?)),
+            2 => ReadIndexResult::NotLeader,
+            other => return Err(self.error(at, &format!("read index result {other}"))),
+        };
+        Ok(ReadIndexReply { read_id, result })
     }
 
     fn snapshot_reply(&mut self) -> Result<SnapshotReply, TraceError> {
@@ -772,6 +844,9 @@ impl<'a> Reader<'a> {
             }),
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
-        Ok(AppendReply { result })
+        Ok(AppendReply {
+            result,
+            round: self.u64()?,
+        })
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
-    Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
+    Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, ReadLinearizability, Monotonicity,
     NodeView, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
 };
 
@@ -23,6 +23,7 @@ pub(super) struct Checkers {
     pub(super) monotonicity: Monotonicity,
     pub(super) state_machine: StateMachineSafety,
     pub(super) snapshot_equivalence: SnapshotEquivalence,
+    pub(super) reads: ReadLinearizability,
 }
 
 impl Checkers {
@@ -36,6 +37,7 @@ impl Checkers {
             monotonicity: Monotonicity::new(node_count),
             state_machine: StateMachineSafety::new(node_count),
             snapshot_equivalence: SnapshotEquivalence::default(),
+            reads: ReadLinearizability::default(),
         }
     }
 }
