@@ -259,7 +259,9 @@ mod tests {
         config.check_quorum = false;
         assert_eq!(config.validate().unwrap_err().field, "read_lease");
         config.check_quorum = true;
-        config.read_lease = Some(ReadLease { drift_ppm: 1_000_000 });
+        config.read_lease = Some(ReadLease {
+            drift_ppm: 1_000_000,
+        });
         assert_eq!(config.validate().unwrap_err().field, "read_lease");
     }
 }

@@ -191,11 +191,7 @@ impl Node {
             outputs.push(Output::TruncateLog { from });
         }
         // Q3a: with leases on, a start counts as a leader contact.
-        let reads = read::Reads::new(
-            now,
-            config.read_lease.is_some(),
-            config.passive_timeout_min,
-        );
+        let reads = read::Reads::new(now, config.read_lease.is_some(), config.passive_timeout_min);
         let mut node = Node {
             rng: Rng::new(config.seed, config.id),
             config,

@@ -397,7 +397,11 @@ impl Writer {
         self.u64(config.snapshot_chunk_bytes);
         self.u64(config.snapshot_chunks_inflight_max);
         self.bool(config.read_lease.is_some());
-        self.u64(config.read_lease.map_or(0, |lease| u64::from(lease.drift_ppm)));
+        self.u64(
+            config
+                .read_lease
+                .map_or(0, |lease| u64::from(lease.drift_ppm)),
+        );
         // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
         // one; kept in `Config`'s place in the layout since the bugs left `Config`.
         self.u8(0);

@@ -137,7 +137,11 @@ pub(super) struct Reads {
 
 impl Reads {
     /// Q3a: with leases on, a server starts as if it had just heard from a leader.
-    pub(super) fn new(now: Instant, lease: bool, passive_timeout_min: std::time::Duration) -> Reads {
+    pub(super) fn new(
+        now: Instant,
+        lease: bool,
+        passive_timeout_min: std::time::Duration,
+    ) -> Reads {
         Reads {
             sticky_until: lease.then(|| now + passive_timeout_min),
             ..Reads::default()
@@ -356,7 +360,8 @@ impl Node {
         if let (Some(lease), Some(at)) = (self.config.read_lease, started) {
             if !self.reads.lease_void_by_transfer {
                 let until = at + lease.length(&self.config);
-                self.reads.lease_until = Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
+                self.reads.lease_until =
+                    Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
             }
         }
         self.release_confirmed_reads();
@@ -373,9 +378,10 @@ impl Node {
     /// Reads whose round is confirmed and whose index is known go on to Q1 (d).
     fn release_confirmed_reads(&mut self) {
         let confirmed = self.reads.confirmed;
-        let (ready, waiting): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.reads.waiting)
-            .into_iter()
-            .partition(|read| read.round <= confirmed && read.index.is_some());
+        let (ready, waiting): (Vec<Waiting>, Vec<Waiting>) =
+            std::mem::take(&mut self.reads.waiting)
+                .into_iter()
+                .partition(|read| read.round <= confirmed && read.index.is_some());
         self.reads.waiting = waiting;
         for read in ready {
             if let Some(index) = read.index {
@@ -435,12 +441,7 @@ impl Node {
 
     /// Rule Q2 at the follower: the leader's answer. A `Ready` index is valid whatever our term
     /// now: the leader confirmed it led after our request arrived.
-    pub(super) fn on_read_index_reply(
-        &mut self,
-        now: Instant,
-        term: Term,
-        reply: ReadIndexReply,
-    ) {
+    pub(super) fn on_read_index_reply(&mut self, now: Instant, term: Term, reply: ReadIndexReply) {
         if term > self.hard_state.current_term {
             self.adopt_term(now, term);
         }
@@ -490,8 +491,8 @@ impl Node {
     /// waiting reads), Q1 (a) (reads get their index once the term's entry commits) and
     /// Q1 (d) (reads whose index is applied are served, after the `Apply` that reached it).
     pub(super) fn flush_reads(&mut self) {
-        let leading = self.role == Role::Leader
-            && self.reads.leader_term == self.hard_state.current_term;
+        let leading =
+            self.role == Role::Leader && self.reads.leader_term == self.hard_state.current_term;
         if !leading && !self.reads.waiting.is_empty() {
             hit!(q1_reads_fail_when_leadership_ends);
             let leader_hint = self.leader.filter(|leader| *leader != self.config.id);

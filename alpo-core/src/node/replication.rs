@@ -199,7 +199,11 @@ impl Node {
         if term < current {
             hit!(e6_stale_append_answered);
             let hint = self.reject_hint(append.prev_index);
-            self.send(from, current, self.append_reply(AppendResult::Rejected(hint)));
+            self.send(
+                from,
+                current,
+                self.append_reply(AppendResult::Rejected(hint)),
+            );
             return;
         }
         if !append_is_well_formed(term, &append) {
@@ -312,7 +316,11 @@ impl Node {
             let reply = AppendResult::Accepted {
                 match_index: verified,
             };
-            self.send(leader, self.hard_state.current_term, self.append_reply(reply));
+            self.send(
+                leader,
+                self.hard_state.current_term,
+                self.append_reply(reply),
+            );
         } else {
             hit!(r4_acknowledgement_waits_for_durability);
             self.pending_ack = Some(self.pending_ack.map_or(verified, |p| p.max(verified)));
@@ -331,7 +339,11 @@ impl Node {
                 self.pending_ack = None;
             }
             let reply = AppendResult::Accepted { match_index };
-            self.send(leader, self.hard_state.current_term, self.append_reply(reply));
+            self.send(
+                leader,
+                self.hard_state.current_term,
+                self.append_reply(reply),
+            );
         }
         self.advance_commit();
     }

@@ -77,7 +77,10 @@ impl ReadLinearizability {
             None => Ok(()),
             Some(problem) => Err(Violation::new(
                 NAME,
-                format!("node {node} served read {} at index {index}: {problem}", id.0),
+                format!(
+                    "node {node} served read {} at index {index}: {problem}",
+                    id.0
+                ),
             )),
         }
     }

@@ -5,8 +5,8 @@
 
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
-    Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, ReadLinearizability, Monotonicity,
-    NodeView, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
+    Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
+    NodeView, ReadLinearizability, SnapshotEquivalence, StateMachineSafety, Violation, index_order,
 };
 
 use super::queue::Event;
