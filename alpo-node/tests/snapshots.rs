@@ -97,6 +97,7 @@ impl Cluster {
                 log: LogSettings {
                     segment_bytes_max: 4096,
                 },
+                reads: alpo_node::ReadSettings::default(),
             })
             .collect();
         let mut cluster = Cluster {
