@@ -704,7 +704,7 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            3, // version
+            4, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
@@ -716,11 +716,30 @@ mod tests {
             op: Op::Snapshot,
         };
         assert_eq!(request.encode()[17], 6, "the snapshot operation's tag");
+        // Version 4: a linearizable query of "k" (tag 10, payload, consistency 1).
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Query {
+                payload: b("k"),
+                consistency: Consistency::Linearizable,
+            },
+        };
+        assert_eq!(&request.encode()[17..], &[10, 1, 0, 0, 0, b'k', 1]);
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Read {
+                from: LogIndex(3),
+                max_count: 5,
+                consistency: Consistency::Stale,
+            },
+        };
+        let read: &[u8] = &[11, 3, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3];
+        assert_eq!(&request.encode()[17..], read);
         let response = Response {
             seq: 2,
             body: ResponseBody::Snapshot { index: LogIndex(9) },
         };
-        let expected: &[u8] = &[3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        let expected: &[u8] = &[4, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(&response.encode()[..], expected);
     }
 
@@ -793,12 +812,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 3"
+            "client protocol version 1 is not supported: this node speaks version 4"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(4));
-        assert_eq!(version, 4);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(5));
+        assert_eq!(version, 5);
         assert!(
-            reason.contains("version 4") && reason.contains("version 3"),
+            reason.contains("version 5") && reason.contains("version 4"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

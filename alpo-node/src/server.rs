@@ -43,12 +43,11 @@ use alpo_core::{
     ReadError, ReadId, Role,
 };
 
-use crate::apply::{QueryRequest, ReadRequest};
-use crate::reads::{self, ClientReads, ReadWhat, WaitingRead};
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
+use crate::apply::{QueryRequest, ReadRequest};
 use crate::client_protocol::{
-    Consistency, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response,
-    ResponseBody, unsupported_version_response,
+    Consistency, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
+    unsupported_version_response,
 };
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
@@ -56,6 +55,7 @@ use crate::error::Error;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
 use crate::node_image::RestoredState;
+use crate::reads::{self, ClientReads, ReadWhat, WaitingRead};
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
 use crate::state_machine::StateMachine;
@@ -386,7 +386,11 @@ impl EventLoop {
     }
 
     /// The core's answer to a read (`ReadReady`, `ReadFailed`).
-    fn read_answered(&mut self, id: ReadId, result: Result<LogIndex, ReadError>) -> Result<(), Error> {
+    fn read_answered(
+        &mut self,
+        id: ReadId,
+        result: Result<LogIndex, ReadError>,
+    ) -> Result<(), Error> {
         let Some(read) = self.reads.finish(id) else {
             return Ok(());
         };
@@ -394,7 +398,11 @@ impl EventLoop {
             Ok(_) => self.serve_read(read),
             Err(ReadError::NotLeader { leader_hint }) => {
                 let leader = leader_hint.map(|id| self.leader_hint(id));
-                self.reply(read.connection, read.seq, ResponseBody::NotLeader { leader });
+                self.reply(
+                    read.connection,
+                    read.seq,
+                    ResponseBody::NotLeader { leader },
+                );
                 Ok(())
             }
             Err(error) => {
