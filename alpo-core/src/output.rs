@@ -39,9 +39,9 @@
 //!    state machine with the snapshot's image (entries up to `L` are never applied after it);
 //!    then the `Installed` reply and, when the log was kept, a `CompactLog` (rule S4).
 //! 10. [`Output::ReadReady`] comes after the `Apply` that reached its index: the driver serves
-//!    the read from the state machine as it stands after performing every earlier output (so a
-//!    driver that applies on another thread passes the read along the same queue, in order).
-//!    [`Output::ReadFailed`] may come at any point (rules Q1, Q2).
+//!     the read from the state machine as it stands after performing every earlier output (so
+//!     a driver that applies on another thread passes the read along the same queue, in order).
+//!     [`Output::ReadFailed`] may come at any point (rules Q1, Q2).
 //!
 //! Index relationships kept by the core:
 //! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last`, where `base + 1` is the first retained index

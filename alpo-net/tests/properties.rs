@@ -99,6 +99,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
             })
         },
     );
+    prop_oneof![
+        vote_request,
+        vote_reply,
+        append_body(),
+        snapshot_body(),
+        read_body()
+    ]
+}
+
+fn append_body() -> impl Strategy<Value = MessageBody> {
     let entry = (
         any::<u64>(),
         any::<bool>(),
@@ -146,15 +156,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
     });
     let append_reply = (prop_oneof![accepted, rejected], any::<u64>())
         .prop_map(|(result, round)| MessageBody::AppendReply(AppendReply { result, round }));
-    let snapshot = snapshot_body();
-    prop_oneof![
-        vote_request,
-        vote_reply,
-        append,
-        append_reply,
-        snapshot,
-        read_body()
-    ]
+    prop_oneof![append, append_reply]
 }
 
 fn read_body() -> impl Strategy<Value = MessageBody> {

@@ -357,12 +357,11 @@ impl Node {
             started = Some(at);
             self.reads.round_starts.pop_front();
         }
-        if let (Some(lease), Some(at)) = (self.config.read_lease, started) {
-            if !self.reads.lease_void_by_transfer {
-                let until = at + lease.length(&self.config);
-                self.reads.lease_until =
-                    Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
-            }
+        if let (Some(lease), Some(at)) = (self.config.read_lease, started)
+            && !self.reads.lease_void_by_transfer
+        {
+            let until = at + lease.length(&self.config);
+            self.reads.lease_until = Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
         }
         self.release_confirmed_reads();
         let wanted = self
