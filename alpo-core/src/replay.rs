@@ -93,6 +93,13 @@ mod tests {
         cluster.advance(Duration::from_millis(60));
         cluster.deliver_all();
         assert_eq!(cluster.applied_payloads(1), vec!["a", "b", "c"]);
+        // Reads (rules Q1, Q2) are inputs too: one at the leader, one at each follower.
+        for id in 1..=3 {
+            cluster.read(id, id, crate::node::ReadMode::Linearizable);
+        }
+        cluster.deliver_all();
+        assert_eq!(cluster.reads.len(), 3);
+        assert!(cluster.reads.iter().all(|read| read.result.is_ok()));
         cluster
     }
 
