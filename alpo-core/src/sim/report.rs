@@ -124,6 +124,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     if options.snapshots {
         command.push_str(" --snapshots on");
     }
+    if options.drift_beyond_lease {
+        command.push_str(" --drift-beyond-lease on");
+    }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));
     }
