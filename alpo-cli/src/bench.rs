@@ -1,7 +1,9 @@
 //! `alpo bench`: a closed-loop load generator (like etcd's `benchmark`). Each of `--clients`
 //! clients owns one connection and keeps exactly one request in flight (one driver thread per
 //! core waits on all of its clients' sockets: `alpo_node::drive`): an `append` of a
-//! `--value-size`-byte value, or with `--op put` a `put` of a fresh key. The first `--warmup`
+//! `--value-size`-byte value, or with `--op put` a `put` of a fresh key, or with `--op get` a
+//! `get` of the client's own key (`--consistency` linearizable, lease or stale; rules Q1–Q3),
+//! mixed with puts of that key as `--read-percent` says. The first `--warmup`
 //! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
 //! The result is one JSON line with the same fields as the load generator of the etcd
 //! comparison (docs/benchmarks.md): `clients, value_size, ops, seconds, throughput_ops_s, p50_us,
@@ -27,7 +29,7 @@ use clap::{Args, ValueEnum};
 
 use crate::client_cmd::{ClientFlags, print_line};
 use alpo_core::{ClusterId, Role};
-use alpo_node::client_protocol::{Op, ResponseBody};
+use alpo_node::client_protocol::{Consistency, Op, ResponseBody};
 use alpo_node::{ClientOptions, DrivePlan, KvOp, Outcomes, Requests};
 
 /// The longest warm-up or measured duration one run may ask for, in seconds.
@@ -52,6 +54,8 @@ pub(crate) enum BenchOp {
     Append,
     /// Put the value under a fresh key in the key-value store (answered once applied).
     Put,
+    /// Get the client's own key (no log write), mixed with puts of it by `--read-percent`.
+    Get,
 }
 
 /// Arguments of `alpo bench`.
@@ -80,6 +84,13 @@ pub(crate) struct BenchArgs {
     /// The operation: `append` to the log, or `put` a fresh key (PREFIX/CLIENT/SEQ).
     #[arg(long, value_enum, default_value_t = BenchOp::Append)]
     op: BenchOp,
+    /// With `--op get`: the share of requests that are gets, in percent; the rest put the
+    /// client's key (100: reads only; the key then holds nothing unless written before).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    read_percent: u8,
+    /// With `--op get`: `linearizable` (a read index), `lease` or `stale`.
+    #[arg(long, default_value = "linearizable")]
+    consistency: Consistency,
     #[command(flatten)]
     flags: ClientFlags,
 }
@@ -139,10 +150,20 @@ impl Outcomes for ThreadResult {
     }
 }
 
+/// What each client repeats: the operation and, for gets, the mix and the consistency.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    op: BenchOp,
+    read_percent: u8,
+    consistency: Consistency,
+}
+
 /// The values (one per client, random bytes) and the operation each request carries.
 #[derive(Debug)]
 struct Values {
     op: BenchOp,
+    read_percent: u64,
+    consistency: Consistency,
     /// Each client's value, as the append that carries it (a clone shares the bytes).
     appends: BTreeMap<u64, Op>,
     key: String,
@@ -162,6 +183,15 @@ impl Requests for Values {
                 let _ = write!(self.key, "bench/{client_no:05}/{seq:012}");
                 let key = self.key.clone().into_bytes().into();
                 Some(KvOp::Put { key, value }.to_op())
+            }
+            (BenchOp::Get, Op::Append { value }) => {
+                let key = format!("bench/{client_no:05}").into_bytes().into();
+                // 37 is prime to 100: the puts spread evenly over each client's sequence.
+                if seq.wrapping_mul(37) % 100 < self.read_percent {
+                    Some(KvOp::Get { key }.to_op_with(self.consistency))
+                } else {
+                    Some(KvOp::Put { key, value }.to_op())
+                }
             }
             (_, append) => Some(append),
         }
@@ -198,11 +228,15 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 let plan = &plan;
-                let op = args.op;
+                let load = Load {
+                    op: args.op,
+                    read_percent: args.read_percent,
+                    consistency: args.consistency,
+                };
                 std::thread::Builder::new()
                     .name(format!("bench-driver-{thread_no}"))
                     .spawn_scoped(scope, move || {
-                        run_driver(plan, window, &client_nos, op, size)
+                        run_driver(plan, window, &client_nos, load, size)
                     })
             })
             .collect();
@@ -242,7 +276,7 @@ fn run_driver(
     plan: &DrivePlan,
     (measure_start, measure_end): (Instant, Instant),
     client_nos: &[u64],
-    op: BenchOp,
+    load: Load,
     value_size: usize,
 ) -> anyhow::Result<ThreadResult> {
     let appends = client_nos
@@ -257,7 +291,9 @@ fn run_driver(
         })
         .collect();
     let mut workload = Values {
-        op,
+        op: load.op,
+        read_percent: u64::from(load.read_percent),
+        consistency: load.consistency,
         appends,
         key: String::new(),
         measure_end,
@@ -319,6 +355,8 @@ fn fill_random(buf: &mut [u8], mut seed: u64) {
 #[derive(Debug)]
 struct Summary {
     op: BenchOp,
+    consistency: Consistency,
+    read_percent: u8,
     clients: u64,
     value_size: u64,
     warmup: f64,
@@ -331,6 +369,8 @@ impl Summary {
     fn new(args: &BenchArgs) -> Summary {
         Summary {
             op: args.op,
+            consistency: args.consistency,
+            read_percent: args.read_percent,
             clients: args.clients,
             value_size: args.value_size,
             warmup: args.warmup,
@@ -352,6 +392,11 @@ impl Summary {
         match self.op {
             BenchOp::Append => "append",
             BenchOp::Put => "put",
+            BenchOp::Get => match self.consistency {
+                Consistency::Linearizable => "get",
+                Consistency::Lease => "get-lease",
+                Consistency::Stale => "get-stale",
+            },
         }
     }
 
@@ -385,11 +430,15 @@ impl Summary {
         }
         let _ = write!(
             line,
-            ",\"mean_us\":{:.1},\"errors\":{},\"warmup_s\":{}}}",
+            ",\"mean_us\":{:.1},\"errors\":{},\"warmup_s\":{}",
             self.histogram.mean(),
             self.errors,
             self.warmup,
         );
+        if self.op == BenchOp::Get {
+            let _ = write!(line, ",\"read_percent\":{}", self.read_percent);
+        }
+        line.push('}');
         line
     }
 
@@ -540,6 +589,8 @@ mod tests {
     fn json_line_and_table_of_a_fixed_run() {
         let mut summary = Summary {
             op: BenchOp::Put,
+            consistency: Consistency::Linearizable,
+            read_percent: 100,
             clients: 4,
             value_size: 128,
             warmup: 1.0,

@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Args;
 
 use alpo_core::{ClusterId, LogIndex, Role};
-use alpo_node::client_protocol::{NodeStatus, ReadEntry, ReadEntryKind};
+use alpo_node::client_protocol::{Consistency, NodeStatus, ReadEntry, ReadEntryKind};
 use alpo_node::{Client, ClientOptions, KvOp};
 
 use crate::EXIT_NEGATIVE;
@@ -59,6 +59,25 @@ pub(crate) struct ReadArgs {
     /// Keep waiting for new entries (stop with Ctrl-C).
     #[arg(long)]
     follow: bool,
+    /// `linearizable` (the default: shows every append acknowledged before the read),
+    /// `lease`, or `stale` (whatever the answering node applied; it may lag).
+    #[arg(long, default_value = "linearizable")]
+    consistency: Consistency,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
+/// `alpo get KEY [--consistency linearizable|lease|stale]`.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// The key.
+    key: String,
+    /// `linearizable` (the default: sees every write acknowledged before the get, by a read
+    /// index, no log write), `lease` (no heartbeat round while the leader holds its lease;
+    /// needs `--lease-drift-ppm` on the nodes), or `stale` (whatever the answering node
+    /// applied).
+    #[arg(long, default_value = "linearizable")]
+    consistency: Consistency,
     #[command(flatten)]
     flags: ClientFlags,
 }
@@ -145,7 +164,9 @@ pub(crate) fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.flags.client()?;
     let mut from = LogIndex(args.from.max(1));
     loop {
-        let (entries, _commit) = client.read(from, READ_BATCH_COUNT).context("read failed")?;
+        let (entries, _commit) = client
+            .read_with(from, READ_BATCH_COUNT, args.consistency)
+            .context("read failed")?;
         for entry in &entries {
             print(args.flags.json, &entry_json(entry), &entry_text(entry))?;
             from = entry.index.next();
@@ -167,11 +188,11 @@ pub(crate) fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn get(args: KeyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let value = args
         .flags
         .client()?
-        .get(args.key.clone())
+        .get_with(args.key.clone(), args.consistency)
         .context("get failed")?;
     let json = Value::Object(vec![
         ("key", Value::String(args.key.clone())),

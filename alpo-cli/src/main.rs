@@ -54,8 +54,8 @@ enum Command {
     Read(client_cmd::ReadArgs),
     /// Set a key in the built-in key-value store.
     Put(client_cmd::PutArgs),
-    /// Read a key from the built-in key-value store (linearizable, through the log).
-    Get(client_cmd::KeyArgs),
+    /// Read a key from the built-in key-value store (linearizable by default, no log write).
+    Get(client_cmd::GetArgs),
     /// Remove a key from the built-in key-value store.
     Delete(client_cmd::KeyArgs),
     /// Compare-and-set a key in the built-in key-value store.

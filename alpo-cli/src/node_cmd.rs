@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use alpo_node::{KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server, Snapshots, Timeouts};
+use alpo_node::{
+    KvStateMachine, LogSettings, NodeConfig, PeerConfig, ReadSettings, Server, Snapshots, Timeouts,
+};
 
 use crate::dev::DEV_CLUSTER_ID;
 use crate::signal::stop_signal;
@@ -59,6 +61,10 @@ pub(crate) struct NodeArgs {
     election_cycle_ms_max: u64,
     #[command(flatten)]
     snapshots: SnapshotArgs,
+    /// Lease reads (rule Q3): the bound on every node's clock drift, in parts per million
+    /// (20000 = 2%); 0 (the default) turns leases off. See docs/operations.md, Reads.
+    #[arg(long, default_value_t = 0)]
+    lease_drift_ppm: u32,
 }
 
 /// The snapshot policy's flags and the core's entry cache, shared by `alpo node` and `alpo dev`.
@@ -138,6 +144,9 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         },
         snapshots: args.snapshots.policy(),
         log: args.snapshots.log_settings(),
+        reads: ReadSettings {
+            lease_drift_ppm: args.lease_drift_ppm,
+        },
     };
     config.validate()?;
     Ok(config)

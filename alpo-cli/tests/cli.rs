@@ -402,3 +402,42 @@ fn errors_name_the_problem_and_exit_codes_say_what_kind() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_bad_consistency_or_lease_bound_is_named() {
+    // An unknown consistency is named with the three that exist (issue 14).
+    let out = Command::new(ALPO)
+        .args(["get", "k", "--consistency", "eventual"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    assert!(
+        stderr(&out).contains("expected linearizable, lease or stale"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(ALPO)
+        .args([
+            "node",
+            "--id",
+            "1",
+            "--data-dir",
+            "d",
+            "--peer-addr",
+            "127.0.0.1:1",
+        ])
+        .args([
+            "--client-addr",
+            "127.0.0.1:2",
+            "--lease-drift-ppm",
+            "1000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("reads.lease_drift_ppm"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,6 +1,7 @@
 //! A server's protocol configuration: who is in the cluster, the timing ranges (docs/protocol.md,
 //! Timing), the optional rules (deferral, pre-vote, check-quorum), limits, the snapshot policy
 //! (rules S2, S4, S5), the entry cache (rule S9) and the random seed.
+//! (rules S2, S4, S5), the read lease (rule Q3) and the random seed.
 //!
 //! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
 //! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
@@ -70,6 +71,31 @@ pub struct Config {
     /// an equal share, `read_inflight_bytes_max / members.len()` (one read in flight for the
     /// apply and one per follower).
     pub read_inflight_bytes_max: u64,
+    /// Rule Q3: lease reads, off (`None`) by default. Requires `check_quorum`. **Assumption:**
+    /// every server's clock is monotonic and runs at a rate within `1 ± ρ` of real time.
+    pub read_lease: Option<ReadLease>,
+}
+
+/// Rule Q3's lease: the clock-drift bound `ρ` it assumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLease {
+    /// `ρ` in parts per million: every clock runs at a rate within `1 ± ρ` of real time.
+    pub drift_ppm: u32,
+}
+
+impl ReadLease {
+    /// The lease a confirmed round gives, from the round's start (rule Q3):
+    /// `L = P_min·(1−ρ)/(1+ρ) − one tick`, where one tick is `H / 10`, the granularity at which
+    /// a driver is expected to read its clock. Zero when the drift bound leaves no lease.
+    #[must_use]
+    pub fn length(self, config: &Config) -> Duration {
+        let ppm = u128::from(self.drift_ppm.min(999_999));
+        let p_min = config.passive_timeout_min.as_nanos();
+        let scaled = p_min * (1_000_000 - ppm) / (1_000_000 + ppm);
+        let tick = config.heartbeat_interval.as_nanos() / 10;
+        let nanos = scaled.saturating_sub(tick);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 impl Config {
@@ -101,6 +127,7 @@ impl Config {
             snapshot_chunks_inflight_max: limits::SNAPSHOT_CHUNKS_INFLIGHT_MAX,
             log_cache_bytes_max: limits::LOG_CACHE_BYTES_MAX,
             read_inflight_bytes_max: limits::READ_INFLIGHT_BYTES_MAX,
+            read_lease: None,
         }
     }
 
@@ -166,6 +193,30 @@ impl Config {
                 return fail(field, "must be above zero".into());
             }
         }
+        self.validate_read_lease()
+    }
+
+    /// Rule Q3: a lease needs check-quorum (a leader cut off steps down, and followers refuse
+    /// other candidates while they hear from it) and a drift bound that leaves a lease.
+    fn validate_read_lease(&self) -> Result<(), ConfigError> {
+        let Some(lease) = self.read_lease else {
+            return Ok(());
+        };
+        let fail = |problem: &str| {
+            Err(ConfigError {
+                field: "read_lease",
+                problem: problem.to_string(),
+            })
+        };
+        if !self.check_quorum {
+            return fail("lease reads require check_quorum");
+        }
+        if lease.drift_ppm >= 1_000_000 {
+            return fail("the drift bound must be below 1,000,000 ppm");
+        }
+        if lease.length(self).is_zero() {
+            return fail("the drift bound leaves no lease within passive_timeout_min");
+        }
         Ok(())
     }
 
@@ -207,5 +258,22 @@ mod tests {
             config.validate().unwrap_err().field,
             "inflight_append_count_max"
         );
+    }
+
+    #[test]
+    fn a_read_lease_needs_check_quorum_and_a_drift_bound_below_one() {
+        let mut config = three();
+        config.read_lease = Some(ReadLease { drift_ppm: 20_000 });
+        assert_eq!(config.validate(), Ok(()));
+        // 300 ms · 0.98 / 1.02 − 5 ms
+        let length = ReadLease { drift_ppm: 20_000 }.length(&config);
+        assert_eq!(length.as_millis(), 283);
+        config.check_quorum = false;
+        assert_eq!(config.validate().unwrap_err().field, "read_lease");
+        config.check_quorum = true;
+        config.read_lease = Some(ReadLease {
+            drift_ppm: 1_000_000,
+        });
+        assert_eq!(config.validate().unwrap_err().field, "read_lease");
     }
 }

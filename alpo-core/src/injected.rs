@@ -25,18 +25,22 @@ pub enum InjectedBug {
     /// The entry cache never evicts (breaks S9: the core's memory grows with the log; the
     /// simulator's cache bound must catch it).
     NeverEvictCache,
+    /// A leader serves a read at its commit index without confirming a round (breaks Q1 (c):
+    /// a deposed leader serves stale reads; property 14 must catch it).
+    ReadWithoutRound,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 6] = [
+    pub const ALL: [InjectedBug; 7] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
         InjectedBug::SnapshotBeyondApplied,
         InjectedBug::CompactPastSnapshot,
         InjectedBug::NeverEvictCache,
+        InjectedBug::ReadWithoutRound,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -49,6 +53,7 @@ impl InjectedBug {
             InjectedBug::SnapshotBeyondApplied => 4,
             InjectedBug::CompactPastSnapshot => 5,
             InjectedBug::NeverEvictCache => 6,
+            InjectedBug::ReadWithoutRound => 7,
         }
     }
 

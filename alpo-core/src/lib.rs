@@ -135,20 +135,23 @@ pub mod types;
 #[cfg(test)]
 mod log_read_tests;
 #[cfg(test)]
+mod read_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod snapshot_tests;
 
-pub use config::Config;
+pub use config::{Config, ReadLease};
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
 pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};
 pub use message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
-    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
+    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
+    VoteReply, VoteRequest,
 };
-pub use node::{Node, Proposal, Role, Status};
+pub use node::{Node, Proposal, ReadError, ReadId, ReadMode, Role, Status};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,

@@ -74,6 +74,7 @@ fn commit_message(term: u64, prev: (u64, u64), commit: u64) -> Message {
             prev_term: Term(prev.1),
             entries: Vec::new(),
             leader_commit: LogIndex(commit),
+            round: 0,
         }),
     }
 }
@@ -124,6 +125,7 @@ fn s9_entries_not_cached_are_read_back_and_applied_in_order() {
                     result: AppendResult::Accepted {
                         match_index: LogIndex(4)
                     },
+                    round: 0,
                 }),
             }),
         ]
@@ -303,6 +305,7 @@ fn s9_a_read_answer_for_a_follower_that_moved_on_is_not_sent() {
             result: AppendResult::Accepted {
                 match_index: LogIndex(0),
             },
+            round: 0,
         }),
     };
     let now = cluster.now;

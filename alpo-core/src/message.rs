@@ -1,6 +1,6 @@
 //! The messages servers exchange (docs/protocol.md, Messages): vote requests and replies, appends
-//! (heartbeats are appends without entries) and append replies, and the snapshot transfer's
-//! chunks and replies (rules S5–S7).
+//! (heartbeats are appends without entries) and append replies, the snapshot transfer's
+//! chunks and replies (rules S5–S7), and follower reads' read-index requests and replies (Q2).
 //!
 //! Invariants: every message names its sender, its receiver, the sender's term and incarnation.
 //! The cluster id is not here: alpo-net checks it once per connection in the handshake and on
@@ -46,6 +46,10 @@ pub enum MessageBody {
     InstallSnapshot(InstallSnapshot),
     /// A follower answers a chunk (rules S6, S7).
     SnapshotReply(SnapshotReply),
+    /// A follower asks its leader for a read index (rule Q2).
+    ReadIndexRequest(ReadIndexRequest),
+    /// The leader answers a read-index request (rule Q2).
+    ReadIndexReply(ReadIndexReply),
 }
 
 /// `requestVote`: "vote for me in `Message::term`".
@@ -98,6 +102,9 @@ pub struct Append {
     pub entries: Vec<Entry>,
     /// The leader's commit index (rule R6).
     pub leader_commit: LogIndex,
+    /// The leader's read round in its term when it sent this Append (rule Q1(c)); 0 before
+    /// its first round.
+    pub round: u64,
 }
 
 /// The answer to an `Append`.
@@ -105,6 +112,8 @@ pub struct Append {
 pub struct AppendReply {
     /// Accepted up to a match index, or rejected with a hint.
     pub result: AppendResult,
+    /// The highest `Append::round` this follower received in the reply's term (rule Q1(c)).
+    pub round: u64,
 }
 
 /// The outcome of an `Append` at a follower.
@@ -176,4 +185,31 @@ impl VoteReply {
     pub fn granted(&self) -> bool {
         self.reason == VoteReason::Granted
     }
+}
+
+/// "Give me a read index": a follower's read (rule Q2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadIndexRequest {
+    /// The follower's name for the read, echoed in the reply.
+    pub read_id: u64,
+}
+
+/// The leader's answer to a `ReadIndexRequest` (rule Q2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadIndexReply {
+    /// The `ReadIndexRequest::read_id` answered.
+    pub read_id: u64,
+    /// The read index, or why there is none.
+    pub result: ReadIndexResult,
+}
+
+/// What a leader answers to a `ReadIndexRequest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadIndexResult {
+    /// The leader confirmed it led after the request arrived (Q1 (a)–(c)); serve the read once
+    /// applied up to this index.
+    Ready(LogIndex),
+    /// The receiver does not lead (any more) in the request's term, or lost the role before
+    /// the read was confirmed (Q1 (e)).
+    NotLeader,
 }

@@ -4,8 +4,9 @@
 //! reports `on_snapshot_durable`, `on_snapshot_read`, `on_snapshot_installed`,
 //! `on_snapshot_install_failed`) mutates the state and pushes outputs onto an internal list,
 //! which the driver takes with [`Node::take_outputs`]. The rules themselves live in the child
-//! modules `election` (E0–E8), `replication` (R1–R11) and `snapshot` (S2–S7), which alone share
-//! the state; this file dispatches and keeps the invariants.
+//! modules `election` (E0–E8), `replication` (R1–R11), `snapshot` (S2–S7) and `read` (Q1–Q3a,
+//! with its own entry point `read_index`), which alone share the state; this file dispatches and
+//! keeps the invariants.
 //!
 //! # Batching
 //! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
@@ -23,8 +24,11 @@
 
 mod election;
 mod log_read;
+mod read;
 mod replication;
 mod snapshot;
+
+pub use read::{ReadError, ReadId, ReadMode};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -122,9 +126,11 @@ pub struct Node {
     /// Follower: the snapshot being received (rules S6, S7), if any.
     install: Option<Install>,
     /// Rule S9: the `ReadLog`s in flight.
-    reads: log_read::LogReads,
+    log_reads: log_read::LogReads,
     /// Rule S9: a read answer this node cannot go on from; the driver must stop it.
     fault: Option<LogFault>,
+    /// Reads in progress and the leader's rounds (rules Q1–Q3a).
+    reads: read::Reads,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
@@ -194,6 +200,8 @@ impl Node {
             hit!(s8_conflicting_log_discarded_at_start);
             outputs.push(Output::TruncateLog { from });
         }
+        // Q3a: with leases on, a start counts as a leader contact.
+        let reads = read::Reads::new(now, config.read_lease.is_some(), config.passive_timeout_min);
         let mut node = Node {
             rng: Rng::new(config.seed, config.id),
             config,
@@ -218,8 +226,9 @@ impl Node {
             snapshot: persisted.snapshot,
             snapshot_taking: None,
             install: None,
-            reads: log_read::LogReads::default(),
+            log_reads: log_read::LogReads::default(),
             fault: None,
+            reads,
             outputs,
             recorder: None,
             #[cfg(feature = "sim")]
@@ -264,6 +273,7 @@ impl Node {
         } else {
             self.election_tick(now);
         }
+        self.expire_reads(now);
         self.finish_input();
     }
 
@@ -398,7 +408,7 @@ impl Node {
                 .log
                 .bytes_between(self.commit_index.next(), self.log.last_index()),
             term_runs: self.log.term_run_count(),
-            reads_inflight_bytes: self.reads.inflight_bytes(),
+            reads_inflight_bytes: self.log_reads.inflight_bytes(),
         }
     }
 
@@ -431,13 +441,16 @@ impl Node {
     /// The next instant at which `tick` has something to do.
     #[must_use]
     pub fn next_timeout(&self) -> Option<Instant> {
-        if self.role == Role::Leader {
+        let due = if self.role == Role::Leader {
             if self.config.check_quorum {
-                return Some(self.timers.heartbeat_due.min(self.timers.quorum_check_due));
+                self.timers.heartbeat_due.min(self.timers.quorum_check_due)
+            } else {
+                self.timers.heartbeat_due
             }
-            return Some(self.timers.heartbeat_due);
-        }
-        Some(self.timers.election_deadline)
+        } else {
+            self.timers.election_deadline
+        };
+        Some(self.read_deadline().map_or(due, |read| read.min(due)))
     }
 
     /// A snapshot of this server's protocol state.
@@ -657,6 +670,10 @@ impl Node {
             MessageBody::SnapshotReply(reply) => {
                 self.on_snapshot_reply(now, &message_meta(from, term, message.incarnation), reply);
             }
+            MessageBody::ReadIndexRequest(request) => {
+                self.on_read_index_request(now, from, term, request);
+            }
+            MessageBody::ReadIndexReply(reply) => self.on_read_index_reply(now, term, reply),
         }
     }
 
@@ -668,12 +685,14 @@ impl Node {
         }
     }
 
-    /// Log writes, then (leader) the Appends the windows allow, then the cache's eviction.
+    /// Log writes, then (leader) the Appends the windows allow, then the reads that can go on,
+    /// then the cache's eviction.
     fn flush(&mut self) {
         self.flush_log_writes();
         if self.role == Role::Leader {
             self.replicate();
         }
+        self.flush_reads();
         self.evict_cache();
     }
 

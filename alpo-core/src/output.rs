@@ -41,6 +41,10 @@
 //! 10. [`Output::ReadLog`] reads entries back from the log, after every log write listed
 //!     before it (rule S9); the driver answers every one with `Node::on_log_read`, in any
 //!     order with other inputs. The full contract is on [`crate::log_read`].
+//! 11. [`Output::ReadReady`] comes after the `Apply` that reached its index: the driver serves
+//!     the read from the state machine as it stands after performing every earlier output (so
+//!     a driver that applies on another thread passes the read along the same queue, in order).
+//!     [`Output::ReadFailed`] may come at any point (rules Q1, Q2).
 //!
 //! Index relationships kept by the core:
 //! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last`, where `base + 1` is the first retained index
@@ -50,6 +54,7 @@ use crate::message::Message;
 use bytes::Bytes;
 
 use crate::log_read::LogReadId;
+use crate::node::{ReadError, ReadId};
 use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
@@ -134,5 +139,20 @@ pub enum Output {
     RestoreStateMachine {
         /// The snapshot installed.
         snapshot: SnapshotMeta,
+    },
+    /// Serve read `id` now, from the state machine as it stands at this point of the output
+    /// list: every entry up to `index` is applied (rules Q1 (d), Q2).
+    ReadReady {
+        /// The read (`Node::read_index`).
+        id: ReadId,
+        /// Its read index; the state machine has applied at least this far.
+        index: LogIndex,
+    },
+    /// Read `id` cannot be confirmed (rules Q1 (e), Q2); the client may retry.
+    ReadFailed {
+        /// The read (`Node::read_index`).
+        id: ReadId,
+        /// Why.
+        error: ReadError,
     },
 }

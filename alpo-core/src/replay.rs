@@ -61,6 +61,7 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             Record::SnapshotInstalled(now, meta, false) => {
                 node.on_snapshot_install_failed(now, meta);
             }
+            Record::ReadIndex(now, id, mode) => node.read_index(now, id, mode),
             Record::SnapshotRequested(now) => {
                 let _ = node.request_snapshot(now);
             }
@@ -96,6 +97,13 @@ mod tests {
         cluster.advance(Duration::from_millis(60));
         cluster.deliver_all();
         assert_eq!(cluster.applied_payloads(1), vec!["a", "b", "c"]);
+        // Reads (rules Q1, Q2) are inputs too: one at the leader, one at each follower.
+        for id in 1..=3 {
+            cluster.read(id, id, crate::node::ReadMode::Linearizable);
+        }
+        cluster.deliver_all();
+        assert_eq!(cluster.reads.len(), 3);
+        assert!(cluster.reads.iter().all(|read| read.result.is_ok()));
         cluster
     }
 

@@ -89,6 +89,7 @@ fn append(prev: (u64, u64), entries: Vec<Entry>, leader_commit: u64) -> MessageB
         prev_term: Term(prev.1),
         entries,
         leader_commit: LogIndex(leader_commit),
+        round: 0,
     })
 }
 
@@ -97,6 +98,7 @@ fn accepted(match_index: u64) -> MessageBody {
         result: AppendResult::Accepted {
             match_index: LogIndex(match_index),
         },
+        round: 0,
     })
 }
 
@@ -356,7 +358,8 @@ fn e6_higher_terms_are_adopted_lower_terms_answered() {
                 3,
                 3,
                 MessageBody::AppendReply(AppendReply {
-                    result: AppendResult::Rejected(hint)
+                    result: AppendResult::Rejected(hint),
+                    round: 0,
                 })
             ),
         ]
@@ -625,6 +628,7 @@ fn r3_mismatch_rejected_with_a_term_hint() {
     };
     let reject = MessageBody::AppendReply(AppendReply {
         result: AppendResult::Rejected(hint),
+        round: 0,
     });
     assert_eq!(
         follower.take_outputs(),
@@ -1053,6 +1057,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/replication.rs"),
         include_str!("node/snapshot.rs"),
         include_str!("node/log_read.rs"),
+        include_str!("node/read.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
@@ -1060,6 +1065,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("rule_tests.rs"),
         include_str!("snapshot_tests.rs"),
         include_str!("log_read_tests.rs"),
+        include_str!("read_tests.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/protocol.md");

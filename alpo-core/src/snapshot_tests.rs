@@ -220,6 +220,7 @@ fn s8_appends_below_the_base_match_and_their_covered_entries_are_skipped() {
         prev_term: Term(1),
         entries: entries(3, 7, 1),
         leader_commit: LogIndex(7),
+        round: 0,
     });
     node.on_message(Instant(0), message(1, 2, 2, append));
     assert_eq!(
@@ -243,6 +244,7 @@ fn s8_appends_below_the_base_match_and_their_covered_entries_are_skipped() {
                 result: AppendResult::Accepted {
                     match_index: LogIndex(7)
                 },
+                round: 0,
             }),
         ))
     );
@@ -258,6 +260,7 @@ fn s8_appends_below_the_base_match_and_their_covered_entries_are_skipped() {
         prev_term: Term(2),
         entries: vec![],
         leader_commit: LogIndex(7),
+        round: 0,
     });
     node.on_message(Instant(0), message(1, 2, 2, append));
     let outputs = node.take_outputs();
@@ -265,7 +268,8 @@ fn s8_appends_below_the_base_match_and_their_covered_entries_are_skipped() {
         &outputs[..],
         [Output::Send(Message {
             body: MessageBody::AppendReply(AppendReply {
-                result: AppendResult::Rejected(_)
+                result: AppendResult::Rejected(_),
+                ..
             }),
             ..
         })]
@@ -456,6 +460,7 @@ fn s7_a_snapshot_already_applied_is_acknowledged_without_a_restore() {
         prev_term: Term(1),
         entries: vec![],
         leader_commit: LogIndex(10),
+        round: 0,
     });
     node.on_message(Instant(0), message(1, 2, 2, append));
     assert_eq!(node.status().applied_index, LogIndex(10));

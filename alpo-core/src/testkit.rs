@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::error::ProposeError;
 use crate::log_read::{LogFault, LogReadId, LogReadResult};
 use crate::message::{Message, MessageBody};
-use crate::node::{Node, Proposal, Role};
+use crate::node::{Node, Proposal, ReadError, ReadId, ReadMode, Role};
 use crate::output::Output;
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, SnapshotMeta,
@@ -96,6 +96,22 @@ pub struct Cluster {
     /// Servers whose next received snapshot file fails verification once.
     pub damage_next_install: Vec<NodeId>,
     configs: BTreeMap<NodeId, Config>,
+    /// Every read's outcome (rules Q1–Q3), in the order nodes produced them.
+    pub reads: Vec<ReadOutcome>,
+}
+
+/// How one read ended: `ReadReady` or `ReadFailed`, and the node's applied index when its
+/// driver performed the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The node that answered.
+    pub node: NodeId,
+    /// The read.
+    pub id: ReadId,
+    /// The read index, or why the read failed.
+    pub result: Result<LogIndex, ReadError>,
+    /// The last index the node's state machine held when the output was performed.
+    pub applied: LogIndex,
 }
 
 /// A `ReadLog` held for [`Cluster::answer_log_read`].
@@ -281,6 +297,7 @@ impl Cluster {
             held_log_reads: BTreeMap::new(),
             damage_next_install: Vec::new(),
             configs: BTreeMap::new(),
+            reads: Vec::new(),
         };
         for id in &members {
             let config = make(*id, members.clone());
@@ -352,6 +369,8 @@ impl Cluster {
                 .perform(&output);
             match output {
                 Output::Send(message) => self.in_flight.push(message),
+                Output::ReadReady { id: read, index } => self.record_read(id, read, Ok(index)),
+                Output::ReadFailed { id: read, error } => self.record_read(id, read, Err(error)),
                 Output::Apply { entries } => {
                     self.applied
                         .get_mut(&id)
@@ -367,6 +386,37 @@ impl Cluster {
         for report in reports {
             self.report(id, report);
         }
+    }
+
+    fn record_read(&mut self, node: NodeId, id: ReadId, result: Result<LogIndex, ReadError>) {
+        let applied = self.applied[&node]
+            .last()
+            .map_or(LogIndex(0), |entry| entry.index);
+        self.reads.push(ReadOutcome {
+            node,
+            id,
+            result,
+            applied,
+        });
+    }
+
+    /// Asks server `id` for a read (`Node::read_index`) and performs its outputs.
+    pub fn read(&mut self, id: u64, read: u64, mode: ReadMode) {
+        let now = self.now;
+        let node = self
+            .nodes
+            .get_mut(&NodeId(id))
+            .expect("test: the server is up");
+        node.read_index(now, ReadId(read), mode);
+        self.perform(NodeId(id));
+    }
+
+    /// The outcome of read `read` on server `id`, if it ended.
+    #[must_use]
+    pub fn read_outcome(&self, id: u64, read: u64) -> Option<&ReadOutcome> {
+        self.reads
+            .iter()
+            .find(|outcome| outcome.node == NodeId(id) && outcome.id == ReadId(read))
     }
 
     /// Performs the snapshot outputs (rules S2–S7) of server `id`.

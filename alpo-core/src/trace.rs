@@ -21,16 +21,21 @@
 //! - tag 9 `snapshot_requested`: `now`;
 //! - tag 10 `log_read` (rule S9): `now`, read id, then `u8` 0 and entries (`u64` count, then
 //!   each entry), or 1 `Compacted`, or 2 `Fault` and the index.
+//! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease) (version 3).
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
-//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
+//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
+//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`) and the body's fields in
 //! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
 //! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
 //! state has an optional snapshot meta after the incarnation, then the persisted log (rule S9):
 //! the run count, each run's first index and term, the last index, the tail's entry count and
 //! entries. The configuration ends with the snapshot policy (interval as an option, retained
-//! entries, chunk bytes, chunks in flight) and the cache limits (cache bytes, read bytes in
-//! flight) before the injected-bug byte.
+//! entries, chunk bytes, chunks in flight), the cache limits (cache bytes, read bytes in
+//! flight) and the read lease (an option of its drift in ppm) before the injected-bug byte.
+//! Version 3 added the persisted log, the cache limits and the `log_read` record (rule S9), the
+//! read lease, the `round` of Append and AppendReply (last field of each), the read messages
+//! and the `read_index` record (rules Q1–Q3).
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
@@ -41,13 +46,15 @@
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
 use crate::log_read::{LogReadId, LogReadResult};
 use crate::message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
-    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
+    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
+    VoteReply, VoteRequest,
 };
+use crate::node::{ReadId, ReadMode};
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
     PersistedLog, Rank, SnapshotMeta, Term, TermRun,
@@ -69,6 +76,7 @@ const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 const TAG_LOG_READ: u8 = 10;
+const TAG_READ_INDEX: u8 = 11;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -202,6 +210,17 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn read_index(&mut self, now: Instant, id: ReadId, mode: ReadMode) {
+        let mut writer = self.writer(TAG_READ_INDEX);
+        writer.u64(now.0);
+        writer.u64(id.0);
+        writer.u8(match mode {
+            ReadMode::Linearizable => 0,
+            ReadMode::Lease => 1,
+        });
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -247,6 +266,8 @@ pub(crate) enum Record {
     SnapshotRequested(Instant),
     /// The driver answered a `ReadLog` (`Node::on_log_read`).
     LogRead(Instant, LogReadId, LogReadResult),
+    /// A client asked for a read (`Node::read_index`).
+    ReadIndex(Instant, ReadId, ReadMode),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -326,6 +347,17 @@ impl<'a> Decoder<'a> {
             }
             TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
             TAG_LOG_READ => reader.log_read()?,
+            TAG_READ_INDEX => {
+                let now = Instant(reader.u64()?);
+                let id = ReadId(reader.u64()?);
+                let at = reader.offset;
+                let mode = match reader.u8()? {
+                    0 => ReadMode::Linearizable,
+                    1 => ReadMode::Lease,
+                    other => return Err(reader.error(at, &format!("read mode {other}"))),
+                };
+                Record::ReadIndex(now, id, mode)
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -394,6 +426,12 @@ impl Writer {
         self.u64(config.snapshot_chunks_inflight_max);
         self.u64(config.log_cache_bytes_max);
         self.u64(config.read_inflight_bytes_max);
+        self.bool(config.read_lease.is_some());
+        self.u64(
+            config
+                .read_lease
+                .map_or(0, |lease| u64::from(lease.drift_ppm)),
+        );
         // The injected bug (0: none), set by `Recorder::injected_bug` when the simulator injects
         // one; kept in `Config`'s place in the layout since the bugs left `Config`.
         self.u8(0);
@@ -490,6 +528,21 @@ impl Writer {
                     }
                 }
             }
+            MessageBody::ReadIndexRequest(request) => {
+                self.u8(7);
+                self.u64(request.read_id);
+            }
+            MessageBody::ReadIndexReply(reply) => {
+                self.u8(8);
+                self.u64(reply.read_id);
+                match reply.result {
+                    ReadIndexResult::Ready(index) => {
+                        self.u8(1);
+                        self.u64(index.0);
+                    }
+                    ReadIndexResult::NotLeader => self.u8(2),
+                }
+            }
         }
     }
 
@@ -502,6 +555,7 @@ impl Writer {
             self.entry(entry);
         }
         self.u64(append.leader_commit.0);
+        self.u64(append.round);
     }
 
     fn append_reply(&mut self, reply: &AppendReply) {
@@ -519,6 +573,7 @@ impl Writer {
                 self.u64(hint.last_term.0);
             }
         }
+        self.u64(reply.round);
     }
 }
 
@@ -629,6 +684,11 @@ impl<'a> Reader<'a> {
         config.snapshot_chunks_inflight_max = self.u64()?;
         config.log_cache_bytes_max = self.u64()?;
         config.read_inflight_bytes_max = self.u64()?;
+        let has_lease = self.bool()?;
+        let drift = self.u64()?;
+        let drift_ppm = u32::try_from(drift)
+            .map_err(|_| self.error(self.offset - 8, &format!("lease drift {drift} ppm")))?;
+        config.read_lease = has_lease.then_some(ReadLease { drift_ppm });
         let bug_code = self.u8()?;
         Ok((config, bug_code))
     }
@@ -758,6 +818,10 @@ impl<'a> Reader<'a> {
                 last: self.bool()?,
             }),
             6 => MessageBody::SnapshotReply(self.snapshot_reply()?),
+            7 => MessageBody::ReadIndexRequest(ReadIndexRequest {
+                read_id: self.u64()?,
+            }),
+            8 => MessageBody::ReadIndexReply(self.read_index_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -807,7 +871,19 @@ impl<'a> Reader<'a> {
             prev_term,
             entries,
             leader_commit: LogIndex(self.u64()?),
+            round: self.u64()?,
         })
+    }
+
+    fn read_index_reply(&mut self) -> Result<ReadIndexReply, TraceError> {
+        let read_id = self.u64()?;
+        let at = self.offset;
+        let result = match self.u8()? {
+            1 => ReadIndexResult::Ready(LogIndex(self.u64()?)),
+            2 => ReadIndexResult::NotLeader,
+            other => return Err(self.error(at, &format!("read index result {other}"))),
+        };
+        Ok(ReadIndexReply { read_id, result })
     }
 
     fn snapshot_reply(&mut self) -> Result<SnapshotReply, TraceError> {
@@ -839,6 +915,9 @@ impl<'a> Reader<'a> {
             }),
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
-        Ok(AppendReply { result })
+        Ok(AppendReply {
+            result,
+            round: self.u64()?,
+        })
     }
 }

@@ -37,8 +37,12 @@ fn sim_seeds() {
     let mut summary = SoakSummary::default();
     reports.iter().for_each(|r| summary.add(r));
     eprintln!(
-        "seeds={} violations={} messages={} committed={}",
-        summary.seed_count, summary.violation_count, summary.message_count, summary.committed_count
+        "seeds={} violations={} messages={} committed={} reads={}",
+        summary.seed_count,
+        summary.violation_count,
+        summary.message_count,
+        summary.committed_count,
+        summary.read_served_count
     );
     eprintln!("violations by checker: {}", summary.violations_line());
     for line in summary.election_lines() {
@@ -47,6 +51,8 @@ fn sim_seeds() {
     assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
     // The runs must exercise the protocol, not idle: proposals commit and leaders fail over.
     assert!(summary.committed_count > SEED_COUNT * 10);
+    // Reads are part of every seed's load, and are served (property 14 checks each one).
+    assert!(summary.read_served_count > SEED_COUNT * 10);
     let sampled = summary.with_deferral.len() + summary.without_deferral.len();
     assert_eq!(u64::try_from(sampled).unwrap(), SEED_COUNT);
 }
@@ -166,6 +172,22 @@ fn checkers_catch_a_counted_stale_append_reply() {
 }
 
 #[test]
+fn checkers_catch_a_read_served_without_a_round() {
+    // Rule Q1 (c): a leader that serves reads at its commit index without confirming that it
+    // still leads serves stale reads once deposed (cut off with a minority while a new leader
+    // commits). The standard profile's partitions find it.
+    let options = SimOptions {
+        profile: Some(FaultProfile::Standard),
+        ..SimOptions::quick()
+    };
+    let report = first_caught(InjectedBug::ReadWithoutRound, options)
+        .expect("no checker caught ReadWithoutRound within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "read_linearizability", "{report}");
+}
+
+#[test]
 fn sim_seeds_hold_across_terms() {
     // The correct engine survives messages held across terms, on every cluster size.
     let options = SimOptions {
@@ -269,4 +291,23 @@ fn checkers_catch_a_cache_that_never_evicts() {
     eprintln!("{report}");
     let (violation, _) = report.violation.as_ref().unwrap();
     assert_eq!(violation.checker, "cache_bound", "{report}");
+}
+
+/// Rule Q3's assumption violated on purpose: clocks drift 25 times the lease's bound `ρ`.
+/// `read_linearizability` must catch a lease read of a leader whose lease outlived its
+/// followers' promise; with the drift within `ρ` (every other test here) it never fires.
+#[test]
+fn checkers_catch_lease_reads_only_when_drift_exceeds_the_bound() {
+    let options = SimOptions {
+        drift_beyond_lease: true,
+        profile: Some(FaultProfile::Standard),
+        ..SimOptions::quick()
+    };
+    let report = (0..BUG_SEED_COUNT_MAX)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .find(|r| !r.passed())
+        .expect("no checker caught a lease read beyond the drift bound within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert_eq!(violation.checker, "read_linearizability", "{report}");
 }

@@ -104,6 +104,7 @@ fn append(from: u64, to: u64, seq: u64, payload: &Bytes) -> Message {
                 payload: payload.clone(),
             }],
             leader_commit: LogIndex(seq),
+            round: 0,
         }),
     }
 }

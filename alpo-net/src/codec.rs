@@ -1,4 +1,4 @@
-//! The codec: every `alpo_core::Message` to and from one frame body (format version 2, laid out
+//! The codec: every `alpo_core::Message` to and from one frame body (format version 3, laid out
 //! byte by byte in `docs/formats.md`).
 //!
 //! Invariants: the frame kind says which message the body holds, the frame's sender field is the
@@ -13,6 +13,7 @@ use alpo_core::{
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
 use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
+use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use bytes::Bytes;
 
 use crate::error::Rejection;
@@ -33,6 +34,10 @@ const FLAG_LAST_CHUNK: u8 = 0b01;
 const RESULT_NEXT_OFFSET: u8 = 1;
 /// SnapshotReply result tag: the snapshot is installed (rule S7).
 const RESULT_INSTALLED: u8 = 2;
+/// ReadIndexReply result tag: the read index follows (rule Q2).
+const RESULT_READ_READY: u8 = 1;
+/// ReadIndexReply result tag: the receiver does not lead.
+const RESULT_READ_NOT_LEADER: u8 = 2;
 
 /// Why a message could not be encoded; the transport drops it and counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +65,8 @@ pub fn frame_kind(body: &MessageBody) -> FrameKind {
         MessageBody::AppendReply(_) => FrameKind::AppendReply,
         MessageBody::InstallSnapshot(_) => FrameKind::InstallSnapshot,
         MessageBody::SnapshotReply(_) => FrameKind::SnapshotReply,
+        MessageBody::ReadIndexRequest(_) => FrameKind::ReadIndexRequest,
+        MessageBody::ReadIndexReply(_) => FrameKind::ReadIndexReply,
     }
 }
 
@@ -102,6 +109,12 @@ pub fn decode_message(header: &FrameHeader, body: Bytes) -> Result<Message, Reje
             MessageBody::InstallSnapshot(decode_install_snapshot(&mut reader)?)
         }
         FrameKind::SnapshotReply => MessageBody::SnapshotReply(decode_snapshot_reply(&mut reader)?),
+        FrameKind::ReadIndexRequest => MessageBody::ReadIndexRequest(ReadIndexRequest {
+            read_id: reader.u64("body ends inside the read id")?,
+        }),
+        FrameKind::ReadIndexReply => {
+            MessageBody::ReadIndexReply(decode_read_index_reply(&mut reader)?)
+        }
         _ => return Err(reader.malformed("not a peer message kind")),
     };
     reader.finish()?;
@@ -129,6 +142,17 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> 
         MessageBody::AppendReply(reply) => encode_append_reply(reply, out),
         MessageBody::InstallSnapshot(chunk) => encode_install_snapshot(chunk, out)?,
         MessageBody::SnapshotReply(reply) => encode_snapshot_reply(reply, out),
+        MessageBody::ReadIndexRequest(request) => put_u64(out, request.read_id),
+        MessageBody::ReadIndexReply(reply) => {
+            put_u64(out, reply.read_id);
+            match reply.result {
+                ReadIndexResult::Ready(index) => {
+                    out.push(RESULT_READ_READY);
+                    put_u64(out, index.0);
+                }
+                ReadIndexResult::NotLeader => out.push(RESULT_READ_NOT_LEADER),
+            }
+        }
     }
     Ok(())
 }
@@ -157,6 +181,7 @@ fn encode_append(append: &Append, out: &mut Vec<u8>) -> Result<(), EncodeError> 
     put_u64(out, append.prev_index.0);
     put_u64(out, append.prev_term.0);
     put_u64(out, append.leader_commit.0);
+    put_u64(out, append.round);
     let too_large = |bytes: usize| EncodeError::TooLarge {
         bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
     };
@@ -194,6 +219,7 @@ fn encode_append_reply(reply: &AppendReply, out: &mut Vec<u8>) {
             put_u64(out, hint.last_term.0);
         }
     }
+    put_u64(out, reply.round);
 }
 
 fn decode_vote_request(reader: &mut BodyReader) -> Result<VoteRequest, Rejection> {
@@ -246,6 +272,7 @@ fn decode_append(reader: &mut BodyReader) -> Result<Append, Rejection> {
     let prev_index = LogIndex(reader.u64("body ends inside prev_index")?);
     let prev_term = Term(reader.u64("body ends inside prev_term")?);
     let leader_commit = LogIndex(reader.u64("body ends inside leader_commit")?);
+    let round = reader.u64("body ends inside the round")?;
     let count = reader.u32("body ends inside the entry count")?;
     let count = usize::try_from(count).map_err(|_| reader.malformed("entry count too large"))?;
     // Every entry takes at least ENTRY_HEADER_BYTES, so the body bounds the allocation.
@@ -278,7 +305,20 @@ fn decode_append(reader: &mut BodyReader) -> Result<Append, Rejection> {
         prev_term,
         entries,
         leader_commit,
+        round,
     })
+}
+
+fn decode_read_index_reply(reader: &mut BodyReader) -> Result<ReadIndexReply, Rejection> {
+    let read_id = reader.u64("body ends inside the read id")?;
+    let result = match reader.u8("body ends inside the result tag")? {
+        RESULT_READ_READY => {
+            ReadIndexResult::Ready(LogIndex(reader.u64("body ends inside the read index")?))
+        }
+        RESULT_READ_NOT_LEADER => ReadIndexResult::NotLeader,
+        _ => return Err(reader.malformed_before(1, "unknown read index result tag")),
+    };
+    Ok(ReadIndexReply { read_id, result })
 }
 
 fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection> {
@@ -294,7 +334,8 @@ fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection
         }),
         _ => return Err(reader.malformed_before(1, "unknown append result tag")),
     };
-    Ok(AppendReply { result })
+    let round = reader.u64("body ends inside the round")?;
+    Ok(AppendReply { result, round })
 }
 
 fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -465,6 +506,7 @@ mod tests {
                 prev_term: Term(4),
                 entries,
                 leader_commit: LogIndex(8),
+                round: 0,
             }),
         }
     }
@@ -533,7 +575,7 @@ mod tests {
             error,
             Rejection::MalformedBody {
                 kind: FrameKind::Append,
-                offset: 48,
+                offset: 56,
                 problem: "entry count exceeds what the body can hold",
             }
         );
@@ -550,6 +592,7 @@ mod tests {
                 result: AppendResult::Accepted {
                     match_index: LogIndex(3),
                 },
+                round: 0,
             }),
         };
         let mut body = Vec::new();

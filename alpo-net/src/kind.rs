@@ -31,6 +31,10 @@ pub enum FrameKind {
     InstallSnapshot = 0x14,
     /// An `alpo_core::SnapshotReply` message.
     SnapshotReply = 0x15,
+    /// An `alpo_core::ReadIndexRequest` message (a follower read, rule Q2; version 3).
+    ReadIndexRequest = 0x17,
+    /// An `alpo_core::ReadIndexReply` message (rule Q2; version 3).
+    ReadIndexReply = 0x18,
     /// A client's request; the body is opaque to alpo-net.
     ClientRequest = 0x20,
     /// A server's response to a client; the body is opaque to alpo-net.
@@ -51,6 +55,8 @@ impl FrameKind {
             0x13 => FrameKind::AppendReply,
             0x14 => FrameKind::InstallSnapshot,
             0x15 => FrameKind::SnapshotReply,
+            0x17 => FrameKind::ReadIndexRequest,
+            0x18 => FrameKind::ReadIndexReply,
             0x20 => FrameKind::ClientRequest,
             0x21 => FrameKind::ClientResponse,
             _ => return None,

@@ -14,6 +14,7 @@ use alpo_core::{
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
 use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
+use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use alpo_net::codec::{decode_message, encode_message};
 use alpo_net::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
 use alpo_net::handshake::{decode_close, decode_hello};
@@ -98,6 +99,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
             })
         },
     );
+    prop_oneof![
+        vote_request,
+        vote_reply,
+        append_body(),
+        snapshot_body(),
+        read_body()
+    ]
+}
+
+fn append_body() -> impl Strategy<Value = MessageBody> {
     let entry = (
         any::<u64>(),
         any::<bool>(),
@@ -105,11 +116,11 @@ fn body() -> impl Strategy<Value = MessageBody> {
     );
     let append = (
         0..u64::MAX - 16,
-        any::<u64>(),
+        any::<[u64; 2]>(),
         any::<u64>(),
         proptest::collection::vec(entry, 0..8),
     )
-        .prop_map(|(prev_index, prev_term, commit, entries)| {
+        .prop_map(|(prev_index, [prev_term, round], commit, entries)| {
             let entries = entries
                 .into_iter()
                 .zip(prev_index + 1..)
@@ -129,6 +140,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 prev_term: Term(prev_term),
                 entries,
                 leader_commit: LogIndex(commit),
+                round,
             })
         });
     let accepted = any::<u64>().prop_map(|m| AppendResult::Accepted {
@@ -142,10 +154,22 @@ fn body() -> impl Strategy<Value = MessageBody> {
             last_term: Term(d),
         })
     });
-    let append_reply = prop_oneof![accepted, rejected]
-        .prop_map(|result| MessageBody::AppendReply(AppendReply { result }));
-    let snapshot = snapshot_body();
-    prop_oneof![vote_request, vote_reply, append, append_reply, snapshot]
+    let append_reply = (prop_oneof![accepted, rejected], any::<u64>())
+        .prop_map(|(result, round)| MessageBody::AppendReply(AppendReply { result, round }));
+    prop_oneof![append, append_reply]
+}
+
+fn read_body() -> impl Strategy<Value = MessageBody> {
+    let request = any::<u64>()
+        .prop_map(|read_id| MessageBody::ReadIndexRequest(ReadIndexRequest { read_id }));
+    let result = prop_oneof![
+        any::<u64>().prop_map(|index| ReadIndexResult::Ready(LogIndex(index))),
+        Just(ReadIndexResult::NotLeader),
+    ];
+    let reply = (any::<u64>(), result).prop_map(|(read_id, result)| {
+        MessageBody::ReadIndexReply(ReadIndexReply { read_id, result })
+    });
+    prop_oneof![request, reply]
 }
 
 fn snapshot_body() -> impl Strategy<Value = MessageBody> {

@@ -87,6 +87,10 @@ pub(crate) enum ApplyMsg {
     Pending(PendingRequest),
     /// A client reads committed entries.
     Read(ReadRequest),
+    /// A client's query, answered by `StateMachine::query` against the state as it stands
+    /// (after every `Entries` before it: a linearizable query comes after the entries up to
+    /// its read index, rules Q1 (d), Q2).
+    Query(QueryRequest),
     /// This node stopped being leader: its waiting clients should retry elsewhere.
     LeadershipLost,
     /// Freeze the state as of `at`, the last entry sent before this message (rule S2).
@@ -112,6 +116,14 @@ pub(crate) struct ReadRequest {
     pub(crate) seq: u64,
     pub(crate) from: LogIndex,
     pub(crate) max_count: u32,
+}
+
+/// A query against the applied state (no log write).
+#[derive(Debug)]
+pub(crate) struct QueryRequest {
+    pub(crate) connection: ConnectionId,
+    pub(crate) seq: u64,
+    pub(crate) payload: Bytes,
 }
 
 /// The event loop's view of the apply thread.
@@ -190,6 +202,7 @@ impl Applier {
                 }
                 ApplyMsg::Pending(pending) => self.add_pending(pending),
                 ApplyMsg::Read(read) => self.read(&read),
+                ApplyMsg::Query(query) => self.query(&query),
                 ApplyMsg::LeadershipLost => self.fail_all_pending("leadership lost"),
                 ApplyMsg::TakeSnapshot { at } => self.take_snapshot(at),
                 ApplyMsg::Restore { last, path } => {
@@ -375,6 +388,21 @@ impl Applier {
                 }
             },
         }
+    }
+
+    /// Answers a query from the state as applied now; the index is the applied index.
+    fn query(&self, request: &QueryRequest) {
+        let applied = LogIndex(self.applied.load(Ordering::Acquire));
+        let output = Bytes::from(self.machine.query(&request.payload));
+        let body = ResponseBody::Applied {
+            index: applied,
+            output,
+        };
+        let response = Response {
+            seq: request.seq,
+            body,
+        };
+        self.replier.reply(request.connection, response.encode());
     }
 
     /// Serves a read from the log files, bounded by the applied index.

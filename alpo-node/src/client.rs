@@ -16,7 +16,7 @@ use alpo_core::{ClusterId, LogIndex};
 use alpo_net::ClientConnection;
 
 use crate::client_engine::{Action, Engine, random_client_id};
-use crate::client_protocol::{NodeStatus, Op, ReadEntry, ResponseBody};
+use crate::client_protocol::{Consistency, NodeStatus, Op, ReadEntry, ResponseBody};
 use crate::error::Error;
 
 /// How a client waits and retries.
@@ -74,15 +74,31 @@ impl Client {
         }
     }
 
-    /// Reads up to `max_count` committed entries from index `from`, from whichever node
-    /// answers (a follower may lag behind the leader). Returns the entries and that node's
-    /// commit index.
+    /// Reads up to `max_count` committed entries from index `from`, linearizably: they include
+    /// every append acknowledged before the read was sent (rules Q1, Q2). Returns the entries
+    /// and the answering node's applied index.
     pub fn read(
         &mut self,
         from: LogIndex,
         max_count: u32,
     ) -> Result<(Vec<ReadEntry>, LogIndex), Error> {
-        match self.call(Op::Read { from, max_count })? {
+        self.read_with(from, max_count, Consistency::Linearizable)
+    }
+
+    /// Like [`Client::read`], with the consistency chosen; `Stale` reads whatever the answering
+    /// node has applied (a follower may lag behind the leader).
+    pub fn read_with(
+        &mut self,
+        from: LogIndex,
+        max_count: u32,
+        consistency: Consistency,
+    ) -> Result<(Vec<ReadEntry>, LogIndex), Error> {
+        let op = Op::Read {
+            from,
+            max_count,
+            consistency,
+        };
+        match self.call(op)? {
             ResponseBody::Entries {
                 entries,
                 commit_index,
@@ -100,11 +116,22 @@ impl Client {
         self.applied(op)
     }
 
-    /// Asks the cluster's state machine a query (linearizable: answered as of the query's place
-    /// in the log); returns that index and the state machine's answer.
+    /// Asks the cluster's state machine a query, linearizably and without a log write (a read
+    /// index, rules Q1, Q2); returns the applied index it was answered at and the state
+    /// machine's answer.
     pub fn query(&mut self, payload: impl Into<Bytes>) -> Result<(LogIndex, Bytes), Error> {
+        self.query_with(payload, Consistency::Linearizable)
+    }
+
+    /// Like [`Client::query`], with the consistency chosen (docs/operations.md, Reads).
+    pub fn query_with(
+        &mut self,
+        payload: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<(LogIndex, Bytes), Error> {
         let op = Op::Query {
             payload: payload.into(),
+            consistency,
         };
         self.applied(op)
     }

@@ -9,10 +9,10 @@
 //! Request layout (all integers little-endian, byte strings `u32` length + bytes):
 //!
 //! ```text
-//! 1 byte  version (3)
+//! 1 byte  version (4)
 //! 8 bytes client id        (the session, docs/protocol.md Clients)
 //! 8 bytes sequence number  (per client; a retry reuses it)
-//! 1 byte  operation tag    (1 append, 2 read, 3 status, 4 command, 5 query, 6 snapshot)
+//! 1 byte  operation tag    (1 append, 3 status, 4 command, 6 snapshot, 10 query, 11 read)
 //! ...     the operation's fields, in the order of the `Op` variant's fields
 //! ```
 //!
@@ -26,7 +26,10 @@
 //! receives a response of another version reports both versions
 //! (`Error::ProtocolVersion`). Version 1 (before 0.1's opaque commands) had operation tags
 //! 4 put, 5 get, 6 delete, 7 cas, 8 command. Version 2 had no snapshot operation, no
-//! `Compacted` error code, and no snapshot and first index in a status.
+//! `Compacted` error code, and no snapshot and first index in a status. Version 3 ordered every
+//! query through the log (tag 5, no consistency) and read entries from whichever node answered
+//! (tag 2); version 4 (issue 14) replaced them with tags 10 and 11, which end with a
+//! consistency byte (`1` linearizable, `2` lease, `3` stale).
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -39,7 +42,7 @@ use alpo_core::{LogIndex, NodeId, Role, Term};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,12 +71,16 @@ pub enum Op {
         /// The entry's content.
         value: Bytes,
     },
-    /// Read committed entries from index `from`, at most `max_count`. Any node.
+    /// Read committed entries from index `from`, at most `max_count`. Any node; with
+    /// `Linearizable` (or `Lease`) the node first gets a read index (rules Q1, Q2), so the
+    /// entries include every append acknowledged before the read was sent.
     Read {
         /// The first index to return (1 for the start of the log).
         from: LogIndex,
         /// How many entries at most (capped by the node's `READ_ENTRY_COUNT_MAX`).
         max_count: u32,
+        /// How fresh the answer must be.
+        consistency: Consistency,
     },
     /// The node's role, term, leader and indices. Any node.
     Status,
@@ -84,16 +91,63 @@ pub enum Op {
         payload: Bytes,
     },
     /// A query for the node's state machine, opaque to ALPO: `StateMachine::query` answers it
-    /// without changing the state. Linearizable: the node orders it through the log like a
-    /// command, and the state machine answers it with its state exactly as of the query's log
-    /// index. Leader only.
+    /// against the applied state, without a log write. Any node: with `Linearizable` the node
+    /// gets a read index (the leader by a heartbeat round, rule Q1; a follower from the leader,
+    /// Q2) and answers once it has applied up to it; with `Lease` a leader holding its lease
+    /// skips the round (Q3); with `Stale` the node answers at once from what it has applied.
     Query {
         /// The query's bytes, handed to `StateMachine::query`.
         payload: Bytes,
+        /// How fresh the answer must be.
+        consistency: Consistency,
     },
     /// Take a snapshot now (rule S2): answered once it is durable, with its last included
     /// index. Any node, for itself.
     Snapshot,
+}
+
+/// How fresh a read (`Op::Query`, `Op::Read`) must be (docs/operations.md, Reads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read was sent (ReadIndex, rules Q1, Q2). The
+    /// default.
+    #[default]
+    Linearizable = 1,
+    /// Like `Linearizable`, without a heartbeat round while the leader holds its lease (rule
+    /// Q3): correct only while every clock drifts within the configured bound.
+    Lease = 2,
+    /// Whatever the node has applied: may miss recent writes (a lagging follower, a deposed
+    /// leader), never shows uncommitted ones.
+    Stale = 3,
+}
+
+impl Consistency {
+    /// The consistency a wire byte stands for, if any.
+    #[must_use]
+    pub fn from_u8(byte: u8) -> Option<Consistency> {
+        match byte {
+            1 => Some(Consistency::Linearizable),
+            2 => Some(Consistency::Lease),
+            3 => Some(Consistency::Stale),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Consistency, String> {
+        match text {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "lease" => Ok(Consistency::Lease),
+            "stale" => Ok(Consistency::Stale),
+            other => Err(format!(
+                "unknown consistency {other:?}: expected linearizable, lease or stale"
+            )),
+        }
+    }
 }
 
 /// One response, matched to its request by sequence number.
@@ -238,11 +292,13 @@ pub enum ErrorCode {
 }
 
 const OP_APPEND: u8 = 1;
-const OP_READ: u8 = 2;
 const OP_STATUS: u8 = 3;
 const OP_COMMAND: u8 = 4;
-const OP_QUERY: u8 = 5;
 const OP_SNAPSHOT: u8 = 6;
+/// Version 4 (issue 14): a query with its consistency (tag 5, through the log, is retired).
+const OP_QUERY: u8 = 10;
+/// Version 4 (issue 14): a read of entries with its consistency (tag 2 is retired).
+const OP_READ: u8 = 11;
 
 const BODY_APPENDED: u8 = 1;
 const BODY_ENTRIES: u8 = 2;
@@ -260,10 +316,21 @@ impl Request {
         w.u8(PROTOCOL_VERSION).u64(self.id.client).u64(self.id.seq);
         match &self.op {
             Op::Append { value } => w.u8(OP_APPEND).bytes(value),
-            Op::Read { from, max_count } => w.u8(OP_READ).u64(from.0).u32(*max_count),
+            Op::Read {
+                from,
+                max_count,
+                consistency,
+            } => w
+                .u8(OP_READ)
+                .u64(from.0)
+                .u32(*max_count)
+                .u8(*consistency as u8),
             Op::Status => w.u8(OP_STATUS),
             Op::Command { payload } => w.u8(OP_COMMAND).bytes(payload),
-            Op::Query { payload } => w.u8(OP_QUERY).bytes(payload),
+            Op::Query {
+                payload,
+                consistency,
+            } => w.u8(OP_QUERY).bytes(payload).u8(*consistency as u8),
             Op::Snapshot => w.u8(OP_SNAPSHOT),
         };
         w.finish()
@@ -284,6 +351,7 @@ impl Request {
             OP_READ => Op::Read {
                 from: LogIndex(r.u64("from")?),
                 max_count: r.u32("max count")?,
+                consistency: decode_consistency(&mut r)?,
             },
             OP_STATUS => Op::Status,
             OP_COMMAND => Op::Command {
@@ -291,6 +359,7 @@ impl Request {
             },
             OP_QUERY => Op::Query {
                 payload: r.bytes("payload")?,
+                consistency: decode_consistency(&mut r)?,
             },
             OP_SNAPSHOT => Op::Snapshot,
             tag => return Err(r.unknown_tag("operation", tag)),
@@ -319,7 +388,10 @@ impl Op {
     /// Whether only the leader can serve this operation (it goes through the log).
     #[must_use]
     pub fn needs_leader(&self) -> bool {
-        !matches!(self, Op::Read { .. } | Op::Status | Op::Snapshot)
+        !matches!(
+            self,
+            Op::Read { .. } | Op::Status | Op::Snapshot | Op::Query { .. }
+        )
     }
 }
 
@@ -492,6 +564,11 @@ fn decode_entries(r: &mut Reader) -> Result<ResponseBody, DecodeError> {
     })
 }
 
+fn decode_consistency(r: &mut Reader) -> Result<Consistency, DecodeError> {
+    let byte = r.u8("consistency")?;
+    Consistency::from_u8(byte).ok_or_else(|| r.unknown_tag("consistency", byte))
+}
+
 fn decode_error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
     match r.u8("error code")? {
         1 => Ok(ErrorCode::BadRequest),
@@ -518,11 +595,17 @@ mod tests {
             Op::Read {
                 from: LogIndex(5),
                 max_count: 10,
+                consistency: Consistency::Stale,
             },
             Op::Status,
             Op::Command { payload: b("cmd") },
             Op::Query {
                 payload: Bytes::new(),
+                consistency: Consistency::Linearizable,
+            },
+            Op::Query {
+                payload: b("q"),
+                consistency: Consistency::Lease,
             },
             Op::Snapshot,
         ]
@@ -621,7 +704,7 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            3, // version
+            4, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
@@ -633,11 +716,30 @@ mod tests {
             op: Op::Snapshot,
         };
         assert_eq!(request.encode()[17], 6, "the snapshot operation's tag");
+        // Version 4: a linearizable query of "k" (tag 10, payload, consistency 1).
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Query {
+                payload: b("k"),
+                consistency: Consistency::Linearizable,
+            },
+        };
+        assert_eq!(&request.encode()[17..], &[10, 1, 0, 0, 0, b'k', 1]);
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::Read {
+                from: LogIndex(3),
+                max_count: 5,
+                consistency: Consistency::Stale,
+            },
+        };
+        let read: &[u8] = &[11, 3, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3];
+        assert_eq!(&request.encode()[17..], read);
         let response = Response {
             seq: 2,
             body: ResponseBody::Snapshot { index: LogIndex(9) },
         };
-        let expected: &[u8] = &[3, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        let expected: &[u8] = &[4, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(&response.encode()[..], expected);
     }
 
@@ -710,12 +812,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 3"
+            "client protocol version 1 is not supported: this node speaks version 4"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(4));
-        assert_eq!(version, 4);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(5));
+        assert_eq!(version, 5);
         assert!(
-            reason.contains("version 4") && reason.contains("version 3"),
+            reason.contains("version 5") && reason.contains("version 4"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

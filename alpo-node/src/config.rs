@@ -73,6 +73,20 @@ pub struct NodeConfig {
     /// The log files.
     #[serde(default)]
     pub log: LogSettings,
+    /// Reads without a log write (rules Q1–Q3): the opt-in lease.
+    #[serde(default)]
+    pub reads: ReadSettings,
+}
+
+/// How reads are served (docs/operations.md, Reads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadSettings {
+    /// Lease reads (rule Q3), off when 0: the bound `ρ` on every node's clock drift, in parts
+    /// per million. **Assumption:** every node's monotonic clock runs within `1 ± ρ` of real
+    /// time. Requires check-quorum (always on in alpo-node). 20,000 (2%) is a safe bound for
+    /// ordinary hardware clocks; a lease then lasts `P_min·(1−ρ)/(1+ρ) − H/10`.
+    pub lease_drift_ppm: u32,
 }
 
 /// How the log's files are cut.
@@ -185,6 +199,7 @@ impl NodeConfig {
                 timeouts: Timeouts::lan(),
                 snapshots: Snapshots::default(),
                 log: LogSettings::default(),
+                reads: ReadSettings::default(),
             })
             .collect()
     }
@@ -273,6 +288,9 @@ impl NodeConfig {
             Some(snapshots.interval_entries).filter(|interval| *interval != 0);
         config.retain_entries = snapshots.retain_entries;
         config.log_cache_bytes_max = self.log.cache_bytes_max;
+        config.read_lease = (self.reads.lease_drift_ppm != 0).then_some(alpo_core::ReadLease {
+            drift_ppm: self.reads.lease_drift_ppm,
+        });
         config
     }
 
@@ -348,6 +366,7 @@ fn node_field(core_field: &str) -> String {
         "snapshot_interval_entries" => "snapshots.interval_entries".into(),
         "retain_entries" => "snapshots.retain_entries".into(),
         "log_cache_bytes_max" => "log.cache_bytes_max".into(),
+        "read_lease" => "reads.lease_drift_ppm".into(),
         other => format!("timeouts.{other}"),
     }
 }

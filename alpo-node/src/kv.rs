@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use alpo_core::LogIndex;
 
-use crate::client_protocol::Op;
+use crate::client_protocol::{Consistency, Op};
 use crate::image_io::{get_bytes, get_u64, put_bytes, put_u64};
 use crate::limits::KV_KEY_BYTES_MAX;
 use crate::state_machine::{SnapshotImage, StateMachine};
@@ -138,13 +138,22 @@ impl KvOp {
         matches!(self, KvOp::Get { .. })
     }
 
-    /// The client-protocol request that carries this operation: a query for a get, a command
-    /// otherwise.
+    /// The client-protocol request that carries this operation: a linearizable query for a
+    /// get, a command otherwise.
     #[must_use]
     pub fn to_op(&self) -> Op {
+        self.to_op_with(Consistency::Linearizable)
+    }
+
+    /// Like [`KvOp::to_op`], with a get's consistency chosen (docs/operations.md, Reads).
+    #[must_use]
+    pub fn to_op_with(&self, consistency: Consistency) -> Op {
         let payload = self.encode();
         if self.is_query() {
-            Op::Query { payload }
+            Op::Query {
+                payload,
+                consistency,
+            }
         } else {
             Op::Command { payload }
         }
@@ -410,7 +419,7 @@ mod tests {
     /// Runs `op` as the node would: a query through `query`, a command through `apply`.
     fn run(kv: &mut KvStateMachine, op: KvOp) -> KvResult {
         let output = match op.to_op() {
-            Op::Query { payload } => kv.query(&payload),
+            Op::Query { payload, .. } => kv.query(&payload),
             Op::Command { payload } => kv.apply(LogIndex(1), &payload),
             other => panic!("{other:?}"),
         };

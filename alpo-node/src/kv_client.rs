@@ -12,7 +12,7 @@ use bytes::Bytes;
 use alpo_core::LogIndex;
 
 use crate::client::Client;
-use crate::client_protocol::ErrorCode;
+use crate::client_protocol::{Consistency, ErrorCode, Op};
 use crate::error::Error;
 use crate::kv::{KvOp, KvResult};
 
@@ -45,10 +45,21 @@ impl Client {
         }
     }
 
-    /// Key-value machine: reads `key` (linearizable, ordered through the log); `None` if
-    /// absent.
+    /// Key-value machine: reads `key`, linearizably (a read index, no log write; rules Q1,
+    /// Q2); `None` if absent.
     pub fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        match self.kv(&KvOp::Get { key: key.into() })?.1 {
+        self.get_with(key, Consistency::Linearizable)
+    }
+
+    /// Key-value machine: reads `key` with the given consistency (docs/operations.md, Reads);
+    /// `None` if absent.
+    pub fn get_with(
+        &mut self,
+        key: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<Option<Bytes>, Error> {
+        let op = KvOp::Get { key: key.into() };
+        match self.kv_op(op.to_op_with(consistency))?.1 {
             KvResult::Value(value) => Ok(value),
             other => Err(unexpected(&other)),
         }
@@ -86,7 +97,11 @@ impl Client {
     }
 
     fn kv(&mut self, op: &KvOp) -> Result<(LogIndex, KvResult), Error> {
-        let (index, output) = self.applied(op.to_op())?;
+        self.kv_op(op.to_op())
+    }
+
+    fn kv_op(&mut self, op: Op) -> Result<(LogIndex, KvResult), Error> {
+        let (index, output) = self.applied(op)?;
         match KvResult::decode(output)? {
             KvResult::Invalid(reason) => Err(Error::Refused {
                 code: ErrorCode::BadRequest,

@@ -36,7 +36,7 @@
 //!
 //! use alpo_core::{ClusterId, LogIndex};
 //! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
-//! use alpo_node::{LogSettings, Snapshots, Timeouts};
+//! use alpo_node::{LogSettings, ReadSettings, Snapshots, Timeouts};
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -90,6 +90,7 @@
 //!     timeouts: Timeouts::lan(),
 //!     snapshots: Snapshots::default(),
 //!     log: LogSettings::default(),
+//!     reads: ReadSettings::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -129,6 +130,7 @@ mod kv_client;
 pub mod limits;
 mod node;
 mod node_image;
+mod reads;
 mod server;
 mod service;
 mod session;
@@ -139,7 +141,7 @@ mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{LogSettings, NodeConfig, PeerConfig, Snapshots, Timeouts};
+pub use config::{LogSettings, NodeConfig, PeerConfig, ReadSettings, Snapshots, Timeouts};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;

@@ -39,14 +39,14 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use alpo_core::{
-    HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node, Output, Persisted,
-    ProposeError, Role,
+    HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node, NodeId, Output,
+    Persisted, ProposeError, ReadError, ReadId, Role,
 };
 
-use crate::apply::ReadRequest;
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
+use crate::apply::{QueryRequest, ReadRequest};
 use crate::client_protocol::{
-    ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
+    Consistency, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
     unsupported_version_response,
 };
 use crate::command::{CommandKind, LogCommand};
@@ -55,6 +55,7 @@ use crate::error::Error;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
 use crate::node_image::RestoredState;
+use crate::reads::{self, ClientReads, ReadWhat, WaitingRead};
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
 use crate::state_machine::StateMachine;
@@ -105,6 +106,8 @@ struct EventLoop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
+    /// Reads waiting for the core's read index (rules Q1–Q3).
+    pub(crate) reads: ClientReads,
     /// Rule S9: where the core's `ReadLog`s are answered (a view of the log's durable records).
     pub(crate) log_reader: Box<dyn EntrySource>,
     /// `ReadLog`s performed and not yet answered; answered at the next turn of the loop.
@@ -154,6 +157,11 @@ impl EventLoop {
             *self.shared.failure.lock() = Some(Arc::clone(&error));
             Error::Failed(error)
         });
+        // Reads still waiting for a read index are told to go elsewhere.
+        for read in self.reads.drain() {
+            let body = error_body(ErrorCode::Unavailable, "node stopping".into());
+            self.reply(read.connection, read.seq, body);
+        }
         let EventLoop {
             storage,
             apply,
@@ -376,20 +384,110 @@ impl EventLoop {
                 self.reply(connection, request.id.seq, body);
                 Ok(())
             }
-            Op::Read { from, max_count } => {
-                let read = ReadRequest {
-                    connection,
-                    seq: request.id.seq,
-                    from,
-                    max_count,
-                };
-                self.send_read(read)
+            Op::Read {
+                from,
+                max_count,
+                consistency,
+            } => {
+                let what = ReadWhat::Entries { from, max_count };
+                self.start_read(connection, request.id.seq, what, consistency)
+            }
+            Op::Query {
+                payload,
+                consistency,
+            } => {
+                let what = ReadWhat::Query(payload);
+                self.start_read(connection, request.id.seq, what, consistency)
             }
             Op::Snapshot => {
                 self.request_snapshot(connection, request.id.seq);
                 Ok(())
             }
             op => self.propose(connection, request.id, op),
+        }
+    }
+
+    /// A read without a log write: stale at once, otherwise once the core's read index is
+    /// ready (`read_ready`).
+    fn start_read(
+        &mut self,
+        connection: ConnectionId,
+        seq: u64,
+        what: ReadWhat,
+        consistency: Consistency,
+    ) -> Result<(), Error> {
+        let read = WaitingRead {
+            connection,
+            seq,
+            what,
+        };
+        let Some(mode) = reads::read_mode(consistency) else {
+            return self.serve_read(read);
+        };
+        match self.reads.start(read) {
+            Some(id) => self.node.read_index(self.now(), id, mode),
+            None => {
+                let body = error_body(ErrorCode::Retry, "too many reads waiting; retry".into());
+                self.reply(connection, seq, body);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a read whose index is applied (or a stale one) to the apply thread.
+    fn serve_read(&self, read: WaitingRead) -> Result<(), Error> {
+        let (connection, seq) = (read.connection, read.seq);
+        match read.what {
+            ReadWhat::Entries { from, max_count } => self.send_read(ReadRequest {
+                connection,
+                seq,
+                from,
+                max_count,
+            }),
+            ReadWhat::Query(payload) => self.send_query(QueryRequest {
+                connection,
+                seq,
+                payload,
+            }),
+        }
+    }
+
+    /// The core's answer to a read (`ReadReady`, `ReadFailed`).
+    fn read_answered(
+        &mut self,
+        id: ReadId,
+        result: Result<LogIndex, ReadError>,
+    ) -> Result<(), Error> {
+        let Some(read) = self.reads.finish(id) else {
+            return Ok(());
+        };
+        match result {
+            Ok(_) => self.serve_read(read),
+            Err(ReadError::NotLeader { leader_hint }) => {
+                let leader = leader_hint.map(|id| self.leader_hint(id));
+                self.reply(
+                    read.connection,
+                    read.seq,
+                    ResponseBody::NotLeader { leader },
+                );
+                Ok(())
+            }
+            Err(error) => {
+                let body = error_body(ErrorCode::Retry, error.to_string());
+                self.reply(read.connection, read.seq, body);
+                Ok(())
+            }
+        }
+    }
+
+    fn leader_hint(&self, id: NodeId) -> LeaderHint {
+        LeaderHint {
+            id,
+            client_addr: self
+                .config
+                .client_addr_of(id)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -411,14 +509,7 @@ impl EventLoop {
                 return self.send_apply(ApplyMsg::Pending(pending));
             }
             Err(ProposeError::NotLeader { leader_hint }) => {
-                let leader = leader_hint.map(|id| LeaderHint {
-                    id,
-                    client_addr: self
-                        .config
-                        .client_addr_of(id)
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                });
+                let leader = leader_hint.map(|id| self.leader_hint(id));
                 self.reply(connection, id.seq, ResponseBody::NotLeader { leader });
             }
             Err(
@@ -470,6 +561,8 @@ impl EventLoop {
                     self.send_storage(StorageOp::Append { entries })?
                 }
                 Output::Send(message) => self.peers.send(message),
+                Output::ReadReady { id, index } => self.read_answered(id, Ok(index))?,
+                Output::ReadFailed { id, error } => self.read_answered(id, Err(error))?,
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
                 read @ Output::ReadLog { .. } => self.log_reads.extend(LogRead::of(read)),
                 Output::TakeSnapshot { at } => self.send_apply(ApplyMsg::TakeSnapshot { at })?,
@@ -601,6 +694,22 @@ impl EventLoop {
         }
     }
 
+    /// Queries share the apply queue like reads of entries, and never wait for room in it.
+    fn send_query(&self, query: QueryRequest) -> Result<(), Error> {
+        let (connection, seq) = (query.connection, query.seq);
+        match self.apply.sender.try_send(ApplyMsg::Query(query)) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                let body = error_body(ErrorCode::Retry, "too many requests queued; retry".into());
+                self.reply(connection, seq, body);
+                Ok(())
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Stopped {
+                reason: "the apply thread stopped (did the state machine panic?)".into(),
+            }),
+        }
+    }
+
     fn status(&self) -> NodeStatus {
         let applied = LogIndex(self.apply.applied.load(Ordering::Acquire));
         node_status(&self.node, applied)
@@ -702,6 +811,7 @@ pub(crate) fn launch(
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
+        reads: ClientReads::default(),
         log_reader: parts.log_reader,
         log_reads: Vec::new(),
         config,
@@ -805,8 +915,8 @@ fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
     match op {
         Op::Append { value } => Some((CommandKind::Append, value)),
         Op::Command { payload } => Some((CommandKind::Command, payload)),
-        Op::Query { payload } => Some((CommandKind::Query, payload)),
-        Op::Read { .. } | Op::Status | Op::Snapshot => None,
+        // Reads never enter the log (rules Q1–Q3): `on_client` routes them.
+        Op::Read { .. } | Op::Query { .. } | Op::Status | Op::Snapshot => None,
     }
 }
 
@@ -921,6 +1031,7 @@ mod tests {
             peers,
             snapshots: crate::config::Snapshots::default(),
             log: crate::config::LogSettings::default(),
+            reads: crate::config::ReadSettings::default(),
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,

@@ -303,7 +303,10 @@ mod tests {
         }
         let mut after = Vec::new();
         frozen.write_to(&mut after).unwrap();
-        assert_eq!(before, after, "the frozen image changed with the live table");
+        assert_eq!(
+            before, after,
+            "the frozen image changed with the live table"
+        );
         let restored = Sessions::read_from(&mut before.as_slice()).unwrap();
         assert_eq!(restored.len(), 1_000);
         assert!(matches!(restored.check(id(7, 1)), Check::Duplicate(_)));

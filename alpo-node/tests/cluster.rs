@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alpo_core::{ClusterId, LogIndex, NodeId, Role};
-use alpo_node::client_protocol::{Op, Request, RequestId, Response, ResponseBody};
+use alpo_node::client_protocol::{Consistency, Op, Request, RequestId, Response, ResponseBody};
 use alpo_node::{Client, ClientOptions, KvStateMachine, NodeConfig, PeerConfig, Server};
 
 const CLUSTER: u64 = 0xa1b0;
@@ -363,7 +363,7 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let addr = cluster.configs[leader].client_addr;
     let timeout = Duration::from_secs(5);
     let mut raw = alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER), timeout).unwrap();
-    raw.send(b"\x03garbage").unwrap();
+    raw.send(b"\x04garbage").unwrap();
     let response = Response::decode(raw.recv(timeout).unwrap()).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
@@ -371,13 +371,13 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
         response.body
     );
     // A client of another protocol version gets an answer in its own version naming both.
-    for version in [1u8, 4] {
+    for version in [1u8, 5] {
         raw.send(&[version, 0, 0]).unwrap();
         let answer = raw.recv(timeout).unwrap();
         assert_eq!(answer[0], version);
         let text = String::from_utf8_lossy(&answer);
         let expected = format!(
-            "client protocol version {version} is not supported: this node speaks version 3"
+            "client protocol version {version} is not supported: this node speaks version 4"
         );
         assert!(text.ends_with(&expected), "{text}");
     }
@@ -390,4 +390,68 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     assert!(alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER + 1), timeout).is_err());
     // The node still serves.
     assert!(client.append("still here").is_ok());
+}
+
+/// Issue 14: a read that starts after an acknowledged write sees it, at a follower too (rules
+/// Q1, Q2), for state-machine queries and for reads of log entries; stale reads are served from
+/// whatever the node applied; lease reads (Q3) see the write as well.
+#[test]
+fn reads_at_a_follower_see_every_acknowledged_write() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let follower_addr = cluster.configs[(leader + 1) % 3].client_addr;
+    let mut options = ClientOptions::new(ClusterId(CLUSTER));
+    options.request_timeout = Duration::from_secs(30);
+    let mut writer = cluster.client();
+    // This client only knows the follower: its reads are served there (Q2).
+    let mut reader = Client::new(vec![follower_addr], options).unwrap();
+    for i in 0..50u32 {
+        let value = i.to_string();
+        writer.put("k", value.clone()).unwrap();
+        let read = reader.get("k").unwrap();
+        assert_eq!(read.as_deref(), Some(value.as_bytes()), "read {i}");
+        let index = writer.append(format!("entry {i}")).unwrap();
+        let (entries, applied) = reader.read(index, 1).unwrap();
+        assert!(index <= applied, "read {i}: applied {applied} < {index}");
+        assert_eq!(entries.first().map(|e| e.index), Some(index), "read {i}");
+    }
+    let status = reader.status_of(follower_addr).unwrap();
+    assert_eq!(status.role, Role::Passive, "the reads went to the follower");
+    // Stale: answered from what the follower applied, without a read index.
+    let stale = reader.get_with("k", Consistency::Stale).unwrap();
+    assert!(stale.is_some());
+    let (_, applied) = reader
+        .read_with(LogIndex(1), 1, Consistency::Stale)
+        .unwrap();
+    assert!(LogIndex(1) <= applied);
+}
+
+#[test]
+fn lease_reads_see_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let member = PeerConfig {
+        id: 1,
+        peer_addr: listener.local_addr().unwrap(),
+        client_addr: free_client_addr(),
+    };
+    let mut config = NodeConfig::for_members(CLUSTER, dir.path(), &[member])
+        .pop()
+        .unwrap();
+    config.reads.lease_drift_ppm = 20_000;
+    let server =
+        Server::start_with_listener(config.clone(), listener, KvStateMachine::new()).unwrap();
+    let mut options = ClientOptions::new(ClusterId(CLUSTER));
+    options.request_timeout = Duration::from_secs(30);
+    let mut client = Client::new(vec![config.client_addr], options).unwrap();
+    for i in 0..20u32 {
+        client.put("k", i.to_string()).unwrap();
+        let read = client.get_with("k", Consistency::Lease).unwrap();
+        assert_eq!(read.as_deref(), Some(i.to_string().as_bytes()));
+    }
+    server.stop().unwrap();
+    // A lease without check-quorum's partner, a drift bound of 100%, is refused by name.
+    config.reads.lease_drift_ppm = 1_000_000;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("reads.lease_drift_ppm"), "{error}");
 }

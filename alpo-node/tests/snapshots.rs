@@ -100,6 +100,7 @@ impl Cluster {
                     segment_bytes_max: 4096,
                     cache_bytes_max: 256,
                 },
+                reads: alpo_node::ReadSettings::default(),
             })
             .collect();
         let mut cluster = Cluster {

@@ -195,6 +195,11 @@ impl Node {
         if self.role == Role::Leader {
             return true;
         }
+        if self.sticky_after_start(now) {
+            // Q3a: with leases on, a start counts as a leader contact.
+            hit!(q3a_votes_refused_after_start);
+            return true;
+        }
         let heard = self.timers.leader_contact;
         self.leader.is_some_and(|leader| leader != from)
             && heard.is_some_and(|at| now < at + self.config.passive_timeout_min)
@@ -406,6 +411,7 @@ impl Node {
             self.timers.quorum_check_due = now + self.config.passive_timeout_min;
         }
         if now >= self.timers.heartbeat_due {
+            self.heartbeat_round(now);
             self.heartbeat();
             self.timers.heartbeat_due = now + self.config.heartbeat_interval;
         }

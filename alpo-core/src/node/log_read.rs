@@ -63,7 +63,7 @@ impl Node {
     ) -> bool {
         debug_assert!(from <= to && to < self.log.cached_from());
         if self
-            .reads
+            .log_reads
             .pending
             .values()
             .any(|read| read.purpose == purpose)
@@ -76,13 +76,13 @@ impl Node {
         let purposes = self.config.members.len() as u64;
         let max_bytes = (self.config.read_inflight_bytes_max / purposes).max(1);
         debug_assert!(
-            self.reads.inflight_bytes + max_bytes
+            self.log_reads.inflight_bytes + max_bytes
                 <= self.config.read_inflight_bytes_max.max(purposes)
         );
-        let id = LogReadId(self.reads.next_id);
-        self.reads.next_id += 1;
-        self.reads.inflight_bytes += max_bytes;
-        self.reads.pending.insert(
+        let id = LogReadId(self.log_reads.next_id);
+        self.log_reads.next_id += 1;
+        self.log_reads.inflight_bytes += max_bytes;
+        self.log_reads.pending.insert(
             id,
             PendingRead {
                 purpose,
@@ -105,11 +105,11 @@ impl Node {
         id: LogReadId,
         result: LogReadResult,
     ) -> Result<(), LogFault> {
-        let Some(read) = self.reads.pending.remove(&id) else {
+        let Some(read) = self.log_reads.pending.remove(&id) else {
             hit!(s9_unknown_read_answer_ignored);
             return Ok(());
         };
-        self.reads.inflight_bytes -= read.max_bytes;
+        self.log_reads.inflight_bytes -= read.max_bytes;
         let entries = match result {
             LogReadResult::Entries(entries) => entries,
             LogReadResult::Fault(index) => return Err(self.log_fault(id, index)),
@@ -233,6 +233,7 @@ impl Node {
                 prev_term,
                 entries: batch,
                 leader_commit: self.commit_known,
+                round: self.append_round(),
             };
             next = LogIndex(next.0 + append.entries.len() as u64);
             if !self.send_append(peer, append) {

@@ -163,6 +163,7 @@ impl Node {
             prev_term,
             entries,
             leader_commit: self.commit_known,
+            round: self.append_round(),
         }
     }
 
@@ -171,9 +172,16 @@ impl Node {
     pub(super) fn heartbeat(&mut self) {
         hit!(r7_heartbeat_sent);
         let last = self.log.last_index();
-        let mut heartbeats = Vec::new();
-        for (peer, progress) in &mut self.progress {
+        for progress in self.progress.values_mut() {
             progress.on_heartbeat_tick(last);
+        }
+        self.send_empty_appends();
+    }
+
+    /// Empty Appends to each streaming follower, carrying the current round (R7, Q1 (c)).
+    pub(super) fn send_empty_appends(&mut self) {
+        let mut heartbeats = Vec::new();
+        for (peer, progress) in &self.progress {
             if progress.is_replicating() {
                 heartbeats.push((*peer, progress.match_index));
             } else if progress.is_snapshotting() {
@@ -195,6 +203,7 @@ impl Node {
                 prev_term: prev.1,
                 entries: Vec::new(),
                 leader_commit: self.commit_known,
+                round: self.append_round(),
             };
             self.send(
                 peer,
@@ -210,7 +219,11 @@ impl Node {
         if term < current {
             hit!(e6_stale_append_answered);
             let hint = self.reject_hint(append.prev_index);
-            self.send(from, current, reply_body(AppendResult::Rejected(hint)));
+            self.send(
+                from,
+                current,
+                self.append_reply(AppendResult::Rejected(hint)),
+            );
             return;
         }
         if !append_is_well_formed(term, &append) {
@@ -222,6 +235,7 @@ impl Node {
             hit!(r9_leader_steps_down_before_touching_its_log);
         }
         self.accept_leader(now, from, term);
+        self.note_append_round(term, append.round);
         if self.log.is_compacted(append.prev_index) {
             // S8: below our base, the log is covered by a durable snapshot, so committed: it
             // matches the log of every leader of a current term.
@@ -229,7 +243,7 @@ impl Node {
         } else if self.log.term_at(append.prev_index) != Some(append.prev_term) {
             hit!(r3_append_rejected_on_mismatch);
             let hint = self.reject_hint(append.prev_index);
-            self.send(from, term, reply_body(AppendResult::Rejected(hint)));
+            self.send(from, term, self.append_reply(AppendResult::Rejected(hint)));
             return;
         }
         let verified = LogIndex(append.prev_index.0 + append.entries.len() as u64);
@@ -322,7 +336,11 @@ impl Node {
             let reply = AppendResult::Accepted {
                 match_index: verified,
             };
-            self.send(leader, self.hard_state.current_term, reply_body(reply));
+            self.send(
+                leader,
+                self.hard_state.current_term,
+                self.append_reply(reply),
+            );
         } else {
             hit!(r4_acknowledgement_waits_for_durability);
             self.pending_ack = Some(self.pending_ack.map_or(verified, |p| p.max(verified)));
@@ -341,7 +359,11 @@ impl Node {
                 self.pending_ack = None;
             }
             let reply = AppendResult::Accepted { match_index };
-            self.send(leader, self.hard_state.current_term, reply_body(reply));
+            self.send(
+                leader,
+                self.hard_state.current_term,
+                self.append_reply(reply),
+            );
         }
         self.advance_commit();
     }
@@ -362,6 +384,7 @@ impl Node {
         if self.follower_replied(meta).is_none() {
             return;
         }
+        self.on_round_echo(now, meta.from, reply.round);
         let Some(progress) = self.progress.get_mut(&meta.from) else {
             return;
         };
@@ -455,8 +478,12 @@ impl Node {
     }
 }
 
-pub(super) fn reply_body(result: AppendResult) -> MessageBody {
-    MessageBody::AppendReply(AppendReply { result })
+impl Node {
+    /// An AppendReply, echoing the highest round received in our term (Q1 (c)).
+    fn append_reply(&self, result: AppendResult) -> MessageBody {
+        let round = self.echo_round();
+        MessageBody::AppendReply(AppendReply { result, round })
+    }
 }
 
 /// Network input is checked before it touches the log: consecutive indices after `prev_index`,

@@ -58,6 +58,10 @@ pub struct RunReport {
     pub proposal_count: u64,
     /// Accepted proposals that were applied somewhere.
     pub committed_count: u64,
+    /// Reads served (rules Q1–Q3), each checked by `read_linearizability`.
+    pub read_served_count: u64,
+    /// Reads that failed or were lost with a crashed node.
+    pub read_failed_count: u64,
     /// The leader-loss measurement of the healed phase, if the run got that far.
     pub election: Option<ElectionSample>,
     /// The first election of the run (all nodes start at once), if no fault came before it:
@@ -120,6 +124,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     if options.snapshots {
         command.push_str(" --snapshots on");
     }
+    if options.drift_beyond_lease {
+        command.push_str(" --drift-beyond-lease on");
+    }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));
     }
@@ -173,6 +180,8 @@ pub struct SoakSummary {
     pub step_count: u64,
     /// Committed proposals over all runs.
     pub committed_count: u64,
+    /// Reads served over all runs.
+    pub read_served_count: u64,
     /// Election samples, deferral on.
     pub with_deferral: Vec<ElectionSample>,
     /// Election samples, deferral off.
@@ -195,6 +204,7 @@ impl SoakSummary {
         self.message_count += report.message_count;
         self.step_count += report.step_count;
         self.committed_count += report.committed_count;
+        self.read_served_count += report.read_served_count;
         match report.election {
             Some(s) if s.deferral => self.with_deferral.push(s),
             Some(s) => self.without_deferral.push(s),
@@ -301,6 +311,8 @@ mod tests {
             term_max: 0,
             proposal_count: 0,
             committed_count: 0,
+            read_served_count: 0,
+            read_failed_count: 0,
             election: None,
             cold_start: None,
             event_log: Vec::new(),

@@ -25,6 +25,7 @@ mod nemesis;
 mod observe;
 mod phases;
 mod queue;
+mod reads;
 mod snapshots;
 mod step;
 
@@ -52,6 +53,9 @@ const MS: u64 = 1_000_000;
 
 /// Mixed into the run seed for the generator of `hold_rng`.
 const HOLD_SEED: u64 = 0x401D_AC20_55E5;
+
+/// Mixed into the run seed for the generator of `read_rng`.
+const READ_SEED: u64 = 0x8EAD_1DE5_0F14;
 
 /// Name of the pseudo-checker for runs that do not recover after the heal.
 pub const LIVENESS: &str = "liveness";
@@ -147,6 +151,10 @@ struct Simulation {
     nemesis_rng: SimRng,
     client_rng: SimRng,
     client: Client,
+    /// Draws for the client's reads: a stream of its own.
+    read_rng: SimRng,
+    /// The next read's id (unique in the run).
+    next_read_id: u64,
     checkers: Checkers,
     phase: Phase,
     probe_masks: BTreeMap<u64, u64>,
@@ -166,7 +174,7 @@ struct Simulation {
     /// snapshots draw exactly what they drew before snapshots existed.
     snapshot_rng: SimRng,
     /// Draws for log read delays (rule S9): a stream of its own.
-    read_rng: SimRng,
+    log_read_rng: SimRng,
     /// For the checkers: the log entries each snapshot ever taken covers, by last position.
     covered: BTreeMap<LogPosition, std::sync::Arc<[Entry]>>,
 }
@@ -203,6 +211,8 @@ impl Simulation {
             nemesis_rng: rng.fork(),
             client_rng: rng.fork(),
             client: Client::new(scenario.seed),
+            read_rng: SimRng::new(scenario.seed ^ READ_SEED),
+            next_read_id: 1,
             checkers: Checkers::new(n),
             scenario,
             options,
@@ -222,7 +232,7 @@ impl Simulation {
             cold_start_open: true,
             event_log: Vec::new(),
             snapshot_rng: SimRng::new(scenario_seed ^ snapshots::SNAPSHOT_RNG_SALT),
-            read_rng: SimRng::new(scenario_seed ^ log_reads::READ_RNG_SALT),
+            log_read_rng: SimRng::new(scenario_seed ^ log_reads::READ_RNG_SALT),
             covered: BTreeMap::new(),
         }
     }
@@ -232,6 +242,7 @@ impl Simulation {
             self.schedule(0, Event::Restart { slot });
         }
         self.schedule(self.scenario.client_gap_ns, Event::Client);
+        self.schedule(self.scenario.read_gap_ns, Event::Read);
         let gap = self.nemesis_gap();
         self.schedule(gap, Event::Nemesis);
         self.schedule(self.scenario.fault_phase_ns, Event::Heal);
@@ -301,6 +312,7 @@ impl Simulation {
             Event::Crash { .. } => Ok(()),
             Event::Nemesis => self.nemesis(),
             Event::Client => self.client_proposes(),
+            Event::Read => self.client_reads(),
             Event::Heal => self.heal(),
             Event::Failover => self.start_failover(),
             Event::Deadline => self.deadline(),

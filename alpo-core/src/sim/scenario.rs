@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ReadLease};
 use crate::injected::InjectedBug;
 use crate::sim::clock::Clock;
 use crate::sim::network::NetworkFaults;
@@ -15,6 +15,12 @@ use crate::sim::rng::SimRng;
 use crate::types::NodeId;
 
 const MS: u64 = 1_000_000;
+
+/// Mixed into the run seed for the reads' generator.
+const READ_SALT: u64 = 0x0EAD_5A17_1EA5;
+
+/// The lease's drift bound `ρ` in the simulator: the clocks' own drift bound (±20,000 ppm).
+pub const LEASE_DRIFT_PPM: u32 = 20_000;
 
 /// Knobs chosen by the caller, the same for every seed of a soak.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +45,10 @@ pub struct SimOptions {
     /// compaction and installs happen in ordinary seeds. Its draws come from a generator of
     /// their own: with it off, a seed runs exactly as it did before snapshots existed.
     pub snapshots: bool,
+    /// The lease-drift profile: leases on (ρ = 2%) in every run whose check-quorum is on, and
+    /// clocks drifting up to 25 times that bound (±50%), so that lease reads may break property 14
+    /// on purpose (rule Q3's assumption violated). Off: clocks stay within ρ.
+    pub drift_beyond_lease: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -103,6 +113,8 @@ pub struct Scenario {
     pub nemesis_gap_ns: (u64, u64),
     /// Pause between client proposals, in nanoseconds.
     pub client_gap_ns: u64,
+    /// Pause between client reads, in nanoseconds.
+    pub read_gap_ns: u64,
     /// End of the fault phase, in global nanoseconds.
     pub fault_phase_ns: u64,
     /// Shortest and longest (exclusive) delay before a `ReadLog` is answered, in nanoseconds
@@ -126,6 +138,7 @@ impl SimOptions {
             profile: None,
             event_log: false,
             snapshots: false,
+            drift_beyond_lease: false,
         }
     }
 
@@ -171,10 +184,13 @@ impl Scenario {
             snapshot_policy(seed, &mut configs);
         }
         let log_read_ns = cache_policy(seed, &mut configs);
+        let read_gap_ns = read_policy(seed, options, &mut configs);
+        let drift_scale = if options.drift_beyond_lease { 25 } else { 1 };
         let clocks = (0..node_count)
             .map(|_| Clock {
                 offset_ns: rng.range(0, 1_000 * MS),
-                drift_ppm: i64::try_from(rng.range(0, 40_001)).unwrap_or(0) - 20_000,
+                drift_ppm: (i64::try_from(rng.range(0, 40_001)).unwrap_or(0) - 20_000)
+                    * drift_scale,
             })
             .collect();
         let mut faults = network_faults(&mut rng);
@@ -213,10 +229,27 @@ impl Scenario {
             nemesis_gap_ns,
             client_gap_ns,
             log_read_ns,
+            read_gap_ns,
             fault_phase_ns: options.fault_phase_ms * MS,
             liveness_bound_ns: 20 * duration_ns(passive_max),
         }
     }
+}
+
+/// Rules Q1–Q3: half the seeds give check-quorum servers a read lease (all of them with
+/// `drift_beyond_lease`); returns the gap between client reads. Reads draw from a stream of
+/// their own, so the other draws stay as they were.
+fn read_policy(seed: u64, options: &SimOptions, configs: &mut [Config]) -> u64 {
+    let mut read_rng = SimRng::new(seed ^ READ_SALT);
+    let lease = options.drift_beyond_lease || read_rng.chance(500_000);
+    for config in configs.iter_mut() {
+        if lease && config.check_quorum {
+            config.read_lease = Some(ReadLease {
+                drift_ppm: LEASE_DRIFT_PPM,
+            });
+        }
+    }
+    read_rng.range(MS, 20 * MS)
 }
 
 fn configs(rng: &mut SimRng, node_count: usize, options: &SimOptions) -> Vec<Config> {

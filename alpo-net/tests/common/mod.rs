@@ -183,6 +183,7 @@ pub fn ack(from: u64, to: u64, seq: u64) -> Message {
             result: AppendResult::Accepted {
                 match_index: LogIndex(seq),
             },
+            round: 0,
         }),
     }
 }
@@ -192,6 +193,7 @@ pub fn seq_of(message: &Message) -> u64 {
     match message.body {
         MessageBody::AppendReply(AppendReply {
             result: AppendResult::Accepted { match_index },
+            ..
         }) => match_index.0,
         ref other => panic!("not an ack: {other:?}"),
     }
@@ -215,6 +217,7 @@ pub fn append(from: u64, to: u64, seq: u64) -> Message {
                 payload: Bytes::from(payload),
             }],
             leader_commit: LogIndex(seq),
+            round: 0,
         }),
     }
 }

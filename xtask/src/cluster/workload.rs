@@ -64,6 +64,12 @@ pub(crate) fn spawn_client(
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    // Gets go to a node of their own (client `id` starts at endpoint `id mod n`), where a
+    // follower serves them by asking the leader for a read index (rule Q2): linearizable reads
+    // spread over the cluster, leader and followers alike (issue 14).
+    let mut readers = endpoints.clone();
+    readers.rotate_left(usize::try_from(id).unwrap_or(0) % endpoints.len().max(1));
+    let mut reader = Client::new(readers, client_options())?;
     let mut client = Client::new(endpoints, client_options())?;
     let handle = thread::Builder::new()
         .name(format!("client-{id}"))
@@ -80,7 +86,10 @@ pub(crate) fn spawn_client(
                 let guess = last.get(&key).cloned().flatten();
                 let command = pick_command(&mut rng, key, value, guess);
                 let op = recorder.invoke(ClientId(id), command.clone());
-                let completion = execute(&mut client, &command);
+                let completion = match command {
+                    Command::Get { .. } => execute(&mut reader, &command),
+                    _ => execute(&mut client, &command),
+                };
                 remember(&mut last, &command, &completion);
                 recorder.complete(op, completion)?;
             }

@@ -1,6 +1,6 @@
 //! The named safety checkers, one file per property in docs/protocol.md, Safety properties
 //! (and `snapshot_equivalence`, property 9, and `compaction_bound`, property 10, of its snapshot
-//! section; `cache_bound`, rule S9).
+//! section; `cache_bound`, rule S9; `read_linearizability`, property 14, of its reads section).
 //!
 //! The runner feeds every checker what it observes after each simulated step: the stepped
 //! node's status and logs (`NodeView`), the log writes and applies it performed, and every
@@ -21,6 +21,7 @@ pub mod leader_append_only;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonicity;
+pub mod read_linearizability;
 pub mod snapshot_equivalence;
 pub mod state_machine_safety;
 
@@ -35,6 +36,7 @@ pub use leader_append_only::LeaderAppendOnly;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
 pub use monotonicity::Monotonicity;
+pub use read_linearizability::ReadLinearizability;
 pub use snapshot_equivalence::SnapshotEquivalence;
 pub use state_machine_safety::StateMachineSafety;
 

@@ -16,7 +16,7 @@ use crate::types::{Entry, Incarnation, LogIndex, NodeId};
 use super::queue::Event;
 use super::{Input, OUTPUT_CONTRACT, Simulation};
 
-/// Salt of the read delays' generator (`Simulation::read_rng`).
+/// Salt of the read delays' generator (`Simulation::log_read_rng`).
 pub(super) const READ_RNG_SALT: u64 = 0x5EAD_106F_0000_0009;
 
 /// A `ReadLog` answer on its way to the node.
@@ -45,7 +45,7 @@ impl Simulation {
             )
         });
         let (low, high) = self.scenario.log_read_ns;
-        let delay = self.read_rng.range(low, high);
+        let delay = self.log_read_rng.range(low, high);
         let incarnation = self.slots[slot].incarnation;
         let answer = LogReadAnswer {
             id: read_id,

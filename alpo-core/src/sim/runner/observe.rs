@@ -6,7 +6,8 @@
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
     Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
-    NodeView, SnapshotEquivalence, StateMachineSafety, Violation, cache_bound, index_order,
+    NodeView, ReadLinearizability, SnapshotEquivalence, StateMachineSafety, Violation, cache_bound,
+    index_order,
 };
 
 use super::queue::Event;
@@ -23,6 +24,7 @@ pub(super) struct Checkers {
     pub(super) monotonicity: Monotonicity,
     pub(super) state_machine: StateMachineSafety,
     pub(super) snapshot_equivalence: SnapshotEquivalence,
+    pub(super) reads: ReadLinearizability,
 }
 
 impl Checkers {
@@ -36,6 +38,7 @@ impl Checkers {
             monotonicity: Monotonicity::new(node_count),
             state_machine: StateMachineSafety::new(node_count),
             snapshot_equivalence: SnapshotEquivalence::default(),
+            reads: ReadLinearizability::default(),
         }
     }
 }

@@ -199,6 +199,8 @@ impl Simulation {
             term_max: self.term_max(),
             proposal_count: self.client.accepted_count,
             committed_count: self.client.committed_count,
+            read_served_count: self.checkers.reads.served_count,
+            read_failed_count: self.checkers.reads.failed_count,
             election: self.election,
             cold_start: self.cold_start,
         }

@@ -31,6 +31,8 @@ pub(super) enum Event {
     },
     Nemesis,
     Client,
+    /// The client invokes a read (rules Q1–Q3).
+    Read,
     Heal,
     Failover,
     Deadline,

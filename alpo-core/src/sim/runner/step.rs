@@ -151,6 +151,10 @@ impl Simulation {
                 to,
                 max_bytes,
             } => self.read_log(slot, after.id, (id, from, to, max_bytes))?,
+            Output::ReadReady { id, index } => {
+                self.read_served(slot, id, index, after.commit_index)?;
+            }
+            Output::ReadFailed { id, .. } => self.read_failed(slot, id),
             other => self.perform_snapshot_output(slot, after.id, other)?,
         }
         Ok(())
@@ -260,6 +264,9 @@ impl Simulation {
             }
             self.note_probe(slot, entry);
         }
+        if let Some(last) = entries.last() {
+            self.checkers.reads.observe_applied(last.index);
+        }
         Ok(())
     }
 
@@ -361,6 +368,8 @@ impl Simulation {
     pub(super) fn crash(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         if s.node.take().is_some() {
+            self.reads_lost(slot);
+            let s = &mut self.slots[slot];
             s.disk.crash();
             s.timer_at = None;
             self.crash_count += 1;
@@ -396,6 +405,7 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
         MessageBody::Append(a) => {
             trace.word(a.prev_index.0 << 2 | 2);
             trace.word(u64::try_from(a.entries.len()).unwrap_or(0) << 32 | a.leader_commit.0);
+            trace.word(a.round);
         }
         MessageBody::AppendReply(r) => trace.word(match r.result {
             crate::message::AppendResult::Accepted { match_index } => match_index.0 << 2 | 3,
@@ -408,6 +418,11 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
         MessageBody::SnapshotReply(reply) => trace.word(match reply.result {
             crate::message::SnapshotResult::NextOffset(held) => held << 3 | 5,
             crate::message::SnapshotResult::Installed(index) => index.0 << 3 | 6,
+        }),
+        MessageBody::ReadIndexRequest(request) => trace.word(request.read_id << 3 | 1),
+        MessageBody::ReadIndexReply(reply) => trace.word(match reply.result {
+            crate::message::ReadIndexResult::Ready(index) => index.0 << 3 | 2,
+            crate::message::ReadIndexResult::NotLeader => reply.read_id << 3 | 3,
         }),
     }
 }
