@@ -104,6 +104,7 @@
 )]
 
 mod backoff;
+pub mod certs;
 mod client;
 pub mod codec;
 mod conn;
@@ -117,12 +118,16 @@ pub mod limits;
 mod link;
 mod peer;
 mod queue;
+mod stream;
+pub mod tls;
 
 pub use client::{ClientConnection, ClientListener, ClientListenerConfig};
 pub use counters::Counters;
 pub use error::{CloseReason, Error, Rejection};
 pub use inbox::{ClientRequest, ConnectionId, Inbox, InboxWaker, Incoming};
 pub use peer::{PeerConfig, PeerTransport};
+pub use stream::Stream;
+pub use tls::{TlsConfig, TlsPaths};
 
 // Handles the node keeps and moves between threads.
 const _: () = {

@@ -29,7 +29,6 @@
 //! oldest.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,6 +40,7 @@ use crate::codec::encode_message;
 use crate::counters::{CounterCells, add, add_usize};
 use crate::limits::DIRECT_WRITE_GAP_NS_MIN;
 use crate::queue::{DropOldestSender, Pushed, drop_oldest_queue};
+use crate::stream::Stream;
 
 /// What the queue carries to the writer thread.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ pub(crate) struct Link {
 #[derive(Debug)]
 pub(crate) struct LinkState {
     /// A clone of the connected stream, for direct writes; `None` while disconnected.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// The writer thread owns the socket (or there is none): `send` must queue.
     writer_owns: bool,
     /// A direct write failed: the writer thread must drop the connection and redial.
@@ -179,6 +179,11 @@ impl Link {
             Ok(written) if written == scratch.len() => {
                 add(&counters.frames_sent, 1);
                 add_usize(&counters.bytes_sent, written);
+                if state.has_pending_output() {
+                    // TLS records the socket did not take: the writer thread writes them.
+                    state.writer_owns = true;
+                    self.push(Outbound::Wake, counters);
+                }
                 Direct::Done
             }
             Ok(0) => Direct::Queue,
@@ -213,6 +218,11 @@ impl LinkState {
         !self.writer_owns && self.stream.is_some() && self.pending.is_empty()
     }
 
+    /// Whether TLS records of a direct write still wait to be written.
+    fn has_pending_output(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::has_pending_output)
+    }
+
     /// Writes as much of `bytes` as the socket takes without blocking: the count written, or the
     /// error that broke the connection.
     fn write_nonblocking(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -241,7 +251,7 @@ impl LinkState {
     }
 
     /// The writer thread connected: it owns `stream` until it first finds nothing to write.
-    pub(crate) fn connected(&mut self, stream: TcpStream) {
+    pub(crate) fn connected(&mut self, stream: Stream) {
         debug_assert!(
             self.pending.is_empty(),
             "invariant: a torn tail never survives its link"
