@@ -72,6 +72,9 @@ pub struct NodeConfig {
     /// The log files.
     #[serde(default)]
     pub log: LogSettings,
+    /// Issue 16: TLS on both ports (`crate::tls`); plain TCP without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// How the log's files are cut.
@@ -178,6 +181,7 @@ impl NodeConfig {
                 timeouts: Timeouts::lan(),
                 snapshots: Snapshots::default(),
                 log: LogSettings::default(),
+                tls: None,
             })
             .collect()
     }

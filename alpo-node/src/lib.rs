@@ -90,6 +90,7 @@
 //!     timeouts: Timeouts::lan(),
 //!     snapshots: Snapshots::default(),
 //!     log: LogSettings::default(),
+//!     tls: None,
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -135,6 +136,7 @@ mod session;
 mod snapshot;
 mod state_machine;
 mod storage;
+pub mod tls;
 mod wire;
 
 pub use client::{Client, ClientOptions};

@@ -846,6 +846,7 @@ mod tests {
             peers,
             snapshots: crate::config::Snapshots::default(),
             log: crate::config::LogSettings::default(),
+            tls: None,
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,

@@ -97,6 +97,7 @@ impl Cluster {
                 log: LogSettings {
                     segment_bytes_max: 4096,
                 },
+                tls: None,
             })
             .collect();
         let mut cluster = Cluster {
