@@ -93,9 +93,26 @@ fn set_validity(params: &mut CertificateParams, validity: Validity) {
     params.not_after = rcgen::date_time_ymd(to, 1, 1);
 }
 
+/// The CA name `init` gives its CA.
+pub const INIT_CA_NAME: &str = "alpo cluster CA";
+
 impl Authority {
     /// A new self-signed CA named `name`.
     pub fn new(name: &str) -> Result<Authority, Error> {
+        let key = KeyPair::generate().map_err(|e| cert_error("a CA key", &e))?;
+        Authority::with_key(name, key)
+    }
+
+    /// The CA named `name` whose key is `key_pem` (as `init` wrote it in `ca-key.pem`, with
+    /// [`INIT_CA_NAME`]), to issue more certificates: a new certificate for a node (rotation),
+    /// or for a node added later. Certificates it issues verify against the original CA
+    /// certificate (same name, same key).
+    pub fn from_key_pem(name: &str, key_pem: &str) -> Result<Authority, Error> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| cert_error("the CA key", &e))?;
+        Authority::with_key(name, key)
+    }
+
+    fn with_key(name: &str, key: KeyPair) -> Result<Authority, Error> {
         let mut params =
             CertificateParams::new(Vec::<String>::new()).map_err(|e| cert_error("a CA", &e))?;
         params.distinguished_name.push(DnType::CommonName, name);
@@ -106,7 +123,6 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
         ];
         set_validity(&mut params, Validity::Years10);
-        let key = KeyPair::generate().map_err(|e| cert_error("a CA key", &e))?;
         let cert = params
             .self_signed(&key)
             .map_err(|e| cert_error("a CA", &e))?;
@@ -176,7 +192,7 @@ pub fn init(dir: &Path, nodes: &[NodeId]) -> Result<InitFiles, Error> {
         path: dir.to_path_buf(),
         problem: format!("cannot create the directory: {error}"),
     })?;
-    let authority = Authority::new("alpo cluster CA")?;
+    let authority = Authority::new(INIT_CA_NAME)?;
     let ca = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
     write_new(&ca, &authority.cert_pem(), false)?;
