@@ -92,7 +92,9 @@
 //! Module map: [`frame`] (header and pure decoder), [`codec`] (messages to bodies),
 //! [`handshake`] (`Hello`, `Welcome`, `Close`), `inbox` ([`Inbox`]), `peer`
 //! ([`PeerTransport`]), `client` ([`ClientListener`], [`ClientConnection`]), [`limits`], `error`
-//! ([`Error`], [`Rejection`], [`CloseReason`]), `counters` ([`Counters`]).
+//! ([`Error`], [`Rejection`], [`CloseReason`]), `counters` ([`Counters`]), `stream`
+//! ([`Stream`]: plain TCP or TLS), [`tls`] ([`TlsConfig`], the TLS handshakes and certificate
+//! names, issue 16), [`certs`] (development certificates).
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]

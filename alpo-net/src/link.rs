@@ -26,7 +26,9 @@
 //! frame is completed on the same connection before anything else or, if that connection is
 //! lost, discarded with it (never continued on a new connection), so the peer never sees a torn
 //! frame followed by more data; the queue holds at most `capacity` items, a full queue drops its
-//! oldest.
+//! oldest. With TLS, a direct write whose records the socket did not take whole leaves them in
+//! the stream (`Stream::has_pending_output`); the link then hands the socket to the writer
+//! thread exactly as for a torn frame, and the writer flushes them first.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};

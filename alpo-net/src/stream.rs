@@ -214,7 +214,12 @@ impl TlsInner {
             let mut ciphertext = &self.buffer[self.start..self.end];
             let before = ciphertext.len();
             self.connection.read_tls(&mut ciphertext)?;
-            self.start += before - ciphertext.len();
+            let taken = before - ciphertext.len();
+            if taken == 0 {
+                // Never spin: rustls took nothing although it had no plaintext to give.
+                return Err(io::Error::other("the TLS layer accepts no more input"));
+            }
+            self.start += taken;
             if let Err(error) = self.connection.process_new_packets() {
                 // Best effort: tell the other side why (the alert rustls queued).
                 let _ = self.connection.write_tls(&mut tcp);
