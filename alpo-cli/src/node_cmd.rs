@@ -23,7 +23,10 @@ use crate::signal::stop_signal;
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// A TOML configuration file (see docs/operations.md); excludes the other flags.
-    #[arg(long, conflicts_with_all = ["id", "data_dir", "peer_addr", "client_addr", "peers", "tls_ca"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["id", "data_dir", "peer_addr", "client_addr", "peers", "tls_ca"]
+    )]
     config: Option<PathBuf>,
     /// This node's id (non-zero, unique in the cluster).
     #[arg(long)]
