@@ -422,9 +422,11 @@ impl Inbox {
                     add_usize(&inbound.sink.counters().bytes_received, length);
                     inbound.decoder.feed(&self.chunk[..length]);
                     budget = budget.saturating_sub(length);
-                    // (Not for TLS: plaintext may be buffered above the socket, so a TLS stream
-                    // is read until it says "would block".)
-                    if length < self.chunk.len() && !closed && !inbound.stream.is_tls() {
+                    // (For TLS, only if nothing is buffered above the socket either.)
+                    if length < self.chunk.len()
+                        && !closed
+                        && inbound.stream.drained_after_short_read()
+                    {
                         // A short read emptied the socket's queue; anything arriving later
                         // (data or the end) raises a new edge. This saves the read that would
                         // say "would block". An end the poll already reported raises none, so

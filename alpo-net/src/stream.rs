@@ -53,6 +53,8 @@ struct TlsInner {
     buffer: Box<[u8]>,
     start: usize,
     end: usize,
+    /// The last socket read returned less than the buffer holds (the socket was emptied).
+    last_read_short: bool,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -74,6 +76,7 @@ impl Stream {
             buffer: vec![0; CIPHERTEXT_READ_BYTES].into_boxed_slice(),
             start: 0,
             end: 0,
+            last_read_short: false,
         };
         let state = TlsState {
             inner: Mutex::new(inner),
@@ -122,6 +125,20 @@ impl Stream {
         self.tls
             .as_ref()
             .is_some_and(|tls| tls.inner.lock().connection.wants_write())
+    }
+
+    /// After a read that filled less than its buffer: whether the socket was emptied, so that
+    /// nothing is left to read until the poll reports new input. Always true for plain TCP (a
+    /// short read means the socket's queue was emptied); for TLS, only if rustls holds no more
+    /// plaintext (implied by the short read: its reader fills the buffer while it has any), the
+    /// stream holds no unread ciphertext, and its last socket read was short. This spares the
+    /// inbox the read that would only say "would block".
+    #[must_use]
+    pub fn drained_after_short_read(&self) -> bool {
+        self.tls.as_ref().is_none_or(|tls| {
+            let inner = tls.inner.lock();
+            inner.start == inner.end && inner.last_read_short
+        })
     }
 
     /// Moves the socket into or out of non-blocking mode.
@@ -205,6 +222,7 @@ impl TlsInner {
                 let length = tcp.read(&mut self.buffer)?;
                 self.start = 0;
                 self.end = length;
+                self.last_read_short = length < self.buffer.len();
                 if length == 0 {
                     // Tell rustls the stream ended; its reader then reports the end.
                     self.connection.read_tls(&mut io::empty())?;
