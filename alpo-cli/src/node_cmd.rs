@@ -73,7 +73,7 @@ pub(crate) struct TlsArgs {
     /// The cluster CA's certificate (PEM): with it, both ports speak TLS only.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
-    /// This node's certificate (PEM), naming node-<ID>.alpo and server.alpo.
+    /// This node's certificate (PEM), naming `node-<ID>.alpo` and `server.alpo`.
     #[arg(long, requires = "tls_ca")]
     tls_cert: Option<PathBuf>,
     /// This node's private key (PEM).

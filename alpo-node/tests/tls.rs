@@ -125,7 +125,20 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
         "{refused:?}"
     );
 
-    // The many-session driver over TLS.
+    drive_over_tls(&cluster);
+
+    // Rotation: node 3 restarts with a new certificate from the same CA and rejoins.
+    rotate(&mut cluster, 2);
+    let next = client.append("after rotation").unwrap();
+    assert!(last < next);
+    wait_until("node 3 to apply after rotation", || {
+        let status = cluster.servers[2].as_ref().unwrap().status();
+        (next <= status.applied_index).then_some(())
+    });
+}
+
+/// The many-session driver over TLS: 4 sessions of 25 appends, all answered.
+fn drive_over_tls(cluster: &TlsCluster) {
     let leader = cluster.wait_for_leader();
     let plan = alpo_node::DrivePlan {
         endpoints: cluster.endpoints(),
@@ -165,15 +178,6 @@ fn a_tls_cluster_serves_clients_with_certificates_and_refuses_others() {
     let mut count = Count::default();
     alpo_node::drive(&plan, &[0, 1, 2, 3], &mut Appends(25), &mut count).unwrap();
     assert_eq!(count.ok, 100);
-
-    // Rotation: node 3 restarts with a new certificate from the same CA and rejoins.
-    rotate(&mut cluster, 2);
-    let next = client.append("after rotation").unwrap();
-    assert!(last < next);
-    wait_until("node 3 to apply after rotation", || {
-        let status = cluster.servers[2].as_ref().unwrap().status();
-        (next <= status.applied_index).then_some(())
-    });
 }
 
 /// Stops node `index`, issues it a new certificate, restarts it with that certificate.
