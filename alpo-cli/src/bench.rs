@@ -213,6 +213,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             request_timeout,
             retry_pause: RETRY_PAUSE,
         },
+        tls: args.flags.tls()?,
     };
     let window = (measure_start, measure_end);
     let thread_count = std::thread::available_parallelism()

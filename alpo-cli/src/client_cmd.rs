@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +40,16 @@ pub(crate) struct ClientFlags {
     /// Give up after this many milliseconds (retries included).
     #[arg(long, default_value_t = 10_000)]
     pub(crate) timeout_ms: u64,
+    /// Connect over TLS, trusting only this CA certificate (PEM). `alpo dev --tls` prints the
+    /// line that sets it.
+    #[arg(long, env = "ALPO_TLS_CA")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// The client certificate (PEM) to present over TLS (needs --tls-ca and --tls-key).
+    #[arg(long, env = "ALPO_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "ALPO_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 /// `alpo append VALUE`.
@@ -141,7 +152,21 @@ impl ClientFlags {
         let mut options = ClientOptions::new(ClusterId(self.cluster_id));
         options.request_timeout = Duration::from_millis(self.timeout_ms);
         options.attempt_timeout = options.attempt_timeout.min(options.request_timeout);
-        Ok(Client::new(self.endpoints.clone(), options)?)
+        Ok(Client::new(self.endpoints.clone(), options)?.with_tls(self.tls()?))
+    }
+
+    /// The TLS settings the flags (or `ALPO_TLS_*`) give; `None`: plain TCP.
+    pub(crate) fn tls(&self) -> anyhow::Result<Option<alpo_node::tls::TlsConfig>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let paths = alpo_node::tls::TlsPaths {
+            ca: ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        let tls = alpo_node::tls::TlsConfig::load(&paths).context("loading the TLS files")?;
+        Ok(Some(tls))
     }
 }
 

@@ -54,6 +54,11 @@ pub(crate) struct DevArgs {
     cluster_id: u64,
     #[command(flatten)]
     snapshots: SnapshotArgs,
+    /// Issue 16: TLS with client certificates on both ports; certificates are made in
+    /// DIR/certs on first use (`alpo certs init`) and reused after. Prints the `export` line
+    /// for the client commands.
+    #[arg(long)]
+    tls: bool,
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -89,6 +94,10 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             endpoints.join(","),
             args.cluster_id
         );
+    }
+    if args.tls {
+        say!("TLS on both ports; for the client commands:");
+        say!("{}", crate::certs_cmd::export_line(&dev_client_tls(&dir)));
     }
     say!("try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status");
     match wait_for_leader(&servers) {
@@ -161,7 +170,32 @@ fn layout(
         config.snapshots = args.snapshots.policy();
         config.log.cache_bytes_max = args.snapshots.log_settings().cache_bytes_max;
     }
+    if args.tls {
+        let certs_dir = dir.join("certs");
+        let ids: Vec<u64> = configs.iter().map(|config| config.id).collect();
+        if !certs_dir.join("ca.pem").exists() {
+            crate::certs_cmd::init(&certs_dir, &ids)?;
+        }
+        for config in &mut configs {
+            config.tls = Some(alpo_node::tls::TlsSettings {
+                ca: certs_dir.join("ca.pem"),
+                cert: certs_dir.join(format!("node-{}.pem", config.id)),
+                key: certs_dir.join(format!("node-{}-key.pem", config.id)),
+                require_client_cert: true,
+            });
+        }
+    }
     Ok((configs, listeners))
+}
+
+/// The client files of a `--tls` dev cluster in `dir`.
+fn dev_client_tls(dir: &std::path::Path) -> alpo_node::tls::TlsPaths {
+    let certs_dir = dir.join("certs");
+    alpo_node::tls::TlsPaths {
+        ca: certs_dir.join("ca.pem"),
+        cert: Some(certs_dir.join("client.pem")),
+        key: Some(certs_dir.join("client-key.pem")),
+    }
 }
 
 /// Starts every node at once (each recovers its own log, which takes a moment).

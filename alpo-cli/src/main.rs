@@ -22,6 +22,7 @@ macro_rules! say {
 }
 
 mod bench;
+mod certs_cmd;
 mod client_cmd;
 mod dev;
 mod json;
@@ -68,6 +69,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inspect log directories offline (dump, verify).
     Log(log_cmd::LogArgs),
+    /// Make TLS certificates for development and tests (a CA, nodes, a client).
+    Certs(certs_cmd::CertsArgs),
 }
 
 /// Exit code: the operation failed.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => client_cmd::snapshot(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
+        Command::Certs(args) => certs_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use alpo_node::tls::TlsSettings;
 use alpo_node::{
     KvStateMachine, LogSettings, NodeConfig, PeerConfig, ReadSettings, Server, Snapshots, Timeouts,
 };
@@ -24,7 +25,10 @@ use crate::signal::stop_signal;
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// A TOML configuration file (see docs/operations.md); excludes the other flags.
-    #[arg(long, conflicts_with_all = ["id", "data_dir", "peer_addr", "client_addr", "peers"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["id", "data_dir", "peer_addr", "client_addr", "peers", "tls_ca"]
+    )]
     config: Option<PathBuf>,
     /// This node's id (non-zero, unique in the cluster).
     #[arg(long)]
@@ -65,6 +69,36 @@ pub(crate) struct NodeArgs {
     /// (20000 = 2%); 0 (the default) turns leases off. See docs/operations.md, Reads.
     #[arg(long, default_value_t = 0)]
     lease_drift_ppm: u32,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Issue 16: the TLS flags of `alpo node` (the `[tls]` table of a configuration file).
+#[derive(Clone, Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// The cluster CA's certificate (PEM): with it, both ports speak TLS only.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming `node-<ID>.alpo` and `server.alpo`.
+    #[arg(long, requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
+    /// Let clients connect without a certificate (they still check the node's).
+    #[arg(long, requires = "tls_ca")]
+    tls_client_cert_optional: bool,
+}
+
+impl TlsArgs {
+    fn settings(self) -> Option<TlsSettings> {
+        Some(TlsSettings {
+            ca: self.tls_ca?,
+            cert: self.tls_cert?,
+            key: self.tls_key?,
+            require_client_cert: !self.tls_client_cert_optional,
+        })
+    }
 }
 
 /// The snapshot policy's flags and the core's entry cache, shared by `alpo node` and `alpo dev`.
@@ -147,6 +181,7 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
         reads: ReadSettings {
             lease_drift_ppm: args.lease_drift_ppm,
         },
+        tls: args.tls.settings(),
     };
     config.validate()?;
     Ok(config)

@@ -441,3 +441,70 @@ fn a_bad_consistency_or_lease_bound_is_named() {
         stderr(&out)
     );
 }
+
+/// Issue 16: `alpo dev --tls` in one command, then the client commands after its one `export`
+/// line (here: its variables set on the command); without them, refused by name.
+#[test]
+fn dev_tls_cluster_is_reached_after_its_export_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().to_str().unwrap();
+    let (child, lines) = spawn_reading(&[
+        "dev",
+        "--nodes",
+        "3",
+        "--base-port",
+        "0",
+        "--dir",
+        dir_text,
+        "--tls",
+    ]);
+    let mut dev = Dev {
+        child,
+        lines,
+        endpoints: String::new(),
+    };
+    let endpoints_line = dev.wait_for_line("endpoints: ");
+    dev.endpoints = endpoints_line.trim_start_matches("endpoints: ").to_string();
+    let export = dev.wait_for_line("export ");
+    dev.wait_for_line("ready: ");
+    let variables: Vec<(String, String)> = export
+        .trim_start_matches("export ")
+        .split(' ')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap();
+            (name.to_string(), value.to_string())
+        })
+        .collect();
+    let names: Vec<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["ALPO_TLS_CA", "ALPO_TLS_CERT", "ALPO_TLS_KEY"]);
+
+    let with_tls = Command::new(ALPO)
+        .args(["append", "over tls", "--endpoints", &dev.endpoints])
+        .envs(variables.iter().map(|(name, value)| (name, value)))
+        .output()
+        .unwrap();
+    assert!(with_tls.status.success(), "{}", stderr(&with_tls));
+    assert!(stdout(&with_tls).starts_with("appended at index "));
+
+    let plain = Command::new(ALPO)
+        .args(["append", "plain", "--timeout-ms", "1500"])
+        .args(["--endpoints", &dev.endpoints])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(3), "{}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("plain_on_tls_port"),
+        "{}",
+        stderr(&plain)
+    );
+    dev.interrupt();
+
+    // `alpo certs init` never overwrites: the dev cluster's CA is refused by name.
+    let certs_dir = dir.path().join("certs");
+    let again = Command::new(ALPO)
+        .args(["certs", "init", certs_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("ca.pem"), "{}", stderr(&again));
+}

@@ -20,6 +20,9 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use crate::stream::Stream;
+use crate::tls::{SERVER_DNS_NAME, TlsConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,6 +57,9 @@ pub struct ClientListenerConfig {
     pub connection_count_max: usize,
     /// Bytes of replies that may wait for room in one connection's socket.
     pub reply_buffer_bytes_max: usize,
+    /// Issue 16: TLS on the client port (the node's certificate; clients must present one
+    /// from the CA if [`TlsConfig::requires_client_certificate`]), or plain TCP if `None`.
+    pub tls: Option<TlsConfig>,
 }
 
 /// A running client listener. Dropping it shuts it down.
@@ -86,7 +92,7 @@ struct Sessions {
 #[derive(Debug)]
 struct ReplyOut {
     /// A clone of the connection's (non-blocking) stream.
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     /// The connection's inbox token, to ask for a writability wake-up.
     token: Token,
@@ -115,6 +121,8 @@ struct ListenerContext {
     node_id: NodeId,
     connection_count_max: usize,
     reply_buffer_bytes_max: usize,
+    /// Issue 16: the TLS listener side, if TLS is on.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// How the inbox turns one client connection's frames into requests.
@@ -135,6 +143,7 @@ impl ClientListenerConfig {
             listen,
             connection_count_max: CLIENT_CONNECTION_COUNT_MAX,
             reply_buffer_bytes_max: CLIENT_REPLY_BUFFER_BYTES_MAX,
+            tls: None,
         }
     }
 }
@@ -175,6 +184,10 @@ impl ClientListener {
             addr: config.listen,
             source,
         })?;
+        let tls = match &config.tls {
+            Some(tls) => Some(tls.server_config(tls.requires_client_certificate())?),
+            None => None,
+        };
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
         let client_listener = ClientListener {
             local_addr,
@@ -192,6 +205,7 @@ impl ClientListener {
             node_id: config.node_id,
             connection_count_max: config.connection_count_max,
             reply_buffer_bytes_max: config.reply_buffer_bytes_max,
+            tls,
         });
         let name = format!("alpo-net-client-accept-{}", config.node_id);
         client_listener
@@ -276,7 +290,9 @@ impl ReplyOut {
             return;
         }
         let written = self.write_some(frame, &mut buffer, counters);
-        if written < frame.len() && !buffer.broken {
+        // TLS records the socket did not take wait in the stream; the inbox flushes them too.
+        let unflushed = self.stream.has_pending_output();
+        if (written < frame.len() || unflushed) && !buffer.broken {
             buffer.bytes.clear();
             buffer.written = 0;
             buffer.bytes.extend_from_slice(&frame[written..]);
@@ -296,6 +312,17 @@ impl ReplyOut {
         if buffer.broken {
             return false;
         }
+        // TLS records left by an earlier write go first.
+        match (&self.stream).flush() {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => {
+                add(&counters.messages_dropped_link_lost, 1);
+                buffer.broken = true;
+                let _ = self.stream.shutdown();
+                return false;
+            }
+        }
         let pending = std::mem::take(&mut buffer.bytes);
         let start = buffer.written;
         let written = self.write_some(&pending[start..], &mut buffer, counters);
@@ -304,7 +331,7 @@ impl ReplyOut {
         if buffer.written == buffer.bytes.len() || buffer.broken {
             buffer.bytes.clear();
             buffer.written = 0;
-            return false;
+            return !buffer.broken && self.stream.has_pending_output();
         }
         // Drop what was written, so a client that reads steadily but slower than it is answered
         // cannot make the buffer hold more than its cap of unwritten bytes.
@@ -332,7 +359,7 @@ impl ReplyOut {
                     add(&counters.messages_dropped_link_lost, 1);
                     buffer.broken = true;
                     // The inbox sees the connection end and removes it.
-                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                    let _ = self.stream.shutdown();
                     break;
                 }
             }
@@ -382,6 +409,18 @@ impl ClientConnection {
         cluster_id: ClusterId,
         timeout: Duration,
     ) -> Result<ClientConnection, Error> {
+        ClientConnection::connect_with(addr, cluster_id, timeout, None)
+    }
+
+    /// Like [`ClientConnection::connect`], over TLS if `tls` is given (issue 16): the server's
+    /// certificate must come from `tls`'s CA and name `server.alpo`; the client presents its
+    /// own certificate if `tls` has one.
+    pub fn connect_with(
+        addr: SocketAddr,
+        cluster_id: ClusterId,
+        timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> Result<ClientConnection, Error> {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|source| Error::Io {
             peer: addr,
             operation: "connect",
@@ -389,6 +428,10 @@ impl ClientConnection {
         })?;
         let mut connection = Connection::new(stream, addr, cluster_id);
         let counters = CounterCells::default();
+        if let Some(tls) = tls {
+            let config = tls.client_config()?;
+            connection = connection.connect_tls(&config, SERVER_DNS_NAME, timeout, &counters)?;
+        }
         let hello = Hello {
             role: Role::Client,
             sender: CLIENT_SENDER_ID,
@@ -447,7 +490,7 @@ impl ClientConnection {
     /// kind [`FrameKind::ClientRequest`] from sender [`CLIENT_SENDER_ID`]
     /// ([`crate::frame::encode_frame`]); the decoder checks what comes back.
     #[must_use]
-    pub fn into_parts(self) -> (TcpStream, crate::frame::FrameDecoder) {
+    pub fn into_parts(self) -> (Stream, crate::frame::FrameDecoder) {
         (self.connection.stream, self.connection.decoder)
     }
 }
@@ -496,11 +539,18 @@ fn accept_loop(listener: &TcpListener, context: &Arc<ListenerContext>) {
 }
 
 /// Runs the listener's side of the handshake, then hands the connection to the inbox.
-fn serve_client(mut connection: Connection, context: Arc<ListenerContext>) {
+fn serve_client(connection: Connection, context: Arc<ListenerContext>) {
     let shared = &context.shared;
     let counters = &shared.counters;
-    let Some(registration) = shared.register(&connection.stream, Direction::Inbound) else {
+    let Some(registration) = shared.register(connection.stream.tcp(), Direction::Inbound) else {
         return;
+    };
+    let mut connection = match &context.tls {
+        Some(tls) => match connection.accept_tls(tls, context.node_id.0, counters) {
+            Some(connection) => connection,
+            None => return,
+        },
+        None => connection,
     };
     let policy = HelloPolicy {
         role: Role::Client,

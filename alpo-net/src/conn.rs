@@ -23,6 +23,8 @@ use crate::error::{Error, Rejection};
 use crate::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
 use crate::handshake::{Hello, HelloPolicy, check_hello, decode_close, encode_close_body};
 use crate::limits::{HANDSHAKE_TIMEOUT_MS, WRITE_TIMEOUT_MS};
+use crate::stream::Stream;
+use crate::tls::{self, HandshakeFailure, TLS_HANDSHAKE_RECORD};
 
 /// State shared by all threads of one transport or listener.
 #[derive(Debug)]
@@ -64,7 +66,7 @@ pub(crate) struct Threads {
 /// One end of a connection: its stream, its address and the decoder of what it sends.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
     pub(crate) decoder: FrameDecoder,
     pub(crate) chunk: Vec<u8>,
@@ -194,11 +196,100 @@ impl Connection {
             );
         }
         Connection {
-            stream,
+            stream: Stream::plain(stream),
             peer,
             decoder: FrameDecoder::new(cluster_id),
             chunk: vec![0; crate::limits::READ_CHUNK_BYTES],
         }
+    }
+
+    /// The listener's side of TLS (issue 16): runs the TLS handshake before the `Hello`. On a
+    /// refusal the connection is logged, counted and closed here (a plain ALPO dialler gets a
+    /// plain `Close` naming `plain_on_tls_port`), and `None` returned.
+    pub(crate) fn accept_tls(
+        self,
+        config: &Arc<rustls::ServerConfig>,
+        sender: u64,
+        counters: &CounterCells,
+    ) -> Option<Connection> {
+        let Connection {
+            stream,
+            peer,
+            decoder,
+            chunk,
+        } = self;
+        let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+        match tls::accept(stream.into_tcp(), peer, config, timeout) {
+            Ok(stream) => Some(Connection {
+                stream,
+                peer,
+                decoder,
+                chunk,
+            }),
+            Err((tcp, failure)) => {
+                let plain = Connection {
+                    stream: Stream::plain(tcp),
+                    peer,
+                    decoder,
+                    chunk,
+                };
+                match failure {
+                    HandshakeFailure::Rejected(rejection @ Rejection::PlainOnTlsPort) => {
+                        plain.reject(&rejection, sender, counters);
+                    }
+                    HandshakeFailure::Rejected(rejection) => {
+                        log_refusal(peer, &rejection, counters);
+                        let _ = plain.stream.shutdown();
+                    }
+                    HandshakeFailure::Io(error) => {
+                        tracing::debug!(
+                            peer = %peer,
+                            error = &error as &dyn std::error::Error,
+                            "connection ended during its TLS handshake"
+                        );
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The dialler's side of TLS (issue 16): runs the TLS handshake, checking that the
+    /// listener's certificate names `server_name`. A refusal is logged and counted here.
+    pub(crate) fn connect_tls(
+        self,
+        config: &Arc<rustls::ClientConfig>,
+        server_name: &str,
+        timeout: Duration,
+        counters: &CounterCells,
+    ) -> Result<Connection, Error> {
+        let Connection {
+            stream,
+            peer,
+            decoder,
+            chunk,
+        } = self;
+        match tls::connect(stream.into_tcp(), peer, config, server_name, timeout) {
+            Ok(stream) => Ok(Connection {
+                stream,
+                peer,
+                decoder,
+                chunk,
+            }),
+            Err((tcp, HandshakeFailure::Rejected(rejection))) => {
+                log_refusal(peer, &rejection, counters);
+                let _ = tcp.shutdown(Shutdown::Both);
+                Err(Error::Rejected { peer, rejection })
+            }
+            Err((_, HandshakeFailure::Io(error))) => Err(error),
+        }
+    }
+
+    /// Writes whatever TLS records a non-blocking write left waiting (blocking mode).
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        (&self.stream)
+            .flush()
+            .map_err(|source| self.io_error("write", source))
     }
 
     /// The next frame, reading as needed for up to `timeout` (or forever without one).
@@ -216,7 +307,7 @@ impl Connection {
                 return Ok(frame);
             }
             self.set_read_deadline(deadline)?;
-            match self.stream.read(&mut self.chunk) {
+            match (&self.stream).read(&mut self.chunk) {
                 Ok(0) => {
                     self.decoder.finish().map_err(rejected)?;
                     return Err(Error::Closed { peer, reason: None });
@@ -268,9 +359,8 @@ impl Connection {
 
     /// Logs and counts `rejection`, tells the peer why (best effort) and closes the stream.
     pub(crate) fn reject(&self, rejection: &Rejection, sender: u64, counters: &CounterCells) {
+        log_refusal(self.peer, rejection, counters);
         let reason = rejection.reason();
-        tracing::warn!(peer = %self.peer, %reason, "closing connection: {rejection}");
-        counters.rejected(reason);
         // The peer may be gone already; the reason is logged here either way.
         let _ = self.write_frame(
             FrameKind::Close,
@@ -278,7 +368,7 @@ impl Connection {
             &encode_close_body(reason),
             counters,
         );
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown();
     }
 
     /// The listener's side of the handshake: reads and checks the `Hello` and answers `Welcome`.
@@ -291,7 +381,19 @@ impl Connection {
         let sender = policy.node_id.0;
         let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
         let checked = match self.read_frame(Some(timeout), counters) {
-            Ok(frame) => check_hello(&frame, policy),
+            Ok(frame) => check_hello(&frame, policy).and_then(|hello| {
+                // Issue 16: a peer's certificate must name the node its `Hello` claims.
+                if hello.role == crate::handshake::Role::Peer {
+                    tls::check_peer_identity(&self.stream, NodeId(hello.sender))?;
+                }
+                Ok(hello)
+            }),
+            Err(Error::Rejected {
+                rejection: Rejection::BadMagic { found },
+                ..
+            }) if found[0] == TLS_HANDSHAKE_RECORD && !self.stream.is_tls() => {
+                Err(Rejection::TlsOnPlainPort)
+            }
             Err(Error::Rejected { rejection, .. }) => Err(rejection),
             Err(Error::Timeout { waited_ms, .. }) => Err(Rejection::HandshakeTimeout { waited_ms }),
             Err(error) => {
@@ -396,6 +498,13 @@ impl Connection {
             source,
         }
     }
+}
+
+/// Logs and counts a refused connection, by its named reason.
+pub(crate) fn log_refusal(peer: SocketAddr, rejection: &Rejection, counters: &CounterCells) {
+    let reason = rejection.reason();
+    tracing::warn!(peer = %peer, %reason, "closing connection: {rejection}");
+    counters.rejected(reason);
 }
 
 /// Wakes a listener blocked in `accept` (after shutdown began) by connecting to it.

@@ -58,6 +58,20 @@ pub enum CloseReason {
     TooManyConnections = 17,
     /// The listener is shutting down.
     ShuttingDown = 18,
+    /// Issue 16: plain ALPO arrived on a port that requires TLS.
+    PlainOnTlsPort = 19,
+    /// Issue 16: a TLS handshake arrived on a port that speaks plain ALPO.
+    TlsOnPlainPort = 20,
+    /// Issue 16: the certificate was not issued by the cluster CA.
+    CertificateUnknownCa = 21,
+    /// Issue 16: the certificate does not name the node id its holder claims (or dialled).
+    CertificateWrongNode = 22,
+    /// Issue 16: the certificate has expired (or is not valid yet).
+    CertificateExpired = 23,
+    /// Issue 16: no certificate was presented where one is required.
+    CertificateMissing = 24,
+    /// Issue 16: the TLS handshake failed for another reason (named in the log).
+    TlsHandshake = 25,
 }
 
 /// What exactly was wrong with what a peer sent, with expected and found values.
@@ -171,6 +185,32 @@ pub enum Rejection {
     },
     /// The listener is shutting down.
     ShuttingDown,
+    /// Plain ALPO on a TLS port.
+    PlainOnTlsPort,
+    /// A TLS handshake on a plain port.
+    TlsOnPlainPort,
+    /// The certificate was not issued by the cluster CA.
+    CertificateUnknownCa {
+        /// What the TLS library said.
+        detail: String,
+    },
+    /// The certificate does not name the node id claimed (or dialled).
+    CertificateWrongNode {
+        /// Which name was expected, or what the TLS library said.
+        detail: String,
+    },
+    /// The certificate has expired or is not valid yet.
+    CertificateExpired {
+        /// What the TLS library said.
+        detail: String,
+    },
+    /// No certificate where one is required.
+    CertificateMissing,
+    /// Another TLS handshake failure.
+    TlsHandshake {
+        /// What the TLS library said.
+        detail: String,
+    },
 }
 
 /// An error from alpo-net: it names the peer address and what was expected versus found.
@@ -233,6 +273,13 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A TLS file (CA, certificate or key) is missing or unusable.
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The inbox's readiness poll (epoll) failed.
     Poll {
         /// What was being done (`"create"`, `"wait"`, …).
@@ -244,7 +291,7 @@ pub enum Error {
 
 impl CloseReason {
     /// Every reason, in wire order.
-    pub const ALL: [CloseReason; 18] = [
+    pub const ALL: [CloseReason; 25] = [
         CloseReason::BadMagic,
         CloseReason::HeaderChecksum,
         CloseReason::VersionUnsupported,
@@ -263,6 +310,13 @@ impl CloseReason {
         CloseReason::HandshakeTimeout,
         CloseReason::TooManyConnections,
         CloseReason::ShuttingDown,
+        CloseReason::PlainOnTlsPort,
+        CloseReason::TlsOnPlainPort,
+        CloseReason::CertificateUnknownCa,
+        CloseReason::CertificateWrongNode,
+        CloseReason::CertificateExpired,
+        CloseReason::CertificateMissing,
+        CloseReason::TlsHandshake,
     ];
 
     /// The reason a wire byte stands for, if any.
@@ -295,6 +349,13 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::TooManyConnections => "too_many_connections",
             CloseReason::ShuttingDown => "shutting_down",
+            CloseReason::PlainOnTlsPort => "plain_on_tls_port",
+            CloseReason::TlsOnPlainPort => "tls_on_plain_port",
+            CloseReason::CertificateUnknownCa => "certificate_unknown_ca",
+            CloseReason::CertificateWrongNode => "certificate_wrong_node",
+            CloseReason::CertificateExpired => "certificate_expired",
+            CloseReason::CertificateMissing => "certificate_missing",
+            CloseReason::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -322,6 +383,13 @@ impl Rejection {
             Rejection::HandshakeTimeout { .. } => CloseReason::HandshakeTimeout,
             Rejection::TooManyConnections { .. } => CloseReason::TooManyConnections,
             Rejection::ShuttingDown => CloseReason::ShuttingDown,
+            Rejection::PlainOnTlsPort => CloseReason::PlainOnTlsPort,
+            Rejection::TlsOnPlainPort => CloseReason::TlsOnPlainPort,
+            Rejection::CertificateUnknownCa { .. } => CloseReason::CertificateUnknownCa,
+            Rejection::CertificateWrongNode { .. } => CloseReason::CertificateWrongNode,
+            Rejection::CertificateExpired { .. } => CloseReason::CertificateExpired,
+            Rejection::CertificateMissing => CloseReason::CertificateMissing,
+            Rejection::TlsHandshake { .. } => CloseReason::TlsHandshake,
         }
     }
 }
@@ -388,7 +456,20 @@ impl fmt::Display for Rejection {
             Rejection::TooManyConnections { max } => {
                 write!(f, "{reason}: already serving {max} connections")
             }
-            Rejection::ShuttingDown => write!(f, "{reason}"),
+            Rejection::ShuttingDown | Rejection::CertificateMissing => write!(f, "{reason}"),
+            Rejection::PlainOnTlsPort => {
+                write!(f, "{reason}: plain ALPO on a port that requires TLS")
+            }
+            Rejection::TlsOnPlainPort => {
+                write!(
+                    f,
+                    "{reason}: a TLS handshake on a port that speaks plain ALPO"
+                )
+            }
+            Rejection::CertificateUnknownCa { detail }
+            | Rejection::CertificateWrongNode { detail }
+            | Rejection::CertificateExpired { detail }
+            | Rejection::TlsHandshake { detail } => write!(f, "{reason}: {detail}"),
         }
     }
 }
@@ -423,6 +504,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Spawn { .. } => write!(f, "cannot start a thread"),
+            Error::Tls { path, problem } => write!(f, "TLS file {}: {problem}", path.display()),
             Error::Poll { operation, .. } => write!(f, "inbox poll ({operation}) failed"),
         }
     }

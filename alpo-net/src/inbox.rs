@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,6 +39,7 @@ use crate::error::{Error, Rejection};
 use crate::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
 use crate::handshake::encode_close_body;
 use crate::limits::{INBOX_EVENT_COUNT_MAX, INBOX_READ_BYTES_MAX, READ_CHUNK_BYTES};
+use crate::stream::Stream;
 
 /// The token of the inbox's own waker; connection tokens count up from zero.
 const WAKE: Token = Token(usize::MAX);
@@ -108,7 +109,7 @@ pub(crate) struct Arrival {
     /// Its token, from [`Handoff::next_token`].
     pub(crate) token: Token,
     /// The stream, already non-blocking.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
     /// The handshake's decoder, with any bytes that came after the handshake.
     pub(crate) decoder: FrameDecoder,
@@ -137,7 +138,7 @@ pub(crate) trait FrameSink: Send {
 
 /// An established connection owned by the inbox.
 struct Inbound {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     decoder: FrameDecoder,
     registration: Registration,
@@ -344,9 +345,12 @@ impl Inbox {
                 "cannot watch a new connection; closing it"
             );
             sink.on_close();
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown();
             return;
         }
+        // A TLS stream may hold records read during its handshake that epoll will not report:
+        // read it at the next wait without sleeping.
+        let buffers_input = stream.is_tls();
         let inbound = Inbound {
             stream,
             peer,
@@ -356,6 +360,9 @@ impl Inbox {
             watching_writable: false,
         };
         self.streams.insert(token, inbound);
+        if buffers_input {
+            self.unfinished.push(token);
+        }
         // Frames that came right behind the handshake are already in the decoder; epoll reports
         // the socket readable at registration if more is waiting, so a read is not needed here.
         match self.deliver_decoded(token, out) {
@@ -415,7 +422,11 @@ impl Inbox {
                     add_usize(&inbound.sink.counters().bytes_received, length);
                     inbound.decoder.feed(&self.chunk[..length]);
                     budget = budget.saturating_sub(length);
-                    if length < self.chunk.len() && !closed {
+                    // (For TLS, only if nothing is buffered above the socket either.)
+                    if length < self.chunk.len()
+                        && !closed
+                        && inbound.stream.drained_after_short_read()
+                    {
                         // A short read emptied the socket's queue; anything arriving later
                         // (data or the end) raises a new edge. This saves the read that would
                         // say "would block". An end the poll already reported raises none, so
@@ -480,7 +491,7 @@ impl Inbox {
             reject_nonblocking(&inbound, &rejection);
         }
         inbound.sink.on_close();
-        let _ = inbound.stream.shutdown(Shutdown::Both);
+        let _ = inbound.stream.shutdown();
     }
 }
 
@@ -493,11 +504,11 @@ impl Drop for Inbox {
         let arrivals = std::mem::take(&mut *self.handoff.arrivals.lock());
         for arrival in arrivals {
             arrival.sink.on_close();
-            let _ = arrival.stream.shutdown(Shutdown::Both);
+            let _ = arrival.stream.shutdown();
         }
         for (_, inbound) in self.streams.drain() {
             inbound.sink.on_close();
-            let _ = inbound.stream.shutdown(Shutdown::Both);
+            let _ = inbound.stream.shutdown();
         }
     }
 }
@@ -529,7 +540,7 @@ impl Handoff {
             }
         }
         arrival.sink.on_close();
-        let _ = arrival.stream.shutdown(Shutdown::Both);
+        let _ = arrival.stream.shutdown();
     }
 
     /// Asks the inbox to tell the connection's sink when its socket has room again.

@@ -92,7 +92,9 @@
 //! Module map: [`frame`] (header and pure decoder), [`codec`] (messages to bodies),
 //! [`handshake`] (`Hello`, `Welcome`, `Close`), `inbox` ([`Inbox`]), `peer`
 //! ([`PeerTransport`]), `client` ([`ClientListener`], [`ClientConnection`]), [`limits`], `error`
-//! ([`Error`], [`Rejection`], [`CloseReason`]), `counters` ([`Counters`]).
+//! ([`Error`], [`Rejection`], [`CloseReason`]), `counters` ([`Counters`]), `stream`
+//! ([`Stream`]: plain TCP or TLS), [`tls`] ([`TlsConfig`], the TLS handshakes and certificate
+//! names, issue 16), [`certs`] (development certificates).
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
@@ -104,6 +106,7 @@
 )]
 
 mod backoff;
+pub mod certs;
 mod client;
 pub mod codec;
 mod conn;
@@ -117,12 +120,16 @@ pub mod limits;
 mod link;
 mod peer;
 mod queue;
+mod stream;
+pub mod tls;
 
 pub use client::{ClientConnection, ClientListener, ClientListenerConfig};
 pub use counters::Counters;
 pub use error::{CloseReason, Error, Rejection};
 pub use inbox::{ClientRequest, ConnectionId, Inbox, InboxWaker, Incoming};
 pub use peer::{PeerConfig, PeerTransport};
+pub use stream::Stream;
+pub use tls::{TlsConfig, TlsPaths};
 
 // Handles the node keeps and moves between threads.
 const _: () = {

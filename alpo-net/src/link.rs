@@ -26,10 +26,11 @@
 //! frame is completed on the same connection before anything else or, if that connection is
 //! lost, discarded with it (never continued on a new connection), so the peer never sees a torn
 //! frame followed by more data; the queue holds at most `capacity` items, a full queue drops its
-//! oldest.
+//! oldest. With TLS, a direct write whose records the socket did not take whole leaves them in
+//! the stream (`Stream::has_pending_output`); the link then hands the socket to the writer
+//! thread exactly as for a torn frame, and the writer flushes them first.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,7 @@ use crate::codec::encode_message;
 use crate::counters::{CounterCells, add, add_usize};
 use crate::limits::DIRECT_WRITE_GAP_NS_MIN;
 use crate::queue::{DropOldestSender, Pushed, drop_oldest_queue};
+use crate::stream::Stream;
 
 /// What the queue carries to the writer thread.
 #[derive(Debug)]
@@ -66,7 +68,7 @@ pub(crate) struct Link {
 #[derive(Debug)]
 pub(crate) struct LinkState {
     /// A clone of the connected stream, for direct writes; `None` while disconnected.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// The writer thread owns the socket (or there is none): `send` must queue.
     writer_owns: bool,
     /// A direct write failed: the writer thread must drop the connection and redial.
@@ -179,6 +181,11 @@ impl Link {
             Ok(written) if written == scratch.len() => {
                 add(&counters.frames_sent, 1);
                 add_usize(&counters.bytes_sent, written);
+                if state.has_pending_output() {
+                    // TLS records the socket did not take: the writer thread writes them.
+                    state.writer_owns = true;
+                    self.push(Outbound::Wake, counters);
+                }
                 Direct::Done
             }
             Ok(0) => Direct::Queue,
@@ -213,6 +220,11 @@ impl LinkState {
         !self.writer_owns && self.stream.is_some() && self.pending.is_empty()
     }
 
+    /// Whether TLS records of a direct write still wait to be written.
+    fn has_pending_output(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::has_pending_output)
+    }
+
     /// Writes as much of `bytes` as the socket takes without blocking: the count written, or the
     /// error that broke the connection.
     fn write_nonblocking(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -241,7 +253,7 @@ impl LinkState {
     }
 
     /// The writer thread connected: it owns `stream` until it first finds nothing to write.
-    pub(crate) fn connected(&mut self, stream: TcpStream) {
+    pub(crate) fn connected(&mut self, stream: Stream) {
         debug_assert!(
             self.pending.is_empty(),
             "invariant: a torn tail never survives its link"

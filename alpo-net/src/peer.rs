@@ -65,6 +65,9 @@ pub struct PeerConfig {
     pub reconnect_backoff_ms_min: u64,
     /// Largest reconnect delay, in milliseconds.
     pub reconnect_backoff_ms_max: u64,
+    /// Issue 16: mutual TLS with the cluster CA on every peer connection (both ways), or plain
+    /// TCP if `None`. The certificate must name this node (`node-<id>.alpo`).
+    pub tls: Option<crate::TlsConfig>,
 }
 
 /// A running peer transport. Dropping it shuts it down (see [`PeerTransport::shutdown`]).
@@ -86,6 +89,8 @@ struct InboundContext {
     peers: Vec<NodeId>,
     /// Where established connections go to be read.
     handoff: Arc<Handoff>,
+    /// Issue 16: the TLS listener side (client certificates required), if TLS is on.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// How the inbox turns one peer connection's frames into messages.
@@ -106,6 +111,8 @@ struct WriterContext {
     /// What `send` queued for this writer.
     queue: Receiver<Outbound>,
     backoff: Backoff,
+    /// Issue 16: the TLS dialler side, if TLS is on.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a writer's connection ended.
@@ -134,6 +141,7 @@ impl PeerConfig {
             inbound_connection_count_max: PEER_CONNECTION_COUNT_MAX,
             reconnect_backoff_ms_min: RECONNECT_BACKOFF_MS_MIN,
             reconnect_backoff_ms_max: RECONNECT_BACKOFF_MS_MAX,
+            tls: None,
         }
     }
 
@@ -186,6 +194,10 @@ impl PeerTransport {
             addr: config.listen,
             source,
         })?;
+        let (server_tls, client_tls) = match &config.tls {
+            Some(tls) => (Some(tls.server_config(true)?), Some(tls.client_config()?)),
+            None => (None, None),
+        };
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
         let mut transport = PeerTransport {
             node_id: config.node_id,
@@ -200,6 +212,7 @@ impl PeerTransport {
             node_id: config.node_id,
             peers: config.peers.iter().map(|(id, _)| *id).collect(),
             handoff: inbox.handoff(),
+            tls: server_tls,
         });
         // On an error below, dropping `transport` stops and joins what was started.
         let threads = Arc::clone(&transport.threads);
@@ -209,7 +222,7 @@ impl PeerTransport {
             .spawn(format!("alpo-net-accept-{}", config.node_id), move || {
                 accept_loop(&listener, &context, &threads, connection_count_max);
             })?;
-        transport.start_writers(&config)?;
+        transport.start_writers(&config, client_tls.as_ref())?;
         Ok(transport)
     }
 
@@ -246,7 +259,11 @@ impl PeerTransport {
         self.stop();
     }
 
-    fn start_writers(&mut self, config: &PeerConfig) -> Result<(), Error> {
+    fn start_writers(
+        &mut self,
+        config: &PeerConfig,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<(), Error> {
         // Jitter only needs peers and restarts to differ, not unpredictability.
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -270,6 +287,7 @@ impl PeerTransport {
                     config.reconnect_backoff_ms_max,
                     backoff_seed,
                 ),
+                tls: tls.cloned(),
             };
             let name = format!("alpo-net-writer-{}-{}", config.node_id, peer_id);
             self.threads.spawn(name, move || run_writer(context))?;
@@ -344,11 +362,18 @@ fn accept_loop(
 }
 
 /// Runs the listener's side of the handshake, then hands the connection to the inbox.
-fn serve_inbound(mut connection: Connection, context: Arc<InboundContext>) {
+fn serve_inbound(connection: Connection, context: Arc<InboundContext>) {
     let shared = &context.shared;
     let counters = &shared.counters;
-    let Some(registration) = shared.register(&connection.stream, Direction::Inbound) else {
+    let Some(registration) = shared.register(connection.stream.tcp(), Direction::Inbound) else {
         return;
+    };
+    let mut connection = match &context.tls {
+        Some(tls) => match connection.accept_tls(tls, context.node_id.0, counters) {
+            Some(connection) => connection,
+            None => return,
+        },
+        None => connection,
     };
     let policy = HelloPolicy {
         role: Role::Peer,
@@ -504,13 +529,18 @@ fn dial(context: &WriterContext) -> Result<(Connection, Registration), Error> {
         return Err(Error::Closed { peer, reason });
     };
     let mut connection = Connection::new(stream, peer, context.shared.cluster_id);
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    let counters = &context.shared.counters;
+    if let Some(tls) = &context.tls {
+        // The listener's certificate must name the node dialled.
+        let name = crate::tls::node_dns_name(context.peer_id);
+        connection = connection.connect_tls(tls, &name, timeout, counters)?;
+    }
     let hello = Hello {
         role: Role::Peer,
         sender: context.node_id.0,
         receiver: context.peer_id.0,
     };
-    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
-    let counters = &context.shared.counters;
     connection.dial_hello(hello, Some(context.peer_id), timeout, counters)?;
     let direct = connection.stream.try_clone().map_err(|source| Error::Io {
         peer,
@@ -575,7 +605,8 @@ fn pump(connection: &Connection, context: &WriterContext, batch: &mut Vec<u8>) -
         let (frames, taken) = fill_batch(batch, first, context);
         frame_count += frames;
         let written = if batch.is_empty() {
-            Ok(())
+            // A wake-up only: TLS records a direct write left waiting go out now.
+            connection.flush()
         } else {
             connection.write(batch, frame_count, counters)
         };

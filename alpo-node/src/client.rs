@@ -39,6 +39,8 @@ pub struct Client {
     cluster_id: ClusterId,
     /// The open connection and the endpoint it goes to.
     connection: Option<(SocketAddr, ClientConnection)>,
+    /// Issue 16: connect over TLS with these settings (plain TCP if `None`).
+    tls: Option<alpo_net::TlsConfig>,
 }
 
 impl ClientOptions {
@@ -62,7 +64,17 @@ impl Client {
             engine: Engine::new(endpoints, options, random_client_id(0))?,
             cluster_id: options.cluster_id,
             connection: None,
+            tls: None,
         })
+    }
+
+    /// Connects over TLS (issue 16): the nodes' certificates must come from `tls`'s CA, and
+    /// the client presents its own certificate if `tls` has one. `None`: plain TCP.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<alpo_net::TlsConfig>) -> Client {
+        self.tls = tls;
+        self.connection = None;
+        self
     }
 
     /// Appends `value` to the log; returns its index once committed.
@@ -242,7 +254,9 @@ impl Client {
                 let timeout = until
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1));
-                let connection = ClientConnection::connect(target, self.cluster_id, timeout)?;
+                let tls = self.tls.as_ref();
+                let connection =
+                    ClientConnection::connect_with(target, self.cluster_id, timeout, tls)?;
                 &mut self.connection.insert((target, connection)).1
             }
         };

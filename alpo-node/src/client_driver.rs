@@ -17,7 +17,7 @@
 //! engine's encoding does; frames are built in one reused buffer.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct DrivePlan {
     pub first_target: SocketAddr,
     /// Cluster id, timeouts and retry pause, as for the blocking `Client`.
     pub options: ClientOptions,
+    /// Issue 16: connect over TLS with these settings (plain TCP if `None`).
+    pub tls: Option<alpo_net::TlsConfig>,
 }
 
 /// Says what each session asks next.
@@ -154,7 +156,7 @@ struct Session {
 
 struct Connection {
     target: SocketAddr,
-    stream: TcpStream,
+    stream: alpo_net::Stream,
     decoder: FrameDecoder,
 }
 
@@ -262,7 +264,7 @@ impl Session {
         };
         // A request is small and the socket holds nothing else of this session's (one request
         // in flight), so it is written whole or the connection is in trouble.
-        match connection.stream.write(frame) {
+        match (&connection.stream).write(frame) {
             Ok(written) if written == frame.len() => Ok(()),
             Ok(written) => Err(io_error(
                 target,
@@ -306,7 +308,7 @@ impl Session {
                     peer: target,
                     rejection,
                 },
-                Ok(None) => match connection.stream.read(chunk) {
+                Ok(None) => match (&connection.stream).read(chunk) {
                     Ok(0) => alpo_net::Error::Closed {
                         peer: target,
                         reason: None,
@@ -346,8 +348,13 @@ fn connect(io: &Io<'_>, target: SocketAddr, until: Instant) -> Result<Connection
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     let cluster_id = io.plan.options.cluster_id;
-    let (stream, decoder) =
-        alpo_net::ClientConnection::connect(target, cluster_id, timeout)?.into_parts();
+    let (stream, decoder) = alpo_net::ClientConnection::connect_with(
+        target,
+        cluster_id,
+        timeout,
+        io.plan.tls.as_ref(),
+    )?
+    .into_parts();
     stream
         .set_nonblocking(true)
         .map_err(|source| io_error(target, "set_nonblocking", source))?;

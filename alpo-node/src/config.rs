@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// The log files.
     #[serde(default)]
     pub log: LogSettings,
+    /// Issue 16: TLS on both ports (`crate::tls`); plain TCP without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Reads without a log write (rules Q1–Q3): the opt-in lease.
     #[serde(default)]
     pub reads: ReadSettings,
@@ -200,6 +203,7 @@ impl NodeConfig {
                 snapshots: Snapshots::default(),
                 log: LogSettings::default(),
                 reads: ReadSettings::default(),
+                tls: None,
             })
             .collect()
     }

@@ -91,6 +91,7 @@
 //!     snapshots: Snapshots::default(),
 //!     log: LogSettings::default(),
 //!     reads: ReadSettings::default(),
+//!     tls: None,
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -137,6 +138,7 @@ mod session;
 mod snapshot;
 mod state_machine;
 mod storage;
+pub mod tls;
 mod wire;
 
 pub use client::{Client, ClientOptions};

@@ -113,13 +113,20 @@ impl Server {
             .iter()
             .map(|p| (NodeId(p.id), p.peer_addr))
             .collect();
-        let peer_config =
+        let mut peer_config =
             alpo_net::PeerConfig::new(config.cluster(), config.node_id(), config.peer_addr, peers);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::TlsSettings::load)
+            .transpose()?;
+        peer_config.tls.clone_from(&tls);
         // One inbox reads every peer and client connection, on the event loop's thread.
         let inbox = Inbox::new()?;
         let transport = PeerTransport::start_with_listener(peer_listener, peer_config, &inbox)?;
-        let client_config =
+        let mut client_config =
             ClientListenerConfig::new(config.cluster(), config.node_id(), config.client_addr);
+        client_config.tls = tls;
         let listener = ClientListener::start(client_config, &inbox)?;
         let transport = Arc::new(transport);
         let listener = Arc::new(listener);

@@ -1032,6 +1032,7 @@ mod tests {
             snapshots: crate::config::Snapshots::default(),
             log: crate::config::LogSettings::default(),
             reads: crate::config::ReadSettings::default(),
+            tls: None,
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,

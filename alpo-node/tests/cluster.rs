@@ -337,6 +337,7 @@ fn many_sessions_on_one_thread_find_the_leader_and_each_append_once() {
         endpoints: cluster.endpoints(),
         first_target: cluster.configs[follower].client_addr,
         options,
+        tls: None,
     };
     let mut answers = Answers::default();
     alpo_node::drive(

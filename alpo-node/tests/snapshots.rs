@@ -101,6 +101,7 @@ impl Cluster {
                     cache_bytes_max: 256,
                 },
                 reads: alpo_node::ReadSettings::default(),
+                tls: None,
             })
             .collect();
         let mut cluster = Cluster {

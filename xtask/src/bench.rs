@@ -8,6 +8,10 @@
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
 //!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
+//!   `--tls off|on|both` (issue 16): with `on`, the nodes and `alpo bench` use TLS with client
+//!   certificates (made once per run in a temporary directory; the lines say backend
+//!   `alpo+tls`); `both` runs each point without and then with TLS, interleaved, so the two are
+//!   compared under the same machine load.
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
@@ -44,7 +48,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(20);
 const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
-                                 [--compare FILE.jsonl]... [--alpo PATH]
+                                 [--compare FILE.jsonl]... [--alpo PATH] [--tls off|on|both]
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -61,6 +65,8 @@ struct Plan {
     compare: Vec<PathBuf>,
     /// A prebuilt `alpo` binary: skips the release build.
     alpo: Option<PathBuf>,
+    /// `--tls`: run each point without TLS, with TLS, or both (interleaved).
+    tls_modes: Vec<bool>,
 }
 
 /// Entry point of `cargo xtask bench …`.
@@ -99,6 +105,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
         out: PathBuf::from("out"),
         compare: Vec::new(),
         alpo: None,
+        tls_modes: vec![false],
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -121,6 +128,14 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
             "--out" => plan.out = PathBuf::from(value),
             "--compare" => plan.compare.push(PathBuf::from(value)),
             "--alpo" => plan.alpo = Some(PathBuf::from(value)),
+            "--tls" => {
+                plan.tls_modes = match value.as_str() {
+                    "off" => vec![false],
+                    "on" => vec![true],
+                    "both" => vec![false, true],
+                    other => bail!("--tls wants off, on or both, found {other:?}"),
+                }
+            }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -160,15 +175,27 @@ fn cluster(plan: &Plan) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", plan.out.display()))?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let jsonl = plan.out.join(format!("bench-{stamp}.jsonl"));
+    let certs = if plan.tls_modes.contains(&true) {
+        Some(local::BenchCerts::make(plan.nodes)?)
+    } else {
+        None
+    };
     for rep in 1..=plan.reps {
         for &clients in &plan.clients {
-            let line = run_point(&alpo, plan, clients, rep)?;
-            println!("{line}");
-            let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
-            text.push_str(&line);
-            text.push('\n');
-            std::fs::write(&jsonl, text).with_context(|| format!("writing {}", jsonl.display()))?;
+            for &tls in &plan.tls_modes {
+                let certs = certs.as_ref().filter(|_| tls);
+                let line = run_point(&alpo, plan, clients, rep, certs)?;
+                println!("{line}");
+                let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+                text.push_str(&line);
+                text.push('\n');
+                std::fs::write(&jsonl, text)
+                    .with_context(|| format!("writing {}", jsonl.display()))?;
+            }
         }
+    }
+    if let Some(certs) = &certs {
+        certs.remove();
     }
     let mut files = vec![jsonl];
     files.extend(plan.compare.iter().cloned());
@@ -210,6 +237,7 @@ fn leader_commit(alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<Option<u
             CLUSTER_ID,
         ])
         .args(["--endpoints", &cluster.endpoints])
+        .args(cluster.client_tls_flags())
         .output()
         .context("running alpo status")?;
     let mut leader = false;
@@ -269,8 +297,18 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// One point: a fresh cluster, `alpo bench`, CPU per committed write; returns the JSON line.
-fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result<String> {
-    let cluster = LocalCluster::start(alpo, plan.nodes, &format!("{rep}-{clients}"), &[])?;
+fn run_point(
+    alpo: &Path,
+    plan: &Plan,
+    clients: u64,
+    rep: u32,
+    certs: Option<&local::BenchCerts>,
+) -> anyhow::Result<String> {
+    let point = format!(
+        "{rep}-{clients}-{}",
+        if certs.is_some() { "tls" } else { "plain" }
+    );
+    let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, &[], certs)?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
     let ticks_before = cpu_ticks(&cluster.pids())?;
     let output = Command::new(alpo)
@@ -284,6 +322,7 @@ fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result
         ])
         .args(["--warmup", &plan.warmup, "--value-size", &plan.value_size])
         .args(["--op", &plan.op])
+        .args(cluster.client_tls_flags())
         .output()
         .context("running alpo bench")?;
     let ticks_after = cpu_ticks(&cluster.pids())?;
@@ -315,6 +354,10 @@ fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result
     if let Value::Object(fields) = &mut line {
         for (key, value) in extra {
             fields.insert(key.into(), value);
+        }
+        if certs.is_some() {
+            // Its own series in the report, next to plain `alpo`.
+            fields.insert("backend".into(), Value::from("alpo+tls"));
         }
     }
     Ok(line.to_string())

@@ -63,7 +63,7 @@ use workload::LeaderLog;
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
 [--clients N] [--nemesis kill,pause,partition,restart,lag|all|none] [--seed S] [--keep DIR] \
-[--snapshot-interval N] [--snapshot-retain N]";
+[--snapshot-interval N] [--snapshot-retain N] [--tls]";
 
 /// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
 /// snapshots, compaction and installs happen under every nemesis of a short run.
@@ -91,6 +91,9 @@ pub(crate) struct Options {
     snapshot_interval: Option<u64>,
     /// `--snapshot-retain`.
     snapshot_retain: Option<u64>,
+    /// `--tls` (issue 16): TLS with client certificates on every port; the proxies forward the
+    /// TLS bytes unchanged.
+    tls: bool,
 }
 
 /// Parses the arguments after `test-cluster`.
@@ -104,9 +107,14 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         keep: None,
         snapshot_interval: None,
         snapshot_retain: None,
+        tls: false,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
+        if flag == "--tls" {
+            options.tls = true;
+            continue;
+        }
         let value = rest.next().ok_or_else(|| format!("{flag} wants a value"))?;
         let number = || {
             value
@@ -425,6 +433,7 @@ fn start_cluster(
             log_path: dir.join(format!("n{i}.log")),
         })
         .collect();
+    let certs = options.tls.then(|| make_certs(dir, count)).transpose()?;
     let peer_addrs: Vec<_> = specs.iter().map(|spec| spec.peer_addr).collect();
     let mesh = Mesh::start(&peer_addrs).context("starting the proxies")?;
     for i in 0..count {
@@ -435,6 +444,9 @@ fn start_cluster(
             })
             .collect();
         process::write_config(dir, &specs, i, &via, snapshots)?;
+        if let Some(certs) = &certs {
+            process::append_tls(&specs[i], &certs.nodes[i].1)?;
+        }
         process::create_empty(&specs[i].log_path)?;
     }
     drop(reserved);
@@ -455,9 +467,22 @@ fn start_cluster(
     })
 }
 
+/// Issue 16: certificates for a `--tls` run in `dir/certs`, and every client of the run set to
+/// use the client certificate.
+fn make_certs(dir: &Path, count: usize) -> Result<alpo_node::tls::certs::InitFiles> {
+    let ids: Vec<alpo_core::NodeId> = (1..=u64::try_from(count)?).map(alpo_core::NodeId).collect();
+    let files = alpo_node::tls::certs::init(&dir.join("certs"), &ids)?;
+    workload::use_tls(alpo_node::tls::TlsConfig::load(&files.client)?);
+    eprintln!(
+        "test-cluster: TLS on every port (certificates in {})",
+        dir.join("certs").display()
+    );
+    Ok(files)
+}
+
 /// Waits until one node says it leads, so the run starts from a working cluster.
 fn wait_for_leader(cluster: &Cluster) -> Result<()> {
-    let mut client = alpo_node::Client::new(cluster.endpoints.clone(), workload::client_options())?;
+    let mut client = workload::new_client(cluster.endpoints.clone(), workload::client_options())?;
     let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
     while std::time::Instant::now() < deadline {
         for endpoint in &cluster.endpoints {

@@ -44,6 +44,8 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
     ("alpo-core", &["bytes", "tracing"]),
     ("alpo-log", &["bytes", "tracing", "crc32fast", "memmap2"]),
     // mio: epoll readiness for the inbox (no runtime; the workspace denies unsafe code).
+    // rustls (+ its pki-types and webpki): TLS without OpenSSL, sans-IO so it fits the threads
+    // and the epoll inbox; rcgen: the development CA and certificates (issue 16).
     (
         "alpo-net",
         &[
@@ -53,6 +55,10 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
             "crossbeam-channel",
             "parking_lot",
             "mio",
+            "rustls",
+            "rustls-pki-types",
+            "rustls-webpki",
+            "rcgen",
         ],
     ),
     // serde + toml: the node's TOML configuration file.

@@ -137,6 +137,7 @@ pub(super) fn run(load: &Load) -> anyhow::Result<Done> {
             request_timeout: REQUEST_TIMEOUT,
             retry_pause: Duration::from_millis(10),
         },
+        tls: None,
     };
     let threads = std::thread::available_parallelism()
         .map_or(2, std::num::NonZero::get)

@@ -27,6 +27,59 @@ pub(super) struct LocalCluster {
     pub(super) dir: PathBuf,
     /// The client addresses, comma-separated, for `alpo bench` and `alpo status`.
     pub(super) endpoints: String,
+    /// Issue 16: the certificates the nodes and clients use, if TLS is on.
+    tls: Option<BenchCerts>,
+}
+
+/// Issue 16: certificates for a benchmark's TLS points (a CA, one per node, a client), made
+/// once per run with `alpo_node::tls::certs::init`; removed when dropped.
+#[derive(Debug, Clone)]
+pub(super) struct BenchCerts {
+    dir: PathBuf,
+    files: alpo_node::tls::certs::InitFiles,
+}
+
+impl BenchCerts {
+    /// Makes certificates for nodes 1..=`nodes` in a fresh temporary directory.
+    pub(super) fn make(nodes: u16) -> anyhow::Result<BenchCerts> {
+        let dir = std::env::temp_dir().join(format!("alpo-bench-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids: Vec<alpo_core::NodeId> = (1..=u64::from(nodes)).map(alpo_core::NodeId).collect();
+        let files = alpo_node::tls::certs::init(&dir, &ids)
+            .with_context(|| format!("making certificates in {}", dir.display()))?;
+        Ok(BenchCerts { dir, files })
+    }
+
+    /// The `alpo node` flags of node `index` (from 0).
+    fn node_flags(&self, index: usize) -> Vec<String> {
+        let Some((_, paths)) = self.files.nodes.get(index) else {
+            return Vec::new();
+        };
+        tls_flags(paths)
+    }
+
+    /// The client commands' flags.
+    fn client_flags(&self) -> Vec<String> {
+        tls_flags(&self.files.client)
+    }
+
+    /// Removes the certificates (a clone shares the directory: call once, at the end).
+    pub(super) fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_flags(paths: &alpo_node::tls::TlsPaths) -> Vec<String> {
+    let mut flags = vec!["--tls-ca".to_string(), paths.ca.display().to_string()];
+    if let (Some(cert), Some(key)) = (&paths.cert, &paths.key) {
+        flags.extend([
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".to_string(),
+            key.display().to_string(),
+        ]);
+    }
+    flags
 }
 
 impl Drop for LocalCluster {
@@ -60,6 +113,17 @@ impl LocalCluster {
         point: &str,
         node_flags: &[String],
     ) -> anyhow::Result<LocalCluster> {
+        LocalCluster::start_with_tls(alpo, nodes, point, node_flags, None)
+    }
+
+    /// Like [`LocalCluster::start`], with TLS on both ports if `certs` is given.
+    pub(super) fn start_with_tls(
+        alpo: &Path,
+        nodes: u16,
+        point: &str,
+        node_flags: &[String],
+        certs: Option<&BenchCerts>,
+    ) -> anyhow::Result<LocalCluster> {
         let n = usize::from(nodes);
         let addrs = free_addrs(2 * n)?;
         let dir = std::env::temp_dir().join(format!("alpo-bench-{}-{point}", std::process::id()));
@@ -76,11 +140,19 @@ impl LocalCluster {
             node_flags: node_flags.to_vec(),
             children: (0..n).map(|_| None).collect(),
             dir,
+            tls: certs.cloned(),
         };
         for i in 0..n {
             cluster.start_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// The flags a client command (`alpo status`, `alpo bench`) needs to reach this cluster.
+    pub(super) fn client_tls_flags(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map_or_else(Vec::new, BenchCerts::client_flags)
     }
 
     /// The number of nodes.
@@ -137,6 +209,9 @@ impl LocalCluster {
             ]);
         }
         command.args(&self.node_flags);
+        if let Some(certs) = &self.tls {
+            command.args(certs.node_flags(index));
+        }
         let log_path = self.dir.join(format!("node-{}.log", index + 1));
         let log = std::fs::OpenOptions::new()
             .create(true)

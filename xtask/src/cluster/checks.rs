@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use alpo_core::Role;
-use alpo_node::Client;
 use alpo_node::client_protocol::{ReadEntry, ReadEntryKind};
 use xtask::history::{Command, History, Outcome, Reply};
 use xtask::linearizability::CommittedLog;
 
-use super::workload::client_options;
+use super::workload::{client_options, new_client};
 
 /// Waits until every node reports the same commit index, fully applied, with one leader, twice
 /// in a row; returns that index. Fails after `timeout`, naming what each node last said.
 pub(crate) fn converge(endpoints: &[SocketAddr], timeout: Duration) -> Result<u64> {
     let deadline = Instant::now() + timeout;
-    let mut client = Client::new(endpoints.to_vec(), client_options())?;
+    let mut client = new_client(endpoints.to_vec(), client_options())?;
     let mut previous: Option<u64> = None;
     let mut last_seen = String::new();
     while Instant::now() < deadline {
@@ -47,7 +46,7 @@ pub(crate) fn converge(endpoints: &[SocketAddr], timeout: Duration) -> Result<u6
                 Err(error) => {
                     seen.push(format!("{endpoint}: {error}"));
                     // A failed status call leaves the connection broken: start afresh.
-                    client = Client::new(endpoints.to_vec(), client_options())?;
+                    client = new_client(endpoints.to_vec(), client_options())?;
                 }
             }
         }

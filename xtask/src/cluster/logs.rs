@@ -26,6 +26,7 @@ use alpo_node::client_protocol::ReadEntry;
 use alpo_node::{Client, ClientOptions};
 
 use super::process::CLUSTER_ID;
+use super::workload::new_client;
 
 /// Entries asked for per read request.
 const READ_BATCH: u32 = 1_000;
@@ -147,7 +148,7 @@ impl Tailer {
 
     fn client(&mut self, at: usize) -> Option<&mut Client> {
         if self.clients[at].is_none() {
-            self.clients[at] = Client::new(vec![self.endpoints[at]], tail_options()).ok();
+            self.clients[at] = new_client(vec![self.endpoints[at]], tail_options()).ok();
         }
         self.clients[at].as_mut()
     }

@@ -353,6 +353,32 @@ pub(crate) fn snapshots_toml(snapshots: Snapshots) -> String {
     )
 }
 
+/// Issue 16: appends a `[tls]` table naming `paths` (a node's CA, certificate and key) to the
+/// config of `spec`.
+pub(crate) fn append_tls(spec: &NodeSpec, paths: &alpo_node::tls::TlsPaths) -> Result<()> {
+    let quote = |path: Option<&Path>| -> Result<String> {
+        let text = path
+            .and_then(Path::to_str)
+            .context("a certificate path is missing or not UTF-8")?;
+        serde_json::to_string(text).context("quoting a path")
+    };
+    let table = format!(
+        "\n[tls]\nca = {}\ncert = {}\nkey = {}\nrequire_client_cert = true\n",
+        quote(Some(&paths.ca))?,
+        quote(paths.cert.as_deref())?,
+        quote(paths.key.as_deref())?,
+    );
+    let mut text = std::fs::read_to_string(&spec.config_path)
+        .with_context(|| format!("reading {}", spec.config_path.display()))?;
+    text.push_str(&table);
+    std::fs::write(&spec.config_path, text)
+        .with_context(|| format!("writing {}", spec.config_path.display()))?;
+    // The node must read it back as written.
+    NodeConfig::load(&spec.config_path)
+        .with_context(|| format!("config of node {} with [tls]", spec.id))?;
+    Ok(())
+}
+
 /// The data directory of node `index` of a run in `dir`.
 pub(crate) fn data_dir(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("data-n{index}"))

@@ -45,6 +45,24 @@ pub(crate) fn client_options() -> ClientOptions {
     options
 }
 
+/// Issue 16: the TLS settings of every client of a `--tls` run (set once, before any client).
+static CLIENT_TLS: std::sync::OnceLock<alpo_node::tls::TlsConfig> = std::sync::OnceLock::new();
+
+/// Makes every client this run creates from now on connect over TLS with `tls`.
+pub(crate) fn use_tls(tls: alpo_node::tls::TlsConfig) {
+    // A run sets it once; a second call (none today) would keep the first.
+    let _ = CLIENT_TLS.set(tls);
+}
+
+/// A client of the run's cluster: every test-cluster client is made here, so a `--tls` run's
+/// clients all use TLS.
+pub(crate) fn new_client(
+    endpoints: Vec<SocketAddr>,
+    options: ClientOptions,
+) -> Result<Client, Error> {
+    Ok(Client::new(endpoints, options)?.with_tls(CLIENT_TLS.get().cloned()))
+}
+
 /// Maps a client error to the recorded outcome (module doc).
 pub(crate) fn completion_of_error(error: &Error) -> Completion {
     match error {
@@ -69,8 +87,8 @@ pub(crate) fn spawn_client(
     // spread over the cluster, leader and followers alike (issue 14).
     let mut readers = endpoints.clone();
     readers.rotate_left(usize::try_from(id).unwrap_or(0) % endpoints.len().max(1));
-    let mut reader = Client::new(readers, client_options())?;
-    let mut client = Client::new(endpoints, client_options())?;
+    let mut reader = new_client(readers, client_options())?;
+    let mut client = new_client(endpoints, client_options())?;
     let handle = thread::Builder::new()
         .name(format!("client-{id}"))
         .spawn(move || {
@@ -219,7 +237,7 @@ pub(crate) fn spawn_poller(
 ) -> anyhow::Result<JoinHandle<()>> {
     let mut options = client_options();
     options.attempt_timeout = Duration::from_millis(300);
-    let mut client = Client::new(vec![endpoint], options)?;
+    let mut client = new_client(vec![endpoint], options)?;
     let handle = thread::Builder::new()
         .name(format!("status-n{index}"))
         .spawn(move || {
@@ -228,7 +246,7 @@ pub(crate) fn spawn_poller(
                 if status.is_err() {
                     // `Client::status_of` keeps a broken connection after an error (a killed or
                     // restarted node): start over with a fresh client.
-                    if let Ok(fresh) = Client::new(vec![endpoint], options) {
+                    if let Ok(fresh) = new_client(vec![endpoint], options) {
                         client = fresh;
                     }
                 }
