@@ -203,18 +203,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let measure_start = started + Duration::from_secs_f64(args.warmup);
     let measure_end = measure_start + Duration::from_secs_f64(args.duration);
-    let request_timeout = Duration::from_millis(args.flags.timeout_ms);
-    let plan = DrivePlan {
-        endpoints: args.flags.endpoints.clone(),
-        first_target: leader,
-        options: ClientOptions {
-            cluster_id: ClusterId(args.flags.cluster_id),
-            attempt_timeout: ATTEMPT_TIMEOUT.min(request_timeout),
-            request_timeout,
-            retry_pause: RETRY_PAUSE,
-        },
-        tls: args.flags.tls()?,
-    };
+    let plan = drive_plan(&args, leader)?;
     let window = (measure_start, measure_end);
     let thread_count = std::thread::available_parallelism()
         .map_or(DRIVER_THREADS_DEFAULT, std::num::NonZero::get)
@@ -270,6 +259,22 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print_line(&total.table())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the drivers connect first (the leader), and how (timeouts, TLS).
+fn drive_plan(args: &BenchArgs, leader: SocketAddr) -> anyhow::Result<DrivePlan> {
+    let request_timeout = Duration::from_millis(args.flags.timeout_ms);
+    Ok(DrivePlan {
+        endpoints: args.flags.endpoints.clone(),
+        first_target: leader,
+        options: ClientOptions {
+            cluster_id: ClusterId(args.flags.cluster_id),
+            attempt_timeout: ATTEMPT_TIMEOUT.min(request_timeout),
+            request_timeout,
+            retry_pause: RETRY_PAUSE,
+        },
+        tls: args.flags.tls()?,
+    })
 }
 
 /// One driver thread: its clients, their values, and what they measured.
