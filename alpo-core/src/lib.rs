@@ -111,6 +111,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
+pub mod counters;
 pub mod error;
 mod injected;
 pub mod limits;
@@ -135,6 +136,7 @@ mod rule_tests;
 mod snapshot_tests;
 
 pub use config::Config;
+pub use counters::Counters;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;

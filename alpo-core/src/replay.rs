@@ -122,6 +122,25 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_taken_in_pieces_is_the_whole_trace() {
+        let mut cluster = Cluster::new_recorded(3, 5);
+        let whole_before = cluster.node(1).trace().unwrap().to_vec();
+        let mut pieces = cluster.node_mut(1).take_trace();
+        assert_eq!(pieces, whole_before, "the first piece is everything so far");
+        assert!(cluster.node(1).trace().unwrap().is_empty());
+        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+        cluster.propose(leader, "x").unwrap();
+        cluster.deliver_all();
+        pieces.extend(cluster.node_mut(1).take_trace());
+        cluster.advance(Duration::from_millis(60));
+        cluster.deliver_all();
+        pieces.extend(cluster.node_mut(1).take_trace());
+        let replay = replay(&pieces).unwrap();
+        assert_eq!(replay.node.status(), cluster.node(1).status());
+        assert_eq!(replay.outputs, cluster.outputs[&NodeId(1)]);
+    }
+
+    #[test]
     fn damaged_traces_are_refused_with_the_offset() {
         let cluster = recorded_run();
         let trace = cluster.node(1).trace().unwrap().to_vec();

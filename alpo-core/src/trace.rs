@@ -94,11 +94,25 @@ impl Recorder {
     /// right after start, before any input).
     #[cfg(feature = "sim")]
     pub(crate) fn injected_bug(&mut self, code: u8) {
+        assert!(
+            self.bug_offset < self.bytes.len(),
+            "invariant: a bug is injected before any trace bytes are taken"
+        );
         self.bytes[self.bug_offset] = code;
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Takes the bytes recorded so far; recording goes on after them (the taker concatenates).
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        // The simulator's injected bug is set right after start, before anything is taken.
+        #[cfg(feature = "sim")]
+        {
+            self.bug_offset = usize::MAX;
+        }
+        std::mem::take(&mut self.bytes)
     }
 
     fn writer(&mut self, tag: u8) -> Writer {
