@@ -370,12 +370,13 @@ impl Node {
     /// them (see [`crate::output`] for the ordering contract).
     #[must_use = "the outputs must be performed, in order"]
     pub fn take_outputs(&mut self) -> Vec<Output> {
-        if let Some(recorder) = &mut self.recorder {
-            recorder.take_outputs();
-        }
         self.flush();
         self.invariants();
-        std::mem::take(&mut self.outputs)
+        let outputs = std::mem::take(&mut self.outputs);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.take_outputs(&outputs);
+        }
+        outputs
     }
 
     /// The next instant at which `tick` has something to do.

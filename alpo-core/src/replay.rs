@@ -4,9 +4,11 @@
 //! (tested below), and the replayed node, which records again, ends with the same trace bytes.
 
 use crate::error::{ProposeError, TraceError};
+use crate::message::Message;
 use crate::node::{Node, Proposal};
 use crate::output::Output;
-use crate::trace::{Decoder, Record};
+use crate::trace::{Decoder, Record, outputs_digest};
+use crate::types::Instant;
 
 /// The result of replaying a trace.
 #[derive(Debug)]
@@ -17,11 +19,45 @@ pub struct Replay {
     pub outputs: Vec<Output>,
     /// What each `propose` returned, in order.
     pub proposals: Vec<Result<Proposal, ProposeError>>,
+    /// Where an incomplete final record starts, when `replay_watched` was told to accept one
+    /// (the trace of a process that died while recording); `None` when the trace ends whole.
+    pub torn_tail: Option<u64>,
+}
+
+/// One replayed input, as [`replay_watched`] shows it to its watcher.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// Where the input's record starts in the trace.
+    pub offset: u64,
+    /// The input's time (`None` for the taking of outputs, which has none).
+    pub now: Option<Instant>,
+    /// The input, in the core's words: `tick`, `message`, `propose`, `persisted`,
+    /// `take_outputs`, `snapshot_durable`, `snapshot_read`, `snapshot_installed`,
+    /// `snapshot_install_failed`, `snapshot_requested`.
+    pub input: &'static str,
+    /// The message, for a `message` input.
+    pub message: Option<&'a Message>,
+    /// The node after the input.
+    pub node: &'a Node,
+    /// The outputs taken, for a `take_outputs` input (checked against the recorded digest).
+    pub outputs: &'a [Output],
 }
 
 /// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
-/// `trace` afterwards.
+/// `trace` afterwards. Every batch of outputs is checked against the recorded digest: a
+/// difference is [`TraceError::Diverged`].
 pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
+    replay_watched(trace, false, &mut |_| {})
+}
+
+/// Like [`replay`], showing each input to `watch` after the node took it. With
+/// `torn_tail_ok`, a trace whose last record is incomplete (for want of bytes: what a crash
+/// while recording leaves) replays up to it, and [`Replay::torn_tail`] says where it starts.
+pub fn replay_watched(
+    trace: &[u8],
+    torn_tail_ok: bool,
+    watch: &mut dyn FnMut(&Step<'_>),
+) -> Result<Replay, TraceError> {
     let (mut decoder, start) = Decoder::start(trace)?;
     #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
     let mut node =
@@ -46,30 +82,84 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
     }
     let mut outputs = Vec::new();
     let mut proposals = Vec::new();
-    while let Some(record) = decoder.next_record()? {
-        match record {
-            Record::Tick(now) => node.tick(now),
-            Record::Message(now, message) => node.on_message(now, message),
-            Record::Propose(now, payload) => proposals.push(node.propose(now, payload)),
-            Record::Persisted(now, position) => node.on_persisted(now, position),
-            Record::TakeOutputs => outputs.extend(node.take_outputs()),
-            Record::SnapshotDurable(now, meta) => node.on_snapshot_durable(now, meta),
+    let mut torn_tail = None;
+    loop {
+        let offset = decoder.offset();
+        let record = match decoder.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(_) if torn_tail_ok && decoder.ran_out() => {
+                torn_tail = Some(offset as u64);
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        let mut message = None;
+        let mut taken = Vec::new();
+        let (now, input) = match record {
+            Record::Tick(now) => {
+                node.tick(now);
+                (Some(now), "tick")
+            }
+            Record::Message(now, received) => {
+                message = Some(received.clone());
+                node.on_message(now, received);
+                (Some(now), "message")
+            }
+            Record::Propose(now, payload) => {
+                proposals.push(node.propose(now, payload));
+                (Some(now), "propose")
+            }
+            Record::Persisted(now, position) => {
+                node.on_persisted(now, position);
+                (Some(now), "persisted")
+            }
+            Record::TakeOutputs(digest) => {
+                taken = node.take_outputs();
+                if outputs_digest(&taken) != digest {
+                    return Err(TraceError::Diverged {
+                        offset: offset as u64,
+                        outputs: format!("{taken:?}"),
+                    });
+                }
+                (None, "take_outputs")
+            }
+            Record::SnapshotDurable(now, meta) => {
+                node.on_snapshot_durable(now, meta);
+                (Some(now), "snapshot_durable")
+            }
             Record::SnapshotRead(now, read, result) => {
                 node.on_snapshot_read(now, read.to, read.snapshot, read.offset, result);
+                (Some(now), "snapshot_read")
             }
-            Record::SnapshotInstalled(now, meta, true) => node.on_snapshot_installed(now, meta),
+            Record::SnapshotInstalled(now, meta, true) => {
+                node.on_snapshot_installed(now, meta);
+                (Some(now), "snapshot_installed")
+            }
             Record::SnapshotInstalled(now, meta, false) => {
                 node.on_snapshot_install_failed(now, meta);
+                (Some(now), "snapshot_install_failed")
             }
             Record::SnapshotRequested(now) => {
                 let _ = node.request_snapshot(now);
+                (Some(now), "snapshot_requested")
             }
-        }
+        };
+        watch(&Step {
+            offset: offset as u64,
+            now,
+            input,
+            message: message.as_ref(),
+            node: &node,
+            outputs: &taken,
+        });
+        outputs.extend(taken);
     }
     Ok(Replay {
         node,
         outputs,
         proposals,
+        torn_tail,
     })
 }
 
@@ -141,6 +231,42 @@ mod tests {
     }
 
     #[test]
+    fn other_outputs_than_the_recorded_ones_are_a_divergence() {
+        let cluster = recorded_run();
+        let mut trace = cluster.node(1).trace().unwrap().to_vec();
+        let mut takes = Vec::new();
+        replay_watched(&trace, false, &mut |step| {
+            if step.input == "take_outputs" && !step.outputs.is_empty() {
+                takes.push(step.offset);
+            }
+        })
+        .unwrap();
+        let offset = takes[takes.len() / 2];
+        // The digest follows the record's tag byte.
+        trace[usize::try_from(offset).unwrap() + 1] ^= 1;
+        match replay(&trace).unwrap_err() {
+            TraceError::Diverged { offset: at, .. } => assert_eq!(at, offset),
+            other => panic!("expected a divergence, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_replays_up_to_it_when_allowed() {
+        let cluster = recorded_run();
+        let trace = cluster.node(2).trace().unwrap();
+        let torn = &trace[..trace.len() - 3];
+        assert!(replay(torn).is_err());
+        let replay = replay_watched(torn, true, &mut |_| {}).unwrap();
+        let tail = replay.torn_tail.unwrap();
+        assert!(
+            tail < torn.len() as u64 && torn.len() as u64 - tail < 64,
+            "{tail}"
+        );
+        let whole = replay_watched(trace, true, &mut |_| {}).unwrap();
+        assert_eq!(whole.torn_tail, None);
+    }
+
+    #[test]
     fn damaged_traces_are_refused_with_the_offset() {
         let cluster = recorded_run();
         let trace = cluster.node(1).trace().unwrap().to_vec();
@@ -156,7 +282,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 2"
+            "corrupt trace at byte 8: trace version 9, expected 3"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -13,7 +13,8 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`;
+//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`), so that a
+//!   replay checks every output is the recorded one (version 3, issue 15's flight recorder);
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
 //!   or 1 `Replaced`, 2 `Failed`;
@@ -42,13 +43,14 @@ use crate::message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
+use crate::output::Output;
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
     Rank, SnapshotMeta, Term,
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 2;
+pub const TRACE_VERSION: u16 = 3;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -62,6 +64,30 @@ const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
+
+/// A digest of `outputs` (FNV-1a over their `Debug` form): equal outputs give equal digests,
+/// and any difference a replay could show (a field, an order) changes it but by accident.
+/// `Debug` covers every output kind, present and future, without a second encoder to keep.
+#[must_use]
+pub fn outputs_digest(outputs: &[Output]) -> u64 {
+    use std::fmt::Write as _;
+    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+    // Writing to the hasher cannot fail.
+    let _ = write!(hasher, "{outputs:?}");
+    hasher.0
+}
+
+/// FNV-1a, 64 bits, fed by `fmt::Write`.
+struct Fnv(u64);
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        for byte in text.bytes() {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
+    }
+}
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -151,8 +177,10 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
-    pub(crate) fn take_outputs(&mut self) {
+    pub(crate) fn take_outputs(&mut self, outputs: &[Output]) {
         self.bytes.push(TAG_TAKE_OUTPUTS);
+        self.bytes
+            .extend_from_slice(&outputs_digest(outputs).to_le_bytes());
     }
 
     pub(crate) fn snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
@@ -227,7 +255,8 @@ pub(crate) enum Record {
     Message(Instant, Message),
     Propose(Instant, Bytes),
     Persisted(Instant, LogPosition),
-    TakeOutputs,
+    /// With the digest of the outputs the recorded node gave.
+    TakeOutputs(u64),
     SnapshotDurable(Instant, SnapshotMeta),
     SnapshotRead(Instant, SnapshotRead, Result<Bytes, SnapshotReadError>),
     /// `true`: installed; `false`: the install failed verification.
@@ -248,6 +277,7 @@ impl<'a> Decoder<'a> {
         let mut reader = Reader {
             bytes: trace,
             offset: 0,
+            ran_out: false,
         };
         let magic = reader.take(8)?;
         if magic != MAGIC {
@@ -300,7 +330,7 @@ impl<'a> Decoder<'a> {
                 let term = Term(reader.u64()?);
                 Record::Persisted(now, LogPosition { index, term })
             }
-            TAG_TAKE_OUTPUTS => Record::TakeOutputs,
+            TAG_TAKE_OUTPUTS => Record::TakeOutputs(reader.u64()?),
             TAG_SNAPSHOT_DURABLE => {
                 let now = Instant(reader.u64()?);
                 Record::SnapshotDurable(now, reader.snapshot_meta()?)
@@ -315,6 +345,17 @@ impl<'a> Decoder<'a> {
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
+    }
+
+    /// Where the next record starts.
+    pub(crate) fn offset(&self) -> usize {
+        self.reader.offset
+    }
+
+    /// Whether decoding failed for want of bytes (a torn tail, as a crash while recording
+    /// leaves) rather than for bytes that make no sense.
+    pub(crate) fn ran_out(&self) -> bool {
+        self.reader.ran_out
     }
 
     /// A corruption error at `offset`.
@@ -500,6 +541,8 @@ impl Writer {
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
+    /// A read wanted more bytes than are left.
+    ran_out: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -520,6 +563,7 @@ impl<'a> Reader<'a> {
             .checked_add(count)
             .filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
+            self.ran_out = true;
             let problem = format!("truncated: {count} bytes expected, {} left", self.left());
             return Err(self.error(self.offset, &problem));
         };
@@ -562,6 +606,9 @@ impl<'a> Reader<'a> {
         let fits = usize::try_from(count)
             .ok()
             .filter(|count| count.saturating_mul(item_bytes_min) <= self.left());
+        if fits.is_none() {
+            self.ran_out = true;
+        }
         fits.ok_or_else(|| self.error(at, &format!("count {count} exceeds the bytes left")))
     }
 
