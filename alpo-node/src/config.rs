@@ -72,6 +72,40 @@ pub struct NodeConfig {
     /// The log files.
     #[serde(default)]
     pub log: LogSettings,
+    /// The metrics and live-page HTTP endpoint (issue 15); off unless an address is set.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// The flight recorder (issue 15): the core's inputs, kept in the data directory.
+    #[serde(default)]
+    pub recorder: RecorderSettings,
+}
+
+/// Where a node serves `/metrics`, `/cluster.json` and its live page (`http.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// The HTTP address; `None` (the default) serves nothing and collects no metrics.
+    pub address: Option<SocketAddr>,
+}
+
+/// The flight recorder: a bounded ring of input-trace files under `data_dir/trace`
+/// (`recorder.rs`), replayed offline by `alpo replay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderSettings {
+    /// Record at all (on by default).
+    pub enabled: bool,
+    /// Disk the trace files may use together; the oldest go first.
+    pub disk_bytes_max: u64,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> RecorderSettings {
+        RecorderSettings {
+            enabled: true,
+            disk_bytes_max: crate::limits::RECORDER_DISK_BYTES_DEFAULT,
+        }
+    }
 }
 
 /// How the log's files are cut.
@@ -178,6 +212,8 @@ impl NodeConfig {
                 timeouts: Timeouts::lan(),
                 snapshots: Snapshots::default(),
                 log: LogSettings::default(),
+                metrics: MetricsSettings::default(),
+                recorder: RecorderSettings::default(),
             })
             .collect()
     }

@@ -36,7 +36,7 @@
 //!
 //! use alpo_core::{ClusterId, LogIndex};
 //! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
-//! use alpo_node::{LogSettings, Snapshots, Timeouts};
+//! use alpo_node::{LogSettings, MetricsSettings, RecorderSettings, Snapshots, Timeouts};
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -90,6 +90,8 @@
 //!     timeouts: Timeouts::lan(),
 //!     snapshots: Snapshots::default(),
 //!     log: LogSettings::default(),
+//!     metrics: MetricsSettings::default(),
+//!     recorder: RecorderSettings::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -123,12 +125,17 @@ pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
+mod http;
 mod image_io;
 pub mod kv;
 mod kv_client;
 pub mod limits;
+pub mod metrics;
 mod node;
 mod node_image;
+mod observe;
+mod page;
+pub mod recorder;
 mod server;
 mod service;
 mod session;
@@ -139,7 +146,9 @@ mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{LogSettings, NodeConfig, PeerConfig, Snapshots, Timeouts};
+pub use config::{
+    LogSettings, MetricsSettings, NodeConfig, PeerConfig, RecorderSettings, Snapshots, Timeouts,
+};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;

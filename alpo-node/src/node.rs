@@ -35,7 +35,10 @@ use crate::apply::EntrySource;
 use crate::client_protocol::NodeStatus;
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::http::HttpServer;
+use crate::metrics::Metrics;
 use crate::node_image::{self, RestoredState};
+use crate::observe::NodeEndpoints;
 use crate::server::{self, HardStateStore, Parts, PeerSender, Running};
 use crate::snapshot::core_meta;
 use crate::state_machine::StateMachine;
@@ -50,6 +53,8 @@ pub struct Server {
     client_addr: SocketAddr,
     transport: Arc<PeerTransport>,
     listener: Arc<ClientListener>,
+    /// `/metrics`, `/cluster.json` and the live page, when `[metrics] address` is set.
+    http: Option<HttpServer>,
 }
 
 /// Group-commit figures of a node's storage thread.
@@ -142,8 +147,39 @@ impl Server {
             waker: Arc::new(inbox.waker()),
             inputs: Box::new(inbox),
             replier: listener.clone(),
+            metrics: config.metrics.address.map(|_| Arc::new(Metrics::new())),
         };
+        let metrics = parts.metrics.clone();
+        let (metrics_addr, cluster_id) = (config.metrics.address, config.cluster());
+        let peers = config
+            .peers
+            .iter()
+            .map(|peer| (NodeId(peer.id), peer.client_addr))
+            .collect();
         let running = server::launch(config, persisted, parts, Box::new(machine))?;
+        let http = match (metrics_addr, metrics) {
+            (Some(addr), Some(metrics)) => {
+                let endpoints = NodeEndpoints {
+                    id,
+                    cluster_id,
+                    metrics,
+                    shared: Arc::clone(&running.shared),
+                    transport: Arc::clone(&transport),
+                    listener: Arc::clone(&listener),
+                    peers,
+                };
+                let http = match HttpServer::start(addr, Arc::new(endpoints)) {
+                    Ok(http) => http,
+                    Err(error) => {
+                        let _ = running.stop();
+                        return Err(error);
+                    }
+                };
+                tracing::info!(node = id.0, metrics = %http.local_addr(), "serving /metrics and the live page");
+                Some(http)
+            }
+            _ => None,
+        };
         Ok(Server {
             id,
             running: Some(running),
@@ -151,6 +187,7 @@ impl Server {
             client_addr,
             transport,
             listener,
+            http,
         })
     }
 
@@ -170,6 +207,13 @@ impl Server {
     #[must_use]
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where the node serves `/metrics`, `/cluster.json` and its live page (the bound address,
+    /// so port 0 in the config gives the real port here); `None` with metrics off.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The node's role, term, leader and indices, as of its event loop's last batch.
@@ -231,6 +275,9 @@ impl Server {
     }
 
     fn shutdown(&mut self) -> Result<(), Error> {
+        if let Some(http) = &mut self.http {
+            http.stop();
+        }
         let Some(running) = self.running.take() else {
             return Ok(());
         };

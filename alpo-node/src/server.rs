@@ -53,7 +53,9 @@ use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
+use crate::metrics::{LoopProbe, Metrics};
 use crate::node_image::RestoredState;
+use crate::recorder::Recorder;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
 use crate::state_machine::StateMachine;
@@ -104,6 +106,10 @@ struct EventLoop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
+    /// The metrics' event-loop side, when metrics are on (`metrics.rs`).
+    pub(crate) probe: Option<LoopProbe>,
+    /// The flight recorder, when on (`recorder.rs`): the core records, this streams it.
+    pub(crate) recorder: Option<Recorder>,
 }
 
 /// How long the loop waits when the core names no deadline (it normally always has one).
@@ -113,7 +119,13 @@ impl EventLoop {
     /// Runs until asked to stop or until a fatal error; then lets the other threads drain. A
     /// fatal error is published for `Server::failure` and returned as [`Error::Failed`].
     pub(crate) fn run(mut self) -> Result<(), Error> {
-        let result = self.run_inner().map_err(|error| {
+        let result = self.run_inner();
+        // The last batch's inputs, and the whole trace, reach the file before the loop ends.
+        if let Some(mut recorder) = self.recorder.take() {
+            recorder.record(self.node.take_trace());
+            recorder.finish();
+        }
+        let result = result.map_err(|error| {
             let error = Arc::new(error);
             let logged: &(dyn std::error::Error + 'static) = error.as_ref();
             tracing::error!(node = self.config.id, error = logged, "node stopping");
@@ -154,7 +166,11 @@ impl EventLoop {
             if self.shared.stop_requested.load(Ordering::Acquire) {
                 return Ok(());
             }
+            let input_count = arrived.len();
             for incoming in arrived.drain(..) {
+                if let (Some(probe), Incoming::Peer(message)) = (&mut self.probe, &incoming) {
+                    probe.on_message(message);
+                }
                 match incoming {
                     Incoming::Peer(message) => self.node.on_message(self.now(), message),
                     Incoming::Client(request) => self.on_client(request)?,
@@ -171,7 +187,7 @@ impl EventLoop {
                 self.node.tick(now);
             }
             self.perform_outputs()?;
-            self.after_batch()?;
+            self.after_batch(input_count)?;
         }
     }
 
@@ -211,6 +227,9 @@ impl EventLoop {
             let now = self.now();
             match report {
                 SnapshotReport::Durable(meta) => {
+                    if let Some(probe) = &self.probe {
+                        probe.metrics.snapshot_taken();
+                    }
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.node.on_snapshot_durable(now, meta);
                     self.answer_snapshot_waiters();
@@ -224,6 +243,9 @@ impl EventLoop {
                     .node
                     .on_snapshot_read(now, to, snapshot, offset, result),
                 SnapshotReport::Installed { meta, path } => {
+                    if let Some(probe) = &self.probe {
+                        probe.metrics.snapshot_installed();
+                    }
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.installed = Some((meta.last, path));
                     self.node.on_snapshot_installed(now, meta);
@@ -334,11 +356,16 @@ impl EventLoop {
         let payload = LogCommand { id, kind, data }.encode();
         match self.node.propose(self.now(), payload) {
             Ok(proposal) => {
+                let proposed_at = self.probe.as_ref().map(|probe| {
+                    probe.on_proposal();
+                    std::time::Instant::now()
+                });
                 let pending = PendingRequest {
                     index: proposal.index,
                     term: proposal.term,
                     connection,
                     seq: id.seq,
+                    proposed_at,
                 };
                 return self.send_apply(ApplyMsg::Pending(pending));
             }
@@ -399,9 +426,17 @@ impl EventLoop {
                 }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
                 Output::AppendLog { entries } => {
-                    self.send_storage(StorageOp::Append { entries })?
+                    if let Some(probe) = &self.probe {
+                        probe.on_append(entries.len());
+                    }
+                    self.send_storage(StorageOp::Append { entries })?;
                 }
-                Output::Send(message) => self.peers.send(message),
+                Output::Send(message) => {
+                    if let Some(probe) = &mut self.probe {
+                        probe.on_send(&message);
+                    }
+                    self.peers.send(message);
+                }
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
                 Output::TakeSnapshot { at } => self.send_apply(ApplyMsg::TakeSnapshot { at })?,
                 Output::CompactLog { below } => {
@@ -477,9 +512,18 @@ impl EventLoop {
             .map_err(|_| snapshot_thread_stopped())
     }
 
-    /// Publishes status; tells waiting clients when leadership is lost.
-    fn after_batch(&mut self) -> Result<(), Error> {
+    /// Publishes status and metrics; streams the trace; tells waiting clients when leadership
+    /// is lost.
+    fn after_batch(&mut self, input_count: usize) -> Result<(), Error> {
         let status = self.status();
+        if let Some(probe) = &mut self.probe {
+            let queues = (self.storage.ops.len(), self.apply.sender.len());
+            let core = (&self.node.status(), &self.node.counters());
+            probe.after_batch(input_count, core, status.applied_index.0, queues);
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.record(self.node.take_trace());
+        }
         let is_leader = status.role == Role::Leader;
         if self.was_leader && !is_leader {
             tracing::info!(
@@ -558,6 +602,8 @@ pub(crate) struct Parts {
     /// Ends a wait of `inputs`.
     pub(crate) waker: Arc<dyn Wake>,
     pub(crate) replier: Arc<dyn Replier>,
+    /// The node's metrics, when on.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// A started event loop with its storage and apply threads.
@@ -577,11 +623,24 @@ pub(crate) fn launch(
 ) -> Result<Running, Error> {
     let origin = std::time::Instant::now();
     let seed = seed_for(config.id);
-    let node = Node::new(
-        config.core_config(seed),
-        persisted,
-        alpo_core::Instant::from_nanos(0),
-    )
+    let start = alpo_core::Instant::from_nanos(0);
+    let recorder = config
+        .recorder
+        .enabled
+        .then(|| {
+            let incarnation = persisted.incarnation.0;
+            Recorder::start(
+                &config.data_dir,
+                incarnation,
+                config.recorder.disk_bytes_max,
+            )
+        })
+        .transpose()?;
+    let node = if recorder.is_some() {
+        Node::new_recorded(config.core_config(seed), persisted, start)
+    } else {
+        Node::new(config.core_config(seed), persisted, start)
+    }
     .map_err(|error| Error::Config {
         field: error.field.to_string(),
         problem: error.problem,
@@ -594,10 +653,12 @@ pub(crate) fn launch(
         "invariant: restored at the core's L"
     );
     let status = node_status(&node, restored_index);
+    let start_commit = status.commit_index.0;
     let storage = storage::spawn(
         parts.log,
         STORAGE_QUEUE_OP_COUNT_MAX,
         Arc::clone(&parts.waker),
+        parts.metrics.clone(),
     )?;
     let (snapshots, apply) = spawn_snapshot_and_apply(
         &config,
@@ -606,6 +667,7 @@ pub(crate) fn launch(
         machine,
         &parts.replier,
         (parts.entry_source, parts.restored),
+        parts.metrics.clone(),
     )?;
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
@@ -629,6 +691,10 @@ pub(crate) fn launch(
         shared: Arc::clone(&shared),
         reported_durable: None,
         was_leader: false,
+        probe: parts
+            .metrics
+            .map(|metrics| LoopProbe::new(metrics, start_commit)),
+        recorder,
         config,
     };
     let thread = std::thread::Builder::new()
@@ -654,6 +720,7 @@ fn spawn_snapshot_and_apply(
     machine: Box<dyn StateMachine>,
     replier: &Arc<dyn Replier>,
     (log, restored): (Box<dyn EntrySource>, Option<RestoredState>),
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<(Option<SnapshotHandle>, ApplyHandle), Error> {
     let snapshots = store
         .map(|store| snapshot::spawn(store, Arc::clone(waker)))
@@ -670,6 +737,7 @@ fn spawn_snapshot_and_apply(
         restored,
         snapshots: snapshot_jobs,
         retain_entries: config.snapshots.retain_entries,
+        metrics,
     })?;
     Ok((snapshots, apply))
 }
@@ -846,6 +914,12 @@ mod tests {
             peers,
             snapshots: crate::config::Snapshots::default(),
             log: crate::config::LogSettings::default(),
+            metrics: crate::config::MetricsSettings::default(),
+            // No data directory here: the in-memory nodes do not record.
+            recorder: crate::config::RecorderSettings {
+                enabled: false,
+                ..Default::default()
+            },
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,
@@ -876,6 +950,7 @@ mod tests {
                 inputs,
                 waker,
                 replier: Arc::new(ChannelReplier(reply_tx)),
+                metrics: None,
             };
             let machine = Box::new(KvStateMachine::new());
             let running = launch(config(id), Persisted::default(), parts, machine).unwrap();
@@ -991,6 +1066,7 @@ mod tests {
             inputs,
             waker,
             replier: Arc::new(ChannelReplier(replies)),
+            metrics: None,
         };
         (parts, input_sender)
     }
