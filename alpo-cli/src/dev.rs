@@ -107,7 +107,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     say!("try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status");
     match wait_for_leader(&servers) {
         Some(id) => say!("ready: node {id} is leader; Ctrl-C stops the cluster"),
-        None => say!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
+        None => say!("no leader after {LEADER_WAIT:?}; still trying (ALPO_LOG=info shows why)"),
     }
     let failed = wait_for_stop(&stop, &servers);
     for server in &servers {

@@ -10,7 +10,8 @@
 //! - 4: a negative answer: `get` found no such key, `cas` found another value, `delete` found
 //!   nothing to delete.
 //!
-//! Logging goes to standard error through `tracing`, filtered by `RUST_LOG` (default `warn`).
+//! Logging goes to standard error through `tracing`, filtered by `ALPO_LOG` (or `RUST_LOG`;
+//! default `warn`), as text or, with `--log-format json`, one JSON object a line.
 
 /// Prints a progress line to standard output, ignoring a closed pipe: a long-running command
 /// (`alpo dev`, `alpo node`) must still stop its nodes cleanly when nobody reads its output.
@@ -38,8 +39,38 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "alpo", version, about)]
 struct Cli {
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for tools.
+    /// Which lines: the `ALPO_LOG` filter (`RUST_LOG` syntax, e.g. `info` or
+    /// `alpo_node=debug`); default `warn`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The environment variable holding the log filter.
+const LOG_FILTER_VAR: &str = "ALPO_LOG";
+
+/// Sets up `tracing`'s subscriber: `ALPO_LOG` (or `RUST_LOG`, the older name) filters, stderr
+/// receives, `format` shapes each line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_VAR)
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,13 +109,8 @@ const EXIT_UNAVAILABLE: u8 = 3;
 pub(crate) const EXIT_NEGATIVE: u8 = 4;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Node(args) => node_cmd::run(args),
         Command::Dev(args) => dev::run(args),

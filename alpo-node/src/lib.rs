@@ -125,6 +125,7 @@ pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
+mod events;
 mod http;
 mod image_io;
 pub mod kv;

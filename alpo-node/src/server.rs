@@ -51,6 +51,7 @@ use crate::client_protocol::{
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::events::Watch;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
 use crate::metrics::{LoopProbe, Metrics};
@@ -108,6 +109,8 @@ struct EventLoop {
     pub(crate) was_leader: bool,
     /// The metrics' event-loop side, when metrics are on (`metrics.rs`).
     pub(crate) probe: Option<LoopProbe>,
+    /// The last batch's view, for the log lines of what changed (`events.rs`).
+    pub(crate) watch: Watch,
     /// The flight recorder, when on (`recorder.rs`): the core records, this streams it.
     pub(crate) recorder: Option<Recorder>,
 }
@@ -243,6 +246,8 @@ impl EventLoop {
                     .node
                     .on_snapshot_read(now, to, snapshot, offset, result),
                 SnapshotReport::Installed { meta, path } => {
+                    let (node, index) = (self.config.id, meta.last.index.0);
+                    tracing::info!(node, index, "snapshot from the leader installed (S7)");
                     if let Some(probe) = &self.probe {
                         probe.metrics.snapshot_installed();
                     }
@@ -525,15 +530,10 @@ impl EventLoop {
             recorder.record(self.node.take_trace());
         }
         let is_leader = status.role == Role::Leader;
+        self.watch
+            .after_batch(&self.node.status(), self.node.counters());
         if self.was_leader && !is_leader {
-            tracing::info!(
-                node = self.config.id,
-                term = status.term.0,
-                "no longer leader"
-            );
             self.send_apply(ApplyMsg::LeadershipLost)?;
-        } else if is_leader && !self.was_leader {
-            tracing::info!(node = self.config.id, term = status.term.0, "became leader");
         }
         self.was_leader = is_leader;
         *self.shared.status.lock() = status;
@@ -654,6 +654,7 @@ pub(crate) fn launch(
     );
     let status = node_status(&node, restored_index);
     let start_commit = status.commit_index.0;
+    let (node_core_status, node_core_counters) = (node.status(), node.counters());
     let storage = storage::spawn(
         parts.log,
         STORAGE_QUEUE_OP_COUNT_MAX,
@@ -695,6 +696,7 @@ pub(crate) fn launch(
             .metrics
             .map(|metrics| LoopProbe::new(metrics, start_commit)),
         recorder,
+        watch: Watch::new(&node_core_status, node_core_counters),
         config,
     };
     let thread = std::thread::Builder::new()
