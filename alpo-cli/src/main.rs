@@ -29,6 +29,7 @@ mod json;
 mod log_cmd;
 mod node_cmd;
 mod output;
+mod replay_cmd;
 mod signal;
 
 use std::process::ExitCode;
@@ -99,6 +100,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inspect log directories offline (dump, verify).
     Log(log_cmd::LogArgs),
+    /// Replay a node's flight-recorder traces, check the outputs, print its history.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// Exit code: the operation failed.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => client_cmd::snapshot(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
+        Command::Replay(args) => replay_cmd::run(args),
     };
     match result {
         Ok(code) => code,
