@@ -35,6 +35,8 @@ mod checks;
 mod logs;
 #[path = "cluster/process.rs"]
 pub(crate) mod process;
+#[path = "cluster/traces.rs"]
+mod traces;
 #[path = "cluster/workload.rs"]
 mod workload;
 
@@ -664,6 +666,12 @@ fn judge(
             LogSummary::default()
         }
     };
+    // Every node is killed by now (check_logs, or here): their traces are complete.
+    cluster.nodes.kill_all();
+    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
+        .map(|index| process::data_dir(dir, index))
+        .collect();
+    let traces = traces::check_traces(&data_dirs, &mut violations)?;
     let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
         .map_err(anyhow::Error::new)?
     {
@@ -695,7 +703,7 @@ fn judge(
         "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
          duplicates={} log_problems={} linearizable={linearizable} \
          max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
-         installs={} unchecked_indices={}",
+         installs={} unchecked_indices={} traces_replayed={} trace_inputs={}",
         options.nodes,
         options.duration_s,
         options.seed,
@@ -710,6 +718,8 @@ fn judge(
         end.snapshot_count.taken(&node_ids),
         end.snapshot_count.installed(&node_ids),
         log_summary.unchecked,
+        traces.replayed,
+        traces.inputs,
     );
     Ok(Report { line, violations })
 }
