@@ -276,6 +276,19 @@ impl NodeConfig {
             let problem = format!("{segment} is outside {min}..={max}");
             return Err(config_error("log.segment_bytes_max", &problem));
         }
+        let budget = self.recorder.disk_bytes_max;
+        let least = crate::limits::RECORDER_DISK_BYTES_MIN;
+        if self.recorder.enabled && budget < least {
+            let problem = format!("{budget} is below {least} (turn the recorder off instead)");
+            return Err(config_error("recorder.disk_bytes_max", &problem));
+        }
+        if let Some(addr) = self.metrics.address
+            && addr.port() != 0
+            && addrs.contains(&addr)
+        {
+            let problem = format!("address {addr} is used twice");
+            return Err(config_error("metrics.address", &problem));
+        }
         self.core_config(0)
             .validate()
             .map_err(|error| Error::Config {
@@ -461,6 +474,32 @@ mod tests {
         let mut config = example();
         config.log.segment_bytes_max = 10;
         assert_eq!(field_of(&config), "log.segment_bytes_max");
+    }
+
+    #[test]
+    fn the_metrics_and_recorder_tables_parse_with_defaults_and_are_checked() {
+        let config = example();
+        assert_eq!(config.metrics.address, None, "metrics are off by default");
+        assert!(config.recorder.enabled, "the recorder is on by default");
+        let text = format!(
+            "{EXAMPLE}\n[metrics]\naddress = \"127.0.0.1:9100\"\n\
+             [recorder]\nenabled = false\ndisk_bytes_max = 4194304\n"
+        );
+        let config: NodeConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.metrics.address,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert!(!config.recorder.enabled);
+        let mut config = example();
+        config.recorder.disk_bytes_max = 10;
+        assert_eq!(field_of(&config), "recorder.disk_bytes_max");
+        config.recorder.enabled = false;
+        config.validate().unwrap();
+        let mut config = example();
+        config.metrics.address = Some(config.client_addr);
+        assert_eq!(field_of(&config), "metrics.address");
     }
 
     #[test]

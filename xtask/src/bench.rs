@@ -8,6 +8,11 @@
 //!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
 //!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
+//!   `--variant NAME=FLAGS` (repeatable) runs every point once per variant, interleaved, with
+//!   FLAGS (space-separated) added to every `alpo node`, and names the line's backend
+//!   `alpo-NAME`: on/off comparisons side by side in one run (issue 15's metrics and recorder
+//!   costs: `--variant off=--no-recorder --variant metrics='--no-recorder --metrics-addr
+//!   127.0.0.1:0'`).
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
@@ -44,7 +49,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(20);
 const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
-                                 [--compare FILE.jsonl]... [--alpo PATH]
+                                 [--compare FILE.jsonl]... [--alpo PATH] [--variant NAME=FLAGS]...
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -61,6 +66,8 @@ struct Plan {
     compare: Vec<PathBuf>,
     /// A prebuilt `alpo` binary: skips the release build.
     alpo: Option<PathBuf>,
+    /// Named sets of extra `alpo node` flags, each point run once per set (interleaved).
+    variants: Vec<(String, Vec<String>)>,
 }
 
 /// Entry point of `cargo xtask bench …`.
@@ -99,6 +106,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
         out: PathBuf::from("out"),
         compare: Vec::new(),
         alpo: None,
+        variants: Vec::new(),
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -121,6 +129,13 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
             "--out" => plan.out = PathBuf::from(value),
             "--compare" => plan.compare.push(PathBuf::from(value)),
             "--alpo" => plan.alpo = Some(PathBuf::from(value)),
+            "--variant" => {
+                let (name, flags) = value
+                    .split_once('=')
+                    .with_context(|| format!("--variant wants NAME=FLAGS, found {value:?}"))?;
+                let flags = flags.split_whitespace().map(str::to_string).collect();
+                plan.variants.push((name.to_string(), flags));
+            }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -162,12 +177,21 @@ fn cluster(plan: &Plan) -> anyhow::Result<()> {
     let jsonl = plan.out.join(format!("bench-{stamp}.jsonl"));
     for rep in 1..=plan.reps {
         for &clients in &plan.clients {
-            let line = run_point(&alpo, plan, clients, rep)?;
-            println!("{line}");
-            let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
-            text.push_str(&line);
-            text.push('\n');
-            std::fs::write(&jsonl, text).with_context(|| format!("writing {}", jsonl.display()))?;
+            let plain = [(String::new(), Vec::new())];
+            let variants = if plan.variants.is_empty() {
+                &plain[..]
+            } else {
+                &plan.variants[..]
+            };
+            for variant in variants {
+                let line = run_point(&alpo, plan, clients, rep, variant)?;
+                println!("{line}");
+                let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+                text.push_str(&line);
+                text.push('\n');
+                std::fs::write(&jsonl, text)
+                    .with_context(|| format!("writing {}", jsonl.display()))?;
+            }
         }
     }
     let mut files = vec![jsonl];
@@ -269,8 +293,15 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// One point: a fresh cluster, `alpo bench`, CPU per committed write; returns the JSON line.
-fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result<String> {
-    let cluster = LocalCluster::start(alpo, plan.nodes, &format!("{rep}-{clients}"), &[])?;
+fn run_point(
+    alpo: &Path,
+    plan: &Plan,
+    clients: u64,
+    rep: u32,
+    (variant, flags): &(String, Vec<String>),
+) -> anyhow::Result<String> {
+    let name = format!("{rep}-{clients}{variant}");
+    let cluster = LocalCluster::start(alpo, plan.nodes, &name, flags)?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
     let ticks_before = cpu_ticks(&cluster.pids())?;
     let output = Command::new(alpo)
@@ -315,6 +346,14 @@ fn run_point(alpo: &Path, plan: &Plan, clients: u64, rep: u32) -> anyhow::Result
     if let Value::Object(fields) = &mut line {
         for (key, value) in extra {
             fields.insert(key.into(), value);
+        }
+        if !variant.is_empty() {
+            let backend = fields
+                .get("backend")
+                .and_then(Value::as_str)
+                .unwrap_or("alpo");
+            let backend = format!("{backend}-{variant}");
+            fields.insert("backend".into(), Value::from(backend));
         }
     }
     Ok(line.to_string())

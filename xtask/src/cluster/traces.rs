@@ -32,7 +32,9 @@ pub(crate) fn check_traces(
         let files = match trace_files(&trace_dir(data_dir)) {
             Ok(files) => files,
             Err(error) => {
-                violations.push(format!("node n{index} left no flight-recorder trace: {error}"));
+                violations.push(format!(
+                    "node n{index} left no flight-recorder trace: {error}"
+                ));
                 continue;
             }
         };
