@@ -259,18 +259,23 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut impl Write) -> anyhow::
             writeln!(out, "  {:>10.3}s  {}", *at as f64 / 1e9, text_of(event))?;
         }
     }
+    summary(out, &name, inputs, &result, args.json)
+}
+
+/// The last line for one file: what was replayed and how it ended.
+fn summary(
+    out: &mut impl Write,
+    name: &str,
+    inputs: u64,
+    result: &alpo_core::replay::Replay,
+    json: bool,
+) -> anyhow::Result<()> {
     let status = result.node.status();
-    let ending = match result.torn_tail {
-        Some(offset) => {
-            format!("ends with a record torn at byte {offset} (a crash while recording)")
-        }
-        None => "ends whole".to_string(),
-    };
     let outputs = result.outputs.len();
-    if args.json {
+    if json {
         let summary = Value::Object(vec![
             ("event", Value::String("replayed".into())),
-            ("file", Value::String(name)),
+            ("file", Value::String(name.to_string())),
             ("inputs", Value::Number(inputs)),
             ("outputs", Value::Number(outputs as u64)),
             ("identical", Value::Bool(true)),
@@ -282,14 +287,20 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut impl Write) -> anyhow::
             ("commit_index", Value::Number(status.commit_index.0)),
         ]);
         writeln!(out, "{}", summary.render())?;
-    } else {
-        writeln!(
-            out,
-            "  replayed {inputs} inputs: all {outputs} outputs identical to the recording; the \
-             trace {ending}; final term {}, commit index {}",
-            status.term.0, status.commit_index.0
-        )?;
+        return Ok(());
     }
+    let ending = match result.torn_tail {
+        Some(offset) => {
+            format!("ends with a record torn at byte {offset} (a crash while recording)")
+        }
+        None => "ends whole".to_string(),
+    };
+    writeln!(
+        out,
+        "  replayed {inputs} inputs: all {outputs} outputs identical to the recording; the \
+         trace {ending}; final term {}, commit index {}",
+        status.term.0, status.commit_index.0
+    )?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use crate::error::{ProposeError, TraceError};
 use crate::message::Message;
 use crate::node::{Node, Proposal};
 use crate::output::Output;
-use crate::trace::{Decoder, Record, outputs_digest};
+use crate::trace::{Decoder, Record, Start, outputs_digest};
 use crate::types::Instant;
 
 /// The result of replaying a trace.
@@ -59,6 +59,48 @@ pub fn replay_watched(
     watch: &mut dyn FnMut(&Step<'_>),
 ) -> Result<Replay, TraceError> {
     let (mut decoder, start) = Decoder::start(trace)?;
+    let mut node = fresh_node(&decoder, start)?;
+    let mut outputs = Vec::new();
+    let mut proposals = Vec::new();
+    let mut torn_tail = None;
+    loop {
+        let offset = decoder.offset();
+        let record = match decoder.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(_) if torn_tail_ok && decoder.ran_out() => {
+                torn_tail = Some(offset as u64);
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        let fed = feed(&mut node, record, &mut proposals);
+        if fed.diverged {
+            return Err(TraceError::Diverged {
+                offset: offset as u64,
+                outputs: format!("{:?}", fed.taken),
+            });
+        }
+        watch(&Step {
+            offset: offset as u64,
+            now: fed.now,
+            input: fed.input,
+            message: fed.message.as_ref(),
+            node: &node,
+            outputs: &fed.taken,
+        });
+        outputs.extend(fed.taken);
+    }
+    Ok(Replay {
+        node,
+        outputs,
+        proposals,
+        torn_tail,
+    })
+}
+
+/// The node a trace's `start` record describes, with the injected bug it names, if any.
+fn fresh_node(decoder: &Decoder<'_>, start: Start) -> Result<Node, TraceError> {
     #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
     let mut node =
         Node::new_recorded(start.config, start.persisted, start.now).map_err(TraceError::Config)?;
@@ -80,87 +122,80 @@ pub fn replay_watched(
             ),
         ));
     }
-    let mut outputs = Vec::new();
-    let mut proposals = Vec::new();
-    let mut torn_tail = None;
-    loop {
-        let offset = decoder.offset();
-        let record = match decoder.next_record() {
-            Ok(Some(record)) => record,
-            Ok(None) => break,
-            Err(_) if torn_tail_ok && decoder.ran_out() => {
-                torn_tail = Some(offset as u64);
-                break;
-            }
-            Err(error) => return Err(error),
-        };
-        let mut message = None;
-        let mut taken = Vec::new();
-        let (now, input) = match record {
-            Record::Tick(now) => {
-                node.tick(now);
-                (Some(now), "tick")
-            }
-            Record::Message(now, received) => {
-                message = Some(received.clone());
-                node.on_message(now, received);
-                (Some(now), "message")
-            }
-            Record::Propose(now, payload) => {
-                proposals.push(node.propose(now, payload));
-                (Some(now), "propose")
-            }
-            Record::Persisted(now, position) => {
-                node.on_persisted(now, position);
-                (Some(now), "persisted")
-            }
-            Record::TakeOutputs(digest) => {
-                taken = node.take_outputs();
-                if outputs_digest(&taken) != digest {
-                    return Err(TraceError::Diverged {
-                        offset: offset as u64,
-                        outputs: format!("{taken:?}"),
-                    });
-                }
-                (None, "take_outputs")
-            }
-            Record::SnapshotDurable(now, meta) => {
-                node.on_snapshot_durable(now, meta);
-                (Some(now), "snapshot_durable")
-            }
-            Record::SnapshotRead(now, read, result) => {
-                node.on_snapshot_read(now, read.to, read.snapshot, read.offset, result);
-                (Some(now), "snapshot_read")
-            }
-            Record::SnapshotInstalled(now, meta, true) => {
-                node.on_snapshot_installed(now, meta);
-                (Some(now), "snapshot_installed")
-            }
-            Record::SnapshotInstalled(now, meta, false) => {
-                node.on_snapshot_install_failed(now, meta);
-                (Some(now), "snapshot_install_failed")
-            }
-            Record::SnapshotRequested(now) => {
-                let _ = node.request_snapshot(now);
-                (Some(now), "snapshot_requested")
-            }
-        };
-        watch(&Step {
-            offset: offset as u64,
-            now,
-            input,
-            message: message.as_ref(),
-            node: &node,
-            outputs: &taken,
-        });
-        outputs.extend(taken);
-    }
-    Ok(Replay {
-        node,
-        outputs,
-        proposals,
-        torn_tail,
-    })
+    Ok(node)
+}
+
+/// What feeding one record did.
+struct Fed {
+    now: Option<Instant>,
+    input: &'static str,
+    message: Option<Message>,
+    /// The outputs taken, for a `take_outputs` record.
+    taken: Vec<Output>,
+    /// They differ from the recorded digest.
+    diverged: bool,
+}
+
+/// Gives `record` to `node`, as the recorded driver did.
+fn feed(
+    node: &mut Node,
+    record: Record,
+    proposals: &mut Vec<Result<Proposal, ProposeError>>,
+) -> Fed {
+    let mut fed = Fed {
+        now: None,
+        input: "",
+        message: None,
+        taken: Vec::new(),
+        diverged: false,
+    };
+    let (now, input) = match record {
+        Record::Tick(now) => {
+            node.tick(now);
+            (Some(now), "tick")
+        }
+        Record::Message(now, received) => {
+            fed.message = Some(received.clone());
+            node.on_message(now, received);
+            (Some(now), "message")
+        }
+        Record::Propose(now, payload) => {
+            proposals.push(node.propose(now, payload));
+            (Some(now), "propose")
+        }
+        Record::Persisted(now, position) => {
+            node.on_persisted(now, position);
+            (Some(now), "persisted")
+        }
+        Record::TakeOutputs(digest) => {
+            fed.taken = node.take_outputs();
+            fed.diverged = outputs_digest(&fed.taken) != digest;
+            (None, "take_outputs")
+        }
+        Record::SnapshotDurable(now, meta) => {
+            node.on_snapshot_durable(now, meta);
+            (Some(now), "snapshot_durable")
+        }
+        Record::SnapshotRead(now, read, result) => {
+            node.on_snapshot_read(now, read.to, read.snapshot, read.offset, result);
+            (Some(now), "snapshot_read")
+        }
+        Record::SnapshotInstalled(now, meta, true) => {
+            node.on_snapshot_installed(now, meta);
+            (Some(now), "snapshot_installed")
+        }
+        Record::SnapshotInstalled(now, meta, false) => {
+            node.on_snapshot_install_failed(now, meta);
+            (Some(now), "snapshot_install_failed")
+        }
+        Record::SnapshotRequested(now) => {
+            let _ = node.request_snapshot(now);
+            (Some(now), "snapshot_requested")
+        }
+    };
+    fed.now = now;
+    fed.input = input;
+    fed
 }
 
 #[cfg(test)]

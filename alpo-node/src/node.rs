@@ -149,36 +149,22 @@ impl Server {
             replier: listener.clone(),
             metrics: config.metrics.address.map(|_| Arc::new(Metrics::new())),
         };
-        let metrics = parts.metrics.clone();
-        let (metrics_addr, cluster_id) = (config.metrics.address, config.cluster());
-        let peers = config
-            .peers
-            .iter()
-            .map(|peer| (NodeId(peer.id), peer.client_addr))
-            .collect();
+        let endpoint = parts.metrics.clone().and_then(|metrics| {
+            let addr = config.metrics.address?;
+            Some(HttpStart::new(
+                &config, addr, metrics, &transport, &listener,
+            ))
+        });
         let running = server::launch(config, persisted, parts, Box::new(machine))?;
-        let http = match (metrics_addr, metrics) {
-            (Some(addr), Some(metrics)) => {
-                let endpoints = NodeEndpoints {
-                    id,
-                    cluster_id,
-                    metrics,
-                    shared: Arc::clone(&running.shared),
-                    transport: Arc::clone(&transport),
-                    listener: Arc::clone(&listener),
-                    peers,
-                };
-                let http = match HttpServer::start(addr, Arc::new(endpoints)) {
-                    Ok(http) => http,
-                    Err(error) => {
-                        let _ = running.stop();
-                        return Err(error);
-                    }
-                };
-                tracing::info!(node = id.0, metrics = %http.local_addr(), "serving /metrics and the live page");
-                Some(http)
+        let http = match endpoint
+            .map(|endpoint| endpoint.serve(&running))
+            .transpose()
+        {
+            Ok(http) => http,
+            Err(error) => {
+                let _ = running.stop();
+                return Err(error);
             }
-            _ => None,
         };
         Ok(Server {
             id,
@@ -301,6 +287,44 @@ impl Drop for Server {
             );
         }
         // The transport and listener stop when the last reference (this one) is dropped.
+    }
+}
+
+/// The metrics endpoint, waiting for the running node it reports on.
+struct HttpStart {
+    addr: SocketAddr,
+    endpoints: NodeEndpoints,
+}
+
+impl HttpStart {
+    fn new(
+        config: &NodeConfig,
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        transport: &Arc<PeerTransport>,
+        listener: &Arc<ClientListener>,
+    ) -> HttpStart {
+        let peers = config.peers.iter();
+        let endpoints = NodeEndpoints {
+            id: config.node_id(),
+            cluster_id: config.cluster(),
+            metrics,
+            shared: None,
+            transport: Arc::clone(transport),
+            listener: Arc::clone(listener),
+            peers: peers.map(|p| (NodeId(p.id), p.client_addr)).collect(),
+        };
+        HttpStart { addr, endpoints }
+    }
+
+    /// Serves the endpoints of `running`.
+    fn serve(mut self, running: &Running) -> Result<HttpServer, Error> {
+        self.endpoints.shared = Some(Arc::clone(&running.shared));
+        let id = self.endpoints.id.0;
+        let http = HttpServer::start(self.addr, Arc::new(self.endpoints))?;
+        let addr = http.local_addr();
+        tracing::info!(node = id, metrics = %addr, "serving /metrics and the live page");
+        Ok(http)
     }
 }
 

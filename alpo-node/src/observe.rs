@@ -29,7 +29,8 @@ pub(crate) struct NodeEndpoints {
     pub(crate) id: NodeId,
     pub(crate) cluster_id: ClusterId,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) shared: Arc<Shared>,
+    /// The running node's status (set once it runs, before serving starts).
+    pub(crate) shared: Option<Arc<Shared>>,
     pub(crate) transport: Arc<PeerTransport>,
     pub(crate) listener: Arc<ClientListener>,
     /// The other members and their client addresses.
@@ -44,8 +45,11 @@ impl Endpoints for NodeEndpoints {
     }
 
     fn cluster_json(&self) -> String {
-        let own = self.shared.status.lock().clone();
-        let mut members = vec![(self.id, Some(own))];
+        let own = self
+            .shared
+            .as_ref()
+            .map(|shared| shared.status.lock().clone());
+        let mut members = vec![(self.id, own)];
         for (id, addr) in &self.peers {
             members.push((*id, self.peer_status(*addr)));
         }

@@ -430,18 +430,8 @@ impl EventLoop {
                     self.send_storage(StorageOp::Reset { snapshot })?;
                 }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
-                Output::AppendLog { entries } => {
-                    if let Some(probe) = &self.probe {
-                        probe.on_append(entries.len());
-                    }
-                    self.send_storage(StorageOp::Append { entries })?;
-                }
-                Output::Send(message) => {
-                    if let Some(probe) = &mut self.probe {
-                        probe.on_send(&message);
-                    }
-                    self.peers.send(message);
-                }
+                Output::AppendLog { entries } => self.append_log(entries)?,
+                Output::Send(message) => self.send(message),
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
                 Output::TakeSnapshot { at } => self.send_apply(ApplyMsg::TakeSnapshot { at })?,
                 Output::CompactLog { below } => {
@@ -499,6 +489,20 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    fn append_log(&mut self, entries: Vec<alpo_core::Entry>) -> Result<(), Error> {
+        if let Some(probe) = &self.probe {
+            probe.on_append(entries.len());
+        }
+        self.send_storage(StorageOp::Append { entries })
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(probe) = &mut self.probe {
+            probe.on_send(&message);
+        }
+        self.peers.send(message);
     }
 
     fn snapshot_handle(&self) -> Result<&SnapshotHandle, Error> {
@@ -622,29 +626,7 @@ pub(crate) fn launch(
     machine: Box<dyn StateMachine>,
 ) -> Result<Running, Error> {
     let origin = std::time::Instant::now();
-    let seed = seed_for(config.id);
-    let start = alpo_core::Instant::from_nanos(0);
-    let recorder = config
-        .recorder
-        .enabled
-        .then(|| {
-            let incarnation = persisted.incarnation.0;
-            Recorder::start(
-                &config.data_dir,
-                incarnation,
-                config.recorder.disk_bytes_max,
-            )
-        })
-        .transpose()?;
-    let node = if recorder.is_some() {
-        Node::new_recorded(config.core_config(seed), persisted, start)
-    } else {
-        Node::new(config.core_config(seed), persisted, start)
-    }
-    .map_err(|error| Error::Config {
-        field: error.field.to_string(),
-        problem: error.problem,
-    })?;
+    let (node, recorder) = start_core(&config, persisted)?;
     let newest_snapshot = node.snapshot().map(|meta| meta.last).unwrap_or_default();
     let restored_index = parts.restored.as_ref().map_or(LogIndex(0), |r| r.last);
     // The core starts from the snapshot the state machine was restored from (rule S8).
@@ -711,6 +693,37 @@ pub(crate) fn launch(
         thread,
         shared,
     })
+}
+
+/// The core, recording its inputs for the flight recorder (started here) when it is on.
+fn start_core(
+    config: &NodeConfig,
+    persisted: Persisted,
+) -> Result<(Node, Option<Recorder>), Error> {
+    let seed = seed_for(config.id);
+    let start = alpo_core::Instant::from_nanos(0);
+    let recorder = config
+        .recorder
+        .enabled
+        .then(|| {
+            let incarnation = persisted.incarnation.0;
+            Recorder::start(
+                &config.data_dir,
+                incarnation,
+                config.recorder.disk_bytes_max,
+            )
+        })
+        .transpose()?;
+    let node = if recorder.is_some() {
+        Node::new_recorded(config.core_config(seed), persisted, start)
+    } else {
+        Node::new(config.core_config(seed), persisted, start)
+    }
+    .map_err(|error| Error::Config {
+        field: error.field.to_string(),
+        problem: error.problem,
+    })?;
+    Ok((node, recorder))
 }
 
 /// Starts the snapshot thread over `store` (if any) and the apply thread, which reads entries

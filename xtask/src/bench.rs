@@ -40,6 +40,8 @@ mod bounded;
 mod load;
 #[path = "bench/local.rs"]
 mod local;
+#[path = "bench/page.rs"]
+pub(crate) mod page;
 
 use local::{CLUSTER_ID, LocalCluster};
 

@@ -666,12 +666,7 @@ fn judge(
             LogSummary::default()
         }
     };
-    // Every node is killed by now (check_logs, or here): their traces are complete.
-    cluster.nodes.kill_all();
-    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
-        .map(|index| process::data_dir(dir, index))
-        .collect();
-    let traces = traces::check_traces(&data_dirs, &mut violations)?;
+    let traces::TraceSummary { replayed, inputs } = replay_traces(cluster, dir, &mut violations)?;
     let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
         .map_err(anyhow::Error::new)?
     {
@@ -703,7 +698,7 @@ fn judge(
         "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
          duplicates={} log_problems={} linearizable={linearizable} \
          max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
-         installs={} unchecked_indices={} traces_replayed={} trace_inputs={}",
+         installs={} unchecked_indices={} traces_replayed={replayed} trace_inputs={inputs}",
         options.nodes,
         options.duration_s,
         options.seed,
@@ -718,10 +713,22 @@ fn judge(
         end.snapshot_count.taken(&node_ids),
         end.snapshot_count.installed(&node_ids),
         log_summary.unchecked,
-        traces.replayed,
-        traces.inputs,
     );
     Ok(Report { line, violations })
+}
+
+/// Kills every node (check_logs may have already), so their traces are complete, and replays
+/// them all (`cluster::traces`).
+fn replay_traces(
+    cluster: &mut Cluster,
+    dir: &Path,
+    violations: &mut Vec<String>,
+) -> Result<traces::TraceSummary> {
+    cluster.nodes.kill_all();
+    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
+        .map(|index| process::data_dir(dir, index))
+        .collect();
+    traces::check_traces(&data_dirs, violations)
 }
 
 /// Counts of the append-log problems, by the summary line's names.
