@@ -144,7 +144,8 @@ impl Ring {
                 return false;
             };
             if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(file = %path.display(), %error, "flight recorder: removing an old trace failed");
+                let file = path.display();
+                tracing::warn!(%file, %error, "flight recorder: removing an old trace failed");
             }
         }
     }
@@ -184,7 +185,7 @@ fn write_chunks(chunks: &Receiver<Vec<u8>>, mut file: BufWriter<File>, mut ring:
             continue;
         }
         if let Err(error) = file.write_all(&chunk) {
-            tracing::warn!(file = %ring.current.display(), %error, "flight recorder: write failed; recording stops");
+            write_failed(&ring.current, &error);
             stopped = true;
             continue;
         }
@@ -193,11 +194,16 @@ fn write_chunks(chunks: &Receiver<Vec<u8>>, mut file: BufWriter<File>, mut ring:
         if chunks.is_empty()
             && let Err(error) = file.flush()
         {
-            tracing::warn!(file = %ring.current.display(), %error, "flight recorder: write failed; recording stops");
+            write_failed(&ring.current, &error);
             stopped = true;
         }
     }
     let _ = file.flush();
+}
+
+fn write_failed(file: &Path, error: &std::io::Error) {
+    let file = file.display();
+    tracing::warn!(%file, %error, "flight recorder: write failed; recording stops");
 }
 
 #[cfg(test)]
