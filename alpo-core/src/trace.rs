@@ -13,7 +13,8 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`), so that a
+//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`, FNV-1a of
+//!   their derived `Hash`), so that a
 //!   replay checks every output is the recorded one (version 3, issue 15's flight recorder);
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
@@ -65,27 +66,31 @@ const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 
-/// A digest of `outputs` (FNV-1a over their `Debug` form): equal outputs give equal digests,
-/// and any difference a replay could show (a field, an order) changes it but by accident.
-/// `Debug` covers every output kind, present and future, without a second encoder to keep.
+/// A digest of `outputs`: FNV-1a over what their derived `Hash` feeds a hasher (every field, in
+/// order, a payload as one slice), so equal outputs give equal digests and any difference a
+/// replay could show (a field, an order) changes it but by accident. Deriving `Hash` covers
+/// every output kind, present and future, without a second encoder to keep.
 #[must_use]
 pub fn outputs_digest(outputs: &[Output]) -> u64 {
-    use std::fmt::Write as _;
+    use std::hash::{Hash as _, Hasher as _};
     let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
-    // Writing to the hasher cannot fail.
-    let _ = write!(hasher, "{outputs:?}");
-    hasher.0
+    outputs.hash(&mut hasher);
+    hasher.finish()
 }
 
-/// FNV-1a, 64 bits, fed by `fmt::Write`.
+/// FNV-1a, 64 bits. Not `DefaultHasher`: its algorithm may change between Rust releases, and a
+/// trace must replay with the digest it was recorded with.
 struct Fnv(u64);
 
-impl std::fmt::Write for Fnv {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        for byte in text.bytes() {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
         }
-        Ok(())
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
