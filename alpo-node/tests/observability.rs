@@ -125,20 +125,27 @@ fn metrics_move_with_their_events_and_every_trace_replays() {
     let leader_id = nodes[leader].config.id as f64;
     assert_eq!(value(&before, "alpo_leader"), leader_id);
 
+    // Summed over the nodes: a loaded machine may move the leadership during the writes.
+    let total = |series: &str| -> f64 { nodes.iter().map(|n| value(&n.metrics(), series)).sum() };
+    let (proposals, requests) = (
+        total("alpo_proposals_total"),
+        total("alpo_request_seconds_count"),
+    );
     let mut client = client(&nodes);
     for i in 0..20 {
         client.append(format!("value {i}")).unwrap();
     }
+    assert!(total("alpo_proposals_total") - proposals >= 20.0);
+    assert!(total("alpo_request_seconds_count") - requests >= 20.0);
+    let leader = leader_of(&nodes);
+    let leader_id = nodes[leader].config.id as f64;
     let after = nodes[leader].metrics();
-    let moved = |series: &str| value(&after, series) - value(&before, series);
-    assert!(moved("alpo_proposals_total") >= 20.0, "{after}");
-    assert!(moved("alpo_commits_total") >= 20.0);
-    assert!(moved("alpo_request_seconds_count") >= 20.0);
-    assert!(moved("alpo_fsync_seconds_count") >= 1.0);
-    assert!(moved("alpo_append_batch_entries_count") >= 1.0);
-    assert!(moved("alpo_batch_inputs_count") >= 1.0);
+    assert!(value(&after, "alpo_commits_total") >= 20.0, "{after}");
+    assert!(value(&after, "alpo_fsync_seconds_count") >= 1.0);
+    assert!(value(&after, "alpo_append_batch_entries_count") >= 1.0);
+    assert!(value(&after, "alpo_batch_inputs_count") >= 1.0);
     assert!(value(&after, "alpo_commit_index") >= 21.0);
-    assert!(value(&after, "alpo_client_connections_accepted_total") >= 1.0);
+    assert!(total("alpo_client_connections_accepted_total") >= 1.0);
     assert!(value(&after, "alpo_peer_connections_established_total") >= 2.0);
     for node in &nodes {
         let peer = node.config.id.to_string();
@@ -156,7 +163,6 @@ fn metrics_move_with_their_events_and_every_trace_replays() {
     assert_eq!(value(&follower_text, "alpo_role{role=\"passive\"}"), 1.0);
     assert_eq!(value(&follower_text, "alpo_leader"), leader_id);
     assert!(value(&follower_text, "alpo_commits_total") >= 20.0);
-    assert_eq!(value(&follower_text, "alpo_proposals_total"), 0.0);
     // A snapshot, taken on request, is counted once durable.
     let leader_addr = nodes[leader].config.client_addr;
     client.snapshot_of(leader_addr).unwrap();
@@ -190,7 +196,7 @@ fn metrics_move_with_their_events_and_every_trace_replays() {
     old.stop().unwrap();
     let new_leader = leader_of(&nodes);
     let text = nodes[new_leader].metrics();
-    assert_eq!(value(&text, "alpo_elections_won_total"), 1.0, "{text}");
+    assert!(value(&text, "alpo_elections_won_total") >= 1.0, "{text}");
     assert!(value(&text, "alpo_pre_votes_started_total") >= 1.0);
     let cluster = wait_until("the page data to show the dead leader", || {
         let other = (0..3).find(|i| *i != leader).unwrap();
