@@ -5,7 +5,10 @@
 //! default `--endpoints` (`DEV_ENDPOINTS`) reach it with no flags. Data lives in
 //! `<temp dir>/alpo-dev/node-<i>` unless `--dir` says otherwise, and survives restarts: running
 //! `alpo dev` again recovers the same log. `--base-port 0` picks free ports instead (for tests
-//! and for running two dev clusters); the endpoints line then says what to pass.
+//! and for running two dev clusters); the endpoints line then says what to pass. Each node
+//! serves metrics and the live cluster page on `127.0.0.1:(7300 + i)` (a free port with
+//! `--base-port 0`; `--no-metrics` turns them off), and records its core's inputs for
+//! `alpo replay` (`--no-recorder` turns that off).
 //!
 //! Invariants: the command prints every node's addresses, then a `ready` line once a leader is
 //! elected, and on Ctrl-C (or if a node fails) stops every node, joining its threads, before it
@@ -22,7 +25,7 @@ use clap::Args;
 use alpo_core::Role;
 use alpo_node::{KvStateMachine, NodeConfig, PeerConfig, Server};
 
-use crate::node_cmd::SnapshotArgs;
+use crate::node_cmd::{RecorderArgs, SnapshotArgs};
 use crate::signal::stop_signal;
 
 /// The cluster id `alpo dev` uses and client subcommands assume by default.
@@ -59,7 +62,15 @@ pub(crate) struct DevArgs {
     /// for the client commands.
     #[arg(long)]
     tls: bool,
+    /// Serve no metrics and no live page (on by default in `alpo dev`, at BASE+200+i).
+    #[arg(long)]
+    no_metrics: bool,
+    #[command(flatten)]
+    recorder: RecorderArgs,
 }
+
+/// Node `i`'s metrics port is `base + METRICS_PORT_OFFSET + i`.
+const METRICS_PORT_OFFSET: u16 = 200;
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_signal()?;
@@ -82,6 +93,9 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             server.client_addr(),
             server.peer_addr()
         );
+        if let Some(addr) = server.metrics_addr() {
+            say!("          metrics http://{addr}/metrics  live page http://{addr}/");
+        }
     }
     let endpoints: Vec<String> = servers
         .iter()
@@ -102,7 +116,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     say!("try: alpo append hello; alpo read; alpo put greeting hi; alpo get greeting; alpo status");
     match wait_for_leader(&servers) {
         Some(id) => say!("ready: node {id} is leader; Ctrl-C stops the cluster"),
-        None => say!("no leader after {LEADER_WAIT:?}; still trying (RUST_LOG=info shows why)"),
+        None => say!("no leader after {LEADER_WAIT:?}; still trying (ALPO_LOG=info shows why)"),
     }
     let failed = wait_for_stop(&stop, &servers);
     for server in &servers {
@@ -169,6 +183,17 @@ fn layout(
     for config in &mut configs {
         config.snapshots = args.snapshots.policy();
         config.log.cache_bytes_max = args.snapshots.log_settings().cache_bytes_max;
+        config.recorder = args.recorder.settings();
+        if !args.no_metrics {
+            let port = match args.base_port {
+                0 => 0,
+                base => u16::try_from(config.id)
+                    .ok()
+                    .and_then(|id| base.checked_add(METRICS_PORT_OFFSET + id))
+                    .context("--base-port is too high")?,
+            };
+            config.metrics.address = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
     }
     if args.tls {
         let certs_dir = dir.join("certs");

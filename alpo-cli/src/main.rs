@@ -10,7 +10,8 @@
 //! - 4: a negative answer: `get` found no such key, `cas` found another value, `delete` found
 //!   nothing to delete.
 //!
-//! Logging goes to standard error through `tracing`, filtered by `RUST_LOG` (default `warn`).
+//! Logging goes to standard error through `tracing`, filtered by `ALPO_LOG` (or `RUST_LOG`;
+//! default `warn`), as text or, with `--log-format json`, one JSON object a line.
 
 /// Prints a progress line to standard output, ignoring a closed pipe: a long-running command
 /// (`alpo dev`, `alpo node`) must still stop its nodes cleanly when nobody reads its output.
@@ -29,6 +30,7 @@ mod json;
 mod log_cmd;
 mod node_cmd;
 mod output;
+mod replay_cmd;
 mod signal;
 
 use std::process::ExitCode;
@@ -39,8 +41,38 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "alpo", version, about)]
 struct Cli {
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for tools.
+    /// Which lines: the `ALPO_LOG` filter (`RUST_LOG` syntax, e.g. `info` or
+    /// `alpo_node=debug`); default `warn`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The environment variable holding the log filter.
+const LOG_FILTER_VAR: &str = "ALPO_LOG";
+
+/// Sets up `tracing`'s subscriber: `ALPO_LOG` (or `RUST_LOG`, the older name) filters, stderr
+/// receives, `format` shapes each line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_VAR)
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +103,8 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Make TLS certificates for development and tests (a CA, nodes, a client).
     Certs(certs_cmd::CertsArgs),
+    /// Replay a node's flight-recorder traces, check the outputs, print its history.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// Exit code: the operation failed.
@@ -81,13 +115,8 @@ const EXIT_UNAVAILABLE: u8 = 3;
 pub(crate) const EXIT_NEGATIVE: u8 = 4;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Node(args) => node_cmd::run(args),
         Command::Dev(args) => dev::run(args),
@@ -102,6 +131,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Replay(args) => replay_cmd::run(args),
     };
     match result {
         Ok(code) => code,

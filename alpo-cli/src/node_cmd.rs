@@ -15,7 +15,8 @@ use clap::Args;
 
 use alpo_node::tls::TlsSettings;
 use alpo_node::{
-    KvStateMachine, LogSettings, NodeConfig, PeerConfig, ReadSettings, Server, Snapshots, Timeouts,
+    KvStateMachine, LogSettings, MetricsSettings, NodeConfig, PeerConfig, ReadSettings,
+    RecorderSettings, Server, Snapshots, Timeouts,
 };
 
 use crate::dev::DEV_CLUSTER_ID;
@@ -71,6 +72,34 @@ pub(crate) struct NodeArgs {
     lease_drift_ppm: u32,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Serve Prometheus metrics at /metrics, and the live cluster page at /, on this address
+    /// (overrides `[metrics] address` of --config); off unless set.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    recorder: RecorderArgs,
+}
+
+/// The flight recorder's flags, shared by `alpo node` and `alpo dev`.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct RecorderArgs {
+    /// Do not record the core's inputs (the flight recorder is on by default; `alpo replay`
+    /// replays what it recorded).
+    #[arg(long)]
+    no_recorder: bool,
+    /// Disk the recorder's trace files may use together, in bytes; the oldest go first.
+    #[arg(long, default_value_t = RecorderSettings::default().disk_bytes_max)]
+    recorder_disk_bytes_max: u64,
+}
+
+impl RecorderArgs {
+    /// The recorder settings these flags give.
+    pub(crate) fn settings(self) -> RecorderSettings {
+        RecorderSettings {
+            enabled: !self.no_recorder,
+            disk_bytes_max: self.recorder_disk_bytes_max,
+        }
+    }
 }
 
 /// Issue 16: the TLS flags of `alpo node` (the `[tls]` table of a configuration file).
@@ -136,7 +165,13 @@ impl SnapshotArgs {
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => NodeConfig::load(path)?,
+        Some(path) => {
+            let mut config = NodeConfig::load(path)?;
+            if let Some(addr) = args.metrics_addr {
+                config.metrics.address = Some(addr);
+            }
+            config
+        }
         None => from_flags(args)?,
     };
     let stop = stop_signal()?;
@@ -147,6 +182,9 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         server.client_addr(),
         server.peer_addr()
     );
+    if let Some(addr) = server.metrics_addr() {
+        say!("metrics: http://{addr}/metrics, live page: http://{addr}/");
+    }
     while stop.recv_timeout(Duration::from_millis(200)).is_err() {
         if server.is_stopped() {
             let id = server.id();
@@ -182,6 +220,10 @@ fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             lease_drift_ppm: args.lease_drift_ppm,
         },
         tls: args.tls.settings(),
+        metrics: MetricsSettings {
+            address: args.metrics_addr,
+        },
+        recorder: args.recorder.settings(),
     };
     config.validate()?;
     Ok(config)

@@ -137,6 +137,49 @@ fn dev_cluster_serves_the_client_subcommands() {
     dev.interrupt();
     let log_dir = dir.path().join("node-1");
     check_closed_output(&["log", "dump", log_dir.to_str().unwrap()]);
+    check_replay(&log_dir);
+}
+
+/// `alpo replay` on a node of the dev cluster that just stopped: its history, outputs checked;
+/// a torn trace replays up to the tear; a damaged one is refused naming the file and byte.
+fn check_replay(data_dir: &std::path::Path) {
+    let run = |args: &[&str]| Command::new(ALPO).args(args).output().unwrap();
+    let out = run(&["replay", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("term 0 -> 1"), "{text}");
+    assert!(text.contains("leader is node "), "{text}");
+    assert!(
+        text.contains("outputs identical to the recording"),
+        "{text}"
+    );
+    let json = run(&["replay", data_dir.to_str().unwrap(), "--json"]);
+    let last = stdout(&json).lines().last().unwrap().to_string();
+    assert!(last.starts_with("{\"event\":\"replayed\""), "{last}");
+    assert!(last.contains("\"identical\":true"), "{last}");
+    let trace_dir = data_dir.join("trace");
+    let file = std::fs::read_dir(&trace_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&file).unwrap();
+    let torn = trace_dir.join("torn.alpotrc");
+    std::fs::write(&torn, &bytes[..bytes.len() - 5]).unwrap();
+    let out = run(&["replay", torn.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("torn at byte"), "{}", stdout(&out));
+    let mut damaged = bytes.clone();
+    damaged[10] = 0xee;
+    std::fs::write(&torn, &damaged).unwrap();
+    let out = run(&["replay", torn.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = stderr(&out);
+    assert!(
+        error.contains("torn.alpotrc: corrupt trace at byte 10"),
+        "{error}"
+    );
 }
 
 /// `alpo ARGS | head` where `head` has already gone: the command's first write meets a closed

@@ -113,6 +113,14 @@ pub enum TraceError {
     },
     /// The recorded configuration or persisted state is refused by `Node::new`.
     Config(ConfigError),
+    /// Replaying gave other outputs than the recorded node's (their digest differs): the
+    /// core is not the one that recorded, or it is not deterministic.
+    Diverged {
+        /// Byte offset of the `take_outputs` record whose outputs differ.
+        offset: u64,
+        /// The replayed outputs (`Debug`), to compare with what the recorded node did.
+        outputs: String,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -122,6 +130,11 @@ impl fmt::Display for TraceError {
                 write!(f, "corrupt trace at byte {offset}: {problem}")
             }
             TraceError::Config(_) => write!(f, "trace start refused"),
+            TraceError::Diverged { offset, outputs } => write!(
+                f,
+                "replay diverged at byte {offset}: the replayed outputs differ from the \
+                 recorded ones; replayed: {outputs}"
+            ),
         }
     }
 }
@@ -132,7 +145,7 @@ impl std::error::Error for TraceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TraceError::Config(error) => Some(error),
-            TraceError::Corrupt { .. } => None,
+            TraceError::Corrupt { .. } | TraceError::Diverged { .. } => None,
         }
     }
 }

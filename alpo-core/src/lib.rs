@@ -112,6 +112,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
+pub mod counters;
 pub mod error;
 mod injected;
 pub mod limits;
@@ -142,6 +143,7 @@ mod rule_tests;
 mod snapshot_tests;
 
 pub use config::{Config, ReadLease};
+pub use counters::Counters;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;

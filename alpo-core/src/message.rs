@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::types::{Entry, Incarnation, LogIndex, LogPosition, NodeId, Rank, SnapshotMeta, Term};
 
 /// One message from one server to another.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Message {
     /// The sender.
     pub from: NodeId,
@@ -32,7 +32,7 @@ pub struct Message {
 ///
 /// Deliberately exhaustive: every transport must carry every message, so a new one has to break
 /// the codec's `match` (a wildcard arm would drop it), and it is a wire change anyway.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MessageBody {
     /// A candidate asks for a vote (rules E2, E3).
     VoteRequest(VoteRequest),
@@ -53,7 +53,7 @@ pub enum MessageBody {
 }
 
 /// `requestVote`: "vote for me in `Message::term`".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VoteRequest {
     /// Index of the candidate's last entry.
     pub last_index: LogIndex,
@@ -80,7 +80,7 @@ pub enum VoteReason {
 }
 
 /// The answer to a `VoteRequest`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VoteReply {
     /// Granted, or why not.
     pub reason: VoteReason,
@@ -92,7 +92,7 @@ pub struct VoteReply {
 }
 
 /// `appendEntry` / `heartbeat`: entries after `prev_index`, and the leader's commit index.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Append {
     /// Index of the entry just before `entries` (0 when they start the log).
     pub prev_index: LogIndex,
@@ -108,7 +108,7 @@ pub struct Append {
 }
 
 /// The answer to an `Append`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AppendReply {
     /// Accepted up to a match index, or rejected with a hint.
     pub result: AppendResult,
@@ -117,7 +117,7 @@ pub struct AppendReply {
 }
 
 /// The outcome of an `Append` at a follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AppendResult {
     /// The follower holds the leader's log, durably, up to `match_index` (rule R4).
     Accepted {
@@ -130,7 +130,7 @@ pub enum AppendResult {
 
 /// What a follower tells the leader when it rejects an Append, so the leader can move
 /// `next_index` back past a whole conflicting term at once (rule R3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RejectHint {
     /// Term of the follower's entry at the Append's `prev_index` (0 if it has none there).
     pub conflict_term: Term,
@@ -147,7 +147,7 @@ pub struct RejectHint {
 /// The bytes are opaque to the core. They carry no checksum of their own: the wire frame is
 /// checksummed, and the file has its own chunk checksums and image checksum, which the follower's
 /// driver verifies in full before it installs the file (rule S7).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InstallSnapshot {
     /// The snapshot: its last position identifies it, its size is the whole file's.
     pub snapshot: SnapshotMeta,
@@ -160,7 +160,7 @@ pub struct InstallSnapshot {
 }
 
 /// The answer to an `InstallSnapshot`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotReply {
     /// The snapshot the answer is about (its last position).
     pub snapshot: LogPosition,
@@ -169,7 +169,7 @@ pub struct SnapshotReply {
 }
 
 /// Where a follower's snapshot transfer stands (rules S6, S7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SnapshotResult {
     /// The follower holds this many bytes of the file: send from there (after a lost,
     /// duplicated or reordered chunk, a restart, or a bad image: 0).
@@ -188,14 +188,14 @@ impl VoteReply {
 }
 
 /// "Give me a read index": a follower's read (rule Q2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadIndexRequest {
     /// The follower's name for the read, echoed in the reply.
     pub read_id: u64,
 }
 
 /// The leader's answer to a `ReadIndexRequest` (rule Q2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadIndexReply {
     /// The `ReadIndexRequest::read_id` answered.
     pub read_id: u64,
@@ -204,7 +204,7 @@ pub struct ReadIndexReply {
 }
 
 /// What a leader answers to a `ReadIndexRequest`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadIndexResult {
     /// The leader confirmed it led after the request arrived (Q1 (a)–(c)); serve the read once
     /// applied up to this index.

@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::error::{ConfigError, ProposeError, SnapshotReadError};
 use crate::injected::injected;
 use crate::log::Log;
@@ -133,6 +134,8 @@ pub struct Node {
     reads: read::Reads,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
+    /// Election events so far (`Node::counters`).
+    counters: Counters,
     /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
     #[cfg(feature = "sim")]
     injected_bug: Option<crate::injected::InjectedBug>,
@@ -231,6 +234,7 @@ impl Node {
             reads,
             outputs,
             recorder: None,
+            counters: Counters::default(),
             #[cfg(feature = "sim")]
             injected_bug: None,
         };
@@ -430,12 +434,13 @@ impl Node {
     /// them (see [`crate::output`] for the ordering contract).
     #[must_use = "the outputs must be performed, in order"]
     pub fn take_outputs(&mut self) -> Vec<Output> {
-        if let Some(recorder) = &mut self.recorder {
-            recorder.take_outputs();
-        }
         self.flush();
         self.invariants();
-        std::mem::take(&mut self.outputs)
+        let outputs = std::mem::take(&mut self.outputs);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.take_outputs(&outputs);
+        }
+        outputs
     }
 
     /// The next instant at which `tick` has something to do.
@@ -509,7 +514,25 @@ impl Node {
             .is_some_and(|campaign| campaign.pre_vote)
     }
 
-    /// The input trace recorded so far, if this node was made with [`Node::new_recorded`].
+    /// How often each election event happened since this node started.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Takes the trace bytes recorded since the last call (the first call's start with the
+    /// trace's header and `start` record), so a driver can stream a long trace to files instead
+    /// of keeping it in memory; `trace` then holds only what was not taken yet. Empty for a
+    /// node that does not record.
+    pub fn take_trace(&mut self) -> Vec<u8> {
+        self.recorder
+            .as_mut()
+            .map(Recorder::take)
+            .unwrap_or_default()
+    }
+
+    /// The input trace recorded so far (since the last [`Node::take_trace`], if any), if this
+    /// node was made with [`Node::new_recorded`].
     #[must_use]
     pub fn trace(&self) -> Option<&[u8]> {
         self.recorder.as_ref().map(Recorder::bytes)

@@ -63,7 +63,7 @@ use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta
 /// new kind of output has to break every driver's `match` rather than fall into a wildcard arm
 /// that silently skips it.
 #[must_use]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Output {
     /// Make this hard state durable before performing any later output.
     SaveHardState(HardState),

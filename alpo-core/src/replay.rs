@@ -4,9 +4,11 @@
 //! (tested below), and the replayed node, which records again, ends with the same trace bytes.
 
 use crate::error::{ProposeError, TraceError};
+use crate::message::Message;
 use crate::node::{Node, Proposal};
 use crate::output::Output;
-use crate::trace::{Decoder, Record};
+use crate::trace::{Decoder, Record, Start, outputs_digest};
+use crate::types::Instant;
 
 /// The result of replaying a trace.
 #[derive(Debug)]
@@ -17,12 +19,88 @@ pub struct Replay {
     pub outputs: Vec<Output>,
     /// What each `propose` returned, in order.
     pub proposals: Vec<Result<Proposal, ProposeError>>,
+    /// Where an incomplete final record starts, when `replay_watched` was told to accept one
+    /// (the trace of a process that died while recording); `None` when the trace ends whole.
+    pub torn_tail: Option<u64>,
+}
+
+/// One replayed input, as [`replay_watched`] shows it to its watcher.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// Where the input's record starts in the trace.
+    pub offset: u64,
+    /// The input's time (`None` for the taking of outputs, which has none).
+    pub now: Option<Instant>,
+    /// The input, in the core's words: `tick`, `message`, `propose`, `persisted`,
+    /// `take_outputs`, `snapshot_durable`, `snapshot_read`, `snapshot_installed`,
+    /// `snapshot_install_failed`, `snapshot_requested`.
+    pub input: &'static str,
+    /// The message, for a `message` input.
+    pub message: Option<&'a Message>,
+    /// The node after the input.
+    pub node: &'a Node,
+    /// The outputs taken, for a `take_outputs` input (checked against the recorded digest).
+    pub outputs: &'a [Output],
 }
 
 /// Replays a recorded trace into a fresh node; the node records again, so its own trace equals
-/// `trace` afterwards.
+/// `trace` afterwards. Every batch of outputs is checked against the recorded digest: a
+/// difference is [`TraceError::Diverged`].
 pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
+    replay_watched(trace, false, &mut |_| {})
+}
+
+/// Like [`replay`], showing each input to `watch` after the node took it. With
+/// `torn_tail_ok`, a trace whose last record is incomplete (for want of bytes: what a crash
+/// while recording leaves) replays up to it, and [`Replay::torn_tail`] says where it starts.
+pub fn replay_watched(
+    trace: &[u8],
+    torn_tail_ok: bool,
+    watch: &mut dyn FnMut(&Step<'_>),
+) -> Result<Replay, TraceError> {
     let (mut decoder, start) = Decoder::start(trace)?;
+    let mut node = fresh_node(&decoder, start)?;
+    let mut outputs = Vec::new();
+    let mut proposals = Vec::new();
+    let mut torn_tail = None;
+    loop {
+        let offset = decoder.offset();
+        let record = match decoder.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(_) if torn_tail_ok && decoder.ran_out() => {
+                torn_tail = Some(offset as u64);
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        let fed = feed(&mut node, record, &mut proposals);
+        if fed.diverged {
+            return Err(TraceError::Diverged {
+                offset: offset as u64,
+                outputs: format!("{:?}", fed.taken),
+            });
+        }
+        watch(&Step {
+            offset: offset as u64,
+            now: fed.now,
+            input: fed.input,
+            message: fed.message.as_ref(),
+            node: &node,
+            outputs: &fed.taken,
+        });
+        outputs.extend(fed.taken);
+    }
+    Ok(Replay {
+        node,
+        outputs,
+        proposals,
+        torn_tail,
+    })
+}
+
+/// The node a trace's `start` record describes, with the injected bug it names, if any.
+fn fresh_node(decoder: &Decoder<'_>, start: Start) -> Result<Node, TraceError> {
     #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
     let mut node =
         Node::new_recorded(start.config, start.persisted, start.now).map_err(TraceError::Config)?;
@@ -44,38 +122,89 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             ),
         ));
     }
-    let mut outputs = Vec::new();
-    let mut proposals = Vec::new();
-    while let Some(record) = decoder.next_record()? {
-        match record {
-            Record::Tick(now) => node.tick(now),
-            Record::Message(now, message) => node.on_message(now, message),
-            Record::Propose(now, payload) => proposals.push(node.propose(now, payload)),
-            Record::Persisted(now, position) => node.on_persisted(now, position),
-            Record::TakeOutputs => outputs.extend(node.take_outputs()),
-            Record::SnapshotDurable(now, meta) => node.on_snapshot_durable(now, meta),
-            Record::SnapshotRead(now, read, result) => {
-                node.on_snapshot_read(now, read.to, read.snapshot, read.offset, result);
-            }
-            Record::SnapshotInstalled(now, meta, true) => node.on_snapshot_installed(now, meta),
-            Record::SnapshotInstalled(now, meta, false) => {
-                node.on_snapshot_install_failed(now, meta);
-            }
-            Record::ReadIndex(now, id, mode) => node.read_index(now, id, mode),
-            Record::SnapshotRequested(now) => {
-                let _ = node.request_snapshot(now);
-            }
-            Record::LogRead(now, id, result) => {
-                // A fault answer is the recorded run's too: the node keeps it (`Node::fault`).
-                let _ = node.on_log_read(now, id, result);
-            }
+    Ok(node)
+}
+
+/// What feeding one record did.
+struct Fed {
+    now: Option<Instant>,
+    input: &'static str,
+    message: Option<Message>,
+    /// The outputs taken, for a `take_outputs` record.
+    taken: Vec<Output>,
+    /// They differ from the recorded digest.
+    diverged: bool,
+}
+
+/// Gives `record` to `node`, as the recorded driver did.
+fn feed(
+    node: &mut Node,
+    record: Record,
+    proposals: &mut Vec<Result<Proposal, ProposeError>>,
+) -> Fed {
+    let mut fed = Fed {
+        now: None,
+        input: "",
+        message: None,
+        taken: Vec::new(),
+        diverged: false,
+    };
+    let (now, input) = match record {
+        Record::Tick(now) => {
+            node.tick(now);
+            (Some(now), "tick")
         }
-    }
-    Ok(Replay {
-        node,
-        outputs,
-        proposals,
-    })
+        Record::Message(now, received) => {
+            fed.message = Some(received.clone());
+            node.on_message(now, received);
+            (Some(now), "message")
+        }
+        Record::Propose(now, payload) => {
+            proposals.push(node.propose(now, payload));
+            (Some(now), "propose")
+        }
+        Record::Persisted(now, position) => {
+            node.on_persisted(now, position);
+            (Some(now), "persisted")
+        }
+        Record::TakeOutputs(digest) => {
+            fed.taken = node.take_outputs();
+            fed.diverged = outputs_digest(&fed.taken) != digest;
+            (None, "take_outputs")
+        }
+        Record::SnapshotDurable(now, meta) => {
+            node.on_snapshot_durable(now, meta);
+            (Some(now), "snapshot_durable")
+        }
+        Record::SnapshotRead(now, read, result) => {
+            node.on_snapshot_read(now, read.to, read.snapshot, read.offset, result);
+            (Some(now), "snapshot_read")
+        }
+        Record::SnapshotInstalled(now, meta, true) => {
+            node.on_snapshot_installed(now, meta);
+            (Some(now), "snapshot_installed")
+        }
+        Record::SnapshotInstalled(now, meta, false) => {
+            node.on_snapshot_install_failed(now, meta);
+            (Some(now), "snapshot_install_failed")
+        }
+        Record::SnapshotRequested(now) => {
+            let _ = node.request_snapshot(now);
+            (Some(now), "snapshot_requested")
+        }
+        Record::ReadIndex(now, id, mode) => {
+            node.read_index(now, id, mode);
+            (Some(now), "read_index")
+        }
+        Record::LogRead(now, id, result) => {
+            // A fault answer is the recorded run's too: the node keeps it (`Node::fault`).
+            let _ = node.on_log_read(now, id, result);
+            (Some(now), "log_read")
+        }
+    };
+    fed.now = now;
+    fed.input = input;
+    fed
 }
 
 #[cfg(test)]
@@ -131,6 +260,61 @@ mod tests {
                 "re-recording gives the same bytes"
             );
         }
+    }
+
+    #[test]
+    fn a_trace_taken_in_pieces_is_the_whole_trace() {
+        let mut cluster = Cluster::new_recorded(3, 5);
+        let whole_before = cluster.node(1).trace().unwrap().to_vec();
+        let mut pieces = cluster.node_mut(1).take_trace();
+        assert_eq!(pieces, whole_before, "the first piece is everything so far");
+        assert!(cluster.node(1).trace().unwrap().is_empty());
+        let leader = cluster.elect(Duration::from_secs(5)).unwrap();
+        cluster.propose(leader, "x").unwrap();
+        cluster.deliver_all();
+        pieces.extend(cluster.node_mut(1).take_trace());
+        cluster.advance(Duration::from_millis(60));
+        cluster.deliver_all();
+        pieces.extend(cluster.node_mut(1).take_trace());
+        let replay = replay(&pieces).unwrap();
+        assert_eq!(replay.node.status(), cluster.node(1).status());
+        assert_eq!(replay.outputs, cluster.outputs[&NodeId(1)]);
+    }
+
+    #[test]
+    fn other_outputs_than_the_recorded_ones_are_a_divergence() {
+        let cluster = recorded_run();
+        let mut trace = cluster.node(1).trace().unwrap().to_vec();
+        let mut takes = Vec::new();
+        replay_watched(&trace, false, &mut |step| {
+            if step.input == "take_outputs" && !step.outputs.is_empty() {
+                takes.push(step.offset);
+            }
+        })
+        .unwrap();
+        let offset = takes[takes.len() / 2];
+        // The digest follows the record's tag byte.
+        trace[usize::try_from(offset).unwrap() + 1] ^= 1;
+        match replay(&trace).unwrap_err() {
+            TraceError::Diverged { offset: at, .. } => assert_eq!(at, offset),
+            other => panic!("expected a divergence, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_replays_up_to_it_when_allowed() {
+        let cluster = recorded_run();
+        let trace = cluster.node(2).trace().unwrap();
+        let torn = &trace[..trace.len() - 3];
+        assert!(replay(torn).is_err());
+        let replay = replay_watched(torn, true, &mut |_| {}).unwrap();
+        let tail = replay.torn_tail.unwrap();
+        assert!(
+            tail < torn.len() as u64 && torn.len() as u64 - tail < 64,
+            "{tail}"
+        );
+        let whole = replay_watched(trace, true, &mut |_| {}).unwrap();
+        assert_eq!(whole.torn_tail, None);
     }
 
     #[test]

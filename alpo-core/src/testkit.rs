@@ -313,6 +313,11 @@ impl Cluster {
         &self.nodes[&NodeId(id)]
     }
 
+    /// Server `id`, to call what a driver calls between inputs (`Node::take_trace`).
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.get_mut(&NodeId(id)).expect("test: running")
+    }
+
     /// Starts (or restarts) server `id` from its disk, with a new incarnation.
     pub fn start(&mut self, id: NodeId) {
         let disk = self.disks.get_mut(&id).expect("test: known server");

@@ -13,7 +13,9 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, payload (`u32` length + bytes);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`;
+//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`, FNV-1a of
+//!   their derived `Hash`), so that a
+//!   replay checks every output is the recorded one (version 3, issue 15's flight recorder);
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
 //!   or 1 `Replaced`, 2 `Failed`;
@@ -55,6 +57,7 @@ use crate::message::{
     VoteReply, VoteRequest,
 };
 use crate::node::{ReadId, ReadMode};
+use crate::output::Output;
 use crate::types::{
     Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId, Persisted,
     PersistedLog, Rank, SnapshotMeta, Term, TermRun,
@@ -77,6 +80,34 @@ const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 const TAG_LOG_READ: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
+
+/// A digest of `outputs`: FNV-1a over what their derived `Hash` feeds a hasher (every field, in
+/// order, a payload as one slice), so equal outputs give equal digests and any difference a
+/// replay could show (a field, an order) changes it but by accident. Deriving `Hash` covers
+/// every output kind, present and future, without a second encoder to keep.
+#[must_use]
+pub fn outputs_digest(outputs: &[Output]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+    outputs.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// FNV-1a, 64 bits. Not `DefaultHasher`: its algorithm may change between Rust releases, and a
+/// trace must replay with the digest it was recorded with.
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -109,11 +140,25 @@ impl Recorder {
     /// right after start, before any input).
     #[cfg(feature = "sim")]
     pub(crate) fn injected_bug(&mut self, code: u8) {
+        assert!(
+            self.bug_offset < self.bytes.len(),
+            "invariant: a bug is injected before any trace bytes are taken"
+        );
         self.bytes[self.bug_offset] = code;
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Takes the bytes recorded so far; recording goes on after them (the taker concatenates).
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        // The simulator's injected bug is set right after start, before anything is taken.
+        #[cfg(feature = "sim")]
+        {
+            self.bug_offset = usize::MAX;
+        }
+        std::mem::take(&mut self.bytes)
     }
 
     fn writer(&mut self, tag: u8) -> Writer {
@@ -152,8 +197,10 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
-    pub(crate) fn take_outputs(&mut self) {
+    pub(crate) fn take_outputs(&mut self, outputs: &[Output]) {
         self.bytes.push(TAG_TAKE_OUTPUTS);
+        self.bytes
+            .extend_from_slice(&outputs_digest(outputs).to_le_bytes());
     }
 
     pub(crate) fn snapshot_durable(&mut self, now: Instant, meta: SnapshotMeta) {
@@ -257,7 +304,8 @@ pub(crate) enum Record {
     Message(Instant, Message),
     Propose(Instant, Bytes),
     Persisted(Instant, LogPosition),
-    TakeOutputs,
+    /// With the digest of the outputs the recorded node gave.
+    TakeOutputs(u64),
     SnapshotDurable(Instant, SnapshotMeta),
     SnapshotRead(Instant, SnapshotRead, Result<Bytes, SnapshotReadError>),
     /// `true`: installed; `false`: the install failed verification.
@@ -282,6 +330,7 @@ impl<'a> Decoder<'a> {
         let mut reader = Reader {
             bytes: trace,
             offset: 0,
+            ran_out: false,
         };
         let magic = reader.take(8)?;
         if magic != MAGIC {
@@ -334,7 +383,7 @@ impl<'a> Decoder<'a> {
                 let term = Term(reader.u64()?);
                 Record::Persisted(now, LogPosition { index, term })
             }
-            TAG_TAKE_OUTPUTS => Record::TakeOutputs,
+            TAG_TAKE_OUTPUTS => Record::TakeOutputs(reader.u64()?),
             TAG_SNAPSHOT_DURABLE => {
                 let now = Instant(reader.u64()?);
                 Record::SnapshotDurable(now, reader.snapshot_meta()?)
@@ -361,6 +410,17 @@ impl<'a> Decoder<'a> {
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
+    }
+
+    /// Where the next record starts.
+    pub(crate) fn offset(&self) -> usize {
+        self.reader.offset
+    }
+
+    /// Whether decoding failed for want of bytes (a torn tail, as a crash while recording
+    /// leaves) rather than for bytes that make no sense.
+    pub(crate) fn ran_out(&self) -> bool {
+        self.reader.ran_out
     }
 
     /// A corruption error at `offset`.
@@ -581,6 +641,8 @@ impl Writer {
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
+    /// A read wanted more bytes than are left.
+    ran_out: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -601,6 +663,7 @@ impl<'a> Reader<'a> {
             .checked_add(count)
             .filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
+            self.ran_out = true;
             let problem = format!("truncated: {count} bytes expected, {} left", self.left());
             return Err(self.error(self.offset, &problem));
         };
@@ -643,6 +706,9 @@ impl<'a> Reader<'a> {
         let fits = usize::try_from(count)
             .ok()
             .filter(|count| count.saturating_mul(item_bytes_min) <= self.left());
+        if fits.is_none() {
+            self.ran_out = true;
+        }
         fits.ok_or_else(|| self.error(at, &format!("count {count} exceeds the bytes left")))
     }
 

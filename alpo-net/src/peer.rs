@@ -470,7 +470,7 @@ fn run_writer(mut context: WriterContext) {
                 }
                 connected_before = true;
                 context.backoff.reset();
-                tracing::debug!(peer = %context.peer_addr, node = %context.peer_id, "connected");
+                tracing::info!(peer = %context.peer_addr, node = %context.peer_id, "connected");
                 let end = pump(&connection, &context, &mut batch);
                 if context.link.lock().disconnected() {
                     add(&counters.messages_dropped_link_lost, 1);

@@ -38,6 +38,7 @@ use crate::client_protocol::{ErrorCode, ReadEntry, ReadEntryKind, Response, Resp
 use crate::command::{CommandKind, LogCommand};
 use crate::error::Error;
 use crate::limits::{APPLY_QUEUE_COUNT_MAX, READ_BYTES_MAX, READ_ENTRY_COUNT_MAX};
+use crate::metrics::Metrics;
 use crate::node_image::{self, NodeImage, RestoredState};
 use crate::service::{ConnectionId, Replier};
 use crate::session::{Check, Outcome, Sessions};
@@ -76,6 +77,8 @@ pub(crate) struct ApplyStart {
     /// Log entries kept below a snapshot (rule S4), so that duplicate marks are kept as long as
     /// their entries can be read.
     pub(crate) retain_entries: u64,
+    /// The node's metrics, when on (request latency).
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// What the event loop tells the apply thread.
@@ -107,6 +110,8 @@ pub(crate) struct PendingRequest {
     pub(crate) term: Term,
     pub(crate) connection: ConnectionId,
     pub(crate) seq: u64,
+    /// When the event loop proposed it, when metrics are on (for `alpo_request_seconds`).
+    pub(crate) proposed_at: Option<std::time::Instant>,
 }
 
 /// A read of committed entries.
@@ -146,6 +151,7 @@ struct Applier {
     retain_entries: u64,
     applied: Arc<AtomicU64>,
     replier: Arc<dyn Replier>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Starts the apply thread.
@@ -176,6 +182,7 @@ impl Applier {
             restored,
             snapshots,
             retain_entries,
+            metrics,
         } = start;
         let restored = restored.unwrap_or_default();
         Applier {
@@ -188,6 +195,7 @@ impl Applier {
             retain_entries,
             applied: Arc::new(AtomicU64::new(restored.last.0)),
             replier,
+            metrics,
         }
     }
 
@@ -305,6 +313,9 @@ impl Applier {
                     Ok(outcome) => response_body(outcome),
                     Err((code, reason)) => error_body(*code, reason),
                 };
+                if let (Some(metrics), Some(at)) = (&self.metrics, pending.proposed_at) {
+                    metrics.request_seconds.observe(at.elapsed().as_secs_f64());
+                }
                 self.replier.reply(
                     pending.connection,
                     Response {
@@ -518,6 +529,7 @@ mod tests {
             restored: None,
             snapshots,
             retain_entries: 2,
+            metrics: None,
         });
         (applier, replies, Harness { log, frozen })
     }
@@ -547,6 +559,7 @@ mod tests {
             term: Term(term),
             connection: ConnectionId(1),
             seq,
+            proposed_at: None,
         })
     }
 

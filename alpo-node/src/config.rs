@@ -79,6 +79,12 @@ pub struct NodeConfig {
     /// Reads without a log write (rules Q1–Q3): the opt-in lease.
     #[serde(default)]
     pub reads: ReadSettings,
+    /// The metrics and live-page HTTP endpoint (issue 15); off unless an address is set.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// The flight recorder (issue 15): the core's inputs, kept in the data directory.
+    #[serde(default)]
+    pub recorder: RecorderSettings,
 }
 
 /// How reads are served (docs/operations.md, Reads).
@@ -90,6 +96,34 @@ pub struct ReadSettings {
     /// time. Requires check-quorum (always on in alpo-node). 20,000 (2%) is a safe bound for
     /// ordinary hardware clocks; a lease then lasts `P_min·(1−ρ)/(1+ρ) − H/10`.
     pub lease_drift_ppm: u32,
+}
+
+/// Where a node serves `/metrics`, `/cluster.json` and its live page (`http.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// The HTTP address; `None` (the default) serves nothing and collects no metrics.
+    pub address: Option<SocketAddr>,
+}
+
+/// The flight recorder: a bounded ring of input-trace files under `data_dir/trace`
+/// (`recorder.rs`), replayed offline by `alpo replay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderSettings {
+    /// Record at all (on by default).
+    pub enabled: bool,
+    /// Disk the trace files may use together; the oldest go first.
+    pub disk_bytes_max: u64,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> RecorderSettings {
+        RecorderSettings {
+            enabled: true,
+            disk_bytes_max: crate::limits::RECORDER_DISK_BYTES_DEFAULT,
+        }
+    }
 }
 
 /// How the log's files are cut.
@@ -204,6 +238,8 @@ impl NodeConfig {
                 log: LogSettings::default(),
                 reads: ReadSettings::default(),
                 tls: None,
+                metrics: MetricsSettings::default(),
+                recorder: RecorderSettings::default(),
             })
             .collect()
     }
@@ -265,6 +301,19 @@ impl NodeConfig {
         if !(min..=max).contains(&segment) {
             let problem = format!("{segment} is outside {min}..={max}");
             return Err(config_error("log.segment_bytes_max", &problem));
+        }
+        let budget = self.recorder.disk_bytes_max;
+        let least = crate::limits::RECORDER_DISK_BYTES_MIN;
+        if self.recorder.enabled && budget < least {
+            let problem = format!("{budget} is below {least} (turn the recorder off instead)");
+            return Err(config_error("recorder.disk_bytes_max", &problem));
+        }
+        if let Some(addr) = self.metrics.address
+            && addr.port() != 0
+            && addrs.contains(&addr)
+        {
+            let problem = format!("address {addr} is used twice");
+            return Err(config_error("metrics.address", &problem));
         }
         self.core_config(0)
             .validate()
@@ -459,6 +508,32 @@ mod tests {
         let mut config = example();
         config.log.segment_bytes_max = 10;
         assert_eq!(field_of(&config), "log.segment_bytes_max");
+    }
+
+    #[test]
+    fn the_metrics_and_recorder_tables_parse_with_defaults_and_are_checked() {
+        let config = example();
+        assert_eq!(config.metrics.address, None, "metrics are off by default");
+        assert!(config.recorder.enabled, "the recorder is on by default");
+        let text = format!(
+            "{EXAMPLE}\n[metrics]\naddress = \"127.0.0.1:9100\"\n\
+             [recorder]\nenabled = false\ndisk_bytes_max = 4194304\n"
+        );
+        let config: NodeConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.metrics.address,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert!(!config.recorder.enabled);
+        let mut config = example();
+        config.recorder.disk_bytes_max = 10;
+        assert_eq!(field_of(&config), "recorder.disk_bytes_max");
+        config.recorder.enabled = false;
+        config.validate().unwrap();
+        let mut config = example();
+        config.metrics.address = Some(config.client_addr);
+        assert_eq!(field_of(&config), "metrics.address");
     }
 
     #[test]

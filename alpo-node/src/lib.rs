@@ -36,7 +36,9 @@
 //!
 //! use alpo_core::{ClusterId, LogIndex};
 //! use alpo_node::{Client, ClientOptions, NodeConfig, Server, SnapshotImage, StateMachine};
-//! use alpo_node::{LogSettings, ReadSettings, Snapshots, Timeouts};
+//! use alpo_node::{
+//!     LogSettings, MetricsSettings, ReadSettings, RecorderSettings, Snapshots, Timeouts,
+//! };
 //!
 //! /// Counts bytes: every command adds its length; the answer (and any query's) is the total.
 //! struct ByteCounter {
@@ -92,6 +94,8 @@
 //!     log: LogSettings::default(),
 //!     reads: ReadSettings::default(),
 //!     tls: None,
+//!     metrics: MetricsSettings::default(),
+//!     recorder: RecorderSettings::default(),
 //! };
 //! let server = Server::start(config, ByteCounter { total: 0 })?;
 //!
@@ -125,13 +129,19 @@ pub mod client_protocol;
 mod command;
 pub mod config;
 mod error;
+mod events;
+mod http;
 mod image_io;
 pub mod kv;
 mod kv_client;
 pub mod limits;
+pub mod metrics;
 mod node;
 mod node_image;
+mod observe;
+mod page;
 mod reads;
+pub mod recorder;
 mod server;
 mod service;
 mod session;
@@ -143,7 +153,10 @@ mod wire;
 
 pub use client::{Client, ClientOptions};
 pub use client_driver::{DrivePlan, Outcomes, Requests, drive};
-pub use config::{LogSettings, NodeConfig, PeerConfig, ReadSettings, Snapshots, Timeouts};
+pub use config::{
+    LogSettings, MetricsSettings, NodeConfig, PeerConfig, ReadSettings, RecorderSettings,
+    Snapshots, Timeouts,
+};
 pub use error::Error;
 pub use kv::{KvOp, KvResult, KvStateMachine};
 pub use kv_client::CasOutcome;

@@ -46,3 +46,11 @@ pub const KV_KEY_BYTES_MAX: usize = 64 * 1024;
 const _: () = assert!(READ_BYTES_MAX <= alpo_core::limits::ENTRY_BYTES_MAX);
 // A key must fit in an entry, or it could never be written.
 const _: () = assert!((KV_KEY_BYTES_MAX as u64) < alpo_core::limits::ENTRY_BYTES_MAX);
+
+/// The flight recorder's default disk budget (`[recorder] disk_bytes_max`): all trace files of
+/// a node together (issue 15).
+pub const RECORDER_DISK_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
+/// The smallest flight-recorder budget accepted: below it a start's trace would stop within
+/// seconds of load.
+pub const RECORDER_DISK_BYTES_MIN: u64 = 1024 * 1024;

@@ -33,7 +33,10 @@ use crate::apply::EntrySource;
 use crate::client_protocol::NodeStatus;
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::http::HttpServer;
+use crate::metrics::Metrics;
 use crate::node_image::{self, RestoredState};
+use crate::observe::NodeEndpoints;
 use crate::server::{self, HardStateStore, Parts, PeerSender, Running};
 use crate::snapshot::core_meta;
 use crate::state_machine::StateMachine;
@@ -48,6 +51,8 @@ pub struct Server {
     client_addr: SocketAddr,
     transport: Arc<PeerTransport>,
     listener: Arc<ClientListener>,
+    /// `/metrics`, `/cluster.json` and the live page, when `[metrics] address` is set.
+    http: Option<HttpServer>,
 }
 
 /// Group-commit figures of a node's storage thread.
@@ -148,8 +153,25 @@ impl Server {
             waker: Arc::new(inbox.waker()),
             inputs: Box::new(inbox),
             replier: listener.clone(),
+            metrics: config.metrics.address.map(|_| Arc::new(Metrics::new())),
         };
+        let endpoint = parts.metrics.clone().and_then(|metrics| {
+            let addr = config.metrics.address?;
+            Some(HttpStart::new(
+                &config, addr, metrics, &transport, &listener,
+            ))
+        });
         let running = server::launch(config, persisted, parts, Box::new(machine))?;
+        let http = match endpoint
+            .map(|endpoint| endpoint.serve(&running))
+            .transpose()
+        {
+            Ok(http) => http,
+            Err(error) => {
+                let _ = running.stop();
+                return Err(error);
+            }
+        };
         Ok(Server {
             id,
             running: Some(running),
@@ -157,6 +179,7 @@ impl Server {
             client_addr,
             transport,
             listener,
+            http,
         })
     }
 
@@ -176,6 +199,13 @@ impl Server {
     #[must_use]
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where the node serves `/metrics`, `/cluster.json` and its live page (the bound address,
+    /// so port 0 in the config gives the real port here); `None` with metrics off.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The node's role, term, leader and indices, as of its event loop's last batch.
@@ -237,6 +267,9 @@ impl Server {
     }
 
     fn shutdown(&mut self) -> Result<(), Error> {
+        if let Some(http) = &mut self.http {
+            http.stop();
+        }
         let Some(running) = self.running.take() else {
             return Ok(());
         };
@@ -260,6 +293,44 @@ impl Drop for Server {
             );
         }
         // The transport and listener stop when the last reference (this one) is dropped.
+    }
+}
+
+/// The metrics endpoint, waiting for the running node it reports on.
+struct HttpStart {
+    addr: SocketAddr,
+    endpoints: NodeEndpoints,
+}
+
+impl HttpStart {
+    fn new(
+        config: &NodeConfig,
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        transport: &Arc<PeerTransport>,
+        listener: &Arc<ClientListener>,
+    ) -> HttpStart {
+        let peers = config.peers.iter();
+        let endpoints = NodeEndpoints {
+            id: config.node_id(),
+            cluster_id: config.cluster(),
+            metrics,
+            shared: None,
+            transport: Arc::clone(transport),
+            listener: Arc::clone(listener),
+            peers: peers.map(|p| (NodeId(p.id), p.client_addr)).collect(),
+        };
+        HttpStart { addr, endpoints }
+    }
+
+    /// Serves the endpoints of `running`.
+    fn serve(mut self, running: &Running) -> Result<HttpServer, Error> {
+        self.endpoints.shared = Some(Arc::clone(&running.shared));
+        let id = self.endpoints.id.0;
+        let http = HttpServer::start(self.addr, Arc::new(self.endpoints))?;
+        let addr = http.local_addr();
+        tracing::info!(node = id, metrics = %addr, "serving /metrics and the live page");
+        Ok(http)
     }
 }
 

@@ -52,10 +52,13 @@ use crate::client_protocol::{
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::events::Watch;
 use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
+use crate::metrics::{LoopProbe, Metrics};
 use crate::node_image::RestoredState;
 use crate::reads::{self, ClientReads, ReadWhat, WaitingRead};
+use crate::recorder::Recorder;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
 use crate::snapshot::{self, SnapshotHandle, SnapshotJob, SnapshotReport};
 use crate::state_machine::StateMachine;
@@ -106,6 +109,12 @@ struct EventLoop {
     pub(crate) shared: Arc<Shared>,
     pub(crate) reported_durable: Option<LogPosition>,
     pub(crate) was_leader: bool,
+    /// The metrics' event-loop side, when metrics are on (`metrics.rs`).
+    pub(crate) probe: Option<LoopProbe>,
+    /// The last batch's view, for the log lines of what changed (`events.rs`).
+    pub(crate) watch: Watch,
+    /// The flight recorder, when on (`recorder.rs`): the core records, this streams it.
+    pub(crate) recorder: Option<Recorder>,
     /// Reads waiting for the core's read index (rules Q1–Q3).
     pub(crate) reads: ClientReads,
     /// Rule S9: where the core's `ReadLog`s are answered (a view of the log's durable records).
@@ -150,7 +159,13 @@ impl EventLoop {
     /// Runs until asked to stop or until a fatal error; then lets the other threads drain. A
     /// fatal error is published for `Server::failure` and returned as [`Error::Failed`].
     pub(crate) fn run(mut self) -> Result<(), Error> {
-        let result = self.run_inner().map_err(|error| {
+        let result = self.run_inner();
+        // The last batch's inputs, and the whole trace, reach the file before the loop ends.
+        if let Some(mut recorder) = self.recorder.take() {
+            recorder.record(self.node.take_trace());
+            recorder.finish();
+        }
+        let result = result.map_err(|error| {
             let error = Arc::new(error);
             let logged: &(dyn std::error::Error + 'static) = error.as_ref();
             tracing::error!(node = self.config.id, error = logged, "node stopping");
@@ -198,7 +213,11 @@ impl EventLoop {
             if self.shared.stop_requested.load(Ordering::Acquire) {
                 return Ok(());
             }
+            let input_count = arrived.len();
             for incoming in arrived.drain(..) {
+                if let (Some(probe), Incoming::Peer(message)) = (&mut self.probe, &incoming) {
+                    probe.on_message(message);
+                }
                 match incoming {
                     Incoming::Peer(message) => self.node.on_message(self.now(), message),
                     Incoming::Client(request) => self.on_client(request)?,
@@ -216,7 +235,7 @@ impl EventLoop {
             }
             self.answer_log_reads()?;
             self.perform_outputs()?;
-            self.after_batch()?;
+            self.after_batch(input_count)?;
         }
     }
 
@@ -287,6 +306,9 @@ impl EventLoop {
             let now = self.now();
             match report {
                 SnapshotReport::Durable(meta) => {
+                    if let Some(probe) = &self.probe {
+                        probe.metrics.snapshot_taken();
+                    }
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.node.on_snapshot_durable(now, meta);
                     self.answer_snapshot_waiters();
@@ -300,6 +322,11 @@ impl EventLoop {
                     .node
                     .on_snapshot_read(now, to, snapshot, offset, result),
                 SnapshotReport::Installed { meta, path } => {
+                    let (node, index) = (self.config.id, meta.last.index.0);
+                    tracing::info!(node, index, "snapshot from the leader installed (S7)");
+                    if let Some(probe) = &self.probe {
+                        probe.metrics.snapshot_installed();
+                    }
                     self.newest_snapshot = self.newest_snapshot.max(meta.last);
                     self.installed = Some((meta.last, path));
                     self.node.on_snapshot_installed(now, meta);
@@ -500,11 +527,16 @@ impl EventLoop {
         let payload = LogCommand { id, kind, data }.encode();
         match self.node.propose(self.now(), payload) {
             Ok(proposal) => {
+                let proposed_at = self.probe.as_ref().map(|probe| {
+                    probe.on_proposal();
+                    std::time::Instant::now()
+                });
                 let pending = PendingRequest {
                     index: proposal.index,
                     term: proposal.term,
                     connection,
                     seq: id.seq,
+                    proposed_at,
                 };
                 return self.send_apply(ApplyMsg::Pending(pending));
             }
@@ -557,10 +589,8 @@ impl EventLoop {
                     self.send_storage(StorageOp::Reset { snapshot })?;
                 }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
-                Output::AppendLog { entries } => {
-                    self.send_storage(StorageOp::Append { entries })?
-                }
-                Output::Send(message) => self.peers.send(message),
+                Output::AppendLog { entries } => self.append_log(entries)?,
+                Output::Send(message) => self.send(message),
                 Output::ReadReady { id, index } => self.read_answered(id, Ok(index))?,
                 Output::ReadFailed { id, error } => self.read_answered(id, Err(error))?,
                 Output::Apply { entries } => self.send_apply(ApplyMsg::Entries(entries))?,
@@ -625,6 +655,20 @@ impl EventLoop {
         Ok(())
     }
 
+    fn append_log(&mut self, entries: Vec<alpo_core::Entry>) -> Result<(), Error> {
+        if let Some(probe) = &self.probe {
+            probe.on_append(entries.len());
+        }
+        self.send_storage(StorageOp::Append { entries })
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(probe) = &mut self.probe {
+            probe.on_send(&message);
+        }
+        self.peers.send(message);
+    }
+
     fn snapshot_handle(&self) -> Result<&SnapshotHandle, Error> {
         // Without snapshot files the core is configured never to take one, and a leader
         // never sends one; a snapshot output then is a configuration error: stop, loudly.
@@ -641,19 +685,23 @@ impl EventLoop {
             .map_err(|_| snapshot_thread_stopped())
     }
 
-    /// Publishes status; tells waiting clients when leadership is lost.
-    fn after_batch(&mut self) -> Result<(), Error> {
+    /// Publishes status and metrics; streams the trace; tells waiting clients when leadership
+    /// is lost.
+    fn after_batch(&mut self, input_count: usize) -> Result<(), Error> {
         let status = self.status();
+        if let Some(probe) = &mut self.probe {
+            let queues = (self.storage.ops.len(), self.apply.sender.len());
+            let core = (&self.node.status(), &self.node.counters());
+            probe.after_batch(input_count, core, status.applied_index.0, queues);
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.record(self.node.take_trace());
+        }
         let is_leader = status.role == Role::Leader;
+        self.watch
+            .after_batch(&self.node.status(), self.node.counters());
         if self.was_leader && !is_leader {
-            tracing::info!(
-                node = self.config.id,
-                term = status.term.0,
-                "no longer leader"
-            );
             self.send_apply(ApplyMsg::LeadershipLost)?;
-        } else if is_leader && !self.was_leader {
-            tracing::info!(node = self.config.id, term = status.term.0, "became leader");
         }
         self.was_leader = is_leader;
         *self.shared.status.lock() = status;
@@ -740,6 +788,8 @@ pub(crate) struct Parts {
     /// Ends a wait of `inputs`.
     pub(crate) waker: Arc<dyn Wake>,
     pub(crate) replier: Arc<dyn Replier>,
+    /// The node's metrics, when on.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 /// A started event loop with its storage and apply threads.
@@ -758,16 +808,7 @@ pub(crate) fn launch(
     machine: Box<dyn StateMachine>,
 ) -> Result<Running, Error> {
     let origin = std::time::Instant::now();
-    let seed = seed_for(config.id);
-    let node = Node::new(
-        config.core_config(seed),
-        persisted,
-        alpo_core::Instant::from_nanos(0),
-    )
-    .map_err(|error| Error::Config {
-        field: error.field.to_string(),
-        problem: error.problem,
-    })?;
+    let (node, recorder) = start_core(&config, persisted)?;
     let newest_snapshot = node.snapshot().map(|meta| meta.last).unwrap_or_default();
     let restored_index = parts.restored.as_ref().map_or(LogIndex(0), |r| r.last);
     // The core starts from the snapshot the state machine was restored from (rule S8).
@@ -776,10 +817,13 @@ pub(crate) fn launch(
         "invariant: restored at the core's L"
     );
     let status = node_status(&node, restored_index);
+    let start_commit = status.commit_index.0;
+    let (node_core_status, node_core_counters) = (node.status(), node.counters());
     let storage = storage::spawn(
         parts.log,
         STORAGE_QUEUE_OP_COUNT_MAX,
         Arc::clone(&parts.waker),
+        parts.metrics.clone(),
     )?;
     let (snapshots, apply) = spawn_snapshot_and_apply(
         &config,
@@ -788,6 +832,7 @@ pub(crate) fn launch(
         machine,
         &parts.replier,
         (parts.entry_source, parts.restored),
+        parts.metrics.clone(),
     )?;
     let shared = Arc::new(Shared {
         status: Mutex::new(status),
@@ -814,6 +859,11 @@ pub(crate) fn launch(
         reads: ClientReads::default(),
         log_reader: parts.log_reader,
         log_reads: Vec::new(),
+        probe: parts
+            .metrics
+            .map(|metrics| LoopProbe::new(metrics, start_commit)),
+        recorder,
+        watch: Watch::new(&node_core_status, node_core_counters),
         config,
     };
     let thread = std::thread::Builder::new()
@@ -830,6 +880,37 @@ pub(crate) fn launch(
     })
 }
 
+/// The core, recording its inputs for the flight recorder (started here) when it is on.
+fn start_core(
+    config: &NodeConfig,
+    persisted: Persisted,
+) -> Result<(Node, Option<Recorder>), Error> {
+    let seed = seed_for(config.id);
+    let start = alpo_core::Instant::from_nanos(0);
+    let recorder = config
+        .recorder
+        .enabled
+        .then(|| {
+            let incarnation = persisted.incarnation.0;
+            Recorder::start(
+                &config.data_dir,
+                incarnation,
+                config.recorder.disk_bytes_max,
+            )
+        })
+        .transpose()?;
+    let node = if recorder.is_some() {
+        Node::new_recorded(config.core_config(seed), persisted, start)
+    } else {
+        Node::new(config.core_config(seed), persisted, start)
+    }
+    .map_err(|error| Error::Config {
+        field: error.field.to_string(),
+        problem: error.problem,
+    })?;
+    Ok((node, recorder))
+}
+
 /// Starts the snapshot thread over `store` (if any) and the apply thread, which reads entries
 /// from `log`, starts from `restored`, and feeds the snapshot thread its frozen states.
 fn spawn_snapshot_and_apply(
@@ -839,6 +920,7 @@ fn spawn_snapshot_and_apply(
     machine: Box<dyn StateMachine>,
     replier: &Arc<dyn Replier>,
     (log, restored): (Box<dyn EntrySource>, Option<RestoredState>),
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<(Option<SnapshotHandle>, ApplyHandle), Error> {
     let snapshots = store
         .map(|store| snapshot::spawn(store, Arc::clone(waker)))
@@ -855,6 +937,7 @@ fn spawn_snapshot_and_apply(
         restored,
         snapshots: snapshot_jobs,
         retain_entries: config.snapshots.retain_entries,
+        metrics,
     })?;
     Ok((snapshots, apply))
 }
@@ -1033,6 +1116,12 @@ mod tests {
             log: crate::config::LogSettings::default(),
             reads: crate::config::ReadSettings::default(),
             tls: None,
+            metrics: crate::config::MetricsSettings::default(),
+            // No data directory here: the in-memory nodes do not record.
+            recorder: crate::config::RecorderSettings {
+                enabled: false,
+                ..Default::default()
+            },
             timeouts: Timeouts {
                 heartbeat_interval_ms: 10,
                 passive_timeout_ms_min: 60,
@@ -1064,6 +1153,7 @@ mod tests {
                 inputs,
                 waker,
                 replier: Arc::new(ChannelReplier(reply_tx)),
+                metrics: None,
             };
             let machine = Box::new(KvStateMachine::new());
             let running = launch(config(id), Persisted::default(), parts, machine).unwrap();
@@ -1180,6 +1270,7 @@ mod tests {
             inputs,
             waker,
             replier: Arc::new(ChannelReplier(replies)),
+            metrics: None,
         };
         (parts, input_sender)
     }

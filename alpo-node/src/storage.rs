@@ -16,6 +16,8 @@
 //! typed `alpo_log::Error`, which names the file, and stops; it never retries.
 
 use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -79,13 +81,22 @@ pub(crate) fn spawn(
     store: Box<dyn LogStore>,
     queue_count_max: usize,
     wake: Arc<dyn Wake>,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<StorageHandle, Error> {
     let (ops_tx, ops_rx) = crossbeam_channel::bounded(queue_count_max);
     let state = Arc::new(Mutex::new(StorageState::default()));
     let thread_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
         .name("alpo-storage".into())
-        .spawn(move || run(store, &ops_rx, wake.as_ref(), &thread_state))
+        .spawn(move || {
+            run(
+                store,
+                &ops_rx,
+                wake.as_ref(),
+                &thread_state,
+                metrics.as_deref(),
+            )
+        })
         .map_err(|source| Error::Io {
             what: "starting the storage thread".into(),
             source,
@@ -102,11 +113,12 @@ fn run(
     ops: &Receiver<StorageOp>,
     wake: &dyn Wake,
     state: &Mutex<StorageState>,
+    metrics: Option<&Metrics>,
 ) {
     // Ends when the event loop drops its sender (node stopping) or on a fatal error.
     while let Ok(first) = ops.recv() {
         let batch = drain(first, ops);
-        match write_batch(store.as_mut(), batch) {
+        match write_batch(store.as_mut(), batch, metrics) {
             Ok(entry_count) => {
                 let mut state = state.lock();
                 state.durable = Some(store.last_position());
@@ -139,7 +151,11 @@ fn drain(first: StorageOp, ops: &Receiver<StorageOp>) -> Vec<StorageOp> {
     batch
 }
 
-fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, alpo_log::Error> {
+fn write_batch(
+    store: &mut dyn LogStore,
+    batch: Vec<StorageOp>,
+    metrics: Option<&Metrics>,
+) -> Result<u64, alpo_log::Error> {
     let mut entry_count = 0;
     for op in batch {
         match op {
@@ -156,7 +172,13 @@ fn write_batch(store: &mut dyn LogStore, batch: Vec<StorageOp>) -> Result<u64, a
             }
         }
     }
+    let started = metrics.map(|_| std::time::Instant::now());
     store.sync()?;
+    if let (Some(metrics), Some(started)) = (metrics, started) {
+        metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
     Ok(entry_count)
 }
 
@@ -252,7 +274,7 @@ mod tests {
 
     fn spawn_with_wakes(log: MemoryLog) -> (StorageHandle, Receiver<()>) {
         let (wake_tx, wakes) = crossbeam_channel::bounded(1);
-        let handle = spawn(Box::new(log), 16, Arc::new(ChannelWake(wake_tx))).unwrap();
+        let handle = spawn(Box::new(log), 16, Arc::new(ChannelWake(wake_tx)), None).unwrap();
         (handle, wakes)
     }
 

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use alpo_core::{ClusterId, LogIndex, Role};
 use alpo_node::client_protocol::{ErrorCode, NodeStatus};
 use alpo_node::{
-    Client, ClientOptions, Error, KvStateMachine, LogSettings, NodeConfig, PeerConfig, Server,
-    SnapshotImage, Snapshots, StateMachine, Timeouts,
+    Client, ClientOptions, Error, KvStateMachine, LogSettings, MetricsSettings, NodeConfig,
+    PeerConfig, RecorderSettings, Server, SnapshotImage, Snapshots, StateMachine, Timeouts,
 };
 
 const CLUSTER: u64 = 0x5a0b;
@@ -102,6 +102,8 @@ impl Cluster {
                 },
                 reads: alpo_node::ReadSettings::default(),
                 tls: None,
+                metrics: MetricsSettings::default(),
+                recorder: RecorderSettings::default(),
             })
             .collect();
         let mut cluster = Cluster {

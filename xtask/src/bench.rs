@@ -12,6 +12,11 @@
 //!   certificates (made once per run in a temporary directory; the lines say backend
 //!   `alpo+tls`); `both` runs each point without and then with TLS, interleaved, so the two are
 //!   compared under the same machine load.
+//!   `--variant NAME=FLAGS` (repeatable) runs every point once per variant, interleaved, with
+//!   FLAGS (space-separated) added to every `alpo node`, and names the line's backend
+//!   `alpo-NAME`: on/off comparisons side by side in one run (issue 15's metrics and recorder
+//!   costs: `--variant off=--no-recorder --variant metrics='--no-recorder --metrics-addr
+//!   127.0.0.1:0'`).
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
@@ -39,6 +44,8 @@ mod bounded;
 mod load;
 #[path = "bench/local.rs"]
 mod local;
+#[path = "bench/page.rs"]
+pub(crate) mod page;
 
 use local::{CLUSTER_ID, LocalCluster};
 
@@ -49,6 +56,7 @@ const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
                                  [--compare FILE.jsonl]... [--alpo PATH] [--tls off|on|both]
+                                 [--variant NAME=FLAGS]...
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -67,6 +75,8 @@ struct Plan {
     alpo: Option<PathBuf>,
     /// `--tls`: run each point without TLS, with TLS, or both (interleaved).
     tls_modes: Vec<bool>,
+    /// Named sets of extra `alpo node` flags, each point run once per set (interleaved).
+    variants: Vec<(String, Vec<String>)>,
 }
 
 /// Entry point of `cargo xtask bench …`.
@@ -106,6 +116,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
         compare: Vec::new(),
         alpo: None,
         tls_modes: vec![false],
+        variants: Vec::new(),
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -135,6 +146,13 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
                     "both" => vec![false, true],
                     other => bail!("--tls wants off, on or both, found {other:?}"),
                 }
+            }
+            "--variant" => {
+                let (name, flags) = value
+                    .split_once('=')
+                    .with_context(|| format!("--variant wants NAME=FLAGS, found {value:?}"))?;
+                let flags = flags.split_whitespace().map(str::to_string).collect();
+                plan.variants.push((name.to_string(), flags));
             }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
@@ -182,9 +200,18 @@ fn cluster(plan: &Plan) -> anyhow::Result<()> {
     };
     for rep in 1..=plan.reps {
         for &clients in &plan.clients {
-            for &tls in &plan.tls_modes {
+            let plain = [(String::new(), Vec::new())];
+            let variants = if plan.variants.is_empty() {
+                &plain[..]
+            } else {
+                &plan.variants[..]
+            };
+            for (variant, &tls) in variants
+                .iter()
+                .flat_map(|variant| plan.tls_modes.iter().map(move |tls| (variant, tls)))
+            {
                 let certs = certs.as_ref().filter(|_| tls);
-                let line = run_point(&alpo, plan, clients, rep, certs)?;
+                let line = run_point(&alpo, plan, clients, rep, certs, variant)?;
                 println!("{line}");
                 let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
                 text.push_str(&line);
@@ -303,12 +330,13 @@ fn run_point(
     clients: u64,
     rep: u32,
     certs: Option<&local::BenchCerts>,
+    (variant, flags): &(String, Vec<String>),
 ) -> anyhow::Result<String> {
     let point = format!(
-        "{rep}-{clients}-{}",
+        "{rep}-{clients}{variant}-{}",
         if certs.is_some() { "tls" } else { "plain" }
     );
-    let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, &[], certs)?;
+    let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, flags, certs)?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
     let ticks_before = cpu_ticks(&cluster.pids())?;
     let output = Command::new(alpo)
@@ -355,9 +383,13 @@ fn run_point(
         for (key, value) in extra {
             fields.insert(key.into(), value);
         }
-        if certs.is_some() {
-            // Its own series in the report, next to plain `alpo`.
-            fields.insert("backend".into(), Value::from("alpo+tls"));
+        // TLS and each variant are series of their own in the report, next to plain `alpo`.
+        let mut backend = if certs.is_some() { "alpo+tls" } else { "alpo" }.to_string();
+        if !variant.is_empty() {
+            backend = format!("{backend}-{variant}");
+        }
+        if backend != "alpo" {
+            fields.insert("backend".into(), Value::from(backend));
         }
     }
     Ok(line.to_string())

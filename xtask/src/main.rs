@@ -24,6 +24,8 @@ tasks:
                   restart time, catch-up MiB/s) [--alpo PATH] [--snapshot-interval N] …
   check-history   re-check a kept history (JSON lines) for linearizability:
                   check-history FILE [--steps N]; exit 0 linearizable, 1 not, 3 unknown
+  page-test       the live cluster page in headless Chromium (/usr/bin/chromium): shows the
+                  leader, then the new one after a kill; keeps a screenshot [--out DIR]
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
   test-cluster    real `alpo node` processes under a seeded nemesis, then safety checks:
                   [--nodes 3|5] [--duration SECS] [--clients N] [--seed S] [--keep DIR]
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Some("sim") => sim::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
         Some("test-cluster") => test_cluster::main(&args[1..]),
+        Some("page-test") => bench::page::main(&args[1..]),
         Some("check-history") => check_history(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task {other:?}\n\n{HELP}");

@@ -35,6 +35,8 @@ mod checks;
 mod logs;
 #[path = "cluster/process.rs"]
 pub(crate) mod process;
+#[path = "cluster/traces.rs"]
+mod traces;
 #[path = "cluster/workload.rs"]
 mod workload;
 
@@ -689,6 +691,7 @@ fn judge(
             LogSummary::default()
         }
     };
+    let traces::TraceSummary { replayed, inputs } = replay_traces(cluster, dir, &mut violations)?;
     let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
         .map_err(anyhow::Error::new)?
     {
@@ -720,7 +723,7 @@ fn judge(
         "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
          duplicates={} log_problems={} linearizable={linearizable} \
          max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
-         installs={} unchecked_indices={}",
+         installs={} unchecked_indices={} traces_replayed={replayed} trace_inputs={inputs}",
         options.nodes,
         options.duration_s,
         options.seed,
@@ -737,6 +740,20 @@ fn judge(
         log_summary.unchecked,
     );
     Ok(Report { line, violations })
+}
+
+/// Kills every node (check_logs may have already), so their traces are complete, and replays
+/// them all (`cluster::traces`).
+fn replay_traces(
+    cluster: &mut Cluster,
+    dir: &Path,
+    violations: &mut Vec<String>,
+) -> Result<traces::TraceSummary> {
+    cluster.nodes.kill_all();
+    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
+        .map(|index| process::data_dir(dir, index))
+        .collect();
+    traces::check_traces(&data_dirs, violations)
 }
 
 /// Counts of the append-log problems, by the summary line's names.

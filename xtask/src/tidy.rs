@@ -63,6 +63,7 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
     ),
     // serde + toml: the node's TOML configuration file.
     // mio: epoll readiness for the client driver (many client sessions on one thread).
+    // prometheus-client: the metrics' exposition format (issue 15), the official Rust client.
     (
         "alpo-node",
         &[
@@ -73,6 +74,7 @@ const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
             "serde",
             "toml",
             "mio",
+            "prometheus-client",
         ],
     ),
     // ctrlc: SIGINT/SIGTERM handling so `alpo node` and `alpo dev` shut down cleanly.

@@ -77,6 +77,7 @@ impl Node {
     /// Rule E2: ask "would you vote for me in `current_term + 1`?" without changing the term.
     fn start_pre_vote(&mut self, now: Instant) {
         hit!(e2_pre_vote_started);
+        self.counters.pre_votes_started += 1;
         let term = self.hard_state.current_term.next();
         self.role = Role::Passive;
         self.leader = None;
@@ -94,6 +95,7 @@ impl Node {
     /// Rule E3: new term, vote for ourselves, durably, then ask everyone.
     fn start_candidacy(&mut self, now: Instant) {
         hit!(e3_candidacy_started);
+        self.counters.elections_started += 1;
         let term = self.hard_state.current_term.next();
         self.hard_state = HardState {
             current_term: term,
@@ -144,6 +146,7 @@ impl Node {
     /// Rule E7: a majority voted for us in our term: lead, append a no-op (R8), send to all.
     fn become_leader(&mut self, now: Instant) {
         hit!(e7_majority_wins);
+        self.counters.elections_won += 1;
         let last = self.log.last_index();
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
@@ -313,6 +316,11 @@ impl Node {
     fn reply_vote(&mut self, to: NodeId, term: Term, reason: VoteReason, pre_vote: bool) {
         let campaigning = self.campaign.as_ref().is_some_and(|c| c.term == term);
         let voter_rank = (campaigning && reason != VoteReason::Granted).then(|| self.rank());
+        match (reason, pre_vote) {
+            (VoteReason::Granted, _) => {}
+            (_, true) => self.counters.pre_votes_refused += 1,
+            (_, false) => self.counters.votes_refused += 1,
+        }
         let reply = VoteReply {
             reason,
             voter_rank,
@@ -343,6 +351,7 @@ impl Node {
     }
 
     fn defer(&mut self, now: Instant) {
+        self.counters.elections_deferred += 1;
         let period = self.rng.duration_in(
             self.config.passive_timeout_min,
             self.config.passive_timeout_max,

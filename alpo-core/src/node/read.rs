@@ -53,7 +53,7 @@ pub enum ReadMode {
 }
 
 /// Why a read failed; the client retries, at the leader if a hint is given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadError {
     /// No leader could confirm the read: this server is not the leader and knows none, or the
     /// leader lost its role or term before confirming (Q1 (e)).

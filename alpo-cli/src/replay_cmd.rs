@@ -1,0 +1,310 @@
+//! `alpo replay DIR`: replays a node's flight-recorder traces (issue 15) into a fresh core,
+//! checks that every output is the one the real node produced (the trace's digests), and
+//! prints the node's history in the protocol's words: term changes, votes, role and leader
+//! changes, commits.
+//!
+//! DIR is a node's data directory, its `trace` directory, or one trace file. Each file is one
+//! start of the node, replayed on its own, oldest first. Times are the core's: seconds since
+//! that start (the file name carries the start's wall-clock time). `--from`/`--to` select what
+//! is printed, not what is replayed: the core must see every input from the start.
+//!
+//! Invariants: exit code 0 only when every file replayed with identical outputs (a final
+//! record torn by a crash while recording is accepted and said); a divergence or a damaged
+//! trace is an error naming the file and the byte offset.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use alpo_core::replay::{Step, replay_watched};
+use alpo_core::{LogIndex, NodeId, Role, Term};
+use alpo_node::recorder::{TRACE_EXTENSION, trace_dir, trace_files};
+
+use crate::json::Value;
+use crate::output::stdout;
+
+/// Arguments of `alpo replay`.
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// A node's data directory, its trace directory, or one trace file.
+    path: PathBuf,
+    /// Print only what happened at or after this many seconds since the start.
+    #[arg(long, default_value_t = 0.0)]
+    from: f64,
+    /// Print only what happened before this many seconds since the start.
+    #[arg(long)]
+    to: Option<f64>,
+    /// One JSON object a line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let files = traces_of(&args.path)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no trace files (*.{TRACE_EXTENSION}) in {}",
+        args.path.display()
+    );
+    let mut out = stdout();
+    for file in &files {
+        replay_file(file, &args, &mut out)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The trace files `path` names, oldest start first.
+fn traces_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let dir = if trace_dir(path).is_dir() {
+        trace_dir(path)
+    } else {
+        path.to_path_buf()
+    };
+    let files = trace_files(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    Ok(files.into_iter().map(|(path, _)| path).collect())
+}
+
+/// One thing that happened, in the protocol's words.
+#[derive(Debug)]
+enum Event {
+    Term { from: Term, to: Term },
+    Vote { term: Term, candidate: NodeId },
+    Role { from: Role, to: Role, term: Term },
+    Leader { leader: Option<NodeId>, term: Term },
+    Commit { index: LogIndex },
+}
+
+/// What the node looked like after the last input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct View {
+    term: Term,
+    voted_for: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    commit: LogIndex,
+}
+
+fn view(step: &Step<'_>) -> View {
+    let status = step.node.status();
+    View {
+        term: status.term,
+        voted_for: step.node.hard_state().voted_for,
+        role: status.role,
+        leader: status.leader,
+        commit: status.commit_index,
+    }
+}
+
+/// What changed from `before` to `after`, in the order an operator reads it.
+fn events(before: &View, after: &View) -> Vec<Event> {
+    let mut events = Vec::new();
+    if after.term != before.term {
+        events.push(Event::Term {
+            from: before.term,
+            to: after.term,
+        });
+    }
+    if let Some(candidate) = after.voted_for
+        && (after.voted_for != before.voted_for || after.term != before.term)
+    {
+        events.push(Event::Vote {
+            term: after.term,
+            candidate,
+        });
+    }
+    if after.role != before.role {
+        events.push(Event::Role {
+            from: before.role,
+            to: after.role,
+            term: after.term,
+        });
+    }
+    if after.leader != before.leader {
+        events.push(Event::Leader {
+            leader: after.leader,
+            term: after.term,
+        });
+    }
+    if after.commit != before.commit {
+        events.push(Event::Commit {
+            index: after.commit,
+        });
+    }
+    events
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Passive => "passive",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    }
+}
+
+fn text_of(event: &Event) -> String {
+    match event {
+        Event::Term { from, to } => format!("term {} -> {}", from.0, to.0),
+        Event::Vote { term, candidate } => {
+            format!("voted for node {} in term {}", candidate.0, term.0)
+        }
+        Event::Role { from, to, term } => format!(
+            "role {} -> {} (term {})",
+            role_word(*from),
+            role_word(*to),
+            term.0
+        ),
+        Event::Leader {
+            leader: Some(leader),
+            term,
+        } => format!("leader is node {} (term {})", leader.0, term.0),
+        Event::Leader { leader: None, term } => format!("no leader known (term {})", term.0),
+        Event::Commit { index } => format!("committed up to {}", index.0),
+    }
+}
+
+fn json_of(event: &Event, at_ns: u64, file: &str) -> Value {
+    let mut fields = vec![
+        ("file", Value::String(file.to_string())),
+        ("at_ns", Value::Number(at_ns)),
+    ];
+    let kind = match event {
+        Event::Term { from, to } => {
+            fields.push(("from", Value::Number(from.0)));
+            fields.push(("to", Value::Number(to.0)));
+            "term"
+        }
+        Event::Vote { term, candidate } => {
+            fields.push(("term", Value::Number(term.0)));
+            fields.push(("candidate", Value::Number(candidate.0)));
+            "vote"
+        }
+        Event::Role { from, to, term } => {
+            fields.push(("from", Value::String(role_word(*from).into())));
+            fields.push(("to", Value::String(role_word(*to).into())));
+            fields.push(("term", Value::Number(term.0)));
+            "role"
+        }
+        Event::Leader { leader, term } => {
+            let leader = leader.map_or(Value::Null, |id| Value::Number(id.0));
+            fields.push(("leader", leader));
+            fields.push(("term", Value::Number(term.0)));
+            "leader"
+        }
+        Event::Commit { index } => {
+            fields.push(("index", Value::Number(index.0)));
+            "commit"
+        }
+    };
+    fields.insert(0, ("event", Value::String(kind.into())));
+    Value::Object(fields)
+}
+
+/// Commits are many: one line per this much trace time at most (and before any other event).
+const COMMIT_LINE_NS: u64 = 1_000_000_000;
+
+fn replay_file(path: &Path, args: &ReplayArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let trace = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let from_ns = seconds_to_ns(args.from);
+    let to_ns = args.to.map_or(u64::MAX, seconds_to_ns);
+    let mut before: Option<View> = None;
+    let mut at_ns = 0u64;
+    let mut inputs = 0u64;
+    let mut lines: Vec<(u64, Event)> = Vec::new();
+    // A commit not printed yet, and when the last commit line was.
+    let mut pending_commit: Option<(u64, Event)> = None;
+    let mut last_commit_line = 0u64;
+    let result = replay_watched(&trace, true, &mut |step| {
+        inputs += 1;
+        if let Some(now) = step.now {
+            at_ns = now.as_nanos();
+        }
+        let after = view(step);
+        let Some(previous) = before.replace(after) else {
+            return;
+        };
+        for event in events(&previous, &after) {
+            if let Event::Commit { .. } = event {
+                if at_ns.saturating_sub(last_commit_line) < COMMIT_LINE_NS {
+                    pending_commit = Some((at_ns, event));
+                    continue;
+                }
+                last_commit_line = at_ns;
+                pending_commit = None;
+            } else if let Some(commit) = pending_commit.take() {
+                lines.push(commit);
+            }
+            lines.push((at_ns, event));
+        }
+    })
+    .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    lines.extend(pending_commit);
+    let in_window = |at: u64| from_ns <= at && at < to_ns;
+    if !args.json {
+        writeln!(out, "{name}:")?;
+    }
+    for (at, event) in lines.iter().filter(|(at, _)| in_window(*at)) {
+        if args.json {
+            writeln!(out, "{}", json_of(event, *at, &name).render())?;
+        } else {
+            writeln!(out, "  {:>10.3}s  {}", *at as f64 / 1e9, text_of(event))?;
+        }
+    }
+    summary(out, &name, inputs, &result, args.json)
+}
+
+/// The last line for one file: what was replayed and how it ended.
+fn summary(
+    out: &mut impl Write,
+    name: &str,
+    inputs: u64,
+    result: &alpo_core::replay::Replay,
+    json: bool,
+) -> anyhow::Result<()> {
+    let status = result.node.status();
+    let outputs = result.outputs.len();
+    if json {
+        let summary = Value::Object(vec![
+            ("event", Value::String("replayed".into())),
+            ("file", Value::String(name.to_string())),
+            ("inputs", Value::Number(inputs)),
+            ("outputs", Value::Number(outputs as u64)),
+            ("identical", Value::Bool(true)),
+            (
+                "torn_tail",
+                result.torn_tail.map_or(Value::Null, Value::Number),
+            ),
+            ("term", Value::Number(status.term.0)),
+            ("commit_index", Value::Number(status.commit_index.0)),
+        ]);
+        writeln!(out, "{}", summary.render())?;
+        return Ok(());
+    }
+    let ending = match result.torn_tail {
+        Some(offset) => {
+            format!("ends with a record torn at byte {offset} (a crash while recording)")
+        }
+        None => "ends whole".to_string(),
+    };
+    writeln!(
+        out,
+        "  replayed {inputs} inputs: all {outputs} outputs identical to the recording; the \
+         trace {ending}; final term {}, commit index {}",
+        status.term.0, status.commit_index.0
+    )?;
+    Ok(())
+}
+
+fn seconds_to_ns(seconds: f64) -> u64 {
+    // Negative or NaN: from the start; huge: to the end.
+    (seconds.max(0.0) * 1e9) as u64
+}
