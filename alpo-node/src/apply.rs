@@ -15,7 +15,9 @@
 //! `ErrorCode::Compacted` naming the first index still readable. What the log cannot tell —
 //! which entries were retries, not applied again — is kept as the set of their indices, for
 //! the indices a reader may still see (those above the newest snapshot's `L - retain`), and
-//! goes into the snapshot image with the session table.
+//! goes into the snapshot image with the session table. Reads below `marks_from` (where the
+//! marks end) are answered `Compacted` too, even while the log files still hold the entries:
+//! a retry read without its mark would look like a second application.
 //!
 //! Snapshots (rules S2, S7): `TakeSnapshot { at }` arrives in order with the entries, right
 //! after the one at `at`; the thread freezes sessions and state machine there (`NodeImage`,
@@ -146,6 +148,11 @@ struct Applier {
     /// Indices of applied entries that were retries or stale requests (not applied again), at
     /// or above the newest snapshot's `L + 1 - retain_entries`: what readers may still see.
     duplicates: BTreeSet<LogIndex>,
+    /// The lowest index whose mark (or its absence) `duplicates` still tells: reads start at or
+    /// above it, since the log files may hold entries below it after their marks were dropped
+    /// (a snapshot is frozen before it is durable and compacts the log; a restart or an install
+    /// may keep older entries than the image's marks cover).
+    marks_from: LogIndex,
     log: Box<dyn EntrySource>,
     snapshots: Sender<SnapshotJob>,
     retain_entries: u64,
@@ -190,6 +197,7 @@ impl Applier {
             sessions: restored.sessions,
             pending: BTreeMap::new(),
             duplicates: restored.duplicates,
+            marks_from: marks_bound(restored.last, retain_entries),
             log,
             snapshots,
             retain_entries,
@@ -238,8 +246,9 @@ impl Applier {
             at.index
         );
         // Marks of entries that compaction below this snapshot will drop are not needed again.
-        let keep_from = LogIndex((applied + 1).saturating_sub(self.retain_entries));
+        let keep_from = marks_bound(at.index, self.retain_entries);
         self.duplicates = self.duplicates.split_off(&keep_from);
+        self.marks_from = self.marks_from.max(keep_from);
         let image = NodeImage::take(&self.sessions, &self.duplicates, self.machine.as_ref());
         if self
             .snapshots
@@ -262,6 +271,7 @@ impl Applier {
         );
         self.sessions = restored.sessions;
         self.duplicates = restored.duplicates;
+        self.marks_from = marks_bound(last, self.retain_entries);
         self.applied.store(last.0, Ordering::Release);
         // Proposals at or below `L` will never be applied here: their outcome is in the
         // snapshot's session table, which a retry reaches. Later ones still wait.
@@ -420,6 +430,17 @@ impl Applier {
     fn read(&self, request: &ReadRequest) {
         let applied = self.applied.load(Ordering::Acquire);
         let from = request.from.0.max(1);
+        if from < self.marks_from.0 {
+            // The entry may still be in the log files, but whether it was a retry is forgotten:
+            // answered as compacted, like an entry the files no longer hold.
+            let body = compacted_body(self.marks_from);
+            let response = Response {
+                seq: request.seq,
+                body,
+            };
+            self.replier.reply(request.connection, response.encode());
+            return;
+        }
         let count_max = u64::from(request.max_count.clamp(1, READ_ENTRY_COUNT_MAX));
         let to = applied.min(from.saturating_add(count_max - 1));
         let read = if applied < from {
@@ -443,13 +464,9 @@ impl Applier {
                     commit_index: LogIndex(applied),
                 }
             }
-            Err(Error::Log(alpo_log::Error::Compacted { first_retained, .. })) => error_body(
-                ErrorCode::Compacted,
-                &format!(
-                    "entries below index {first_retained} were compacted into a snapshot; \
-                     the first index still readable is {first_retained}"
-                ),
-            ),
+            Err(Error::Log(alpo_log::Error::Compacted { first_retained, .. })) => {
+                compacted_body(self.marks_from.max(LogIndex(first_retained)))
+            }
             Err(error) => {
                 tracing::error!(
                     error = &error as &dyn std::error::Error,
@@ -487,6 +504,24 @@ fn response_body(outcome: &Outcome) -> ResponseBody {
             output: output.clone(),
         },
     }
+}
+
+/// The lowest index whose duplicate mark a state as of `last` keeps: `last + 1 - retain`
+/// (rule S4's compaction bound), at least 1. An image restored from another node is assumed
+/// taken with the same `retain_entries` (the cluster's configuration).
+fn marks_bound(last: LogIndex, retain_entries: u64) -> LogIndex {
+    LogIndex((last.0 + 1).saturating_sub(retain_entries).max(1))
+}
+
+/// The answer to a read below `first_readable`.
+fn compacted_body(first_readable: LogIndex) -> ResponseBody {
+    error_body(
+        ErrorCode::Compacted,
+        &format!(
+            "entries below index {first_readable} were compacted into a snapshot; \
+             the first index still readable is {first_readable}"
+        ),
+    )
 }
 
 fn error_body(code: ErrorCode, reason: &str) -> ResponseBody {
@@ -773,6 +808,94 @@ mod tests {
                 vec![ReadEntryKind::Duplicate, ReadEntryKind::Duplicate]
             );
         }
+    }
+
+    /// A snapshot drops the marks below `L + 1 - retain` when it is frozen, but the log keeps
+    /// those entries until the snapshot is durable and compacted (or, after a restart, as long
+    /// as the files hold them): a read in between must not call a retry an append.
+    #[test]
+    fn a_retry_whose_mark_a_snapshot_dropped_is_never_read_as_applied() {
+        let (mut applier, replies, harness) = applier();
+        let value = Bytes::from_static(b"c2-2411");
+        let first = entry(1, 1, 1, CommandKind::Append, value.clone());
+        let retry = entry(2, 1, 1, CommandKind::Append, value);
+        let later =
+            (3..=5).map(|i| entry(i, 1, i, CommandKind::Append, Bytes::from(format!("v{i}"))));
+        let mut entries = vec![first, retry];
+        entries.extend(later);
+        let at = LogPosition {
+            index: LogIndex(5),
+            term: Term(1),
+        };
+        let read = ApplyMsg::Read(ReadRequest {
+            connection: ConnectionId(3),
+            seq: 9,
+            from: LogIndex(1),
+            max_count: 10,
+        });
+        // Frozen at 5 with retain 2: marks below 4 go; the log is not compacted yet.
+        let messages = vec![
+            ApplyMsg::Entries(entries),
+            ApplyMsg::TakeSnapshot { at },
+            read,
+        ];
+        run(&mut applier, &harness, messages);
+        let replies = replies.0.lock();
+        let ResponseBody::Error { code, reason } = &replies[0].1.body else {
+            panic!(
+                "index 2 was read without its duplicate mark: {:?}",
+                replies[0]
+            );
+        };
+        assert_eq!(code, &ErrorCode::Compacted);
+        assert!(
+            reason.contains("the first index still readable is 4"),
+            "{reason}"
+        );
+    }
+
+    /// After a restart from a snapshot at `L` the log files may start below `L + 1 - retain`
+    /// (compaction had not happened, S8), where the image holds no marks.
+    #[test]
+    fn after_a_restore_reads_start_where_the_images_marks_start() {
+        let (_, replies, harness) = applier();
+        let (snapshots, _frozen) = crossbeam_channel::bounded(16);
+        let mut restored = Applier::new(ApplyStart {
+            machine: Box::new(KvStateMachine::new()),
+            replier: replies.clone(),
+            log: Box::new(harness.log.clone()),
+            restored: Some(RestoredState {
+                last: LogIndex(5),
+                ..RestoredState::default()
+            }),
+            snapshots,
+            retain_entries: 2,
+        });
+        harness
+            .log
+            .entries
+            .lock()
+            .extend((1..=5).map(|i| put(i, 1, "a")));
+        let read = |from| {
+            ApplyMsg::Read(ReadRequest {
+                connection: ConnectionId(3),
+                seq: 9,
+                from: LogIndex(from),
+                max_count: 10,
+            })
+        };
+        run(&mut restored, &harness, vec![read(1), read(4)]);
+        let replies = replies.0.lock();
+        assert!(
+            matches!(&replies[0].1.body, ResponseBody::Error { code: ErrorCode::Compacted, reason }
+                if reason.contains("the first index still readable is 4")),
+            "{:?}",
+            replies[0]
+        );
+        let ResponseBody::Entries { entries, .. } = &replies[1].1.body else {
+            panic!("{:?}", replies[1]);
+        };
+        assert_eq!(entries.len(), 2);
     }
 
     #[test]
