@@ -870,6 +870,7 @@ mod tests {
             }),
             snapshots,
             retain_entries: 2,
+            metrics: None,
         });
         harness
             .log

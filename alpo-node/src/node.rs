@@ -113,28 +113,7 @@ impl Server {
             snapshots,
             restored,
         } = recover(&config, &mut machine)?;
-        let peers = config
-            .peers
-            .iter()
-            .map(|p| (NodeId(p.id), p.peer_addr))
-            .collect();
-        let mut peer_config =
-            alpo_net::PeerConfig::new(config.cluster(), config.node_id(), config.peer_addr, peers);
-        let tls = config
-            .tls
-            .as_ref()
-            .map(crate::tls::TlsSettings::load)
-            .transpose()?;
-        peer_config.tls.clone_from(&tls);
-        // One inbox reads every peer and client connection, on the event loop's thread.
-        let inbox = Inbox::new()?;
-        let transport = PeerTransport::start_with_listener(peer_listener, peer_config, &inbox)?;
-        let mut client_config =
-            ClientListenerConfig::new(config.cluster(), config.node_id(), config.client_addr);
-        client_config.tls = tls;
-        let listener = ClientListener::start(client_config, &inbox)?;
-        let transport = Arc::new(transport);
-        let listener = Arc::new(listener);
+        let (inbox, transport, listener) = start_network(&config, peer_listener)?;
         let (id, peer_addr, client_addr) = (
             config.node_id(),
             transport.local_addr(),
@@ -598,6 +577,35 @@ fn persisted_log(log: &Log) -> PersistedLog {
         last,
         tail: Vec::new(),
     }
+}
+
+/// The node's network: one inbox that reads every peer and client connection on the event
+/// loop's thread, the peer transport on `peer_listener` and the client listener, both with
+/// the configured TLS (plain TCP without it).
+fn start_network(
+    config: &NodeConfig,
+    peer_listener: TcpListener,
+) -> Result<(Inbox, Arc<PeerTransport>, Arc<ClientListener>), Error> {
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| (NodeId(p.id), p.peer_addr))
+        .collect();
+    let mut peer_config =
+        alpo_net::PeerConfig::new(config.cluster(), config.node_id(), config.peer_addr, peers);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsSettings::load)
+        .transpose()?;
+    peer_config.tls.clone_from(&tls);
+    let inbox = Inbox::new()?;
+    let transport = PeerTransport::start_with_listener(peer_listener, peer_config, &inbox)?;
+    let mut client_config =
+        ClientListenerConfig::new(config.cluster(), config.node_id(), config.client_addr);
+    client_config.tls = tls;
+    let listener = ClientListener::start(client_config, &inbox)?;
+    Ok((inbox, Arc::new(transport), Arc::new(listener)))
 }
 
 fn last_index(persisted: &Persisted) -> u64 {
