@@ -238,13 +238,17 @@ fn metrics_move_with_their_events_and_every_trace_replays() {
             1
         };
         assert_eq!(files.len(), expected, "node {}", node.config.id);
+        let mut outputs = 0;
         for (path, _) in &files {
             let trace = std::fs::read(path).unwrap();
             let replay = alpo_core::replay::replay_watched(&trace, false, &mut |_| {})
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             assert!(replay.torn_tail.is_none());
-            assert!(!replay.outputs.is_empty());
+            outputs += replay.outputs.len();
         }
+        // Every output replayed was checked against its recorded digest; a node's starts
+        // together produced some (one start alone may be too short to, on a loaded machine).
+        assert!(0 < outputs, "node {}: no outputs replayed", node.config.id);
         let (last, _) = files.last().unwrap();
         let replay = alpo_core::replay::replay(&std::fs::read(last).unwrap()).unwrap();
         assert!(
