@@ -22,17 +22,21 @@ pub enum InjectedBug {
     /// Compact the log up to two entries past the newest snapshot (breaks S3, S4: an entry
     /// neither the log nor a snapshot holds; property 10 must catch it).
     CompactPastSnapshot,
+    /// A leader appends a `Config` entry before it has committed an entry of its term (breaks
+    /// M3, the 2015 fix; scenario S11 loses a committed entry).
+    ConfigChangeBeforeTermCommit,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 5] = [
+    pub const ALL: [InjectedBug; 6] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
         InjectedBug::SnapshotBeyondApplied,
         InjectedBug::CompactPastSnapshot,
+        InjectedBug::ConfigChangeBeforeTermCommit,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -44,6 +48,7 @@ impl InjectedBug {
             InjectedBug::CountStaleAppendReply => 3,
             InjectedBug::SnapshotBeyondApplied => 4,
             InjectedBug::CompactPastSnapshot => 5,
+            InjectedBug::ConfigChangeBeforeTermCommit => 6,
         }
     }
 

@@ -116,6 +116,7 @@ mod injected;
 pub mod limits;
 mod log;
 mod marks;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
@@ -130,14 +131,17 @@ pub mod trace;
 pub mod types;
 
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod snapshot_tests;
 
 pub use config::Config;
-pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
+pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError, TransferError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
+pub use membership::{ConfigChange, ConfigChangeError, Configuration};
 pub use message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,

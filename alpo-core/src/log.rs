@@ -499,6 +499,7 @@ mod tests {
                 term: Term(term),
             },
             size: 10,
+            ..SnapshotMeta::default()
         })
     }
 

@@ -64,6 +64,12 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
             Record::SnapshotRequested(now) => {
                 let _ = node.request_snapshot(now);
             }
+            Record::ConfigChange(now, change) => {
+                let _ = node.propose_config_change(now, change);
+            }
+            Record::Transfer(now, target) => {
+                let _ = node.transfer_leadership(now, target);
+            }
         }
     }
     Ok(Replay {
@@ -137,7 +143,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 2"
+            "corrupt trace at byte 8: trace version 9, expected 3"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

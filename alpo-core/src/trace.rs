@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -17,12 +17,16 @@
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and a payload,
 //!   or 1 `Replaced`, 2 `Failed`;
-//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed.
+//! - tag 8 `snapshot_installed`: `now`, snapshot meta, `u8` 1 installed or 0 failed;
+//! - tag 9 `snapshot_requested`: `now`;
+//! - tag 10 `config_change`: `now`, change (`u8` 1 add learner, 2 promote, 3 remove; node id);
+//! - tag 11 `transfer`: `now`, target as an option.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
-//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply) and the body's fields in
-//! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
-//! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
+//! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 TimeoutNow) and the body's
+//! fields in declaration order; an `Option` is a `u8` presence flag then the value; an entry is
+//! index, term, kind (`u8`), payload; a snapshot meta is last index, last term, size, and its
+//! configuration as a payload (`Configuration::encode`). The persisted
 //! state has an optional snapshot meta after the incarnation; the configuration ends with the
 //! snapshot policy (interval as an option, retained entries, chunk bytes, chunks in flight)
 //! before the injected-bug byte.
@@ -38,6 +42,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{SnapshotReadError, TraceError};
+use crate::membership::{ConfigChange, Configuration};
 use crate::message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, RejectHint,
     SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
@@ -48,7 +53,7 @@ use crate::types::{
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 2;
+pub const TRACE_VERSION: u16 = 3;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -62,6 +67,8 @@ const TAG_SNAPSHOT_DURABLE: u8 = 6;
 const TAG_SNAPSHOT_READ: u8 = 7;
 const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
+const TAG_CONFIG_CHANGE: u8 = 10;
+const TAG_TRANSFER: u8 = 11;
 
 /// A trace being recorded (inside a node made with `Node::new_recorded`).
 #[derive(Clone, Debug, Default)]
@@ -177,6 +184,26 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn config_change(&mut self, now: Instant, change: ConfigChange) {
+        let mut writer = self.writer(TAG_CONFIG_CHANGE);
+        writer.u64(now.0);
+        let (code, id) = match change {
+            ConfigChange::AddLearner(id) => (1, id),
+            ConfigChange::Promote(id) => (2, id),
+            ConfigChange::Remove(id) => (3, id),
+        };
+        writer.u8(code);
+        writer.u64(id.0);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn transfer(&mut self, now: Instant, target: Option<NodeId>) {
+        let mut writer = self.writer(TAG_TRANSFER);
+        writer.u64(now.0);
+        writer.option_id(target);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -220,6 +247,10 @@ pub(crate) enum Record {
     SnapshotInstalled(Instant, SnapshotMeta, bool),
     /// An operator asked for a snapshot now (`Node::request_snapshot`).
     SnapshotRequested(Instant),
+    /// `Node::propose_config_change`.
+    ConfigChange(Instant, ConfigChange),
+    /// `Node::transfer_leadership`.
+    Transfer(Instant, Option<NodeId>),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -298,6 +329,25 @@ impl<'a> Decoder<'a> {
                 Record::SnapshotInstalled(now, meta, reader.bool()?)
             }
             TAG_SNAPSHOT_REQUESTED => Record::SnapshotRequested(Instant(reader.u64()?)),
+            TAG_CONFIG_CHANGE => {
+                let now = Instant(reader.u64()?);
+                let code_at = reader.offset;
+                let code = reader.u8()?;
+                let id = NodeId(reader.u64()?);
+                let change = match code {
+                    1 => ConfigChange::AddLearner(id),
+                    2 => ConfigChange::Promote(id),
+                    3 => ConfigChange::Remove(id),
+                    other => {
+                        return Err(reader.error(code_at, &format!("config change kind {other}")));
+                    }
+                };
+                Record::ConfigChange(now, change)
+            }
+            TAG_TRANSFER => {
+                let now = Instant(reader.u64()?);
+                Record::Transfer(now, reader.option_id()?)
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -394,6 +444,7 @@ impl Writer {
         self.u64(meta.last.index.0);
         self.u64(meta.last.term.0);
         self.u64(meta.size);
+        self.payload(&meta.configuration.encode());
     }
 
     fn entry(&mut self, entry: &Entry) {
@@ -414,6 +465,7 @@ impl Writer {
                 self.u64(request.last_index.0);
                 self.u64(request.last_term.0);
                 self.bool(request.pre_vote);
+                self.bool(request.transfer);
             }
             MessageBody::VoteReply(reply) => {
                 self.u8(2);
@@ -450,6 +502,7 @@ impl Writer {
                     }
                 }
             }
+            MessageBody::TimeoutNow => self.u8(7),
         }
     }
 
@@ -618,9 +671,14 @@ impl<'a> Reader<'a> {
     fn snapshot_meta(&mut self) -> Result<SnapshotMeta, TraceError> {
         let index = LogIndex(self.u64()?);
         let term = Term(self.u64()?);
+        let size = self.u64()?;
+        let at = self.offset;
+        let configuration =
+            Configuration::decode(&self.payload()?).map_err(|problem| self.error(at, &problem))?;
         Ok(SnapshotMeta {
             last: LogPosition { index, term },
-            size: self.u64()?,
+            size,
+            configuration,
         })
     }
 
@@ -680,6 +738,7 @@ impl<'a> Reader<'a> {
                 last_index: LogIndex(self.u64()?),
                 last_term: Term(self.u64()?),
                 pre_vote: self.bool()?,
+                transfer: self.bool()?,
             }),
             2 => MessageBody::VoteReply(self.vote_reply()?),
             3 => MessageBody::Append(self.append()?),
@@ -691,6 +750,7 @@ impl<'a> Reader<'a> {
                 last: self.bool()?,
             }),
             6 => MessageBody::SnapshotReply(self.snapshot_reply()?),
+            7 => MessageBody::TimeoutNow,
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -710,6 +770,7 @@ impl<'a> Reader<'a> {
             3 => VoteReason::LogNotComplete,
             4 => VoteReason::StaleTerm,
             5 => VoteReason::LeaderAlive,
+            6 => VoteReason::NotVoter,
             other => return Err(self.error(at, &format!("vote reason {other}"))),
         };
         let voter_rank = if self.bool()? {

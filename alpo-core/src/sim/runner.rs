@@ -379,6 +379,7 @@ mod tests {
                 last_index: LogIndex(0),
                 last_term: Term(0),
                 pre_vote: true,
+                transfer: false,
             }),
         };
         assert!(

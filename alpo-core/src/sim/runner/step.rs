@@ -136,6 +136,8 @@ impl Simulation {
             }
             Output::Send(message) => self.send(slot, message).map_err(contract)?,
             Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
+            // The simulated network reaches every slot; membership is observed after the step.
+            Output::Membership { .. } | Output::ConfigChange { .. } => {}
             other => self.perform_snapshot_output(slot, after.id, other)?,
         }
         Ok(())
@@ -384,5 +386,6 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
             crate::message::SnapshotResult::NextOffset(held) => held << 3 | 5,
             crate::message::SnapshotResult::Installed(index) => index.0 << 3 | 6,
         }),
+        MessageBody::TimeoutNow => trace.word(7),
     }
 }
