@@ -21,7 +21,7 @@ use crate::types::{Entry, EntryKind, LogIndex, NodeId};
 
 /// Most members (voters and learners together) one configuration may hold. Beyond it a change
 /// is refused with [`ConfigChangeError::TooManyMembers`].
-pub const MEMBERS_MAX: usize = 16;
+pub const MEMBERS_MAX: usize = 9;
 
 /// Version byte at the start of an encoded configuration (docs/formats.md, issue 12).
 const ENCODING_VERSION: u8 = 1;

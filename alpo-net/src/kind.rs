@@ -31,6 +31,8 @@ pub enum FrameKind {
     InstallSnapshot = 0x14,
     /// An `alpo_core::SnapshotReply` message.
     SnapshotReply = 0x15,
+    /// An `alpo_core::MessageBody::TimeoutNow` message (leadership transfer, rule T4).
+    TimeoutNow = 0x16,
     /// A client's request; the body is opaque to alpo-net.
     ClientRequest = 0x20,
     /// A server's response to a client; the body is opaque to alpo-net.
@@ -51,6 +53,7 @@ impl FrameKind {
             0x13 => FrameKind::AppendReply,
             0x14 => FrameKind::InstallSnapshot,
             0x15 => FrameKind::SnapshotReply,
+            0x16 => FrameKind::TimeoutNow,
             0x20 => FrameKind::ClientRequest,
             0x21 => FrameKind::ClientResponse,
             _ => return None,
