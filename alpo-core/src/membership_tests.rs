@@ -162,6 +162,28 @@ fn m6_learners_and_servers_without_configuration_never_stand() {
 }
 
 #[test]
+fn m6_a_server_whose_removal_is_not_committed_may_still_stand() {
+    check!(m6_removed_server_stands_until_its_removal_commits);
+    let (mut cluster, leader) = settled(3);
+    cluster
+        .change(leader, ConfigChange::Remove(leader))
+        .unwrap();
+    // The removal reaches nobody; the leader restarts with it uncommitted in its log.
+    cluster.drop_all();
+    cluster.crash(leader.0);
+    cluster.start(leader);
+    assert!(!cluster.node(leader.0).configuration().is_voter(leader));
+    cluster.advance(Duration::from_secs(1));
+    cluster.timeout(leader.0);
+    let asked = cluster
+        .count_in_flight(|m| m.from == leader && matches!(m.body, MessageBody::VoteRequest(_)));
+    assert!(
+        asked >= 2,
+        "it asks the voters of its configuration: {asked}"
+    );
+}
+
+#[test]
 fn m6_deferral_only_to_voters() {
     check!(m6_non_voter_candidate_not_deferred_to);
     let mut config = Config::lan(NodeId(1), ids(&[1, 2, 3]), 42);

@@ -2,11 +2,13 @@
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
 //! [--fault-ms MS] [--profile Standard|LeaderChurn|HoldAcrossTerms] [--snapshots on|off]
-//! [--inject BUG] [--jobs J] [--log]`
+//! [--membership on|off] [--inject BUG] [--jobs J] [--log]`
 //!
 //! `--snapshots on` runs the snapshot profile (`SimOptions::snapshots`: snapshots every few
 //! entries, compaction, installs in small chunks); it is off by default, so the seeds of the
-//! other profiles give the results they always gave.
+//! other profiles give the results they always gave. `--membership on` runs the membership
+//! profile (`SimOptions::membership`, issue 12: random membership changes and leadership
+//! transfers at the leader, and the configuration checker), off by default likewise.
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
@@ -79,6 +81,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--profile" => o.profile = Some(profile(value)?),
             "--inject" => o.injected_bug = Some(bug(value)?),
             "--snapshots" => o.snapshots = on_off(flag, value)?,
+            "--membership" => o.membership = on_off(flag, value)?,
             other => bail!("unknown flag {other:?} (see the doc of xtask/src/sim.rs)"),
         }
     }

@@ -61,7 +61,7 @@ impl Node {
             self.timers.election_deadline = self.timers.deferred_until;
             return;
         }
-        if !self.membership.current().is_voter(self.config.id) {
+        if !self.may_stand() {
             // M6: learners, removed servers and servers without a configuration never stand.
             hit!(m6_non_voter_never_stands);
             self.campaign = None;
@@ -96,6 +96,25 @@ impl Node {
         self.reset_campaign_timer(now);
         self.request_votes(term, true, false);
         self.check_campaign(now);
+    }
+
+    /// Rule M6: whether this server may stand: it is a voter of its configuration, or
+    /// *[decided]* the `Config` entry that removed it is not known committed and it was a voter
+    /// before it. Until that entry commits it may be needed: a leader that removed itself and
+    /// crashed may hold the only copy, and the remaining voters cannot elect anyone without it
+    /// (Raft thesis §4.2.2; found by the simulator's membership profile, seed 0xa1b00033).
+    fn may_stand(&self) -> bool {
+        let me = self.config.id;
+        if self.membership.current().is_voter(me) {
+            return true;
+        }
+        let removed_uncommitted = self.membership.latest_index().is_some_and(|index| {
+            index > self.commit_known && self.membership.at(index.prev()).is_voter(me)
+        });
+        if removed_uncommitted {
+            hit!(m6_removed_server_stands_until_its_removal_commits);
+        }
+        removed_uncommitted
     }
 
     /// Rule T4: the target of a transfer stands at once, without pre-vote or deferral.

@@ -120,6 +120,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     if options.snapshots {
         command.push_str(" --snapshots on");
     }
+    if options.membership {
+        command.push_str(" --membership on");
+    }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));
     }

@@ -39,6 +39,11 @@ pub struct SimOptions {
     /// compaction and installs happen in ordinary seeds. Its draws come from a generator of
     /// their own: with it off, a seed runs exactly as it did before snapshots existed.
     pub snapshots: bool,
+    /// The membership profile (issue 12): the nemesis also asks the leader for membership
+    /// changes (add a learner, promote, remove a member or the leader itself) and leadership
+    /// transfers, so clusters shrink and grow between 1 voter and all the slots. Its draws come
+    /// from a generator of their own: with it off, a seed runs exactly as before.
+    pub membership: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -123,6 +128,16 @@ impl SimOptions {
             profile: None,
             event_log: false,
             snapshots: false,
+            membership: false,
+        }
+    }
+
+    /// [`SimOptions::quick`] with the membership profile on.
+    #[must_use]
+    pub fn quick_membership() -> SimOptions {
+        SimOptions {
+            membership: true,
+            ..SimOptions::quick()
         }
     }
 

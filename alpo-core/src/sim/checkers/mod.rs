@@ -13,6 +13,7 @@
 //! prefix (`CommittedLog`) is rebuilt from what nodes reported and the entries they wrote.
 
 pub mod compaction_bound;
+pub mod configuration_safety;
 pub mod durability;
 pub mod election_safety;
 pub mod index_order;

@@ -86,7 +86,15 @@ impl Simulation {
             self.perform(slot, before, &after, output)?;
         }
         self.start_sync_if_needed(slot);
+        if self.options.membership {
+            let (configuration, role) = self.slots[slot].observed;
+            self.check_configuration(slot, role, configuration)?;
+        }
+        // `observed` still holds the role before this step while the checkers run.
         self.observe(slot)?;
+        if let Some(node) = self.slots[slot].node.as_ref() {
+            self.slots[slot].observed = (node.configuration(), node.status().role);
+        }
         self.release_held(slot);
         self.reschedule_timer(slot);
         Ok(())
