@@ -269,6 +269,9 @@ mod tests {
         assert!(!a.options.snapshots);
         let a = parse(&words("--snapshots on")).unwrap();
         assert!(a.options.snapshots);
+        assert!(!a.options.membership);
+        let a = parse(&words("--membership on")).unwrap();
+        assert!(a.options.membership);
     }
 
     #[test]
