@@ -2,9 +2,10 @@
 //! Timing), the optional rules (deferral, pre-vote, check-quorum), limits, the snapshot policy
 //! (rules S2, S4, S5) and the random seed.
 //!
-//! Invariants after `validate`: `id` is one of `members` (unless they are empty: a server added later); at most `MEMBERS_MAX`; members are distinct; every range is
-//! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
-//! leader is never mistaken for a dead one; limits are non-zero.
+//! Invariants after `validate`: `id` is one of `members` (unless they are empty: a server added
+//! later); at most `MEMBERS_MAX` members; members are distinct; every range is non-empty
+//! (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy leader is
+//! never mistaken for a dead one; limits are non-zero.
 //! There is no `Default`: timing is a choice the caller makes, with `Config::lan` as the named one.
 
 use std::time::Duration;

@@ -142,8 +142,12 @@ fn m7_a_learner_answers_not_voter_to_a_candidate_with_its_own_log() {
         term: term.next(),
     };
     node.on_message(now, request(longer));
-    let granted = node.take_outputs().into_iter().any(|output| {
-        matches!(output, Output::Send(Message { body: MessageBody::VoteReply(r), .. }) if r.granted())
+    let granted = node.take_outputs().into_iter().any(|output| match output {
+        Output::Send(Message {
+            body: MessageBody::VoteReply(reply),
+            ..
+        }) => reply.granted(),
+        _ => false,
     });
     assert!(granted);
 }
