@@ -8,10 +8,11 @@
 //!   [`Configuration::is_quorum`] or [`Configuration::quorum_index`] of the counting server's
 //!   configuration in force: only voters count, a learner never does (M5, M7).
 //! - A change ([`ConfigChange`]) moves the voter set by exactly one id (M4).
-//! - `Membership` (crate-private) knows the configuration of the newest snapshot (or the bootstrap one) and
-//!   every `Config` entry of the retained log, as `(index, configuration)` in index order. It is
-//!   told of every append, truncation, compaction and install by small hook calls and never scans
-//!   the log; the configuration in force is the last of its list, else the base one (M1).
+//! - `Membership` (crate-private) knows the configuration of the newest snapshot (or the
+//!   bootstrap one) and every `Config` entry of the retained log, as `(index, configuration)`
+//!   in index order. It is told of every append, truncation, compaction and install by small
+//!   hook calls and never scans the log; the configuration in force is the last of its list,
+//!   else the base one (M1).
 
 use std::fmt;
 
