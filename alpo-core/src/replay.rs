@@ -69,6 +69,12 @@ pub fn replay(trace: &[u8]) -> Result<Replay, TraceError> {
                 // A fault answer is the recorded run's too: the node keeps it (`Node::fault`).
                 let _ = node.on_log_read(now, id, result);
             }
+            Record::ConfigChange(now, change) => {
+                let _ = node.propose_config_change(now, change);
+            }
+            Record::Transfer(now, target) => {
+                let _ = node.transfer_leadership(now, target);
+            }
         }
     }
     Ok(Replay {
