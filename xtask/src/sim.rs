@@ -8,9 +8,9 @@
 //! entries, compaction, installs in small chunks); it is off by default, so the seeds of the
 //! other profiles give the results they always gave. `--drift-beyond-lease on` turns lease reads
 //! on and lets clocks drift 25 times their bound (`SimOptions::drift_beyond_lease`, issue 14):
-//! `read_linearizability` is expected to fire there, and only there. `--membership on` runs the membership
-//! profile (`SimOptions::membership`, issue 12: random membership changes and leadership
-//! transfers at the leader, and the configuration checker), off by default likewise.
+//! `read_linearizability` is expected to fire there, and only there. `--membership on` runs
+//! the membership profile (`SimOptions::membership`, issue 12: random membership changes and
+//! leadership transfers at the leader, and the configuration checker), off by default likewise.
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
