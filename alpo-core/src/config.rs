@@ -3,9 +3,10 @@
 //! (rules S2, S4, S5), the entry cache (rule S9) and the random seed.
 //! (rules S2, S4, S5), the read lease (rule Q3) and the random seed.
 //!
-//! Invariants after `validate`: `id` is one of `members`; members are distinct; every range is
-//! non-empty (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy
-//! leader is never mistaken for a dead one; limits are non-zero.
+//! Invariants after `validate`: `id` is one of `members` (unless they are empty: a server added
+//! later); at most `MEMBERS_MAX` members; members are distinct; every range is non-empty
+//! (`min < max`); `heartbeat_interval * 2 < passive_timeout_min` so that a healthy leader is
+//! never mistaken for a dead one; limits are non-zero.
 //! There is no `Default`: timing is a choice the caller makes, with `Config::lan` as the named one.
 
 use std::time::Duration;
@@ -19,7 +20,10 @@ use crate::types::NodeId;
 pub struct Config {
     /// This server's id; one of `members`.
     pub id: NodeId,
-    /// Every server of the cluster, this one included (N odd: 3, 5, 7 recommended).
+    /// The bootstrap configuration's voters (rules M1, M11): every server of a new cluster,
+    /// this one included (N odd: 3, 5, 7 recommended), identical on all of them. Used until the
+    /// log or a snapshot holds a configuration. Empty for a server added later, which learns
+    /// its configuration from the leader.
     pub members: Vec<NodeId>,
     /// `H`: an idle leader's interval between heartbeats (rule R7).
     pub heartbeat_interval: Duration,
@@ -134,8 +138,14 @@ impl Config {
     /// Checks the invariants in the module documentation; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field: &'static str, problem: String| Err(ConfigError { field, problem });
-        if !self.members.contains(&self.id) {
+        if !self.members.is_empty() && !self.members.contains(&self.id) {
             return fail("id", format!("node {} is not one of the members", self.id));
+        }
+        if self.members.len() > crate::membership::MEMBERS_MAX {
+            return fail(
+                "members",
+                format!("at most {} members", crate::membership::MEMBERS_MAX),
+            );
         }
         let mut sorted = self.members.clone();
         sorted.sort();
@@ -219,12 +229,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The number of servers that make a majority of `members`.
-    #[must_use]
-    pub fn majority(&self) -> usize {
-        self.members.len() / 2 + 1
-    }
 }
 
 #[cfg(test)]
@@ -238,7 +242,9 @@ mod tests {
     #[test]
     fn lan_defaults_are_valid() {
         assert_eq!(three().validate(), Ok(()));
-        assert_eq!(three().majority(), 2);
+        let mut joining = three();
+        joining.members.clear();
+        assert_eq!(joining.validate(), Ok(()));
     }
 
     #[test]

@@ -68,6 +68,7 @@ mod tests {
                     last_index: LogIndex(0),
                     last_term: Term(0),
                     pre_vote,
+                    transfer: false,
                 }),
             };
             cluster.node_mut(voter).on_message(now, request);

@@ -34,6 +34,33 @@ pub enum ProposeError {
         /// The limit (`Config::entry_bytes_max`).
         limit: u64,
     },
+    /// Leadership is being transferred (rule T2); retry shortly (at the new leader).
+    Transferring {
+        /// The transfer's target.
+        target: NodeId,
+    },
+}
+
+/// Why a leadership transfer was refused (rule T1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// This server is not the leader; `leader_hint` is the leader it last heard from.
+    NotLeader {
+        /// The leader this server believes in, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// A transfer is already in progress.
+    InProgress {
+        /// Its target.
+        target: NodeId,
+    },
+    /// The target is not a voter of the configuration in force.
+    NotVoter(NodeId),
+    /// The target is this server, which leads already.
+    ToSelf,
+    /// There is no other voter to hand over to.
+    NoOtherVoter,
 }
 
 /// Why the driver could not read bytes of a snapshot file for `Node::on_snapshot_read`.
@@ -75,9 +102,33 @@ impl fmt::Display for ProposeError {
                     "entry of {size} bytes is larger than the limit of {limit} bytes"
                 )
             }
+            ProposeError::Transferring { target } => {
+                write!(f, "leadership is being transferred to node {target}; retry")
+            }
         }
     }
 }
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader {
+                leader_hint: Some(id),
+            } => write!(f, "not the leader; the leader is node {id}"),
+            TransferError::NotLeader { leader_hint: None } => {
+                write!(f, "not the leader; no leader is known")
+            }
+            TransferError::InProgress { target } => {
+                write!(f, "a transfer to node {target} is in progress")
+            }
+            TransferError::NotVoter(id) => write!(f, "node {id} is not a voter"),
+            TransferError::ToSelf => write!(f, "this node leads already"),
+            TransferError::NoOtherVoter => write!(f, "there is no other voter to hand over to"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}
 
 impl std::error::Error for ProposeError {}
 

@@ -28,12 +28,15 @@ pub enum InjectedBug {
     /// A leader serves a read at its commit index without confirming a round (breaks Q1 (c):
     /// a deposed leader serves stale reads; property 14 must catch it).
     ReadWithoutRound,
+    /// A leader appends a `Config` entry before it has committed an entry of its term (breaks
+    /// M3, the 2015 fix; scenario S11 loses a committed entry).
+    ConfigChangeBeforeTermCommit,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 7] = [
+    pub const ALL: [InjectedBug; 8] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
@@ -41,6 +44,7 @@ impl InjectedBug {
         InjectedBug::CompactPastSnapshot,
         InjectedBug::NeverEvictCache,
         InjectedBug::ReadWithoutRound,
+        InjectedBug::ConfigChangeBeforeTermCommit,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -54,6 +58,7 @@ impl InjectedBug {
             InjectedBug::CompactPastSnapshot => 5,
             InjectedBug::NeverEvictCache => 6,
             InjectedBug::ReadWithoutRound => 7,
+            InjectedBug::ConfigChangeBeforeTermCommit => 8,
         }
     }
 

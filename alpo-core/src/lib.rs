@@ -119,6 +119,7 @@ pub mod limits;
 mod log;
 pub mod log_read;
 mod marks;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
@@ -136,6 +137,8 @@ pub mod types;
 #[cfg(test)]
 mod log_read_tests;
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod read_tests;
 #[cfg(test)]
 mod rule_tests;
@@ -144,10 +147,11 @@ mod snapshot_tests;
 
 pub use config::{Config, ReadLease};
 pub use counters::Counters;
-pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError};
+pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError, TransferError};
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
 pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};
+pub use membership::{ConfigChange, ConfigChangeError, Configuration};
 pub use message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
     ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,

@@ -35,6 +35,10 @@ pub const RETAIN_ENTRIES: u64 = 10_000;
 /// leader waits for the follower's replies (or resends after a stall) before reading more.
 pub const SNAPSHOT_CHUNKS_INFLIGHT_MAX: u64 = 4;
 
+/// Rounds a learner gets to catch up before its promotion fails (rule M8): each round replicates
+/// the entries the leader held at its start; one shorter than `P_min` appends the promotion.
+pub const CATCHUP_ROUNDS_MAX: u64 = 10;
+
 // One entry must always fit in one Append, or a large entry could never be replicated.
 const _: () = assert!(ENTRY_BYTES_MAX <= 4 * APPEND_BYTES_MAX);
 

@@ -636,6 +636,7 @@ mod tests {
                 term: Term(term),
             },
             size: 10,
+            ..SnapshotMeta::default()
         })
     }
 

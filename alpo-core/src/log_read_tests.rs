@@ -56,6 +56,7 @@ fn follower_without_tail() -> Node {
             }],
             last: LogIndex(4),
             tail: Vec::new(),
+            configs: Vec::new(),
         },
         incarnation: Incarnation(1),
     };
@@ -172,6 +173,7 @@ fn s9_a_stale_answer_after_the_log_was_truncated_is_ignored() {
             term: Term(2),
         },
         size: image.len() as u64,
+        ..SnapshotMeta::default()
     };
     let chunk = MessageBody::InstallSnapshot(InstallSnapshot {
         snapshot: meta,

@@ -50,6 +50,8 @@ pub enum MessageBody {
     ReadIndexRequest(ReadIndexRequest),
     /// The leader answers a read-index request (rule Q2).
     ReadIndexReply(ReadIndexReply),
+    /// The leader tells the target of a leadership transfer to stand at once (rule T4).
+    TimeoutNow,
 }
 
 /// `requestVote`: "vote for me in `Message::term`".
@@ -61,6 +63,8 @@ pub struct VoteRequest {
     pub last_term: Term,
     /// A pre-vote (rule E2): "would you vote for me?" — changes nobody's term or vote.
     pub pre_vote: bool,
+    /// Sent by the target of a leadership transfer (rule T4): voters skip E5 for it.
+    pub transfer: bool,
 }
 
 /// Why a vote was granted or refused.
@@ -77,6 +81,9 @@ pub enum VoteReason {
     StaleTerm = 4,
     /// The voter heard from a live leader within the shortest passive timeout (rule E5).
     LeaderAlive = 5,
+    /// The receiver is not a voter of its configuration, and the candidate's log is no more
+    /// complete than its own, so the candidate cannot count it either (rule M7).
+    NotVoter = 6,
 }
 
 /// The answer to a `VoteRequest`.

@@ -4,9 +4,9 @@
 //! reports `on_snapshot_durable`, `on_snapshot_read`, `on_snapshot_installed`,
 //! `on_snapshot_install_failed`) mutates the state and pushes outputs onto an internal list,
 //! which the driver takes with [`Node::take_outputs`]. The rules themselves live in the child
-//! modules `election` (E0–E8), `replication` (R1–R11), `snapshot` (S2–S7) and `read` (Q1–Q3a,
-//! with its own entry point `read_index`), which alone share the state; this file dispatches and
-//! keeps the invariants.
+//! modules `election` (E0–E8), `replication` (R1–R11), `snapshot` (S2–S7, S9 in `log_read`),
+//! `members` (M1–M11), `transfer` (T1–T5) and `read` (Q1–Q3a, with its own entry point
+//! `read_index`), which alone share the state; this file dispatches and keeps the invariants.
 //!
 //! # Batching
 //! `propose` only appends to the in-memory log. The `AppendLog` for new entries and the Appends
@@ -24,9 +24,11 @@
 
 mod election;
 mod log_read;
+mod members;
 mod read;
 mod replication;
 mod snapshot;
+mod transfer;
 
 pub use read::{ReadError, ReadId, ReadMode};
 
@@ -36,11 +38,12 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::error::{ConfigError, ProposeError, SnapshotReadError};
+use crate::error::{ConfigError, ProposeError, SnapshotReadError, TransferError};
 use crate::injected::injected;
 use crate::log::Log;
 use crate::log_read::{LogFault, LogReadId, LogReadResult};
 use crate::marks::hit;
+use crate::membership::{ConfigChange, ConfigChangeError, Membership};
 use crate::message::{Message, MessageBody};
 use crate::output::Output;
 use crate::progress::Progress;
@@ -54,7 +57,7 @@ use crate::types::{
 /// A proposal the leader accepted: where it sits in the log. It is committed when an `Apply`
 /// output carries an entry with this index **and** this term; an entry with this index and
 /// another term means the proposal was lost with its leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Proposal {
     /// The index the proposal was given.
     pub index: LogIndex,
@@ -132,6 +135,12 @@ pub struct Node {
     fault: Option<LogFault>,
     /// Reads in progress and the leader's rounds (rules Q1–Q3a).
     reads: read::Reads,
+    /// The configuration in force and the `Config` entries it can revert to (rule M1).
+    membership: Membership,
+    /// Leader: the learner being caught up before its promotion (rule M8), if any.
+    catch_up: Option<members::CatchUp>,
+    /// Leader: the leadership transfer in progress (rules T1–T5), if any.
+    transfer: Option<transfer::Transfer>,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// Election events so far (`Node::counters`).
@@ -182,6 +191,7 @@ impl Node {
     /// Starts a server from what it loaded from disk (rule E0): passive, commit index 0.
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
+        let mut membership = members::load_membership(&config.members, &persisted)?;
         let loaded = Log::load(
             persisted.snapshot,
             persisted.log,
@@ -202,6 +212,7 @@ impl Node {
             // S7 step 1, redone at start: a crash fell between an install and its truncation.
             hit!(s8_conflicting_log_discarded_at_start);
             outputs.push(Output::TruncateLog { from });
+            let _ = membership.on_truncate(from);
         }
         // Q3a: with leases on, a start counts as a leader contact.
         let reads = read::Reads::new(now, config.read_lease.is_some(), config.passive_timeout_min);
@@ -232,6 +243,9 @@ impl Node {
             log_reads: log_read::LogReads::default(),
             fault: None,
             reads,
+            membership,
+            catch_up: None,
+            transfer: None,
             outputs,
             recorder: None,
             counters: Counters::default(),
@@ -287,10 +301,9 @@ impl Node {
             recorder.message(now, &message);
         }
         self.flush_log_writes();
-        if message.to == self.config.id
-            && message.from != self.config.id
-            && self.config.members.contains(&message.from)
-        {
+        // M11: messages from any server of the cluster count, members or not: a new server
+        // must accept its first Append from a leader it does not know yet.
+        if message.to == self.config.id && message.from != self.config.id {
             self.dispatch(now, message);
         }
         self.finish_input();
@@ -306,6 +319,42 @@ impl Node {
         result
     }
 
+    /// Asks the leader for a membership change (rules M2–M10). `Ok` means it was appended or,
+    /// for a promotion, that the learner's catch-up started (M8); either way the outcome comes
+    /// as an [`Output::ConfigChange`] (with the entry's position, to wait for its commit like
+    /// a proposal's, or why it failed).
+    pub fn propose_config_change(
+        &mut self,
+        now: Instant,
+        change: ConfigChange,
+    ) -> Result<(), ConfigChangeError> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.config_change(now, change);
+        }
+        self.flush_log_writes();
+        let result = self.start_config_change(now, change);
+        self.finish_input();
+        result
+    }
+
+    /// Asks the leader to hand leadership to `target`, or to the most up-to-date voter
+    /// (rules T1–T5). Returns the target. Proposals are refused with
+    /// `ProposeError::Transferring` until the transfer ends: a new leader, or an abort after
+    /// `P_min` (the node leads on, see `transfer_target`).
+    pub fn transfer_leadership(
+        &mut self,
+        now: Instant,
+        target: Option<NodeId>,
+    ) -> Result<NodeId, TransferError> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.transfer(now, target);
+        }
+        self.flush_log_writes();
+        let result = self.start_transfer(now, target);
+        self.finish_input();
+        result
+    }
+
     /// Storage reports that the log is durable up to and including `durable` (group commit).
     pub fn on_persisted(&mut self, now: Instant, durable: LogPosition) {
         if let Some(recorder) = &mut self.recorder {
@@ -313,7 +362,7 @@ impl Node {
         }
         self.flush_log_writes();
         if self.log.mark_durable(durable) {
-            self.on_durable_advanced();
+            self.on_durable_advanced(now);
         }
         self.finish_input();
     }
@@ -556,6 +605,11 @@ impl Node {
             "invariant: no log entry from a future term"
         );
         self.snapshot_invariants();
+        let leader_state = self.transfer.is_some() || self.catch_up.is_some();
+        assert!(
+            self.role == Role::Leader || (self.progress.is_empty() && !leader_state),
+            "invariant: only a leader tracks followers, transfers or catches up learners"
+        );
         match self.role {
             Role::Leader => {
                 assert!(
@@ -570,19 +624,16 @@ impl Node {
                     self.campaign.is_none(),
                     "invariant: a leader does not campaign"
                 );
+                let configuration = self.membership.current();
                 assert!(
-                    self.progress.len() + 1 == self.config.members.len(),
-                    "invariant: a leader tracks every follower"
+                    self.progress.keys().copied().eq(self.peers()),
+                    "invariant: a leader tracks every other member of {configuration}"
                 );
                 for progress in self.progress.values() {
                     progress.invariants(self.log.last_index());
                 }
             }
             Role::Candidate => {
-                assert!(
-                    self.progress.is_empty(),
-                    "invariant: only a leader tracks followers"
-                );
                 assert!(
                     self.campaign
                         .as_ref()
@@ -595,10 +646,6 @@ impl Node {
                 );
             }
             Role::Passive => {
-                assert!(
-                    self.progress.is_empty(),
-                    "invariant: only a leader tracks followers"
-                );
                 if let Some(campaign) = &self.campaign {
                     assert!(
                         campaign.pre_vote,
@@ -664,20 +711,14 @@ impl Node {
         self.outputs.push(Output::SaveHardState(self.hard_state));
     }
 
-    /// The other members, in id order.
+    /// The other members (voters and learners) of the configuration in force, in id order.
     fn peers(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.config
-            .members
-            .iter()
-            .copied()
+        self.membership
+            .current()
+            .members()
             .filter(|id| *id != me)
             .collect()
-    }
-
-    /// Whether `count` servers make a majority.
-    fn is_majority(&self, count: usize) -> bool {
-        count >= self.config.majority()
     }
 
     fn dispatch(&mut self, now: Instant, message: Message) {
@@ -697,6 +738,7 @@ impl Node {
                 self.on_read_index_request(now, from, term, request);
             }
             MessageBody::ReadIndexReply(reply) => self.on_read_index_reply(now, term, reply),
+            MessageBody::TimeoutNow => self.on_timeout_now(now, from, term),
         }
     }
 

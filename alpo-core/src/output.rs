@@ -54,7 +54,8 @@ use crate::message::Message;
 use bytes::Bytes;
 
 use crate::log_read::LogReadId;
-use crate::node::{ReadError, ReadId};
+use crate::membership::{ConfigChange, ConfigChangeError, Configuration};
+use crate::node::{Proposal, ReadError, ReadId};
 use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
@@ -93,6 +94,8 @@ pub enum Output {
     TakeSnapshot {
         /// The snapshot's last included position.
         at: LogPosition,
+        /// The configuration in force at `at`, for the snapshot's meta (rule S1).
+        configuration: Configuration,
     },
     /// Drop the log entries below `below` (whole segments; rules S3 step 6, S4).
     CompactLog {
@@ -154,5 +157,21 @@ pub enum Output {
         id: ReadId,
         /// Why.
         error: ReadError,
+    },
+    /// The configuration in force changed (rule M1: a `Config` entry appended, truncated, or
+    /// an installed snapshot's): the driver connects to added members and drops removed ones
+    /// (M7). Nothing waits for it.
+    Membership {
+        /// The configuration now in force.
+        configuration: Configuration,
+    },
+    /// The outcome of a `Node::propose_config_change`: the `Config` entry's position (it is
+    /// committed when an `Apply` carries an entry of that index and term), or why it failed
+    /// (a promotion whose catch-up failed, M8, or was abandoned).
+    ConfigChange {
+        /// The change asked for.
+        change: ConfigChange,
+        /// Where its entry sits, or why there is none.
+        result: Result<Proposal, ConfigChangeError>,
     },
 }

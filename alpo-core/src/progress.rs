@@ -566,6 +566,7 @@ mod tests {
                 term: Term(1),
             },
             size: 40,
+            ..SnapshotMeta::default()
         };
         let mut progress = Progress::new(LogIndex(9));
         progress.become_snapshot(meta);

@@ -296,6 +296,7 @@ fn q3a_with_leases_on_a_started_server_refuses_votes_for_the_shortest_passive_ti
             last_index: LogIndex(0),
             last_term: Term(0),
             pre_vote: false,
+            transfer: false,
         }),
     };
     let reason = |node: &mut Node, at: u64| {
@@ -319,4 +320,50 @@ fn q3a_with_leases_on_a_started_server_refuses_votes_for_the_shortest_passive_ti
     config.read_lease = None;
     let mut node = Node::new(config, persisted, Instant(0)).unwrap();
     assert_eq!(reason(&mut node, 100), VoteReason::Granted);
+}
+
+#[test]
+fn t6_a_leader_that_sends_timeout_now_serves_no_lease_read() {
+    check!(t6_lease_void_on_timeout_now);
+    let mut cluster = with_lease(3);
+    let leader = settled(&mut cluster);
+    cluster.advance(50 * MS);
+    cluster.deliver_all();
+    assert!(cluster.node(leader).holds_read_lease(cluster.now));
+    let target = other_than(leader, 3)[0];
+    // The target holds the whole log: TimeoutNow goes at once (T3, T4), and the lease with it.
+    cluster
+        .transfer(NodeId(leader), Some(NodeId(target)))
+        .unwrap();
+    assert!(cluster.in_flight.iter().any(|m| m.from == NodeId(leader)
+        && m.to == NodeId(target)
+        && m.body == MessageBody::TimeoutNow));
+    assert!(!cluster.node(leader).holds_read_lease(cluster.now));
+    // Negative: a lease read no longer skips the round.
+    cluster.read(leader, 1, ReadMode::Lease);
+    assert_eq!(cluster.read_outcome(leader, 1), None);
+}
+
+#[test]
+fn q3_a_config_entry_voids_the_lease_until_a_later_round_confirms() {
+    check!(q3_lease_void_on_config_entry);
+    let mut cluster = with_lease(3);
+    let leader = settled(&mut cluster);
+    cluster.advance(50 * MS);
+    cluster.deliver_all();
+    assert!(cluster.node(leader).holds_read_lease(cluster.now));
+    cluster
+        .change(NodeId(leader), ConfigChange::AddLearner(NodeId(4)))
+        .unwrap();
+    assert!(!cluster.node(leader).holds_read_lease(cluster.now));
+    // Negative: a lease read waits for a round now.
+    cluster.read(leader, 1, ReadMode::Lease);
+    assert_eq!(cluster.read_outcome(leader, 1), None);
+    // The round started after the append confirms: the read is served and the lease is back.
+    cluster.advance(50 * MS);
+    cluster.deliver_all();
+    assert!(cluster.read_outcome(leader, 1).unwrap().result.is_ok());
+    cluster.advance(50 * MS);
+    cluster.deliver_all();
+    assert!(cluster.node(leader).holds_read_lease(cluster.now));
 }

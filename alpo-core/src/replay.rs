@@ -201,6 +201,14 @@ fn feed(
             let _ = node.on_log_read(now, id, result);
             (Some(now), "log_read")
         }
+        Record::ConfigChange(now, change) => {
+            let _ = node.propose_config_change(now, change);
+            (Some(now), "config_change")
+        }
+        Record::Transfer(now, target) => {
+            let _ = node.transfer_leadership(now, target);
+            (Some(now), "transfer")
+        }
     };
     fed.now = now;
     fed.input = input;

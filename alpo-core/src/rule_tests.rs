@@ -72,6 +72,7 @@ fn vote_request(last_index: u64, last_term: u64, pre_vote: bool) -> MessageBody 
         last_index: LogIndex(last_index),
         last_term: Term(last_term),
         pre_vote,
+        transfer: false,
     })
 }
 
@@ -1058,6 +1059,8 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/snapshot.rs"),
         include_str!("node/log_read.rs"),
         include_str!("node/read.rs"),
+        include_str!("node/members.rs"),
+        include_str!("node/transfer.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
@@ -1066,6 +1069,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("snapshot_tests.rs"),
         include_str!("log_read_tests.rs"),
         include_str!("read_tests.rs"),
+        include_str!("membership_tests.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/protocol.md");

@@ -37,6 +37,7 @@ fn meta(index: u64, term: u64, size: u64) -> SnapshotMeta {
     SnapshotMeta {
         last: position(index, term),
         size,
+        configuration: Configuration::new(&[NodeId(1), NodeId(2), NodeId(3)], &[]).unwrap(),
     }
 }
 
@@ -147,7 +148,7 @@ fn s2_s3_s4_a_snapshot_is_taken_after_the_interval_and_compaction_waits_for_it()
         .collect();
     // S2: one snapshot in progress at a time, although 8 entries (no-op included) applied.
     assert_eq!(takes.len(), 1);
-    let Output::TakeSnapshot { at } = *takes[0] else {
+    let Output::TakeSnapshot { at, configuration } = *takes[0] else {
         unreachable!()
     };
     assert_eq!(at.index, LogIndex(4));
@@ -171,7 +172,8 @@ fn s2_s3_s4_a_snapshot_is_taken_after_the_interval_and_compaction_waits_for_it()
     assert_eq!(status.first_index, LogIndex(4));
     // The next snapshot was asked for at once: 8 applied, 4 since the newest.
     assert!(outputs.contains(&Output::TakeSnapshot {
-        at: position(8, at.term.0)
+        at: position(8, at.term.0),
+        configuration
     }));
     // A stale or repeated report changes nothing.
     let meta = cluster.snapshot_on_disk(leader.0).unwrap();
@@ -550,7 +552,8 @@ fn s2_a_requested_snapshot_is_taken_at_the_applied_index_once() {
     let applied = cluster.node(leader.0).status().applied_index;
     let at = cluster.request_snapshot(leader.0).unwrap();
     assert_eq!(at.index, applied);
-    assert!(cluster.outputs[&leader].contains(&Output::TakeSnapshot { at }));
+    let configuration = cluster.node(leader.0).configuration();
+    assert!(cluster.outputs[&leader].contains(&Output::TakeSnapshot { at, configuration }));
     // Asked again while it is taken: the same position, no second snapshot.
     assert_eq!(cluster.request_snapshot(leader.0), Some(at));
     assert_eq!(takes(&cluster), 1);

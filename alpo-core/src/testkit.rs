@@ -34,6 +34,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::ProposeError;
 use crate::log_read::{LogFault, LogReadId, LogReadResult};
+use crate::membership::{ConfigChange, ConfigChangeError, Configuration};
 use crate::message::{Message, MessageBody};
 use crate::node::{Node, Proposal, ReadError, ReadId, ReadMode, Role};
 use crate::output::Output;
@@ -163,11 +164,7 @@ pub fn decode_image(mut bytes: &[u8]) -> Option<Vec<Entry>> {
         let header = bytes.get(..21)?;
         let index = LogIndex(u64::from_le_bytes(header[..8].try_into().ok()?));
         let term = Term(u64::from_le_bytes(header[8..16].try_into().ok()?));
-        let kind = if header[16] == EntryKind::Noop as u8 {
-            EntryKind::Noop
-        } else {
-            EntryKind::Normal
-        };
+        let kind = EntryKind::from_byte(header[16])?;
         let length = u32::from_le_bytes(header[17..21].try_into().ok()?) as usize;
         let payload = bytes.get(21..21 + length)?;
         entries.push(Entry {
@@ -428,7 +425,7 @@ impl Cluster {
     fn perform_snapshot_output(&mut self, id: NodeId, output: Output) -> Option<Report> {
         let disk = self.disks.get_mut(&id).expect("test: known server");
         match output {
-            Output::TakeSnapshot { at } => self.take_snapshot(id, at),
+            Output::TakeSnapshot { at, configuration } => self.take_snapshot(id, at, configuration),
             Output::ReadSnapshot {
                 to,
                 snapshot,
@@ -500,7 +497,12 @@ impl Cluster {
 
     /// Rule S2 at the driver: the image of the applied entries up to `at`, durable at once or
     /// held for [`Cluster::finish_snapshot`].
-    fn take_snapshot(&mut self, id: NodeId, at: LogPosition) -> Option<Report> {
+    fn take_snapshot(
+        &mut self,
+        id: NodeId,
+        at: LogPosition,
+        configuration: Configuration,
+    ) -> Option<Report> {
         let applied = &self.applied[&id];
         let covered: Vec<Entry> = applied
             .iter()
@@ -511,6 +513,7 @@ impl Cluster {
         let meta = SnapshotMeta {
             last: at,
             size: image.len() as u64,
+            configuration,
         };
         if self.hold_snapshots {
             self.held_snapshots
@@ -701,6 +704,41 @@ impl Cluster {
         let now = self.now;
         let node = self.nodes.get_mut(&id).expect("test: running");
         let result = node.propose(now, Bytes::from_static(payload.as_bytes()));
+        self.perform(id);
+        result
+    }
+
+    /// Adds server `id` with an empty disk and no configuration (rule M11: a server added later
+    /// learns its configuration from the leader), configured like server 1 otherwise, and starts
+    /// it.
+    pub fn add_server(&mut self, id: u64) {
+        let id = NodeId(id);
+        let mut config = self.configs[&NodeId(1)].clone();
+        config.id = id;
+        config.members.clear();
+        self.configs.insert(id, config);
+        self.disks.insert(id, Disk::default());
+        self.start(id);
+    }
+
+    /// Asks server `id` for a membership change and performs its outputs.
+    pub fn change(&mut self, id: NodeId, change: ConfigChange) -> Result<(), ConfigChangeError> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("test: running");
+        let result = node.propose_config_change(now, change);
+        self.perform(id);
+        result
+    }
+
+    /// Asks server `id` to transfer its leadership and performs its outputs.
+    pub fn transfer(
+        &mut self,
+        id: NodeId,
+        target: Option<NodeId>,
+    ) -> Result<NodeId, crate::error::TransferError> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("test: running");
+        let result = node.transfer_leadership(now, target);
         self.perform(id);
         result
     }

@@ -23,21 +23,28 @@
 //! - tag 9 `snapshot_requested`: `now`;
 //! - tag 10 `log_read` (rule S9): `now`, read id, then `u8` 0 and entries (`u64` count, then
 //!   each entry), or 1 `Compacted`, or 2 `Fault` and the index.
-//! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease) (version 3).
+//! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease);
+//! - tag 12 `config_change` (rules M1–M11): `now`, change (`u8` 1 add learner, 2 promote,
+//!   3 remove; node id);
+//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
-//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`) and the body's fields in
-//! declaration order; an `Option` is a `u8` presence flag then the value; an entry is index,
-//! term, kind (`u8`), payload; a snapshot meta is last index, last term, size. The persisted
+//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`, 9 TimeoutNow: no field)
+//! and the body's fields in declaration order; an `Option` is a `u8` presence flag then the
+//! value; an entry is index, term, kind (`u8`), payload; a snapshot meta is last index, last
+//! term, size, and its configuration as a payload (`Configuration::encode`). The persisted
 //! state has an optional snapshot meta after the incarnation, then the persisted log (rule S9):
 //! the run count, each run's first index and term, the last index, the tail's entry count and
-//! entries. The configuration ends with the snapshot policy (interval as an option, retained
-//! entries, chunk bytes, chunks in flight), the cache limits (cache bytes, read bytes in
-//! flight) and the read lease (an option of its drift in ppm) before the injected-bug byte.
-//! Version 3 added the persisted log, the cache limits and the `log_read` record (rule S9), the
+//! entries, then the `Config` entries' count and entries (rule M1). The configuration ends with
+//! the snapshot policy (interval as an option, retained entries, chunk bytes, chunks in
+//! flight), the cache limits (cache bytes, read bytes in flight) and the read lease (an option
+//! of its drift in ppm) before the injected-bug byte.
+//! Version 3 added the persisted log, the cache limits and the `log_read` record (rule S9); the
 //! read lease, the `round` of Append and AppendReply (last field of each), the read messages
-//! and the `read_index` record (rules Q1–Q3).
+//! and the `read_index` record (rules Q1–Q3); and the membership and transfer records,
+//! TimeoutNow, VoteRequest's `transfer` flag and the snapshot meta's configuration (rules
+//! M1–M11, T1–T5), all in this one version.
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
@@ -51,6 +58,7 @@ use bytes::Bytes;
 use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
 use crate::log_read::{LogReadId, LogReadResult};
+use crate::membership::{ConfigChange, Configuration};
 use crate::message::{
     Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
     ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
@@ -80,6 +88,8 @@ const TAG_SNAPSHOT_INSTALLED: u8 = 8;
 const TAG_SNAPSHOT_REQUESTED: u8 = 9;
 const TAG_LOG_READ: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
+const TAG_CONFIG_CHANGE: u8 = 12;
+const TAG_TRANSFER: u8 = 13;
 
 /// A digest of `outputs`: FNV-1a over what their derived `Hash` feeds a hasher (every field, in
 /// order, a payload as one slice), so equal outputs give equal digests and any difference a
@@ -268,6 +278,26 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn config_change(&mut self, now: Instant, change: ConfigChange) {
+        let mut writer = self.writer(TAG_CONFIG_CHANGE);
+        writer.u64(now.0);
+        let (code, id) = match change {
+            ConfigChange::AddLearner(id) => (1, id),
+            ConfigChange::Promote(id) => (2, id),
+            ConfigChange::Remove(id) => (3, id),
+        };
+        writer.u8(code);
+        writer.u64(id.0);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn transfer(&mut self, now: Instant, target: Option<NodeId>) {
+        let mut writer = self.writer(TAG_TRANSFER);
+        writer.u64(now.0);
+        writer.option_id(target);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -316,6 +346,10 @@ pub(crate) enum Record {
     LogRead(Instant, LogReadId, LogReadResult),
     /// A client asked for a read (`Node::read_index`).
     ReadIndex(Instant, ReadId, ReadMode),
+    /// `Node::propose_config_change`.
+    ConfigChange(Instant, ConfigChange),
+    /// `Node::transfer_leadership`.
+    Transfer(Instant, Option<NodeId>),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -406,6 +440,25 @@ impl<'a> Decoder<'a> {
                     other => return Err(reader.error(at, &format!("read mode {other}"))),
                 };
                 Record::ReadIndex(now, id, mode)
+            }
+            TAG_CONFIG_CHANGE => {
+                let now = Instant(reader.u64()?);
+                let code_at = reader.offset;
+                let code = reader.u8()?;
+                let id = NodeId(reader.u64()?);
+                let change = match code {
+                    1 => ConfigChange::AddLearner(id),
+                    2 => ConfigChange::Promote(id),
+                    3 => ConfigChange::Remove(id),
+                    other => {
+                        return Err(reader.error(code_at, &format!("config change kind {other}")));
+                    }
+                };
+                Record::ConfigChange(now, change)
+            }
+            TAG_TRANSFER => {
+                let now = Instant(reader.u64()?);
+                Record::Transfer(now, reader.option_id()?)
             }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
@@ -512,6 +565,7 @@ impl Writer {
         }
         self.u64(persisted.log.last.0);
         self.entries(&persisted.log.tail);
+        self.entries(&persisted.log.configs);
     }
 
     fn entries(&mut self, entries: &[Entry]) {
@@ -532,6 +586,7 @@ impl Writer {
         self.u64(meta.last.index.0);
         self.u64(meta.last.term.0);
         self.u64(meta.size);
+        self.payload(&meta.configuration.encode());
     }
 
     fn entry(&mut self, entry: &Entry) {
@@ -552,6 +607,7 @@ impl Writer {
                 self.u64(request.last_index.0);
                 self.u64(request.last_term.0);
                 self.bool(request.pre_vote);
+                self.bool(request.transfer);
             }
             MessageBody::VoteReply(reply) => {
                 self.u8(2);
@@ -603,6 +659,7 @@ impl Writer {
                     ReadIndexResult::NotLeader => self.u8(2),
                 }
             }
+            MessageBody::TimeoutNow => self.u8(9),
         }
     }
 
@@ -778,13 +835,19 @@ impl<'a> Reader<'a> {
             .collect::<Result<Vec<_>, TraceError>>()?;
         let last = LogIndex(self.u64()?);
         let tail = self.entries()?;
+        let configs = self.entries()?;
         Ok(Persisted {
             hard_state: HardState {
                 current_term,
                 voted_for,
             },
             snapshot,
-            log: PersistedLog { runs, last, tail },
+            log: PersistedLog {
+                runs,
+                last,
+                tail,
+                configs,
+            },
             incarnation,
         })
     }
@@ -811,9 +874,14 @@ impl<'a> Reader<'a> {
     fn snapshot_meta(&mut self) -> Result<SnapshotMeta, TraceError> {
         let index = LogIndex(self.u64()?);
         let term = Term(self.u64()?);
+        let size = self.u64()?;
+        let at = self.offset;
+        let configuration =
+            Configuration::decode(&self.payload()?).map_err(|problem| self.error(at, &problem))?;
         Ok(SnapshotMeta {
             last: LogPosition { index, term },
-            size: self.u64()?,
+            size,
+            configuration,
         })
     }
 
@@ -873,6 +941,7 @@ impl<'a> Reader<'a> {
                 last_index: LogIndex(self.u64()?),
                 last_term: Term(self.u64()?),
                 pre_vote: self.bool()?,
+                transfer: self.bool()?,
             }),
             2 => MessageBody::VoteReply(self.vote_reply()?),
             3 => MessageBody::Append(self.append()?),
@@ -888,6 +957,7 @@ impl<'a> Reader<'a> {
                 read_id: self.u64()?,
             }),
             8 => MessageBody::ReadIndexReply(self.read_index_reply()?),
+            9 => MessageBody::TimeoutNow,
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -907,6 +977,7 @@ impl<'a> Reader<'a> {
             3 => VoteReason::LogNotComplete,
             4 => VoteReason::StaleTerm,
             5 => VoteReason::LeaderAlive,
+            6 => VoteReason::NotVoter,
             other => return Err(self.error(at, &format!("vote reason {other}"))),
         };
         let voter_rank = if self.bool()? {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::membership::Configuration;
+
 /// A term: grows only; each term has at most one leader. Term 0 precedes every election.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Term(pub u64);
@@ -37,7 +39,8 @@ pub struct Incarnation(pub u64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(pub u64);
 
-/// What an entry carries: a client's command, or a leader's no-op (rule R8).
+/// What an entry carries: a client's command, a leader's no-op (rule R8), or a configuration
+/// (rule M1).
 ///
 /// Deliberately exhaustive: whoever applies entries must decide what each kind means, so a new
 /// kind has to break that `match` instead of falling into a wildcard arm.
@@ -48,6 +51,9 @@ pub enum EntryKind {
     Normal = 1,
     /// The empty entry a new leader appends in its own term (rule R8); its payload is empty.
     Noop = 2,
+    /// A cluster configuration (rule M1), encoded by `Configuration::encode`; in force from
+    /// the moment it is appended. A state machine skips it.
+    Config = 3,
 }
 
 impl EntryKind {
@@ -65,6 +71,7 @@ impl EntryKind {
         match byte {
             1 => Some(EntryKind::Normal),
             2 => Some(EntryKind::Noop),
+            3 => Some(EntryKind::Config),
             _ => None,
         }
     }
@@ -96,7 +103,6 @@ pub struct LogPosition {
 ///
 /// The image itself (the state machine after applying entries `1..=last.index`) is opaque to the
 /// core: it lives in the driver's snapshot file, whose bytes the core only moves in chunks.
-/// The configuration in force at `last` joins this struct with membership changes (a later issue).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapshotMeta {
     /// The last included position `(L, term_L)`; it also identifies the snapshot.
@@ -104,6 +110,9 @@ pub struct SnapshotMeta {
     /// Size in bytes of the snapshot file the driver holds (what an install transfers); at
     /// least 1, since the file has a header.
     pub size: u64,
+    /// The configuration in force at `last` (rules S1, M1): the latest `Config` entry at or
+    /// below it, else the previous snapshot's (or the bootstrap one).
+    pub configuration: Configuration,
 }
 
 /// A candidate's claim `(last term, last index, id)`, compared lexicographically (rule E8).
@@ -257,6 +266,10 @@ pub struct PersistedLog {
     pub last: LogIndex,
     /// A suffix of the durable log, for the entry cache (any length, empty included).
     pub tail: Vec<Entry>,
+    /// Rule M1: the durable log's `Config` entries past the snapshot, in index order, whether
+    /// or not the tail holds them (the membership is the latest of them; a driver collects
+    /// them in its recovery scan). Those the tail holds may be left out.
+    pub configs: Vec<Entry>,
 }
 
 impl PersistedLog {
@@ -269,10 +282,16 @@ impl PersistedLog {
             builder.push(entry.index, entry.term);
         }
         let (runs, last) = builder.finish();
+        let configs = entries
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::Config)
+            .cloned()
+            .collect();
         PersistedLog {
             runs,
             last,
             tail: entries,
+            configs,
         }
     }
 }

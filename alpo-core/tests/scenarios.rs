@@ -483,6 +483,8 @@ fn s9_setup(committed: &[Entry]) -> (Cluster, u64) {
             term: Term(3),
         },
         size: image.len() as u64,
+        configuration: alpo_core::Configuration::new(&[NodeId(1), NodeId(2), NodeId(3)], &[])
+            .unwrap(),
     };
     for id in 1..=3 {
         cluster.crash(id);

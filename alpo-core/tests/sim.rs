@@ -69,8 +69,11 @@ fn sim_replay() {
     // ALPO_SIM_LOG=1 prints the run's event log (sends, starts, crashes, nemesis actions).
     #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
     let event_log = std::env::var("ALPO_SIM_LOG").is_ok();
+    #[allow(clippy::disallowed_methods)] // Tests may read the environment; the library may not.
+    let membership = std::env::var("ALPO_SIM_MEMBERSHIP").is_ok();
     let options = SimOptions {
         event_log,
+        membership,
         ..SimOptions::quick()
     };
     let report = run_seed(seed, &options);
@@ -310,4 +313,50 @@ fn checkers_catch_lease_reads_only_when_drift_exceeds_the_bound() {
     eprintln!("{report}");
     let (violation, _) = report.violation.as_ref().unwrap();
     assert_eq!(violation.checker, "read_linearizability", "{report}");
+}
+
+/// Seeds run by `sim_membership_seeds`.
+const MEMBERSHIP_SEED_COUNT: u64 = 300;
+
+#[test]
+fn sim_membership_seeds() {
+    // The membership profile (issue 12): random membership changes and transfers at the leader
+    // among crashes, partitions and loss; every checker, configuration safety included.
+    // Replay one with ALPO_SEED=… and `SimOptions::quick_membership()` in `sim_replay`'s way.
+    let options = SimOptions::quick_membership();
+    let reports: Vec<RunReport> = (0..MEMBERSHIP_SEED_COUNT)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .collect();
+    let mut summary = SoakSummary::default();
+    reports.iter().for_each(|r| summary.add(r));
+    eprintln!(
+        "membership seeds={} violations={} committed={}",
+        summary.seed_count, summary.violation_count, summary.committed_count
+    );
+    eprintln!("violations by checker: {}", summary.violations_line());
+    assert_eq!(summary.violation_count, 0, "\n{}", failures(&reports));
+    assert!(summary.committed_count > MEMBERSHIP_SEED_COUNT * 10);
+}
+
+#[test]
+fn checkers_catch_a_config_change_before_a_commit_of_the_term() {
+    // M3 off (the 2015 bug): the configuration checker, or durability when a committed entry
+    // is lost, reports it.
+    let options = SimOptions {
+        injected_bug: Some(InjectedBug::ConfigChangeBeforeTermCommit),
+        ..SimOptions::quick_membership()
+    };
+    let report = (0..BUG_SEED_COUNT_MAX)
+        .map(|i| run_seed(SEED_BASE + i, &options))
+        .find(|r| {
+            let checker = r.violation.as_ref().map(|(v, _)| v.checker);
+            checker.is_some_and(|c| c != "liveness" && c != "panic")
+        })
+        .expect("no checker caught ConfigChangeBeforeTermCommit within the seed bound");
+    eprintln!("{report}");
+    let (violation, _) = report.violation.as_ref().unwrap();
+    assert!(
+        ["configuration_safety", "durability", "leader_completeness"].contains(&violation.checker),
+        "{report}"
+    );
 }

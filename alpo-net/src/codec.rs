@@ -12,7 +12,9 @@ use alpo_core::{
     Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
-use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
+use alpo_core::{
+    Configuration, InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult,
+};
 use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use bytes::Bytes;
 
@@ -22,6 +24,8 @@ use crate::limits::ENTRY_HEADER_BYTES;
 
 /// Flag bit in VoteRequest and VoteReply bodies: this is a pre-vote (rule E2).
 const FLAG_PRE_VOTE: u8 = 0b01;
+/// Flag bit in VoteRequest bodies: the candidate stands for a leadership transfer (rule T4).
+const FLAG_TRANSFER: u8 = 0b10;
 /// Flag bit in VoteReply bodies: the voter's rank follows (rule E8).
 const FLAG_VOTER_RANK: u8 = 0b10;
 /// AppendReply result tag: accepted.
@@ -65,6 +69,7 @@ pub fn frame_kind(body: &MessageBody) -> FrameKind {
         MessageBody::AppendReply(_) => FrameKind::AppendReply,
         MessageBody::InstallSnapshot(_) => FrameKind::InstallSnapshot,
         MessageBody::SnapshotReply(_) => FrameKind::SnapshotReply,
+        MessageBody::TimeoutNow => FrameKind::TimeoutNow,
         MessageBody::ReadIndexRequest(_) => FrameKind::ReadIndexRequest,
         MessageBody::ReadIndexReply(_) => FrameKind::ReadIndexReply,
     }
@@ -109,6 +114,7 @@ pub fn decode_message(header: &FrameHeader, body: Bytes) -> Result<Message, Reje
             MessageBody::InstallSnapshot(decode_install_snapshot(&mut reader)?)
         }
         FrameKind::SnapshotReply => MessageBody::SnapshotReply(decode_snapshot_reply(&mut reader)?),
+        FrameKind::TimeoutNow => MessageBody::TimeoutNow,
         FrameKind::ReadIndexRequest => MessageBody::ReadIndexRequest(ReadIndexRequest {
             read_id: reader.u64("body ends inside the read id")?,
         }),
@@ -135,13 +141,21 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> 
         MessageBody::VoteRequest(request) => {
             put_u64(out, request.last_index.0);
             put_u64(out, request.last_term.0);
-            out.push(if request.pre_vote { FLAG_PRE_VOTE } else { 0 });
+            let mut flags = 0;
+            if request.pre_vote {
+                flags |= FLAG_PRE_VOTE;
+            }
+            if request.transfer {
+                flags |= FLAG_TRANSFER;
+            }
+            out.push(flags);
         }
         MessageBody::VoteReply(reply) => encode_vote_reply(reply, out),
         MessageBody::Append(append) => encode_append(append, out)?,
         MessageBody::AppendReply(reply) => encode_append_reply(reply, out),
         MessageBody::InstallSnapshot(chunk) => encode_install_snapshot(chunk, out)?,
         MessageBody::SnapshotReply(reply) => encode_snapshot_reply(reply, out),
+        MessageBody::TimeoutNow => {}
         MessageBody::ReadIndexRequest(request) => put_u64(out, request.read_id),
         MessageBody::ReadIndexReply(reply) => {
             put_u64(out, reply.read_id);
@@ -226,13 +240,14 @@ fn decode_vote_request(reader: &mut BodyReader) -> Result<VoteRequest, Rejection
     let last_index = LogIndex(reader.u64("body ends inside last_index")?);
     let last_term = Term(reader.u64("body ends inside last_term")?);
     let flags = reader.u8("body ends inside the flags")?;
-    if flags & !FLAG_PRE_VOTE != 0 {
+    if flags & !(FLAG_PRE_VOTE | FLAG_TRANSFER) != 0 {
         return Err(reader.malformed_before(1, "unknown flag bits"));
     }
     Ok(VoteRequest {
         last_index,
         last_term,
         pre_vote: flags & FLAG_PRE_VOTE != 0,
+        transfer: flags & FLAG_TRANSFER != 0,
     })
 }
 
@@ -243,6 +258,7 @@ fn decode_vote_reply(reader: &mut BodyReader) -> Result<VoteReply, Rejection> {
         3 => VoteReason::LogNotComplete,
         4 => VoteReason::StaleTerm,
         5 => VoteReason::LeaderAlive,
+        6 => VoteReason::NotVoter,
         _ => return Err(reader.malformed_before(1, "unknown vote reason")),
     };
     let flags = reader.u8("body ends inside the flags")?;
@@ -345,6 +361,10 @@ fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) -> Result
     put_u64(out, chunk.snapshot.last.index.0);
     put_u64(out, chunk.snapshot.last.term.0);
     put_u64(out, chunk.snapshot.size);
+    let configuration = chunk.snapshot.configuration.encode();
+    // At most 2 + 9 × MEMBERS_MAX bytes.
+    put_u32(out, u32::try_from(configuration.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(&configuration);
     put_u64(out, chunk.offset);
     out.push(if chunk.last { FLAG_LAST_CHUNK } else { 0 });
     put_u32(out, data_bytes);
@@ -371,6 +391,10 @@ fn decode_install_snapshot(reader: &mut BodyReader) -> Result<InstallSnapshot, R
     let index = LogIndex(reader.u64("body ends inside the snapshot's last index")?);
     let term = Term(reader.u64("body ends inside the snapshot's last term")?);
     let size = reader.u64("body ends inside the snapshot size")?;
+    let configuration_bytes = reader.u32("body ends inside the configuration length")?;
+    let configuration = reader.bytes(configuration_bytes, "body ends inside the configuration")?;
+    let configuration = Configuration::decode(&configuration)
+        .map_err(|_| reader.malformed("the snapshot's configuration does not decode"))?;
     let offset = reader.u64("body ends inside the chunk offset")?;
     let flags = reader.u8("body ends inside the flags")?;
     if flags & !FLAG_LAST_CHUNK != 0 {
@@ -382,6 +406,7 @@ fn decode_install_snapshot(reader: &mut BodyReader) -> Result<InstallSnapshot, R
         snapshot: SnapshotMeta {
             last: LogPosition { index, term },
             size,
+            configuration,
         },
         offset,
         data,

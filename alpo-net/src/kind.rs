@@ -31,6 +31,8 @@ pub enum FrameKind {
     InstallSnapshot = 0x14,
     /// An `alpo_core::SnapshotReply` message.
     SnapshotReply = 0x15,
+    /// An `alpo_core::MessageBody::TimeoutNow` message (leadership transfer, rule T4).
+    TimeoutNow = 0x16,
     /// An `alpo_core::ReadIndexRequest` message (a follower read, rule Q2; version 3).
     ReadIndexRequest = 0x17,
     /// An `alpo_core::ReadIndexReply` message (rule Q2; version 3).
@@ -55,6 +57,7 @@ impl FrameKind {
             0x13 => FrameKind::AppendReply,
             0x14 => FrameKind::InstallSnapshot,
             0x15 => FrameKind::SnapshotReply,
+            0x16 => FrameKind::TimeoutNow,
             0x17 => FrameKind::ReadIndexRequest,
             0x18 => FrameKind::ReadIndexReply,
             0x20 => FrameKind::ClientRequest,

@@ -57,6 +57,7 @@
 //!         prev_term: Term(0),
 //!         entries: Vec::new(),
 //!         leader_commit: LogIndex(0),
+//!         round: 0,
 //!     }),
 //! };
 //! node_1.send(heartbeat.clone()); // Never blocks.

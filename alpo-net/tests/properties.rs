@@ -13,7 +13,9 @@ use alpo_core::{
     Append, AppendReply, AppendResult, ClusterId, Entry, EntryKind, Incarnation, LogIndex, Message,
     MessageBody, NodeId, Rank, RejectHint, Term, VoteReason, VoteReply, VoteRequest,
 };
-use alpo_core::{InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult};
+use alpo_core::{
+    Configuration, InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult,
+};
 use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use alpo_net::codec::{decode_message, encode_message};
 use alpo_net::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
@@ -64,6 +66,9 @@ fn peer_kind() -> impl Strategy<Value = FrameKind> {
         Just(FrameKind::AppendReply),
         Just(FrameKind::InstallSnapshot),
         Just(FrameKind::SnapshotReply),
+        Just(FrameKind::TimeoutNow),
+        Just(FrameKind::ReadIndexRequest),
+        Just(FrameKind::ReadIndexReply),
     ]
 }
 
@@ -74,17 +79,23 @@ fn vote_reason() -> impl Strategy<Value = VoteReason> {
         Just(VoteReason::LogNotComplete),
         Just(VoteReason::StaleTerm),
         Just(VoteReason::LeaderAlive),
+        Just(VoteReason::NotVoter),
     ]
 }
 
-fn body() -> impl Strategy<Value = MessageBody> {
-    let vote_request = (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(i, t, pre)| {
+fn vote_request_body() -> impl Strategy<Value = MessageBody> {
+    (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(i, t, pre, transfer)| {
         MessageBody::VoteRequest(VoteRequest {
             last_index: LogIndex(i),
             last_term: Term(t),
             pre_vote: pre,
+            transfer,
         })
-    });
+    })
+}
+
+fn body() -> impl Strategy<Value = MessageBody> {
+    let vote_request = vote_request_body();
     let rank = (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, id)| Rank {
         last_term: Term(t),
         last_index: LogIndex(i),
@@ -104,7 +115,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
         vote_reply,
         append_body(),
         snapshot_body(),
-        read_body()
+        read_body(),
+        Just(MessageBody::TimeoutNow)
     ]
 }
 
@@ -182,10 +194,18 @@ fn snapshot_body() -> impl Strategy<Value = MessageBody> {
         any::<[u64; 2]>(),
         any::<bool>(),
         proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::btree_set(any::<u64>(), 0..6),
     )
-        .prop_map(|(last, [size, offset], is_last, data)| {
+        .prop_map(|(last, [size, offset], is_last, data, members)| {
+            let ids: Vec<NodeId> = members.into_iter().map(NodeId).collect();
+            let (voters, learners) = ids.split_at(ids.len() / 2);
+            let configuration = Configuration::new(voters, learners).expect("distinct ids");
             MessageBody::InstallSnapshot(InstallSnapshot {
-                snapshot: SnapshotMeta { last, size },
+                snapshot: SnapshotMeta {
+                    last,
+                    size,
+                    configuration,
+                },
                 offset,
                 data: Bytes::from(data),
                 last: is_last,

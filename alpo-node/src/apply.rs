@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
-use alpo_core::{Entry, EntryKind, LogIndex, LogPosition, Term};
+use alpo_core::{Configuration, Entry, EntryKind, LogIndex, LogPosition, Term};
 
 use crate::client_protocol::{ErrorCode, ReadEntry, ReadEntryKind, Response, ResponseBody};
 use crate::command::{CommandKind, LogCommand};
@@ -61,6 +61,8 @@ pub(crate) trait EntrySource: Send + 'static {
 pub(crate) struct FrozenState {
     /// The snapshot's last included position.
     pub(crate) at: LogPosition,
+    /// The configuration in force at `at` (rule S1), for the file's header.
+    pub(crate) configuration: Configuration,
     /// The image as of `at`.
     pub(crate) image: NodeImage,
 }
@@ -99,7 +101,10 @@ pub(crate) enum ApplyMsg {
     /// This node stopped being leader: its waiting clients should retry elsewhere.
     LeadershipLost,
     /// Freeze the state as of `at`, the last entry sent before this message (rule S2).
-    TakeSnapshot { at: LogPosition },
+    TakeSnapshot {
+        at: LogPosition,
+        configuration: Configuration,
+    },
     /// Replace the state with that of the installed snapshot file at `path`, whose last
     /// included index is `last` (rule S7 step 2).
     Restore { last: LogIndex, path: PathBuf },
@@ -220,7 +225,9 @@ impl Applier {
                 ApplyMsg::Read(read) => self.read(&read),
                 ApplyMsg::Query(query) => self.query(&query),
                 ApplyMsg::LeadershipLost => self.fail_all_pending("leadership lost"),
-                ApplyMsg::TakeSnapshot { at } => self.take_snapshot(at),
+                ApplyMsg::TakeSnapshot { at, configuration } => {
+                    self.take_snapshot(at, configuration);
+                }
                 ApplyMsg::Restore { last, path } => {
                     if let Err(error) = self.restore(last, &path) {
                         // The node cannot go on with a state it could not restore: ending this
@@ -238,7 +245,7 @@ impl Applier {
     }
 
     /// Freezes the state as of `at` (rule S2) and hands it to the snapshot thread.
-    fn take_snapshot(&mut self, at: LogPosition) {
+    fn take_snapshot(&mut self, at: LogPosition, configuration: Configuration) {
         let applied = self.applied.load(Ordering::Acquire);
         assert!(
             at.index.0 == applied,
@@ -252,7 +259,11 @@ impl Applier {
         let image = NodeImage::take(&self.sessions, &self.duplicates, self.machine.as_ref());
         if self
             .snapshots
-            .send(SnapshotJob::Take(FrozenState { at, image }))
+            .send(SnapshotJob::Take(FrozenState {
+                at,
+                configuration,
+                image,
+            }))
             .is_err()
         {
             tracing::warn!(
@@ -343,8 +354,11 @@ impl Applier {
 
     /// Applies one entry; returns what its proposer is answered.
     fn execute(&mut self, entry: &Entry) -> Result<Outcome, (ErrorCode, String)> {
-        if entry.kind == EntryKind::Noop {
-            return Err((ErrorCode::Retry, "no-op entry".to_string()));
+        match entry.kind {
+            EntryKind::Noop => return Err((ErrorCode::Retry, "no-op entry".to_string())),
+            // A configuration (rule M1) is the core's business: the state machine skips it.
+            EntryKind::Config => return Err((ErrorCode::Retry, "configuration entry".to_string())),
+            EntryKind::Normal => {}
         }
         let command = match LogCommand::decode(entry.payload.clone()) {
             Ok(command) => command,
@@ -394,7 +408,8 @@ impl Applier {
             kind,
             data,
         };
-        if entry.kind == EntryKind::Noop {
+        if entry.kind != EntryKind::Normal {
+            // No-ops and configuration entries carry no client data; they read as no-ops.
             return read(ReadEntryKind::Noop, Bytes::new());
         }
         match LogCommand::decode(entry.payload.clone()) {
@@ -748,7 +763,10 @@ mod tests {
         };
         let messages = vec![
             ApplyMsg::Entries(vec![first, retry]),
-            ApplyMsg::TakeSnapshot { at },
+            ApplyMsg::TakeSnapshot {
+                at,
+                configuration: Configuration::default(),
+            },
             ApplyMsg::Entries(vec![put(3, 2, "b")]),
         ];
         run(&mut original, &harness, messages);
@@ -836,7 +854,10 @@ mod tests {
         // Frozen at 5 with retain 2: marks below 4 go; the log is not compacted yet.
         let messages = vec![
             ApplyMsg::Entries(entries),
-            ApplyMsg::TakeSnapshot { at },
+            ApplyMsg::TakeSnapshot {
+                at,
+                configuration: Configuration::default(),
+            },
             read,
         ];
         run(&mut applier, &harness, messages);

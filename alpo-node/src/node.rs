@@ -435,7 +435,7 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
             voted_for: stored.voted_for.map(NodeId),
         },
         snapshot,
-        log: persisted_log(&log),
+        log: persisted_log(&log, snapshot.map_or(0, |meta| meta.last.index.0))?,
         incarnation: Incarnation(stored.incarnation),
     };
     let hard_state = FileHardState {
@@ -557,8 +557,22 @@ fn redo_install_truncation(
 }
 
 /// Rule S9: the core gets the log's term index (from the scan `Log::open` made) and no
-/// entries; it reads back what it needs with `ReadLog`, so a start never loads the log.
-fn persisted_log(log: &Log) -> PersistedLog {
+/// entries; it reads back what it needs with `ReadLog`, so a start never loads the log. Rule
+/// M1: it gets the `Config` entries past the snapshot (`covered`), found by one pass over the
+/// records (only those few are kept in memory).
+fn persisted_log(log: &Log, covered: u64) -> Result<PersistedLog, Error> {
+    let mut configs = Vec::new();
+    for record in log.entries(covered.saturating_add(1)..) {
+        let record = record?;
+        if EntryKind::from_byte(record.kind) == Some(EntryKind::Config) {
+            configs.push(Entry {
+                index: LogIndex(record.index),
+                term: Term(record.term),
+                kind: EntryKind::Config,
+                payload: record.payload,
+            });
+        }
+    }
     let runs: Vec<TermRun> = log
         .term_runs()
         .iter()
@@ -572,11 +586,12 @@ fn persisted_log(log: &Log) -> PersistedLog {
     } else {
         LogIndex(log.last_index())
     };
-    PersistedLog {
+    Ok(PersistedLog {
         runs,
         last,
         tail: Vec::new(),
-    }
+        configs,
+    })
 }
 
 /// The node's network: one inbox that reads every peer and client connection on the event

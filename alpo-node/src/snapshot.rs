@@ -26,7 +26,9 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use alpo_core::{LogIndex, LogPosition, NodeId, SnapshotMeta, SnapshotReadError, Term};
+use alpo_core::{
+    Configuration, LogIndex, LogPosition, NodeId, SnapshotMeta, SnapshotReadError, Term,
+};
 use alpo_log::{ChunkOutcome, SnapshotFile, SnapshotReceiver, SnapshotStore};
 
 use crate::apply::FrozenState;
@@ -94,14 +96,30 @@ pub(crate) struct SnapshotHandle {
     pub(crate) thread: JoinHandle<()>,
 }
 
-/// The newest snapshot's position and size, as the core knows snapshots.
+/// The newest snapshot's position, size and configuration (the header's `membership` bytes,
+/// `Configuration::encode`; empty in files written before issue 12), as the core knows
+/// snapshots. Undecodable membership bytes (the header's CRC passed, so a foreign writer) are
+/// reported and read as no configuration: the core then falls back to the bootstrap one.
 pub(crate) fn core_meta(meta: &alpo_log::SnapshotMeta, file_bytes: u64) -> SnapshotMeta {
+    let configuration = if meta.membership.is_empty() {
+        Configuration::default()
+    } else {
+        Configuration::decode(&meta.membership).unwrap_or_else(|problem| {
+            tracing::error!(
+                index = meta.last_index,
+                problem,
+                "snapshot membership unreadable"
+            );
+            Configuration::default()
+        })
+    };
     SnapshotMeta {
         last: LogPosition {
             index: LogIndex(meta.last_index),
             term: Term(meta.last_term),
         },
         size: file_bytes,
+        configuration,
     }
 }
 
@@ -190,8 +208,13 @@ impl Worker {
 
     /// S3 steps 1–5.
     fn take(&mut self, frozen: FrozenState) -> Result<(), alpo_log::Error> {
-        let FrozenState { at, image } = frozen;
-        let mut writer = self.store.begin(at.index.0, at.term.0, &[])?;
+        let FrozenState {
+            at,
+            configuration,
+            image,
+        } = frozen;
+        let membership = configuration.encode();
+        let mut writer = self.store.begin(at.index.0, at.term.0, &membership)?;
         if let Err(source) = image.write_to(&mut writer) {
             // A write into the file failed (the writer reports the file and the cause).
             return Err(alpo_log::Error::Io {

@@ -2,13 +2,15 @@
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
 //! [--fault-ms MS] [--profile Standard|LeaderChurn|HoldAcrossTerms] [--snapshots on|off]
-//! [--drift-beyond-lease on|off] [--inject BUG] [--jobs J] [--log]`
+//! [--drift-beyond-lease on|off] [--membership on|off] [--inject BUG] [--jobs J] [--log]`
 //!
 //! `--snapshots on` runs the snapshot profile (`SimOptions::snapshots`: snapshots every few
 //! entries, compaction, installs in small chunks); it is off by default, so the seeds of the
 //! other profiles give the results they always gave. `--drift-beyond-lease on` turns lease reads
 //! on and lets clocks drift 25 times their bound (`SimOptions::drift_beyond_lease`, issue 14):
-//! `read_linearizability` is expected to fire there, and only there.
+//! `read_linearizability` is expected to fire there, and only there. `--membership on` runs
+//! the membership profile (`SimOptions::membership`, issue 12: random membership changes and
+//! leadership transfers at the leader, and the configuration checker), off by default likewise.
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
@@ -82,6 +84,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--inject" => o.injected_bug = Some(bug(value)?),
             "--snapshots" => o.snapshots = on_off(flag, value)?,
             "--drift-beyond-lease" => o.drift_beyond_lease = on_off(flag, value)?,
+            "--membership" => o.membership = on_off(flag, value)?,
             other => bail!("unknown flag {other:?} (see the doc of xtask/src/sim.rs)"),
         }
     }
@@ -269,6 +272,9 @@ mod tests {
         assert!(!a.options.snapshots);
         let a = parse(&words("--snapshots on")).unwrap();
         assert!(a.options.snapshots);
+        assert!(!a.options.membership);
+        let a = parse(&words("--membership on")).unwrap();
+        assert!(a.options.membership);
     }
 
     #[test]

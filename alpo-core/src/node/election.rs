@@ -61,6 +61,13 @@ impl Node {
             self.timers.election_deadline = self.timers.deferred_until;
             return;
         }
+        if !self.may_stand() {
+            // M6: learners, removed servers and servers without a configuration never stand.
+            hit!(m6_non_voter_never_stands);
+            self.campaign = None;
+            self.reset_passive_timer(now);
+            return;
+        }
         if self.campaign.is_none() {
             hit!(e1_passive_timeout_starts_election);
         }
@@ -70,7 +77,7 @@ impl Node {
         if self.config.pre_vote {
             self.start_pre_vote(now);
         } else {
-            self.start_candidacy(now);
+            self.start_candidacy(now, false);
         }
     }
 
@@ -88,12 +95,38 @@ impl Node {
             granted: BTreeSet::from([self.config.id]),
         });
         self.reset_campaign_timer(now);
-        self.request_votes(term, true);
+        self.request_votes(term, true, false);
         self.check_campaign(now);
     }
 
-    /// Rule E3: new term, vote for ourselves, durably, then ask everyone.
-    fn start_candidacy(&mut self, now: Instant) {
+    /// Rule M6: whether this server may stand: it is a voter of its configuration, or
+    /// *[decided]* the `Config` entry that removed it is not known committed and it was a voter
+    /// before it. Until that entry commits it may be needed: a leader that removed itself and
+    /// crashed may hold the only copy, and the remaining voters cannot elect anyone without it
+    /// (Raft thesis §4.2.2; found by the simulator's membership profile, seed 0xa1b00033).
+    fn may_stand(&self) -> bool {
+        let me = self.config.id;
+        if self.membership.current().is_voter(me) {
+            return true;
+        }
+        let removed_uncommitted = self.membership.latest_index().is_some_and(|index| {
+            index > self.commit_known && self.membership.at(index.prev()).is_voter(me)
+        });
+        if removed_uncommitted {
+            hit!(m6_removed_server_stands_until_its_removal_commits);
+        }
+        removed_uncommitted
+    }
+
+    /// Rule T4: the target of a transfer stands at once, without pre-vote or deferral.
+    pub(super) fn start_candidacy_for_transfer(&mut self, now: Instant) {
+        self.timers.deferred_until = now;
+        self.start_candidacy(now, true);
+    }
+
+    /// Rule E3: new term, vote for ourselves, durably, then ask everyone (with `transfer` set
+    /// when a TimeoutNow asked for it, T4).
+    fn start_candidacy(&mut self, now: Instant, transfer: bool) {
         hit!(e3_candidacy_started);
         self.counters.elections_started += 1;
         let term = self.hard_state.current_term.next();
@@ -112,17 +145,26 @@ impl Node {
             granted: BTreeSet::from([self.config.id]),
         });
         self.reset_campaign_timer(now);
-        self.request_votes(term, false);
+        self.request_votes(term, false, transfer);
         self.check_campaign(now);
     }
 
-    fn request_votes(&mut self, term: Term, pre_vote: bool) {
+    /// Asks the other voters of our configuration (M5: only their votes count).
+    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool) {
         let request = VoteRequest {
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
             pre_vote,
+            transfer,
         };
-        for peer in self.peers() {
+        let me = self.config.id;
+        let voters: Vec<NodeId> = self
+            .membership
+            .current()
+            .voters()
+            .filter(|id| *id != me)
+            .collect();
+        for peer in voters {
             self.send(peer, term, MessageBody::VoteRequest(request));
         }
     }
@@ -132,12 +174,17 @@ impl Node {
         let Some(campaign) = &self.campaign else {
             return;
         };
-        if !self.is_majority(campaign.granted.len()) {
+        // M5: a majority of the voters of our configuration, learners never counted.
+        if !self
+            .membership
+            .current()
+            .is_quorum(campaign.granted.iter().copied())
+        {
             return;
         }
         if campaign.pre_vote {
             hit!(e2_pre_vote_majority_stands);
-            self.start_candidacy(now);
+            self.start_candidacy(now, false);
         } else {
             self.become_leader(now);
         }
@@ -163,6 +210,8 @@ impl Node {
 
     /// Back to passive in the same term (lost an election, deferred, or lost the quorum).
     pub(super) fn step_down(&mut self, now: Instant) {
+        self.transfer = None;
+        self.end_catch_up(Err(crate::membership::ConfigChangeError::Abandoned));
         self.role = Role::Passive;
         self.campaign = None;
         self.progress.clear();
@@ -191,8 +240,13 @@ impl Node {
     /// Rule E5 (receiver side): with check-quorum on, a leader, or a server that heard from its
     /// leader within the shortest passive timeout, ignores other servers' vote requests.
     /// A pre-vote is refused this way even with check-quorum off, as E2 requires.
-    fn leader_is_alive(&self, now: Instant, from: NodeId, pre_vote: bool) -> bool {
-        if !self.config.check_quorum && !pre_vote {
+    fn leader_is_alive(&self, now: Instant, from: NodeId, request: VoteRequest) -> bool {
+        if request.transfer && !request.pre_vote {
+            // T4: the leader itself asked this candidate to stand.
+            hit!(t4_transfer_vote_skips_stickiness);
+            return false;
+        }
+        if !self.config.check_quorum && !request.pre_vote {
             return false;
         }
         if self.role == Role::Leader {
@@ -236,7 +290,7 @@ impl Node {
             );
             return;
         }
-        if self.leader_is_alive(now, from, false) {
+        if self.leader_is_alive(now, from, request) {
             hit!(e5_vote_request_ignored_leader_alive);
             self.reply_vote(
                 from,
@@ -249,6 +303,10 @@ impl Node {
         self.defer_to_higher_rank(now, from, term, request);
         if term > self.hard_state.current_term {
             self.adopt_term(now, term);
+        }
+        if self.not_a_voter_for(request) {
+            self.reply_vote(from, term, VoteReason::NotVoter, false);
+            return;
         }
         let complete = self.candidate_log_is_complete(request);
         let voted = self.hard_state.voted_for;
@@ -264,7 +322,8 @@ impl Node {
             hit!(e4_vote_granted);
             VoteReason::Granted
         };
-        if complete && self.role == Role::Passive && self.campaign.is_none() {
+        let from_voter = self.membership.current().is_voter(from);
+        if complete && self.role == Role::Passive && self.campaign.is_none() && from_voter {
             hit!(e8_able_candidate_restarts_timer);
             self.reset_passive_timer(now);
         }
@@ -288,12 +347,16 @@ impl Node {
             self.reply_vote(from, current, VoteReason::StaleTerm, true);
             return;
         }
-        if self.leader_is_alive(now, from, true) {
+        if self.leader_is_alive(now, from, request) {
             hit!(e5_pre_vote_ignored_leader_alive);
             self.reply_vote(from, term, VoteReason::LeaderAlive, true);
             return;
         }
         self.defer_to_higher_rank(now, from, term, request);
+        if self.not_a_voter_for(request) {
+            self.reply_vote(from, term, VoteReason::NotVoter, true);
+            return;
+        }
         let voted = self.hard_state.voted_for;
         let may_vote = term > current || voted.is_none() || voted == Some(from);
         let reason = if !self.candidate_log_is_complete(request) {
@@ -310,6 +373,20 @@ impl Node {
             VoteReason::Granted
         };
         self.reply_vote(from, term, reason, true);
+    }
+
+    /// Rule M7: a server that is not a voter of its configuration answers `NotVoter` when the
+    /// candidate's log is exactly ours (log matching: it then holds our configuration, in which
+    /// we do not vote). A candidate with a more complete log may know of our promotion first,
+    /// so E4 answers it as usual (M6: votes go to whoever E4 allows; counting is M5's business).
+    fn not_a_voter_for(&self, request: VoteRequest) -> bool {
+        let same_log = (request.last_term, request.last_index)
+            == (self.log.last_term(), self.log.last_index());
+        let voter = self.membership.current().is_voter(self.config.id);
+        if !voter && same_log {
+            hit!(m7_learner_answers_not_voter);
+        }
+        !voter && same_log
     }
 
     /// Sends a VoteReply; carries our rank when we are ourselves campaigning for `term` (E8).
@@ -338,6 +415,11 @@ impl Node {
         let Some(campaign) = &self.campaign else {
             return;
         };
+        if !self.membership.current().is_voter(from) {
+            // M6: only voters of our configuration make us defer.
+            hit!(m6_non_voter_candidate_not_deferred_to);
+            return;
+        }
         let theirs = Rank {
             last_term: req.last_term,
             last_index: req.last_index,
@@ -407,9 +489,18 @@ impl Node {
 
     /// Rule E5 (leader side) and R7: check-quorum, then heartbeats, as due.
     pub(super) fn leader_tick(&mut self, now: Instant) {
+        self.check_transfer(now);
+        self.check_catch_up(now);
         if self.config.check_quorum && now >= self.timers.quorum_check_due {
-            let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
-            if !self.is_majority(active) {
+            let me = self.config.id;
+            let active = self
+                .progress
+                .iter()
+                .filter(|(_, p)| p.recently_active)
+                .map(|(id, _)| *id)
+                .chain(std::iter::once(me));
+            // M5: a majority of our configuration's voters (we count only if we are one).
+            if !self.membership.current().is_quorum(active) {
                 hit!(e5_leader_without_quorum_steps_down);
                 self.step_down(now);
                 return;

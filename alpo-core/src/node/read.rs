@@ -11,8 +11,9 @@
 //! # Rounds
 //! Every Append a leader sends carries its current `round` (a counter per term, 0 before the
 //! first round), and every AppendReply echoes the highest round its sender received in the
-//! reply's term. A round is *confirmed* when voters forming a majority (`Config::majority`,
-//! the leader included) echoed it or a later one in the leader's term. A read that arrives
+//! reply's term. A round is *confirmed* when a quorum of the voters of the configuration in
+//! force (M5, `Configuration::is_quorum`; the leader counts with its own round only if it is a
+//! voter) echoed it or a later one in the leader's term. A read that arrives
 //! waits for the round after the current one: that round starts at once when no round is in
 //! flight, else when the round in flight is confirmed (or at the next heartbeat, should its
 //! replies be lost). So reads arriving while a round is in flight share the next one
@@ -26,7 +27,9 @@
 //! - Leader state (`round`, echoes, lease, waiting reads) belongs to one term: on leaving the
 //!   role or the term every waiting read fails with `NotLeader` (Q1 (e)) and the state is reset.
 //! - The lease (Q3) extends only from a confirmed round's start time, `s_r + L`; it is void when
-//!   off, outside the leader's term, and after TimeoutNow (T6, `void_lease_for_transfer`).
+//!   off, outside the leader's term, after TimeoutNow (T6, `void_lease_for_transfer`), and from
+//!   the append of a `Config` entry until a round started after it is confirmed (Q3,
+//!   `void_lease_for_config_change`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -171,6 +174,18 @@ impl Node {
         self.enter_read_term();
         self.reads.lease_void_by_transfer = true;
         self.reads.lease_until = None;
+    }
+
+    /// Rule Q3's configuration clause: a leader that appends a `Config` entry serves no lease
+    /// read until a round started after the append is confirmed (the new voters must back it).
+    pub(super) fn void_lease_for_config_change(&mut self) {
+        self.enter_read_term();
+        if self.reads.lease_until.is_some() {
+            hit!(q3_lease_void_on_config_entry);
+        }
+        self.reads.lease_until = None;
+        // Rounds already started were sent to the old voters: none of them may extend it.
+        self.reads.round_starts.clear();
     }
 
     /// Whether the lease (Q3) lets this leader serve a read at `now` without a round.
@@ -332,18 +347,31 @@ impl Node {
         self.confirm_rounds(now);
     }
 
-    /// Q1 (c): the highest round echoed by a majority (the leader counts with its own round);
+    /// Q1 (c): the highest round echoed by a quorum of voters (M5; the leader counts with its own
+    /// round if it is a voter);
     /// extends the lease (Q3), releases the reads it confirms and starts the next round if
     /// reads wait for it.
     fn confirm_rounds(&mut self, now: Instant) {
-        let mut rounds: Vec<u64> = self
-            .peers()
-            .iter()
-            .map(|peer| self.reads.echoed.get(peer).copied().unwrap_or(0))
-            .collect();
-        rounds.push(self.reads.round);
+        // M5: the voters of the configuration in force confirm; the leader counts (with its own
+        // round) only if it is one of them.
+        let me = self.config.id;
+        let configuration = self.membership.current();
+        let round_of = |id: NodeId| {
+            if id == me {
+                self.reads.round
+            } else {
+                self.reads.echoed.get(&id).copied().unwrap_or(0)
+            }
+        };
+        let mut rounds: Vec<u64> = configuration.voters().map(round_of).collect();
         rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.config.majority() - 1];
+        rounds.dedup();
+        let confirmed = rounds
+            .into_iter()
+            .find(|&round| {
+                configuration.is_quorum(configuration.voters().filter(|&id| round_of(id) >= round))
+            })
+            .unwrap_or(0);
         if confirmed <= self.reads.confirmed {
             return;
         }

@@ -29,6 +29,11 @@ impl Node {
                 leader_hint: self.leader,
             });
         }
+        if let Some(target) = self.transfer_target() {
+            // T2: the target can only catch up with a log that stops growing.
+            hit!(t2_proposal_refused_while_transferring);
+            return Err(ProposeError::Transferring { target });
+        }
         let size = payload.len() as u64;
         if size > self.config.entry_bytes_max {
             return Err(ProposeError::EntryTooLarge {
@@ -52,7 +57,7 @@ impl Node {
         hit!(r1_proposal_appended);
         let term = self.hard_state.current_term;
         let index = last.next();
-        self.log.push(Entry {
+        self.append_entry(Entry {
             index,
             term,
             kind: EntryKind::Normal,
@@ -64,12 +69,13 @@ impl Node {
     /// Rule R8: a new leader appends a no-op of its term at once.
     pub(super) fn append_noop(&mut self) {
         hit!(r8_new_leader_appends_noop);
-        self.log.push(Entry {
+        let entry = Entry {
             index: self.log.last_index().next(),
             term: self.hard_state.current_term,
             kind: EntryKind::Noop,
             payload: Bytes::new(),
-        });
+        };
+        self.append_entry(entry);
     }
 
     /// Rule R2: send each follower what its progress state and window allow.
@@ -311,7 +317,7 @@ impl Node {
             }
         }
         for entry in entries.into_iter().skip(new_from) {
-            self.log.push(entry);
+            self.append_entry(entry);
         }
     }
 
@@ -328,6 +334,11 @@ impl Node {
         }
         self.outputs.push(Output::TruncateLog { from });
         self.log.truncate_from(from);
+        if self.membership.on_truncate(from) {
+            // M1: the server reverts to the latest configuration that remains.
+            hit!(m1_truncated_configuration_reverts);
+            self.configuration_changed();
+        }
     }
 
     /// Rule R4's ordering: acknowledge up to `verified` once it is durable; now if it already is.
@@ -349,10 +360,10 @@ impl Node {
 
     /// The log became durable further: release acknowledgements (follower), count ourselves
     /// (leader, R10), and advance the commit index.
-    pub(super) fn on_durable_advanced(&mut self) {
+    pub(super) fn on_durable_advanced(&mut self, now: Instant) {
         if self.role == Role::Leader {
             hit!(r10_leader_counts_its_own_durable_write);
-            self.leader_commit();
+            self.leader_commit(now);
         } else if let (Some(pending), Some(leader)) = (self.pending_ack, self.leader) {
             let match_index = pending.min(self.log.durable_index());
             if match_index == pending {
@@ -391,7 +402,9 @@ impl Node {
         match reply.result {
             AppendResult::Accepted { match_index } if match_index <= last => {
                 progress.on_accepted(match_index);
-                self.leader_commit();
+                self.leader_commit(now);
+                self.check_catch_up(now);
+                self.check_transfer(now);
             }
             AppendResult::Accepted { .. } => {}
             AppendResult::Rejected(hint) => match progress.on_rejected(hint, &self.log) {
@@ -424,11 +437,20 @@ impl Node {
 
     /// Rule R5: the highest index a majority holds durably (ourselves up to our durable index,
     /// R10), if it is of our term; earlier entries commit with it.
-    pub(super) fn leader_commit(&mut self) {
-        let mut matches: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.durable_index());
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matches[self.config.majority() - 1];
+    pub(super) fn leader_commit(&mut self, now: Instant) {
+        // M5: a majority of the voters of the configuration in force; we count ourselves only
+        // if we are one of them (M9), a learner never.
+        let me = self.config.id;
+        let durable = self.log.durable_index();
+        let quorum_index = self.membership.current().quorum_index(|id| {
+            if id == me {
+                durable
+            } else {
+                self.progress
+                    .get(&id)
+                    .map_or(LogIndex(0), |p| p.match_index)
+            }
+        });
         if quorum_index <= self.commit_known {
             return;
         }
@@ -442,6 +464,7 @@ impl Node {
             hit!(r5_older_term_entry_not_counted);
         }
         self.advance_commit();
+        self.maybe_leave_after_removal(now);
     }
 
     /// Rule R6: a follower learns an index known committed.

@@ -51,7 +51,9 @@ impl Node {
         let at = LogPosition { index, term };
         hit!(s2_snapshot_taken_after_interval);
         self.snapshot_taking = Some(at);
-        self.outputs.push(Output::TakeSnapshot { at });
+        let configuration = self.membership.at(index);
+        self.outputs
+            .push(Output::TakeSnapshot { at, configuration });
     }
 
     /// Rule S2 on request: a snapshot at the applied index now, unless one is in progress
@@ -73,7 +75,9 @@ impl Node {
         let at = LogPosition { index, term };
         hit!(s2_snapshot_requested);
         self.snapshot_taking = Some(at);
-        self.outputs.push(Output::TakeSnapshot { at });
+        let configuration = self.membership.at(index);
+        self.outputs
+            .push(Output::TakeSnapshot { at, configuration });
         Some(at)
     }
 
@@ -89,7 +93,11 @@ impl Node {
         }
         let beyond_applied = self.applied_index < meta.last.index;
         let known_term = self.log.term_at(meta.last.index);
-        if !injected!(self) && (beyond_applied || known_term != Some(meta.last.term)) {
+        let configuration = self.membership.at(meta.last.index);
+        let foreign = beyond_applied
+            || known_term != Some(meta.last.term)
+            || meta.configuration != configuration;
+        if !injected!(self) && foreign {
             // S1: a snapshot covers applied entries only. A driver that reports another one is
             // wrong; the core does not build on it.
             debug_assert!(
@@ -100,6 +108,14 @@ impl Node {
         }
         hit!(s3_snapshot_durable);
         self.snapshot = Some(meta);
+        // S1: the snapshot carries the configuration at L; `Config` entries up to L may go.
+        let changed = self
+            .membership
+            .on_snapshot(meta.last.index, meta.configuration);
+        debug_assert!(
+            !changed || injected!(self),
+            "a snapshot below the log's last entry"
+        );
         for progress in self.progress.values_mut() {
             if progress.transfer().is_some_and(|t| t.snapshot != meta) {
                 hit!(s5_new_snapshot_restarts_transfer);
@@ -229,7 +245,9 @@ impl Node {
             SnapshotResult::Installed(index) => {
                 hit!(s5_installed_snapshot_resumes_appends);
                 progress.on_installed(index, last);
-                self.leader_commit();
+                self.leader_commit(now);
+                self.check_catch_up(now);
+                self.check_transfer(now);
             }
             SnapshotResult::NextOffset(held) => {
                 if progress.on_snapshot_offset(reply.snapshot, held) {
@@ -347,10 +365,12 @@ impl Node {
     /// Rule S7 steps 1 and 2: keep a matching suffix or discard the log, then restore.
     fn install_over_log(&mut self, meta: SnapshotMeta) {
         let last = meta.last;
+        let changed;
         if self.log.term_at(last.index) == Some(last.term) {
             // Log matching: the entries after L are the leader's too (or a suffix R4 fixes).
             hit!(s7_matching_log_suffix_kept);
             self.log.mark_durable_through_snapshot(last.index);
+            changed = self.membership.on_snapshot(last.index, meta.configuration);
         } else {
             // The entries after L conflict with the snapshot's, so they are uncommitted.
             // The whole log goes: from index 1, since the driver may still hold entries below
@@ -360,6 +380,12 @@ impl Node {
             self.outputs.push(Output::TruncateLog { from: LogIndex(1) });
             self.log.reset_to(last);
             self.pending_ack = None;
+            changed = self.membership.on_reset(meta.configuration);
+        }
+        if changed {
+            // M1, S7 step 2: the configuration is the kept suffix's latest, else the meta's.
+            hit!(m1_installed_snapshot_sets_configuration);
+            self.configuration_changed();
         }
         hit!(s7_state_machine_restored);
         self.outputs

@@ -75,6 +75,7 @@ mod tests {
                 last_index: LogIndex(0),
                 last_term: Term(0),
                 pre_vote: false,
+                transfer: false,
             }),
         }
     }

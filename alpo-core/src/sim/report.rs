@@ -127,6 +127,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     if options.drift_beyond_lease {
         command.push_str(" --drift-beyond-lease on");
     }
+    if options.membership {
+        command.push_str(" --membership on");
+    }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));
     }

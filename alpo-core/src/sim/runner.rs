@@ -21,6 +21,7 @@
 //! `snapshots` (the driver's side of snapshots: taking, compacting, transferring, installing).
 
 mod log_reads;
+mod membership;
 mod nemesis;
 mod observe;
 mod phases;
@@ -131,6 +132,8 @@ struct Slot {
     leader_term: Term,
     /// The node's state machine (a digest of what it applied, or restored from a snapshot).
     state_machine: StateMachine,
+    /// The node's configuration and role observed after its last step (membership profile).
+    observed: (crate::membership::Configuration, crate::node::Role),
 }
 
 #[derive(Debug)]
@@ -177,6 +180,11 @@ struct Simulation {
     log_read_rng: SimRng,
     /// For the checkers: the log entries each snapshot ever taken covers, by last position.
     covered: BTreeMap<LogPosition, std::sync::Arc<[Entry]>>,
+    /// Draws of the membership profile (`SimOptions::membership`): a stream of its own.
+    membership_rng: SimRng,
+    /// The configuration of the leader that last advanced the commit index (membership
+    /// profile): the committed entry must be durable on a majority of its voters.
+    commit_quorum: Option<crate::membership::Configuration>,
 }
 
 impl Simulation {
@@ -198,6 +206,10 @@ impl Simulation {
                 first_commit_term: Term(0),
                 leader_term: Term(0),
                 state_machine: StateMachine::default(),
+                observed: (
+                    crate::membership::Configuration::default(),
+                    crate::node::Role::Passive,
+                ),
             })
             .collect();
         let n = scenario.node_count;
@@ -234,6 +246,8 @@ impl Simulation {
             snapshot_rng: SimRng::new(scenario_seed ^ snapshots::SNAPSHOT_RNG_SALT),
             log_read_rng: SimRng::new(scenario_seed ^ log_reads::READ_RNG_SALT),
             covered: BTreeMap::new(),
+            membership_rng: SimRng::new(scenario_seed ^ membership::MEMBERSHIP_RNG_SALT),
+            commit_quorum: None,
         }
     }
 
@@ -402,6 +416,7 @@ mod tests {
                 last_index: LogIndex(0),
                 last_term: Term(0),
                 pre_vote: true,
+                transfer: false,
             }),
         };
         assert!(

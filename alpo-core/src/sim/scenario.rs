@@ -49,6 +49,11 @@ pub struct SimOptions {
     /// clocks drifting up to 25 times that bound (±50%), so that lease reads may break property 14
     /// on purpose (rule Q3's assumption violated). Off: clocks stay within ρ.
     pub drift_beyond_lease: bool,
+    /// The membership profile (issue 12): the nemesis also asks the leader for membership
+    /// changes (add a learner, promote, remove a member or the leader itself) and leadership
+    /// transfers, so clusters shrink and grow between 1 voter and all the slots. Its draws come
+    /// from a generator of their own: with it off, a seed runs exactly as before.
+    pub membership: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -139,6 +144,16 @@ impl SimOptions {
             event_log: false,
             snapshots: false,
             drift_beyond_lease: false,
+            membership: false,
+        }
+    }
+
+    /// [`SimOptions::quick`] with the membership profile on.
+    #[must_use]
+    pub fn quick_membership() -> SimOptions {
+        SimOptions {
+            membership: true,
+            ..SimOptions::quick()
         }
     }
 

@@ -15,8 +15,9 @@
 use std::collections::BTreeMap;
 
 use super::{Check, NodeView, Violation, describe, entry_at};
+use crate::membership::Configuration;
 use crate::node::Status;
-use crate::types::{Entry, LogIndex, Term};
+use crate::types::{Entry, LogIndex, NodeId, Term};
 
 /// The checker's name in reports.
 pub const NAME: &str = "durability";
@@ -142,6 +143,35 @@ impl Durability {
                 before.term,
                 before.commit_index,
                 describe(entry_at(log, from))
+            ),
+        ))
+    }
+
+    /// Membership profile (issue 12): checks that the last committed entry is in the synced
+    /// log of a majority of the voters of `quorum`, the configuration of the leader that
+    /// committed it (rule M5: learners and non-members never count).
+    pub fn check_majority_durable_among<'a>(
+        &self,
+        durable_logs: impl Iterator<Item = (NodeId, &'a [Entry])>,
+        quorum: &Configuration,
+    ) -> Check {
+        let last = self.committed.last_index();
+        let Some(truth) = entry_at(&self.committed.entries, last) else {
+            return Ok(());
+        };
+        let holders: Vec<NodeId> = durable_logs
+            .filter(|(_, log)| entry_at(log, last).is_some_and(|e| e.term == truth.term))
+            .map(|(id, _)| id)
+            .collect();
+        if quorum.is_quorum(holders.iter().copied()) {
+            return Ok(());
+        }
+        Err(Violation::new(
+            NAME,
+            format!(
+                "committed entry lost: {} is in the synced log of only nodes {holders:?}, no \
+                 majority of {quorum}",
+                describe(Some(truth)),
             ),
         ))
     }

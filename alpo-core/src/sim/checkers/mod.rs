@@ -14,6 +14,7 @@
 
 pub mod cache_bound;
 pub mod compaction_bound;
+pub mod configuration_safety;
 pub mod durability;
 pub mod election_safety;
 pub mod index_order;

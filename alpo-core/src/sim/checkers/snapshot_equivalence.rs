@@ -100,6 +100,7 @@ mod tests {
         let meta = SnapshotMeta {
             last: entries[1].position(),
             size: 0,
+            ..SnapshotMeta::default()
         };
         checker
             .observe_snapshot(NodeId(1), meta, &state.image())
@@ -108,6 +109,7 @@ mod tests {
         let beyond = SnapshotMeta {
             last: entries[2].position(),
             size: 0,
+            ..SnapshotMeta::default()
         };
         let error = checker
             .observe_snapshot(NodeId(1), beyond, &state.image())

@@ -30,6 +30,9 @@ impl Simulation {
         self.trace.word(action | 1 << 60);
         self.note(|| format!("nemesis action {action}"));
         self.nemesis_act(action);
+        if self.options.membership && self.membership_rng.chance(500_000) {
+            self.membership_act()?;
+        }
         let gap = self.nemesis_gap();
         self.schedule(gap, Event::Nemesis);
         Ok(())

@@ -82,7 +82,7 @@ impl Simulation {
         if counter < probe_counter {
             return;
         }
-        let everyone = (1u64 << self.slots.len()) - 1;
+        let everyone = self.liveness_mask();
         let mask = self.probe_masks.entry(counter).or_insert(0);
         *mask |= 1 << slot;
         if *mask == everyone {
@@ -91,10 +91,41 @@ impl Simulation {
         }
     }
 
+    /// The slots that must apply a probe: all, or (membership profile) the voters of the
+    /// leader's configuration: removed servers learn nothing more, by design (M10), and
+    /// learners are caught up without a bound (a one-voter leader commits alone and can outrun
+    /// them under lossy links and two-entry Appends: soak seed 0x050001a9).
+    fn liveness_mask(&self) -> u64 {
+        let all = (1u64 << self.slots.len()) - 1;
+        if !self.options.membership {
+            return all;
+        }
+        let Some((slot, _)) = self.leader() else {
+            return all;
+        };
+        let Some(node) = self.slots[slot].node.as_ref() else {
+            return all;
+        };
+        node.configuration()
+            .voters()
+            .map(|id| 1u64 << slot_of(id))
+            .fold(0, |mask, bit| mask | bit)
+    }
+
     pub(super) fn start_failover(&mut self) -> Result<(), Violation> {
         let Phase::LivenessMet { since } = self.phase else {
             return Ok(());
         };
+        let voters = self
+            .leader()
+            .and_then(|(slot, _)| self.slots[slot].node.as_ref())
+            .map(|node| node.configuration().voter_count());
+        if self.options.membership && voters.is_some_and(|count| count < 3) {
+            // Membership profile: with fewer than three voters no election can follow the
+            // leader's crash; the run ends without a failover sample.
+            self.phase = Phase::Done;
+            return Ok(());
+        }
         let Some((lost, leader)) = self.leader() else {
             if self.now > since + self.scenario.liveness_bound_ns {
                 return Err(self.liveness_violation("no leader to crash after liveness was met"));

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::SnapshotReadError;
+use crate::membership::Configuration;
 use crate::output::Output;
 use crate::sim::checkers::{Violation, compaction_bound};
 use crate::sim::disk::SnapshotFile;
@@ -60,7 +61,9 @@ impl Simulation {
         let contract =
             |problem: String| Violation::new(OUTPUT_CONTRACT, format!("node {id}: {problem}"));
         match output {
-            Output::TakeSnapshot { at } => self.take_snapshot(slot, at),
+            Output::TakeSnapshot { at, configuration } => {
+                self.take_snapshot(slot, at, configuration);
+            }
             Output::CompactLog { below } => {
                 self.trace.word(below.0 | 1 << 60);
                 let disk = &mut self.slots[slot].disk;
@@ -91,7 +94,7 @@ impl Simulation {
 
     /// Rule S2 at the driver: freeze the state machine now (it is at `at`, the last apply) and
     /// write the file in the background.
-    fn take_snapshot(&mut self, slot: usize, at: LogPosition) {
+    fn take_snapshot(&mut self, slot: usize, at: LogPosition, configuration: Configuration) {
         let s = &self.slots[slot];
         let image = s.state_machine.image();
         let covered_count = usize::try_from(at.index.0).unwrap_or(usize::MAX);
@@ -102,6 +105,7 @@ impl Simulation {
             meta: SnapshotMeta {
                 last: at,
                 size: image.len() as u64,
+                configuration,
             },
             image,
             covered,

@@ -12,7 +12,7 @@ use crate::node::{Node, Role, Status};
 use crate::output::Output;
 use crate::sim::checkers::Violation;
 use crate::sim::trace::TraceHash;
-use crate::types::{Entry, Incarnation, LogIndex, NodeId};
+use crate::types::{Entry, EntryKind, Incarnation, LogIndex, NodeId};
 use crate::types::{Persisted, PersistedLog, TermRunsBuilder};
 
 use super::queue::Event;
@@ -95,7 +95,15 @@ impl Simulation {
             self.perform(slot, before, &after, output)?;
         }
         self.start_sync_if_needed(slot);
+        if self.options.membership {
+            let (configuration, role) = self.slots[slot].observed;
+            self.check_configuration(slot, role, configuration)?;
+        }
+        // `observed` still holds the role before this step while the checkers run.
         self.observe(slot)?;
+        if let Some(node) = self.slots[slot].node.as_ref() {
+            self.slots[slot].observed = (node.configuration(), node.status().role);
+        }
         self.release_held(slot);
         self.reschedule_timer(slot);
         Ok(())
@@ -155,6 +163,8 @@ impl Simulation {
                 self.read_served(slot, id, index, after.commit_index)?;
             }
             Output::ReadFailed { id, .. } => self.read_failed(slot, id),
+            // The simulated network reaches every slot; membership is observed after the step.
+            Output::Membership { .. } | Output::ConfigChange { .. } => {}
             other => self.perform_snapshot_output(slot, after.id, other)?,
         }
         Ok(())
@@ -339,6 +349,18 @@ impl Simulation {
             runs.push(entry.index, entry.term);
         }
         let (runs, last) = runs.finish();
+        // M1: the Config entries past the snapshot, as a driver's recovery scan collects them.
+        let covered = s
+            .disk
+            .snapshot()
+            .map_or(LogIndex(0), |file| file.meta.last.index);
+        let configs = s
+            .disk
+            .stored_log()
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::Config && entry.index > covered)
+            .cloned()
+            .collect();
         let persisted = Persisted {
             hard_state: s.disk.hard_state(),
             snapshot: s.disk.snapshot().map(|file| file.meta),
@@ -346,6 +368,7 @@ impl Simulation {
                 runs,
                 last,
                 tail: Vec::new(),
+                configs,
             },
             incarnation: s.incarnation,
         };
@@ -424,5 +447,6 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
             crate::message::ReadIndexResult::Ready(index) => index.0 << 3 | 2,
             crate::message::ReadIndexResult::NotLeader => reply.read_id << 3 | 3,
         }),
+        MessageBody::TimeoutNow => trace.word(7),
     }
 }
