@@ -752,23 +752,24 @@ impl EventLoop {
     /// heartbeats and elections).
     fn send_read(&self, read: ReadRequest) -> Result<(), Error> {
         let (connection, seq) = (read.connection, read.seq);
-        match self.apply.sender.try_send(ApplyMsg::Read(read)) {
-            Ok(()) => Ok(()),
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
-                let body = error_body(ErrorCode::Retry, "too many requests queued; retry".into());
-                self.reply(connection, seq, body);
-                Ok(())
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Stopped {
-                reason: "the apply thread stopped (did the state machine panic?)".into(),
-            }),
-        }
+        self.send_request_to_apply(ApplyMsg::Read(read), connection, seq)
     }
 
     /// Queries share the apply queue like reads of entries, and never wait for room in it.
     fn send_query(&self, query: QueryRequest) -> Result<(), Error> {
         let (connection, seq) = (query.connection, query.seq);
-        match self.apply.sender.try_send(ApplyMsg::Query(query)) {
+        self.send_request_to_apply(ApplyMsg::Query(query), connection, seq)
+    }
+
+    /// Queues a client's read or query for the apply thread without waiting; a full queue
+    /// answers the client `Retry`.
+    fn send_request_to_apply(
+        &self,
+        message: ApplyMsg,
+        connection: ConnectionId,
+        seq: u64,
+    ) -> Result<(), Error> {
+        match self.apply.sender.try_send(message) {
             Ok(()) => Ok(()),
             Err(crossbeam_channel::TrySendError::Full(_)) => {
                 let body = error_body(ErrorCode::Retry, "too many requests queued; retry".into());
