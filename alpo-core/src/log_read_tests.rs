@@ -9,23 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::marks::check;
-use crate::testkit::Cluster;
+use crate::testkit::{Cluster, entries};
 use crate::*;
 
 const MS: Duration = Duration::from_millis(1);
-
-fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        index: LogIndex(index),
-        term: Term(term),
-        kind: EntryKind::Normal,
-        payload: Bytes::from(format!("{index}.{term}")),
-    }
-}
-
-fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
-    (from..=to).map(|index| entry(index, term)).collect()
-}
 
 fn ids() -> Vec<NodeId> {
     vec![NodeId(1), NodeId(2), NodeId(3)]

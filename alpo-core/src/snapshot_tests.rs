@@ -8,23 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::marks::check;
-use crate::testkit::{Cluster, decode_image};
+use crate::testkit::{Cluster, decode_image, entries, entry};
 use crate::*;
 
 const MS: Duration = Duration::from_millis(1);
-
-fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        index: LogIndex(index),
-        term: Term(term),
-        kind: EntryKind::Normal,
-        payload: Bytes::from(format!("{index}.{term}")),
-    }
-}
-
-fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
-    (from..=to).map(|index| entry(index, term)).collect()
-}
 
 fn position(index: u64, term: u64) -> LogPosition {
     LogPosition {

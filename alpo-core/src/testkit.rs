@@ -47,6 +47,24 @@ use crate::types::{Persisted, PersistedLog};
 /// Deliveries per `deliver_all` call at most, so a livelock fails a test instead of hanging it.
 pub const DELIVERY_COUNT_MAX: usize = 100_000;
 
+/// A normal entry at `(index, term)` whose payload names its position (`"index.term"`), so a
+/// test can tell every entry apart by its bytes.
+#[must_use]
+pub fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index: LogIndex(index),
+        term: Term(term),
+        kind: EntryKind::Normal,
+        payload: Bytes::from(format!("{index}.{term}")),
+    }
+}
+
+/// [`entry`] for every index of `from..=to`, all of term `term`.
+#[must_use]
+pub fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+    (from..=to).map(|index| entry(index, term)).collect()
+}
+
 /// One server's disk: the hard state (always durable), a log with a synced prefix, and the
 /// newest durable snapshot file.
 #[derive(Clone, Debug, Default)]
