@@ -79,6 +79,19 @@ pub(crate) fn supports_snapshots(binary: &Path) -> Result<bool> {
 /// The `alpo node` flag whose presence says the binary takes snapshots.
 pub(crate) const SNAPSHOT_FLAG: &str = "--snapshot-interval-entries";
 
+/// The `alpo node` flag whose presence says the binary's core has a bounded entry cache (rule
+/// S9) and reads a `[log]` table.
+pub(crate) const LOG_CACHE_FLAG: &str = "--log-cache-bytes-max";
+
+/// Whether `binary`'s `alpo node` has an entry cache: its help lists [`LOG_CACHE_FLAG`].
+pub(crate) fn supports_log_cache(binary: &Path) -> Result<bool> {
+    let output = Command::new(binary)
+        .args(["node", "--help"])
+        .output()
+        .with_context(|| format!("running {} node --help", binary.display()))?;
+    Ok(String::from_utf8_lossy(&output.stdout).contains(LOG_CACHE_FLAG))
+}
+
 /// Reserves `count` distinct free loopback ports by binding them all at once; the caller drops
 /// the listeners right before the node that needs the ports starts.
 ///
@@ -353,6 +366,15 @@ pub(crate) fn snapshots_toml(snapshots: Snapshots) -> String {
     )
 }
 
+/// Appends a `[log]` table with the entry cache's size (rule S9) to the config of `spec`.
+pub(crate) fn append_log_cache(spec: &NodeSpec, cache_bytes_max: u64) -> Result<()> {
+    append_table(
+        spec,
+        "[log]",
+        &format!("\n[log]\ncache_bytes_max = {cache_bytes_max}\n"),
+    )
+}
+
 /// Issue 16: appends a `[tls]` table naming `paths` (a node's CA, certificate and key) to the
 /// config of `spec`.
 pub(crate) fn append_tls(spec: &NodeSpec, paths: &alpo_node::tls::TlsPaths) -> Result<()> {
@@ -368,14 +390,19 @@ pub(crate) fn append_tls(spec: &NodeSpec, paths: &alpo_node::tls::TlsPaths) -> R
         quote(paths.cert.as_deref())?,
         quote(paths.key.as_deref())?,
     );
+    append_table(spec, "[tls]", &table)
+}
+
+/// Appends `table` (TOML text) to the config of `spec` and checks the node reads it back.
+fn append_table(spec: &NodeSpec, name: &str, table: &str) -> Result<()> {
     let mut text = std::fs::read_to_string(&spec.config_path)
         .with_context(|| format!("reading {}", spec.config_path.display()))?;
-    text.push_str(&table);
+    text.push_str(table);
     std::fs::write(&spec.config_path, text)
         .with_context(|| format!("writing {}", spec.config_path.display()))?;
     // The node must read it back as written.
     NodeConfig::load(&spec.config_path)
-        .with_context(|| format!("config of node {} with [tls]", spec.id))?;
+        .with_context(|| format!("config of node {} with {name}", spec.id))?;
     Ok(())
 }
 
@@ -441,6 +468,9 @@ mod tests {
             text.ends_with("\n[snapshots]\ninterval_entries = 2000\nretain_entries = 500\n"),
             "{text}"
         );
+        append_log_cache(&specs[1], 4096).unwrap();
+        let loaded = NodeConfig::load(&specs[1].config_path).unwrap();
+        assert_eq!(loaded.log.cache_bytes_max, 4096);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct TraceSummary {
     pub(crate) replayed: usize,
     /// Inputs fed to the replayed cores, all files together.
     pub(crate) inputs: u64,
+    /// Of those, answers to the core's reads of entries no longer in its cache (rule S9): how
+    /// often the real nodes went to their log files for replication or apply.
+    pub(crate) log_reads: u64,
 }
 
 /// Replays every trace of the nodes whose data directories are `data_dirs`; problems go to
@@ -56,10 +59,18 @@ fn replay_one(
 ) -> Result<()> {
     let trace = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut inputs = 0;
-    match alpo_core::replay::replay_watched(&trace, true, &mut |_| inputs += 1) {
+    let mut log_reads = 0;
+    let mut count = |step: &alpo_core::replay::Step<'_>| {
+        inputs += 1;
+        if step.input == "log_read" {
+            log_reads += 1;
+        }
+    };
+    match alpo_core::replay::replay_watched(&trace, true, &mut count) {
         Ok(_) => {
             summary.replayed += 1;
             summary.inputs += inputs;
+            summary.log_reads += log_reads;
         }
         Err(error) => violations.push(format!(
             "node n{index}'s trace {} does not replay: {error}",
