@@ -330,20 +330,26 @@ fn describe_snapshots(snapshots: Option<process::Snapshots>) -> String {
     }
 }
 
+/// The snapshot policy and entry cache the nodes get (issue 11), said on standard error.
+fn bounded_state_for(options: &Options, binary: &Path) -> Result<(Option<Snapshots>, Option<u64>)> {
+    let snapshots =
+        snapshots_for(options, process::supports_snapshots(binary)?).map_err(anyhow::Error::msg)?;
+    eprintln!("test-cluster: {}", describe_snapshots(snapshots));
+    let log_cache =
+        log_cache_for(options, process::supports_log_cache(binary)?).map_err(anyhow::Error::msg)?;
+    if let Some(bytes) = log_cache {
+        eprintln!("test-cluster: entry cache of {bytes} bytes per node (rule S9)");
+    }
+    Ok((snapshots, log_cache))
+}
+
 fn run(options: &Options, dir: &Path) -> Result<Report> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?;
     eprintln!("test-cluster: building alpo (release)");
     let binary = process::build_alpo(workspace)?;
-    let snapshots = snapshots_for(options, process::supports_snapshots(&binary)?)
-        .map_err(anyhow::Error::msg)?;
-    eprintln!("test-cluster: {}", describe_snapshots(snapshots));
-    let log_cache = log_cache_for(options, process::supports_log_cache(&binary)?)
-        .map_err(anyhow::Error::msg)?;
-    if let Some(bytes) = log_cache {
-        eprintln!("test-cluster: entry cache of {bytes} bytes per node (rule S9)");
-    }
+    let (snapshots, log_cache) = bounded_state_for(options, &binary)?;
     let duration_ms = options.duration_s * 1_000;
     let config = NemesisConfig::new(options.seed, options.nodes, duration_ms, &options.kinds);
     let schedule = nemesis::schedule(&config).map_err(anyhow::Error::new)?;
@@ -736,21 +742,7 @@ fn judge(
         inputs,
         log_reads,
     } = replay_traces(cluster, dir, &mut violations)?;
-    let linearizable = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
-        .map_err(anyhow::Error::new)?
-    {
-        Verdict::Linearizable => "true".to_owned(),
-        Verdict::NotLinearizable(violation) => {
-            violations.push(violation.to_string());
-            "false".to_owned()
-        }
-        Verdict::Unknown { partition, steps } => {
-            violations.push(format!(
-                "linearizability of {partition} undecided in {steps} steps"
-            ));
-            "unknown".to_owned()
-        }
-    };
+    let linearizable = judge_linearizability(history, &mut violations)?;
     let after_heal = checks::throughput(history, window.healed_by_us, window.end_us, 1_000_000);
     if after_heal.iter().sum::<u64>() == 0 {
         violations.push("no write succeeded after the last fault was healed".into());
@@ -787,6 +779,26 @@ fn judge(
             .map_or_else(|| "default".to_owned(), |bytes| bytes.to_string()),
     );
     Ok(Report { line, violations })
+}
+
+/// The history checker's verdict as the run's line says it; a failure is a violation.
+fn judge_linearizability(history: &History, violations: &mut Vec<String>) -> Result<String> {
+    let verdict = match linearizability::check_history(history, STEPS_MAX_DEFAULT)
+        .map_err(anyhow::Error::new)?
+    {
+        Verdict::Linearizable => "true".to_owned(),
+        Verdict::NotLinearizable(violation) => {
+            violations.push(violation.to_string());
+            "false".to_owned()
+        }
+        Verdict::Unknown { partition, steps } => {
+            violations.push(format!(
+                "linearizability of {partition} undecided in {steps} steps"
+            ));
+            "unknown".to_owned()
+        }
+    };
+    Ok(verdict)
 }
 
 /// Kills every node (check_logs may have already), so their traces are complete, and replays
