@@ -23,6 +23,8 @@
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
+//!   Ratios are against `etcd` lines; a TLS line (`alpo+tls`) is compared with `etcd+tls` lines
+//!   (etcd with TLS on both ports, from `xtask/etcd-tls/etcd-tls.sh sweep`) where there are any.
 //!
 //! Invariants: every node process started is killed and waited for, and its data directory
 //! removed, before the next point starts (also when the point fails); CPU is sampled from just
@@ -477,6 +479,18 @@ fn summarize(lines: &[Value]) -> BTreeMap<(String, u64), Row> {
         .collect()
 }
 
+/// The etcd line a backend's ratios are against: `etcd+tls` for a TLS backend (issue 16: the
+/// reference kit's etcd with TLS on both ports, `xtask/etcd-tls/etcd-tls.sh sweep`) when such a
+/// line exists at that client count, else plain `etcd`.
+fn reference_backend(backend: &str, clients: u64, rows: &BTreeMap<(String, u64), Row>) -> String {
+    let tls = "etcd+tls".to_string();
+    if backend.contains("+tls") && rows.contains_key(&(tls.clone(), clients)) {
+        tls
+    } else {
+        "etcd".to_string()
+    }
+}
+
 fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
     let mut out = String::from(
         "| backend | clients | runs | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | \
@@ -484,9 +498,9 @@ fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for ((backend, clients), row) in rows {
-        let etcd = rows.get(&("etcd".to_string(), *clients));
+        let etcd = rows.get(&(reference_backend(backend, *clients, rows), *clients));
         let ratio = |f: fn(&Row) -> f64| {
-            etcd.filter(|_| backend != "etcd")
+            etcd.filter(|_| !backend.starts_with("etcd"))
                 .map_or_else(|| "".to_string(), |e| format!("{:.2}×", f(row) / f(e)))
         };
         let cpu = row
@@ -754,5 +768,32 @@ mod tests {
         let table = markdown(&rows);
         assert!(table.contains("| 4.00× | 0.50× |"), "{table}");
         assert_eq!(median(vec![1.0, 4.0]), 2.5);
+    }
+
+    #[test]
+    fn tls_lines_are_compared_with_etcd_with_tls() {
+        let line = |backend: &str, throughput: f64| -> Value {
+            serde_json::json!({
+                "backend": backend, "clients": 64, "throughput_ops_s": throughput,
+                "p50_us": 10, "p99_us": 40, "errors": 0,
+            })
+        };
+        let lines = [
+            line("alpo", 600.0),
+            line("alpo+tls", 500.0),
+            line("etcd", 100.0),
+            line("etcd+tls", 50.0),
+        ];
+        let table = markdown(&summarize(&lines));
+        let row = |backend: &str| {
+            let start = format!("| {backend} | 64 |");
+            table.lines().find(|l| l.starts_with(&start)).unwrap().to_string()
+        };
+        assert!(row("alpo").contains("| 6.00× |"), "{table}");
+        assert!(row("alpo+tls").contains("| 10.00× |"), "{table}");
+        assert!(row("etcd+tls").ends_with("|  |  |"), "{table}");
+        // Without an etcd+tls line, a TLS line falls back to plain etcd.
+        let table = markdown(&summarize(&lines[..3]));
+        assert!(table.contains("| 5.00× |"), "{table}");
     }
 }
