@@ -15,7 +15,8 @@
 #   check      show that TLS is really on: plain HTTP, and HTTPS without a client certificate,
 #              are refused; HTTPS with the client certificate is served
 #   sweep OUT  as the kit's etcd/sweep.sh (same env: REPS, CLIENTS, DURATION, WARMUP, VALUE_SIZE,
-#              CONNS, OP), a fresh cluster per run; lines say "backend":"etcd+tls"
+#              CONNS, OP; and REP_FIRST, the first repetition's number), a fresh cluster per run;
+#              lines say "backend":"etcd+tls"
 # env: ETCD_BENCH (the kit, default ../shared/bench from the repository root), ETCD_TLS_BASE
 #      (/tmp/etcd-tls-anchor), ETCD_TLS_CERTS (/tmp/etcd-tls-certs), ETCD_TLS_BUILD
 #      (/tmp/etcd-tls-loadgen), ETCD_BIN (etcd), ETCDCTL_BIN (etcdctl)
@@ -191,7 +192,7 @@ sweep() {
   eps=$(endpoints)
   tck=$(getconf CLK_TCK)
   trap '"$0" down >/dev/null 2>&1 || true' EXIT
-  for rep in $(seq 1 "$reps"); do
+  for rep in $(seq "${REP_FIRST:-1}" "$((${REP_FIRST:-1} + reps - 1))"); do
     for c in $clients; do
       up >/dev/null
       pids=$(cat "$BASE"/*.pid)
