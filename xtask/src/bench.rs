@@ -787,7 +787,11 @@ mod tests {
         let table = markdown(&summarize(&lines));
         let row = |backend: &str| {
             let start = format!("| {backend} | 64 |");
-            table.lines().find(|l| l.starts_with(&start)).unwrap().to_string()
+            table
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap()
+                .to_string()
         };
         assert!(row("alpo").contains("| 6.00× |"), "{table}");
         assert!(row("alpo+tls").contains("| 10.00× |"), "{table}");
