@@ -5,8 +5,9 @@
 //!   builds the release `alpo`, and for each repetition and client count starts a fresh cluster
 //!   of `alpo node` processes (free loopback ports, a fresh data directory), waits for a leader,
 //!   runs `alpo bench --json` against it, and adds the CPU seconds the node processes used
-//!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
-//!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
+//!   (utime + stime from `/proc/PID/stat`) per committed write, and those `alpo bench` used
+//!   (`bench_cpu_s`, as the etcd sweep's `loadgen_cpu_s`: the load generator shares the
+//!   cores). It writes `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
 //!   binary instead of building (to interleave points with another system's runs).
 //!   `--tls off|on|both` (issue 16): with `on`, the nodes and `alpo bench` use TLS with client
 //!   certificates (made once per run in a temporary directory; the lines say backend
@@ -299,19 +300,33 @@ fn wait_for_leader(alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<u64> {
 fn cpu_ticks(pids: &[Option<u32>]) -> anyhow::Result<u64> {
     let mut ticks = 0;
     for pid in pids.iter().flatten() {
-        let path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        for index in [11, 12] {
-            let field = fields
-                .get(index)
-                .with_context(|| format!("{path}: too few fields"))?;
-            ticks += field
-                .parse::<u64>()
-                .with_context(|| format!("{path}: field {index}"))?;
-        }
+        // utime and stime.
+        ticks += stat_ticks(&format!("/proc/{pid}/stat"), [11, 12])?;
+    }
+    Ok(ticks)
+}
+
+/// CPU ticks of this process's children that it has waited for (cutime + cstime): read
+/// before and after `alpo bench` runs, the difference is the load generator's CPU (the
+/// nodes are waited for only after the point).
+fn waited_children_ticks() -> anyhow::Result<u64> {
+    stat_ticks("/proc/self/stat", [13, 14])
+}
+
+/// The sum of the given fields of a `/proc/…/stat` file, counted after the command name.
+fn stat_ticks(path: &str, indices: [usize; 2]) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut ticks = 0;
+    for index in indices {
+        let field = fields
+            .get(index)
+            .with_context(|| format!("{path}: too few fields"))?;
+        ticks += field
+            .parse::<u64>()
+            .with_context(|| format!("{path}: field {index}"))?;
     }
     Ok(ticks)
 }
@@ -341,6 +356,7 @@ fn run_point(
     let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, flags, certs)?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
     let ticks_before = cpu_ticks(&cluster.pids())?;
+    let bench_ticks_before = waited_children_ticks()?;
     let output = Command::new(alpo)
         .args(["bench", "--json", "--cluster-id", CLUSTER_ID])
         .args(["--endpoints", &cluster.endpoints])
@@ -356,6 +372,7 @@ fn run_point(
         .output()
         .context("running alpo bench")?;
     let ticks_after = cpu_ticks(&cluster.pids())?;
+    let bench_ticks = waited_children_ticks()?.saturating_sub(bench_ticks_before);
     let commit_after = leader_commit(alpo, &cluster)?.unwrap_or(commit_before);
     if !output.status.success() {
         bail!(
@@ -380,6 +397,10 @@ fn run_point(
             Value::from(round1(cpu_s * 1e6 / to_f64(writes.max(1)))),
         ),
         ("load_avg_1m", Value::from(load_average())),
+        (
+            "bench_cpu_s",
+            Value::from(to_f64(bench_ticks) / to_f64(clock_ticks_per_second())),
+        ),
     ];
     if let Value::Object(fields) = &mut line {
         for (key, value) in extra {
