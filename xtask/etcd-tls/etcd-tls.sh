@@ -87,6 +87,10 @@ certs() {
 
 loadgen() {
   if [ -x "$LOADGEN" ] && [ "$LOADGEN" -nt "$here/loadgen-tls.patch" ]; then return 0; fi
+  if [ ! -d "$KIT/loadgen/src" ]; then
+    echo "the etcd reference kit's loadgen is not in $KIT/loadgen; set ETCD_BENCH" >&2
+    exit 1
+  fi
   mkdir -p "$BUILD"
   rm -rf "$BUILD/src"
   cp -r "$KIT/loadgen/src" "$KIT/loadgen/Cargo.toml" "$KIT/loadgen/Cargo.lock" "$BUILD/"

@@ -7,8 +7,9 @@
 //!   runs `alpo bench --json` against it, and adds the CPU seconds the node processes used
 //!   (utime + stime from `/proc/PID/stat`) per committed write, and those `alpo bench` used
 //!   (`bench_cpu_s`, as the etcd sweep's `loadgen_cpu_s`: the load generator shares the
-//!   cores). It writes `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
-//!   binary instead of building (to interleave points with another system's runs).
+//!   cores). It writes `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH`
+//!   uses a prebuilt binary instead of building (to interleave points with another system's
+//!   runs).
 //!   `--tls off|on|both` (issue 16): with `on`, the nodes and `alpo bench` use TLS with client
 //!   certificates (made once per run in a temporary directory; the lines say backend
 //!   `alpo+tls`); `both` runs each point without and then with TLS, interleaved, so the two are
