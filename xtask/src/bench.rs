@@ -5,9 +5,11 @@
 //!   builds the release `alpo`, and for each repetition and client count starts a fresh cluster
 //!   of `alpo node` processes (free loopback ports, a fresh data directory), waits for a leader,
 //!   runs `alpo bench --json` against it, and adds the CPU seconds the node processes used
-//!   (utime + stime from `/proc/PID/stat`) per committed write. It writes
-//!   `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH` uses a prebuilt
-//!   binary instead of building (to interleave points with another system's runs).
+//!   (utime + stime from `/proc/PID/stat`) per committed write, and those `alpo bench` used
+//!   (`bench_cpu_s`, as the etcd sweep's `loadgen_cpu_s`: the load generator shares the
+//!   cores). It writes `DIR/bench-<unix seconds>.jsonl`, then the report below. `--alpo PATH`
+//!   uses a prebuilt binary instead of building (to interleave points with another system's
+//!   runs).
 //!   `--tls off|on|both` (issue 16): with `on`, the nodes and `alpo bench` use TLS with client
 //!   certificates (made once per run in a temporary directory; the lines say backend
 //!   `alpo+tls`); `both` runs each point without and then with TLS, interleaved, so the two are
@@ -23,6 +25,8 @@
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
+//!   Ratios are against `etcd` lines; a TLS line (`alpo+tls`) is compared with `etcd+tls` lines
+//!   (etcd with TLS on both ports, from `xtask/etcd-tls/etcd-tls.sh sweep`) where there are any.
 //!
 //! Invariants: every node process started is killed and waited for, and its data directory
 //! removed, before the next point starts (also when the point fails); CPU is sampled from just
@@ -297,19 +301,33 @@ fn wait_for_leader(alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<u64> {
 fn cpu_ticks(pids: &[Option<u32>]) -> anyhow::Result<u64> {
     let mut ticks = 0;
     for pid in pids.iter().flatten() {
-        let path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        for index in [11, 12] {
-            let field = fields
-                .get(index)
-                .with_context(|| format!("{path}: too few fields"))?;
-            ticks += field
-                .parse::<u64>()
-                .with_context(|| format!("{path}: field {index}"))?;
-        }
+        // utime and stime.
+        ticks += stat_ticks(&format!("/proc/{pid}/stat"), [11, 12])?;
+    }
+    Ok(ticks)
+}
+
+/// CPU ticks of this process's children that it has waited for (cutime + cstime): read
+/// before and after `alpo bench` runs, the difference is the load generator's CPU (the
+/// nodes are waited for only after the point).
+fn waited_children_ticks() -> anyhow::Result<u64> {
+    stat_ticks("/proc/self/stat", [13, 14])
+}
+
+/// The sum of the given fields of a `/proc/…/stat` file, counted after the command name.
+fn stat_ticks(path: &str, indices: [usize; 2]) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut ticks = 0;
+    for index in indices {
+        let field = fields
+            .get(index)
+            .with_context(|| format!("{path}: too few fields"))?;
+        ticks += field
+            .parse::<u64>()
+            .with_context(|| format!("{path}: field {index}"))?;
     }
     Ok(ticks)
 }
@@ -339,6 +357,7 @@ fn run_point(
     let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, flags, certs)?;
     let commit_before = wait_for_leader(alpo, &cluster)?;
     let ticks_before = cpu_ticks(&cluster.pids())?;
+    let bench_ticks_before = waited_children_ticks()?;
     let output = Command::new(alpo)
         .args(["bench", "--json", "--cluster-id", CLUSTER_ID])
         .args(["--endpoints", &cluster.endpoints])
@@ -354,6 +373,7 @@ fn run_point(
         .output()
         .context("running alpo bench")?;
     let ticks_after = cpu_ticks(&cluster.pids())?;
+    let bench_ticks = waited_children_ticks()?.saturating_sub(bench_ticks_before);
     let commit_after = leader_commit(alpo, &cluster)?.unwrap_or(commit_before);
     if !output.status.success() {
         bail!(
@@ -378,6 +398,10 @@ fn run_point(
             Value::from(round1(cpu_s * 1e6 / to_f64(writes.max(1)))),
         ),
         ("load_avg_1m", Value::from(load_average())),
+        (
+            "bench_cpu_s",
+            Value::from(to_f64(bench_ticks) / to_f64(clock_ticks_per_second())),
+        ),
     ];
     if let Value::Object(fields) = &mut line {
         for (key, value) in extra {
@@ -477,6 +501,18 @@ fn summarize(lines: &[Value]) -> BTreeMap<(String, u64), Row> {
         .collect()
 }
 
+/// The etcd line a backend's ratios are against: `etcd+tls` for a TLS backend (issue 16: the
+/// reference kit's etcd with TLS on both ports, `xtask/etcd-tls/etcd-tls.sh sweep`) when such a
+/// line exists at that client count, else plain `etcd`.
+fn reference_backend(backend: &str, clients: u64, rows: &BTreeMap<(String, u64), Row>) -> String {
+    let tls = "etcd+tls".to_string();
+    if backend.contains("+tls") && rows.contains_key(&(tls.clone(), clients)) {
+        tls
+    } else {
+        "etcd".to_string()
+    }
+}
+
 fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
     let mut out = String::from(
         "| backend | clients | runs | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | \
@@ -484,9 +520,9 @@ fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for ((backend, clients), row) in rows {
-        let etcd = rows.get(&("etcd".to_string(), *clients));
+        let etcd = rows.get(&(reference_backend(backend, *clients, rows), *clients));
         let ratio = |f: fn(&Row) -> f64| {
-            etcd.filter(|_| backend != "etcd")
+            etcd.filter(|_| !backend.starts_with("etcd"))
                 .map_or_else(|| "".to_string(), |e| format!("{:.2}×", f(row) / f(e)))
         };
         let cpu = row
@@ -754,5 +790,36 @@ mod tests {
         let table = markdown(&rows);
         assert!(table.contains("| 4.00× | 0.50× |"), "{table}");
         assert_eq!(median(vec![1.0, 4.0]), 2.5);
+    }
+
+    #[test]
+    fn tls_lines_are_compared_with_etcd_with_tls() {
+        let line = |backend: &str, throughput: f64| -> Value {
+            serde_json::json!({
+                "backend": backend, "clients": 64, "throughput_ops_s": throughput,
+                "p50_us": 10, "p99_us": 40, "errors": 0,
+            })
+        };
+        let lines = [
+            line("alpo", 600.0),
+            line("alpo+tls", 500.0),
+            line("etcd", 100.0),
+            line("etcd+tls", 50.0),
+        ];
+        let table = markdown(&summarize(&lines));
+        let row = |backend: &str| {
+            let start = format!("| {backend} | 64 |");
+            table
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap()
+                .to_string()
+        };
+        assert!(row("alpo").contains("| 6.00× |"), "{table}");
+        assert!(row("alpo+tls").contains("| 10.00× |"), "{table}");
+        assert!(row("etcd+tls").ends_with("|  |  |"), "{table}");
+        // Without an etcd+tls line, a TLS line falls back to plain etcd.
+        let table = markdown(&summarize(&lines[..3]));
+        assert!(table.contains("| 5.00× |"), "{table}");
     }
 }
