@@ -8,8 +8,8 @@
 //! report; the hand-driven test `f9_with_the_ceiling_unreadable_too_the_server_never_votes`
 //! covers it).
 //!
-//! Invariant: every draw comes from `disk_fault_rng`, a stream of its own, so with the profile off a
-//! seed runs exactly as before it existed.
+//! Invariant: every draw comes from `disk_fault_rng`, a stream of its own, so with the profile
+//! off a seed runs exactly as before it existed.
 
 use super::Simulation;
 
