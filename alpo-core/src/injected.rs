@@ -31,12 +31,16 @@ pub enum InjectedBug {
     /// A leader appends a `Config` entry before it has committed an entry of its term (breaks
     /// M3, the 2015 fix; scenario S11 loses a committed entry).
     ConfigChangeBeforeTermCommit,
+    /// A server that lost its hard state votes and stands as if it were fresh, ignoring its
+    /// vote fence (breaks F9: it may grant a second vote in a term it voted in before the loss;
+    /// the vote ledger, property 15, must catch it).
+    IgnoreVoteFence,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 8] = [
+    pub const ALL: [InjectedBug; 9] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
@@ -45,6 +49,7 @@ impl InjectedBug {
         InjectedBug::NeverEvictCache,
         InjectedBug::ReadWithoutRound,
         InjectedBug::ConfigChangeBeforeTermCommit,
+        InjectedBug::IgnoreVoteFence,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -59,6 +64,7 @@ impl InjectedBug {
             InjectedBug::NeverEvictCache => 6,
             InjectedBug::ReadWithoutRound => 7,
             InjectedBug::ConfigChangeBeforeTermCommit => 8,
+            InjectedBug::IgnoreVoteFence => 9,
         }
     }
 

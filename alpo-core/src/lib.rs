@@ -41,7 +41,9 @@
 //!     let mut written: Option<LogPosition> = None;
 //!     for output in node.take_outputs() {
 //!         match output {
-//!             Output::SaveHardState(_) | Output::TruncateLog { .. } => {}
+//!             Output::SaveHardState(_)
+//!             | Output::SaveTermCeiling { .. }
+//!             | Output::TruncateLog { .. } => {}
 //!             Output::AppendLog { entries } => {
 //!                 written = entries.last().map(|entry| entry.position());
 //!             }
@@ -134,6 +136,8 @@ pub mod testkit;
 pub mod trace;
 pub mod types;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod log_read_tests;
 #[cfg(test)]

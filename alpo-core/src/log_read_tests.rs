@@ -46,6 +46,7 @@ fn follower_without_tail() -> Node {
             configs: Vec::new(),
         },
         incarnation: Incarnation(1),
+        ..Persisted::default()
     };
     Node::new(cacheless(NodeId(2), ids()), persisted, Instant(0)).unwrap()
 }

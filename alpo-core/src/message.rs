@@ -84,6 +84,9 @@ pub enum VoteReason {
     /// The receiver is not a voter of its configuration, and the candidate's log is no more
     /// complete than its own, so the candidate cannot count it either (rule M7).
     NotVoter = 6,
+    /// The voter lost its hard state and the request's term is below its vote fence: it may
+    /// have voted in that term already (rule F9).
+    Abstaining = 7,
 }
 
 /// The answer to a `VoteRequest`.

@@ -29,8 +29,10 @@ mod read;
 mod replication;
 mod snapshot;
 mod transfer;
+mod vote_fence;
 
 pub use read::{ReadError, ReadId, ReadMode};
+pub use vote_fence::TERM_CEILING_STEP;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -141,6 +143,8 @@ pub struct Node {
     catch_up: Option<members::CatchUp>,
     /// Leader: the leadership transfer in progress (rules T1–T5), if any.
     transfer: Option<transfer::Transfer>,
+    /// The term ceiling and the vote fence (rules F8, F9).
+    fences: vote_fence::Fences,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// Election events so far (`Node::counters`).
@@ -192,6 +196,7 @@ impl Node {
     pub fn new(config: Config, persisted: Persisted, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
         let mut membership = members::load_membership(&config.members, &persisted)?;
+        let (hard_state, fences) = vote_fence::startup_fences(&persisted);
         let loaded = Log::load(
             persisted.snapshot,
             persisted.log,
@@ -202,7 +207,7 @@ impl Node {
             problem: error.0,
         })?;
         let log = loaded.log;
-        let hard_state = election::startup_hard_state(persisted.hard_state, &log);
+        let hard_state = election::startup_hard_state(hard_state, &log);
         // S8: the snapshot's entries are applied (its state restored) and committed.
         let snapshot_index = persisted
             .snapshot
@@ -246,12 +251,14 @@ impl Node {
             membership,
             catch_up: None,
             transfer: None,
+            fences,
             outputs,
             recorder: None,
             counters: Counters::default(),
             #[cfg(feature = "sim")]
             injected_bug: None,
         };
+        node.raise_ceiling_at_start();
         node.reset_passive_timer(now);
         node.evict_cache();
         node.invariants();
@@ -605,6 +612,7 @@ impl Node {
             "invariant: no log entry from a future term"
         );
         self.snapshot_invariants();
+        self.fence_invariants();
         let leader_state = self.transfer.is_some() || self.catch_up.is_some();
         assert!(
             self.role == Role::Leader || (self.progress.is_empty() && !leader_state),
@@ -704,7 +712,11 @@ impl Node {
 
     /// Queues a `SaveHardState` of the current hard state; a directly preceding one is replaced,
     /// since the newer state supersedes it and nothing was ordered between them.
+    /// Below the vote fence nothing is saved (rule F9, `vote_fence`).
     fn save_hard_state(&mut self) {
+        if !self.hard_state_savable() {
+            return;
+        }
         if let Some(Output::SaveHardState(_)) = self.outputs.last() {
             self.outputs.pop();
         }

@@ -7,6 +7,7 @@
 //! 1. [`Output::SaveHardState`] is synchronous: the term and vote must be durable (file written,
 //!    fsync'd, renamed, directory fsync'd) **before** any later output in the list is performed.
 //!    This is what makes a vote, or a VoteRequest of a new term, safe to send (rules E3, E4, E6).
+//!    [`Output::SaveTermCeiling`] is synchronous in the same way (rule F8).
 //! 2. [`Output::TruncateLog`] and [`Output::AppendLog`] go, in list order, to the log writer.
 //!    They may become durable later (group commit); the driver then reports the durable end of the
 //!    log with `Node::on_persisted`. Later outputs need **not** wait for them: the core never emits
@@ -56,7 +57,7 @@ use bytes::Bytes;
 use crate::log_read::LogReadId;
 use crate::membership::{ConfigChange, ConfigChangeError, Configuration};
 use crate::node::{Proposal, ReadError, ReadId};
-use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta};
+use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta, Term};
 
 /// One thing for the driver to do. See the module documentation for the ordering contract.
 ///
@@ -68,6 +69,14 @@ use crate::types::{Entry, HardState, LogIndex, LogPosition, NodeId, SnapshotMeta
 pub enum Output {
     /// Make this hard state durable before performing any later output.
     SaveHardState(HardState),
+    /// Rule F8: make this term ceiling durable, in its own file (not the hard state's), before
+    /// performing any later output. It comes before the vote or candidacy it allows; a restart
+    /// that finds no valid hard state hands it back in `Persisted::term_ceiling`.
+    SaveTermCeiling {
+        /// Every term this server votes or stands in until the next `SaveTermCeiling` is
+        /// below this one.
+        ceiling: Term,
+    },
     /// Remove every log entry at index `from` or above (a new leader overwrote them, rule R4).
     /// Never below the commit index, except after an installed snapshot covers them (rule S7).
     TruncateLog {

@@ -286,6 +286,7 @@ fn q3a_with_leases_on_a_started_server_refuses_votes_for_the_shortest_passive_ti
         snapshot: None,
         log: crate::types::PersistedLog::default(),
         incarnation: Incarnation(1),
+        ..Persisted::default()
     };
     let request = Message {
         from: NodeId(2),

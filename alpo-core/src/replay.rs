@@ -341,7 +341,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 3"
+            "corrupt trace at byte 8: trace version 9, expected 4"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

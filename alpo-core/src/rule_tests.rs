@@ -53,6 +53,7 @@ fn node_with(config: Config, term: u64, entries: Vec<Entry>) -> Node {
         snapshot: None,
         log: crate::types::PersistedLog::from_entries(entries),
         incarnation: Incarnation(1),
+        ..Persisted::default()
     };
     Node::new(config, persisted, Instant(0)).unwrap()
 }
@@ -226,6 +227,10 @@ fn e3_candidacy_saves_term_and_vote_before_asking() {
     assert_eq!(
         node.take_outputs(),
         vec![
+            // F8: the term ceiling (0 on this fresh disk) goes past term 3 first.
+            Output::SaveTermCeiling {
+                ceiling: Term(3 + crate::node::TERM_CEILING_STEP)
+            },
             save(3, Some(1)),
             send(1, 2, 3, vote_request(2, 2, false)),
             send(1, 3, 3, vote_request(2, 2, false)),
@@ -244,6 +249,9 @@ fn e4_one_vote_per_term_for_a_complete_log() {
     assert_eq!(
         voter.take_outputs(),
         vec![
+            Output::SaveTermCeiling {
+                ceiling: Term(2 + crate::node::TERM_CEILING_STEP)
+            },
             save(2, Some(1)),
             send(2, 1, 2, vote_reply(VoteReason::Granted, None, false))
         ]
@@ -1061,6 +1069,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/read.rs"),
         include_str!("node/members.rs"),
         include_str!("node/transfer.rs"),
+        include_str!("node/vote_fence.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
@@ -1070,6 +1079,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("log_read_tests.rs"),
         include_str!("read_tests.rs"),
         include_str!("membership_tests.rs"),
+        include_str!("fault_tests.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/protocol.md");

@@ -47,6 +47,7 @@ fn follower(term: u64, snapshot: Option<SnapshotMeta>, log: Vec<Entry>) -> Node 
         snapshot,
         log: crate::types::PersistedLog::from_entries(log),
         incarnation: Incarnation(1),
+        ..Persisted::default()
     };
     Node::new(snapshot_config(NodeId(2), ids()), persisted, Instant(0)).unwrap()
 }

@@ -81,6 +81,11 @@ pub struct Disk {
     pub snapshot: Option<(SnapshotMeta, Bytes)>,
     /// A snapshot file being received (lost on a crash): its meta and the bytes so far.
     pub partial: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The durable term ceiling (rule F8), kept apart from the hard state.
+    pub term_ceiling: Term,
+    /// Both hard-state copies are damaged (rule F9): set by a test between a crash and a
+    /// start; cleared by the next `SaveHardState`.
+    pub hard_state_lost: bool,
 }
 
 /// A hand-driven cluster.
@@ -199,7 +204,11 @@ pub fn decode_image(mut bytes: &[u8]) -> Option<Vec<Entry>> {
 impl Disk {
     fn perform(&mut self, output: &Output) {
         match output {
-            Output::SaveHardState(hard_state) => self.hard_state = *hard_state,
+            Output::SaveHardState(hard_state) => {
+                self.hard_state = *hard_state;
+                self.hard_state_lost = false;
+            }
+            Output::SaveTermCeiling { ceiling } => self.term_ceiling = *ceiling,
             Output::TruncateLog { from } => {
                 self.log.retain(|entry| entry.index < *from);
                 self.synced = self.synced.min(self.log.len());
@@ -342,6 +351,8 @@ impl Cluster {
             snapshot: disk.snapshot.as_ref().map(|(meta, _)| *meta),
             log: PersistedLog::from_entries(disk.log.clone()),
             incarnation: disk.incarnation,
+            term_ceiling: disk.term_ceiling,
+            hard_state_lost: disk.hard_state_lost,
         };
         // S8: the state machine starts from the newest snapshot's image.
         let restored = disk

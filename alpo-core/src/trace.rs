@@ -45,6 +45,8 @@
 //! and the `read_index` record (rules Q1–Q3); and the membership and transfer records,
 //! TimeoutNow, VoteRequest's `transfer` flag and the snapshot meta's configuration (rules
 //! M1–M11, T1–T5), all in this one version.
+//! Version 4 (issue 13) ends the persisted state with the term ceiling (`u64`) and the
+//! hard-state-lost flag (`u8`), and adds vote reason 7 `Abstaining` (rules F8, F9).
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
@@ -72,7 +74,7 @@ use crate::types::{
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 3;
+pub const TRACE_VERSION: u16 = 4;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -566,6 +568,8 @@ impl Writer {
         self.u64(persisted.log.last.0);
         self.entries(&persisted.log.tail);
         self.entries(&persisted.log.configs);
+        self.u64(persisted.term_ceiling.0);
+        self.bool(persisted.hard_state_lost);
     }
 
     fn entries(&mut self, entries: &[Entry]) {
@@ -836,6 +840,8 @@ impl<'a> Reader<'a> {
         let last = LogIndex(self.u64()?);
         let tail = self.entries()?;
         let configs = self.entries()?;
+        let term_ceiling = Term(self.u64()?);
+        let hard_state_lost = self.bool()?;
         Ok(Persisted {
             hard_state: HardState {
                 current_term,
@@ -849,6 +855,8 @@ impl<'a> Reader<'a> {
                 configs,
             },
             incarnation,
+            term_ceiling,
+            hard_state_lost,
         })
     }
 
@@ -978,6 +986,7 @@ impl<'a> Reader<'a> {
             4 => VoteReason::StaleTerm,
             5 => VoteReason::LeaderAlive,
             6 => VoteReason::NotVoter,
+            7 => VoteReason::Abstaining,
             other => return Err(self.error(at, &format!("vote reason {other}"))),
         };
         let voter_rank = if self.bool()? {

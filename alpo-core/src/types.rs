@@ -145,6 +145,12 @@ impl Term {
     pub fn next(self) -> Term {
         Term(self.0 + 1)
     }
+
+    /// The term before this one, saturating at 0.
+    #[must_use]
+    pub fn prev(self) -> Term {
+        Term(self.0.saturating_sub(1))
+    }
 }
 
 impl LogIndex {
@@ -340,5 +346,16 @@ pub struct Persisted {
     /// with a `TruncateLog` at start).
     pub log: PersistedLog,
     /// This start's incarnation: one more than the last start's, made durable by the driver.
+    /// After a hard-state loss (`hard_state_lost`) the driver cannot know the last one: it
+    /// picks one above any used before (rule F9; e.g. wall-clock nanoseconds).
     pub incarnation: Incarnation,
+    /// Rule F8: the durable term ceiling, from its own file (not the hard state's): every term
+    /// this server voted or stood in is below it. `Term(0)` when never written (a fresh disk).
+    pub term_ceiling: Term,
+    /// Rule F9: neither copy of the hard state was valid at start (`hard_state` is then
+    /// ignored). The server starts at the last log term with no vote and grants no vote or
+    /// pre-vote, and does not stand, in a term below `term_ceiling`; a driver whose ceiling
+    /// file is unreadable too (or missing on a disk that holds a log) passes `Term(u64::MAX)`,
+    /// and the server never votes again (replace it under a new id, M8, M11).
+    pub hard_state_lost: bool,
 }

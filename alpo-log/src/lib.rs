@@ -44,6 +44,7 @@ mod recovery;
 mod segment;
 mod snapshot;
 mod spare;
+mod term_ceiling;
 mod view;
 
 pub use crate::error::{Corruption, Error};
@@ -57,4 +58,5 @@ pub use crate::snapshot::{
     SnapshotMeta, SnapshotOptions, SnapshotReceiver, SnapshotScan, SnapshotSituation,
     SnapshotStore, SnapshotWriter, compaction_bound, scan_snapshots, verify_snapshot_file,
 };
+pub use crate::term_ceiling::{TERM_CEILING_FILE_NAME, TermCeiling};
 pub use crate::view::LogView;

@@ -259,6 +259,7 @@ fn decode_vote_reply(reader: &mut BodyReader) -> Result<VoteReply, Rejection> {
         4 => VoteReason::StaleTerm,
         5 => VoteReason::LeaderAlive,
         6 => VoteReason::NotVoter,
+        7 => VoteReason::Abstaining,
         _ => return Err(reader.malformed_before(1, "unknown vote reason")),
     };
     let flags = reader.u8("body ends inside the flags")?;

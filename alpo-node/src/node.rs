@@ -388,6 +388,10 @@ impl HardStateStore for FileHardState {
         };
         Ok(stored.store(&self.dir)?)
     }
+
+    fn save_term_ceiling(&mut self, ceiling: Term) -> Result<(), Error> {
+        Ok(alpo_log::TermCeiling(ceiling.0).store(&self.dir)?)
+    }
 }
 
 /// Steps 1–4 of the start-up sequence.
@@ -428,6 +432,10 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
             what: format!("the incarnation in {} is at its maximum", dir.display()),
         })?;
     stored.store(dir)?;
+    // F8: the ceiling of a disk written before it existed is 0; the core raises it before
+    // its next vote. (A damaged ceiling file refuses the start, as a damaged hard state does:
+    // starting without voting rights, rule F9, comes with the node's part of issue 13.)
+    let term_ceiling = alpo_log::TermCeiling::load(dir)?.map_or(Term(0), |ceiling| Term(ceiling.0));
     let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
     let persisted = Persisted {
         hard_state: HardState {
@@ -437,6 +445,8 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
         snapshot,
         log: persisted_log(&log, snapshot.map_or(0, |meta| meta.last.index.0))?,
         incarnation: Incarnation(stored.incarnation),
+        term_ceiling,
+        hard_state_lost: false,
     };
     let hard_state = FileHardState {
         dir: dir.to_path_buf(),

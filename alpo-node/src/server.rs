@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 
 use alpo_core::{
     HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node, NodeId, Output,
-    Persisted, ProposeError, ReadError, ReadId, Role,
+    Persisted, ProposeError, ReadError, ReadId, Role, Term,
 };
 
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
@@ -65,9 +65,11 @@ use crate::state_machine::StateMachine;
 use crate::storage::{self, LogStore, StorageHandle, StorageOp};
 use crate::wire::{DecodeError, DecodeProblem};
 
-/// Makes term and vote durable (file written, synced, renamed, directory synced).
+/// Makes term and vote durable (file written, synced, renamed, directory synced), and the term
+/// ceiling (rule F8) in a file of its own, the same way.
 pub(crate) trait HardStateStore: Send + 'static {
     fn save(&mut self, state: HardState) -> Result<(), Error>;
+    fn save_term_ceiling(&mut self, ceiling: Term) -> Result<(), Error>;
 }
 
 /// Sends a message to a peer without blocking (the transport queues or drops it).
@@ -582,6 +584,9 @@ impl EventLoop {
         for output in self.node.take_outputs() {
             match output {
                 Output::SaveHardState(state) => self.hard_state.save(state)?,
+                Output::SaveTermCeiling { ceiling } => {
+                    self.hard_state.save_term_ceiling(ceiling)?;
+                }
                 // Rule S7 step 1: the log does not hold the snapshot's last entry, so all of it
                 // goes (including entries below the core's first retained index).
                 Output::TruncateLog { from } if from <= self.newest_snapshot.index => {
@@ -1051,6 +1056,10 @@ mod tests {
 
     impl HardStateStore for MemoryHardState {
         fn save(&mut self, _state: HardState) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn save_term_ceiling(&mut self, _ceiling: Term) -> Result<(), Error> {
             Ok(())
         }
     }

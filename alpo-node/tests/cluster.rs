@@ -255,6 +255,45 @@ fn a_node_whose_hard_state_is_lost_refuses_to_start() {
     }
 }
 
+/// Rule F8 end to end: every node that voted wrote a term ceiling above its vote's term, in a
+/// file of its own; a damaged ceiling refuses the start, naming the file.
+#[test]
+fn every_node_that_voted_keeps_a_term_ceiling_above_it() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_for_leader();
+    cluster.client().append("x").unwrap();
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    let mut voters = 0;
+    for config in &cluster.configs {
+        let dir = &config.data_dir;
+        let hard_state = alpo_log::HardState::load(dir).unwrap().unwrap();
+        let ceiling = alpo_log::TermCeiling::load(dir).unwrap();
+        if hard_state.voted_for.is_some() {
+            voters += 1;
+            let ceiling = ceiling.expect("a node that voted wrote a ceiling").0;
+            assert!(
+                ceiling > hard_state.current_term,
+                "{ceiling} {hard_state:?}"
+            );
+        }
+    }
+    assert!(voters >= 2, "a leader was elected by a majority of votes");
+    let dir = cluster.configs[0].data_dir.clone();
+    let path = dir.join(alpo_log::TERM_CEILING_FILE_NAME);
+    if path.exists() {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[16] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let Err(error) = Server::start(cluster.configs[0].clone(), KvStateMachine::new()) else {
+            panic!("a node with a damaged term ceiling must not start (yet)");
+        };
+        let message = error.to_string();
+        assert!(message.contains("term_ceiling"), "{message}");
+    }
+}
+
 #[test]
 fn a_follower_redirects_clients_to_the_leader() {
     let cluster = Cluster::start(3);

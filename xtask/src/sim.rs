@@ -2,7 +2,8 @@
 //!
 //! `cargo xtask sim --seeds N [--start S] [--seed S] [--nodes K] [--deferral on|off]
 //! [--fault-ms MS] [--profile Standard|LeaderChurn|HoldAcrossTerms] [--snapshots on|off]
-//! [--drift-beyond-lease on|off] [--membership on|off] [--inject BUG] [--jobs J] [--log]`
+//! [--drift-beyond-lease on|off] [--membership on|off] [--disk-faults on|off] [--inject BUG]
+//! [--jobs J] [--log]`
 //!
 //! `--snapshots on` runs the snapshot profile (`SimOptions::snapshots`: snapshots every few
 //! entries, compaction, installs in small chunks); it is off by default, so the seeds of the
@@ -11,6 +12,8 @@
 //! `read_linearizability` is expected to fire there, and only there. `--membership on` runs
 //! the membership profile (`SimOptions::membership`, issue 12: random membership changes and
 //! leadership transfers at the leader, and the configuration checker), off by default likewise.
+//! `--disk-faults on` runs the storage-fault profile (`SimOptions::disk_faults`, issue 13:
+//! hard-state copies rot at crashes and at rest, rules F8 and F9), off by default likewise.
 //!
 //! Runs seeds `S .. S + N` (or the one `--seed`) on `J` threads (default: every core), prints
 //! each failure with its replay command, then one summary line
@@ -85,6 +88,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--snapshots" => o.snapshots = on_off(flag, value)?,
             "--drift-beyond-lease" => o.drift_beyond_lease = on_off(flag, value)?,
             "--membership" => o.membership = on_off(flag, value)?,
+            "--disk-faults" => o.disk_faults = on_off(flag, value)?,
             other => bail!("unknown flag {other:?} (see the doc of xtask/src/sim.rs)"),
         }
     }

@@ -68,6 +68,11 @@ impl Node {
             self.reset_passive_timer(now);
             return;
         }
+        if !self.step_over_fence() {
+            self.campaign = None;
+            self.reset_passive_timer(now);
+            return;
+        }
         if self.campaign.is_none() {
             hit!(e1_passive_timeout_starts_election);
         }
@@ -120,6 +125,9 @@ impl Node {
 
     /// Rule T4: the target of a transfer stands at once, without pre-vote or deferral.
     pub(super) fn start_candidacy_for_transfer(&mut self, now: Instant) {
+        if !self.step_over_fence() {
+            return;
+        }
         self.timers.deferred_until = now;
         self.start_candidacy(now, true);
     }
@@ -130,6 +138,8 @@ impl Node {
         hit!(e3_candidacy_started);
         self.counters.elections_started += 1;
         let term = self.hard_state.current_term.next();
+        debug_assert!(!self.fenced(term), "F9: a candidacy below the vote fence");
+        self.raise_ceiling_for(term);
         self.hard_state = HardState {
             current_term: term,
             voted_for: Some(self.config.id),
@@ -308,6 +318,11 @@ impl Node {
             self.reply_vote(from, term, VoteReason::NotVoter, false);
             return;
         }
+        if self.fenced(term) {
+            hit!(f9_fenced_server_abstains);
+            self.reply_vote(from, self.abstain_term(term), VoteReason::Abstaining, false);
+            return;
+        }
         let complete = self.candidate_log_is_complete(request);
         let voted = self.hard_state.voted_for;
         let may_vote =
@@ -328,6 +343,7 @@ impl Node {
             self.reset_passive_timer(now);
         }
         if reason == VoteReason::Granted && voted != Some(from) {
+            self.raise_ceiling_for(term);
             self.hard_state.voted_for = Some(from);
             self.save_hard_state();
         }
@@ -355,6 +371,11 @@ impl Node {
         self.defer_to_higher_rank(now, from, term, request);
         if self.not_a_voter_for(request) {
             self.reply_vote(from, term, VoteReason::NotVoter, true);
+            return;
+        }
+        if self.fenced(term) {
+            hit!(f9_fenced_server_abstains_from_pre_vote);
+            self.reply_vote(from, self.abstain_term(term), VoteReason::Abstaining, true);
             return;
         }
         let voted = self.hard_state.voted_for;
@@ -455,6 +476,13 @@ impl Node {
             // Our pre-vote asked about a term the voter has passed: join its term, as a real
             // message would make us (a pre-vote changes the *voter's* state never).
             hit!(e2_stale_pre_candidate_learns_term);
+            self.adopt_term(now, term);
+            return;
+        }
+        if reply.pre_vote && reply.reason == VoteReason::Abstaining && term > current {
+            // F9: the voter's fence (the reply's term) is the first term it may vote in; with
+            // pre-vote on, a majority of fenced voters would otherwise never see a term rise.
+            hit!(f9_abstaining_reply_raises_term);
             self.adopt_term(now, term);
             return;
         }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::types::{Entry, HardState, LogIndex, LogPosition, SnapshotMeta};
+use crate::types::{Entry, HardState, LogIndex, LogPosition, SnapshotMeta, Term};
 
 /// A simulated disk.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +39,20 @@ pub struct Disk {
     partial: Option<(SnapshotMeta, Vec<u8>)>,
     logical: Vec<Entry>,
     logical_durable: Vec<Entry>,
+    hard_state_faults: HardStateFaults,
+}
+
+/// Rules F8, F9: the hard state is kept as two copies (A and B, written together, each
+/// replaced atomically) and a term ceiling in a third file; the storage-fault profile damages
+/// them at rest. `hard_state` above is what both copies hold when valid.
+#[derive(Clone, Copy, Debug, Default)]
+struct HardStateFaults {
+    /// Copy A and copy B fail their checksum.
+    copy_bad: [bool; 2],
+    /// The durable term ceiling (F8).
+    term_ceiling: Term,
+    /// The ceiling file fails its checksum.
+    ceiling_bad: bool,
 }
 
 /// A durable snapshot file: its meta, its bytes, and (for the checkers only) the log entries
@@ -126,9 +140,41 @@ impl Disk {
             .unwrap_or_default()
     }
 
-    /// Writes the hard state durably, at once (output.rs rule 1).
+    /// Writes the hard state durably, at once (output.rs rule 1): both copies (F8).
     pub fn save_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
+        self.hard_state_faults.copy_bad = [false; 2];
+    }
+
+    /// Writes the term ceiling durably, at once (rule F8).
+    pub fn save_term_ceiling(&mut self, ceiling: Term) {
+        self.hard_state_faults.term_ceiling = ceiling;
+        self.hard_state_faults.ceiling_bad = false;
+    }
+
+    /// Rots hard-state copy `copy` (0 for A, 1 for B) at rest (rule F8).
+    pub fn damage_hard_state_copy(&mut self, copy: usize) {
+        self.hard_state_faults.copy_bad[copy % 2] = true;
+    }
+
+    /// Rots the term-ceiling file at rest (rule F9's "ceiling unreadable").
+    pub fn damage_term_ceiling(&mut self) {
+        self.hard_state_faults.ceiling_bad = true;
+    }
+
+    /// What a start loads (rules F8, F9): the hard state from a valid copy (both hold the same
+    /// state: they are written together), or `None` when neither copy is valid; and the term
+    /// ceiling, `u64::MAX` when its file is unreadable.
+    #[must_use]
+    pub fn load_hard_state(&self) -> (Option<HardState>, Term) {
+        let faults = self.hard_state_faults;
+        let hard_state = (!faults.copy_bad[0] || !faults.copy_bad[1]).then_some(self.hard_state);
+        let ceiling = if faults.ceiling_bad {
+            Term(u64::MAX)
+        } else {
+            faults.term_ceiling
+        };
+        (hard_state, ceiling)
     }
 
     /// Removes entries at `from` and above from the log, unsynced. Logically, the snapshot's
@@ -307,7 +353,7 @@ fn covered_then(file: &SnapshotFile, log: &[Entry]) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{EntryKind, NodeId, Term};
+    use crate::types::{EntryKind, NodeId};
     use bytes::Bytes;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -379,6 +425,26 @@ mod tests {
         assert_eq!(disk.complete_sync(token).index, LogIndex(0));
         assert!(disk.durable_log().is_empty());
         assert_eq!(disk.hard_state(), hard_state);
+    }
+
+    #[test]
+    fn hard_state_loads_from_either_copy_and_is_lost_with_both() {
+        let mut disk = Disk::new();
+        let hard_state = HardState {
+            current_term: Term(7),
+            voted_for: Some(NodeId(1)),
+        };
+        disk.save_term_ceiling(Term(23));
+        disk.save_hard_state(hard_state);
+        disk.damage_hard_state_copy(0);
+        assert_eq!(disk.load_hard_state(), (Some(hard_state), Term(23)));
+        disk.damage_hard_state_copy(1);
+        assert_eq!(disk.load_hard_state(), (None, Term(23)));
+        disk.damage_term_ceiling();
+        assert_eq!(disk.load_hard_state(), (None, Term(u64::MAX)));
+        disk.save_hard_state(hard_state);
+        disk.save_term_ceiling(Term(39));
+        assert_eq!(disk.load_hard_state(), (Some(hard_state), Term(39)));
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub fn replay_command(seed: u64, options: &SimOptions) -> String {
     if options.membership {
         command.push_str(" --membership on");
     }
+    if options.disk_faults {
+        command.push_str(" --disk-faults on");
+    }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {bug:?}"));
     }

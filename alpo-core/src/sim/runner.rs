@@ -20,6 +20,7 @@
 //! fault phase and the heal), `phases` (the client, liveness, failover and the report) and
 //! `snapshots` (the driver's side of snapshots: taking, compacting, transferring, installing).
 
+mod disk_faults;
 mod log_reads;
 mod membership;
 mod nemesis;
@@ -185,6 +186,8 @@ struct Simulation {
     /// The configuration of the leader that last advanced the commit index (membership
     /// profile): the committed entry must be durable on a majority of its voters.
     commit_quorum: Option<crate::membership::Configuration>,
+    /// Draws of the storage-fault profile (`SimOptions::disk_faults`): a stream of its own.
+    disk_fault_rng: SimRng,
 }
 
 impl Simulation {
@@ -248,6 +251,7 @@ impl Simulation {
             covered: BTreeMap::new(),
             membership_rng: SimRng::new(scenario_seed ^ membership::MEMBERSHIP_RNG_SALT),
             commit_quorum: None,
+            disk_fault_rng: SimRng::new(scenario_seed ^ disk_faults::DISK_RNG_SALT),
         }
     }
 

@@ -54,6 +54,11 @@ pub struct SimOptions {
     /// transfers, so clusters shrink and grow between 1 voter and all the slots. Its draws come
     /// from a generator of their own: with it off, a seed runs exactly as before.
     pub membership: bool,
+    /// The storage-fault profile (issue 13, rules F8, F9): hard-state copies rot at rest on
+    /// any node, at crashes and while running, so servers restart with one copy or none (then
+    /// fenced). Its draws come from a generator of their own: with it off, a seed runs exactly
+    /// as before.
+    pub disk_faults: bool,
 }
 
 /// How the nemesis behaves during the fault phase.
@@ -145,6 +150,7 @@ impl SimOptions {
             snapshots: false,
             drift_beyond_lease: false,
             membership: false,
+            disk_faults: false,
         }
     }
 

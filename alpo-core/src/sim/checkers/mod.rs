@@ -1,6 +1,7 @@
 //! The named safety checkers, one file per property in docs/protocol.md, Safety properties
 //! (and `snapshot_equivalence`, property 9, and `compaction_bound`, property 10, of its snapshot
-//! section; `cache_bound`, rule S9; `read_linearizability`, property 14, of its reads section).
+//! section; `cache_bound`, rule S9; `read_linearizability`, property 14, of its reads section;
+//! `vote_ledger`, property 15, of its storage-faults section).
 //!
 //! The runner feeds every checker what it observes after each simulated step: the stepped
 //! node's status and logs (`NodeView`), the log writes and applies it performed, and every
@@ -25,6 +26,7 @@ pub mod monotonicity;
 pub mod read_linearizability;
 pub mod snapshot_equivalence;
 pub mod state_machine_safety;
+pub mod vote_ledger;
 
 use std::fmt;
 
@@ -40,6 +42,7 @@ pub use monotonicity::Monotonicity;
 pub use read_linearizability::ReadLinearizability;
 pub use snapshot_equivalence::SnapshotEquivalence;
 pub use state_machine_safety::StateMachineSafety;
+pub use vote_ledger::VoteLedger;
 
 /// A broken property: which checker saw it and the evidence, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]

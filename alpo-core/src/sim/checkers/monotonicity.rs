@@ -1,5 +1,6 @@
-//! Monotonicity: terms never decrease on a server (they are durable), and commit and applied
-//! indices never decrease within an incarnation (docs/protocol.md, Safety properties).
+//! Monotonicity: terms never decrease on a server (they are durable; except at a start after
+//! a hard-state loss, rule F9), and commit and applied indices never decrease within an
+//! incarnation (docs/protocol.md, Safety properties).
 //!
 //! Invariant kept: for each node, the last observed incarnation, term, commit index and applied
 //! index. A restart (new incarnation) resets the volatile ones.
@@ -30,6 +31,16 @@ impl Monotonicity {
     pub fn new(node_count: usize) -> Monotonicity {
         Monotonicity {
             last: vec![Last::default(); node_count],
+        }
+    }
+
+    /// Rule F9: node `slot` starts with its hard state lost (neither copy valid), so its term
+    /// restarts from its log and may be lower than before; within the new incarnation it must
+    /// not decrease again. (The vote ledger, property 15, checks what a lower term could
+    /// break: a second vote in a term.)
+    pub fn forget_term(&mut self, slot: usize) {
+        if let Some(last) = self.last.get_mut(slot) {
+            last.term = Term(0);
         }
     }
 

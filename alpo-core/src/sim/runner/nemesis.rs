@@ -33,6 +33,7 @@ impl Simulation {
         if self.options.membership && self.membership_rng.chance(500_000) {
             self.membership_act()?;
         }
+        self.rot_hard_state_at_rest();
         let gap = self.nemesis_gap();
         self.schedule(gap, Event::Nemesis);
         Ok(())

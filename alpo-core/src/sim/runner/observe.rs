@@ -6,8 +6,8 @@
 use crate::node::{Role, Status};
 use crate::sim::checkers::{
     Durability, ElectionSafety, LeaderAppendOnly, LeaderCompleteness, LogMatching, Monotonicity,
-    NodeView, ReadLinearizability, SnapshotEquivalence, StateMachineSafety, Violation, cache_bound,
-    index_order,
+    NodeView, ReadLinearizability, SnapshotEquivalence, StateMachineSafety, Violation, VoteLedger,
+    cache_bound, index_order,
 };
 
 use super::queue::Event;
@@ -25,6 +25,7 @@ pub(super) struct Checkers {
     pub(super) state_machine: StateMachineSafety,
     pub(super) snapshot_equivalence: SnapshotEquivalence,
     pub(super) reads: ReadLinearizability,
+    pub(super) vote_ledger: VoteLedger,
 }
 
 impl Checkers {
@@ -39,6 +40,7 @@ impl Checkers {
             state_machine: StateMachineSafety::new(node_count),
             snapshot_equivalence: SnapshotEquivalence::default(),
             reads: ReadLinearizability::default(),
+            vote_ledger: VoteLedger::default(),
         }
     }
 }

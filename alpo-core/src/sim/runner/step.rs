@@ -122,7 +122,14 @@ impl Simulation {
         match output {
             Output::SaveHardState(hard_state) => {
                 self.trace.word(hard_state.current_term.0);
+                self.checkers
+                    .vote_ledger
+                    .observe_hard_state(after.id, hard_state)?;
                 self.slots[slot].disk.save_hard_state(hard_state);
+            }
+            Output::SaveTermCeiling { ceiling } => {
+                self.trace.word(ceiling.0 | 1 << 58);
+                self.slots[slot].disk.save_term_ceiling(ceiling);
             }
             Output::TruncateLog { from } => {
                 self.trace.word(from.0 | 1 << 63);
@@ -151,7 +158,10 @@ impl Simulation {
                     .observe_append(after.id, disk.log(), &entries)?;
                 disk.write_append(entries).map_err(contract)?;
             }
-            Output::Send(message) => self.send(slot, message).map_err(contract)?,
+            Output::Send(message) => {
+                self.checkers.vote_ledger.observe_send(&message)?;
+                self.send(slot, message).map_err(contract)?;
+            }
             Output::Apply { entries } => self.apply(slot, after.id, &entries)?,
             Output::ReadLog {
                 id,
@@ -361,8 +371,14 @@ impl Simulation {
             .filter(|entry| entry.kind == EntryKind::Config && entry.index > covered)
             .cloned()
             .collect();
+        // F8, F9: a valid copy of the hard state, or none (then the ceiling fences votes).
+        let (hard_state, term_ceiling) = s.disk.load_hard_state();
+        if hard_state.is_none() {
+            self.checkers.monotonicity.forget_term(slot);
+        }
+        let s = &mut self.slots[slot];
         let persisted = Persisted {
-            hard_state: s.disk.hard_state(),
+            hard_state: hard_state.unwrap_or_default(),
             snapshot: s.disk.snapshot().map(|file| file.meta),
             log: PersistedLog {
                 runs,
@@ -371,6 +387,8 @@ impl Simulation {
                 configs,
             },
             incarnation: s.incarnation,
+            term_ceiling,
+            hard_state_lost: hard_state.is_none(),
         };
         let mut node = Node::new(s.config.clone(), persisted, local)
             .map_err(|e| Violation::new(OUTPUT_CONTRACT, format!("node {}: {e}", s.config.id)))?;
@@ -395,6 +413,7 @@ impl Simulation {
             let s = &mut self.slots[slot];
             s.disk.crash();
             s.timer_at = None;
+            self.rot_hard_state_at_crash(slot);
             self.crash_count += 1;
             self.note(|| format!("crash node {}", slot + 1));
             self.trace.word(u64::try_from(slot).unwrap_or(0) | 1 << 61);
