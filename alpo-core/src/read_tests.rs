@@ -188,38 +188,6 @@ fn q2_a_follower_read_takes_the_leaders_index_and_waits_for_its_own_apply() {
 }
 
 #[test]
-fn q2_follower_reads_arriving_while_an_ask_is_in_flight_share_the_next_ask() {
-    check!(q2_follower_reads_share_next_ask);
-    let mut cluster = Cluster::new(3, 7);
-    let leader = settled(&mut cluster);
-    let follower = other_than(leader, 3)[0];
-    let is_ask = |m: &Message| matches!(m.body, MessageBody::ReadIndexRequest(_));
-    cluster.read(follower, 1, ReadMode::Linearizable);
-    assert_eq!(cluster.count_in_flight(is_ask), 1);
-    // Reads arriving while the ask is in flight send no ask of their own...
-    cluster.read(follower, 2, ReadMode::Linearizable);
-    cluster.read(follower, 3, ReadMode::Linearizable);
-    assert_eq!(cluster.count_in_flight(is_ask), 1);
-    // ...and are not answered by it (negative case: the ask was sent before they arrived).
-    loop {
-        let first = &cluster.in_flight[0];
-        let answer = matches!(first.body, MessageBody::ReadIndexReply(_)) && first.to.0 == follower;
-        cluster.deliver_at(0);
-        if answer {
-            break;
-        }
-    }
-    assert!(cluster.read_outcome(follower, 1).unwrap().result.is_ok());
-    assert_eq!(cluster.read_outcome(follower, 2), None);
-    assert_eq!(cluster.read_outcome(follower, 3), None);
-    // They share the next ask, sent once the first was answered.
-    assert_eq!(cluster.count_in_flight(is_ask), 1);
-    cluster.deliver_all();
-    assert!(cluster.read_outcome(follower, 2).unwrap().result.is_ok());
-    assert!(cluster.read_outcome(follower, 3).unwrap().result.is_ok());
-}
-
-#[test]
 fn q2_without_a_leader_a_read_fails_with_not_leader() {
     check!(q1_read_refused_no_leader);
     check!(q2_read_index_refused_not_leader);

@@ -19,12 +19,6 @@
 //! replies be lost). So reads arriving while a round is in flight share the next one
 //! (batching), and at most one round is in flight for reads.
 //!
-//! # Asks
-//! A follower asks its leader for read indices the same way (Q2): at most one
-//! `ReadIndexRequest` (an *ask*, numbered by the follower) is in flight; reads arriving while
-//! it is share the next ask, sent when the one in flight is answered or expires. A read never
-//! joins an ask sent before it arrived, so the leader computes its index after its arrival.
-//!
 //! # Invariants
 //! - A read's index is the leader's commit index at a moment after the read arrived and after
 //!   an entry of the leader's term committed (Q1 (a), (b)); it is released only when a round
@@ -104,15 +98,6 @@ enum Origin {
     Remote { from: NodeId, read_id: u64 },
 }
 
-/// A follower's ask in flight (Q2): the reads it carries and when it expires.
-#[derive(Clone, Debug)]
-struct Ask {
-    /// The ask's number (`ReadIndexRequest::read_id`).
-    number: u64,
-    deadline: Instant,
-    reads: Vec<ReadId>,
-}
-
 /// A read at the leader, waiting for Q1 (a) and (c).
 #[derive(Clone, Copy, Debug)]
 struct Waiting {
@@ -145,12 +130,8 @@ pub(super) struct Reads {
     waiting: Vec<Waiting>,
     /// Local reads with a confirmed index, waiting for `applied ≥ index` (Q1 (d)).
     applying: Vec<(ReadId, LogIndex)>,
-    /// Follower: the ask in flight to the leader, if any (Q2).
-    asked: Option<Ask>,
-    /// Follower: reads that arrived while an ask was in flight; they go in the next one.
-    next_ask: Vec<ReadId>,
-    /// Follower: the number of the last ask sent.
-    ask_number: u64,
+    /// Follower: reads whose index was asked of the leader, with their deadline (Q2).
+    asked: BTreeMap<ReadId, Instant>,
     /// Follower: the highest round received from the leader of this term, echoed in replies.
     follower_round: (Term, u64),
     /// Q3a: with leases on, votes and pre-votes are refused until this instant after a start.
@@ -222,54 +203,19 @@ impl Node {
             self.leader_read(now, Origin::Local(id), mode);
             return;
         }
-        if self.leader.is_none() {
-            hit!(q1_read_refused_no_leader);
-            self.fail_read(id, ReadError::NotLeader { leader_hint: None });
-            return;
-        }
-        if self.reads.asked.is_some() {
-            hit!(q2_follower_reads_share_next_ask);
-            self.reads.next_ask.push(id);
-            return;
-        }
-        self.ask_leader(now, vec![id]);
-    }
-
-    /// Q2: sends one ask for `reads` to the leader (no ask is in flight). A node that leads now
-    /// confirms them itself; one that knows no leader fails them.
-    fn ask_leader(&mut self, now: Instant, reads: Vec<ReadId>) {
-        debug_assert!(self.reads.asked.is_none(), "one ask in flight at most");
-        if self.role == Role::Leader {
-            for id in reads {
-                self.leader_read(now, Origin::Local(id), ReadMode::Linearizable);
+        match self.leader {
+            Some(leader) => {
+                hit!(q2_follower_asks_leader_for_read_index);
+                let deadline = now + self.config.passive_timeout_min;
+                self.reads.asked.insert(id, deadline);
+                let request = ReadIndexRequest { read_id: id.0 };
+                let term = self.hard_state.current_term;
+                self.send(leader, term, MessageBody::ReadIndexRequest(request));
             }
-            return;
-        }
-        let Some(leader) = self.leader else {
-            for id in reads {
+            None => {
+                hit!(q1_read_refused_no_leader);
                 self.fail_read(id, ReadError::NotLeader { leader_hint: None });
             }
-            return;
-        };
-        hit!(q2_follower_asks_leader_for_read_index);
-        self.reads.ask_number += 1;
-        let number = self.reads.ask_number;
-        self.reads.asked = Some(Ask {
-            number,
-            deadline: now + self.config.passive_timeout_min,
-            reads,
-        });
-        let request = ReadIndexRequest { read_id: number };
-        let term = self.hard_state.current_term;
-        self.send(leader, term, MessageBody::ReadIndexRequest(request));
-    }
-
-    /// Q2: the ask in flight ended (answered or expired); the reads that arrived meanwhile go
-    /// in the next one.
-    fn send_next_ask(&mut self, now: Instant) {
-        if self.reads.asked.is_none() && !self.reads.next_ask.is_empty() {
-            let reads = std::mem::take(&mut self.reads.next_ask);
-            self.ask_leader(now, reads);
         }
     }
 
@@ -279,9 +225,7 @@ impl Node {
         if self.reads.leader_term != term {
             let kept = Reads {
                 applying: std::mem::take(&mut self.reads.applying),
-                asked: self.reads.asked.take(),
-                next_ask: std::mem::take(&mut self.reads.next_ask),
-                ask_number: self.reads.ask_number,
+                asked: std::mem::take(&mut self.reads.asked),
                 follower_round: self.reads.follower_round,
                 sticky_until: self.reads.sticky_until,
                 leader_term: term,
@@ -528,42 +472,41 @@ impl Node {
         if term > self.hard_state.current_term {
             self.adopt_term(now, term);
         }
-        let Some(ask) = self.reads.asked.take_if(|ask| ask.number == reply.read_id) else {
+        let id = ReadId(reply.read_id);
+        if self.reads.asked.remove(&id).is_none() {
             return;
-        };
+        }
         match reply.result {
             ReadIndexResult::Ready(index) => {
                 hit!(q2_follower_waits_for_its_apply);
-                self.reads
-                    .applying
-                    .extend(ask.reads.into_iter().map(|id| (id, index)));
+                self.reads.applying.push((id, index));
             }
             ReadIndexResult::NotLeader => {
                 let leader_hint = self.leader.filter(|leader| *leader != self.config.id);
-                for id in ask.reads {
-                    self.fail_read(id, ReadError::NotLeader { leader_hint });
-                }
+                self.fail_read(id, ReadError::NotLeader { leader_hint });
             }
         }
-        self.send_next_ask(now);
     }
 
-    /// Follower reads whose leader did not answer their ask in time fail (Q2); the reads
-    /// that arrived meanwhile go in a fresh ask.
+    /// Follower reads whose leader did not answer in time fail (Q2).
     pub(super) fn expire_reads(&mut self, now: Instant) {
-        let Some(ask) = self.reads.asked.take_if(|ask| ask.deadline <= now) else {
-            return;
-        };
-        hit!(q2_unanswered_read_times_out);
-        for id in ask.reads {
+        let expired: Vec<ReadId> = self
+            .reads
+            .asked
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            hit!(q2_unanswered_read_times_out);
+            self.reads.asked.remove(&id);
             self.fail_read(id, ReadError::TimedOut);
         }
-        self.send_next_ask(now);
     }
 
-    /// The deadline of the follower's ask in flight, if any.
+    /// The earliest deadline of a follower read, if any.
     pub(super) fn read_deadline(&self) -> Option<Instant> {
-        self.reads.asked.as_ref().map(|ask| ask.deadline)
+        self.reads.asked.values().min().copied()
     }
 
     /// Rule Q3a: with leases on, a server refuses votes and pre-votes for `P_min` after a start.
