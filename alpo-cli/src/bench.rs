@@ -3,12 +3,16 @@
 //! core waits on all of its clients' sockets: `alpo_node::drive`): an `append` of a
 //! `--value-size`-byte value, or with `--op put` a `put` of a fresh key, or with `--op get` a
 //! `get` of the client's own key (`--consistency` linearizable, lease or stale; rules Q1–Q3),
-//! mixed with puts of that key as `--read-percent` says. The first `--warmup`
+//! mixed with puts of that key as `--read-percent` says. Gets are spread over every endpoint
+//! (client `n` starts at endpoint `n mod count`: followers serve linearizable reads too, rule
+//! Q2), unless `--pin-leader` sends every client to the leader; appends and puts always start at
+//! the leader (a follower would only redirect them). With a mix, a client's first put is
+//! redirected to the leader and the client stays there. The first `--warmup`
 //! seconds load the cluster without being recorded; the next `--duration` seconds are measured.
 //! The result is one JSON line with the same fields as the load generator of the etcd
 //! comparison (docs/benchmarks.md): `clients, value_size, ops, seconds, throughput_ops_s, p50_us,
-//! p90_us, p99_us, p999_us, max_us, errors` (plus `backend`, `op`, `mean_us`, `warmup_s`), or a
-//! small table without `--json`.
+//! p90_us, p99_us, p999_us, max_us, errors` (plus `backend`, `op`, `mean_us`, `warmup_s`, and
+//! for gets `read_percent` and `targets`: `all` or `leader`), or a small table without `--json`.
 //!
 //! Invariants: an operation is counted only once the cluster acknowledged it (committed; for
 //! `put`, also applied); latency runs from just before the call to its answer. The measured
@@ -91,6 +95,10 @@ pub(crate) struct BenchArgs {
     /// With `--op get`: `linearizable` (a read index), `lease` or `stale`.
     #[arg(long, default_value = "linearizable")]
     consistency: Consistency,
+    /// With `--op get`: send every client to the leader instead of spreading them over all
+    /// endpoints.
+    #[arg(long)]
+    pin_leader: bool,
     #[command(flatten)]
     flags: ClientFlags,
 }
@@ -261,12 +269,23 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the drivers connect first (the leader), and how (timeouts, TLS).
+/// Whether the clients start at every endpoint (gets, unless `--pin-leader`) or at the leader.
+fn spread(args: &BenchArgs) -> bool {
+    args.op == BenchOp::Get && !args.pin_leader
+}
+
+/// Where the drivers connect first (the leader, or every endpoint: `spread`), and how
+/// (timeouts, TLS).
 fn drive_plan(args: &BenchArgs, leader: SocketAddr) -> anyhow::Result<DrivePlan> {
     let request_timeout = Duration::from_millis(args.flags.timeout_ms);
+    let first_targets = if spread(args) {
+        args.flags.endpoints.clone()
+    } else {
+        vec![leader]
+    };
     Ok(DrivePlan {
         endpoints: args.flags.endpoints.clone(),
-        first_target: leader,
+        first_targets,
         options: ClientOptions {
             cluster_id: ClusterId(args.flags.cluster_id),
             attempt_timeout: ATTEMPT_TIMEOUT.min(request_timeout),
@@ -363,6 +382,8 @@ struct Summary {
     op: BenchOp,
     consistency: Consistency,
     read_percent: u8,
+    /// The clients started at every endpoint, not only at the leader.
+    spread: bool,
     clients: u64,
     value_size: u64,
     warmup: f64,
@@ -377,6 +398,7 @@ impl Summary {
             op: args.op,
             consistency: args.consistency,
             read_percent: args.read_percent,
+            spread: spread(args),
             clients: args.clients,
             value_size: args.value_size,
             warmup: args.warmup,
@@ -442,7 +464,12 @@ impl Summary {
             self.warmup,
         );
         if self.op == BenchOp::Get {
-            let _ = write!(line, ",\"read_percent\":{}", self.read_percent);
+            let targets = if self.spread { "all" } else { "leader" };
+            let _ = write!(
+                line,
+                ",\"read_percent\":{},\"targets\":\"{targets}\"",
+                self.read_percent
+            );
         }
         line.push('}');
         line
@@ -597,6 +624,7 @@ mod tests {
             op: BenchOp::Put,
             consistency: Consistency::Linearizable,
             read_percent: 100,
+            spread: false,
             clients: 4,
             value_size: 128,
             warmup: 1.0,
@@ -620,6 +648,44 @@ mod tests {
              ops/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   mean µs\n           \
              1       301    123456    123456    123456    123456     25829"
         );
+    }
+
+    /// Gets are spread over every endpoint unless pinned; appends and puts start at the
+    /// leader; the get line says which.
+    #[test]
+    fn gets_spread_over_the_endpoints_unless_pinned() {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let endpoints = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+        let leader: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let plan_of = |extra: &[&str]| {
+            let mut words = vec!["bench", "--endpoints", endpoints];
+            words.extend_from_slice(extra);
+            let line = <Line as clap::Parser>::try_parse_from(words).unwrap();
+            let summary = Summary::new(&line.args);
+            (
+                drive_plan(&line.args, leader).unwrap().first_targets,
+                summary,
+            )
+        };
+        let (targets, summary) = plan_of(&["--op", "get"]);
+        assert_eq!(targets.len(), 3);
+        assert!(
+            summary
+                .json_line()
+                .ends_with(",\"read_percent\":100,\"targets\":\"all\"}")
+        );
+        let (targets, summary) = plan_of(&["--op", "get", "--pin-leader"]);
+        assert_eq!(targets, vec![leader]);
+        assert!(summary.json_line().ends_with(",\"targets\":\"leader\"}"));
+        for op in ["append", "put"] {
+            let (targets, summary) = plan_of(&["--op", op]);
+            assert_eq!(targets, vec![leader]);
+            assert!(!summary.json_line().contains("targets"));
+        }
     }
 
     #[test]

@@ -94,10 +94,11 @@ pub(crate) enum ApplyMsg {
     Pending(PendingRequest),
     /// A client reads committed entries.
     Read(ReadRequest),
-    /// A client's query, answered by `StateMachine::query` against the state as it stands
-    /// (after every `Entries` before it: a linearizable query comes after the entries up to
-    /// its read index, rules Q1 (d), Q2).
-    Query(QueryRequest),
+    /// Clients' queries, answered in order by `StateMachine::query` against the state as it
+    /// stands (after every `Entries` before it: a linearizable query comes after the entries
+    /// up to its read index, rules Q1 (d), Q2). The event loop hands over every query of one
+    /// turn at once: one wake-up of this thread per turn, not per query.
+    Queries(Vec<QueryRequest>),
     /// This node stopped being leader: its waiting clients should retry elsewhere.
     LeadershipLost,
     /// Freeze the state as of `at`, the last entry sent before this message (rule S2).
@@ -223,7 +224,11 @@ impl Applier {
                 }
                 ApplyMsg::Pending(pending) => self.add_pending(pending),
                 ApplyMsg::Read(read) => self.read(&read),
-                ApplyMsg::Query(query) => self.query(&query),
+                ApplyMsg::Queries(queries) => {
+                    for query in &queries {
+                        self.query(query);
+                    }
+                }
                 ApplyMsg::LeadershipLost => self.fail_all_pending("leadership lost"),
                 ApplyMsg::TakeSnapshot { at, configuration } => {
                     self.take_snapshot(at, configuration);

@@ -40,9 +40,10 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub struct DrivePlan {
     /// The cluster's client addresses (any nodes; the leader is found).
     pub endpoints: Vec<SocketAddr>,
-    /// Where each session sends its first request (a leader found beforehand, or an
-    /// endpoint).
-    pub first_target: SocketAddr,
+    /// Where the sessions send their first request: session `n` starts at
+    /// `first_targets[n % len]` (one leader found beforehand pins them all there; every
+    /// endpoint spreads them, e.g. reads over followers). Must not be empty.
+    pub first_targets: Vec<SocketAddr>,
     /// Cluster id, timeouts and retry pause, as for the blocking `Client`.
     pub options: ClientOptions,
     /// Issue 16: connect over TLS with these settings (plain TCP if `None`).
@@ -167,7 +168,14 @@ impl Session {
             plan.options,
             random_client_id(number),
         )?;
-        engine.start_at(plan.first_target, usize::try_from(number).unwrap_or(0));
+        let rotation = usize::try_from(number).unwrap_or(0);
+        // No first targets: the engine's own first endpoint.
+        let first = plan
+            .first_targets
+            .get(rotation % plan.first_targets.len().max(1))
+            .copied()
+            .unwrap_or_else(|| engine.target());
+        engine.start_at(first, rotation);
         Ok(Session {
             number,
             engine,

@@ -5,8 +5,14 @@
 //! reached its index, so the apply thread serves it from a state that holds every entry up to
 //! the index. A stale read skips the core and goes to the apply queue at once.
 //!
+//! Queries ready to be served (linearizable ones once their index is applied, stale ones at
+//! once) are queued here during a turn of the event loop and handed to the apply thread
+//! together at the end of the turn's outputs (`take_queries`), behind every `Apply` of the turn:
+//! one channel send and wake-up per turn instead of one per query.
+//!
 //! Invariants: every read id is used once; at most `READS_WAITING_MAX` reads wait; a read that
-//! waits is answered exactly once (served, refused, or failed when the node stops).
+//! waits is answered exactly once (served, refused, or failed when the node stops); a queued
+//! query is handed over (or refused) in the turn it was queued.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +20,7 @@ use bytes::Bytes;
 
 use alpo_core::{LogIndex, ReadId, ReadMode};
 
+use crate::apply::QueryRequest;
 use crate::client_protocol::Consistency;
 use crate::service::ConnectionId;
 
@@ -42,6 +49,8 @@ pub(crate) struct WaitingRead {
 pub(crate) struct ClientReads {
     next_id: u64,
     waiting: BTreeMap<ReadId, WaitingRead>,
+    /// Queries ready to be served, in the order they became ready.
+    queries: Vec<QueryRequest>,
 }
 
 impl ClientReads {
@@ -59,6 +68,16 @@ impl ClientReads {
     /// The read the core answered, if it still waits.
     pub(crate) fn finish(&mut self, id: ReadId) -> Option<WaitingRead> {
         self.waiting.remove(&id)
+    }
+
+    /// Queues a query that may be served now.
+    pub(crate) fn queue_query(&mut self, query: QueryRequest) {
+        self.queries.push(query);
+    }
+
+    /// The queued queries, in order (the queue is left empty).
+    pub(crate) fn take_queries(&mut self) -> Vec<QueryRequest> {
+        std::mem::take(&mut self.queries)
     }
 
     /// Every waiting read (the node stops).
@@ -98,5 +117,20 @@ mod tests {
         assert!(reads.finish(a).is_none());
         assert_eq!(reads.drain().len(), 1);
         assert_eq!(read_mode(Consistency::Stale), None);
+    }
+
+    #[test]
+    fn queued_queries_are_taken_in_order_once() {
+        let mut reads = ClientReads::default();
+        for seq in [3, 1, 2] {
+            reads.queue_query(QueryRequest {
+                connection: ConnectionId(1),
+                seq,
+                payload: Bytes::new(),
+            });
+        }
+        let seqs: Vec<u64> = reads.take_queries().iter().map(|q| q.seq).collect();
+        assert_eq!(seqs, [3, 1, 2]);
+        assert!(reads.take_queries().is_empty());
     }
 }

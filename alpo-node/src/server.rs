@@ -463,8 +463,9 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Hands a read whose index is applied (or a stale one) to the apply thread.
-    fn serve_read(&self, read: WaitingRead) -> Result<(), Error> {
+    /// Hands a read whose index is applied (or a stale one) to the apply thread; a query is
+    /// queued and goes with the turn's others (`send_queries`).
+    fn serve_read(&mut self, read: WaitingRead) -> Result<(), Error> {
         let (connection, seq) = (read.connection, read.seq);
         match read.what {
             ReadWhat::Entries { from, max_count } => self.send_read(ReadRequest {
@@ -473,11 +474,14 @@ impl EventLoop {
                 from,
                 max_count,
             }),
-            ReadWhat::Query(payload) => self.send_query(QueryRequest {
-                connection,
-                seq,
-                payload,
-            }),
+            ReadWhat::Query(payload) => {
+                self.reads.queue_query(QueryRequest {
+                    connection,
+                    seq,
+                    payload,
+                });
+                Ok(())
+            }
         }
     }
 
@@ -647,7 +651,7 @@ impl EventLoop {
                 other => self.perform_other(other)?,
             }
         }
-        Ok(())
+        self.send_queries()
     }
 
     /// `TakeSnapshot` (to the apply thread, in order with the entries) and the membership
@@ -760,10 +764,27 @@ impl EventLoop {
         self.send_request_to_apply(ApplyMsg::Read(read), connection, seq)
     }
 
-    /// Queries share the apply queue like reads of entries, and never wait for room in it.
-    fn send_query(&self, query: QueryRequest) -> Result<(), Error> {
-        let (connection, seq) = (query.connection, query.seq);
-        self.send_request_to_apply(ApplyMsg::Query(query), connection, seq)
+    /// The turn's queries, behind its `Apply`s, in one message (reads.rs); like reads of
+    /// entries they never wait for room in the apply queue: a full queue answers each `Retry`.
+    fn send_queries(&mut self) -> Result<(), Error> {
+        let queries = self.reads.take_queries();
+        if queries.is_empty() {
+            return Ok(());
+        }
+        match self.apply.sender.try_send(ApplyMsg::Queries(queries)) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(ApplyMsg::Queries(queries))) => {
+                for query in queries {
+                    let body =
+                        error_body(ErrorCode::Retry, "too many requests queued; retry".into());
+                    self.reply(query.connection, query.seq, body);
+                }
+                Ok(())
+            }
+            Err(_) => Err(Error::Stopped {
+                reason: "the apply thread stopped (did the state machine panic?)".into(),
+            }),
+        }
     }
 
     /// Queues a client's read or query for the apply thread without waiting; a full queue

@@ -374,7 +374,7 @@ fn many_sessions_on_one_thread_find_the_leader_and_each_append_once() {
     // Every session starts at a follower, which redirects it.
     let plan = alpo_node::DrivePlan {
         endpoints: cluster.endpoints(),
-        first_target: cluster.configs[follower].client_addr,
+        first_targets: vec![cluster.configs[follower].client_addr],
         options,
         tls: None,
     };

@@ -142,7 +142,7 @@ fn drive_over_tls(cluster: &TlsCluster) {
     let leader = cluster.wait_for_leader();
     let plan = alpo_node::DrivePlan {
         endpoints: cluster.endpoints(),
-        first_target: cluster.configs[leader].client_addr,
+        first_targets: vec![cluster.configs[leader].client_addr],
         options: ClientOptions::new(ClusterId(CLUSTER)),
         tls: Some(cluster.client_tls()),
     };

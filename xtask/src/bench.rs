@@ -19,6 +19,14 @@
 //!   `alpo-NAME`: on/off comparisons side by side in one run (issue 15's metrics and recorder
 //!   costs: `--variant off=--no-recorder --variant metrics='--no-recorder --metrics-addr
 //!   127.0.0.1:0'`).
+//!   Issue 14: `--client-flags FLAGS` adds FLAGS to every `alpo bench` run (e.g. `--op get
+//!   --consistency stale --read-percent 90`), and `--variant-bench NAME=FLAGS` gives variant
+//!   NAME (made if new, with no node flags) its own `alpo bench` flags, after `--client-flags`;
+//!   a variant whose bench flags hold `--op` replaces the plan's `--op`. So writes, linearizable,
+//!   lease and stale reads run side by side, interleaved (docs/benchmarks.md, Reads, has the
+//!   command). Every line adds `cpu_us_per_op` (node CPU over the run, warm-up included, per
+//!   operation, counting the warm-up at the measured rate) beside `cpu_us_per_write`; the
+//!   report takes the former for reads (a read commits no write).
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
@@ -60,7 +68,8 @@ const USAGE: &str = "\
 usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 5] [--warmup 1]
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
                                  [--compare FILE.jsonl]... [--alpo PATH] [--tls off|on|both]
-                                 [--variant NAME=FLAGS]...
+                                 [--variant NAME=FLAGS]... [--client-flags FLAGS]
+                                 [--variant-bench NAME=FLAGS]...
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -79,8 +88,56 @@ struct Plan {
     alpo: Option<PathBuf>,
     /// `--tls`: run each point without TLS, with TLS, or both (interleaved).
     tls_modes: Vec<bool>,
-    /// Named sets of extra `alpo node` flags, each point run once per set (interleaved).
-    variants: Vec<(String, Vec<String>)>,
+    /// Named variants, each point run once per variant (interleaved).
+    variants: Vec<Variant>,
+    /// Extra `alpo bench` flags of every run.
+    client_flags: Vec<String>,
+}
+
+/// One variant of a point: extra `alpo node` flags and extra `alpo bench` flags, under a name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Variant {
+    /// Names the line's backend `alpo-NAME` (empty: plain `alpo`).
+    name: String,
+    /// Added to every `alpo node` of the point.
+    node_flags: Vec<String>,
+    /// Added to `alpo bench`, after the plan's `--client-flags`.
+    bench_flags: Vec<String>,
+}
+
+impl Plan {
+    /// The variant named `name`, made (without flags) if new, keeping the order of first
+    /// mention.
+    fn variant(&mut self, name: &str) -> &mut Variant {
+        let index = match self.variants.iter().position(|v| v.name == name) {
+            Some(index) => index,
+            None => {
+                self.variants.push(Variant {
+                    name: name.to_string(),
+                    ..Variant::default()
+                });
+                self.variants.len() - 1
+            }
+        };
+        &mut self.variants[index]
+    }
+
+    /// The `alpo bench` flags of a point of `variant`: `--op` (unless the variant's own flags
+    /// name one), `--client-flags`, then the variant's.
+    fn bench_flags(&self, variant: &Variant) -> Vec<String> {
+        let mut flags = Vec::new();
+        let own_op = variant
+            .bench_flags
+            .iter()
+            .chain(&self.client_flags)
+            .any(|flag| flag == "--op");
+        if !own_op {
+            flags.extend(["--op".to_string(), self.op.clone()]);
+        }
+        flags.extend(self.client_flags.iter().cloned());
+        flags.extend(variant.bench_flags.iter().cloned());
+        flags
+    }
 }
 
 /// Entry point of `cargo xtask bench …`.
@@ -121,6 +178,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
         alpo: None,
         tls_modes: vec![false],
         variants: Vec::new(),
+        client_flags: Vec::new(),
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -151,13 +209,24 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
                     other => bail!("--tls wants off, on or both, found {other:?}"),
                 }
             }
-            "--variant" => {
+            "--variant" | "--variant-bench" => {
                 let (name, flags) = value
                     .split_once('=')
-                    .with_context(|| format!("--variant wants NAME=FLAGS, found {value:?}"))?;
-                let flags = flags.split_whitespace().map(str::to_string).collect();
-                plan.variants.push((name.to_string(), flags));
+                    .with_context(|| format!("{flag} wants NAME=FLAGS, found {value:?}"))?;
+                if name.is_empty() {
+                    bail!("{flag} wants a name before '=', found {value:?}");
+                }
+                let flags = flags.split_whitespace().map(str::to_string);
+                let variant = plan.variant(name);
+                if flag == "--variant" {
+                    variant.node_flags.extend(flags);
+                } else {
+                    variant.bench_flags.extend(flags);
+                }
             }
+            "--client-flags" => plan
+                .client_flags
+                .extend(value.split_whitespace().map(str::to_string)),
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -204,7 +273,7 @@ fn cluster(plan: &Plan) -> anyhow::Result<()> {
     };
     for rep in 1..=plan.reps {
         for &clients in &plan.clients {
-            let plain = [(String::new(), Vec::new())];
+            let plain = [Variant::default()];
             let variants = if plan.variants.is_empty() {
                 &plain[..]
             } else {
@@ -342,23 +411,16 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// One point: a fresh cluster, `alpo bench`, CPU per committed write; returns the JSON line.
-fn run_point(
+/// The `alpo bench` run of one point against `cluster`.
+fn bench_command(
     alpo: &Path,
     plan: &Plan,
     clients: u64,
-    rep: u32,
-    certs: Option<&local::BenchCerts>,
-    (variant, flags): &(String, Vec<String>),
-) -> anyhow::Result<String> {
-    let point = format!(
-        "{rep}-{clients}{variant}-{}",
-        if certs.is_some() { "tls" } else { "plain" }
-    );
-    let cluster = LocalCluster::start_with_tls(alpo, plan.nodes, &point, flags, certs)?;
-    let commit_before = wait_for_leader(alpo, &cluster)?;
-    let ticks_before = cpu_ticks(&cluster.pids())?;
-    let bench_ticks_before = waited_children_ticks()?;
-    let output = Command::new(alpo)
+    cluster: &LocalCluster,
+    variant: &Variant,
+) -> Command {
+    let mut command = Command::new(alpo);
+    command
         .args(["bench", "--json", "--cluster-id", CLUSTER_ID])
         .args(["--endpoints", &cluster.endpoints])
         .args([
@@ -368,8 +430,30 @@ fn run_point(
             &plan.duration,
         ])
         .args(["--warmup", &plan.warmup, "--value-size", &plan.value_size])
-        .args(["--op", &plan.op])
-        .args(cluster.client_tls_flags())
+        .args(plan.bench_flags(variant))
+        .args(cluster.client_tls_flags());
+    command
+}
+
+fn run_point(
+    alpo: &Path,
+    plan: &Plan,
+    clients: u64,
+    rep: u32,
+    certs: Option<&local::BenchCerts>,
+    variant: &Variant,
+) -> anyhow::Result<String> {
+    let point = format!(
+        "{rep}-{clients}{}-{}",
+        variant.name,
+        if certs.is_some() { "tls" } else { "plain" }
+    );
+    let cluster =
+        LocalCluster::start_with_tls(alpo, plan.nodes, &point, &variant.node_flags, certs)?;
+    let commit_before = wait_for_leader(alpo, &cluster)?;
+    let ticks_before = cpu_ticks(&cluster.pids())?;
+    let bench_ticks_before = waited_children_ticks()?;
+    let output = bench_command(alpo, plan, clients, &cluster, variant)
         .output()
         .context("running alpo bench")?;
     let ticks_after = cpu_ticks(&cluster.pids())?;
@@ -388,6 +472,10 @@ fn run_point(
         .with_context(|| format!("alpo bench printed {stdout:?}, not one JSON line"))?;
     let cpu_s = to_f64(ticks_after - ticks_before) / to_f64(clock_ticks_per_second());
     let writes = commit_after.saturating_sub(commit_before);
+    // Operations over the whole run, the warm-up counted at the measured rate (as the etcd
+    // kit's summary does).
+    let ops = line["throughput_ops_s"].as_f64().unwrap_or(0.0)
+        * (line["warmup_s"].as_f64().unwrap_or(0.0) + line["seconds"].as_f64().unwrap_or(0.0));
     let extra = [
         ("rep", Value::from(rep)),
         ("nodes", Value::from(plan.nodes)),
@@ -396,6 +484,10 @@ fn run_point(
         (
             "cpu_us_per_write",
             Value::from(round1(cpu_s * 1e6 / to_f64(writes.max(1)))),
+        ),
+        (
+            "cpu_us_per_op",
+            Value::from(round1(cpu_s * 1e6 / ops.max(1.0))),
         ),
         ("load_avg_1m", Value::from(load_average())),
         (
@@ -409,8 +501,8 @@ fn run_point(
         }
         // TLS and each variant are series of their own in the report, next to plain `alpo`.
         let mut backend = if certs.is_some() { "alpo+tls" } else { "alpo" }.to_string();
-        if !variant.is_empty() {
-            backend = format!("{backend}-{variant}");
+        if !variant.name.is_empty() {
+            backend = format!("{backend}-{}", variant.name);
         }
         if backend != "alpo" {
             fields.insert("backend".into(), Value::from(backend));
@@ -446,7 +538,7 @@ struct Row {
     p999: f64,
     max: f64,
     errors: f64,
-    cpu_us_per_write: Option<f64>,
+    cpu_us_per_op: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -458,11 +550,46 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// CPU µs per write of a line: ours directly; the etcd sweep's `etcd_cpu_s` covers warm-up and
+/// Whether a line measured reads (`op` get, get-lease, get-stale, get-serializable).
+fn is_read(line: &Value) -> bool {
+    line["op"].as_str().is_some_and(|op| op.starts_with("get"))
+}
+
+/// The series a line belongs to: its backend, and for reads also the op (`alpo get`,
+/// `etcd get-serializable`), so etcd's two read kinds and its writes stay apart.
+fn series(line: &Value) -> String {
+    let backend = line["backend"].as_str().unwrap_or("?");
+    match line["op"].as_str() {
+        Some(op) if is_read(line) => format!("{backend} {op}"),
+        _ => backend.to_string(),
+    }
+}
+
+/// The etcd series a line of ours is compared with: etcd's linearizable reads for reads,
+/// etcd with TLS for a TLS series when the run has one (else plain etcd), plain etcd otherwise.
+fn reference_series(series: &str, clients: u64, rows: &BTreeMap<(String, u64), Row>) -> String {
+    if series.contains(" get") {
+        return "etcd get".to_string();
+    }
+    let tls = "etcd+tls".to_string();
+    if series.contains("+tls") && rows.contains_key(&(tls.clone(), clients)) {
+        tls
+    } else {
+        "etcd".to_string()
+    }
+}
+
+/// CPU µs per operation of a line: ours directly (per committed write for writes, per
+/// operation for reads, which commit nothing); the etcd sweep's `etcd_cpu_s` covers warm-up and
 /// measured window, so it is divided by throughput × (warm-up + seconds), as the etcd kit's
 /// summary does.
-fn cpu_per_write(line: &Value) -> Option<f64> {
-    if let Some(value) = line["cpu_us_per_write"].as_f64() {
+fn cpu_per_op(line: &Value) -> Option<f64> {
+    let ours = if is_read(line) {
+        "cpu_us_per_op"
+    } else {
+        "cpu_us_per_write"
+    };
+    if let Some(value) = line[ours].as_f64() {
         return Some(value);
     }
     let cpu = line["etcd_cpu_s"].as_f64()?;
@@ -471,20 +598,22 @@ fn cpu_per_write(line: &Value) -> Option<f64> {
     (throughput > 0.0).then(|| cpu * 1e6 / (throughput * wall))
 }
 
-/// Groups lines by (backend, clients) and takes medians.
+/// Groups lines by (series, clients) and takes medians.
 fn summarize(lines: &[Value]) -> BTreeMap<(String, u64), Row> {
     let mut groups: BTreeMap<(String, u64), Vec<&Value>> = BTreeMap::new();
     for line in lines {
-        let backend = line["backend"].as_str().unwrap_or("?").to_string();
         let clients = line["clients"].as_u64().unwrap_or(0);
-        groups.entry((backend, clients)).or_default().push(line);
+        groups
+            .entry((series(line), clients))
+            .or_default()
+            .push(line);
     }
     groups
         .into_iter()
         .map(|(key, group)| {
             let field =
                 |name: &str| median(group.iter().filter_map(|l| l[name].as_f64()).collect());
-            let cpu: Vec<f64> = group.iter().filter_map(|l| cpu_per_write(l)).collect();
+            let cpu: Vec<f64> = group.iter().filter_map(|l| cpu_per_op(l)).collect();
             let row = Row {
                 runs: group.len(),
                 throughput: field("throughput_ops_s"),
@@ -494,39 +623,27 @@ fn summarize(lines: &[Value]) -> BTreeMap<(String, u64), Row> {
                 p999: field("p999_us"),
                 max: field("max_us"),
                 errors: group.iter().filter_map(|l| l["errors"].as_f64()).sum(),
-                cpu_us_per_write: (!cpu.is_empty()).then(|| median(cpu)),
+                cpu_us_per_op: (!cpu.is_empty()).then(|| median(cpu)),
             };
             (key, row)
         })
         .collect()
 }
 
-/// The etcd line a backend's ratios are against: `etcd+tls` for a TLS backend (issue 16: the
-/// reference kit's etcd with TLS on both ports, `xtask/etcd-tls/etcd-tls.sh sweep`) when such a
-/// line exists at that client count, else plain `etcd`.
-fn reference_backend(backend: &str, clients: u64, rows: &BTreeMap<(String, u64), Row>) -> String {
-    let tls = "etcd+tls".to_string();
-    if backend.contains("+tls") && rows.contains_key(&(tls.clone(), clients)) {
-        tls
-    } else {
-        "etcd".to_string()
-    }
-}
-
 fn markdown(rows: &BTreeMap<(String, u64), Row>) -> String {
     let mut out = String::from(
         "| backend | clients | runs | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | \
-         errors | CPU µs/write | ops/s vs etcd | p99 vs etcd |\n\
+         errors | CPU µs/op | ops/s vs etcd | p99 vs etcd |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for ((backend, clients), row) in rows {
-        let etcd = rows.get(&(reference_backend(backend, *clients, rows), *clients));
+        let etcd = rows.get(&(reference_series(backend, *clients, rows), *clients));
         let ratio = |f: fn(&Row) -> f64| {
             etcd.filter(|_| !backend.starts_with("etcd"))
                 .map_or_else(|| "".to_string(), |e| format!("{:.2}×", f(row) / f(e)))
         };
         let cpu = row
-            .cpu_us_per_write
+            .cpu_us_per_op
             .map_or_else(|| "".into(), |c| format!("{c:.0}"));
         let _ = writeln!(
             out,
@@ -784,9 +901,9 @@ mod tests {
             (alpo.runs, alpo.throughput, alpo.p50, alpo.errors),
             (3, 200.0, 20.0, 1.0)
         );
-        assert_eq!(alpo.cpu_us_per_write, Some(6.0));
+        assert_eq!(alpo.cpu_us_per_op, Some(6.0));
         let etcd = &rows[&("etcd".to_string(), 8)];
-        assert_eq!(etcd.cpu_us_per_write, Some(2.0 * 1e6 / (50.0 * 4.0)));
+        assert_eq!(etcd.cpu_us_per_op, Some(2.0 * 1e6 / (50.0 * 4.0)));
         let table = markdown(&rows);
         assert!(table.contains("| 4.00× | 0.50× |"), "{table}");
         assert_eq!(median(vec![1.0, 4.0]), 2.5);
@@ -821,5 +938,81 @@ mod tests {
         // Without an etcd+tls line, a TLS line falls back to plain etcd.
         let table = markdown(&summarize(&lines[..3]));
         assert!(table.contains("| 5.00× |"), "{table}");
+    }
+
+    /// Issue 14: node flags and bench flags gather per variant name, in order of first mention;
+    /// a variant's own `--op` replaces the plan's.
+    #[test]
+    fn variants_carry_node_and_bench_flags() {
+        let args: Vec<String> = [
+            "--client-flags",
+            "--read-percent 100",
+            "--variant-bench",
+            "lin=--op get",
+            "--variant",
+            "lease=--lease-drift-ppm 20000",
+            "--variant-bench",
+            "lease=--op get --consistency lease",
+            "--variant",
+            "writes=",
+        ]
+        .map(String::from)
+        .to_vec();
+        let plan = parse_plan(&args).unwrap();
+        let names: Vec<&str> = plan.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["lin", "lease", "writes"]);
+        assert_eq!(plan.variants[1].node_flags, ["--lease-drift-ppm", "20000"]);
+        let words = |v: &Variant| plan.bench_flags(v).join(" ");
+        assert_eq!(words(&plan.variants[0]), "--read-percent 100 --op get");
+        assert_eq!(
+            words(&plan.variants[1]),
+            "--read-percent 100 --op get --consistency lease"
+        );
+        assert_eq!(words(&plan.variants[2]), "--op append --read-percent 100");
+        assert!(parse_plan(&["--variant-bench".into(), "=--op get".into()]).is_err());
+        assert!(parse_plan(&["--variant-bench".into(), "x".into()]).is_err());
+    }
+
+    /// Reads are series of their own (backend and op), compared with etcd's linearizable
+    /// reads, with CPU per operation rather than per committed write.
+    #[test]
+    fn reads_are_series_compared_with_etcd_reads() {
+        let lines: Vec<Value> = [
+            concat!(
+                r#"{"backend":"alpo-lin","op":"get","clients":64,"throughput_ops_s":600.0,"#,
+                r#""p50_us":10,"p99_us":40,"errors":0,"cpu_us_per_write":9e6,"cpu_us_per_op":7.0}"#
+            ),
+            concat!(
+                r#"{"backend":"etcd","op":"get","clients":64,"throughput_ops_s":100.0,"#,
+                r#""p50_us":90,"p99_us":80,"errors":0}"#
+            ),
+            concat!(
+                r#"{"backend":"etcd","op":"get-serializable","clients":64,"#,
+                r#""throughput_ops_s":300.0,"p50_us":9,"p99_us":20,"errors":0}"#
+            ),
+            concat!(
+                r#"{"backend":"etcd","op":"put","clients":64,"throughput_ops_s":50.0,"#,
+                r#""p50_us":900,"p99_us":2000,"errors":0}"#
+            ),
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        let rows = summarize(&lines);
+        let keys: Vec<&str> = rows.keys().map(|(series, _)| series.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["alpo-lin get", "etcd", "etcd get", "etcd get-serializable"]
+        );
+        assert_eq!(
+            rows[&("alpo-lin get".to_string(), 64)].cpu_us_per_op,
+            Some(7.0)
+        );
+        let table = markdown(&rows);
+        assert!(
+            table.contains("| alpo-lin get | 64 | 1 | 600 |")
+                && table.contains("| 6.00× | 0.50× |"),
+            "{table}"
+        );
     }
 }

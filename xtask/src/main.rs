@@ -19,7 +19,8 @@ cargo xtask <task>
 tasks:
   help            print this list
   bench           cluster benchmarks: bench cluster [--clients 1,8,64,256] [--duration 5] …;
-                  bench report FILE.jsonl… (markdown table + SVG plot);
+                  [--variant NAME=NODE-FLAGS]… [--variant-bench NAME=BENCH-FLAGS]…
+                  [--client-flags FLAGS]; bench report FILE.jsonl… (markdown table + SVG plot);
                   bench memory|restart|catchup (issue 11: RSS and disk over 10M appends,
                   restart time, catch-up MiB/s) [--alpo PATH] [--snapshot-interval N] …
   check-history   re-check a kept history (JSON lines) for linearizability:
@@ -32,6 +33,7 @@ tasks:
                   [--nemesis kill,pause,partition,restart,lag|all|none]
                   [--snapshot-interval N] [--snapshot-retain N] (default 2000/500 when the
                   binary takes snapshots, none otherwise)
+                  [--lease-drift-ppm PPM] (read leases on every node, default 20000; 0 off)
 ";
 
 fn main() -> ExitCode {

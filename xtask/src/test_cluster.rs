@@ -21,6 +21,14 @@
 //! in the data directories) and the committed indices no node could be asked for before they
 //! were compacted (`unchecked_indices`, not judged).
 //!
+//! Reads (issue 14): every node gets a read lease (`[reads] lease_drift_ppm`, 20,000 unless
+//! `--lease-drift-ppm` says otherwise; 0 turns leases off). Gets are ReadIndex or lease reads
+//! served by leader and followers alike, and one pinned reader per node keeps sending gets to
+//! that node only, so a leader the `partition` nemesis isolates (`isolate leader`) or the
+//! `pause` nemesis stops keeps receiving reads; check 2 holds them all to linearizability. No
+//! nemesis drifts a clock (real clocks stay within the bound; drift beyond it is a simulator
+//! fault, `drift_beyond_lease`).
+//!
 //! The run directory (`--keep DIR`, else a temporary one, deleted on success and printed on
 //! failure) holds `history.jsonl`, `faults.txt`, `leaders.txt`, `throughput.txt`,
 //! `timeline.svg`, `run.txt` (seed and the command that replays it), node configs, node logs
@@ -65,7 +73,8 @@ use workload::LeaderLog;
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
 [--clients N] [--nemesis kill,pause,partition,restart,lag|all|none] [--seed S] [--keep DIR] \
-[--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls]";
+[--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
+[--lease-drift-ppm PPM]";
 
 /// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
 /// snapshots, compaction and installs happen under every nemesis of a short run.
@@ -79,6 +88,10 @@ const SNAPSHOT_RETAIN_DEFAULT: u64 = 500;
 const LOG_CACHE_BYTES_DEFAULT: u64 = 8 * 1024;
 /// How often the data directories are scanned for new snapshot files.
 const SNAPSHOT_SCAN_EVERY: Duration = Duration::from_millis(200);
+
+/// The clock drift bound of the nodes' read leases unless `--lease-drift-ppm` says otherwise
+/// (the operations guide's safe bound for ordinary clocks).
+const LEASE_DRIFT_PPM_DEFAULT: u32 = 20_000;
 
 /// How long the healed cluster may take to agree on one committed log.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +117,9 @@ pub(crate) struct Options {
     /// `--tls` (issue 16): TLS with client certificates on every port; the proxies forward the
     /// TLS bytes unchanged.
     tls: bool,
+    /// `--lease-drift-ppm` (issue 14): the nodes' read-lease drift bound; 0 turns leases off
+    /// (then every get is a ReadIndex read).
+    lease_drift_ppm: u32,
 }
 
 /// Parses the arguments after `test-cluster`.
@@ -119,6 +135,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         snapshot_retain: None,
         log_cache_bytes: None,
         tls: false,
+        lease_drift_ppm: LEASE_DRIFT_PPM_DEFAULT,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -144,6 +161,14 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
             "--snapshot-interval" => options.snapshot_interval = Some(number()?),
             "--snapshot-retain" => options.snapshot_retain = Some(number()?),
             "--log-cache-bytes" => options.log_cache_bytes = Some(number()?),
+            "--lease-drift-ppm" => {
+                options.lease_drift_ppm = u32::try_from(number()?)
+                    .ok()
+                    .filter(|ppm| *ppm < 1_000_000)
+                    .ok_or_else(|| {
+                        format!("--lease-drift-ppm must be below 1000000, found {value}")
+                    })?;
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -430,6 +455,11 @@ fn write_run_files(options: &Options, dir: &Path, schedule: &Schedule) -> Result
         Some(bytes) => format!("{snapshots} --log-cache-bytes {bytes}"),
         None => snapshots,
     };
+    let snapshots = if options.lease_drift_ppm == LEASE_DRIFT_PPM_DEFAULT {
+        snapshots
+    } else {
+        format!("{snapshots} --lease-drift-ppm {}", options.lease_drift_ppm)
+    };
     let run = format!(
         "seed = {}\nreplay: cargo xtask test-cluster --nodes {} --duration {} --clients {} \
          --nemesis {nemesis} --seed {}{snapshots} --keep NEW_DIR\n",
@@ -493,6 +523,9 @@ fn start_cluster(
         if let Some(certs) = &certs {
             process::append_tls(&specs[i], &certs.nodes[i].1)?;
         }
+        if options.lease_drift_ppm != 0 {
+            process::append_reads(&specs[i], options.lease_drift_ppm)?;
+        }
         process::create_empty(&specs[i].log_path)?;
     }
     drop(reserved);
@@ -543,18 +576,33 @@ fn wait_for_leader(cluster: &Cluster) -> Result<()> {
     bail!("no leader within {STARTUP_TIMEOUT:?} of starting the nodes (see the n*.log files)")
 }
 
+/// The workload clients `1..=clients`, then one pinned reader per node (ids after them), so
+/// every node, an isolated or deposed leader included, keeps receiving reads (issue 14).
 fn start_clients(cluster: &Cluster, options: &Options) -> Result<Vec<JoinHandle<Result<()>>>> {
-    (1..=options.clients)
+    let leases = options.lease_drift_ppm != 0;
+    let mut handles = (1..=options.clients)
         .map(|id| {
             workload::spawn_client(
                 id,
                 options.seed,
+                leases,
                 cluster.endpoints.clone(),
                 Arc::clone(&cluster.recorder),
                 Arc::clone(&cluster.stop_clients),
             )
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    for (index, endpoint) in cluster.endpoints.iter().enumerate() {
+        handles.push(workload::spawn_pinned_reader(
+            options.clients + 1 + u64::try_from(index)?,
+            options.seed,
+            leases,
+            *endpoint,
+            Arc::clone(&cluster.recorder),
+            Arc::clone(&cluster.stop_clients),
+        )?);
+    }
+    Ok(handles)
 }
 
 fn start_pollers(cluster: &Cluster) -> Result<Vec<JoinHandle<()>>> {
@@ -1025,6 +1073,16 @@ mod tests {
             parse(&args("--colour red"))
                 .unwrap_err()
                 .contains("--colour")
+        );
+        assert_eq!(options.lease_drift_ppm, LEASE_DRIFT_PPM_DEFAULT);
+        assert_eq!(
+            parse(&args("--lease-drift-ppm 0")).unwrap().lease_drift_ppm,
+            0
+        );
+        assert!(
+            parse(&args("--lease-drift-ppm 1000000"))
+                .unwrap_err()
+                .contains("--lease-drift-ppm")
         );
     }
 }

@@ -130,7 +130,7 @@ impl Outcomes for Tally {
 pub(super) fn run(load: &Load) -> anyhow::Result<Done> {
     let plan = DrivePlan {
         endpoints: load.endpoints.clone(),
-        first_target: load.first_target,
+        first_targets: vec![load.first_target],
         options: ClientOptions {
             cluster_id: ClusterId(load.cluster_id),
             attempt_timeout: ATTEMPT_TIMEOUT,

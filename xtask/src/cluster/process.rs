@@ -406,6 +406,24 @@ fn append_table(spec: &NodeSpec, name: &str, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// Issue 14: appends a `[reads]` table giving the node of `spec` read leases under the clock
+/// drift bound `drift_ppm` (rule Q3; the nemesis never drifts a clock, so the bound holds).
+pub(crate) fn append_reads(spec: &NodeSpec, drift_ppm: u32) -> Result<()> {
+    append_table(
+        spec,
+        "[reads]",
+        &format!("\n[reads]\nlease_drift_ppm = {drift_ppm}\n"),
+    )?;
+    let config = NodeConfig::load(&spec.config_path)
+        .with_context(|| format!("config of node {} with [reads]", spec.id))?;
+    anyhow::ensure!(
+        config.reads.lease_drift_ppm == drift_ppm,
+        "config of node {}: [reads] did not load back",
+        spec.id
+    );
+    Ok(())
+}
+
 /// The data directory of node `index` of a run in `dir`.
 pub(crate) fn data_dir(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("data-n{index}"))

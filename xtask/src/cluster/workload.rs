@@ -11,6 +11,13 @@
 //!
 //! Keys are independent registers that live for [`KEY_EPOCH_MS`] each (`k3@7` is key 3 in the
 //! 8th epoch), so every linearizability partition stays small however long the run.
+//!
+//! Reads (issue 14): gets are linearizable, or with leases on half of them (at random) are
+//! lease reads (rule Q3); the checker holds both to the same standard. Besides the workload
+//! clients, one pinned reader per node sends gets to that node only (no failover), so a
+//! leader the nemesis isolates or pauses keeps receiving reads: it must serve them only while
+//! its lease holds, or confirm them by a round it cannot get, and anything it answers must be
+//! linearizable.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use alpo_core::{ClusterId, Role};
-use alpo_node::client_protocol::ErrorCode;
+use alpo_node::client_protocol::{Consistency, ErrorCode};
 use alpo_node::{Client, ClientOptions, Error};
 use xtask::history::{ClientId, Command, Completion, Recorder, Reply};
 use xtask::nemesis::{NodeIndex, SplitMix64};
@@ -34,6 +41,9 @@ pub(crate) const KEY_EPOCH_MS: u64 = 4_000;
 const KEYS: u64 = 4;
 /// How often each node's status is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A pinned reader's pause between gets (it adds reads to every key's history without
+/// swamping the checker).
+const PINNED_READ_PAUSE: Duration = Duration::from_millis(20);
 
 /// The options of the workload clients: short timeouts, so a client stuck on a dead or paused
 /// node moves on (its operation is then indeterminate).
@@ -78,6 +88,7 @@ pub(crate) fn completion_of_error(error: &Error) -> Completion {
 pub(crate) fn spawn_client(
     id: u64,
     seed: u64,
+    leases: bool,
     endpoints: Vec<SocketAddr>,
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
@@ -105,7 +116,10 @@ pub(crate) fn spawn_client(
                 let command = pick_command(&mut rng, key, value, guess);
                 let op = recorder.invoke(ClientId(id), command.clone());
                 let completion = match command {
-                    Command::Get { .. } => execute(&mut reader, &command),
+                    Command::Get { .. } => {
+                        let consistency = read_consistency(&mut rng, leases);
+                        execute_with(&mut reader, &command, consistency)
+                    }
                     _ => execute(&mut client, &command),
                 };
                 remember(&mut last, &command, &completion);
@@ -114,6 +128,44 @@ pub(crate) fn spawn_client(
             Ok(())
         })?;
     Ok(handle)
+}
+
+/// Runs pinned reader `id` until `stop`: gets of the workload's keys at `endpoint` only.
+pub(crate) fn spawn_pinned_reader(
+    id: u64,
+    seed: u64,
+    leases: bool,
+    endpoint: SocketAddr,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let mut reader = new_client(vec![endpoint], client_options())?;
+    let handle = thread::Builder::new()
+        .name(format!("reader-{id}"))
+        .spawn(move || {
+            let mut rng = SplitMix64::new(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            while !stop.load(Ordering::SeqCst) {
+                let epoch = recorder.now_us() / 1_000 / KEY_EPOCH_MS;
+                let command = Command::Get {
+                    key: format!("k{}@{epoch}", rng.below(KEYS)),
+                };
+                let op = recorder.invoke(ClientId(id), command.clone());
+                let consistency = read_consistency(&mut rng, leases);
+                recorder.complete(op, execute_with(&mut reader, &command, consistency))?;
+                thread::sleep(PINNED_READ_PAUSE);
+            }
+            Ok(())
+        })?;
+    Ok(handle)
+}
+
+/// A get's consistency: with leases on, lease or linearizable at even odds.
+fn read_consistency(rng: &mut SplitMix64, leases: bool) -> Consistency {
+    if leases && rng.chance(1, 2) {
+        Consistency::Lease
+    } else {
+        Consistency::Linearizable
+    }
 }
 
 fn remember(
@@ -162,6 +214,17 @@ fn pick_command(
 
 /// Sends `command` through the client (which retries internally with the same request id).
 pub(crate) fn execute(client: &mut Client, command: &Command) -> Completion {
+    execute_with(client, command, Consistency::Linearizable)
+}
+
+/// As [`execute`], a get with `consistency` (never `Stale`: the checker wants every read
+/// linearizable).
+pub(crate) fn execute_with(
+    client: &mut Client,
+    command: &Command,
+    consistency: Consistency,
+) -> Completion {
+    debug_assert!(consistency != Consistency::Stale);
     let result = match command {
         Command::Append { value } => client
             .append(value.clone().into_bytes())
@@ -169,11 +232,13 @@ pub(crate) fn execute(client: &mut Client, command: &Command) -> Completion {
         Command::Put { key, value } => client
             .put(key.clone().into_bytes(), value.clone().into_bytes())
             .map(|_| Reply::Written),
-        Command::Get { key } => client
-            .get(key.clone().into_bytes())
-            .map(|value| Reply::Read {
-                value: value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-            }),
+        Command::Get { key } => {
+            client
+                .get_with(key.clone().into_bytes(), consistency)
+                .map(|value| Reply::Read {
+                    value: value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                })
+        }
         Command::Cas { key, expected, new } => client
             .compare_and_set(
                 key.clone().into_bytes(),
