@@ -13,9 +13,9 @@
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, an opaque payload (below);
 //! - tag 4 `persisted`: `now`, index, term;
-//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`, FNV-1a of
-//!   their derived `Hash`, a byte slice by its length only), so that a replay checks every
-//!   output is the recorded one (version 3, issue 15's flight recorder);
+//! - tag 5 `take_outputs`: a `u64` digest of the outputs taken (`outputs_digest`, a word-wise
+//!   hash of their derived `Hash`, a byte slice by its length only), so that a replay checks
+//!   every output is the recorded one (version 3, issue 15's flight recorder);
 //! - tag 6 `snapshot_durable`: `now`, snapshot meta;
 //! - tag 7 `snapshot_read`: `now`, to, snapshot index, term, offset, then `u8` 0 and an
 //!   opaque payload (the chunk), or 1 `Replaced`, 2 `Failed`;
@@ -52,7 +52,8 @@
 //! (version 4, issue 15's recorder cost): the bytes the core never reads, a `Normal` entry's
 //! command and a snapshot chunk, are not recorded, and replay feeds zeros of the recorded
 //! length (slices of one shared zero buffer). Version 3 recorded them: every proposal, Append,
-//! log read and snapshot chunk was copied a second time, and the digest hashed every byte.
+//! log read and snapshot chunk was copied a second time, and the digest hashed every byte
+//! (byte-wise FNV-1a; version 4 hashes a word per integer).
 //!
 //! # What a replay proves, and what it cannot (version 4)
 //! The core's decisions depend on an opaque payload's length (limits, batching, chunk
@@ -112,62 +113,68 @@ const TAG_READ_INDEX: u8 = 11;
 const TAG_CONFIG_CHANGE: u8 = 12;
 const TAG_TRANSFER: u8 = 13;
 
-/// A digest of `outputs`: FNV-1a over what their derived `Hash` feeds a hasher (every field, in
-/// order), so equal outputs give equal digests and any difference a replay could show (a field,
-/// an order) changes it but by accident. A byte slice (a payload, a chunk) enters by its length
-/// only: replay feeds zeros for the bytes a trace leaves out (format version 4), and hashing
-/// every payload byte on the event loop was most of the recorder's cost. Deriving `Hash`
-/// covers every output kind, present and future, without a second encoder to keep.
+/// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
+/// hasher (every field, in order), so equal outputs give equal digests and any difference a
+/// replay could show (a field, an order) changes it but by accident. A byte slice (a payload, a
+/// chunk) enters by its length only: replay feeds zeros for the bytes a trace leaves out (format
+/// version 4), and hashing every payload byte on the event loop was most of the recorder's
+/// cost. Deriving `Hash` covers every output kind, present and future, without a second
+/// encoder to keep.
 #[must_use]
 pub fn outputs_digest(outputs: &[Output]) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
-    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut hasher = Digest(0xcbf2_9ce4_8422_2325);
     outputs.hash(&mut hasher);
     hasher.finish()
 }
 
-/// FNV-1a, 64 bits, over integers' little-endian bytes and byte slices' lengths (see
-/// `outputs_digest`). Not `DefaultHasher`: its algorithm may change between Rust releases, and a
-/// trace must replay with the digest it was recorded with. Every integer method is overridden
-/// so that `write` sees byte slices only (a `[u8]`'s length prefix comes through
-/// `write_usize` first, so the length is hashed once more here: harmless).
-struct Fnv(u64);
+/// The output digest's hasher: per integer (as a `u64` word; a `u128` as two), `h = (h rotated
+/// left by 5 ^ word) * K` (FxHash's step, `K` odd), and a byte slice by its length (see
+/// `outputs_digest`). Each step is a bijection of `h` for a given word, so two output lists
+/// that differ in exactly one word always get different digests; one step per word, not per
+/// byte, keeps it cheap on the event loop (version 3 used byte-wise FNV-1a). Not
+/// `DefaultHasher`: its algorithm may change between Rust releases, and a trace must replay
+/// with the digest it was recorded with. Every integer method is overridden so that `write`
+/// sees byte slices only (a `[u8]`'s length prefix comes through `write_usize` first, so the
+/// length is hashed once more here: harmless).
+struct Digest(u64);
 
-impl Fnv {
-    fn mix(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+impl Digest {
+    fn word(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
-macro_rules! fnv_integers {
-    ($($method:ident: $type:ty),*) => {
+macro_rules! digest_integers {
+    ($($method:ident: $type:ty as $word:ty),*) => {
         $(
             fn $method(&mut self, value: $type) {
-                self.mix(&value.to_le_bytes());
+                #[allow(clippy::cast_sign_loss, clippy::cast_lossless)]
+                self.word(value as $word as u64);
             }
         )*
     };
 }
 
-impl std::hash::Hasher for Fnv {
+impl std::hash::Hasher for Digest {
     /// A byte slice: its length only (the payloads a trace records by length).
     fn write(&mut self, bytes: &[u8]) {
-        self.mix(&(bytes.len() as u64).to_le_bytes());
+        self.word(bytes.len() as u64);
     }
 
-    fnv_integers!(
-        write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128,
-        write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128
+    digest_integers!(
+        write_u8: u8 as u8, write_u16: u16 as u16, write_u32: u32 as u32, write_u64: u64 as u64,
+        write_usize: usize as usize, write_i8: i8 as u8, write_i16: i16 as u16,
+        write_i32: i32 as u32, write_i64: i64 as u64, write_isize: isize as usize
     );
 
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64);
+    fn write_u128(&mut self, value: u128) {
+        self.word(value as u64);
+        self.word((value >> 64) as u64);
     }
 
-    fn write_isize(&mut self, value: isize) {
-        self.write_i64(value as i64);
+    fn write_i128(&mut self, value: i128) {
+        self.write_u128(value as u128);
     }
 
     fn finish(&self) -> u64 {
