@@ -19,6 +19,9 @@
 //! `--snapshot-interval N` / `--snapshot-retain N`, passed to every node as
 //! `--snapshot-interval-entries` / `--snapshot-retain-entries` (refused, with a clear error, by
 //! a binary without snapshots; without them a node uses its defaults, none on such a binary).
+//! `--node-flag FLAGS` (repeatable; FLAGS split at spaces) adds flags to every node, e.g.
+//! `--node-flag --no-recorder` to measure a catch-up without the flight recorder (issue 15);
+//! the lines name them (`node_flags`).
 //!
 //! Invariants: the load is driven from this process (`load`), so the nodes' figures are the
 //! nodes' alone; every node started is killed and its data removed when the benchmark ends
@@ -51,7 +54,8 @@ pub(super) const USAGE: &str = "\
        cargo xtask bench restart [--appends 10000000] [--kill leader|follower|both] [COMMON]
        cargo xtask bench catchup [--bytes 1GiB] [COMMON]
          COMMON: [--nodes 3] [--clients 64] [--value-size 128] [--out DIR] [--alpo PATH]
-                 [--snapshot-interval N] [--snapshot-retain N] [--op append|put]";
+                 [--snapshot-interval N] [--snapshot-retain N] [--op append|put]
+                 [--node-flag FLAGS]...";
 
 /// Which benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,8 @@ pub(super) struct Plan {
     snapshot_interval: Option<u64>,
     snapshot_retain: Option<u64>,
     write: load::Write,
+    /// `--node-flag`s, split at spaces, for every node.
+    extra_flags: Vec<String>,
 }
 
 /// Parses `1073741824`, `20MiB`, `1GiB`, `512KiB`.
@@ -149,6 +155,7 @@ pub(super) fn parse(bench: Bench, args: &[String]) -> anyhow::Result<Plan> {
         snapshot_interval: None,
         snapshot_retain: None,
         write: load::Write::Append,
+        extra_flags: Vec::new(),
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -180,6 +187,9 @@ pub(super) fn parse(bench: Bench, args: &[String]) -> anyhow::Result<Plan> {
             "--snapshot-interval" => plan.snapshot_interval = Some(number()?),
             "--snapshot-retain" => plan.snapshot_retain = Some(number()?),
             "--op" => plan.write = load::Write::parse(value)?,
+            "--node-flag" => plan
+                .extra_flags
+                .extend(value.split_whitespace().map(str::to_string)),
             other => bail!("unknown flag {other:?} for bench {}", bench.name()),
         }
     }
@@ -208,14 +218,17 @@ impl Plan {
         if let Some(retain) = self.snapshot_retain {
             flags.extend(["--snapshot-retain-entries".into(), retain.to_string()]);
         }
+        flags.extend(self.extra_flags.iter().cloned());
         flags
     }
 
-    /// The snapshot settings as JSON fields (`null`: the node's default).
-    fn snapshot_fields(&self) -> [(&'static str, Value); 2] {
+    /// The node settings as JSON fields (`null`: the node's default; `node_flags`: the
+    /// `--node-flag`s).
+    fn node_fields(&self) -> [(&'static str, Value); 3] {
         [
             ("snapshot_interval", self.snapshot_interval.into()),
             ("snapshot_retain", self.snapshot_retain.into()),
+            ("node_flags", self.extra_flags.join(" ").into()),
         ]
     }
 }
@@ -227,7 +240,8 @@ pub(super) fn run(plan: &Plan) -> anyhow::Result<()> {
         None => super::build_release()?,
     };
     let flags = plan.node_flags();
-    if !flags.is_empty() && !crate::test_cluster::process::supports_snapshots(&alpo)? {
+    let snapshot_flags = plan.snapshot_interval.is_some() || plan.snapshot_retain.is_some();
+    if snapshot_flags && !crate::test_cluster::process::supports_snapshots(&alpo)? {
         bail!(
             "{} takes no snapshots (`alpo node --help` lists no {}): drop --snapshot-*",
             alpo.display(),
@@ -433,7 +447,7 @@ fn memory(plan: &Plan, alpo: &Path, cluster: &LocalCluster) -> anyhow::Result<Ve
         "clients": plan.clients,
         "nodes": plan.nodes,
     });
-    for (key, value) in plan.snapshot_fields() {
+    for (key, value) in plan.node_fields() {
         summary[key] = value;
     }
     lines.push(summary);
@@ -637,7 +651,7 @@ fn restart(plan: &Plan, cluster: &mut LocalCluster) -> anyhow::Result<Vec<Value>
             "caught_up_ms": caught_up_ms,
             "serving_ms": write_ms.max(caught_up_ms),
         });
-        for (key, value) in plan.snapshot_fields() {
+        for (key, value) in plan.node_fields() {
             line[key] = value;
         }
         lines.push(line);
@@ -691,7 +705,7 @@ fn catchup(plan: &Plan, cluster: &mut LocalCluster) -> anyhow::Result<Value> {
         "mib_per_s": (mib(written) / seconds * 10.0).round() / 10.0,
         "entries_per_s": (super::to_f64(done.acked) / seconds).round(),
     });
-    for (key, value) in plan.snapshot_fields() {
+    for (key, value) in plan.node_fields() {
         line[key] = value;
     }
     Ok(line)
@@ -723,6 +737,21 @@ mod tests {
         assert_eq!((plan.bytes, plan.kill.len()), (20 << 20, 2));
         assert!(plan.node_flags().is_empty());
         assert_eq!(plan.write, load::Write::Append);
+        let plan = parse(
+            Bench::Catchup,
+            &args("--node-flag --no-recorder --snapshot-retain 5"),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.node_flags(),
+            args("--snapshot-retain-entries 5 --no-recorder")
+        );
+        let plan = parse(
+            Bench::Catchup,
+            &["--node-flag", "--metrics-addr 127.0.0.1:0"].map(String::from),
+        )
+        .unwrap();
+        assert_eq!(plan.node_flags(), args("--metrics-addr 127.0.0.1:0"));
         let plan = parse(Bench::Catchup, &args("--op put")).unwrap();
         assert_eq!(plan.write, load::Write::Put);
         assert!(parse(Bench::Catchup, &args("--op delete")).is_err());
