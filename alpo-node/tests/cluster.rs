@@ -171,8 +171,18 @@ fn ten_thousand_appends_commit_and_every_log_is_identical() {
         .map(|c| records(&c.data_dir))
         .collect();
     assert!(logs[0].len() > thread_count * per_thread);
-    assert_eq!(logs[0], logs[1]);
-    assert_eq!(logs[0], logs[2]);
+    // Issue 12: the leader hands over when it is stopped, so the node that leads next may
+    // write the no-op of its term after others stopped; everything up to `last` is everywhere.
+    let last = usize::try_from(last.0).unwrap();
+    for log in &logs {
+        assert!(last <= log.len());
+        assert!(
+            log[last..].iter().all(|record| record.2 == 2),
+            "only no-ops after"
+        );
+    }
+    assert_eq!(logs[0][..last], logs[1][..last]);
+    assert_eq!(logs[0][..last], logs[2][..last]);
 }
 
 #[test]
@@ -365,7 +375,7 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let addr = cluster.configs[leader].client_addr;
     let timeout = Duration::from_secs(5);
     let mut raw = alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER), timeout).unwrap();
-    raw.send(b"\x04garbage").unwrap();
+    raw.send(b"\x05garbage").unwrap();
     let response = Response::decode(raw.recv(timeout).unwrap()).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
