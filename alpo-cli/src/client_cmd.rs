@@ -23,6 +23,7 @@ use alpo_node::{Client, ClientOptions, KvOp};
 use crate::EXIT_NEGATIVE;
 use crate::dev::{DEV_CLUSTER_ID, DEV_ENDPOINTS};
 use crate::json::Value;
+use crate::member_cmd::MemberColumns;
 
 /// Flags every client subcommand takes.
 #[derive(Debug, Args)]
@@ -288,13 +289,15 @@ pub(crate) fn cas(args: CasArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Asks every endpoint for its status. Exit 0 when every node answered, 3 when any did not.
+/// Asks every endpoint for its status, and the leader for its member list (issue 12: each
+/// node's role in the configuration, match index and lag). Exit 0 when every node answered, 3
+/// when any did not.
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.flags.client()?;
     let mut all_answered = true;
     if !args.flags.json {
         print_line(&format!(
-            "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {:>8} {:>6}",
             "NODE",
             "ENDPOINT",
             "ROLE",
@@ -304,16 +307,31 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "LAST",
             "APPLIED",
             "SNAPSHOT",
-            "FIRST"
+            "FIRST",
+            "MEMBER",
+            "MATCH",
+            "LAG"
         ))?;
     }
-    for endpoint in args.flags.endpoints.clone() {
-        match client.status_of(endpoint) {
+    let answers: Vec<_> = args
+        .flags
+        .endpoints
+        .iter()
+        .map(|endpoint| (*endpoint, client.status_of(*endpoint)))
+        .collect();
+    let statuses: Vec<_> = answers
+        .iter()
+        .filter_map(|(endpoint, answer)| Some((*endpoint, answer.as_ref().ok()?.clone())))
+        .collect();
+    let members = crate::member_cmd::leader_members(&args.flags, &statuses);
+    for (endpoint, answer) in answers {
+        match answer {
             Ok(status) => {
+                let columns = crate::member_cmd::member_columns(members.as_ref(), status.id);
                 print(
                     args.flags.json,
-                    &status_json(endpoint, &status),
-                    &status_text(endpoint, &status),
+                    &status_json(endpoint, &status, &columns),
+                    &status_text(endpoint, &status, &columns),
                 )?;
             }
             Err(error) => {
@@ -402,10 +420,11 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn status_text(endpoint: SocketAddr, s: &NodeStatus) -> String {
+fn status_text(endpoint: SocketAddr, s: &NodeStatus, member: &MemberColumns) -> String {
     let leader = s.leader.map_or("-".to_string(), |id| id.to_string());
+    let known = |value: Option<u64>| value.map_or("-".to_string(), |v| v.to_string());
     format!(
-        "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<5} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:<8} {:>8} {:>6}",
         s.id.0,
         endpoint.to_string(),
         role_name(s.role),
@@ -415,11 +434,15 @@ fn status_text(endpoint: SocketAddr, s: &NodeStatus) -> String {
         s.last_index.0,
         s.applied_index.0,
         s.snapshot_index.0,
-        s.first_index.0
+        s.first_index.0,
+        member.role.unwrap_or("-"),
+        known(member.match_index.map(|i| i.0)),
+        known(member.lag),
     )
 }
 
-fn status_json(endpoint: SocketAddr, s: &NodeStatus) -> Value {
+fn status_json(endpoint: SocketAddr, s: &NodeStatus, member: &MemberColumns) -> Value {
+    let known = |value: Option<u64>| value.map_or(Value::Null, Value::Number);
     Value::Object(vec![
         ("node", Value::Number(s.id.0)),
         ("endpoint", Value::String(endpoint.to_string())),
@@ -435,6 +458,14 @@ fn status_json(endpoint: SocketAddr, s: &NodeStatus) -> Value {
         ("applied_index", Value::Number(s.applied_index.0)),
         ("snapshot_index", Value::Number(s.snapshot_index.0)),
         ("first_index", Value::Number(s.first_index.0)),
+        (
+            "member_role",
+            member
+                .role
+                .map_or(Value::Null, |role| Value::String(role.into())),
+        ),
+        ("match_index", known(member.match_index.map(|i| i.0))),
+        ("lag", known(member.lag)),
     ])
 }
 

@@ -28,6 +28,7 @@ mod client_cmd;
 mod dev;
 mod json;
 mod log_cmd;
+mod member_cmd;
 mod node_cmd;
 mod output;
 mod replay_cmd;
@@ -97,6 +98,11 @@ enum Command {
     Status(client_cmd::StatusArgs),
     /// Ask each node to take a snapshot now; prints its index once durable.
     Snapshot(client_cmd::TakeSnapshotArgs),
+    /// List the cluster's members, promote a learner, remove a member (issue 12).
+    Member(member_cmd::MemberArgs),
+    /// Hand the leadership to a voter (the most up-to-date one by default); prints the new
+    /// leader once it leads.
+    TransferLeader(member_cmd::TransferArgs),
     /// Measure append throughput and latency against a running cluster.
     Bench(bench::BenchArgs),
     /// Inspect log directories offline (dump, verify).
@@ -128,6 +134,8 @@ fn main() -> ExitCode {
         Command::Cas(args) => client_cmd::cas(args),
         Command::Status(args) => client_cmd::status(args),
         Command::Snapshot(args) => client_cmd::snapshot(args),
+        Command::Member(args) => member_cmd::member(args),
+        Command::TransferLeader(args) => member_cmd::transfer_leader(args),
         Command::Bench(args) => bench::run(args),
         Command::Log(args) => log_cmd::run(args),
         Command::Certs(args) => certs_cmd::run(args),

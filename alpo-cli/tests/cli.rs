@@ -133,6 +133,7 @@ fn dev_cluster_serves_the_client_subcommands() {
     check_status(&dev);
     check_snapshot(&dev);
     check_bench(&dev);
+    check_members(&dev);
     check_closed_output(&["read", "--endpoints", &dev.endpoints]);
     dev.interrupt();
     let log_dir = dir.path().join("node-1");
@@ -315,6 +316,35 @@ fn check_snapshot(dev: &Dev) {
     let out = dev.alpo(&["snapshot"]);
     let text = stdout(&out);
     assert_eq!(text.matches(": snapshot at index ").count(), 3, "{text}");
+}
+
+/// Issue 12: `alpo member list` (one JSON object per member, with `id` and `role`), `alpo
+/// transfer-leader` (the named voter leads afterwards), `alpo status`'s member columns, and a
+/// change refused for good (removing a node that is not a member).
+fn check_members(dev: &Dev) {
+    let out = dev.alpo(&["member", "list", "--json"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text} {}", stderr(&out));
+    assert_eq!(text.lines().count(), 3, "one line per member: {text}");
+    assert_eq!(text.matches("\"role\":\"voter\"").count(), 3, "{text}");
+    let ids: Vec<f64> = text.lines().map(|line| json_number(line, "id")).collect();
+    assert_eq!(ids, [1.0, 2.0, 3.0], "{text}");
+    let leader = text
+        .lines()
+        .find(|line| line.contains("\"leader\":true"))
+        .map(|line| json_number(line, "id"))
+        .expect("the leader's member list marks it");
+    let target = if leader == 1.0 { "2" } else { "1" };
+    let out = dev.alpo(&["transfer-leader", target, "--json"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text} {}", stderr(&out));
+    assert_eq!(json_number(&text, "leader").to_string(), target, "{text}");
+    let out = dev.alpo(&["status"]);
+    let text = stdout(&out);
+    assert_eq!(text.matches(" voter ").count(), 3, "{text}");
+    let out = dev.alpo(&["member", "remove", "9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not a member"), "{}", stderr(&out));
 }
 
 /// A number field of a one-line JSON object.

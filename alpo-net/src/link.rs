@@ -31,7 +31,7 @@
 //! thread exactly as for a torn frame, and the writer flushes them first.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use alpo_core::{ClusterId, Message};
@@ -62,6 +62,8 @@ pub(crate) struct Link {
     /// Items pushed to the queue and not yet written or dropped (see the module invariants).
     unsent: AtomicUsize,
     cluster_id: ClusterId,
+    /// Issue 12: the peer left the configuration; the writer closes and exits (never unset).
+    retired: AtomicBool,
 }
 
 /// What the lock protects.
@@ -106,6 +108,7 @@ impl Link {
             queue,
             unsent: AtomicUsize::new(0),
             cluster_id,
+            retired: AtomicBool::new(false),
         };
         (link, receiver)
     }
@@ -135,6 +138,23 @@ impl Link {
     /// Items queued or taken and not yet written or dropped.
     pub(crate) fn unsent(&self) -> usize {
         self.unsent.load(Ordering::Acquire)
+    }
+
+    /// Issue 12: the peer was removed from the configuration. Direct writes stop at once; the
+    /// writer thread, woken here, drops its connection and exits at its next wake-up.
+    pub(crate) fn retire(&self, counters: &CounterCells) {
+        self.retired.store(true, Ordering::Release);
+        {
+            let mut state = self.state.lock();
+            state.broken = true;
+            state.writer_owns = true;
+        }
+        self.push(Outbound::Wake, counters);
+    }
+
+    /// Whether `retire` was called.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The writer thread wrote or dropped `count` items it took from the queue.

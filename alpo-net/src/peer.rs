@@ -15,8 +15,15 @@
 //! short-lived thread; then the connection is handed to the node's [`Inbox`], whose owner reads
 //! it (`inbox.rs`).
 //!
+//! The peer set follows the cluster's configuration (issue 12): [`PeerTransport::set_peers`]
+//! starts a writer for each added peer, retires the writer of each removed one (it closes its
+//! connection and exits at its next wake-up, at the latest after its backoff delay), and from then
+//! on only the listed peers may dial in. Connections a removed peer already has open stay until
+//! they break: the core accepts messages from any server of its cluster (rule M11) and the
+//! protocol keeps a removed server harmless (M10), so the transport need not cut them.
+//!
 //! Invariants: `send` never blocks; a message reaches the node only from a connection whose
-//! handshake named a configured peer, and only if its frame's sender is that peer and its
+//! handshake named a peer configured when it was made, and only if its frame's sender is that peer and its
 //! receiver is this node (others are dropped and counted); frames are delivered whole and
 //! checksum-verified, never partially. After `shutdown` returns, every thread has been joined.
 
@@ -27,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use alpo_core::{ClusterId, Message, NodeId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
+use parking_lot::RwLock;
 
 use crate::link::{Link, Outbound};
 
@@ -75,10 +83,34 @@ pub struct PeerConfig {
 pub struct PeerTransport {
     node_id: NodeId,
     local_addr: SocketAddr,
-    links: BTreeMap<NodeId, Arc<Link>>,
+    /// One link per peer, with the address its writer dials; replaced whole by `set_peers`.
+    links: RwLock<BTreeMap<NodeId, PeerLink>>,
+    /// What a writer started later (by `set_peers`) needs.
+    writer_setup: WriterSetup,
+    /// The peers that may dial in, shared with the accept side.
+    inbound: Arc<InboundContext>,
     shared: Arc<Shared>,
     shutdown_sender: Option<Sender<()>>,
     threads: Arc<Threads>,
+}
+
+/// One peer's link and the address its writer dials.
+#[derive(Clone, Debug)]
+struct PeerLink {
+    addr: SocketAddr,
+    link: Arc<Link>,
+}
+
+/// The settings every writer is started with.
+#[derive(Debug)]
+struct WriterSetup {
+    cluster_id: ClusterId,
+    queue_message_count_max: usize,
+    backoff_ms_min: u64,
+    backoff_ms_max: u64,
+    /// Jitter only needs peers and restarts to differ, not unpredictability.
+    seed: u64,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the inbound connections share.
@@ -86,7 +118,8 @@ pub struct PeerTransport {
 struct InboundContext {
     shared: Arc<Shared>,
     node_id: NodeId,
-    peers: Vec<NodeId>,
+    /// The peers allowed to dial in (issue 12: changed by `set_peers`).
+    peers: RwLock<Vec<NodeId>>,
     /// Where established connections go to be read.
     handoff: Arc<Handoff>,
     /// Issue 16: the TLS listener side (client certificates required), if TLS is on.
@@ -199,21 +232,35 @@ impl PeerTransport {
             None => (None, None),
         };
         let (shared, shutdown_sender) = Shared::new(config.cluster_id);
-        let mut transport = PeerTransport {
-            node_id: config.node_id,
-            local_addr,
-            links: BTreeMap::new(),
-            shared: Arc::clone(&shared),
-            shutdown_sender: Some(shutdown_sender),
-            threads: Arc::new(Threads::default()),
-        };
         let context = Arc::new(InboundContext {
-            shared,
+            shared: Arc::clone(&shared),
             node_id: config.node_id,
-            peers: config.peers.iter().map(|(id, _)| *id).collect(),
+            peers: RwLock::new(config.peers.iter().map(|(id, _)| *id).collect()),
             handoff: inbox.handoff(),
             tls: server_tls,
         });
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                elapsed.as_secs() ^ u64::from(elapsed.subsec_nanos()) << 20
+            });
+        let transport = PeerTransport {
+            node_id: config.node_id,
+            local_addr,
+            links: RwLock::new(BTreeMap::new()),
+            writer_setup: WriterSetup {
+                cluster_id: config.cluster_id,
+                queue_message_count_max: config.peer_queue_message_count_max,
+                backoff_ms_min: config.reconnect_backoff_ms_min,
+                backoff_ms_max: config.reconnect_backoff_ms_max,
+                seed,
+                tls: client_tls,
+            },
+            inbound: Arc::clone(&context),
+            shared,
+            shutdown_sender: Some(shutdown_sender),
+            threads: Arc::new(Threads::default()),
+        };
         // On an error below, dropping `transport` stops and joins what was started.
         let threads = Arc::clone(&transport.threads);
         let connection_count_max = config.inbound_connection_count_max;
@@ -222,7 +269,13 @@ impl PeerTransport {
             .spawn(format!("alpo-net-accept-{}", config.node_id), move || {
                 accept_loop(&listener, &context, &threads, connection_count_max);
             })?;
-        transport.start_writers(&config, client_tls.as_ref())?;
+        {
+            let mut links = transport.links.write();
+            for (peer_id, peer_addr) in &config.peers {
+                let link = transport.start_writer(*peer_id, *peer_addr)?;
+                links.insert(*peer_id, link);
+            }
+        }
         Ok(transport)
     }
 
@@ -238,13 +291,61 @@ impl PeerTransport {
     /// this node, or not from this node, is dropped and counted.
     pub fn send(&self, message: Message) {
         let counters = &self.shared.counters;
-        let link = self.links.get(&message.to);
-        let Some(link) = link.filter(|_| message.from == self.node_id) else {
+        let links = self.links.read();
+        let link = links.get(&message.to);
+        let Some(peer) = link.filter(|_| message.from == self.node_id) else {
             tracing::debug!(to = %message.to, from = %message.from, "unroutable message dropped");
             add(&counters.messages_dropped_unroutable, 1);
             return;
         };
-        link.send(message, counters);
+        peer.link.send(message, counters);
+    }
+
+    /// Issue 12: makes `peers` this node's peer set (the members of the configuration in force,
+    /// but this node). A peer not linked yet, or linked at another address, gets a new writer;
+    /// the writer of a peer no longer listed is retired (its queued messages are dropped and
+    /// its connection closed); from now on only `peers` may dial in. Messages to a removed peer
+    /// are dropped as unroutable.
+    pub fn set_peers(&self, peers: &[(NodeId, SocketAddr)]) -> Result<(), Error> {
+        if peers.iter().any(|(id, _)| *id == self.node_id) {
+            let problem = format!("lists this node ({})", self.node_id);
+            return Err(Error::Config {
+                field: "peers",
+                problem,
+            });
+        }
+        let mut links = self.links.write();
+        let mut next = BTreeMap::new();
+        for (peer_id, peer_addr) in peers {
+            let kept = links
+                .get(peer_id)
+                .filter(|peer| peer.addr == *peer_addr)
+                .cloned();
+            let peer = match kept {
+                Some(peer) => peer,
+                None => {
+                    tracing::info!(node = %peer_id, addr = %peer_addr, "peer added");
+                    self.start_writer(*peer_id, *peer_addr)?
+                }
+            };
+            next.insert(*peer_id, peer);
+        }
+        for (peer_id, peer) in links.iter() {
+            if next.get(peer_id).is_none_or(|kept| kept.addr != peer.addr) {
+                tracing::info!(node = %peer_id, addr = %peer.addr, "peer removed");
+                peer.link.retire(&self.shared.counters);
+            }
+        }
+        *links = next;
+        *self.inbound.peers.write() = peers.iter().map(|(id, _)| *id).collect();
+        Ok(())
+    }
+
+    /// The peers this node links to now, with the addresses their writers dial.
+    #[must_use]
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        let links = self.links.read();
+        links.iter().map(|(id, peer)| (*id, peer.addr)).collect()
     }
 
     /// A snapshot of the counters.
@@ -259,40 +360,28 @@ impl PeerTransport {
         self.stop();
     }
 
-    fn start_writers(
-        &mut self,
-        config: &PeerConfig,
-        tls: Option<&Arc<rustls::ClientConfig>>,
-    ) -> Result<(), Error> {
-        // Jitter only needs peers and restarts to differ, not unpredictability.
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                elapsed.as_secs() ^ u64::from(elapsed.subsec_nanos()) << 20
-            });
-        for (peer_id, peer_addr) in &config.peers {
-            let (link, queue) = Link::new(config.peer_queue_message_count_max, config.cluster_id);
-            let link = Arc::new(link);
-            self.links.insert(*peer_id, Arc::clone(&link));
-            let backoff_seed = seed ^ config.node_id.0.rotate_left(32) ^ peer_id.0;
-            let context = WriterContext {
-                shared: Arc::clone(&self.shared),
-                node_id: config.node_id,
-                peer_id: *peer_id,
-                peer_addr: *peer_addr,
-                link,
-                queue,
-                backoff: Backoff::new(
-                    config.reconnect_backoff_ms_min,
-                    config.reconnect_backoff_ms_max,
-                    backoff_seed,
-                ),
-                tls: tls.cloned(),
-            };
-            let name = format!("alpo-net-writer-{}-{}", config.node_id, peer_id);
-            self.threads.spawn(name, move || run_writer(context))?;
-        }
-        Ok(())
+    /// Starts the writer thread of one peer; its link is the caller's to insert.
+    fn start_writer(&self, peer_id: NodeId, peer_addr: SocketAddr) -> Result<PeerLink, Error> {
+        let setup = &self.writer_setup;
+        let (link, queue) = Link::new(setup.queue_message_count_max, setup.cluster_id);
+        let link = Arc::new(link);
+        let backoff_seed = setup.seed ^ self.node_id.0.rotate_left(32) ^ peer_id.0;
+        let context = WriterContext {
+            shared: Arc::clone(&self.shared),
+            node_id: self.node_id,
+            peer_id,
+            peer_addr,
+            link: Arc::clone(&link),
+            queue,
+            backoff: Backoff::new(setup.backoff_ms_min, setup.backoff_ms_max, backoff_seed),
+            tls: setup.tls.clone(),
+        };
+        let name = format!("alpo-net-writer-{}-{}", self.node_id, peer_id);
+        self.threads.spawn(name, move || run_writer(context))?;
+        Ok(PeerLink {
+            addr: peer_addr,
+            link,
+        })
     }
 
     fn stop(&mut self) {
@@ -301,7 +390,7 @@ impl PeerTransport {
         };
         drop(shutdown_sender);
         self.shared.close_all();
-        self.links.clear();
+        self.links.write().clear();
         wake_listener(self.local_addr);
         self.threads.join_all();
     }
@@ -375,10 +464,11 @@ fn serve_inbound(connection: Connection, context: Arc<InboundContext>) {
         },
         None => connection,
     };
+    let peers = context.peers.read().clone();
     let policy = HelloPolicy {
         role: Role::Peer,
         node_id: context.node_id,
-        peers: &context.peers,
+        peers: &peers,
     };
     let Some(hello) = connection.accept_hello(policy, counters) else {
         return;
@@ -461,7 +551,7 @@ fn run_writer(mut context: WriterContext) {
     let mut batch = Vec::with_capacity(2 * WRITE_BATCH_BYTES_MAX);
     let mut connected_before = false;
     let counters = &context.shared.counters;
-    while !context.shared.is_closed() {
+    while !context.shared.is_closed() && !context.link.is_retired() {
         match dial(&context) {
             Ok((connection, _registration)) => {
                 add(&counters.connections_established, 1);
@@ -477,6 +567,10 @@ fn run_writer(mut context: WriterContext) {
                 }
                 match end {
                     PumpEnd::Shutdown => return,
+                    PumpEnd::Broken if context.link.is_retired() => {
+                        tracing::info!(node = %context.peer_id, "connection closed (peer removed)");
+                        return;
+                    }
                     PumpEnd::Lost(error) => {
                         tracing::info!(
                             node = %context.peer_id,
@@ -566,7 +660,7 @@ fn pump(connection: &Connection, context: &WriterContext, batch: &mut Vec<u8>) -
     loop {
         let hold = {
             let mut state = context.link.lock();
-            if state.is_broken() {
+            if state.is_broken() || context.link.is_retired() {
                 return PumpEnd::Broken;
             }
             let idle = state.pending.is_empty() && context.link.unsent() == 0;

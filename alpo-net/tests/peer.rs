@@ -497,3 +497,66 @@ fn a_stalled_receiver_gets_whole_frames_in_order_after_direct_writes_back_up() {
     one.shutdown();
     two.shutdown();
 }
+
+/// Sends acks from `from` to `to` until one arrives (early ones may die while the link dials).
+/// Only acks numbered from `base` count, so that a leftover of an earlier phase does not.
+fn send_until_received(
+    transport: &PeerTransport,
+    inbox: &Received<Message>,
+    (from, to): (u64, u64),
+    base: u64,
+) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seq = base;
+    loop {
+        transport.send(ack(from, to, seq));
+        if let Ok(message) = inbox.recv_timeout(Duration::from_millis(20)) {
+            assert_eq!(message.from, NodeId(from));
+            if seq_of(&message) >= base {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{from} never reached {to}");
+        seq += 1;
+    }
+}
+
+/// Issue 12: the peer set follows the configuration. A peer added by `set_peers` is dialled
+/// and may dial in; a removed one gets nothing more (dropped as unroutable) and is no longer
+/// listed; adding it back links it again.
+#[test]
+fn set_peers_adds_and_removes_links() {
+    let listener_1 = TcpListener::bind(loopback()).unwrap();
+    let address_1 = listener_1.local_addr().unwrap();
+    let listener_2 = TcpListener::bind(loopback()).unwrap();
+    let address_2 = listener_2.local_addr().unwrap();
+    // Node 1 starts knowing nobody (a server added later, rule M11); node 2 knows node 1.
+    let (one, inbox_1) = start_peer(
+        listener_1,
+        PeerConfig::new(CLUSTER, NodeId(1), loopback(), vec![]),
+    );
+    let config_2 = PeerConfig::new(CLUSTER, NodeId(2), loopback(), vec![(NodeId(1), address_1)]);
+    let (two, inbox_2) = start_peer(listener_2, config_2);
+    one.send(ack(1, 2, 0));
+    assert_eq!(one.counters().messages_dropped_unroutable, 1);
+    assert!(
+        one.set_peers(&[(NodeId(1), address_2)]).is_err(),
+        "itself as a peer"
+    );
+
+    one.set_peers(&[(NodeId(2), address_2)]).unwrap();
+    assert_eq!(one.peers(), vec![(NodeId(2), address_2)]);
+    send_until_received(&one, &inbox_2, (1, 2), 0);
+    // Node 2's writer was refused while node 1 did not know it; it redials and is accepted now.
+    send_until_received(&two, &inbox_1, (2, 1), 0);
+
+    one.set_peers(&[]).unwrap();
+    assert!(one.peers().is_empty());
+    let dropped = one.counters().messages_dropped_unroutable;
+    one.send(ack(1, 2, 1_000));
+    assert_eq!(one.counters().messages_dropped_unroutable, dropped + 1);
+
+    one.set_peers(&[(NodeId(2), address_2)]).unwrap();
+    send_until_received(&one, &inbox_2, (1, 2), 1_000_000);
+    drop((one, two));
+}

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use alpo_core::{ClusterId, LogIndex};
+use alpo_core::{ClusterId, LogIndex, NodeId};
 use alpo_net::ClientConnection;
 
 use crate::client_engine::{Action, Engine, random_client_id};
 use crate::client_protocol::{Consistency, NodeStatus, Op, ReadEntry, ResponseBody};
 use crate::error::Error;
+use crate::member_protocol::{MemberChange, Members};
 
 /// How a client waits and retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +172,45 @@ impl Client {
         self.engine.begin_to(Instant::now(), Op::Snapshot, endpoint);
         match self.run()? {
             ResponseBody::Snapshot { index } => Ok(index),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Issue 12: the configuration in force, as the node that answers knows it (the leader's
+    /// answer carries each member's match index). Any node.
+    pub fn members(&mut self) -> Result<Members, Error> {
+        match self.call(Op::Members)? {
+            ResponseBody::Members(members) => Ok(members),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Issue 12: the configuration in force as the node at `endpoint` knows it (no
+    /// redirection).
+    pub fn members_of(&mut self, endpoint: SocketAddr) -> Result<Members, Error> {
+        self.engine.begin_to(Instant::now(), Op::Members, endpoint);
+        match self.run()? {
+            ResponseBody::Members(members) => Ok(members),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Issue 12: one membership change (rules M2–M10); returns the index of its `Config` entry
+    /// once committed. A change refused as asked (`ErrorCode::ChangeRefused`) is not retried;
+    /// one refused for now (`ErrorCode::Busy`: another change or a transfer in progress, a
+    /// new leader not ready) is retried until the request timeout.
+    pub fn change_members(&mut self, change: MemberChange) -> Result<LogIndex, Error> {
+        match self.call(Op::ChangeMembers { change })? {
+            ResponseBody::MembersChanged { index } => Ok(index),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Issue 12: hands the leadership to `target`, or to the most up-to-date voter (rules
+    /// T1–T5); returns the new leader once it leads.
+    pub fn transfer_leader(&mut self, target: Option<NodeId>) -> Result<NodeId, Error> {
+        match self.call(Op::TransferLeader { target })? {
+            ResponseBody::LeaderMoved { leader } => Ok(leader),
             other => Err(self.unexpected(&other)),
         }
     }

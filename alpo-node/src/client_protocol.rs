@@ -9,15 +9,17 @@
 //! Request layout (all integers little-endian, byte strings `u32` length + bytes):
 //!
 //! ```text
-//! 1 byte  version (4)
+//! 1 byte  version (5)
 //! 8 bytes client id        (the session, docs/protocol.md Clients)
 //! 8 bytes sequence number  (per client; a retry reuses it)
-//! 1 byte  operation tag    (1 append, 3 status, 4 command, 6 snapshot, 10 query, 11 read)
+//! 1 byte  operation tag    (1 append, 3 status, 4 command, 6 snapshot, 10 query, 11 read,
+//!                           7 members, 8 change members, 9 transfer leader)
 //! ...     the operation's fields, in the order of the `Op` variant's fields
 //! ```
 //!
 //! Response layout: `version u8, sequence u64, tag u8` (1 appended, 2 entries, 3 status,
-//! 4 applied, 5 not-leader, 6 error, 7 snapshot), then the fields.
+//! 4 applied, 5 not-leader, 6 error, 7 snapshot, 8 members, 9 members changed, 15 leader
+//! moved), then the fields. The membership payloads are in `member_protocol.rs`.
 //!
 //! Versions: the layout of an error response (`version, sequence, 6, code u8, reason`) is the
 //! same in every version. A node that receives a request of a version it does not speak answers
@@ -29,7 +31,9 @@
 //! `Compacted` error code, and no snapshot and first index in a status. Version 3 ordered every
 //! query through the log (tag 5, no consistency) and read entries from whichever node answered
 //! (tag 2); version 4 (issue 14) replaced them with tags 10 and 11, which end with a
-//! consistency byte (`1` linearizable, `2` lease, `3` stale).
+//! consistency byte (`1` linearizable, `2` lease, `3` stale). Version 5 (issue 12) added the
+//! membership operations 7–9, the answers 8, 9 and 15, and the error codes 7 (`ChangeRefused`)
+//! and 8 (`Busy`).
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -39,10 +43,11 @@ use bytes::Bytes;
 
 use alpo_core::{LogIndex, NodeId, Role, Term};
 
+use crate::member_protocol::{MemberChange, Members};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +109,21 @@ pub enum Op {
     /// Take a snapshot now (rule S2): answered once it is durable, with its last included
     /// index. Any node, for itself.
     Snapshot,
+    /// Issue 12: the configuration in force, as this node knows it (with each member's match
+    /// index when it leads). Any node.
+    Members,
+    /// Issue 12: one membership change (rules M2–M10): answered `MembersChanged` once its
+    /// `Config` entry is committed. Leader only.
+    ChangeMembers {
+        /// The change.
+        change: MemberChange,
+    },
+    /// Issue 12: hand leadership to `target`, or to the most up-to-date voter (rules T1–T5):
+    /// answered `LeaderMoved` once another node leads. Leader only.
+    TransferLeader {
+        /// The voter to hand over to; `None` for the most up-to-date one.
+        target: Option<NodeId>,
+    },
 }
 
 /// How fresh a read (`Op::Query`, `Op::Read`) must be (docs/operations.md, Reads).
@@ -204,6 +224,18 @@ pub enum ResponseBody {
         /// Its last included index.
         index: LogIndex,
     },
+    /// Issue 12: the configuration in force, answering `Members`.
+    Members(Members),
+    /// Issue 12: the change asked for is committed, its `Config` entry at `index`.
+    MembersChanged {
+        /// The `Config` entry's index.
+        index: LogIndex,
+    },
+    /// Issue 12: the leadership transfer asked for is over: `leader` leads now.
+    LeaderMoved {
+        /// The new leader.
+        leader: NodeId,
+    },
 }
 
 /// Where the leader is, as a follower knows it.
@@ -289,6 +321,13 @@ pub enum ErrorCode {
     /// A read asked for entries below the node's first retained index: they were compacted
     /// into a snapshot (rule S4). The reason names the first index still readable.
     Compacted = 6,
+    /// Issue 12: the membership change or transfer is not possible as asked (the node is
+    /// already a member, not a member, not a learner, the last voter, …); retrying will not
+    /// help.
+    ChangeRefused = 7,
+    /// Issue 12: another change or a leadership transfer is in progress, or the new leader has
+    /// not yet committed an entry of its term (rules M2, M3, T2); retry shortly.
+    Busy = 8,
 }
 
 const OP_APPEND: u8 = 1;
@@ -299,6 +338,10 @@ const OP_SNAPSHOT: u8 = 6;
 const OP_QUERY: u8 = 10;
 /// Version 4 (issue 14): a read of entries with its consistency (tag 2 is retired).
 const OP_READ: u8 = 11;
+/// Version 5 (issue 12): membership.
+const OP_MEMBERS: u8 = 7;
+const OP_CHANGE_MEMBERS: u8 = 8;
+const OP_TRANSFER_LEADER: u8 = 9;
 
 const BODY_APPENDED: u8 = 1;
 const BODY_ENTRIES: u8 = 2;
@@ -307,6 +350,9 @@ const BODY_APPLIED: u8 = 4;
 const BODY_NOT_LEADER: u8 = 5;
 const BODY_ERROR: u8 = 6;
 const BODY_SNAPSHOT: u8 = 7;
+const BODY_MEMBERS: u8 = 8;
+const BODY_MEMBERS_CHANGED: u8 = 9;
+const BODY_LEADER_MOVED: u8 = 15;
 
 impl Request {
     /// Encodes the request as described in the module documentation.
@@ -332,6 +378,13 @@ impl Request {
                 consistency,
             } => w.u8(OP_QUERY).bytes(payload).u8(*consistency as u8),
             Op::Snapshot => w.u8(OP_SNAPSHOT),
+            Op::Members => w.u8(OP_MEMBERS),
+            Op::ChangeMembers { change } => {
+                crate::member_protocol::encode_change(w.u8(OP_CHANGE_MEMBERS), *change)
+            }
+            Op::TransferLeader { target } => {
+                crate::member_protocol::encode_node(w.u8(OP_TRANSFER_LEADER), *target)
+            }
         };
         w.finish()
     }
@@ -362,6 +415,13 @@ impl Request {
                 consistency: decode_consistency(&mut r)?,
             },
             OP_SNAPSHOT => Op::Snapshot,
+            OP_MEMBERS => Op::Members,
+            OP_CHANGE_MEMBERS => Op::ChangeMembers {
+                change: crate::member_protocol::decode_change(&mut r)?,
+            },
+            OP_TRANSFER_LEADER => Op::TransferLeader {
+                target: crate::member_protocol::decode_node(&mut r, "target")?,
+            },
             tag => return Err(r.unknown_tag("operation", tag)),
         };
         r.finish("request")?;
@@ -390,7 +450,7 @@ impl Op {
     pub fn needs_leader(&self) -> bool {
         !matches!(
             self,
-            Op::Read { .. } | Op::Status | Op::Snapshot | Op::Query { .. }
+            Op::Read { .. } | Op::Status | Op::Snapshot | Op::Query { .. } | Op::Members
         )
     }
 }
@@ -433,6 +493,11 @@ impl Response {
                 w.u8(BODY_ERROR).u8(*code as u8).bytes(reason.as_bytes())
             }
             ResponseBody::Snapshot { index } => w.u8(BODY_SNAPSHOT).u64(index.0),
+            ResponseBody::Members(members) => {
+                crate::member_protocol::encode_members(w.u8(BODY_MEMBERS), members)
+            }
+            ResponseBody::MembersChanged { index } => w.u8(BODY_MEMBERS_CHANGED).u64(index.0),
+            ResponseBody::LeaderMoved { leader } => w.u8(BODY_LEADER_MOVED).u64(leader.0),
         };
         w.finish()
     }
@@ -469,6 +534,13 @@ impl Response {
             BODY_SNAPSHOT => ResponseBody::Snapshot {
                 index: LogIndex(r.u64("snapshot index")?),
             },
+            BODY_MEMBERS => ResponseBody::Members(crate::member_protocol::decode_members(&mut r)?),
+            BODY_MEMBERS_CHANGED => ResponseBody::MembersChanged {
+                index: LogIndex(r.u64("config index")?),
+            },
+            BODY_LEADER_MOVED => ResponseBody::LeaderMoved {
+                leader: NodeId(r.u64("new leader")?),
+            },
             tag => return Err(r.unknown_tag("response", tag)),
         };
         r.finish("response")?;
@@ -480,7 +552,10 @@ impl ErrorCode {
     /// Whether retrying the same request (same id) may succeed.
     #[must_use]
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Retry | ErrorCode::Unavailable)
+        matches!(
+            self,
+            ErrorCode::Retry | ErrorCode::Unavailable | ErrorCode::Busy
+        )
     }
 }
 
@@ -577,6 +652,8 @@ fn decode_error_code(r: &mut Reader) -> Result<ErrorCode, DecodeError> {
         4 => Ok(ErrorCode::SessionExpired),
         5 => Ok(ErrorCode::Unavailable),
         6 => Ok(ErrorCode::Compacted),
+        7 => Ok(ErrorCode::ChangeRefused),
+        8 => Ok(ErrorCode::Busy),
         tag => Err(r.unknown_tag("error code", tag)),
     }
 }
@@ -608,6 +685,17 @@ mod tests {
                 consistency: Consistency::Lease,
             },
             Op::Snapshot,
+            Op::Members,
+            Op::ChangeMembers {
+                change: MemberChange::Promote(NodeId(4)),
+            },
+            Op::ChangeMembers {
+                change: MemberChange::Remove(NodeId(2)),
+            },
+            Op::TransferLeader { target: None },
+            Op::TransferLeader {
+                target: Some(NodeId(3)),
+            },
         ]
     }
 
@@ -670,6 +758,50 @@ mod tests {
                 index: LogIndex(40),
             },
         ]
+        .into_iter()
+        .chain(membership_responses())
+        .collect()
+    }
+
+    /// Version 5 (issue 12): the membership answers and error codes.
+    fn membership_responses() -> Vec<ResponseBody> {
+        vec![
+            ResponseBody::Error {
+                code: ErrorCode::ChangeRefused,
+                reason: "node 9 is not a member".into(),
+            },
+            ResponseBody::Error {
+                code: ErrorCode::Busy,
+                reason: "a change is in progress".into(),
+            },
+            ResponseBody::Members(crate::member_protocol::Members {
+                leader: Some(NodeId(1)),
+                last_index: LogIndex(12),
+                members: vec![
+                    crate::member_protocol::MemberInfo {
+                        id: NodeId(1),
+                        role: crate::member_protocol::MemberRole::Voter,
+                        match_index: Some(LogIndex(12)),
+                        client_addr: "127.0.0.1:7201".into(),
+                    },
+                    crate::member_protocol::MemberInfo {
+                        id: NodeId(4),
+                        role: crate::member_protocol::MemberRole::Learner,
+                        match_index: None,
+                        client_addr: String::new(),
+                    },
+                ],
+            }),
+            ResponseBody::Members(crate::member_protocol::Members {
+                leader: None,
+                last_index: LogIndex(0),
+                members: Vec::new(),
+            }),
+            ResponseBody::MembersChanged {
+                index: LogIndex(13),
+            },
+            ResponseBody::LeaderMoved { leader: NodeId(3) },
+        ]
     }
 
     #[test]
@@ -704,7 +836,7 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            4, // version
+            5, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
@@ -735,11 +867,25 @@ mod tests {
         };
         let read: &[u8] = &[11, 3, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3];
         assert_eq!(&request.encode()[17..], read);
+        // Version 5 (issue 12): remove node 2 (tag 8, change 3, id), transfer to the best (9, 0).
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::ChangeMembers {
+                change: MemberChange::Remove(NodeId(2)),
+            },
+        };
+        let remove: &[u8] = &[8, 3, 2, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&request.encode()[17..], remove);
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::TransferLeader { target: None },
+        };
+        assert_eq!(&request.encode()[17..], &[9, 0, 0, 0, 0, 0, 0, 0, 0]);
         let response = Response {
             seq: 2,
             body: ResponseBody::Snapshot { index: LogIndex(9) },
         };
-        let expected: &[u8] = &[4, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        let expected: &[u8] = &[5, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(&response.encode()[..], expected);
     }
 
@@ -812,12 +958,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 4"
+            "client protocol version 1 is not supported: this node speaks version 5"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(5));
-        assert_eq!(version, 5);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(6));
+        assert_eq!(version, 6);
         assert!(
-            reason.contains("version 5") && reason.contains("version 4"),
+            reason.contains("version 6") && reason.contains("version 5"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

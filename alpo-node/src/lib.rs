@@ -135,6 +135,8 @@ mod image_io;
 pub mod kv;
 mod kv_client;
 pub mod limits;
+mod member_ops;
+pub mod member_protocol;
 pub mod metrics;
 mod node;
 mod node_image;

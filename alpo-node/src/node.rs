@@ -317,6 +317,10 @@ impl PeerSender for Arc<PeerTransport> {
     fn send(&self, message: Message) {
         PeerTransport::send(self, message);
     }
+
+    fn set_peers(&self, peers: &[(NodeId, std::net::SocketAddr)]) -> Result<(), Error> {
+        Ok(PeerTransport::set_peers(self, peers)?)
+    }
 }
 
 impl LogStore for FileLog {

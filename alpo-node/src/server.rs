@@ -39,8 +39,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use alpo_core::{
-    HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node, NodeId, Output,
-    Persisted, ProposeError, ReadError, ReadId, Role, Term,
+    Configuration, HardState, LogIndex, LogPosition, LogReadId, LogReadResult, Message, Node,
+    NodeId, Output, Persisted, ProposeError, ReadError, ReadId, Role, Term,
 };
 
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
@@ -75,6 +75,8 @@ pub(crate) trait HardStateStore: Send + 'static {
 /// Sends a message to a peer without blocking (the transport queues or drops it).
 pub(crate) trait PeerSender: Send + 'static {
     fn send(&self, message: Message);
+    /// Issue 12: links to exactly these peers from now on (`member_ops::peer_set`).
+    fn set_peers(&self, peers: &[(NodeId, std::net::SocketAddr)]) -> Result<(), Error>;
 }
 
 /// What the event loop publishes for `Server::status` and the shutdown path.
@@ -123,6 +125,11 @@ struct EventLoop {
     pub(crate) log_reader: Box<dyn EntrySource>,
     /// `ReadLog`s performed and not yet answered; answered at the next turn of the loop.
     pub(crate) log_reads: Vec<LogRead>,
+    /// Issue 12: clients waiting for a membership change or a leadership transfer.
+    pub(crate) members: crate::member_ops::MemberOps,
+    /// Issue 12: when a stop was asked while leading, the transfer's deadline (rule T5 ends it
+    /// sooner); the loop ends once another node leads or at this deadline.
+    pub(crate) leaving: Option<std::time::Instant>,
 }
 
 /// A `ReadLog` of the core, waiting for its turn (rule S9).
@@ -201,6 +208,7 @@ impl EventLoop {
     /// arrived to the core, take the storage thread's report, fire a due timer, and perform the
     /// outputs of the whole batch.
     fn run_inner(&mut self) -> Result<(), Error> {
+        self.follow_configuration(self.node.configuration())?;
         self.perform_outputs()?;
         let mut arrived = Vec::new();
         loop {
@@ -212,7 +220,7 @@ impl EventLoop {
             };
             arrived.clear();
             self.inputs.wait(timeout, &mut arrived)?;
-            if self.shared.stop_requested.load(Ordering::Acquire) {
+            if self.shared.stop_requested.load(Ordering::Acquire) && self.may_stop() {
                 return Ok(());
             }
             let input_count = arrived.len();
@@ -432,7 +440,37 @@ impl EventLoop {
                 self.request_snapshot(connection, request.id.seq);
                 Ok(())
             }
+            op @ (Op::Members | Op::ChangeMembers { .. } | Op::TransferLeader { .. }) => {
+                self.on_member_op(connection, request.id.seq, op);
+                Ok(())
+            }
             op => self.propose(connection, request.id, op),
+        }
+    }
+
+    /// Issue 12: the membership operations (`member_ops.rs`); changes and transfers are
+    /// answered at once only if refused.
+    fn on_member_op(&mut self, connection: ConnectionId, seq: u64, op: Op) {
+        let now = self.now();
+        let hint = |id| leader_hint_of(&self.config, id);
+        let answer = match op {
+            Op::ChangeMembers { change } => {
+                let asked = (connection, seq);
+                self.members
+                    .ask_change(&mut self.node, now, asked, change, hint)
+            }
+            Op::TransferLeader { target } => {
+                let asked = (connection, seq);
+                self.members
+                    .ask_transfer(&mut self.node, now, asked, target, hint)
+            }
+            _ => Some(ResponseBody::Members(crate::member_ops::members_of(
+                &self.node,
+                &self.config,
+            ))),
+        };
+        if let Some(body) = answer {
+            self.reply(connection, seq, body);
         }
     }
 
@@ -514,14 +552,7 @@ impl EventLoop {
     }
 
     fn leader_hint(&self, id: NodeId) -> LeaderHint {
-        LeaderHint {
-            id,
-            client_addr: self
-                .config
-                .client_addr_of(id)
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-        }
+        leader_hint_of(&self.config, id)
     }
 
     fn propose(&mut self, connection: ConnectionId, id: RequestId, op: Op) -> Result<(), Error> {
@@ -655,9 +686,8 @@ impl EventLoop {
     }
 
     /// `TakeSnapshot` (to the apply thread, in order with the entries) and the membership
-    /// outputs. Issue 12: the peer transport still dials the members it was started with;
-    /// following the configuration (and the client's member operations) is the next step, so
-    /// a membership output is logged, not acted on.
+    /// outputs (issue 12, `member_ops.rs`): the transport follows the configuration in force,
+    /// and a change's client learns where its entry sits.
     fn perform_other(&mut self, output: Output) -> Result<(), Error> {
         match output {
             Output::TakeSnapshot { at, configuration } => {
@@ -665,9 +695,16 @@ impl EventLoop {
             }
             Output::Membership { configuration } => {
                 tracing::info!(%configuration, "configuration in force changed");
+                self.follow_configuration(configuration)?;
             }
             Output::ConfigChange { change, result } => {
                 tracing::info!(%change, ?result, "membership change");
+                let hint = |id| leader_hint_of(&self.config, id);
+                if let Some((connection, seq, body)) =
+                    self.members.on_config_change(change, result, hint)
+                {
+                    self.reply(connection, seq, body);
+                }
             }
             other => {
                 let reason = format!("an output perform_outputs does not route: {other:?}");
@@ -675,6 +712,56 @@ impl EventLoop {
             }
         }
         Ok(())
+    }
+
+    /// Issue 12: the transport links to the members of `configuration` (and of the one before
+    /// until the change commits: `MemberOps::on_configuration`).
+    fn follow_configuration(&mut self, configuration: Configuration) -> Result<(), Error> {
+        let last_index = self.node.last_position().index;
+        match self.members.on_configuration(configuration, last_index) {
+            Some(members) => self.link_members(&members),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives the transport the peers among `members`, at the addresses this node knows.
+    fn link_members(&self, members: &[NodeId]) -> Result<(), Error> {
+        let (peers, unknown) = crate::member_ops::peer_set(members, &self.config);
+        if !unknown.is_empty() {
+            tracing::warn!(
+                node = self.config.id,
+                ?unknown,
+                "members without a known peer address are not linked"
+            );
+        }
+        self.peers.set_peers(&peers)
+    }
+
+    /// Issue 12, rule T1 at shutdown: a leader with another voter first hands over (bounded by
+    /// `leaving`), so a rolling restart causes no election timeout. Whether the loop may end.
+    fn may_stop(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        match self.leaving {
+            Some(deadline) => {
+                let status = self.node.status();
+                status.role != Role::Leader
+                    || self.node.transfer_target().is_none()
+                    || deadline <= now
+            }
+            None if self.node.status().role != Role::Leader => true,
+            None => match self.node.transfer_leadership(self.now(), None) {
+                Ok(target) => {
+                    tracing::info!(node = self.config.id, %target, "stopping: handing over first");
+                    let bound = Duration::from_millis(self.config.timeouts.election_cycle_ms_max);
+                    self.leaving = Some(now + 2 * bound);
+                    false
+                }
+                Err(error) => {
+                    tracing::info!(node = self.config.id, %error, "stopping without a handover");
+                    true
+                }
+            },
+        }
     }
 
     /// Never waits: a read dropped here is asked again after the transfer's stall timeout
@@ -720,6 +807,12 @@ impl EventLoop {
     /// Publishes status and metrics; streams the trace; tells waiting clients when leadership
     /// is lost.
     fn after_batch(&mut self, input_count: usize) -> Result<(), Error> {
+        for (connection, seq, body) in self.members.after_batch(&self.node) {
+            self.reply(connection, seq, body);
+        }
+        if let Some(members) = self.members.on_commit(self.node.status().commit_index) {
+            self.link_members(&members)?;
+        }
         let status = self.status();
         if let Some(probe) = &mut self.probe {
             let queues = (self.storage.ops.len(), self.apply.sender.len());
@@ -909,9 +1002,9 @@ pub(crate) fn launch(
         reads: ClientReads::default(),
         log_reader: parts.log_reader,
         log_reads: Vec::new(),
-        probe: parts
-            .metrics
-            .map(|metrics| LoopProbe::new(metrics, start_commit)),
+        members: crate::member_ops::MemberOps::default(),
+        leaving: None,
+        probe: parts.metrics.map(|m| LoopProbe::new(m, start_commit)),
         recorder,
         watch: Watch::new(&node_core_status, node_core_counters),
         config,
@@ -1050,6 +1143,19 @@ fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
         Op::Command { payload } => Some((CommandKind::Command, payload)),
         // Reads never enter the log (rules Q1–Q3): `on_client` routes them.
         Op::Read { .. } | Op::Query { .. } | Op::Status | Op::Snapshot => None,
+        // Membership goes through the core's own entries (issue 12): `on_client` routes it.
+        Op::Members | Op::ChangeMembers { .. } | Op::TransferLeader { .. } => None,
+    }
+}
+
+/// Where a client finds node `id`, as `config` knows it.
+fn leader_hint_of(config: &NodeConfig, id: NodeId) -> LeaderHint {
+    LeaderHint {
+        id,
+        client_addr: config
+            .client_addr_of(id)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -1130,6 +1236,11 @@ mod tests {
             if let Some(inbox) = self.inboxes.lock().get(&message.to) {
                 let _ = inbox.try_send(Some(Incoming::Peer(message)));
             }
+        }
+
+        /// Routes by id to every node of the test: there are no links to follow.
+        fn set_peers(&self, _peers: &[(NodeId, std::net::SocketAddr)]) -> Result<(), Error> {
+            Ok(())
         }
     }
 

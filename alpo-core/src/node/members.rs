@@ -43,6 +43,17 @@ impl Node {
         self.membership.current()
     }
 
+    /// On the leader, each other member's match index (rule R4's `match[j]`), for status and
+    /// `alpo member list`; empty on any other server.
+    #[must_use]
+    pub fn match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let progress = self.progress.iter();
+        progress.map(|(id, p)| (*id, p.match_index)).collect()
+    }
+
     /// Every entry enters the log here, so the configuration follows the log (M1).
     pub(super) fn append_entry(&mut self, entry: Entry) {
         let changed = self.membership.on_append(&entry);
