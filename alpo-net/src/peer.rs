@@ -23,9 +23,10 @@
 //! protocol keeps a removed server harmless (M10), so the transport need not cut them.
 //!
 //! Invariants: `send` never blocks; a message reaches the node only from a connection whose
-//! handshake named a peer configured when it was made, and only if its frame's sender is that peer and its
-//! receiver is this node (others are dropped and counted); frames are delivered whole and
-//! checksum-verified, never partially. After `shutdown` returns, every thread has been joined.
+//! handshake named a peer configured when it was made, and only if its frame's sender is that
+//! peer and its receiver is this node (others are dropped and counted); frames are delivered
+//! whole and checksum-verified, never partially. After `shutdown` returns, every thread has been
+//! joined.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
