@@ -2,24 +2,14 @@
 //! checking the coverage marks at the branches that implement them, negative cases included;
 //! `docs/protocol.md` (§18 storage faults) lists rule → function → test.
 
-use bytes::Bytes;
-
 use crate::marks::check;
+use crate::testkit::entry;
 use crate::*;
 
 const W: u64 = crate::node::TERM_CEILING_STEP;
 
 fn config(id: u64) -> Config {
     Config::lan(NodeId(id), vec![NodeId(1), NodeId(2), NodeId(3)], 42)
-}
-
-fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        index: LogIndex(index),
-        term: Term(term),
-        kind: EntryKind::Normal,
-        payload: Bytes::from(format!("{index}.{term}")),
-    }
 }
 
 /// Server 2 of three with a log of entries of `terms`, started from `persisted`'s other fields.

@@ -69,11 +69,17 @@ pub(crate) struct Snapshots {
 /// without them refuses a config with a `[snapshots]` table (unknown fields are errors), so
 /// the table is written only when this is true.
 pub(crate) fn supports_snapshots(binary: &Path) -> Result<bool> {
+    node_help_lists(binary, SNAPSHOT_FLAG)
+}
+
+/// Whether `binary`'s `alpo node --help` lists `flag` (how xtask tells what an older binary
+/// can do).
+fn node_help_lists(binary: &Path, flag: &str) -> Result<bool> {
     let output = Command::new(binary)
         .args(["node", "--help"])
         .output()
         .with_context(|| format!("running {} node --help", binary.display()))?;
-    Ok(String::from_utf8_lossy(&output.stdout).contains(SNAPSHOT_FLAG))
+    Ok(String::from_utf8_lossy(&output.stdout).contains(flag))
 }
 
 /// The `alpo node` flag whose presence says the binary takes snapshots.
@@ -85,11 +91,7 @@ pub(crate) const LOG_CACHE_FLAG: &str = "--log-cache-bytes-max";
 
 /// Whether `binary`'s `alpo node` has an entry cache: its help lists [`LOG_CACHE_FLAG`].
 pub(crate) fn supports_log_cache(binary: &Path) -> Result<bool> {
-    let output = Command::new(binary)
-        .args(["node", "--help"])
-        .output()
-        .with_context(|| format!("running {} node --help", binary.display()))?;
-    Ok(String::from_utf8_lossy(&output.stdout).contains(LOG_CACHE_FLAG))
+    node_help_lists(binary, LOG_CACHE_FLAG)
 }
 
 /// Reserves `count` distinct free loopback ports by binding them all at once; the caller drops
