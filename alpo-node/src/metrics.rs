@@ -54,6 +54,8 @@ const DROP_REASONS: [&str; 5] = [
 pub struct Metrics {
     registry: Registry,
     role: Family<Labels, Gauge>,
+    /// `role`'s series, one per role, looked up once (set after every batch).
+    role_series: Vec<(Role, Gauge)>,
     term: Gauge,
     leader: Gauge,
     commit_index: Gauge,
@@ -92,8 +94,9 @@ impl Metrics {
     #[allow(clippy::too_many_lines)] // one registration per metric: a list, not logic
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("alpo");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             role: Family::default(),
+            role_series: Vec::new(),
             term: Gauge::default(),
             leader: Gauge::default(),
             commit_index: Gauge::default(),
@@ -127,11 +130,12 @@ impl Metrics {
             registry: Registry::default(),
         };
         for (role, name) in ROLES {
-            let is = i64::from(role == Role::Passive);
-            metrics
+            let series = metrics
                 .role
                 .get_or_create(&vec![("role", name.into())])
-                .set(is);
+                .clone();
+            series.set(i64::from(role == Role::Passive));
+            metrics.role_series.push((role, series));
         }
         for reason in DROP_REASONS {
             let _ = metrics
@@ -308,11 +312,8 @@ impl Metrics {
 
     /// Sets the gauges of the core's view (once per event-loop batch).
     pub(crate) fn observe_status(&self, status: &Status, applied: u64) {
-        for (role, name) in ROLES {
-            let labels = vec![("role", name.to_string())];
-            self.role
-                .get_or_create(&labels)
-                .set(i64::from(role == status.role));
+        for (role, series) in &self.role_series {
+            series.set(i64::from(*role == status.role));
         }
         self.term.set(gauge(status.term.0));
         self.leader.set(gauge(status.leader.map_or(0, |id| id.0)));
@@ -399,6 +400,9 @@ pub(crate) struct LoopProbe {
     commit_index: u64,
     /// Leader: per peer, when the oldest Append not yet answered was sent.
     append_sent: BTreeMap<NodeId, std::time::Instant>,
+    /// Per peer, its `append_round_trip_seconds` series, looked up on its first reply (a
+    /// lookup builds a label and hashes it: too much for every AppendReply).
+    round_trips: BTreeMap<NodeId, Histogram>,
 }
 
 impl LoopProbe {
@@ -408,6 +412,7 @@ impl LoopProbe {
             metrics,
             commit_index,
             append_sent: BTreeMap::new(),
+            round_trips: BTreeMap::new(),
         }
     }
 
@@ -416,12 +421,17 @@ impl LoopProbe {
         if let MessageBody::AppendReply(_) = message.body
             && let Some(sent) = self.append_sent.remove(&message.from)
         {
-            let labels = vec![("peer", message.from.0.to_string())];
-            let seconds = sent.elapsed().as_secs_f64();
-            self.metrics
-                .append_round_trip_seconds
-                .get_or_create(&labels)
-                .observe(seconds);
+            let metrics = &self.metrics;
+            self.round_trips
+                .entry(message.from)
+                .or_insert_with(|| {
+                    let labels = vec![("peer", message.from.0.to_string())];
+                    metrics
+                        .append_round_trip_seconds
+                        .get_or_create(&labels)
+                        .clone()
+                })
+                .observe(sent.elapsed().as_secs_f64());
         }
     }
 
