@@ -162,6 +162,12 @@ pub enum TraceError {
         /// What is wrong there.
         problem: String,
     },
+    /// The trace ends inside its header or `start` record: the process died before its
+    /// recorder had written that much, so the trace holds nothing to replay.
+    TornStart {
+        /// The trace's length in bytes.
+        length: u64,
+    },
     /// The recorded configuration or persisted state is refused by `Node::new`.
     Config(ConfigError),
     /// Replaying gave other outputs than the recorded node's (their digest differs): the
@@ -180,6 +186,11 @@ impl fmt::Display for TraceError {
             TraceError::Corrupt { offset, problem } => {
                 write!(f, "corrupt trace at byte {offset}: {problem}")
             }
+            TraceError::TornStart { length } => write!(
+                f,
+                "the trace ends at byte {length}, inside its header or `start` record (the \
+                 process died before its recorder wrote them): nothing to replay"
+            ),
             TraceError::Config(_) => write!(f, "trace start refused"),
             TraceError::Diverged { offset, outputs } => write!(
                 f,
@@ -196,7 +207,9 @@ impl std::error::Error for TraceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TraceError::Config(error) => Some(error),
-            TraceError::Corrupt { .. } | TraceError::Diverged { .. } => None,
+            TraceError::Corrupt { .. }
+            | TraceError::TornStart { .. }
+            | TraceError::Diverged { .. } => None,
         }
     }
 }

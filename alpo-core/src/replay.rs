@@ -332,6 +332,30 @@ mod tests {
         assert_eq!(whole.torn_tail, None);
     }
 
+    /// A process killed before its recorder wrote the header and `start` record leaves a trace
+    /// that ends inside them (down to an empty file): nothing to replay, said as such, whether
+    /// torn tails are allowed or not; a wrong magic is still corruption.
+    #[test]
+    fn a_trace_torn_inside_its_start_record_is_told_apart() {
+        let cluster = recorded_run();
+        let trace = cluster.node(1).trace().unwrap();
+        for cut in [0, 5, 10, 40] {
+            for torn_tail_ok in [false, true] {
+                let error = replay_watched(&trace[..cut], torn_tail_ok, &mut |_| {}).unwrap_err();
+                assert!(
+                    matches!(error, TraceError::TornStart { length } if length == cut as u64),
+                    "{error}"
+                );
+            }
+        }
+        let mut bad = trace[..10].to_vec();
+        bad[0] ^= 0xff;
+        assert!(matches!(
+            replay_watched(&bad, true, &mut |_| {}),
+            Err(TraceError::Corrupt { .. })
+        ));
+    }
+
     #[test]
     fn damaged_traces_are_refused_with_the_offset() {
         let cluster = recorded_run();

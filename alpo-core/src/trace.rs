@@ -478,7 +478,8 @@ pub(crate) struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    /// Checks the header and reads the `start` record.
+    /// Checks the header and reads the `start` record; a trace that ends inside them is
+    /// [`TraceError::TornStart`].
     pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Start), TraceError> {
         let mut reader = Reader {
             bytes: trace,
@@ -486,6 +487,16 @@ impl<'a> Decoder<'a> {
             ran_out: false,
             zeros: Bytes::new(),
         };
+        match Decoder::read_start(&mut reader) {
+            Ok(start) => Ok((Decoder { reader }, start)),
+            Err(_) if reader.ran_out => Err(TraceError::TornStart {
+                length: trace.len() as u64,
+            }),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn read_start(reader: &mut Reader<'a>) -> Result<Start, TraceError> {
         let magic = reader.take(8)?;
         if magic != MAGIC {
             return Err(reader.error(0, "not an ALPO trace: bad magic"));
@@ -504,14 +515,13 @@ impl<'a> Decoder<'a> {
         let bug_offset = reader.offset - 1;
         let persisted = reader.persisted()?;
         let now = Instant(reader.u64()?);
-        let start = Start {
+        Ok(Start {
             config,
             persisted,
             now,
             bug_code,
             bug_offset,
-        };
-        Ok((Decoder { reader }, start))
+        })
     }
 
     /// The next input record, or `None` at the end of the trace.

@@ -787,6 +787,7 @@ fn judge(
     };
     let traces::TraceSummary {
         replayed,
+        torn_at_start,
         inputs,
         log_reads,
     } = replay_traces(cluster, dir, &mut violations)?;
@@ -807,8 +808,9 @@ fn judge(
         "nodes={} duration={}s seed={} ok={} failed={} indeterminate={} lost_acks={} \
          duplicates={} log_problems={} linearizable={linearizable} \
          max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
-         installs={} unchecked_indices={} traces_replayed={replayed} trace_inputs={inputs} \
-         log_cache_bytes={} log_reads={log_reads}",
+         installs={} unchecked_indices={} traces_replayed={replayed} \
+         traces_torn_at_start={torn_at_start} trace_inputs={inputs} log_cache_bytes={} \
+         log_reads={log_reads}",
         options.nodes,
         options.duration_s,
         options.seed,

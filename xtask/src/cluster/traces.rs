@@ -3,8 +3,9 @@
 //! replayed into a fresh core, and every batch of outputs must be the recorded one.
 //!
 //! Invariant: a divergence or a damaged trace is a violation naming the node, the file and the
-//! byte; a final record torn by a kill is accepted (the nodes are killed at the end of a run);
-//! a node that left no trace at all is a violation (the recorder is on by default).
+//! byte; a final record torn by a kill is accepted (the nodes are killed at the end of a run),
+//! and so is a file torn inside its `start` record (a kill right after the node created it); a
+//! node that left no trace at all is a violation (the recorder is on by default).
 
 use std::path::Path;
 
@@ -17,6 +18,9 @@ use alpo_node::recorder::{trace_dir, trace_files};
 pub(crate) struct TraceSummary {
     /// Trace files replayed with identical outputs.
     pub(crate) replayed: usize,
+    /// Trace files that end inside their `start` record: the node was killed before its
+    /// recorder wrote it (nothing to replay; not a violation).
+    pub(crate) torn_at_start: usize,
     /// Inputs fed to the replayed cores, all files together.
     pub(crate) inputs: u64,
     /// Of those, answers to the core's reads of entries no longer in its cache (rule S9): how
@@ -72,6 +76,7 @@ fn replay_one(
             summary.inputs += inputs;
             summary.log_reads += log_reads;
         }
+        Err(alpo_core::TraceError::TornStart { .. }) => summary.torn_at_start += 1,
         Err(error) => violations.push(format!(
             "node n{index}'s trace {} does not replay: {error}",
             path.display()
