@@ -368,3 +368,25 @@ fn q3_a_config_entry_voids_the_lease_until_a_later_round_confirms() {
     cluster.deliver_all();
     assert!(cluster.node(leader).holds_read_lease(cluster.now));
 }
+
+/// Q1 with one voter: the leader alone is a majority, so the round a heartbeat starts (with
+/// leases on, every heartbeat starts one to renew the lease) is confirmed at once. Before this,
+/// nothing confirmed such a round (no AppendReply ever comes), the lease ran out, and every
+/// later read waited for a round that never completed (a real node's lease read hung).
+#[test]
+fn q1_a_single_voter_confirms_its_heartbeat_rounds_itself() {
+    check!(q1_round_confirmed_alone);
+    let mut cluster = with_lease(1);
+    let leader = settled(&mut cluster);
+    cluster.propose(NodeId(leader), "w").unwrap();
+    cluster.deliver_all();
+    // Many heartbeats, far longer than the lease.
+    for _ in 0..100 {
+        cluster.advance(10 * MS);
+    }
+    assert!(cluster.node(leader).holds_read_lease(cluster.now));
+    cluster.read(leader, 1, ReadMode::Lease);
+    assert!(cluster.read_outcome(leader, 1).unwrap().result.is_ok());
+    cluster.read(leader, 2, ReadMode::Linearizable);
+    assert!(cluster.read_outcome(leader, 2).unwrap().result.is_ok());
+}

@@ -302,7 +302,19 @@ impl Node {
             .any(|read| read.round > self.reads.round);
         if wanted || self.config.read_lease.is_some() {
             self.bump_round(now);
+            // A leader that is a majority by itself (one voter) confirms the round at once: no
+            // AppendReply will (without this, its reads waited for the round forever).
+            if self.confirm_rounds_alone(now) {
+                hit!(q1_round_confirmed_alone);
+            }
         }
+    }
+
+    /// Confirms the rounds the leader's own echo makes a quorum for; true if it confirmed one.
+    fn confirm_rounds_alone(&mut self, now: Instant) -> bool {
+        let before = self.reads.confirmed;
+        self.confirm_rounds(now);
+        self.reads.confirmed > before
     }
 
     /// The round an Append sent now carries (0 outside the leader's read term).
