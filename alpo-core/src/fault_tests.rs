@@ -266,17 +266,7 @@ fn s18f_a_follower_that_lost_its_hard_state_grants_no_second_vote_and_still_ackn
         }),
     };
     restarted.on_message(now, request);
-    let replies: Vec<VoteReason> = restarted
-        .take_outputs()
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::Send(Message {
-                body: MessageBody::VoteReply(reply),
-                ..
-            }) => Some(reply.reason),
-            _ => None,
-        })
-        .collect();
+    let replies = crate::testkit::vote_reasons(restarted.take_outputs());
     assert_ne!(voted, Some(NodeId(other)));
     assert_eq!(replies, vec![VoteReason::Abstaining]);
     // Its acknowledgements still count: the leader commits with it while the third is down.

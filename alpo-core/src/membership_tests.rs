@@ -124,17 +124,7 @@ fn m7_a_learner_answers_not_voter_to_a_candidate_with_its_own_log() {
     let now = cluster.now + Duration::from_secs(1);
     let node = cluster.nodes.get_mut(&NodeId(4)).unwrap();
     node.on_message(now, request(learner_last));
-    let replies: Vec<VoteReason> = node
-        .take_outputs()
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::Send(Message {
-                body: MessageBody::VoteReply(reply),
-                ..
-            }) => Some(reply.reason),
-            _ => None,
-        })
-        .collect();
+    let replies = crate::testkit::vote_reasons(node.take_outputs());
     assert_eq!(replies, [VoteReason::NotVoter]);
     // A candidate with a longer log may hold our promotion: E4 answers it as usual.
     let longer = LogPosition {

@@ -800,6 +800,21 @@ impl Cluster {
     }
 }
 
+/// The reasons of the vote replies among `outputs`, in order (what a server answered).
+#[must_use]
+pub fn vote_reasons(outputs: Vec<Output>) -> Vec<crate::message::VoteReason> {
+    outputs
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Send(Message {
+                body: MessageBody::VoteReply(reply),
+                ..
+            }) => Some(reply.reason),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether `message` is an Append (heartbeats included).
 pub fn is_append(message: &Message) -> bool {
     matches!(message.body, MessageBody::Append(_))
