@@ -42,6 +42,7 @@ use crate::error::Error;
 use crate::limits::{APPLY_QUEUE_COUNT_MAX, READ_BYTES_MAX, READ_ENTRY_COUNT_MAX};
 use crate::metrics::Metrics;
 use crate::node_image::{self, NodeImage, RestoredState};
+use crate::query_now::SharedMachine;
 use crate::service::{ConnectionId, Replier};
 use crate::session::{Check, Outcome, Sessions};
 use crate::snapshot::SnapshotJob;
@@ -140,15 +141,17 @@ pub(crate) struct QueryRequest {
 }
 
 /// The event loop's view of the apply thread.
-#[derive(Debug)]
 pub(crate) struct ApplyHandle {
     pub(crate) sender: Sender<ApplyMsg>,
     pub(crate) applied: Arc<AtomicU64>,
+    /// The state machine, for queries the event loop answers itself (`query_now.rs`).
+    pub(crate) machine: SharedMachine,
     pub(crate) thread: JoinHandle<()>,
 }
 
 struct Applier {
-    machine: Box<dyn StateMachine>,
+    /// Changed only under its lock, together with `applied` (`query_now.rs`).
+    machine: SharedMachine,
     sessions: Sessions,
     pending: BTreeMap<LogIndex, PendingRequest>,
     /// Indices of applied entries that were retries or stale requests (not applied again), at
@@ -167,11 +170,21 @@ struct Applier {
     metrics: Option<Arc<Metrics>>,
 }
 
+impl std::fmt::Debug for ApplyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyHandle")
+            .field("applied", &self.applied)
+            .field("thread", &self.thread)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts the apply thread.
 pub(crate) fn spawn(start: ApplyStart) -> Result<ApplyHandle, Error> {
     let (sender, receiver) = crossbeam_channel::bounded(APPLY_QUEUE_COUNT_MAX);
     let mut applier = Applier::new(start);
     let applied = Arc::clone(&applier.applied);
+    let machine = Arc::clone(&applier.machine);
     let thread = std::thread::Builder::new()
         .name("alpo-apply".into())
         .spawn(move || applier.run(&receiver))
@@ -182,6 +195,7 @@ pub(crate) fn spawn(start: ApplyStart) -> Result<ApplyHandle, Error> {
     Ok(ApplyHandle {
         sender,
         applied,
+        machine,
         thread,
     })
 }
@@ -199,7 +213,7 @@ impl Applier {
         } = start;
         let restored = restored.unwrap_or_default();
         Applier {
-            machine,
+            machine: Arc::new(parking_lot::Mutex::new(machine)),
             sessions: restored.sessions,
             pending: BTreeMap::new(),
             duplicates: restored.duplicates,
@@ -261,7 +275,11 @@ impl Applier {
         let keep_from = marks_bound(at.index, self.retain_entries);
         self.duplicates = self.duplicates.split_off(&keep_from);
         self.marks_from = self.marks_from.max(keep_from);
-        let image = NodeImage::take(&self.sessions, &self.duplicates, self.machine.as_ref());
+        let image = NodeImage::take(
+            &self.sessions,
+            &self.duplicates,
+            self.machine.lock().as_ref(),
+        );
         if self
             .snapshots
             .send(SnapshotJob::Take(FrozenState {
@@ -280,7 +298,13 @@ impl Applier {
 
     /// Replaces state machine, sessions and applied index with the snapshot's (rule S7).
     fn restore(&mut self, last: LogIndex, path: &std::path::Path) -> Result<(), Error> {
-        let restored = node_image::restore_from_file(path, self.machine.as_mut())?;
+        let restored = {
+            // The machine and `applied` change together, under the lock (`query_now.rs`).
+            let mut machine = self.machine.lock();
+            let restored = node_image::restore_from_file(path, machine.as_mut())?;
+            self.applied.store(last.0, Ordering::Release);
+            restored
+        };
         debug_assert!(
             restored.last == last,
             "the file is the snapshot the core installed"
@@ -288,7 +312,6 @@ impl Applier {
         self.sessions = restored.sessions;
         self.duplicates = restored.duplicates;
         self.marks_from = marks_bound(last, self.retain_entries);
-        self.applied.store(last.0, Ordering::Release);
         // Proposals at or below `L` will never be applied here: their outcome is in the
         // snapshot's session table, which a retry reaches. Later ones still wait.
         let later = self.pending.split_off(&last.next());
@@ -325,8 +348,15 @@ impl Applier {
             index.0 == applied + 1,
             "invariant: entries are applied in order without gaps"
         );
-        let outcome = self.execute(&entry);
-        self.applied.store(index.0, Ordering::Release);
+        let outcome = {
+            // The entry and `applied` change together, under the lock (`query_now.rs`); the
+            // answers below are written after it is released.
+            let machine = Arc::clone(&self.machine);
+            let mut machine = machine.lock();
+            let outcome = self.execute(&entry, machine.as_mut());
+            self.applied.store(index.0, Ordering::Release);
+            outcome
+        };
         // Older waiting requests cannot exist (each index gets its entry), but if they did, their
         // entries are gone: answer them so no client waits forever.
         while let Some(entry) = self.pending.first_entry() {
@@ -358,7 +388,11 @@ impl Applier {
     }
 
     /// Applies one entry; returns what its proposer is answered.
-    fn execute(&mut self, entry: &Entry) -> Result<Outcome, (ErrorCode, String)> {
+    fn execute(
+        &mut self,
+        entry: &Entry,
+        machine: &mut dyn StateMachine,
+    ) -> Result<Outcome, (ErrorCode, String)> {
         match entry.kind {
             EntryKind::Noop => return Err((ErrorCode::Retry, "no-op entry".to_string())),
             // A configuration (rule M1) is the core's business: the state machine skips it.
@@ -393,11 +427,11 @@ impl Applier {
             CommandKind::Append => Outcome::Appended { index: entry.index },
             CommandKind::Command => Outcome::Applied {
                 index: entry.index,
-                output: Bytes::from(self.machine.apply(entry.index, &command.data)),
+                output: Bytes::from(machine.apply(entry.index, &command.data)),
             },
             CommandKind::Query => Outcome::Applied {
                 index: entry.index,
-                output: Bytes::from(self.machine.query(&command.data)),
+                output: Bytes::from(machine.query(&command.data)),
             },
         };
         self.sessions
@@ -433,8 +467,11 @@ impl Applier {
 
     /// Answers a query from the state as applied now; the index is the applied index.
     fn query(&self, request: &QueryRequest) {
-        let applied = LogIndex(self.applied.load(Ordering::Acquire));
-        let output = Bytes::from(self.machine.query(&request.payload));
+        let (applied, output) = {
+            let machine = self.machine.lock();
+            let applied = LogIndex(self.applied.load(Ordering::Acquire));
+            (applied, Bytes::from(machine.query(&request.payload)))
+        };
         let body = ResponseBody::Applied {
             index: applied,
             output,
@@ -785,7 +822,7 @@ mod tests {
         // the write after the snapshot does not.
         let (mut restored, replies, harness) = applier();
         let (sessions, duplicates) =
-            node_image::restore(&mut image.as_slice(), restored.machine.as_mut()).unwrap();
+            node_image::restore(&mut image.as_slice(), restored.machine.lock().as_mut()).unwrap();
         restored.sessions = sessions;
         restored.duplicates = duplicates;
         restored.applied.store(2, Ordering::Release);
@@ -797,7 +834,7 @@ mod tests {
         let get_b = KvOp::Get {
             key: Bytes::from_static(b"b"),
         };
-        let answer = restored.machine.query(&get_b.encode());
+        let answer = restored.machine.lock().query(&get_b.encode());
         assert_eq!(
             KvResult::decode(Bytes::from(answer)).unwrap(),
             KvResult::Value(None)

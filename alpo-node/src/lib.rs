@@ -142,6 +142,7 @@ mod node;
 mod node_image;
 mod observe;
 mod page;
+mod query_now;
 mod reads;
 pub mod recorder;
 mod server;

@@ -8,7 +8,9 @@
 //! Queries ready to be served (linearizable ones once their index is applied, stale ones at
 //! once) are queued here during a turn of the event loop and handed to the apply thread
 //! together at the end of the turn's outputs (`take_queries`), behind every `Apply` of the turn:
-//! one channel send and wake-up per turn instead of one per query.
+//! one channel send and wake-up per turn instead of one per query. A query whose index the
+//! apply thread has already applied is not queued at all: the event loop answers it at once
+//! from the shared state machine (`query_now.rs`); only the others wait here.
 //!
 //! Invariants: every read id is used once; at most `READS_WAITING_MAX` reads wait; a read that
 //! waits is answered exactly once (served, refused, or failed when the node stops); a queued

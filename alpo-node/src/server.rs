@@ -57,6 +57,7 @@ use crate::limits::STORAGE_QUEUE_OP_COUNT_MAX;
 use crate::limits::{SNAPSHOT_QUEUE_COUNT_MAX, SNAPSHOT_WAITER_COUNT_MAX};
 use crate::metrics::{LoopProbe, Metrics};
 use crate::node_image::RestoredState;
+use crate::query_now;
 use crate::reads::{self, ClientReads, ReadWhat, WaitingRead};
 use crate::recorder::Recorder;
 use crate::service::{ConnectionId, Incoming, IncomingRequest, Inputs, Replier, Wake};
@@ -489,7 +490,8 @@ impl EventLoop {
             what,
         };
         let Some(mode) = reads::read_mode(consistency) else {
-            return self.serve_read(read);
+            // A stale read needs no index: any applied state will do.
+            return self.serve_read(read, LogIndex(0));
         };
         match self.reads.start(read) {
             Some(id) => self.node.read_index(self.now(), id, mode),
@@ -501,9 +503,11 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Hands a read whose index is applied (or a stale one) to the apply thread; a query is
-    /// queued and goes with the turn's others (`send_queries`).
-    fn serve_read(&mut self, read: WaitingRead) -> Result<(), Error> {
+    /// Serves a read whose read index `index` is ready (0 for a stale one): a query is answered
+    /// here at once if the apply thread has applied up to `index` and is not holding the state
+    /// machine (`query_now.rs`), otherwise queued for the apply thread with the turn's others
+    /// (`send_queries`); a read of entries goes to the apply thread.
+    fn serve_read(&mut self, read: WaitingRead, index: LogIndex) -> Result<(), Error> {
         let (connection, seq) = (read.connection, read.seq);
         match read.what {
             ReadWhat::Entries { from, max_count } => self.send_read(ReadRequest {
@@ -513,6 +517,11 @@ impl EventLoop {
                 max_count,
             }),
             ReadWhat::Query(payload) => {
+                let (machine, applied) = (&self.apply.machine, &self.apply.applied);
+                if let Some(body) = query_now::query_if_applied(machine, applied, index, &payload) {
+                    self.reply(connection, seq, body);
+                    return Ok(());
+                }
                 self.reads.queue_query(QueryRequest {
                     connection,
                     seq,
@@ -533,7 +542,7 @@ impl EventLoop {
             return Ok(());
         };
         match result {
-            Ok(_) => self.serve_read(read),
+            Ok(index) => self.serve_read(read, index),
             Err(ReadError::NotLeader { leader_hint }) => {
                 let leader = leader_hint.map(|id| self.leader_hint(id));
                 self.reply(
