@@ -24,7 +24,9 @@
 //!   NAME (made if new, with no node flags) its own `alpo bench` flags, after `--client-flags`;
 //!   a variant whose bench flags hold `--op` replaces the plan's `--op`. So writes, linearizable,
 //!   lease and stale reads run side by side, interleaved (docs/benchmarks.md, Reads, has the
-//!   command). Every line adds `cpu_us_per_op` (node CPU over the run, warm-up included, per
+//!   command). `--variant-alpo NAME=PATH` runs variant NAME (made if new) with another prebuilt
+//!   `alpo` binary, for its nodes and its `alpo bench` alike: two builds (main's and a
+//!   branch's) compared point by point in one run, interleaved. Every line adds `cpu_us_per_op` (node CPU over the run, warm-up included, per
 //!   operation, counting the warm-up at the measured rate) beside `cpu_us_per_write`; the
 //!   report takes the former for reads (a read commits no write).
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
@@ -69,7 +71,7 @@ usage: cargo xtask bench cluster [--nodes 3] [--clients 1,8,64,256] [--duration 
                                  [--value-size 128] [--op append|put] [--reps 1] [--out DIR]
                                  [--compare FILE.jsonl]... [--alpo PATH] [--tls off|on|both]
                                  [--variant NAME=FLAGS]... [--client-flags FLAGS]
-                                 [--variant-bench NAME=FLAGS]...
+                                 [--variant-bench NAME=FLAGS]... [--variant-alpo NAME=PATH]...
        cargo xtask bench report FILE.jsonl...";
 
 /// Options of `bench cluster`.
@@ -103,6 +105,8 @@ struct Variant {
     node_flags: Vec<String>,
     /// Added to `alpo bench`, after the plan's `--client-flags`.
     bench_flags: Vec<String>,
+    /// Another `alpo` binary for this variant's nodes and `alpo bench` (`--variant-alpo`).
+    alpo: Option<PathBuf>,
 }
 
 impl Plan {
@@ -224,6 +228,13 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
                     variant.bench_flags.extend(flags);
                 }
             }
+            "--variant-alpo" => {
+                let (name, path) = value
+                    .split_once('=')
+                    .filter(|(name, path)| !name.is_empty() && !path.is_empty())
+                    .with_context(|| format!("{flag} wants NAME=PATH, found {value:?}"))?;
+                plan.variant(name).alpo = Some(PathBuf::from(path));
+            }
             "--client-flags" => plan
                 .client_flags
                 .extend(value.split_whitespace().map(str::to_string)),
@@ -284,7 +295,8 @@ fn cluster(plan: &Plan) -> anyhow::Result<()> {
                 .flat_map(|variant| plan.tls_modes.iter().map(move |tls| (variant, tls)))
             {
                 let certs = certs.as_ref().filter(|_| tls);
-                let line = run_point(&alpo, plan, clients, rep, certs, variant)?;
+                let alpo = variant.alpo.as_ref().unwrap_or(&alpo);
+                let line = run_point(alpo, plan, clients, rep, certs, variant)?;
                 println!("{line}");
                 let mut text = std::fs::read_to_string(&jsonl).unwrap_or_default();
                 text.push_str(&line);
@@ -970,6 +982,20 @@ mod tests {
         );
         assert_eq!(words(&plan.variants[2]), "--op append --read-percent 100");
         assert!(parse_plan(&["--variant-bench".into(), "=--op get".into()]).is_err());
+        // Another build per variant, beside its flags; the others keep the plan's binary.
+        let args = [
+            "--variant-alpo",
+            "main=/tmp/main-alpo",
+            "--variant-bench",
+            "main=--op get",
+        ];
+        let other = parse_plan(&args.map(String::from)).unwrap();
+        assert_eq!(
+            other.variants[0].alpo,
+            Some(PathBuf::from("/tmp/main-alpo"))
+        );
+        assert_eq!(other.bench_flags(&other.variants[0]).join(" "), "--op get");
+        assert!(parse_plan(&["--variant-alpo".into(), "main=".into()]).is_err());
         assert!(parse_plan(&["--variant-bench".into(), "x".into()]).is_err());
     }
 
