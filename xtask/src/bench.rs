@@ -126,6 +126,26 @@ impl Plan {
         &mut self.variants[index]
     }
 
+    /// `--variant NAME=FLAGS` (node flags), `--variant-bench NAME=FLAGS` (bench flags) or
+    /// `--variant-alpo NAME=PATH` (another binary) for variant NAME, made if new.
+    fn variant_flag(&mut self, flag: &str, value: &str) -> anyhow::Result<()> {
+        let (name, rest) = value
+            .split_once('=')
+            .with_context(|| format!("{flag} wants NAME=VALUE, found {value:?}"))?;
+        if name.is_empty() {
+            bail!("{flag} wants a name before '=', found {value:?}");
+        }
+        let words = rest.split_whitespace().map(str::to_string);
+        let variant = self.variant(name);
+        match flag {
+            "--variant" => variant.node_flags.extend(words),
+            "--variant-bench" => variant.bench_flags.extend(words),
+            _ if rest.is_empty() => bail!("{flag} wants a path after '=', found {value:?}"),
+            _ => variant.alpo = Some(PathBuf::from(rest)),
+        }
+        Ok(())
+    }
+
     /// The `alpo bench` flags of a point of `variant`: `--op` (unless the variant's own flags
     /// name one), `--client-flags`, then the variant's.
     fn bench_flags(&self, variant: &Variant) -> Vec<String> {
@@ -213,27 +233,8 @@ fn parse_plan(args: &[String]) -> anyhow::Result<Plan> {
                     other => bail!("--tls wants off, on or both, found {other:?}"),
                 }
             }
-            "--variant" | "--variant-bench" => {
-                let (name, flags) = value
-                    .split_once('=')
-                    .with_context(|| format!("{flag} wants NAME=FLAGS, found {value:?}"))?;
-                if name.is_empty() {
-                    bail!("{flag} wants a name before '=', found {value:?}");
-                }
-                let flags = flags.split_whitespace().map(str::to_string);
-                let variant = plan.variant(name);
-                if flag == "--variant" {
-                    variant.node_flags.extend(flags);
-                } else {
-                    variant.bench_flags.extend(flags);
-                }
-            }
-            "--variant-alpo" => {
-                let (name, path) = value
-                    .split_once('=')
-                    .filter(|(name, path)| !name.is_empty() && !path.is_empty())
-                    .with_context(|| format!("{flag} wants NAME=PATH, found {value:?}"))?;
-                plan.variant(name).alpo = Some(PathBuf::from(path));
+            "--variant" | "--variant-bench" | "--variant-alpo" => {
+                plan.variant_flag(flag, value)?;
             }
             "--client-flags" => plan
                 .client_flags
