@@ -146,6 +146,8 @@ pub(crate) struct ApplyHandle {
     pub(crate) applied: Arc<AtomicU64>,
     /// The state machine, for queries the event loop answers itself (`query_now.rs`).
     pub(crate) machine: SharedMachine,
+    /// `StateMachine::queries_are_quick`, asked at start: whether the event loop may query.
+    pub(crate) quick_queries: bool,
     pub(crate) thread: JoinHandle<()>,
 }
 
@@ -174,6 +176,7 @@ impl std::fmt::Debug for ApplyHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApplyHandle")
             .field("applied", &self.applied)
+            .field("quick_queries", &self.quick_queries)
             .field("thread", &self.thread)
             .finish_non_exhaustive()
     }
@@ -182,6 +185,7 @@ impl std::fmt::Debug for ApplyHandle {
 /// Starts the apply thread.
 pub(crate) fn spawn(start: ApplyStart) -> Result<ApplyHandle, Error> {
     let (sender, receiver) = crossbeam_channel::bounded(APPLY_QUEUE_COUNT_MAX);
+    let quick_queries = start.machine.queries_are_quick();
     let mut applier = Applier::new(start);
     let applied = Arc::clone(&applier.applied);
     let machine = Arc::clone(&applier.machine);
@@ -196,6 +200,7 @@ pub(crate) fn spawn(start: ApplyStart) -> Result<ApplyHandle, Error> {
         sender,
         applied,
         machine,
+        quick_queries,
         thread,
     })
 }

@@ -2,7 +2,9 @@
 //! machine lives behind a lock shared by the apply thread and the event loop, so a query whose
 //! read index is already applied — every read of a read-mostly load — is answered in the turn
 //! its index became ready, without handing it to the apply thread (a channel send, a wake-up and
-//! a context switch per turn, about a third of the leader's CPU per read before this).
+//! a context switch per turn, about a third of the leader's CPU per read before this). Only
+//! for a state machine whose `StateMachine::queries_are_quick` says so (the key-value store
+//! does): a slow query on the event loop would delay heartbeats and elections.
 //!
 //! Invariants (the concurrency contract with `apply.rs`):
 //! - The apply thread changes the state machine only while holding the lock, and stores the new

@@ -504,8 +504,8 @@ impl EventLoop {
     }
 
     /// Serves a read whose read index `index` is ready (0 for a stale one): a query is answered
-    /// here at once if the apply thread has applied up to `index` and is not holding the state
-    /// machine (`query_now.rs`), otherwise queued for the apply thread with the turn's others
+    /// here at once if the state machine's queries are quick, the apply thread has applied up
+    /// to `index` and is not holding the state machine (`query_now.rs`), otherwise queued for the apply thread with the turn's others
     /// (`send_queries`); a read of entries goes to the apply thread.
     fn serve_read(&mut self, read: WaitingRead, index: LogIndex) -> Result<(), Error> {
         let (connection, seq) = (read.connection, read.seq);
@@ -518,7 +518,10 @@ impl EventLoop {
             }),
             ReadWhat::Query(payload) => {
                 let (machine, applied) = (&self.apply.machine, &self.apply.applied);
-                if let Some(body) = query_now::query_if_applied(machine, applied, index, &payload) {
+                if self.apply.quick_queries
+                    && let Some(body) =
+                        query_now::query_if_applied(machine, applied, index, &payload)
+                {
                     self.reply(connection, seq, body);
                     return Ok(());
                 }

@@ -49,6 +49,22 @@ pub trait StateMachine: Send + 'static {
     /// - Must not panic on any input, like `apply`.
     fn query(&self, query: &[u8]) -> Vec<u8>;
 
+    /// Issue 14: whether `query` is quick enough (a lookup: no scan of the state, no I/O, no
+    /// waiting) for the node's event loop to call it itself. Reads without a log write
+    /// (`Consistency`) are then answered by the event loop as soon as their read index is
+    /// applied, saving the hand-off to the apply thread; otherwise (the default) every such
+    /// read is answered on the apply thread.
+    ///
+    /// # Correctness
+    /// - When this returns `true`, `query` may run on the event loop thread, never at the same
+    ///   time as `apply`, `snapshot` or `restore` (the node holds a lock around each), on a
+    ///   state that holds every entry up to the read's index. A slow `query` then delays the
+    ///   node's heartbeats and elections, not just its answers.
+    /// - Asked once, when the node starts.
+    fn queries_are_quick(&self) -> bool {
+        false
+    }
+
     /// Freezes the current state — the state after every command applied so far and none
     /// after — as an image that another thread writes out later, while `apply` goes on.
     ///
