@@ -505,8 +505,9 @@ impl EventLoop {
 
     /// Serves a read whose read index `index` is ready (0 for a stale one): a query is answered
     /// here at once if the state machine's queries are quick, the apply thread has applied up
-    /// to `index` and is not holding the state machine (`query_now.rs`), otherwise queued for the apply thread with the turn's others
-    /// (`send_queries`); a read of entries goes to the apply thread.
+    /// to `index` and is not holding the state machine (`query_now.rs`), otherwise queued for
+    /// the apply thread with the turn's others (`send_queries`); a read of entries goes to the
+    /// apply thread.
     fn serve_read(&mut self, read: WaitingRead, index: LogIndex) -> Result<(), Error> {
         let (connection, seq) = (read.connection, read.seq);
         match read.what {

@@ -26,9 +26,10 @@
 //!   lease and stale reads run side by side, interleaved (docs/benchmarks.md, Reads, has the
 //!   command). `--variant-alpo NAME=PATH` runs variant NAME (made if new) with another prebuilt
 //!   `alpo` binary, for its nodes and its `alpo bench` alike: two builds (main's and a
-//!   branch's) compared point by point in one run, interleaved. Every line adds `cpu_us_per_op` (node CPU over the run, warm-up included, per
-//!   operation, counting the warm-up at the measured rate) beside `cpu_us_per_write`; the
-//!   report takes the former for reads (a read commits no write).
+//!   branch's) compared point by point in one run, interleaved. Every line adds
+//!   `cpu_us_per_op` (node CPU over the run, warm-up included, per operation, counting the
+//!   warm-up at the measured rate) beside `cpu_us_per_write`; the report takes the former for
+//!   reads (a read commits no write).
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
