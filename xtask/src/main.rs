@@ -20,7 +20,8 @@ tasks:
   help            print this list
   bench           cluster benchmarks: bench cluster [--clients 1,8,64,256] [--duration 5] …;
                   [--variant NAME=NODE-FLAGS]… [--variant-bench NAME=BENCH-FLAGS]…
-                  [--client-flags FLAGS]; bench report FILE.jsonl… (markdown table + SVG plot);
+                  [--variant-alpo NAME=PATH]… [--client-flags FLAGS];
+                  bench report FILE.jsonl… (markdown table + SVG plot);
                   bench memory|restart|catchup (issue 11: RSS and disk over 10M appends,
                   restart time, catch-up MiB/s) [--alpo PATH] [--snapshot-interval N] …
   check-history   re-check a kept history (JSON lines) for linearizability:
