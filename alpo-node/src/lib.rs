@@ -130,6 +130,7 @@ mod command;
 pub mod config;
 mod error;
 mod events;
+mod hard_state_start;
 mod http;
 mod image_io;
 pub mod kv;

@@ -46,8 +46,8 @@ use alpo_core::{
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
 use crate::apply::{QueryRequest, ReadRequest};
 use crate::client_protocol::{
-    Consistency, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
-    unsupported_version_response,
+    Consistency, DiskStatus, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response,
+    ResponseBody, unsupported_version_response,
 };
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
@@ -1127,6 +1127,10 @@ fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
         applied_index,
         snapshot_index: core.snapshot_index,
         first_index: core.first_index,
+        disk: DiskStatus {
+            vote_fence: node.vote_fence(),
+            ..DiskStatus::default()
+        },
     }
 }
 

@@ -422,13 +422,13 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
         response.body
     );
     // A client of another protocol version gets an answer in its own version naming both.
-    for version in [1u8, 6] {
+    for version in [1u8, 7] {
         raw.send(&[version, 0, 0]).unwrap();
         let answer = raw.recv(timeout).unwrap();
         assert_eq!(answer[0], version);
         let text = String::from_utf8_lossy(&answer);
         let expected = format!(
-            "client protocol version {version} is not supported: this node speaks version 5"
+            "client protocol version {version} is not supported: this node speaks version 6"
         );
         assert!(text.ends_with(&expected), "{text}");
     }
