@@ -56,6 +56,8 @@ pub struct Server {
     listener: Arc<ClientListener>,
     /// `/metrics`, `/cluster.json` and the live page, when `[metrics] address` is set.
     http: Option<HttpServer>,
+    /// Issue 13: the background scrubber, unless `[log] scrub_bytes_per_sec` is 0.
+    scrubber: Option<crate::scrub::Scrubber>,
 }
 
 /// Group-commit figures of a node's storage thread.
@@ -124,6 +126,15 @@ impl Server {
         );
         tracing::info!(node = id.0, %peer_addr, %client_addr, last_index = last_index(&persisted),
             incarnation = persisted.incarnation.0, "node starting");
+        let metrics = config.metrics.address.map(|_| Arc::new(Metrics::new()));
+        let scrub = Arc::<crate::scrub::ScrubStats>::default();
+        let scrubber = crate::scrub::spawn(
+            id.0,
+            log.log.view(),
+            config.log.scrub_bytes_per_sec,
+            Arc::clone(&scrub),
+            metrics.clone(),
+        )?;
         let parts = Parts {
             entry_source: Box::new(log.log.view()),
             log_reader: Box::new(log.log.view()),
@@ -135,7 +146,8 @@ impl Server {
             waker: Arc::new(inbox.waker()),
             inputs: Box::new(inbox),
             replier: listener.clone(),
-            metrics: config.metrics.address.map(|_| Arc::new(Metrics::new())),
+            metrics,
+            scrub,
         };
         let endpoint = parts.metrics.clone().and_then(|metrics| {
             let addr = config.metrics.address?;
@@ -162,6 +174,7 @@ impl Server {
             transport,
             listener,
             http,
+            scrubber,
         })
     }
 
@@ -252,6 +265,7 @@ impl Server {
         if let Some(http) = &mut self.http {
             http.stop();
         }
+        drop(self.scrubber.take());
         let Some(running) = self.running.take() else {
             return Ok(());
         };
