@@ -479,7 +479,8 @@ fn disk_text(s: &NodeStatus) -> String {
     let mut notes = Vec::new();
     match s.disk.vote_fence {
         Some(Term(u64::MAX)) => notes.push(
-            "hard state and term ceiling lost: never votes again (rule F9); replace it under a new id"
+            "hard state and term ceiling lost: never votes again (rule F9); \
+             replace it under a new id"
                 .to_string(),
         ),
         Some(fence) => notes.push(format!(
