@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use alpo_log::{
-    LogReader, Record, SnapshotAction, SnapshotMeta, SnapshotSituation, scan_snapshots,
+    LogReader, Record, SnapshotAction, SnapshotMeta, SnapshotSituation, Summary, scan_snapshots,
     verify_snapshot_file,
 };
 use clap::{Args, Subcommand};
@@ -127,55 +127,67 @@ fn verify(out: &mut impl Write, dir: &Path, json: bool) -> anyhow::Result<ExitCo
         }
     }
     for event in reader.pending_repairs() {
-        let (action, why) = event.situation.action();
-        let line = if json {
-            Value::Object(vec![
-                ("verdict", Value::String("torn".into())),
-                ("file", Value::String(event.path.display().to_string())),
-                ("offset", Value::Number(event.offset)),
-                ("situation", Value::String(format!("{:?}", event.situation))),
-                ("action", Value::String(format!("{action:?}"))),
-                ("why", Value::String(why.to_string())),
-            ])
-            .render()
-        } else {
-            format!(
-                "note: {} at byte {}: {:?}; opening the log would {:?} ({why})",
-                event.path.display(),
-                event.offset,
-                event.situation,
-                action
-            )
-        };
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", torn_line(event, json))?;
     }
     let summary = reader.summary();
     if covered_to.saturating_add(1) < summary.first_index {
-        let text = format!(
-            "the log starts at index {} but no valid snapshot covers index {} \
-             (newest valid snapshot ends at index {covered_to})",
-            summary.first_index,
-            summary.first_index - 1
-        );
-        let line = if json {
-            Value::Object(vec![
-                ("verdict", Value::String("damaged".into())),
-                ("file", Value::String(dir.display().to_string())),
-                ("offset", Value::Null),
-                ("error", Value::String(text)),
-            ])
-            .render()
-        } else {
-            format!("damaged: {text}")
-        };
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", uncovered_line(dir, &summary, covered_to, json))?;
         return Ok(ExitCode::from(1));
     }
-    let line = if json {
+    writeln!(out, "{}", clean_line(&summary, json))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A torn tail (or other repair `Log::open` would make) as a note.
+fn torn_line(event: &alpo_log::RecoveryEvent, json: bool) -> String {
+    let (action, why) = event.situation.action();
+    if json {
+        return Value::Object(vec![
+            ("verdict", Value::String("torn".into())),
+            ("file", Value::String(event.path.display().to_string())),
+            ("offset", Value::Number(event.offset)),
+            ("situation", Value::String(format!("{:?}", event.situation))),
+            ("action", Value::String(format!("{action:?}"))),
+            ("why", Value::String(why.to_string())),
+        ])
+        .render();
+    }
+    format!(
+        "note: {} at byte {}: {:?}; opening the log would {:?} ({why})",
+        event.path.display(),
+        event.offset,
+        event.situation,
+        action
+    )
+}
+
+/// A compacted log that no valid snapshot covers: damage.
+fn uncovered_line(dir: &Path, summary: &Summary, covered_to: u64, json: bool) -> String {
+    let text = format!(
+        "the log starts at index {} but no valid snapshot covers index {} \
+         (newest valid snapshot ends at index {covered_to})",
+        summary.first_index,
+        summary.first_index - 1
+    );
+    if json {
+        return Value::Object(vec![
+            ("verdict", Value::String("damaged".into())),
+            ("file", Value::String(dir.display().to_string())),
+            ("offset", Value::Null),
+            ("error", Value::String(text)),
+        ])
+        .render();
+    }
+    format!("damaged: {text}")
+}
+
+/// The summary of a clean log.
+fn clean_line(summary: &Summary, json: bool) -> String {
+    if json {
         let known = |value: Option<u64>| value.map_or(Value::Null, Value::Number);
-        Value::Object(vec![
+        return Value::Object(vec![
             ("verdict", Value::String("clean".into())),
-            ("segments", Value::Number(summary.segment_count as u64)),
+            ("segments", Value::Number(summary.segment_count)),
             ("records", Value::Number(summary.record_count)),
             ("first_index", Value::Number(summary.first_index)),
             ("last_index", Value::Number(summary.last_index)),
@@ -183,21 +195,18 @@ fn verify(out: &mut impl Write, dir: &Path, json: bool) -> anyhow::Result<ExitCo
             ("cluster", known(summary.cluster_id)),
             ("node", known(summary.node_id)),
         ])
-        .render()
-    } else {
-        format!(
-            "clean: {} segments, {} records, index {}..={}, {} bytes, cluster {}, node {}",
-            summary.segment_count,
-            summary.record_count,
-            summary.first_index,
-            summary.last_index,
-            summary.record_bytes,
-            optional(summary.cluster_id),
-            optional(summary.node_id),
-        )
-    };
-    writeln!(out, "{line}")?;
-    Ok(ExitCode::SUCCESS)
+        .render();
+    }
+    format!(
+        "clean: {} segments, {} records, index {}..={}, {} bytes, cluster {}, node {}",
+        summary.segment_count,
+        summary.record_count,
+        summary.first_index,
+        summary.last_index,
+        summary.record_bytes,
+        optional(summary.cluster_id),
+        optional(summary.node_id),
+    )
 }
 
 /// Prints the first damage `verify` found, with its causes (an I/O error's operating-system

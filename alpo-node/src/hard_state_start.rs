@@ -73,6 +73,60 @@ pub(crate) fn load(dir: &Path, holds_data: bool) -> Result<HardStateAtStart, Err
     })
 }
 
+/// Loads (`load`) and logs what start-up found, and makes this start's hard state: after a
+/// loss a fresh incarnation and nothing stored (F9); otherwise the stored one with its
+/// incarnation bumped and stored durably before anything is sent. Returns it, whether the hard
+/// state was lost, and the ceiling the core starts with.
+pub(crate) fn start(
+    dir: &Path,
+    holds_data: bool,
+) -> Result<(alpo_log::HardState, bool, Term), Error> {
+    let found = load(dir, holds_data)?;
+    if let Some(damage) = &found.ceiling_damage {
+        tracing::warn!(
+            dir = %dir.display(),
+            %damage,
+            lost_hard_state = found.lost.is_some(),
+            "the term-ceiling file is damaged (rule F8)"
+        );
+    }
+    let (stored, hard_state_lost) = match (&found.lost, found.stored) {
+        // Rule F9: start fenced, with a fresh incarnation, storing no hard state (the core
+        // stores one once its term reaches the fence).
+        (Some(why), _) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                why = %why,
+                vote_fence = found.term_ceiling.0,
+                "hard state lost: starting without voting rights below the vote fence (rule F9)"
+            );
+            let stored = alpo_log::HardState {
+                current_term: 0,
+                voted_for: None,
+                incarnation: fresh_incarnation(),
+            };
+            (stored, true)
+        }
+        (None, stored) => {
+            let mut stored = stored.unwrap_or(alpo_log::HardState {
+                current_term: 0,
+                voted_for: None,
+                incarnation: 0,
+            });
+            stored.incarnation =
+                stored
+                    .incarnation
+                    .checked_add(1)
+                    .ok_or_else(|| Error::Corrupt {
+                        what: format!("the incarnation in {} is at its maximum", dir.display()),
+                    })?;
+            stored.store(dir)?;
+            (stored, false)
+        }
+    };
+    Ok((stored, hard_state_lost, found.term_ceiling))
+}
+
 /// Rule F9's fresh incarnation after a hard-state loss: above any used before, since
 /// incarnations were bumped by one per start from 1 and wall-clock nanoseconds since 1970 are
 /// far above any count of starts.

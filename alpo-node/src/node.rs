@@ -427,52 +427,7 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
     let mut log = Log::open(dir, options)?;
     let snapshots = SnapshotStore::open(dir, SnapshotOptions::new(config.cluster_id, config.id))?;
     let holds_data = log.last_index() > 0 || snapshots.newest().is_some();
-    let found = hard_state_start::load(dir, holds_data)?;
-    if let Some(damage) = &found.ceiling_damage {
-        tracing::warn!(
-            dir = %dir.display(),
-            %damage,
-            lost_hard_state = found.lost.is_some(),
-            "the term-ceiling file is damaged (rule F8)"
-        );
-    }
-    let (stored, hard_state_lost) = match (&found.lost, found.stored) {
-        // Rule F9: start fenced, with a fresh incarnation, storing no hard state (the core
-        // stores one once its term reaches the fence).
-        (Some(why), _) => {
-            tracing::warn!(
-                dir = %dir.display(),
-                why = %why,
-                vote_fence = found.term_ceiling.0,
-                "hard state lost: starting without voting rights below the vote fence (rule F9)"
-            );
-            let stored = alpo_log::HardState {
-                current_term: 0,
-                voted_for: None,
-                incarnation: hard_state_start::fresh_incarnation(),
-            };
-            (stored, true)
-        }
-        (None, stored) => {
-            let mut stored = stored.unwrap_or(alpo_log::HardState {
-                current_term: 0,
-                voted_for: None,
-                incarnation: 0,
-            });
-            stored.incarnation =
-                stored
-                    .incarnation
-                    .checked_add(1)
-                    .ok_or_else(|| Error::Corrupt {
-                        what: format!("the incarnation in {} is at its maximum", dir.display()),
-                    })?;
-            stored.store(dir)?;
-            (stored, false)
-        }
-    };
-    // F8: the ceiling of a disk written before it existed is 0; the core raises it before
-    // its next vote.
-    let term_ceiling = found.term_ceiling;
+    let (stored, hard_state_lost, term_ceiling) = hard_state_start::start(dir, holds_data)?;
     let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
     let persisted = Persisted {
         hard_state: HardState {

@@ -949,6 +949,7 @@ pub(crate) struct Running {
 }
 
 /// Starts the core from `persisted` and the node's threads over `parts`.
+#[allow(clippy::too_many_lines)] // wiring: one line per thread and per event-loop field
 pub(crate) fn launch(
     config: NodeConfig,
     persisted: Persisted,

@@ -584,18 +584,7 @@ fn plan_fault(
             Action::Start { fault },
             format!("lag {target}"),
         ),
-        FaultKind::Disk => {
-            let damage = if rng.chance(1, 2) {
-                DiskDamage::HardState
-            } else {
-                DiskDamage::TornTail
-            };
-            (
-                Action::Kill { fault, target },
-                Action::DamageAndStart { fault, damage },
-                format!("disk {target}: {damage}"),
-            )
-        }
+        FaultKind::Disk => disk_fault(fault, target, rng),
         FaultKind::Pause => (
             Action::Pause { fault, target },
             Action::Resume { fault },
@@ -622,6 +611,20 @@ fn plan_fault(
         begin,
         end,
     ))
+}
+
+/// Issue 13: kill `target`, damage its files, start it again.
+fn disk_fault(fault: FaultId, target: Target, rng: &mut SplitMix64) -> (Action, Action, String) {
+    let damage = if rng.chance(1, 2) {
+        DiskDamage::HardState
+    } else {
+        DiskDamage::TornTail
+    };
+    (
+        Action::Kill { fault, target },
+        Action::DamageAndStart { fault, damage },
+        format!("disk {target}: {damage}"),
+    )
 }
 
 /// Draws a network fault; `None` when the cluster is too small for any.
