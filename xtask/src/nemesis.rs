@@ -825,6 +825,34 @@ mod tests {
         }
     }
 
+    /// Issue 13: a disk fault kills its node, then damages it and starts it again; both kinds
+    /// of damage are drawn.
+    #[test]
+    fn a_disk_fault_kills_then_damages_and_starts_with_both_damages_drawn() {
+        let mut damages = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let config = NemesisConfig::new(seed, 3, 40_000, &[FaultKind::Disk]);
+            let schedule = schedule(&config).unwrap();
+            assert!(!schedule.faults.is_empty());
+            let mut killed = BTreeMap::new();
+            for timed in &schedule.actions {
+                match &timed.action {
+                    Action::Kill { fault, .. } => {
+                        killed.insert(*fault, timed.at_ms);
+                    }
+                    Action::DamageAndStart { fault, damage } => {
+                        let at = killed.remove(fault).expect("damaged after its kill");
+                        assert!(at < timed.at_ms);
+                        damages.insert(format!("{damage}"));
+                    }
+                    other => panic!("a disk-only schedule holds {other}"),
+                }
+            }
+            assert!(killed.is_empty(), "every killed node is started again");
+        }
+        assert_eq!(damages.len(), 2, "{damages:?}");
+    }
+
     #[test]
     fn only_enabled_kinds_appear_and_all_enabled_kinds_can_appear() {
         let mut seen = BTreeMap::new();
