@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use alpo_core::{ClusterId, LogIndex, Role};
+use alpo_core::{ClusterId, LogIndex, Role, Term};
 use alpo_node::client_protocol::{Consistency, NodeStatus, ReadEntry, ReadEntryKind};
 use alpo_node::{Client, ClientOptions, KvOp};
 
@@ -331,7 +331,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 print(
                     args.flags.json,
                     &status_json(endpoint, &status, &columns),
-                    &status_text(endpoint, &status, &columns),
+                    &(status_text(endpoint, &status, &columns) + &disk_text(&status)),
                 )?;
             }
             Err(error) => {
@@ -466,7 +466,38 @@ fn status_json(endpoint: SocketAddr, s: &NodeStatus, member: &MemberColumns) -> 
         ),
         ("match_index", known(member.match_index.map(|i| i.0))),
         ("lag", known(member.lag)),
+        ("vote_fence", known(s.disk.vote_fence.map(|term| term.0))),
+        ("scrub_passes", Value::Number(s.disk.scrub_passes)),
+        ("scrub_bytes", Value::Number(s.disk.scrub_bytes)),
+        ("scrub_faults", Value::Number(s.disk.scrub_faults)),
     ])
+}
+
+/// Issue 13: a second line under a node whose disk needs the operator's eye (a vote fence after
+/// a hard-state loss, damage the scrubber found); empty when there is none.
+fn disk_text(s: &NodeStatus) -> String {
+    let mut notes = Vec::new();
+    match s.disk.vote_fence {
+        Some(Term(u64::MAX)) => notes.push(
+            "hard state and term ceiling lost: never votes again (rule F9); \
+             replace it under a new id"
+                .to_string(),
+        ),
+        Some(fence) => notes.push(format!(
+            "hard state lost: no vote or candidacy below term {fence} (rule F9)"
+        )),
+        None => {}
+    }
+    if s.disk.scrub_faults > 0 {
+        notes.push(format!(
+            "scrub found {} damaged record(s); see the node's log for file, offset and index",
+            s.disk.scrub_faults
+        ));
+    }
+    notes
+        .iter()
+        .map(|note| format!("\n{:<5} disk: {note}", ""))
+        .collect()
 }
 
 fn kind_name(kind: ReadEntryKind) -> &'static str {

@@ -182,7 +182,9 @@ fn layout(
     let mut configs = NodeConfig::for_members(args.cluster_id, dir, &members);
     for config in &mut configs {
         config.snapshots = args.snapshots.policy();
-        config.log.cache_bytes_max = args.snapshots.log_settings().cache_bytes_max;
+        let log = args.snapshots.log_settings();
+        config.log.cache_bytes_max = log.cache_bytes_max;
+        config.log.scrub_bytes_per_sec = log.scrub_bytes_per_sec;
         config.recorder = args.recorder.settings();
         if !args.no_metrics {
             let port = match args.base_port {

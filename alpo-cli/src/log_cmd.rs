@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use alpo_log::{
-    LogReader, Record, SnapshotAction, SnapshotMeta, SnapshotSituation, scan_snapshots,
+    LogReader, Record, SnapshotAction, SnapshotMeta, SnapshotSituation, Summary, scan_snapshots,
     verify_snapshot_file,
 };
 use clap::{Args, Subcommand};
@@ -41,6 +41,10 @@ enum LogCommand {
     Verify {
         /// The log directory, or one snapshot file (`snap-<L>-<T>.alposnap`).
         dir: PathBuf,
+        /// Print one JSON object per line (each with a `verdict`: `snapshot`, `note`, `torn`,
+        /// `damaged` or `clean`) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -65,7 +69,7 @@ pub(crate) fn run(args: LogArgs) -> anyhow::Result<ExitCode> {
     let mut out = crate::output::stdout();
     match args.command {
         LogCommand::Dump(dump_args) => dump(&mut out, &dump_args),
-        LogCommand::Verify { dir } => verify(&mut out, &dir),
+        LogCommand::Verify { dir, json } => verify(&mut out, &dir, json),
     }
 }
 
@@ -101,51 +105,99 @@ fn dump(out: &mut impl Write, args: &DumpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `alpo log verify`: a summary and exit 0 when clean, the first damage and exit 1 otherwise.
-fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
+fn verify(out: &mut impl Write, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if dir.is_file() {
-        return verify_snapshot(out, dir);
+        return verify_snapshot(out, dir, json);
     }
-    let Some(covered_to) = verify_snapshots(out, dir)? else {
+    let Some(covered_to) = verify_snapshots(out, dir, json)? else {
         return Ok(ExitCode::from(1));
     };
     let reader = match LogReader::open(dir) {
         Ok(reader) => reader,
         Err(error) => {
-            write_damage(out, error)?;
+            write_damage(out, error, json)?;
             return Ok(ExitCode::from(1));
         }
     };
     // The scan checked every CRC already; read every record once more as the node would.
     for record in reader.entries(..) {
         if let Err(error) = record {
-            write_damage(out, error)?;
+            write_damage(out, error, json)?;
             return Ok(ExitCode::from(1));
         }
     }
     for event in reader.pending_repairs() {
-        let (action, why) = event.situation.action();
-        writeln!(
-            out,
-            "note: {} at byte {}: {:?}; opening the log would {:?} ({why})",
-            event.path.display(),
-            event.offset,
-            event.situation,
-            action
-        )?;
+        writeln!(out, "{}", torn_line(event, json))?;
     }
     let summary = reader.summary();
     if covered_to.saturating_add(1) < summary.first_index {
-        writeln!(
-            out,
-            "damaged: the log starts at index {} but no valid snapshot covers index {} \
-             (newest valid snapshot ends at index {covered_to})",
-            summary.first_index,
-            summary.first_index - 1
-        )?;
+        writeln!(out, "{}", uncovered_line(dir, &summary, covered_to, json))?;
         return Ok(ExitCode::from(1));
     }
-    writeln!(
-        out,
+    writeln!(out, "{}", clean_line(&summary, json))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A torn tail (or other repair `Log::open` would make) as a note.
+fn torn_line(event: &alpo_log::RecoveryEvent, json: bool) -> String {
+    let (action, why) = event.situation.action();
+    if json {
+        return Value::Object(vec![
+            ("verdict", Value::String("torn".into())),
+            ("file", Value::String(event.path.display().to_string())),
+            ("offset", Value::Number(event.offset)),
+            ("situation", Value::String(format!("{:?}", event.situation))),
+            ("action", Value::String(format!("{action:?}"))),
+            ("why", Value::String(why.to_string())),
+        ])
+        .render();
+    }
+    format!(
+        "note: {} at byte {}: {:?}; opening the log would {:?} ({why})",
+        event.path.display(),
+        event.offset,
+        event.situation,
+        action
+    )
+}
+
+/// A compacted log that no valid snapshot covers: damage.
+fn uncovered_line(dir: &Path, summary: &Summary, covered_to: u64, json: bool) -> String {
+    let text = format!(
+        "the log starts at index {} but no valid snapshot covers index {} \
+         (newest valid snapshot ends at index {covered_to})",
+        summary.first_index,
+        summary.first_index - 1
+    );
+    if json {
+        return Value::Object(vec![
+            ("verdict", Value::String("damaged".into())),
+            ("file", Value::String(dir.display().to_string())),
+            ("offset", Value::Null),
+            ("error", Value::String(text)),
+        ])
+        .render();
+    }
+    format!("damaged: {text}")
+}
+
+/// The summary of a clean log.
+fn clean_line(summary: &Summary, json: bool) -> String {
+    if json {
+        let known = |value: Option<u64>| value.map_or(Value::Null, Value::Number);
+        return Value::Object(vec![
+            ("verdict", Value::String("clean".into())),
+            ("segments", Value::Number(summary.segment_count)),
+            ("records", Value::Number(summary.record_count)),
+            ("first_index", Value::Number(summary.first_index)),
+            ("last_index", Value::Number(summary.last_index)),
+            ("bytes", Value::Number(summary.record_bytes)),
+            ("cluster", known(summary.cluster_id)),
+            ("node", known(summary.node_id)),
+        ])
+        .render();
+    }
+    format!(
         "clean: {} segments, {} records, index {}..={}, {} bytes, cluster {}, node {}",
         summary.segment_count,
         summary.record_count,
@@ -154,36 +206,69 @@ fn verify(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
         summary.record_bytes,
         optional(summary.cluster_id),
         optional(summary.node_id),
-    )?;
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 /// Prints the first damage `verify` found, with its causes (an I/O error's operating-system
-/// error is the `source()` of alpo-log's error, not part of its message).
-fn write_damage(out: &mut impl Write, error: alpo_log::Error) -> std::io::Result<()> {
-    writeln!(out, "damaged: {:#}", anyhow::Error::new(error))
+/// error is the `source()` of alpo-log's error, not part of its message); as JSON, with the
+/// file and byte offset as fields when the error names them.
+fn write_damage(out: &mut impl Write, error: alpo_log::Error, json: bool) -> std::io::Result<()> {
+    if !json {
+        return writeln!(out, "damaged: {:#}", anyhow::Error::new(error));
+    }
+    let (file, offset) = match &error {
+        alpo_log::Error::Corruption { path, offset, .. } => (
+            Value::String(path.display().to_string()),
+            Value::Number(*offset),
+        ),
+        alpo_log::Error::Io { path, .. } => {
+            (Value::String(path.display().to_string()), Value::Null)
+        }
+        _ => (Value::Null, Value::Null),
+    };
+    let line = Value::Object(vec![
+        ("verdict", Value::String("damaged".into())),
+        ("file", file),
+        ("offset", offset),
+        (
+            "error",
+            Value::String(format!("{:#}", anyhow::Error::new(error))),
+        ),
+    ]);
+    writeln!(out, "{}", line.render())
 }
 
 /// Verifies every snapshot file of `dir` in full, printing one line each and a note per file a
 /// crash left; returns the newest valid snapshot's last index (0 if none), or `None` after
 /// printing the first damage.
-fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u64>> {
+fn verify_snapshots(out: &mut impl Write, dir: &Path, json: bool) -> anyhow::Result<Option<u64>> {
     let scan = match scan_snapshots(dir, None) {
         Ok(scan) => scan,
         Err(error) => {
-            write_damage(out, error)?;
+            write_damage(out, error, json)?;
             return Ok(None);
         }
     };
     for event in &scan.events {
         let (action, why) = event.situation.action();
         if action == SnapshotAction::RemoveFile {
-            writeln!(
-                out,
-                "note: {}: {:?}; opening the snapshots would {action:?} ({why})",
-                event.path.display(),
-                event.situation
-            )?;
+            let line = if json {
+                Value::Object(vec![
+                    ("verdict", Value::String("note".into())),
+                    ("file", Value::String(event.path.display().to_string())),
+                    ("situation", Value::String(format!("{:?}", event.situation))),
+                    ("action", Value::String(format!("{action:?}"))),
+                    ("why", Value::String(why.to_string())),
+                ])
+                .render()
+            } else {
+                format!(
+                    "note: {}: {:?}; opening the snapshots would {action:?} ({why})",
+                    event.path.display(),
+                    event.situation
+                )
+            };
+            writeln!(out, "{line}")?;
         }
     }
     for event in &scan.events {
@@ -192,9 +277,9 @@ fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u
             SnapshotSituation::Newest | SnapshotSituation::Older | SnapshotSituation::Damaged
         ) {
             match verify_snapshot_file(&event.path) {
-                Ok(meta) => writeln!(out, "{}", snapshot_line(&meta, &event.path, false))?,
+                Ok(meta) => writeln!(out, "{}", snapshot_line(&meta, &event.path, json))?,
                 Err(error) => {
-                    write_damage(out, error)?;
+                    write_damage(out, error, json)?;
                     return Ok(None);
                 }
             }
@@ -206,14 +291,14 @@ fn verify_snapshots(out: &mut impl Write, dir: &Path) -> anyhow::Result<Option<u
 }
 
 /// `alpo log verify FILE`: one snapshot file.
-fn verify_snapshot(out: &mut impl Write, path: &Path) -> anyhow::Result<ExitCode> {
+fn verify_snapshot(out: &mut impl Write, path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match verify_snapshot_file(path) {
         Ok(meta) => {
-            writeln!(out, "{}", snapshot_line(&meta, path, false))?;
+            writeln!(out, "{}", snapshot_line(&meta, path, json))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            write_damage(out, error)?;
+            write_damage(out, error, json)?;
             Ok(ExitCode::from(1))
         }
     }
@@ -363,7 +448,7 @@ mod tests {
     fn verify_clean_log_prints_summary() {
         let dir = TempDir::new();
         log_with(&dir.0, 300);
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::SUCCESS);
         assert!(text.contains("clean: "), "{text}");
         assert!(text.contains("300 records, index 1..=300"), "{text}");
@@ -378,10 +463,32 @@ mod tests {
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[48 + 30] ^= 1; // Inside the first record (it starts at byte 48).
         std::fs::write(&file, bytes).unwrap();
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::from(1));
         assert!(
             text.contains("0000000000000001.alpolog at byte 48"),
+            "{text}"
+        );
+        assert!(text.contains("checksum"), "{text}");
+    }
+
+    #[test]
+    fn verify_json_names_file_and_offset_and_says_clean() {
+        let dir = TempDir::new();
+        log_with(&dir.0, 10);
+        let (code, text) = output(|out| verify(out, &dir.0, true));
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert!(text.starts_with("{\"verdict\":\"clean\""), "{text}");
+        assert!(text.contains("\"records\":10"), "{text}");
+        let file = dir.0.join("0000000000000001.alpolog");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[48 + 30] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        let (code, text) = output(|out| verify(out, &dir.0, true));
+        assert_eq!(code, ExitCode::from(1));
+        assert!(text.starts_with("{\"verdict\":\"damaged\""), "{text}");
+        assert!(
+            text.contains("0000000000000001.alpolog\",\"offset\":48,"),
             "{text}"
         );
         assert!(text.contains("checksum"), "{text}");
@@ -395,7 +502,7 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         // Three records of 25 + 7 bytes after the 48-byte header: cut the third in half.
         std::fs::write(&file, &bytes[..48 + 32 * 2 + 10]).unwrap();
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::SUCCESS);
         assert!(text.contains("TornTail"), "{text}");
         assert!(text.contains("2 records"), "{text}");
@@ -433,7 +540,7 @@ mod tests {
     fn a_snapshot_that_cannot_be_opened_is_reported_with_its_cause() {
         let dir = TempDir::new();
         let path = dir.0.join("missing.alposnap");
-        let (code, text) = output(|out| verify_snapshot(out, &path));
+        let (code, text) = output(|out| verify_snapshot(out, &path, false));
         assert_eq!(code, ExitCode::from(1));
         // alpo-log's message names the file; the operating system's error is its source.
         assert!(text.contains("missing.alposnap"), "{text}");
@@ -468,7 +575,7 @@ mod tests {
         let first = log.first_index();
         drop(log);
         assert!(1 < first);
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::SUCCESS, "{text}");
         assert!(
             text.contains(
@@ -493,7 +600,7 @@ mod tests {
         let mut log = Log::open(&dir.0, options).unwrap();
         log.compact_prefix(200).unwrap();
         drop(log);
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::from(1));
         assert!(text.contains("no valid snapshot covers index"), "{text}");
     }
@@ -507,14 +614,14 @@ mod tests {
         // The header is 72 + 7 + 4 = 83 bytes; the first chunk's body starts at 91.
         bytes[95] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::from(1));
         assert!(
             text.contains("alposnap at byte 83: chunk checksum"),
             "{text}"
         );
         // The file alone gives the same answer.
-        let (code, alone) = output(|out| verify(out, &path));
+        let (code, alone) = output(|out| verify(out, &path, false));
         assert_eq!(code, ExitCode::from(1));
         assert!(alone.contains("at byte 83"), "{alone}");
     }
@@ -527,7 +634,7 @@ mod tests {
             .0
             .join("snap-00000000000000000009-00000000000000000001.tmp");
         std::fs::write(&temp, b"torn").unwrap();
-        let (code, text) = output(|out| verify(out, &dir.0));
+        let (code, text) = output(|out| verify(out, &dir.0, false));
         assert_eq!(code, ExitCode::SUCCESS);
         assert!(
             text.contains("TempFile; opening the snapshots would RemoveFile"),

@@ -143,6 +143,10 @@ pub(crate) struct SnapshotArgs {
     /// from the log files. Entries not yet committed are always kept.
     #[arg(long, default_value_t = LogSettings::default().cache_bytes_max)]
     log_cache_bytes_max: u64,
+    /// Issue 13: bytes per second the background scrubber re-reads from the log files to find
+    /// latent damage; 0 turns it off. Overrides `[log] scrub_bytes_per_sec` of a --config file.
+    #[arg(long)]
+    scrub_bytes_per_sec: Option<u64>,
 }
 
 impl SnapshotArgs {
@@ -156,9 +160,13 @@ impl SnapshotArgs {
 
     /// The log settings these flags give (the default segment size).
     pub(crate) fn log_settings(self) -> LogSettings {
+        let default = LogSettings::default();
         LogSettings {
             cache_bytes_max: self.log_cache_bytes_max,
-            ..LogSettings::default()
+            scrub_bytes_per_sec: self
+                .scrub_bytes_per_sec
+                .unwrap_or(default.scrub_bytes_per_sec),
+            ..default
         }
     }
 }
@@ -169,6 +177,9 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             let mut config = NodeConfig::load(path)?;
             if let Some(addr) = args.metrics_addr {
                 config.metrics.address = Some(addr);
+            }
+            if let Some(rate) = args.snapshots.scrub_bytes_per_sec {
+                config.log.scrub_bytes_per_sec = rate;
             }
             config
         }

@@ -41,6 +41,7 @@ mod log;
 mod reader;
 mod record;
 mod recovery;
+mod scrub;
 mod segment;
 mod snapshot;
 mod spare;
@@ -52,6 +53,7 @@ pub use crate::hard_state::{HARD_STATE_FILE_NAME, HardState};
 pub use crate::log::{Entries, LOCK_FILE_NAME, Log, LogOptions, Record};
 pub use crate::reader::{LogReader, Summary};
 pub use crate::recovery::{Action, RecoveryEvent, Situation};
+pub use crate::scrub::{ScrubFinding, ScrubStep};
 pub use crate::segment::Preallocation;
 pub use crate::snapshot::{
     ChunkOutcome, FinishedSnapshot, ImageReader, SnapshotAction, SnapshotEvent, SnapshotFile,

@@ -63,12 +63,12 @@ pub(crate) struct PublishedSegment {
 }
 
 /// A run of offsets copied under the lock.
-struct Run {
+pub(crate) struct Run {
     map: Arc<Mmap>,
-    path: PathBuf,
-    first_index: u64,
-    offsets: Vec<u32>,
-    generation: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) first_index: u64,
+    pub(crate) offsets: Vec<u32>,
+    pub(crate) generation: u64,
 }
 
 // Readers live on other threads.
@@ -147,7 +147,7 @@ impl LogView {
 
     /// Copies, under the lock, the map and offsets of the durable records `from ..` in the
     /// segment that holds `from` (at most `VIEW_RUN_ENTRIES_MAX`, not past `to`).
-    fn run(&self, from: u64, to: u64) -> Result<Option<Run>, Error> {
+    pub(crate) fn run(&self, from: u64, to: u64) -> Result<Option<Run>, Error> {
         let published = self.read_lock();
         if from < published.first_index {
             return Err(Error::Compacted {
@@ -181,6 +181,11 @@ impl LogView {
             offsets: offsets.to_vec(),
             generation: published.generation,
         }))
+    }
+
+    /// The truncation generation now (a scrub drops what it found across a truncation).
+    pub(crate) fn generation(&self) -> u64 {
+        self.read_lock().generation
     }
 
     fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, Published> {

@@ -47,7 +47,7 @@ use crate::member_protocol::{MemberChange, Members};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -299,6 +299,22 @@ pub struct NodeStatus {
     pub snapshot_index: LogIndex,
     /// First index its log still holds (below it, entries were compacted into a snapshot).
     pub first_index: LogIndex,
+    /// Its disk's health (issue 13): vote fence, scrub findings.
+    pub disk: DiskStatus,
+}
+
+/// A node's disk health, as `Status` reports it (issue 13, client protocol 6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStatus {
+    /// Rule F9: the vote fence while it holds (hard state lost at start; no vote or candidacy
+    /// below this term). `Some(Term(u64::MAX))`: the ceiling was unreadable too, never again.
+    pub vote_fence: Option<Term>,
+    /// Complete passes the background scrubber has made over the log since start.
+    pub scrub_passes: u64,
+    /// Bytes the scrubber has read since start.
+    pub scrub_bytes: u64,
+    /// Damaged records or segments the scrubber has found since start (each reported once).
+    pub scrub_faults: u64,
 }
 
 /// What kind of failure an `Error` response reports.
@@ -582,7 +598,13 @@ fn encode_status<'w>(w: &'w mut Writer, status: &NodeStatus) -> &'w mut Writer {
     w.u64(status.leader.map_or(0, |id| id.0));
     w.u64(status.commit_index.0).u64(status.last_index.0);
     w.u64(status.durable_index.0).u64(status.applied_index.0);
-    w.u64(status.snapshot_index.0).u64(status.first_index.0)
+    w.u64(status.snapshot_index.0).u64(status.first_index.0);
+    let disk = &status.disk;
+    // Fence 0 encodes "no fence": term 0 is never a fence (the fence is a term voted below).
+    w.u64(disk.vote_fence.map_or(0, |term| term.0));
+    w.u64(disk.scrub_passes)
+        .u64(disk.scrub_bytes)
+        .u64(disk.scrub_faults)
 }
 
 fn decode_status(r: &mut Reader) -> Result<NodeStatus, DecodeError> {
@@ -607,6 +629,14 @@ fn decode_status(r: &mut Reader) -> Result<NodeStatus, DecodeError> {
         applied_index: LogIndex(r.u64("applied index")?),
         snapshot_index: LogIndex(r.u64("snapshot index")?),
         first_index: LogIndex(r.u64("first index")?),
+        disk: DiskStatus {
+            vote_fence: Some(r.u64("vote fence")?)
+                .filter(|term| *term != 0)
+                .map(Term),
+            scrub_passes: r.u64("scrub passes")?,
+            scrub_bytes: r.u64("scrub bytes")?,
+            scrub_faults: r.u64("scrub faults")?,
+        },
     })
 }
 
@@ -711,6 +741,12 @@ mod tests {
             applied_index: LogIndex(9),
             snapshot_index: LogIndex(4),
             first_index: LogIndex(2),
+            disk: DiskStatus {
+                vote_fence: Some(Term(32)),
+                scrub_passes: 2,
+                scrub_bytes: 4096,
+                scrub_faults: 1,
+            },
         };
         let entry = |index, kind, data: &str| ReadEntry {
             index: LogIndex(index),
@@ -836,7 +872,7 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            5, // version
+            6, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
@@ -885,8 +921,23 @@ mod tests {
             seq: 2,
             body: ResponseBody::Snapshot { index: LogIndex(9) },
         };
-        let expected: &[u8] = &[5, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        let expected: &[u8] = &[6, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(&response.encode()[..], expected);
+        // Version 6 (issue 13): a status ends with the disk's health: vote fence (0 = none),
+        // scrub passes, scrub bytes, scrub faults.
+        let ResponseBody::Status(status) = all_responses().swap_remove(2) else {
+            panic!("the third response is a status")
+        };
+        let bytes = Response {
+            seq: 2,
+            body: ResponseBody::Status(status),
+        }
+        .encode();
+        let disk: Vec<u8> = [32u64, 2, 4096, 1]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(&bytes[bytes.len() - 32..], &disk[..]);
     }
 
     #[test]
@@ -958,12 +1009,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 5"
+            "client protocol version 1 is not supported: this node speaks version 6"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(6));
-        assert_eq!(version, 6);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(7));
+        assert_eq!(version, 7);
         assert!(
-            reason.contains("version 6") && reason.contains("version 5"),
+            reason.contains("version 7") && reason.contains("version 6"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

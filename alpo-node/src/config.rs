@@ -33,6 +33,7 @@
 //! [log]                            # optional; the defaults
 //! segment_bytes_max = 67108864     # segment file size: compaction drops whole segments
 //! cache_bytes_max = 67108864       # recent entries the core keeps in memory (rule S9)
+//! scrub_bytes_per_sec = 4194304    # background scrub rate (issue 13); 0 turns it off
 //! ```
 
 use std::collections::BTreeSet;
@@ -138,6 +139,9 @@ pub struct LogSettings {
     /// files when a follower or the state machine needs them. Entries not yet committed are
     /// always kept, whatever this says.
     pub cache_bytes_max: u64,
+    /// Issue 13: the background scrubber re-reads the durable log from its files at most this
+    /// many bytes per second, to find latent damage; 0 turns it off.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for LogSettings {
@@ -145,6 +149,7 @@ impl Default for LogSettings {
         LogSettings {
             segment_bytes_max: alpo_log::limits::SEGMENT_BYTES_DEFAULT,
             cache_bytes_max: alpo_core::limits::LOG_CACHE_BYTES_MAX,
+            scrub_bytes_per_sec: crate::limits::SCRUB_BYTES_PER_SEC_DEFAULT,
         }
     }
 }

@@ -54,3 +54,14 @@ pub const RECORDER_DISK_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// The smallest flight-recorder budget accepted: below it a start's trace would stop within
 /// seconds of load.
 pub const RECORDER_DISK_BYTES_MIN: u64 = 1024 * 1024;
+
+/// Issue 13: the background scrubber's default rate, bytes of log re-read per second (a
+/// 64 MiB segment in 16 s; about 1 % of a disk's sequential bandwidth).
+pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 4 * 1024 * 1024;
+
+/// Issue 13: the scrubber's steps per second at full rate (each step reads `rate / this`
+/// bytes, at least one record), so its reads come in small slices between the log's syncs.
+pub const SCRUB_STEPS_PER_SEC: u64 = 20;
+
+/// Issue 13: the scrubber's pause after a complete pass, before it starts the next.
+pub const SCRUB_PASS_PAUSE_MS: u64 = 1000;

@@ -86,6 +86,8 @@ pub struct Metrics {
     peer_connections_established: Counter,
     peer_connect_failures: Counter,
     client_connections_accepted: Counter,
+    /// Issue 13: scrub and vote fence.
+    pub(crate) disk: crate::disk_metrics::DiskMetrics,
 }
 
 impl Metrics {
@@ -127,6 +129,7 @@ impl Metrics {
             peer_connections_established: Counter::default(),
             peer_connect_failures: Counter::default(),
             client_connections_accepted: Counter::default(),
+            disk: crate::disk_metrics::DiskMetrics::default(),
             registry: Registry::default(),
         };
         for (role, name) in ROLES {
@@ -295,6 +298,7 @@ impl Metrics {
             "Client connections accepted",
             m.client_connections_accepted.clone(),
         );
+        m.disk.register(r);
         Metrics {
             registry,
             ..metrics

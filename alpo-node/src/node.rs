@@ -5,7 +5,9 @@
 //! 1. create the data directory; open the log (alpo-log recovers a torn tail, refuses damage
 //!    elsewhere with an error naming the file and offset);
 //! 2. load the hard state (term, vote, incarnation), bump the incarnation and store it durably
-//!    before anything is sent, so peers can tell this start from the last;
+//!    before anything is sent, so peers can tell this start from the last; a damaged (or, with
+//!    data on disk, missing) hard state starts the node fenced instead (rule F9,
+//!    `hard_state_start`);
 //! 3. open the snapshots (alpo-log's `SnapshotStore` removes what a crash left and falls back
 //!    past a damaged file); with a newest valid snapshot at `(L, term_L)`, redo rule S7 step 1:
 //!    a log that does not hold `(L, term_L)` is discarded (`Log::reset`, continuing at `L + 1`);
@@ -33,6 +35,7 @@ use crate::apply::EntrySource;
 use crate::client_protocol::NodeStatus;
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::hard_state_start;
 use crate::http::HttpServer;
 use crate::metrics::Metrics;
 use crate::node_image::{self, RestoredState};
@@ -53,6 +56,8 @@ pub struct Server {
     listener: Arc<ClientListener>,
     /// `/metrics`, `/cluster.json` and the live page, when `[metrics] address` is set.
     http: Option<HttpServer>,
+    /// Issue 13: the background scrubber, unless `[log] scrub_bytes_per_sec` is 0.
+    scrubber: Option<crate::scrub::Scrubber>,
 }
 
 /// Group-commit figures of a node's storage thread.
@@ -121,6 +126,15 @@ impl Server {
         );
         tracing::info!(node = id.0, %peer_addr, %client_addr, last_index = last_index(&persisted),
             incarnation = persisted.incarnation.0, "node starting");
+        let metrics = config.metrics.address.map(|_| Arc::new(Metrics::new()));
+        let scrub = Arc::<crate::scrub::ScrubStats>::default();
+        let scrubber = crate::scrub::spawn(
+            id.0,
+            log.log.view(),
+            config.log.scrub_bytes_per_sec,
+            Arc::clone(&scrub),
+            metrics.clone(),
+        )?;
         let parts = Parts {
             entry_source: Box::new(log.log.view()),
             log_reader: Box::new(log.log.view()),
@@ -132,7 +146,8 @@ impl Server {
             waker: Arc::new(inbox.waker()),
             inputs: Box::new(inbox),
             replier: listener.clone(),
-            metrics: config.metrics.address.map(|_| Arc::new(Metrics::new())),
+            metrics,
+            scrub,
         };
         let endpoint = parts.metrics.clone().and_then(|metrics| {
             let addr = config.metrics.address?;
@@ -159,6 +174,7 @@ impl Server {
             transport,
             listener,
             http,
+            scrubber,
         })
     }
 
@@ -249,6 +265,7 @@ impl Server {
         if let Some(http) = &mut self.http {
             http.stop();
         }
+        drop(self.scrubber.take());
         let Some(running) = self.running.take() else {
             return Ok(());
         };
@@ -409,37 +426,8 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
     options.segment_bytes_max = config.log.segment_bytes_max;
     let mut log = Log::open(dir, options)?;
     let snapshots = SnapshotStore::open(dir, SnapshotOptions::new(config.cluster_id, config.id))?;
-    let stored = alpo_log::HardState::load(dir)?;
-    // A log with entries (or a snapshot) was written by a node that had voted or followed a
-    // leader; without its hard state it could vote twice in one term (rule E0), so it must not
-    // start as new.
-    if stored.is_none() && (log.last_index() > 0 || snapshots.newest().is_some()) {
-        return Err(Error::Corrupt {
-            what: format!(
-                "{} is missing in {} but the log holds entries up to index {}; \
-                 refusing to start without the term and vote",
-                alpo_log::HARD_STATE_FILE_NAME,
-                dir.display(),
-                log.last_index()
-            ),
-        });
-    }
-    let mut stored = stored.unwrap_or(alpo_log::HardState {
-        current_term: 0,
-        voted_for: None,
-        incarnation: 0,
-    });
-    stored.incarnation = stored
-        .incarnation
-        .checked_add(1)
-        .ok_or_else(|| Error::Corrupt {
-            what: format!("the incarnation in {} is at its maximum", dir.display()),
-        })?;
-    stored.store(dir)?;
-    // F8: the ceiling of a disk written before it existed is 0; the core raises it before
-    // its next vote. (A damaged ceiling file refuses the start, as a damaged hard state does:
-    // starting without voting rights, rule F9, comes with the node's part of issue 13.)
-    let term_ceiling = alpo_log::TermCeiling::load(dir)?.map_or(Term(0), |ceiling| Term(ceiling.0));
+    let holds_data = log.last_index() > 0 || snapshots.newest().is_some();
+    let (stored, hard_state_lost, term_ceiling) = hard_state_start::start(dir, holds_data)?;
     let (base, snapshot, restored) = restore_newest(config, &snapshots, &mut log, machine)?;
     let persisted = Persisted {
         hard_state: HardState {
@@ -450,7 +438,7 @@ fn recover(config: &NodeConfig, machine: &mut impl StateMachine) -> Result<Recov
         log: persisted_log(&log, snapshot.map_or(0, |meta| meta.last.index.0))?,
         incarnation: Incarnation(stored.incarnation),
         term_ceiling,
-        hard_state_lost: false,
+        hard_state_lost,
     };
     let hard_state = FileHardState {
         dir: dir.to_path_buf(),
@@ -653,5 +641,6 @@ fn unreachable_status(id: NodeId) -> NodeStatus {
         applied_index: LogIndex(0),
         snapshot_index: LogIndex(0),
         first_index: LogIndex(0),
+        disk: crate::client_protocol::DiskStatus::default(),
     }
 }

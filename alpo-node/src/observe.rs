@@ -132,6 +132,7 @@ mod tests {
             applied_index: LogIndex(8),
             snapshot_index: LogIndex(0),
             first_index: LogIndex(1),
+            disk: crate::client_protocol::DiskStatus::default(),
         };
         let mut json = String::new();
         status_json(&mut json, NodeId(2), Some(&status));

@@ -46,8 +46,8 @@ use alpo_core::{
 use crate::apply::{self, ApplyHandle, ApplyMsg, ApplyStart, EntrySource, PendingRequest};
 use crate::apply::{QueryRequest, ReadRequest};
 use crate::client_protocol::{
-    Consistency, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response, ResponseBody,
-    unsupported_version_response,
+    Consistency, DiskStatus, ErrorCode, LeaderHint, NodeStatus, Op, Request, RequestId, Response,
+    ResponseBody, unsupported_version_response,
 };
 use crate::command::{CommandKind, LogCommand};
 use crate::config::NodeConfig;
@@ -94,6 +94,8 @@ pub(crate) struct Shared {
 /// Everything the event loop talks to.
 struct EventLoop {
     pub(crate) node: Node,
+    /// Issue 13: the scrubber's counters, for status.
+    pub(crate) scrub: Arc<crate::scrub::ScrubStats>,
     pub(crate) origin: std::time::Instant,
     pub(crate) config: NodeConfig,
     pub(crate) hard_state: Box<dyn HardStateStore>,
@@ -831,6 +833,7 @@ impl EventLoop {
             let queues = (self.storage.ops.len(), self.apply.sender.len());
             let core = (&self.node.status(), &self.node.counters());
             probe.after_batch(input_count, core, status.applied_index.0, queues);
+            probe.metrics.disk.observe(&status.disk);
         }
         if let Some(recorder) = &self.recorder {
             recorder.record(self.node.take_trace());
@@ -916,7 +919,7 @@ impl EventLoop {
 
     fn status(&self) -> NodeStatus {
         let applied = LogIndex(self.apply.applied.load(Ordering::Acquire));
-        node_status(&self.node, applied)
+        node_status(&self.node, applied, &self.scrub)
     }
 
     fn reply(&self, connection: ConnectionId, seq: u64, body: ResponseBody) {
@@ -946,6 +949,8 @@ pub(crate) struct Parts {
     pub(crate) replier: Arc<dyn Replier>,
     /// The node's metrics, when on.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Issue 13: the scrubber's counters, for status (zero with the scrubber off).
+    pub(crate) scrub: Arc<crate::scrub::ScrubStats>,
 }
 
 /// A started event loop with its storage and apply threads.
@@ -957,6 +962,7 @@ pub(crate) struct Running {
 }
 
 /// Starts the core from `persisted` and the node's threads over `parts`.
+#[allow(clippy::too_many_lines)] // wiring: one line per thread and per event-loop field
 pub(crate) fn launch(
     config: NodeConfig,
     persisted: Persisted,
@@ -972,7 +978,7 @@ pub(crate) fn launch(
         restored_index == newest_snapshot.index,
         "invariant: restored at the core's L"
     );
-    let status = node_status(&node, restored_index);
+    let status = node_status(&node, restored_index, &parts.scrub);
     let start_commit = status.commit_index.0;
     let (node_core_status, node_core_counters) = (node.status(), node.counters());
     let storage = storage::spawn(
@@ -1021,6 +1027,7 @@ pub(crate) fn launch(
         recorder,
         watch: Watch::new(&node_core_status, node_core_counters),
         config,
+        scrub: parts.scrub,
     };
     let thread = std::thread::Builder::new()
         .name(format!("alpo-node-{}", event_loop.config.id))
@@ -1127,8 +1134,17 @@ fn seed_for(id: u64) -> u64 {
 }
 
 /// What a status request reports: the core's view, with the apply thread's applied index.
-fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
+fn node_status(
+    node: &Node,
+    applied_index: LogIndex,
+    scrub: &crate::scrub::ScrubStats,
+) -> NodeStatus {
     let core = node.status();
+    let mut disk = DiskStatus {
+        vote_fence: node.vote_fence(),
+        ..DiskStatus::default()
+    };
+    scrub.fill(&mut disk);
     NodeStatus {
         id: core.id,
         role: core.role,
@@ -1140,6 +1156,7 @@ fn node_status(node: &Node, applied_index: LogIndex) -> NodeStatus {
         applied_index,
         snapshot_index: core.snapshot_index,
         first_index: core.first_index,
+        disk,
     }
 }
 
@@ -1332,6 +1349,7 @@ mod tests {
                 waker,
                 replier: Arc::new(ChannelReplier(reply_tx)),
                 metrics: None,
+                scrub: Arc::default(),
             };
             let machine = Box::new(KvStateMachine::new());
             let running = launch(config(id), Persisted::default(), parts, machine).unwrap();
@@ -1449,6 +1467,7 @@ mod tests {
             waker,
             replier: Arc::new(ChannelReplier(replies)),
             metrics: None,
+            scrub: Arc::default(),
         };
         (parts, input_sender)
     }

@@ -99,6 +99,7 @@ impl Cluster {
                 log: LogSettings {
                     segment_bytes_max: 4096,
                     cache_bytes_max: 256,
+                    ..LogSettings::default()
                 },
                 reads: alpo_node::ReadSettings::default(),
                 tls: None,

@@ -31,7 +31,7 @@ tasks:
   sim             simulator soak: --seeds N [--seed S] [--nodes K] [--deferral on|off] …
   test-cluster    real `alpo node` processes under a seeded nemesis, then safety checks:
                   [--nodes 3|5] [--duration SECS] [--clients N] [--seed S] [--keep DIR]
-                  [--nemesis kill,pause,partition,restart,lag|all|none]
+                  [--nemesis kill,pause,partition,restart,lag,disk|all|none]
                   [--snapshot-interval N] [--snapshot-retain N] (default 2000/500 when the
                   binary takes snapshots, none otherwise)
                   [--lease-drift-ppm PPM] (read leases on every node, default 20000; 0 off)

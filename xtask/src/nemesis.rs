@@ -82,16 +82,41 @@ pub enum FaultKind {
     /// Keep a follower killed for a long time (`lag_hold_ms`) while the others go on writing, so
     /// the leader compacts its log past the follower's and must catch it up by install-snapshot.
     Lag,
+    /// Issue 13: `kill -9` a node, damage its files while it is down ([`DiskDamage`]), start it
+    /// again: it must come back (fenced after a lost hard state, rule F9) and catch up.
+    Disk,
+}
+
+/// What a [`FaultKind::Disk`] fault does to the killed node's files (issue 13), limited to
+/// damage the node recovers from without its peers' help (repair of faulty entries, F5/F6, and
+/// of a damaged snapshot whose log does not cover the older one, F11, need the core's part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskDamage {
+    /// Flip a byte of the `hard_state` file: the node starts fenced at its term ceiling (F9).
+    HardState,
+    /// Write garbage after the last record of the last segment, as a crash during an unsynced
+    /// write leaves it: recovery truncates it (row `TornTail`), nothing durable is lost.
+    TornTail,
+}
+
+impl fmt::Display for DiskDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskDamage::HardState => write!(f, "damage hard_state"),
+            DiskDamage::TornTail => write!(f, "tear the log's tail"),
+        }
+    }
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Restart,
         FaultKind::Lag,
+        FaultKind::Disk,
     ];
 
     /// Parses the names used on the command line (`kill`, `pause`, `partition`, `restart`,
@@ -108,6 +133,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
             FaultKind::Lag => "lag",
+            FaultKind::Disk => "disk",
         }
     }
 }
@@ -174,6 +200,13 @@ pub enum Action {
         /// The fault this action ends.
         fault: FaultId,
     },
+    /// Issue 13: damage the files of the node that fault `fault` killed, then start it again.
+    DamageAndStart {
+        /// The fault this action ends.
+        fault: FaultId,
+        /// What to damage.
+        damage: DiskDamage,
+    },
     /// `SIGSTOP` the target.
     Pause {
         /// The fault this action begins.
@@ -206,6 +239,7 @@ impl Action {
         match self {
             Action::Kill { fault, .. }
             | Action::Start { fault }
+            | Action::DamageAndStart { fault, .. }
             | Action::Pause { fault, .. }
             | Action::Resume { fault }
             | Action::Network { fault, .. }
@@ -217,7 +251,10 @@ impl Action {
     pub fn is_heal(&self) -> bool {
         matches!(
             self,
-            Action::Start { .. } | Action::Resume { .. } | Action::HealNetwork { .. }
+            Action::Start { .. }
+                | Action::DamageAndStart { .. }
+                | Action::Resume { .. }
+                | Action::HealNetwork { .. }
         )
     }
 }
@@ -461,6 +498,9 @@ impl fmt::Display for Action {
         match self {
             Action::Kill { fault, target } => write!(f, "f{} kill -9 {target}", fault.0),
             Action::Start { fault } => write!(f, "f{} start the killed node", fault.0),
+            Action::DamageAndStart { fault, damage } => {
+                write!(f, "f{} {damage} of the killed node, start it", fault.0)
+            }
             Action::Pause { fault, target } => write!(f, "f{} SIGSTOP {target}", fault.0),
             Action::Resume { fault } => write!(f, "f{} SIGCONT the paused node", fault.0),
             Action::Network { fault, shape } => write!(f, "f{} {shape}", fault.0),
@@ -513,7 +553,7 @@ fn plan_fault(
         healed_by_ms,
     } = planned;
     let hold_ms = match kind {
-        FaultKind::Restart => config.restart_downtime_ms.max(1),
+        FaultKind::Restart | FaultKind::Disk => config.restart_downtime_ms.max(1),
         FaultKind::Lag => config.lag_hold_ms.max(1),
         _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
     };
@@ -544,6 +584,7 @@ fn plan_fault(
             Action::Start { fault },
             format!("lag {target}"),
         ),
+        FaultKind::Disk => disk_fault(fault, target, rng),
         FaultKind::Pause => (
             Action::Pause { fault, target },
             Action::Resume { fault },
@@ -570,6 +611,20 @@ fn plan_fault(
         begin,
         end,
     ))
+}
+
+/// Issue 13: kill `target`, damage its files, start it again.
+fn disk_fault(fault: FaultId, target: Target, rng: &mut SplitMix64) -> (Action, Action, String) {
+    let damage = if rng.chance(1, 2) {
+        DiskDamage::HardState
+    } else {
+        DiskDamage::TornTail
+    };
+    (
+        Action::Kill { fault, target },
+        Action::DamageAndStart { fault, damage },
+        format!("disk {target}: {damage}"),
+    )
 }
 
 /// Draws a network fault; `None` when the cluster is too small for any.
@@ -768,6 +823,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Issue 13: a disk fault kills its node, then damages it and starts it again; both kinds
+    /// of damage are drawn.
+    #[test]
+    fn a_disk_fault_kills_then_damages_and_starts_with_both_damages_drawn() {
+        let mut damages = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let config = NemesisConfig::new(seed, 3, 40_000, &[FaultKind::Disk]);
+            let schedule = schedule(&config).unwrap();
+            assert!(!schedule.faults.is_empty());
+            let mut killed = BTreeMap::new();
+            for timed in &schedule.actions {
+                match &timed.action {
+                    Action::Kill { fault, .. } => {
+                        killed.insert(*fault, timed.at_ms);
+                    }
+                    Action::DamageAndStart { fault, damage } => {
+                        let at = killed.remove(fault).expect("damaged after its kill");
+                        assert!(at < timed.at_ms);
+                        damages.insert(format!("{damage}"));
+                    }
+                    other => panic!("a disk-only schedule holds {other}"),
+                }
+            }
+            assert!(killed.is_empty(), "every killed node is started again");
+        }
+        assert_eq!(damages.len(), 2, "{damages:?}");
     }
 
     #[test]

@@ -39,6 +39,8 @@
 
 #[path = "cluster/checks.rs"]
 mod checks;
+#[path = "cluster/disk_damage.rs"]
+mod disk_damage;
 #[path = "cluster/logs.rs"]
 mod logs;
 #[path = "cluster/process.rs"]
@@ -72,7 +74,7 @@ use workload::LeaderLog;
 
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
-[--clients N] [--nemesis kill,pause,partition,restart,lag|all|none] [--seed S] [--keep DIR] \
+[--clients N] [--nemesis kill,pause,partition,restart,lag,disk|all|none] [--seed S] [--keep DIR] \
 [--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
 [--lease-drift-ppm PPM]";
 
@@ -196,8 +198,8 @@ fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
             .map(|name| {
                 FaultKind::parse(name.trim()).ok_or_else(|| {
                     format!(
-                        "unknown nemesis {name:?} (kill, pause, partition, restart, lag, all, \
-                         none)"
+                        "unknown nemesis {name:?} (kill, pause, partition, restart, lag, disk, \
+                         all, none)"
                     )
                 })
             })
@@ -334,6 +336,10 @@ struct Cluster {
     stop_pollers: Arc<AtomicBool>,
     /// Nodes that exited without being killed (a violation: see their logs).
     crashed: Vec<String>,
+    /// Issue 13: each node's data directory (the disk nemesis damages it while it is down).
+    data_dirs: Vec<PathBuf>,
+    /// Issue 13: draws the disk nemesis's bytes (seeded from the run's seed).
+    damage_rng: nemesis::SplitMix64,
 }
 
 impl Drop for Cluster {
@@ -543,6 +549,8 @@ fn start_cluster(
         stop_clients: Arc::new(AtomicBool::new(false)),
         stop_pollers: Arc::new(AtomicBool::new(false)),
         crashed: Vec::new(),
+        data_dirs: (0..count).map(|i| process::data_dir(dir, i)).collect(),
+        damage_rng: nemesis::SplitMix64::new(options.seed ^ 0xd15c),
     })
 }
 
@@ -700,6 +708,15 @@ fn execute(
                 format!("start n{node}")
             }
             None => "start: nothing was killed".into(),
+        },
+        Action::DamageAndStart { fault, damage } => match hit.get(fault) {
+            Some(&node) => {
+                let dir = cluster.data_dirs[node].clone();
+                let done = disk_damage::damage(&dir, *damage, &mut cluster.damage_rng)?;
+                cluster.nodes.start(node)?;
+                format!("n{node}: {done}; start n{node}")
+            }
+            None => "damage: nothing was killed".into(),
         },
         Action::Resume { fault } => match hit.get(fault) {
             Some(&node) => {
