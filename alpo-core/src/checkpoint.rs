@@ -57,42 +57,70 @@ impl Checkpoint {
     }
 }
 
-/// The log cache's entries as a checkpoint keeps them: index, term, kind, and the payload, of
-/// which a `Normal` entry's is its length only (`serde(with)` on `Log::cache`).
+/// The log cache's entries as a checkpoint keeps them (`serde(with)` on `Log::cache`, which
+/// holds consecutive entries): the first index, then per entry its term, kind and payload
+/// length, and the payload's bytes but for a `Normal` entry's (opaque: zeros come back).
 pub(crate) mod opaque_entries {
     use super::*;
 
-    /// One entry as stored: `(index, term, kind byte, length, bytes)`, the bytes empty for a
-    /// `Normal` entry.
-    type Stored<'a> = (u64, u64, u8, u64, &'a [u8]);
+    /// One entry as stored: `(term, kind byte, length, bytes)`, the bytes empty for a `Normal`
+    /// entry.
+    type Stored = (u64, u8, u64, Vec<u8>);
 
     pub(crate) fn serialize<S: Serializer>(
         entries: &VecDeque<Entry>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(entries.iter().map(|entry| -> Stored<'_> {
-            let bytes: &[u8] = match entry.kind {
-                EntryKind::Normal => &[],
-                EntryKind::Noop | EntryKind::Config => &entry.payload,
-            };
-            (
-                entry.index.0,
-                entry.term.0,
-                entry.kind.to_byte(),
-                entry.payload.len() as u64,
-                bytes,
-            )
-        }))
+        use serde::ser::SerializeTuple as _;
+        let first = entries.front().map_or(0, |entry| entry.index.0);
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&first)?;
+        tuple.serialize_element(&CacheTail { entries })?;
+        tuple.end()
+    }
+
+    /// The entries after the first index, serialised without copying their payloads.
+    struct CacheTail<'a> {
+        entries: &'a VecDeque<Entry>,
+    }
+
+    impl Serialize for CacheTail<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.entries.iter().map(|entry| {
+                let bytes: &[u8] = match entry.kind {
+                    EntryKind::Normal => &[],
+                    EntryKind::Noop | EntryKind::Config => &entry.payload,
+                };
+                (
+                    entry.term.0,
+                    entry.kind.to_byte(),
+                    entry.payload.len() as u64,
+                    serde_bytes(bytes),
+                )
+            }))
+        }
+    }
+
+    /// A byte slice as a sequence of bytes (postcard: a length, then the bytes).
+    fn serde_bytes(bytes: &[u8]) -> impl Serialize + '_ {
+        struct Slice<'a>(&'a [u8]);
+        impl Serialize for Slice<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        Slice(bytes)
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<VecDeque<Entry>, D::Error> {
         use serde::de::Error as _;
-        let stored = Vec::<(u64, u64, u8, u64, Vec<u8>)>::deserialize(deserializer)?;
+        let (first, stored) = <(u64, Vec<Stored>)>::deserialize(deserializer)?;
         stored
             .into_iter()
-            .map(|(index, term, kind, length, bytes)| {
+            .zip(first..)
+            .map(|((term, kind, length, bytes), index)| {
                 let kind = EntryKind::from_byte(kind)
                     .ok_or_else(|| D::Error::custom(format!("entry kind {kind}")))?;
                 let payload = match kind {

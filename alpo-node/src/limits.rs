@@ -54,3 +54,11 @@ pub const RECORDER_DISK_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 /// The smallest flight-recorder budget accepted: below it a start's trace would stop within
 /// seconds of load.
 pub const RECORDER_DISK_BYTES_MIN: u64 = 1024 * 1024;
+
+/// The flight recorder's default trace file size (`[recorder] file_bytes_max`): each file after
+/// a start's first begins with a checkpoint of the core, and the ring drops whole files, so the
+/// budget holds the newest `disk_bytes_max - file_bytes_max` bytes of history at least.
+pub const RECORDER_FILE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The smallest trace file size accepted: a file should hold far more than its checkpoint.
+pub const RECORDER_FILE_BYTES_MIN: u64 = 64 * 1024;
