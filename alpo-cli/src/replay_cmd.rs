@@ -397,3 +397,123 @@ fn seconds_to_ns(seconds: f64) -> u64 {
     // Negative or NaN: from the start; huge: to the end.
     (seconds.max(0.0) * 1e9) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use alpo_core::{Config, Instant, LogPosition, Node, Output, Persisted};
+
+    use super::*;
+
+    /// A one-node cluster's trace, cut every `every` batches as the flight recorder cuts its
+    /// files, written into `dir` as one start's files; the times of the cuts.
+    fn write_start(dir: &Path, batches: u64, every: u64) -> Vec<u64> {
+        let config = Config::lan(NodeId(1), vec![NodeId(1)], 5);
+        let mut now = Instant::from_nanos(0);
+        let mut node = Node::new_recorded(config, Persisted::default(), now).unwrap();
+        let mut pieces = vec![node.take_trace()];
+        let mut cuts = Vec::new();
+        for batch in 1..=batches {
+            now =
+                Instant::from_nanos(now.as_nanos() + Duration::from_millis(100).as_nanos() as u64);
+            if node.next_timeout().is_some_and(|deadline| deadline <= now) {
+                node.tick(now);
+            }
+            let _ = node.propose(now, bytes::Bytes::from_static(b"x"));
+            for _ in 0..3 {
+                for output in node.take_outputs() {
+                    if let Output::AppendLog { entries } = output
+                        && let Some(last) = entries.last()
+                    {
+                        let durable = LogPosition {
+                            index: last.index,
+                            term: last.term,
+                        };
+                        node.on_persisted(now, durable);
+                    }
+                }
+            }
+            if batch % every == 0 {
+                let cut = node.cut_trace(now).unwrap();
+                pieces.last_mut().unwrap().extend(cut.tail);
+                pieces.push(cut.head);
+                cuts.push(now.as_nanos());
+            } else {
+                pieces.last_mut().unwrap().extend(node.take_trace());
+            }
+        }
+        for (piece, bytes) in pieces.iter().enumerate() {
+            let name = format!("trace-0000000001-1700000000000-{piece:06}.{TRACE_EXTENSION}");
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        cuts
+    }
+
+    fn replay_text(dir: &Path, from: f64) -> anyhow::Result<String> {
+        let args = ReplayArgs {
+            path: dir.to_path_buf(),
+            from,
+            to: None,
+            json: false,
+        };
+        let files = traces_of(dir)?;
+        let mut out = Vec::new();
+        replay_start(&files, &args, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_start_replays_across_its_cuts_from_the_checkpoint_from_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let cuts = write_start(dir.path(), 60, 20);
+        assert_eq!(cuts.len(), 3);
+        let text = replay_text(dir.path(), 0.0).unwrap();
+        assert!(text.contains("began at the node's start"), "{text}");
+        assert_eq!(
+            text.matches("went on across the checkpoint").count(),
+            3,
+            "{text}"
+        );
+        // From the second cut on: that checkpoint, and only the files from there.
+        let from = cuts[1] as f64 / 1e9 + 0.05;
+        let text = replay_text(dir.path(), from).unwrap();
+        assert!(
+            text.contains(&format!(
+                "began at the checkpoint at {:.3}s: index ",
+                cuts[1] as f64 / 1e9
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("-000001.alpotrc:"), "{text}");
+        assert_eq!(
+            text.matches("went on across the checkpoint").count(),
+            1,
+            "{text}"
+        );
+        // The ring dropped the oldest files: the replay begins at the oldest left.
+        std::fs::remove_file(dir.path().join(format!(
+            "trace-0000000001-1700000000000-000000.{TRACE_EXTENSION}"
+        )))
+        .unwrap();
+        let text = replay_text(dir.path(), 0.0).unwrap();
+        assert!(text.contains("began at the checkpoint at "), "{text}");
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_names_the_file_and_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        write_start(dir.path(), 40, 20);
+        let path = dir.path().join(format!(
+            "trace-0000000001-1700000000000-000001.{TRACE_EXTENSION}"
+        ));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let error = replay_text(dir.path(), 0.0).unwrap_err().to_string();
+        assert!(
+            error.contains("-000001.alpotrc: corrupt trace at byte 20: checkpoint: the state's checksum does not match"),
+            "{error}"
+        );
+    }
+}
