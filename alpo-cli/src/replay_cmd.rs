@@ -512,7 +512,10 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = replay_text(dir.path(), 0.0).unwrap_err().to_string();
         assert!(
-            error.contains("-000001.alpotrc: corrupt trace at byte 20: checkpoint: the state's checksum does not match"),
+            error.contains(
+                "-000001.alpotrc: corrupt trace at byte 20: checkpoint: the state's checksum \
+                 does not match"
+            ),
             "{error}"
         );
     }

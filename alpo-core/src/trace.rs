@@ -80,8 +80,9 @@
 //!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
 //! recorded run, from its `start` or from any of its checkpoints. Recording is opt-in and keeps
-//! the trace in memory until the driver takes it (`Node::take_trace`, `Node::cut_trace`). This module knows the
-//! bytes only: it names no `Node`, so the node can record without a circle between the two.
+//! the trace in memory until the driver takes it (`Node::take_trace`, `Node::cut_trace`).
+//! This module knows the bytes only: it names no `Node`, so the node can record without a
+//! circle between the two.
 //!
 //! The `start` record's config ends with one byte for the injected bug (0: none; see
 //! `InjectedBug::code`, feature `sim`); a trace with a bug replays only with that feature.

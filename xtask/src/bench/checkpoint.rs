@@ -27,7 +27,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let (mut entries, mut value_size, mut reps) = (1_000_000u64, 128usize, 5usize);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
-        let value = rest.next().with_context(|| format!("{flag} wants a value\n{USAGE}"))?;
+        let value = rest
+            .next()
+            .with_context(|| format!("{flag} wants a value\n{USAGE}"))?;
         let number: u64 = value
             .parse()
             .with_context(|| format!("{flag} wants a number, found {value:?}"))?;
@@ -45,17 +47,22 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut size = 0;
     for rep in 0..reps {
         let started = WallInstant::now();
-        let cut = node.cut_trace(now).context("a cut with no output pending")?;
+        let cut = node
+            .cut_trace(now)
+            .context("a cut with no output pending")?;
         let take = started.elapsed();
         let started = WallInstant::now();
         let rebuilt = Node::from_checkpoint(&cut.checkpoint)?;
         let rebuild = started.elapsed();
-        anyhow::ensure!(rebuilt.status() == status, "the rebuilt node's status differs");
+        anyhow::ensure!(
+            rebuilt.status() == status,
+            "the rebuilt node's status differs"
+        );
         size = cut.head.len();
         println!(
-            "{{\"bench\":\"checkpoint\",\"rep\":{rep},\"entries\":{entries},\"value_size\":{value_size},\
-             \"last_index\":{},\"first_cached\":{},\"checkpoint_bytes\":{size},\"take_ms\":{:.3},\
-             \"rebuild_ms\":{:.3}}}",
+            "{{\"bench\":\"checkpoint\",\"rep\":{rep},\"entries\":{entries},\
+             \"value_size\":{value_size},\"last_index\":{},\"first_cached\":{},\
+             \"checkpoint_bytes\":{size},\"take_ms\":{:.3},\"rebuild_ms\":{:.3}}}",
             status.last_index.0,
             node.log_cache().cached_from.0,
             millis(take),
