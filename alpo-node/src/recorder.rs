@@ -6,8 +6,9 @@
 //! `trace-<incarnation>-<unix ms at start>-<piece>.alpotrc` (piece 0, 1, …): the first begins
 //! with the core's `start` record; when the current file reaches `file_bytes_max`, the event
 //! loop cuts the core's trace (`Node::cut_trace`) and the next file begins with a checkpoint of
-//! the core (trace format 5), so every file replays from its own beginning. A thread of its own writes, so the event loop never waits on the trace
-//! disk except when the queue is full (backpressure, as for the log).
+//! the core (trace format 5), so every file replays from its own beginning. A thread of its
+//! own writes, so the event loop never waits on the trace disk except when the queue is full
+//! (backpressure, as for the log).
 //!
 //! Invariants:
 //! - every file is a whole trace piece from its `start` or `checkpoint` record on, or one whose
