@@ -14,7 +14,7 @@
 //! - every file is a whole trace piece from its `start` or `checkpoint` record on, or one whose
 //!   last record is torn (the process died while the writer was behind); `alpo replay` accepts
 //!   exactly that. A file's header and first record are written and handed to the kernel when
-//!   the file is created (the first file's by the caller of [`Recorder::start`], before the
+//!   the file is created (the first file's by the caller of `Recorder::start`, before the
 //!   event loop runs), so that a crash leaves a torn `start` only in a very short window;
 //! - the files together stay within `disk_bytes_max`: the oldest files go first, of earlier
 //!   starts or of this one, so the budget always holds the newest history. Only when the
