@@ -4,8 +4,9 @@
 //! The flight recorder cuts its trace into files; each file after a start's first begins with
 //! a checkpoint of the node as it was after the last input of the file before
 //! ([`Node::cut_trace`](crate::Node::cut_trace)). Replay rebuilds the node from it
-//! ([`Node::from_checkpoint`](crate::Node::from_checkpoint)) and feeds the file's inputs, so a ring of files that lost its oldest files still replays, and a replay
-//! that runs on across a cut checks that the state it reached is the recorded checkpoint.
+//! ([`Node::from_checkpoint`](crate::Node::from_checkpoint)) and feeds the file's inputs, so a
+//! ring of files that lost its oldest files still replays, and a replay that runs on across a
+//! cut checks that the state it reached is the recorded checkpoint.
 //!
 //! # What is in it, and why by derive
 //! The state is the `Node` struct serialised whole with `serde`'s derive in `postcard`'s
