@@ -4,11 +4,11 @@
 //!
 //! A start of the node writes a run of files
 //! `trace-<incarnation>-<unix ms at start>-<piece>.alpotrc` (piece 0, 1, …): the first begins
-//! with the core's `start` record; when the current file reaches `file_bytes_max`, the event
-//! loop cuts the core's trace (`Node::cut_trace`) and the next file begins with a checkpoint of
-//! the core (trace format 5), so every file replays from its own beginning. A thread of its
-//! own writes, so the event loop never waits on the trace disk except when the queue is full
-//! (backpressure, as for the log).
+//! with the core's `start` record; when the records after a file's head reach `file_bytes_max`,
+//! the event loop cuts the core's trace (`Node::cut_trace`) and the next file begins with a
+//! checkpoint of the core (trace format 5), so every file replays from its own beginning. A
+//! thread of its own writes, so the event loop never waits on the trace disk except when the
+//! queue is full (backpressure, as for the log).
 //!
 //! Invariants:
 //! - every file is a whole trace piece from its `start` or `checkpoint` record on, or one whose
@@ -58,7 +58,8 @@ enum Chunk {
 pub(crate) struct Recorder {
     chunks: Option<Sender<Chunk>>,
     thread: Option<JoinHandle<()>>,
-    /// Bytes handed over for the current file.
+    /// Record bytes handed over for the current file after its head (so that a checkpoint
+    /// larger than `file_bytes_max` cannot make every batch cut).
     file_bytes: u64,
     file_bytes_max: u64,
 }
@@ -98,13 +99,13 @@ impl Recorder {
         Ok(Recorder {
             chunks: Some(chunks),
             thread: Some(thread),
-            file_bytes: head.len() as u64,
+            file_bytes: 0,
             file_bytes_max: settings.file_bytes(),
         })
     }
 
-    /// Whether the current file reached its size: the event loop should cut the trace
-    /// (`Node::cut_trace`) and hand the cut to [`Recorder::cut`].
+    /// Whether the current file's records after its head reached `file_bytes_max`: the event
+    /// loop should cut the trace (`Node::cut_trace`) and hand the cut to [`Recorder::cut`].
     pub(crate) fn wants_cut(&self) -> bool {
         self.file_bytes >= self.file_bytes_max
     }
@@ -134,7 +135,7 @@ impl Recorder {
     /// trace: the end of this piece, then the next piece's header and checkpoint).
     pub(crate) fn cut(&mut self, tail: Vec<u8>, head: Vec<u8>) {
         self.record(tail);
-        self.file_bytes = head.len() as u64;
+        self.file_bytes = 0;
         self.send(Chunk::Cut(head));
     }
 
@@ -433,6 +434,31 @@ mod tests {
         let bytes = std::fs::read(&files[0].0).unwrap();
         assert_eq!(bytes.len(), 1000, "the head and three whole chunks");
         assert_eq!(bytes[700..], [2u8; 300]);
+    }
+
+    #[test]
+    fn a_file_is_cut_after_file_bytes_max_of_records_whatever_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder =
+            Recorder::start(dir.path(), 1, settings(1 << 20, 500), &[9; 100]).unwrap();
+        recorder.record(vec![1; 499]);
+        assert!(!recorder.wants_cut());
+        recorder.record(vec![1; 1]);
+        assert!(recorder.wants_cut());
+        // A checkpoint larger than a file's records does not make the next batch cut again.
+        recorder.cut(vec![2; 10], vec![3; 2000]);
+        assert!(!recorder.wants_cut());
+        recorder.record(vec![4; 500]);
+        assert!(recorder.wants_cut());
+        recorder.finish();
+        let names = names(dir.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        let sizes: Vec<u64> = trace_files(&trace_dir(dir.path()))
+            .unwrap()
+            .iter()
+            .map(|f| f.1)
+            .collect();
+        assert_eq!(sizes, vec![610, 2500]);
     }
 
     #[test]
