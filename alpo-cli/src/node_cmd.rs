@@ -90,6 +90,10 @@ pub(crate) struct RecorderArgs {
     /// Disk the recorder's trace files may use together, in bytes; the oldest go first.
     #[arg(long, default_value_t = RecorderSettings::default().disk_bytes_max)]
     recorder_disk_bytes_max: u64,
+    /// The size at which a trace file is closed and the next begun with a checkpoint of the
+    /// core, in bytes (default: an eighth of the disk budget, at most 64 MiB).
+    #[arg(long)]
+    recorder_file_bytes_max: Option<u64>,
 }
 
 impl RecorderArgs {
@@ -98,6 +102,7 @@ impl RecorderArgs {
         RecorderSettings {
             enabled: !self.no_recorder,
             disk_bytes_max: self.recorder_disk_bytes_max,
+            file_bytes_max: self.recorder_file_bytes_max,
         }
     }
 }

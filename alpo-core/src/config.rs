@@ -16,7 +16,7 @@ use crate::limits;
 use crate::types::NodeId;
 
 /// A server's protocol configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// This server's id; one of `members`.
     pub id: NodeId,
@@ -81,7 +81,7 @@ pub struct Config {
 }
 
 /// Rule Q3's lease: the clock-drift bound `ρ` it assumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadLease {
     /// `ρ` in parts per million: every clock runs at a rate within `1 ± ρ` of real time.
     pub drift_ppm: u32,

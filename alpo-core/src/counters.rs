@@ -6,7 +6,7 @@
 
 /// How often each election event happened since this node started (volatile: a restart
 /// starts from zero).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Pre-vote rounds started (rule E2).
     pub pre_votes_started: u64,

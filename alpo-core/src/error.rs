@@ -178,6 +178,13 @@ pub enum TraceError {
         /// The replayed outputs (`Debug`), to compare with what the recorded node did.
         outputs: String,
     },
+    /// Replaying the previous trace piece reached another state than the checkpoint this
+    /// piece begins with (trace format 5): the core is not the one that recorded, or not
+    /// deterministic, or the checkpoint leaves something out.
+    CheckpointDiffers {
+        /// Byte offset of the `checkpoint` record.
+        offset: u64,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -197,6 +204,11 @@ impl fmt::Display for TraceError {
                 "replay diverged at byte {offset}: the replayed outputs differ from the \
                  recorded ones; replayed: {outputs}"
             ),
+            TraceError::CheckpointDiffers { offset } => write!(
+                f,
+                "replay diverged at the checkpoint at byte {offset}: the state replayed up to \
+                 it differs from the recorded one"
+            ),
         }
     }
 }
@@ -209,7 +221,8 @@ impl std::error::Error for TraceError {
             TraceError::Config(error) => Some(error),
             TraceError::Corrupt { .. }
             | TraceError::TornStart { .. }
-            | TraceError::Diverged { .. } => None,
+            | TraceError::Diverged { .. }
+            | TraceError::CheckpointDiffers { .. } => None,
         }
     }
 }

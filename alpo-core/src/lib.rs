@@ -113,6 +113,7 @@
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod counters;
 pub mod error;
@@ -149,6 +150,7 @@ mod rule_tests;
 #[cfg(test)]
 mod snapshot_tests;
 
+pub use checkpoint::Checkpoint;
 pub use config::{Config, ReadLease};
 pub use counters::Counters;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError, TransferError};
@@ -161,7 +163,7 @@ pub use message::{
     ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
     VoteReply, VoteRequest,
 };
-pub use node::{Node, Proposal, ReadError, ReadId, ReadMode, Role, Status};
+pub use node::{Node, Proposal, ReadError, ReadId, ReadMode, Role, Status, TraceCut};
 pub use output::Output;
 pub use types::{
     ClusterId, Entry, EntryKind, HardState, Incarnation, Instant, LogIndex, LogPosition, NodeId,

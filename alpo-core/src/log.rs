@@ -28,9 +28,11 @@ use crate::term_index::TermIndex;
 use crate::types::{Entry, LogIndex, LogPosition, PersistedLog, SnapshotMeta, Term};
 
 /// A server's log as the core sees it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Log {
     terms: TermIndex,
+    /// In a checkpoint with opaque payloads by length, as in the trace (`checkpoint`).
+    #[serde(with = "crate::checkpoint::opaque_entries")]
     cache: VecDeque<Entry>,
     cache_totals: VecDeque<u64>,
     total_before_cache: u64,

@@ -30,7 +30,19 @@
 use crate::types::{Entry, LogIndex};
 
 /// Identifies a `ReadLog` within an incarnation; answers carry it back.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct LogReadId(pub u64);
 
 /// The driver's answer to a `ReadLog` (contract (b) in the module documentation).
@@ -47,7 +59,7 @@ pub enum LogReadResult {
 /// A read answer the node cannot go on from: the driver could not read an entry it must hold.
 /// `Node::on_log_read` returns it (and `Node::fault` keeps it); the driver must stop the node
 /// and report it, naming the index (no panic: the input came from disk).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogFault {
     /// The read that failed.
     pub read: LogReadId,

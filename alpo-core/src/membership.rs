@@ -28,7 +28,9 @@ pub const MEMBERS_MAX: usize = 9;
 const ENCODING_VERSION: u8 = 1;
 
 /// A cluster configuration: who votes and who only learns (rule M1).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Configuration {
     /// Member ids in ascending order; only the first `len` are meaningful (the rest are 0).
     ids: [u64; MEMBERS_MAX],
@@ -410,7 +412,7 @@ impl fmt::Display for ConfigChangeError {
 impl std::error::Error for ConfigChangeError {}
 
 /// The configuration in force and the history it can revert to (rule M1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Membership {
     /// The configuration below every listed entry: the newest snapshot's, else the bootstrap
     /// one (`Config::members`, empty for a server added later).

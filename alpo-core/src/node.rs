@@ -22,6 +22,7 @@
 //! known committed, which may run ahead of the local durable index), every log term is at most
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
 
+mod checkpoint;
 mod election;
 mod log_read;
 mod members;
@@ -31,6 +32,7 @@ mod snapshot;
 mod transfer;
 mod vote_fence;
 
+pub use checkpoint::TraceCut;
 pub use read::{ReadError, ReadId, ReadMode};
 pub use vote_fence::TERM_CEILING_STEP;
 
@@ -68,7 +70,7 @@ pub struct Proposal {
 }
 
 /// A server's role (docs/protocol.md, Glossary).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// Follows a leader and votes (ALPO's "passive").
     Passive,
@@ -104,7 +106,7 @@ pub struct Status {
 }
 
 /// One ALPO server's protocol state machine.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     config: Config,
     incarnation: Incarnation,
@@ -145,17 +147,24 @@ pub struct Node {
     transfer: Option<transfer::Transfer>,
     /// The term ceiling and the vote fence (rules F8, F9).
     fences: vote_fence::Fences,
+    /// Not in a checkpoint: one is taken only with no output pending (`Node::cut_trace`).
+    #[serde(skip)]
     outputs: Vec<Output>,
+    /// Not in a checkpoint: the node rebuilt from one records anew (`Node::from_checkpoint`).
+    #[serde(skip)]
     recorder: Option<Recorder>,
     /// Election events so far (`Node::counters`).
     counters: Counters,
     /// A deliberate protocol bug the simulator switched on (`Node::inject_bug`).
+    /// In a checkpoint by its code, beside the state, so that the state's layout is the same
+    /// with and without the feature.
     #[cfg(feature = "sim")]
+    #[serde(skip)]
     injected_bug: Option<crate::injected::InjectedBug>,
 }
 
 /// A snapshot being received (rule S6); volatile: a restart starts the transfer over.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Install {
     /// The snapshot.
     snapshot: SnapshotMeta,
@@ -166,7 +175,7 @@ struct Install {
 }
 
 /// The node's deadlines.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Timers {
     /// Passive: when to stand (E1). Candidate: when the election cycle ends.
     election_deadline: Instant,
@@ -181,7 +190,7 @@ struct Timers {
 }
 
 /// A round of pre-votes (E2) or votes (E3) in progress.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Campaign {
     /// Pre-vote round (no term change yet) or real candidacy.
     pre_vote: bool,

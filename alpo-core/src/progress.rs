@@ -23,7 +23,7 @@ use crate::types::{Incarnation, LogIndex, LogPosition, SnapshotMeta, Term};
 const STALLED_TICK_COUNT_MAX: u8 = 2;
 
 /// Whether the leader knows where its log and the follower's match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ProgressState {
     /// Looking for the match point: one Append in flight at a time.
     Probe,
@@ -34,7 +34,7 @@ pub(crate) enum ProgressState {
 }
 
 /// A snapshot transfer to one follower (rule S5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Transfer {
     /// The snapshot being sent.
     pub(crate) snapshot: SnapshotMeta,
@@ -55,7 +55,7 @@ pub(crate) struct ChunkRead {
 }
 
 /// One follower's replication progress, as the leader tracks it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Progress {
     pub(crate) state: ProgressState,
     /// The next entry to send.

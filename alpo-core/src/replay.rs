@@ -7,9 +7,10 @@
 
 use crate::error::{ProposeError, TraceError};
 use crate::message::Message;
+use crate::node::Status;
 use crate::node::{Node, Proposal};
 use crate::output::Output;
-use crate::trace::{Decoder, Record, Start, outputs_digest};
+use crate::trace::{Decoder, Head, Record, Start, outputs_digest, trace_head};
 use crate::types::Instant;
 
 /// The result of replaying a trace.
@@ -24,6 +25,19 @@ pub struct Replay {
     /// Where an incomplete final record starts, when `replay_watched` was told to accept one
     /// (the trace of a process that died while recording); `None` when the trace ends whole.
     pub torn_tail: Option<u64>,
+    /// Where the replay began: the trace's `start` or `checkpoint` record.
+    pub began: Began,
+}
+
+/// Where a replay began (trace format 5: a trace piece may begin with a checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Began {
+    /// From a `checkpoint` record (`false`: from the node's `start`).
+    pub checkpoint: bool,
+    /// The time of that record.
+    pub now: Instant,
+    /// The node's status there, before the trace's first input.
+    pub status: Status,
 }
 
 /// One replayed input, as [`replay_watched`] shows it to its watcher.
@@ -60,8 +74,24 @@ pub fn replay_watched(
     torn_tail_ok: bool,
     watch: &mut dyn FnMut(&Step<'_>),
 ) -> Result<Replay, TraceError> {
-    let (mut decoder, start) = Decoder::start(trace)?;
-    let mut node = fresh_node(&decoder, start)?;
+    let (mut decoder, head) = Decoder::start(trace)?;
+    let (mut node, checkpoint, now) = match head {
+        Head::Start(start) => {
+            let now = start.now;
+            (fresh_node(&decoder, *start)?, false, now)
+        }
+        Head::Checkpoint(checkpoint) => {
+            let node = Node::from_checkpoint_recorded(&checkpoint).map_err(|error| {
+                at_checkpoint(error, 10) // the record's tag follows the 10-byte header
+            })?;
+            (node, true, checkpoint.now)
+        }
+    };
+    let began = Began {
+        checkpoint,
+        now,
+        status: node.status(),
+    };
     let mut outputs = Vec::new();
     let mut proposals = Vec::new();
     let mut torn_tail = None;
@@ -98,7 +128,35 @@ pub fn replay_watched(
         outputs,
         proposals,
         torn_tail,
+        began,
     })
+}
+
+/// Checks that `trace` goes on where `previous` ended: it begins with a checkpoint of exactly
+/// `previous`'s state (the next piece of a cut trace, replayed after the one before). A
+/// difference is [`TraceError::CheckpointDiffers`]: the replay that led to `previous` did not
+/// reach the state the recorded node checkpointed.
+pub fn check_continues(previous: &Node, trace: &[u8]) -> Result<(), TraceError> {
+    let head = trace_head(trace)?;
+    let Some(recorded) = head.checkpoint else {
+        return Err(TraceError::Corrupt {
+            offset: 10,
+            problem: "expected a `checkpoint` record going on from the previous trace file".into(),
+        });
+    };
+    let replayed = previous.checkpoint(recorded.now);
+    if replayed.as_ref() != Some(&recorded) {
+        return Err(TraceError::CheckpointDiffers { offset: 10 });
+    }
+    Ok(())
+}
+
+/// A checkpoint's decoding error, placed at `offset` (where its record starts).
+fn at_checkpoint(error: TraceError, offset: u64) -> TraceError {
+    match error {
+        TraceError::Corrupt { problem, .. } => TraceError::Corrupt { offset, problem },
+        other => other,
+    }
 }
 
 /// The node a trace's `start` record describes, with the injected bug it names, if any.
@@ -372,7 +430,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 4"
+            "corrupt trace at byte 8: trace version 9, expected 5"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::types::NodeId;
 
 /// A splitmix64 generator (Steele, Lea, Flood 2014): one u64 of state, full period 2^64.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Rng {
     state: u64,
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use crate::types::{LogIndex, LogPosition, Term, TermRun};
 
 /// The terms of the entries above a base position.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TermIndex {
     base: LogPosition,
     runs: VecDeque<TermRun>,

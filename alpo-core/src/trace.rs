@@ -5,10 +5,18 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 4)
+//! # Format (version 5)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
-//! then records, each a one-byte tag followed by its fields:
+//! then records, each a one-byte tag followed by its fields. The first record is `start` or
+//! `checkpoint`:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
+//! - tag 18 `checkpoint` (version 5, issue 15): `now`, the injected bug's code (`u8`), the
+//!   state's length (`u64`) and bytes (the whole `Node` but its outputs and recorder, in
+//!   `postcard`'s encoding by serde's derive; see `checkpoint.rs`), then a `u64` FNV-1a
+//!   checksum of the state. A trace piece after a cut begins with it (`Node::cut_trace`), so
+//!   a replay can start there (`Node::from_checkpoint`), and a replay that went on across the
+//!   cut checks its state against it (`replay::check_continues`). Tag 19 is kept for the
+//!   checkpoint's next revision (unused).
 //! - tag 1 `tick`: `now`;
 //! - tag 2 `message`: `now`, message;
 //! - tag 3 `propose`: `now`, an opaque payload (below);
@@ -66,15 +74,22 @@
 //! and the replayed node's entries and outputs carry zeros where a command was (`as_replayed`
 //! gives the recorded outputs in that form, for comparisons).
 //!
+//! Version 5 (issue 15) adds the `checkpoint` record, which a trace may begin with instead of
+//! `start`: the flight recorder cuts a node's trace into files and keeps the newest within its
+//! budget, each file replayable from its own beginning (docs/formats.md).
+//!
 //! Invariant: replaying a trace (`replay.rs`) gives the same outputs and the same state as the
-//! recorded run. Recording is opt-in and keeps the whole trace in memory. This module knows the
-//! bytes only: it names no `Node`, so the node can record without a circle between the two.
+//! recorded run, from its `start` or from any of its checkpoints. Recording is opt-in and keeps
+//! the trace in memory until the driver takes it (`Node::take_trace`, `Node::cut_trace`).
+//! This module knows the bytes only: it names no `Node`, so the node can record without a
+//! circle between the two.
 //!
 //! The `start` record's config ends with one byte for the injected bug (0: none; see
 //! `InjectedBug::code`, feature `sim`); a trace with a bug replays only with that feature.
 
 use bytes::Bytes;
 
+use crate::checkpoint::Checkpoint;
 use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
 use crate::log_read::{LogReadId, LogReadResult};
@@ -92,13 +107,13 @@ use crate::types::{
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 4;
+pub const TRACE_VERSION: u16 = 5;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
 /// The longest opaque payload a trace may name (a damaged length beyond it is refused before
 /// any zeros are allocated); entries and chunks are bounded by far less in practice.
-const OPAQUE_BYTES_MAX: u64 = 1 << 30;
+pub(crate) const OPAQUE_BYTES_MAX: u64 = 1 << 30;
 
 const TAG_START: u8 = 0;
 const TAG_TICK: u8 = 1;
@@ -114,6 +129,7 @@ const TAG_LOG_READ: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
 const TAG_CONFIG_CHANGE: u8 = 12;
 const TAG_TRANSFER: u8 = 13;
+const TAG_CHECKPOINT: u8 = 18;
 
 /// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
 /// hasher (every field, in order), so equal outputs give equal digests and any difference a
@@ -262,6 +278,25 @@ impl Recorder {
             bytes: writer.bytes,
             #[cfg(feature = "sim")]
             bug_offset,
+        }
+    }
+
+    /// A trace that begins with `checkpoint` (tag 18) instead of a `start` record: the next
+    /// piece of a cut trace, or the trace of a node rebuilt from a checkpoint.
+    pub(crate) fn resume(checkpoint: &Checkpoint) -> Recorder {
+        let mut writer = Writer::default();
+        writer.bytes.extend_from_slice(MAGIC);
+        writer.bytes.extend_from_slice(&TRACE_VERSION.to_le_bytes());
+        writer.u8(TAG_CHECKPOINT);
+        writer.u64(checkpoint.now.0);
+        writer.u8(checkpoint.bug_code);
+        writer.u64(checkpoint.state.len() as u64);
+        writer.bytes.extend_from_slice(&checkpoint.state);
+        writer.u64(Checkpoint::checksum(&checkpoint.state));
+        Recorder {
+            bytes: writer.bytes,
+            #[cfg(feature = "sim")]
+            bug_offset: usize::MAX,
         }
     }
 
@@ -446,6 +481,45 @@ pub(crate) struct Start {
     pub(crate) bug_offset: usize,
 }
 
+/// What a trace begins with, after its header.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A `start` record: the node was made then.
+    Start(Box<Start>),
+    /// A `checkpoint` record (tag 18): the node as it was then.
+    Checkpoint(Checkpoint),
+}
+
+/// What a trace begins with, as a reader of trace files sees it (`trace_head`).
+#[derive(Clone, Debug)]
+pub struct TraceHead {
+    /// The time of the `start` or `checkpoint` record.
+    pub now: Instant,
+    /// The checkpoint, when the trace begins with one (`None`: with the node's start).
+    pub checkpoint: Option<Checkpoint>,
+    /// The byte offset just past the head: where the first input record starts.
+    pub end: u64,
+}
+
+/// Reads only the head of `trace` (header, then `start` or `checkpoint`), e.g. to choose where
+/// a replay starts; errors as [`crate::replay::replay`]'s.
+pub fn trace_head(trace: &[u8]) -> Result<TraceHead, TraceError> {
+    let (decoder, head) = Decoder::start(trace)?;
+    let end = decoder.offset() as u64;
+    Ok(match head {
+        Head::Start(start) => TraceHead {
+            now: start.now,
+            checkpoint: None,
+            end,
+        },
+        Head::Checkpoint(checkpoint) => TraceHead {
+            now: checkpoint.now,
+            checkpoint: Some(checkpoint),
+            end,
+        },
+    })
+}
+
 /// One input record after `start`, in the order the node received them.
 #[derive(Debug)]
 pub(crate) enum Record {
@@ -478,9 +552,9 @@ pub(crate) struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    /// Checks the header and reads the `start` record; a trace that ends inside them is
-    /// [`TraceError::TornStart`].
-    pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Start), TraceError> {
+    /// Checks the header and reads the `start` or `checkpoint` record; a trace that ends
+    /// inside them is [`TraceError::TornStart`].
+    pub(crate) fn start(trace: &'a [u8]) -> Result<(Decoder<'a>, Head), TraceError> {
         let mut reader = Reader {
             bytes: trace,
             offset: 0,
@@ -496,7 +570,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn read_start(reader: &mut Reader<'a>) -> Result<Start, TraceError> {
+    fn read_start(reader: &mut Reader<'a>) -> Result<Head, TraceError> {
         let magic = reader.take(8)?;
         if magic != MAGIC {
             return Err(reader.error(0, "not an ALPO trace: bad magic"));
@@ -508,20 +582,24 @@ impl<'a> Decoder<'a> {
                 &format!("trace version {version}, expected {TRACE_VERSION}"),
             ));
         }
-        if reader.u8()? != TAG_START {
-            return Err(reader.error(10, "the first record is not `start`"));
+        match reader.u8()? {
+            TAG_START => {}
+            TAG_CHECKPOINT => return reader.checkpoint().map(Head::Checkpoint),
+            _ => {
+                return Err(reader.error(10, "the first record is not `start` or `checkpoint`"));
+            }
         }
         let (config, bug_code) = reader.config()?;
         let bug_offset = reader.offset - 1;
         let persisted = reader.persisted()?;
         let now = Instant(reader.u64()?);
-        Ok(Start {
+        Ok(Head::Start(Box::new(Start {
             config,
             persisted,
             now,
             bug_code,
             bug_offset,
-        })
+        })))
     }
 
     /// The next input record, or `None` at the end of the trace.
@@ -941,6 +1019,32 @@ impl<'a> Reader<'a> {
         let mut buffer = [0u8; 4];
         buffer.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(buffer) as usize)
+    }
+
+    /// The fields of a `checkpoint` record, after its tag: `now`, the injected bug's code, the
+    /// state's length (`u64`) and bytes, and their checksum (`u64`, checked here).
+    fn checkpoint(&mut self) -> Result<Checkpoint, TraceError> {
+        let now = Instant(self.u64()?);
+        let bug_code = self.u8()?;
+        let at = self.offset;
+        let length = self.u64()?;
+        let length = usize::try_from(length)
+            .ok()
+            .filter(|length| *length <= self.left());
+        let Some(length) = length else {
+            self.ran_out = true;
+            return Err(self.error(at, "checkpoint: state length exceeds the bytes left"));
+        };
+        let state = self.take(length)?.to_vec();
+        let checksum = self.u64()?;
+        if checksum != Checkpoint::checksum(&state) {
+            return Err(self.error(at, "checkpoint: the state's checksum does not match"));
+        }
+        Ok(Checkpoint {
+            now,
+            bug_code,
+            state,
+        })
     }
 
     /// The configuration and the injected bug's code (0: none).

@@ -13,15 +13,41 @@ use bytes::Bytes;
 use crate::membership::Configuration;
 
 /// A term: grows only; each term has at most one leader. Term 0 precedes every election.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Term(pub u64);
 
 /// A log index: entries are numbered 1, 2, 3, … without gaps. Index 0 is "before the log".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct LogIndex(pub u64);
 
 /// A server's id, unique within its cluster. Ids are chosen by the operator and never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeId(pub u64);
 
 /// A cluster's id: every message and file carries it, and a foreign one is rejected.
@@ -30,13 +56,37 @@ pub struct ClusterId(pub u64);
 
 /// A server's incarnation: bumped (and made durable by the driver) on every start, so peers can
 /// tell a restarted server from a slow one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Incarnation(pub u64);
 
 /// A point in logical, monotonic time, in nanoseconds since an origin the driver chooses.
 ///
 /// alpo-core never reads a clock: every input carries `now` as one of these.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Instant(pub u64);
 
 /// What an entry carries: a client's command, a leader's no-op (rule R8), or a configuration
@@ -44,7 +94,7 @@ pub struct Instant(pub u64);
 ///
 /// Deliberately exhaustive: whoever applies entries must decide what each kind means, so a new
 /// kind has to break that `match` instead of falling into a wildcard arm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum EntryKind {
     /// A client command; the payload is opaque to ALPO.
@@ -91,7 +141,19 @@ pub struct Entry {
 }
 
 /// A position in a log: the index and term of one entry, or `(0, 0)` for the empty log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct LogPosition {
     /// The entry's index.
     pub index: LogIndex,
@@ -103,7 +165,19 @@ pub struct LogPosition {
 ///
 /// The image itself (the state machine after applying entries `1..=last.index`) is opaque to the
 /// core: it lives in the driver's snapshot file, whose bytes the core only moves in chunks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct SnapshotMeta {
     /// The last included position `(L, term_L)`; it also identifies the snapshot.
     pub last: LogPosition,
@@ -119,7 +193,9 @@ pub struct SnapshotMeta {
 ///
 /// The order of the fields is the vote rule's own order (E4) followed by the id as a tie-break,
 /// so the candidate everyone defers to is one that can win.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rank {
     /// Term of the candidate's last entry.
     pub last_term: Term,
@@ -131,7 +207,9 @@ pub struct Rank {
 
 /// What must survive a crash besides the log (docs/protocol.md, State): the current term and
 /// the vote cast in it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct HardState {
     /// The latest term this server has seen.
     pub current_term: Term,
@@ -247,7 +325,9 @@ impl fmt::Display for ClusterId {
 
 /// One run of the term index (rule S9): the entries from `first` up to the next run's first
 /// index (or the log's last index) all have term `term`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TermRun {
     /// The run's first index.
     pub first: LogIndex,

@@ -114,8 +114,27 @@ pub struct MetricsSettings {
 pub struct RecorderSettings {
     /// Record at all (on by default).
     pub enabled: bool,
-    /// Disk the trace files may use together; the oldest go first.
+    /// Disk the trace files may use together; the oldest files go first, of earlier starts or
+    /// of this one, so the budget keeps the newest history.
     pub disk_bytes_max: u64,
+    /// The size at which a trace file is closed and the next begun with a checkpoint of the
+    /// core (issue 15): the unit the ring drops. At most half the budget; `None` (the default):
+    /// an eighth of the budget, at most `limits::RECORDER_FILE_BYTES_DEFAULT`
+    /// ([`RecorderSettings::file_bytes`]).
+    pub file_bytes_max: Option<u64>,
+}
+
+impl RecorderSettings {
+    /// The trace file size in force (`file_bytes_max` or its default).
+    #[must_use]
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes_max.unwrap_or_else(|| {
+            (self.disk_bytes_max / 8).clamp(
+                crate::limits::RECORDER_FILE_BYTES_MIN,
+                crate::limits::RECORDER_FILE_BYTES_DEFAULT,
+            )
+        })
+    }
 }
 
 impl Default for RecorderSettings {
@@ -123,6 +142,7 @@ impl Default for RecorderSettings {
         RecorderSettings {
             enabled: true,
             disk_bytes_max: crate::limits::RECORDER_DISK_BYTES_DEFAULT,
+            file_bytes_max: None,
         }
     }
 }
@@ -312,6 +332,15 @@ impl NodeConfig {
         if self.recorder.enabled && budget < least {
             let problem = format!("{budget} is below {least} (turn the recorder off instead)");
             return Err(config_error("recorder.disk_bytes_max", &problem));
+        }
+        let file = self.recorder.file_bytes();
+        let least = crate::limits::RECORDER_FILE_BYTES_MIN;
+        if self.recorder.enabled && !(least..=budget / 2).contains(&file) {
+            let problem = format!(
+                "{file} is outside {least}..={} (half the budget)",
+                budget / 2
+            );
+            return Err(config_error("recorder.file_bytes_max", &problem));
         }
         if let Some(addr) = self.metrics.address
             && addr.port() != 0
@@ -534,6 +563,20 @@ mod tests {
         let mut config = example();
         config.recorder.disk_bytes_max = 10;
         assert_eq!(field_of(&config), "recorder.disk_bytes_max");
+        config.recorder.disk_bytes_max = 4 << 20;
+        config.validate().unwrap();
+        assert_eq!(
+            config.recorder.file_bytes(),
+            512 << 10,
+            "an eighth of the budget"
+        );
+        config.recorder.file_bytes_max = Some(3 << 20);
+        assert_eq!(field_of(&config), "recorder.file_bytes_max");
+        config.recorder.file_bytes_max = Some(1024);
+        assert_eq!(field_of(&config), "recorder.file_bytes_max");
+        config.recorder.file_bytes_max = Some(2 << 20);
+        config.validate().unwrap();
+        config.recorder.disk_bytes_max = 10;
         config.recorder.enabled = false;
         config.validate().unwrap();
         let mut config = example();

@@ -65,3 +65,10 @@ pub const SCRUB_STEPS_PER_SEC: u64 = 20;
 
 /// Issue 13: the scrubber's pause after a complete pass, before it starts the next.
 pub const SCRUB_PASS_PAUSE_MS: u64 = 1000;
+/// The flight recorder's default trace file size (`[recorder] file_bytes_max`): each file after
+/// a start's first begins with a checkpoint of the core, and the ring drops whole files, so the
+/// budget holds the newest `disk_bytes_max - file_bytes_max` bytes of history at least.
+pub const RECORDER_FILE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The smallest trace file size accepted: a file should hold far more than its checkpoint.
+pub const RECORDER_FILE_BYTES_MIN: u64 = 64 * 1024;

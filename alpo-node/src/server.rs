@@ -835,8 +835,9 @@ impl EventLoop {
             probe.after_batch(input_count, core, status.applied_index.0, queues);
             probe.metrics.disk.observe(&status.disk);
         }
-        if let Some(recorder) = &self.recorder {
-            recorder.record(self.node.take_trace());
+        let now = self.now();
+        if let Some(recorder) = &mut self.recorder {
+            recorder.stream(&mut self.node, now);
         }
         let is_leader = status.role == Role::Leader;
         self.watch
@@ -1050,19 +1051,8 @@ fn start_core(
 ) -> Result<(Node, Option<Recorder>), Error> {
     let seed = seed_for(config.id);
     let start = alpo_core::Instant::from_nanos(0);
-    let recorder = config
-        .recorder
-        .enabled
-        .then(|| {
-            let incarnation = persisted.incarnation.0;
-            Recorder::start(
-                &config.data_dir,
-                incarnation,
-                config.recorder.disk_bytes_max,
-            )
-        })
-        .transpose()?;
-    let node = if recorder.is_some() {
+    let incarnation = persisted.incarnation.0;
+    let mut node = if config.recorder.enabled {
         Node::new_recorded(config.core_config(seed), persisted, start)
     } else {
         Node::new(config.core_config(seed), persisted, start)
@@ -1071,6 +1061,19 @@ fn start_core(
         field: error.field.to_string(),
         problem: error.problem,
     })?;
+    // The trace's header and `start` record reach the file before the event loop runs.
+    let recorder = config
+        .recorder
+        .enabled
+        .then(|| {
+            Recorder::start(
+                &config.data_dir,
+                incarnation,
+                config.recorder,
+                &node.take_trace(),
+            )
+        })
+        .transpose()?;
     Ok((node, recorder))
 }
 

@@ -33,6 +33,8 @@
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
+//! - `bench checkpoint …` (`bench/checkpoint.rs`): issue 15's trace checkpoint, its size and
+//!   the time to take it and to rebuild a node from it, on a one-node core with a large log.
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
@@ -55,6 +57,8 @@ use serde_json::Value;
 
 #[path = "bench/bounded.rs"]
 mod bounded;
+#[path = "bench/checkpoint.rs"]
+mod checkpoint;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/local.rs"]
@@ -170,13 +174,14 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     let first = args.first().map(String::as_str);
     let result = match (first, first.and_then(bounded::Bench::parse)) {
         (Some("cluster"), _) => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
+        (Some("checkpoint"), _) => checkpoint::run(&args[1..]),
         (Some("report"), _) if args.len() > 1 => {
             let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             report(&files)
         }
         (_, Some(bench)) => bounded::parse(bench, &args[1..]).and_then(|plan| bounded::run(&plan)),
         _ => {
-            eprintln!("{USAGE}\n{}", bounded::USAGE);
+            eprintln!("{USAGE}\n{}\n{}", bounded::USAGE, checkpoint::USAGE);
             return ExitCode::from(2);
         }
     };

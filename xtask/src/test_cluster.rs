@@ -76,7 +76,15 @@ use workload::LeaderLog;
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
 [--clients N] [--nemesis kill,pause,partition,restart,lag,disk|all|none] [--seed S] [--keep DIR] \
 [--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
-[--lease-drift-ppm PPM]";
+[--lease-drift-ppm PPM] [--trace-file-bytes N]";
+
+/// Each node's trace file size unless `--trace-file-bytes` says otherwise (issue 15): small, so
+/// every run cuts traces into files that begin with checkpoints, which the replay must start
+/// from and cross.
+const TRACE_FILE_BYTES_DEFAULT: u64 = 256 * 1024;
+/// Each node's trace budget: a few files, so a busy node's ring drops its oldest files and the
+/// replay starts from a checkpoint.
+const TRACE_FILES_KEPT: u64 = 8;
 
 /// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
 /// snapshots, compaction and installs happen under every nemesis of a short run.
@@ -122,6 +130,9 @@ pub(crate) struct Options {
     /// `--lease-drift-ppm` (issue 14): the nodes' read-lease drift bound; 0 turns leases off
     /// (then every get is a ReadIndex read).
     lease_drift_ppm: u32,
+    /// `--trace-file-bytes` (issue 15): the nodes' trace file size; the budget holds
+    /// [`TRACE_FILES_KEPT`] files.
+    trace_file_bytes: u64,
 }
 
 /// Parses the arguments after `test-cluster`.
@@ -138,6 +149,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         log_cache_bytes: None,
         tls: false,
         lease_drift_ppm: LEASE_DRIFT_PPM_DEFAULT,
+        trace_file_bytes: TRACE_FILE_BYTES_DEFAULT,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -163,6 +175,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
             "--snapshot-interval" => options.snapshot_interval = Some(number()?),
             "--snapshot-retain" => options.snapshot_retain = Some(number()?),
             "--log-cache-bytes" => options.log_cache_bytes = Some(number()?),
+            "--trace-file-bytes" => options.trace_file_bytes = number()?,
             "--lease-drift-ppm" => {
                 options.lease_drift_ppm = u32::try_from(number()?)
                     .ok()
@@ -532,6 +545,9 @@ fn start_cluster(
         if options.lease_drift_ppm != 0 {
             process::append_reads(&specs[i], options.lease_drift_ppm)?;
         }
+        let trace_budget = (options.trace_file_bytes * TRACE_FILES_KEPT)
+            .max(alpo_node::limits::RECORDER_DISK_BYTES_MIN);
+        process::append_recorder(&specs[i], trace_budget, options.trace_file_bytes)?;
         process::create_empty(&specs[i].log_path)?;
     }
     drop(reserved);
@@ -805,6 +821,7 @@ fn judge(
     let traces::TraceSummary {
         replayed,
         torn_at_start,
+        checkpoints_replayed,
         inputs,
         log_reads,
     } = replay_traces(cluster, dir, &mut violations)?;
@@ -826,7 +843,8 @@ fn judge(
          duplicates={} log_problems={} linearizable={linearizable} \
          max_unavailable_ms={max_unavailable} snapshot_interval={} snapshots_taken={} \
          installs={} unchecked_indices={} traces_replayed={replayed} \
-         traces_torn_at_start={torn_at_start} trace_inputs={inputs} log_cache_bytes={} \
+         traces_torn_at_start={torn_at_start} checkpoints_replayed={checkpoints_replayed} \
+         trace_inputs={inputs} log_cache_bytes={} \
          log_reads={log_reads}",
         options.nodes,
         options.duration_s,

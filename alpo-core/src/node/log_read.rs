@@ -21,7 +21,7 @@ use crate::progress::SendPlan;
 use crate::types::{Entry, LogIndex, NodeId};
 
 /// The reads in flight.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct LogReads {
     next_id: u64,
     pending: BTreeMap<LogReadId, PendingRead>,
@@ -29,7 +29,7 @@ pub(super) struct LogReads {
 }
 
 /// A `ReadLog` not yet answered.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct PendingRead {
     purpose: ReadPurpose,
     from: LogIndex,
@@ -37,7 +37,7 @@ struct PendingRead {
 }
 
 /// What a read's entries are for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum ReadPurpose {
     /// The in-order `Apply` (rule R11) of entries the cache evicted.
     Apply,

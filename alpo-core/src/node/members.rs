@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::types::{Entry, EntryKind, Instant, LogIndex, NodeId, Persisted};
 
 /// A learner's catch-up before its promotion (rule M8); volatile, leader only.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct CatchUp {
     /// The learner to promote.
     pub(super) learner: NodeId,

@@ -42,7 +42,9 @@ use crate::output::Output;
 use crate::types::{Instant, LogIndex, NodeId, Term};
 
 /// The driver's name for one read; unique among the reads pending on one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ReadId(pub u64);
 
 /// How a read is confirmed (docs/protocol.md, Reads).
@@ -90,7 +92,7 @@ impl std::error::Error for ReadError {}
 const ROUND_STARTS_MAX: usize = 1024;
 
 /// Who asked for a read the leader confirms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Origin {
     /// The leader's own driver.
     Local(ReadId),
@@ -99,7 +101,7 @@ enum Origin {
 }
 
 /// A read at the leader, waiting for Q1 (a) and (c).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Waiting {
     origin: Origin,
     /// `None` until an entry of the leader's term is committed (Q1 (a)).
@@ -109,7 +111,7 @@ struct Waiting {
 }
 
 /// The read state of one node (see the module documentation).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Reads {
     /// The term the leader state below belongs to (0: none).
     leader_term: Term,

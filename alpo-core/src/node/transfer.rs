@@ -14,7 +14,7 @@ use crate::message::MessageBody;
 use crate::types::{Instant, NodeId, Term};
 
 /// A leadership transfer in progress (rule T1); volatile, leader only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Transfer {
     /// The voter that should take over.
     pub(super) target: NodeId,

@@ -30,7 +30,7 @@ use crate::types::{HardState, Persisted, Term};
 pub const TERM_CEILING_STEP: u64 = 16;
 
 /// The ceiling and fence a server starts with (rules F8, F9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Fences {
     /// F8: the durable term ceiling as the core last made (or found) it.
     pub(super) term_ceiling: Term,

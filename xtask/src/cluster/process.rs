@@ -408,6 +408,23 @@ fn append_table(spec: &NodeSpec, name: &str, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// Issue 15: appends a `[recorder]` table cutting the node's trace into files of
+/// `file_bytes_max` within `disk_bytes_max`, so that a run's traces begin with checkpoints and
+/// the ring drops the oldest files.
+pub(crate) fn append_recorder(
+    spec: &NodeSpec,
+    disk_bytes_max: u64,
+    file_bytes_max: u64,
+) -> Result<()> {
+    append_table(
+        spec,
+        "[recorder]",
+        &format!(
+            "\n[recorder]\ndisk_bytes_max = {disk_bytes_max}\nfile_bytes_max = {file_bytes_max}\n"
+        ),
+    )
+}
+
 /// Issue 14: appends a `[reads]` table giving the node of `spec` read leases under the clock
 /// drift bound `drift_ppm` (rule Q3; the nemesis never drifts a clock, so the bound holds).
 pub(crate) fn append_reads(spec: &NodeSpec, drift_ppm: u32) -> Result<()> {
