@@ -116,6 +116,7 @@
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod faulty;
 mod injected;
 pub mod limits;
 mod log;
@@ -145,6 +146,8 @@ mod membership_tests;
 #[cfg(test)]
 mod read_tests;
 #[cfg(test)]
+mod repair_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod snapshot_tests;
@@ -152,6 +155,7 @@ mod snapshot_tests;
 pub use config::{Config, ReadLease};
 pub use counters::Counters;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError, TransferError};
+pub use faulty::FaultyEntry;
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
 pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};

@@ -124,6 +124,10 @@ pub struct AppendReply {
     pub result: AppendResult,
     /// The highest `Append::round` this follower received in the reply's term (rule Q1(c)).
     pub round: u64,
+    /// Issue 13, rule F5: the follower's lowest faulty index `f`, if it has one. Its match
+    /// index stays below `f`, and the leader sends from `f` (the follower replaces the payload
+    /// of an entry of the same position instead of keeping it).
+    pub repair_from: Option<LogIndex>,
 }
 
 /// The outcome of an `Append` at a follower.

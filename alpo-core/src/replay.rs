@@ -211,6 +211,18 @@ fn feed(
             let _ = node.transfer_leadership(now, target);
             (Some(now), "transfer")
         }
+        Record::EntryFaulty(now, entry) => {
+            node.on_entry_faulty(now, entry);
+            (Some(now), "entry faulty")
+        }
+        Record::EntryRepaired(now, position) => {
+            node.on_entry_repaired(now, position);
+            (Some(now), "entry repaired")
+        }
+        Record::EntryRepairFailed(now, position) => {
+            node.on_entry_repair_failed(now, position);
+            (Some(now), "entry repair failed")
+        }
     };
     fed.now = now;
     fed.input = input;
@@ -372,7 +384,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 4"
+            "corrupt trace at byte 8: trace version 9, expected 5"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 4)
+//! # Format (version 5)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -26,7 +26,11 @@
 //! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease);
 //! - tag 12 `config_change` (rules M1–M11): `now`, change (`u8` 1 add learner, 2 promote,
 //!   3 remove; node id);
-//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option.
+//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option;
+//! - tag 14 `entry_faulty` (issue 13, rule F5): `now`, then a faulty entry (index, term,
+//!   payload CRC as a `u64`);
+//! - tag 15 `entry_repaired` (issue 13, rule F5): `now`, index, term;
+//! - tag 16 `entry_repair_failed` (issue 13, rule F12): `now`, index, term.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
@@ -49,6 +53,9 @@
 //! M1–M11, T1–T5), all in this one version.
 //! Version 4 (issue 13) ends the persisted state with the term ceiling (`u64`) and the
 //! hard-state-lost flag (`u8`), and adds vote reason 7 `Abstaining` (rules F8, F9).
+//! Version 5 (issue 13, rules F3–F5) ends the persisted log with its faulty entries (count,
+//! then each as in `entry_faulty`), ends AppendReply with `repair_from` (an option of an
+//! index), and adds the `entry_faulty` and `entry_repaired` records.
 //!
 //! A payload is a `u32` length then the bytes. An *opaque* payload is the `u32` length alone
 //! (version 4, issue 15's recorder cost): the bytes the core never reads, a `Normal` entry's
@@ -77,6 +84,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
+use crate::faulty::FaultyEntry;
 use crate::log_read::{LogReadId, LogReadResult};
 use crate::membership::{ConfigChange, Configuration};
 use crate::message::{
@@ -92,7 +100,7 @@ use crate::types::{
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 4;
+pub const TRACE_VERSION: u16 = 5;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -114,6 +122,9 @@ const TAG_LOG_READ: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
 const TAG_CONFIG_CHANGE: u8 = 12;
 const TAG_TRANSFER: u8 = 13;
+const TAG_ENTRY_FAULTY: u8 = 14;
+const TAG_ENTRY_REPAIRED: u8 = 15;
+const TAG_ENTRY_REPAIR_FAILED: u8 = 16;
 
 /// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
 /// hasher (every field, in order), so equal outputs give equal digests and any difference a
@@ -210,6 +221,9 @@ fn output_as_replayed(output: Output) -> Output {
         },
         Output::Apply { entries: list } => Output::Apply {
             entries: entries(list),
+        },
+        Output::RepairEntry { entry } => Output::RepairEntry {
+            entry: entry_as_replayed(&entry),
         },
         Output::WriteSnapshotChunk {
             snapshot,
@@ -417,6 +431,29 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn entry_faulty(&mut self, now: Instant, entry: FaultyEntry) {
+        let mut writer = self.writer(TAG_ENTRY_FAULTY);
+        writer.u64(now.0);
+        writer.faulty(entry);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn entry_repaired(&mut self, now: Instant, position: LogPosition) {
+        self.position_record(TAG_ENTRY_REPAIRED, now, position);
+    }
+
+    pub(crate) fn entry_repair_failed(&mut self, now: Instant, position: LogPosition) {
+        self.position_record(TAG_ENTRY_REPAIR_FAILED, now, position);
+    }
+
+    fn position_record(&mut self, tag: u8, now: Instant, position: LogPosition) {
+        let mut writer = self.writer(tag);
+        writer.u64(now.0);
+        writer.u64(position.index.0);
+        writer.u64(position.term.0);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -469,6 +506,12 @@ pub(crate) enum Record {
     ConfigChange(Instant, ConfigChange),
     /// `Node::transfer_leadership`.
     Transfer(Instant, Option<NodeId>),
+    /// `Node::on_entry_faulty` (issue 13).
+    EntryFaulty(Instant, FaultyEntry),
+    /// `Node::on_entry_repaired` (issue 13).
+    EntryRepaired(Instant, LogPosition),
+    /// `Node::on_entry_repair_failed` (issue 13).
+    EntryRepairFailed(Instant, LogPosition),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -531,7 +574,8 @@ impl<'a> Decoder<'a> {
             return Ok(None);
         }
         let at = reader.offset;
-        let record = match reader.u8()? {
+        let tag = reader.u8()?;
+        let record = match tag {
             TAG_TICK => Record::Tick(Instant(reader.u64()?)),
             TAG_MESSAGE => {
                 let now = Instant(reader.u64()?);
@@ -590,7 +634,22 @@ impl<'a> Decoder<'a> {
                 let now = Instant(reader.u64()?);
                 Record::Transfer(now, reader.option_id()?)
             }
-            tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
+            TAG_ENTRY_FAULTY => {
+                let now = Instant(reader.u64()?);
+                Record::EntryFaulty(now, reader.faulty()?)
+            }
+            TAG_ENTRY_REPAIRED | TAG_ENTRY_REPAIR_FAILED => {
+                let now = Instant(reader.u64()?);
+                let index = LogIndex(reader.u64()?);
+                let term = Term(reader.u64()?);
+                let position = LogPosition { index, term };
+                if tag == TAG_ENTRY_REPAIRED {
+                    Record::EntryRepaired(now, position)
+                } else {
+                    Record::EntryRepairFailed(now, position)
+                }
+            }
+            _ => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
     }
@@ -709,6 +768,16 @@ impl Writer {
         self.entries(&persisted.log.configs);
         self.u64(persisted.term_ceiling.0);
         self.bool(persisted.hard_state_lost);
+        self.u64(persisted.log.faulty.len() as u64);
+        for entry in &persisted.log.faulty {
+            self.faulty(*entry);
+        }
+    }
+
+    fn faulty(&mut self, entry: FaultyEntry) {
+        self.u64(entry.index.0);
+        self.u64(entry.term.0);
+        self.u64(u64::from(entry.payload_crc));
     }
 
     fn entries(&mut self, entries: &[Entry]) {
@@ -837,6 +906,10 @@ impl Writer {
             }
         }
         self.u64(reply.round);
+        self.bool(reply.repair_from.is_some());
+        if let Some(from) = reply.repair_from {
+            self.u64(from.0);
+        }
     }
 }
 
@@ -1005,6 +1078,10 @@ impl<'a> Reader<'a> {
         let configs = self.entries()?;
         let term_ceiling = Term(self.u64()?);
         let hard_state_lost = self.bool()?;
+        let faulty_count = self.count(24)?;
+        let faulty = (0..faulty_count)
+            .map(|_| self.faulty())
+            .collect::<Result<Vec<_>, TraceError>>()?;
         Ok(Persisted {
             hard_state: HardState {
                 current_term,
@@ -1016,10 +1093,24 @@ impl<'a> Reader<'a> {
                 last,
                 tail,
                 configs,
+                faulty,
             },
             incarnation,
             term_ceiling,
             hard_state_lost,
+        })
+    }
+
+    fn faulty(&mut self) -> Result<FaultyEntry, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let at = self.offset;
+        let payload_crc = u32::try_from(self.u64()?)
+            .map_err(|_| self.error(at, "a faulty entry's CRC above 32 bits"))?;
+        Ok(FaultyEntry {
+            index,
+            term,
+            payload_crc,
         })
     }
 
@@ -1227,9 +1318,16 @@ impl<'a> Reader<'a> {
             }),
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
+        let round = self.u64()?;
+        let repair_from = if self.bool()? {
+            Some(LogIndex(self.u64()?))
+        } else {
+            None
+        };
         Ok(AppendReply {
             result,
-            round: self.u64()?,
+            round,
+            repair_from,
         })
     }
 }

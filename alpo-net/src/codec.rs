@@ -234,6 +234,14 @@ fn encode_append_reply(reply: &AppendReply, out: &mut Vec<u8>) {
         }
     }
     put_u64(out, reply.round);
+    // Issue 13 (wire version 5): `repair_from`, a presence byte then the index.
+    match reply.repair_from {
+        Some(from) => {
+            out.push(1);
+            put_u64(out, from.0);
+        }
+        None => out.push(0),
+    }
 }
 
 fn decode_vote_request(reader: &mut BodyReader) -> Result<VoteRequest, Rejection> {
@@ -352,7 +360,16 @@ fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection
         _ => return Err(reader.malformed_before(1, "unknown append result tag")),
     };
     let round = reader.u64("body ends inside the round")?;
-    Ok(AppendReply { result, round })
+    let repair_from = match reader.u8("body ends inside repair_from")? {
+        0 => None,
+        1 => Some(LogIndex(reader.u64("body ends inside repair_from")?)),
+        _ => return Err(reader.malformed_before(1, "unknown repair_from presence byte")),
+    };
+    Ok(AppendReply {
+        result,
+        round,
+        repair_from,
+    })
 }
 
 fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -619,6 +636,7 @@ mod tests {
                     match_index: LogIndex(3),
                 },
                 round: 0,
+                repair_from: None,
             }),
         };
         let mut body = Vec::new();

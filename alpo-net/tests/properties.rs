@@ -166,8 +166,18 @@ fn append_body() -> impl Strategy<Value = MessageBody> {
             last_term: Term(d),
         })
     });
-    let append_reply = (prop_oneof![accepted, rejected], any::<u64>())
-        .prop_map(|(result, round)| MessageBody::AppendReply(AppendReply { result, round }));
+    let append_reply = (
+        prop_oneof![accepted, rejected],
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(result, round, repair_from)| {
+            MessageBody::AppendReply(AppendReply {
+                result,
+                round,
+                repair_from: repair_from.map(LogIndex),
+            })
+        });
     prop_oneof![append, append_reply]
 }
 

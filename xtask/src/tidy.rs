@@ -41,7 +41,7 @@ const ALLOWED_EDGES: &[(&str, Option<&[&str]>)] = &[
 /// Dev-dependencies (proptest, criterion, tempfile…) are not restricted. Extend a row in the
 /// same commit that adds the dependency, and say why in the commit message.
 const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
-    ("alpo-core", &["bytes", "tracing"]),
+    ("alpo-core", &["bytes", "crc32fast", "tracing"]),
     ("alpo-log", &["bytes", "tracing", "crc32fast", "memmap2"]),
     // mio: epoll readiness for the inbox (no runtime; the workspace denies unsafe code).
     // rustls (+ its pki-types and webpki): TLS without OpenSSL, sans-IO so it fits the threads

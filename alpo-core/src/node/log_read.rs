@@ -112,6 +112,12 @@ impl Node {
         self.log_reads.inflight_bytes -= read.max_bytes;
         let entries = match result {
             LogReadResult::Entries(entries) => entries,
+            LogReadResult::Fault(index) if self.faulty.contains(index) => {
+                // Issue 13, F5: the driver told us first (`on_entry_faulty`): the read ends,
+                // the node goes on; apply and Appends stop before the entry until repaired.
+                hit!(f5_read_of_faulty_entry_ends_the_read);
+                return Ok(());
+            }
             LogReadResult::Fault(index) => return Err(self.log_fault(id, index)),
             LogReadResult::Compacted => {
                 return match read.purpose {
@@ -170,10 +176,11 @@ impl Node {
             hit!(s9_stale_apply_read_ignored);
             return;
         }
-        let commit = self.commit_index;
+        // F5: up to the apply limit (below the first faulty entry).
+        let limit = self.apply_limit();
         let entries: Vec<Entry> = entries
             .into_iter()
-            .take_while(|entry| entry.index <= commit)
+            .take_while(|entry| entry.index <= limit)
             .collect();
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return;
