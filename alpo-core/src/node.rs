@@ -215,10 +215,7 @@ impl Node {
             problem: error.0,
         })?;
         let log = loaded.log;
-        let snapshot_last = persisted
-            .snapshot
-            .map_or(LogIndex(0), |meta| meta.last.index);
-        let faulty = repair::load_faulty(&log, snapshot_last, &faulty_at_start)?;
+        let faulty = repair::load_faulty(&log, persisted.snapshot, &faulty_at_start)?;
         let hard_state = election::startup_hard_state(hard_state, &log);
         // S8: the snapshot's entries are applied (its state restored) and committed.
         let snapshot_index = persisted

@@ -506,12 +506,19 @@ pub(crate) enum Record {
     ConfigChange(Instant, ConfigChange),
     /// `Node::transfer_leadership`.
     Transfer(Instant, Option<NodeId>),
-    /// `Node::on_entry_faulty` (issue 13).
-    EntryFaulty(Instant, FaultyEntry),
-    /// `Node::on_entry_repaired` (issue 13).
-    EntryRepaired(Instant, LogPosition),
-    /// `Node::on_entry_repair_failed` (issue 13).
-    EntryRepairFailed(Instant, LogPosition),
+    /// Issue 13's inputs.
+    Repair(RepairRecord),
+}
+
+/// Issue 13's input records (rules F5, F12).
+#[derive(Debug)]
+pub(crate) enum RepairRecord {
+    /// `Node::on_entry_faulty`.
+    Faulty(Instant, FaultyEntry),
+    /// `Node::on_entry_repaired`.
+    Repaired(Instant, LogPosition),
+    /// `Node::on_entry_repair_failed`.
+    Failed(Instant, LogPosition),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -574,8 +581,7 @@ impl<'a> Decoder<'a> {
             return Ok(None);
         }
         let at = reader.offset;
-        let tag = reader.u8()?;
-        let record = match tag {
+        let record = match reader.u8()? {
             TAG_TICK => Record::Tick(Instant(reader.u64()?)),
             TAG_MESSAGE => {
                 let now = Instant(reader.u64()?);
@@ -634,22 +640,10 @@ impl<'a> Decoder<'a> {
                 let now = Instant(reader.u64()?);
                 Record::Transfer(now, reader.option_id()?)
             }
-            TAG_ENTRY_FAULTY => {
-                let now = Instant(reader.u64()?);
-                Record::EntryFaulty(now, reader.faulty()?)
+            tag @ (TAG_ENTRY_FAULTY | TAG_ENTRY_REPAIRED | TAG_ENTRY_REPAIR_FAILED) => {
+                reader.repair_record(tag)?
             }
-            TAG_ENTRY_REPAIRED | TAG_ENTRY_REPAIR_FAILED => {
-                let now = Instant(reader.u64()?);
-                let index = LogIndex(reader.u64()?);
-                let term = Term(reader.u64()?);
-                let position = LogPosition { index, term };
-                if tag == TAG_ENTRY_REPAIRED {
-                    Record::EntryRepaired(now, position)
-                } else {
-                    Record::EntryRepairFailed(now, position)
-                }
-            }
-            _ => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
+            tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
     }
@@ -1099,6 +1093,22 @@ impl<'a> Reader<'a> {
             term_ceiling,
             hard_state_lost,
         })
+    }
+
+    /// The fields of an `entry_faulty`, `entry_repaired` or `entry_repair_failed` record.
+    fn repair_record(&mut self, tag: u8) -> Result<Record, TraceError> {
+        let now = Instant(self.u64()?);
+        if tag == TAG_ENTRY_FAULTY {
+            return Ok(Record::Repair(RepairRecord::Faulty(now, self.faulty()?)));
+        }
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let position = LogPosition { index, term };
+        Ok(Record::Repair(if tag == TAG_ENTRY_REPAIRED {
+            RepairRecord::Repaired(now, position)
+        } else {
+            RepairRecord::Failed(now, position)
+        }))
     }
 
     fn faulty(&mut self) -> Result<FaultyEntry, TraceError> {

@@ -18,16 +18,17 @@ use crate::injected::injected;
 use crate::log::Log;
 use crate::marks::hit;
 use crate::output::Output;
-use crate::types::{Entry, LogIndex, LogPosition};
+use crate::types::{Entry, LogIndex, LogPosition, SnapshotMeta};
 
 /// Checks the faulty entries a driver passed at start against the loaded log (they come from
 /// disk): each at a position the log holds, not in the cache's warm-up. Entries at or below the
 /// snapshot's last index `L` are covered by it: dropped, not faulty (F3).
 pub(super) fn load_faulty(
     log: &Log,
-    snapshot_index: LogIndex,
+    snapshot: Option<SnapshotMeta>,
     faulty: &[FaultyEntry],
 ) -> Result<FaultySet, ConfigError> {
+    let snapshot_index = snapshot.map_or(LogIndex(0), |meta| meta.last.index);
     let mut set = FaultySet::default();
     for entry in faulty {
         if entry.index <= log.base().index.max(snapshot_index) {
