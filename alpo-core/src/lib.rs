@@ -161,9 +161,9 @@ pub use injected::InjectedBug;
 pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};
 pub use membership::{ConfigChange, ConfigChangeError, Configuration};
 pub use message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
-    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
-    VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, FetchAnswer, FetchEntry, FetchReply, InstallSnapshot,
+    Message, MessageBody, ReadIndexReply, ReadIndexRequest, ReadIndexResult, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 pub use node::{Node, Proposal, ReadError, ReadId, ReadMode, Role, Status};
 pub use output::Output;

@@ -23,6 +23,7 @@
 //! `current_term`, a leader has voted for itself in its term and believes in itself as leader.
 
 mod election;
+mod fetch;
 mod log_read;
 mod members;
 mod read;
@@ -152,6 +153,8 @@ pub struct Node {
     fences: vote_fence::Fences,
     /// Issue 13, rules F4, F5: the faulty entries and their repairs (`repair`).
     faulty: crate::faulty::FaultySet,
+    /// Issue 13, rule F6: the fetch of a faulty entry in progress (`fetch`).
+    fetch: Option<fetch::Fetch>,
     outputs: Vec<Output>,
     recorder: Option<Recorder>,
     /// Election events so far (`Node::counters`).
@@ -262,6 +265,7 @@ impl Node {
             transfer: None,
             fences,
             faulty,
+            fetch: None,
             outputs,
             recorder: None,
             counters: Counters::default(),
@@ -472,6 +476,7 @@ impl Node {
         }
         self.flush_log_writes();
         self.entry_faulty(entry);
+        self.fetch_faulty(now);
         self.finish_input();
     }
 
@@ -806,6 +811,8 @@ impl Node {
             }
             MessageBody::ReadIndexReply(reply) => self.on_read_index_reply(now, term, reply),
             MessageBody::TimeoutNow => self.on_timeout_now(now, from, term),
+            MessageBody::FetchEntry(request) => self.on_fetch_entry(from, request),
+            MessageBody::FetchReply(reply) => self.on_fetch_reply(now, from, term, reply),
         }
     }
 

@@ -287,6 +287,17 @@ impl Progress {
         true
     }
 
+    /// Issue 13, rule F6: the leader truncated its own log (before its no-op) to end at
+    /// `leader_last`: probe again from there, forgetting any match above it.
+    pub(crate) fn on_leader_truncated(&mut self, leader_last: LogIndex) {
+        self.match_index = self.match_index.min(leader_last);
+        if self.state == ProgressState::Snapshot {
+            self.next_index = self.next_index.min(leader_last.next());
+            return;
+        }
+        self.become_probe(leader_last.next(), leader_last);
+    }
+
     /// The follower rejected an Append (rule R3).
     ///
     /// Probe: skip `next_index` back past the whole conflicting term in one step.

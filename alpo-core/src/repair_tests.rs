@@ -335,7 +335,9 @@ fn f5_a_fault_on_a_cached_entry_is_repaired_from_the_cache() {
 
 /// Server 1 of three, leader of term 2 (pre-vote off), started with `log` in term 1.
 fn leader_with(log: PersistedLog) -> Node {
-    leader_with_snapshot(log, None)
+    let mut node = leader_with_snapshot(log, None);
+    let _ = node.take_outputs();
+    node
 }
 
 fn snapshot_meta(index: u64, term: u64) -> SnapshotMeta {
@@ -370,7 +372,6 @@ fn leader_with_snapshot(log: PersistedLog, snapshot: Option<SnapshotMeta>) -> No
     });
     node.on_message(deadline, message(2, 1, 2, granted));
     assert_eq!(node.status().role, Role::Leader);
-    let _ = node.take_outputs();
     node
 }
 
@@ -471,6 +472,7 @@ fn f3_a_follower_that_needs_a_faulty_entry_a_snapshot_covers_gets_the_snapshot()
     let mut log = persisted_log(&[1, 1, 1, 1, 1], &[]);
     log.tail.retain(|entry| entry.index.0 > 3);
     let mut leader = leader_with_snapshot(log, Some(snapshot_meta(3, 1)));
+    let _ = leader.take_outputs();
     // Entry 2 (retained, below the snapshot) turns out damaged at runtime.
     leader.on_entry_faulty(Instant(1), FaultyEntry::of(&entry(2, 1)));
     let _ = leader.take_outputs();
@@ -563,4 +565,324 @@ fn a_trace_with_faulty_entries_and_repairs_replays() {
     let trace = node.trace().unwrap().to_vec();
     let replayed = crate::replay::replay(&trace).unwrap();
     assert_eq!(replayed.node.status(), node.status());
+}
+
+/// The messages in `outputs`, as (receiver, body).
+fn sent(outputs: &[Output]) -> Vec<(u64, MessageBody)> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Send(message) => Some((message.to.0, message.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fetch_entry(index: u64, term: u64) -> MessageBody {
+    MessageBody::FetchEntry(FetchEntry {
+        position: position(index, term),
+    })
+}
+
+fn fetch_reply(index: u64, term: u64, answer: FetchAnswer) -> MessageBody {
+    MessageBody::FetchReply(FetchReply {
+        position: position(index, term),
+        answer,
+    })
+}
+
+/// Server 1, leader of term 2 after winning with entry 5 (of `1..=5`, term 1) faulty; the
+/// outputs of its win.
+fn recovering_leader() -> (Node, Vec<Output>) {
+    let mut leader = leader_with_snapshot(persisted_log(&[1, 1, 1, 1, 1], &[5]), None);
+    let outputs = leader.take_outputs();
+    (leader, outputs)
+}
+
+fn appended(outputs: &[Output]) -> Vec<Entry> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::AppendLog { entries } => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn f6_a_winner_with_faulty_entries_repairs_before_its_noop() {
+    check!(f6_winner_with_faulty_entries_recovers_first);
+    check!(f6_fetch_entry_sent);
+    check!(f6_proposal_refused_while_recovering);
+    check!(f6_fetched_copy_written);
+    check!(f6_recovered_leader_appends_noop);
+    let (mut leader, outputs) = recovering_leader();
+    assert!(appended(&outputs).is_empty(), "no no-op yet: {outputs:?}");
+    let fetches: Vec<u64> = sent(&outputs)
+        .into_iter()
+        .filter(|(_, body)| *body == fetch_entry(5, 1))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(fetches, vec![2, 3]);
+    assert_eq!(
+        leader.propose(Instant(1), Bytes::from_static(b"x")),
+        Err(ProposeError::Repairing { from: LogIndex(5) })
+    );
+    let now = Instant(2_000_000_000);
+    leader.on_message(
+        now,
+        message(3, 1, 2, fetch_reply(5, 1, FetchAnswer::Have(entry(5, 1)))),
+    );
+    let outputs = leader.take_outputs();
+    assert_eq!(repairs(&outputs), vec![entry(5, 1)]);
+    assert!(appended(&outputs).is_empty(), "still no no-op: {outputs:?}");
+    leader.on_entry_repaired(now, position(5, 1));
+    let outputs = leader.take_outputs();
+    let noop = appended(&outputs);
+    assert_eq!(noop.len(), 1, "{outputs:?}");
+    assert_eq!(
+        (noop[0].position(), noop[0].kind),
+        (position(6, 2), EntryKind::Noop)
+    );
+    assert!(leader.propose(now, Bytes::from_static(b"x")).is_ok());
+}
+
+#[test]
+fn f6_a_dont_have_majority_proves_the_entry_uncommitted() {
+    check!(f6_dont_have_minority_waits);
+    check!(f6_unknown_counts_for_neither);
+    check!(f6_dont_have_majority_truncates);
+    let (mut leader, _) = recovering_leader();
+    let now = Instant(2_000_000_000);
+    // S17 with S1 down: S3 lacks 5 (DontHave), one answer is not a majority of the voters
+    // without the leader: it waits, and Unknown counts for neither side.
+    leader.on_message(
+        now,
+        message(3, 1, 2, fetch_reply(5, 1, FetchAnswer::DontHave)),
+    );
+    leader.on_message(
+        now,
+        message(2, 1, 2, fetch_reply(5, 1, FetchAnswer::Unknown)),
+    );
+    let outputs = leader.take_outputs();
+    assert!(
+        !outputs
+            .iter()
+            .any(|output| matches!(output, Output::TruncateLog { .. })),
+        "{outputs:?}"
+    );
+    // A DontHave of an older term does not count either.
+    leader.on_message(
+        now,
+        message(2, 1, 1, fetch_reply(5, 1, FetchAnswer::DontHave)),
+    );
+    assert!(leader.take_outputs().is_empty());
+    leader.on_message(
+        now,
+        message(2, 1, 2, fetch_reply(5, 1, FetchAnswer::DontHave)),
+    );
+    let outputs = leader.take_outputs();
+    assert!(outputs.contains(&Output::TruncateLog { from: LogIndex(5) }));
+    let noop = appended(&outputs);
+    assert_eq!(noop.first().map(Entry::position), Some(position(5, 2)));
+    assert_eq!(leader.status().faulty_count, 0);
+}
+
+#[test]
+fn f6_a_covered_answer_hands_leadership_to_the_voter_with_the_committed_prefix() {
+    check!(f6_covered_leader_steps_down);
+    let (mut leader, _) = recovering_leader();
+    let covered = FetchAnswer::Covered(position(5, 1));
+    leader.on_message(Instant(1), message(3, 1, 2, fetch_reply(5, 1, covered)));
+    let outputs = leader.take_outputs();
+    assert_eq!(leader.status().role, Role::Passive);
+    assert!(
+        sent(&outputs).contains(&(3, MessageBody::TimeoutNow)),
+        "{outputs:?}"
+    );
+    // A snapshot position its log does not hold proves nothing: no step-down.
+    let (mut leader, _) = recovering_leader();
+    let covered = FetchAnswer::Covered(position(5, 7));
+    leader.on_message(Instant(1), message(3, 1, 2, fetch_reply(5, 1, covered)));
+    assert_eq!(leader.status().role, Role::Leader);
+}
+
+#[test]
+fn f6_a_reply_about_a_position_that_is_not_faulty_is_ignored() {
+    check!(f6_stale_fetch_reply_ignored);
+    let (mut leader, _) = recovering_leader();
+    let answer = FetchAnswer::Have(entry(4, 1));
+    leader.on_message(Instant(1), message(3, 1, 2, fetch_reply(4, 1, answer)));
+    assert!(repairs(&leader.take_outputs()).is_empty());
+}
+
+/// The answers a server with `log` gives to a FetchEntry of each position.
+fn answers(node: &mut Node, positions: &[(u64, u64)]) -> Vec<FetchAnswer> {
+    positions
+        .iter()
+        .map(|(index, term)| {
+            node.on_message(Instant(1), message(1, 2, 1, fetch_entry(*index, *term)));
+            let outputs = node.take_outputs();
+            match sent(&outputs).as_slice() {
+                [(1, MessageBody::FetchReply(reply))] => reply.answer.clone(),
+                other => panic!("one reply expected: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn f7_a_server_nacks_only_what_its_verified_log_proves_it_lacks() {
+    check!(f6_fetch_answered_have);
+    check!(f7_fetch_answered_dont_have);
+    check!(f7_fetch_answered_unknown);
+    let mut node = node_with(2, 1, persisted_log(&[1, 1, 2, 2], &[4]));
+    // A server whose log is all cached: Have, another term there, a log ending below.
+    let mut cached = node_with(2, 1, persisted_log(&[1, 1, 2], &[]));
+    assert_eq!(
+        answers(&mut cached, &[(2, 1), (3, 1), (9, 1)]),
+        vec![
+            FetchAnswer::Have(entry(2, 1)),
+            FetchAnswer::DontHave,
+            FetchAnswer::DontHave
+        ]
+    );
+    // Faulty at the index: Unknown, never DontHave (F7).
+    assert_eq!(
+        answers(&mut node, &[(4, 2), (4, 1)]),
+        vec![FetchAnswer::Unknown; 2]
+    );
+    // An empty disk (maybe reformatted) proves nothing.
+    let mut empty = node_with(2, 0, PersistedLog::default());
+    assert_eq!(answers(&mut empty, &[(1, 1)]), vec![FetchAnswer::Unknown]);
+    // Fenced after a hard-state loss (F9): Unknown.
+    let persisted = Persisted {
+        log: persisted_log(&[1, 1], &[]),
+        incarnation: Incarnation(1),
+        term_ceiling: Term(20),
+        hard_state_lost: true,
+        ..Persisted::default()
+    };
+    let mut fenced = Node::new(config(2), persisted, Instant(0)).unwrap();
+    let _ = fenced.take_outputs();
+    assert_eq!(answers(&mut fenced, &[(9, 1)]), vec![FetchAnswer::Unknown]);
+}
+
+#[test]
+fn f6_a_snapshot_covers_an_asked_position() {
+    check!(f6_fetch_answered_covered);
+    let persisted = Persisted {
+        hard_state: HardState {
+            current_term: Term(1),
+            voted_for: None,
+        },
+        snapshot: Some(snapshot_meta(3, 1)),
+        log: persisted_log(&[1, 1, 1, 1], &[]),
+        incarnation: Incarnation(1),
+        ..Persisted::default()
+    };
+    let mut node = Node::new(config(2), persisted, Instant(0)).unwrap();
+    let _ = node.take_outputs();
+    assert_eq!(
+        answers(&mut node, &[(2, 1)]),
+        vec![FetchAnswer::Covered(position(3, 1))]
+    );
+}
+
+#[test]
+fn f6_an_entry_only_on_disk_is_answered_from_a_read() {
+    check!(f6_fetch_answered_from_a_read);
+    let mut log = persisted_log(&[1, 1, 1], &[]);
+    log.tail.clear();
+    let mut node = node_with(2, 1, log);
+    node.on_message(Instant(1), message(1, 2, 1, fetch_entry(2, 1)));
+    let outputs = node.take_outputs();
+    let id = outputs
+        .iter()
+        .find_map(|output| match output {
+            Output::ReadLog { id, from, to, .. } if *from == LogIndex(2) && *to == LogIndex(2) => {
+                Some(*id)
+            }
+            _ => None,
+        })
+        .expect("a read of entry 2");
+    node.on_log_read(Instant(2), id, LogReadResult::Entries(vec![entry(2, 1)]))
+        .unwrap();
+    let outputs = node.take_outputs();
+    assert_eq!(
+        sent(&outputs),
+        vec![(1, fetch_reply(2, 1, FetchAnswer::Have(entry(2, 1))))]
+    );
+    // A read that fails answers Unknown and does not stop the node.
+    node.on_message(Instant(3), message(1, 2, 1, fetch_entry(3, 1)));
+    let id = node
+        .take_outputs()
+        .iter()
+        .find_map(|output| match output {
+            Output::ReadLog { id, .. } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    node.on_log_read(Instant(4), id, LogReadResult::Fault(LogIndex(3)))
+        .unwrap();
+    assert_eq!(
+        sent(&node.take_outputs()),
+        vec![(1, fetch_reply(3, 1, FetchAnswer::Unknown))]
+    );
+}
+
+/// Server 1 leading term 2 past its no-op, with entry 2 of `1..=3` only on disk.
+fn leader_past_noop() -> Node {
+    let mut log = persisted_log(&[1, 1, 1], &[]);
+    log.tail.retain(|entry| entry.index.0 > 2);
+    let mut leader = leader_with_snapshot(log, None);
+    let _ = leader.take_outputs();
+    assert!(leader.status().repair_from.is_none());
+    leader
+}
+
+#[test]
+fn f6_a_leader_past_its_noop_steps_down_when_a_majority_lacks_its_faulty_entry() {
+    check!(f6_leading_with_unrepairable_entry_steps_down);
+    let mut leader = leader_past_noop();
+    leader.on_entry_faulty(Instant(1), FaultyEntry::of(&entry(2, 1)));
+    let outputs = leader.take_outputs();
+    assert!(
+        sent(&outputs).contains(&(2, fetch_entry(2, 1))),
+        "{outputs:?}"
+    );
+    for from in [2, 3] {
+        leader.on_message(
+            Instant(2),
+            message(from, 1, 2, fetch_reply(2, 1, FetchAnswer::DontHave)),
+        );
+    }
+    let outputs = leader.take_outputs();
+    assert_eq!(leader.status().role, Role::Passive);
+    assert!(
+        !outputs
+            .iter()
+            .any(|output| matches!(output, Output::TruncateLog { .. })),
+        "R9: it never truncates past its no-op: {outputs:?}"
+    );
+}
+
+#[test]
+fn f6_a_leader_past_its_noop_steps_down_when_its_repair_fails_within_p_min() {
+    check!(f6_leading_with_unrepairable_entry_steps_down_after_p_min);
+    let mut leader = leader_past_noop();
+    leader.on_entry_faulty(Instant(1), FaultyEntry::of(&entry(2, 1)));
+    let _ = leader.take_outputs();
+    let mut now = Instant(1);
+    for _ in 0..100 {
+        now = leader.next_timeout().unwrap();
+        leader.tick(now);
+        let _ = leader.take_outputs();
+        if leader.status().role != Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(leader.status().role, Role::Passive);
+    assert!(now.saturating_duration_since(Instant(1)) >= config(1).passive_timeout_min);
 }

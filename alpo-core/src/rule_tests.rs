@@ -1074,6 +1074,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/transfer.rs"),
         include_str!("node/vote_fence.rs"),
         include_str!("node/repair.rs"),
+        include_str!("node/fetch.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];

@@ -34,7 +34,9 @@
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
-//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`, 9 TimeoutNow: no field)
+//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`, 9 TimeoutNow: no field,
+//! 10 FetchEntry: index, term; 11 FetchReply: index, term, then 1 `Have` and an entry, 2
+//! `DontHave`, 3 `Unknown`, or 4 `Covered` and the snapshot's index and term)
 //! and the body's fields in declaration order (InstallSnapshot's chunk an opaque payload); an
 //! `Option` is a `u8` presence flag then the value; an entry is index, term, kind (`u8`), and
 //! its payload: opaque for a `Normal` entry, a payload for the others (a `Config` entry's is
@@ -55,7 +57,8 @@
 //! hard-state-lost flag (`u8`), and adds vote reason 7 `Abstaining` (rules F8, F9).
 //! Version 5 (issue 13, rules F3–F5) ends the persisted log with its faulty entries (count,
 //! then each as in `entry_faulty`), ends AppendReply with `repair_from` (an option of an
-//! index), and adds the `entry_faulty` and `entry_repaired` records.
+//! index), adds the `entry_faulty`, `entry_repaired` and `entry_repair_failed` records and
+//! the FetchEntry and FetchReply messages (rule F6).
 //!
 //! A payload is a `u32` length then the bytes. An *opaque* payload is the `u32` length alone
 //! (version 4, issue 15's recorder cost): the bytes the core never reads, a `Normal` entry's
@@ -88,9 +91,9 @@ use crate::faulty::FaultyEntry;
 use crate::log_read::{LogReadId, LogReadResult};
 use crate::membership::{ConfigChange, Configuration};
 use crate::message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
-    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
-    VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, FetchAnswer, FetchEntry, FetchReply, InstallSnapshot,
+    Message, MessageBody, ReadIndexReply, ReadIndexRequest, ReadIndexResult, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 use crate::node::{ReadId, ReadMode};
 use crate::output::Output;
@@ -244,6 +247,10 @@ fn output_as_replayed(output: Output) -> Output {
                 MessageBody::InstallSnapshot(chunk) => {
                     chunk.data = Bytes::from(vec![0; chunk.data.len()]);
                 }
+                MessageBody::FetchReply(FetchReply {
+                    answer: FetchAnswer::Have(entry),
+                    ..
+                }) => *entry = entry_as_replayed(entry),
                 _ => {}
             }
             Output::Send(message)
@@ -868,6 +875,11 @@ impl Writer {
                     ReadIndexResult::NotLeader => self.u8(2),
                 }
             }
+            MessageBody::FetchEntry(fetch) => {
+                self.u8(10);
+                self.position(fetch.position);
+            }
+            MessageBody::FetchReply(reply) => self.fetch_reply(reply),
             MessageBody::TimeoutNow => self.u8(9),
         }
     }
@@ -882,6 +894,28 @@ impl Writer {
         }
         self.u64(append.leader_commit.0);
         self.u64(append.round);
+    }
+
+    fn position(&mut self, position: LogPosition) {
+        self.u64(position.index.0);
+        self.u64(position.term.0);
+    }
+
+    fn fetch_reply(&mut self, reply: &FetchReply) {
+        self.u8(11);
+        self.position(reply.position);
+        match &reply.answer {
+            FetchAnswer::Have(entry) => {
+                self.u8(1);
+                self.entry(entry);
+            }
+            FetchAnswer::DontHave => self.u8(2),
+            FetchAnswer::Unknown => self.u8(3),
+            FetchAnswer::Covered(snapshot) => {
+                self.u8(4);
+                self.position(*snapshot);
+            }
+        }
     }
 
     fn append_reply(&mut self, reply: &AppendReply) {
@@ -1233,6 +1267,10 @@ impl<'a> Reader<'a> {
             }),
             8 => MessageBody::ReadIndexReply(self.read_index_reply()?),
             9 => MessageBody::TimeoutNow,
+            10 => MessageBody::FetchEntry(FetchEntry {
+                position: self.position()?,
+            }),
+            11 => MessageBody::FetchReply(self.fetch_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -1242,6 +1280,25 @@ impl<'a> Reader<'a> {
             incarnation,
             body,
         })
+    }
+
+    fn position(&mut self) -> Result<LogPosition, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        Ok(LogPosition { index, term })
+    }
+
+    fn fetch_reply(&mut self) -> Result<FetchReply, TraceError> {
+        let position = self.position()?;
+        let at = self.offset;
+        let answer = match self.u8()? {
+            1 => FetchAnswer::Have(self.entry()?),
+            2 => FetchAnswer::DontHave,
+            3 => FetchAnswer::Unknown,
+            4 => FetchAnswer::Covered(self.position()?),
+            other => return Err(self.error(at, &format!("fetch answer {other}"))),
+        };
+        Ok(FetchReply { position, answer })
     }
 
     fn vote_reply(&mut self) -> Result<VoteReply, TraceError> {

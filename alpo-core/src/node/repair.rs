@@ -122,6 +122,8 @@ impl Node {
         hit!(f5_faulty_entry_repaired);
         // The acknowledgement held back by the fault may go now, and the apply go on.
         self.on_durable_advanced(now);
+        // F6: a recovering leader may now append its no-op, or fetch the next entry.
+        self.finish_recovery(now);
     }
 
     /// The driver found the copy it was to write for `position` not matching the identifier's
@@ -129,6 +131,8 @@ impl Node {
     pub(super) fn entry_repair_failed(&mut self, position: LogPosition) {
         if self.faulty.repair_failed(position) {
             hit!(f12_unverified_repair_refused);
+            // Ask again at once (F6): another peer's copy may be intact.
+            self.fetch = None;
         } else {
             hit!(f5_stale_repair_report_ignored);
         }
@@ -147,7 +151,7 @@ impl Node {
     }
 
     /// Hands a copy at a faulty position to the driver to check and rewrite in place.
-    fn write_repair(&mut self, entry: Entry) {
+    pub(super) fn write_repair(&mut self, entry: Entry) {
         debug_assert!(
             self.faulty
                 .get(entry.index)

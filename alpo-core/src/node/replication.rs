@@ -29,6 +29,11 @@ impl Node {
                 leader_hint: self.leader,
             });
         }
+        if let (true, Some(from)) = (self.recovering(), self.first_faulty()) {
+            // F6: a recovering leader accepts nothing until its faulty entries are repaired.
+            hit!(f6_proposal_refused_while_recovering);
+            return Err(ProposeError::Repairing { from });
+        }
         if let Some(target) = self.transfer_target() {
             // T2: the target can only catch up with a log that stops growing.
             hit!(t2_proposal_refused_while_transferring);
@@ -275,6 +280,8 @@ impl Node {
         }
         self.learn_commit(append.leader_commit.min(verified));
         self.acknowledge(from, verified);
+        // F5: a fault the leader's Appends do not reach (below our match) is fetched.
+        self.fetch_faulty(now);
     }
 
     /// A message of the leader of `term` (≥ ours) arrived: rules E6 (adopt its term), E1 and E5

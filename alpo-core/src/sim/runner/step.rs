@@ -476,5 +476,7 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
             crate::message::ReadIndexResult::NotLeader => reply.read_id << 3 | 3,
         }),
         MessageBody::TimeoutNow => trace.word(7),
+        MessageBody::FetchEntry(fetch) => trace.word(fetch.position.index.0 << 3 | 4),
+        MessageBody::FetchReply(reply) => trace.word(reply.position.index.0 << 3 | 5),
     }
 }
