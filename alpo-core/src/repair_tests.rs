@@ -886,3 +886,104 @@ fn f6_a_leader_past_its_noop_steps_down_when_its_repair_fails_within_p_min() {
     assert_eq!(leader.status().role, Role::Passive);
     assert!(now.saturating_duration_since(Instant(1)) >= config(1).passive_timeout_min);
 }
+
+/// Scenario S17's setting on a hand-driven cluster: entry `k` ("five") is committed on the
+/// leader `a` and on `b`, `c` lacks it; `b`'s record `k` rots, `a` crashes, `b` restarts.
+/// Returns the cluster, `(a, b, c)` and `k`.
+fn s17_setting() -> (crate::testkit::Cluster, (u64, u64, u64), u64) {
+    use std::time::Duration;
+    let mut cluster = crate::testkit::Cluster::new(3, 17);
+    let a = cluster.elect(Duration::from_secs(5)).unwrap().0;
+    for payload in ["one", "two", "three"] {
+        cluster.propose(NodeId(a), payload).unwrap();
+    }
+    for _ in 0..10 {
+        cluster.deliver_all();
+    }
+    let (b, c) = match a {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    let five = cluster.propose(NodeId(a), "five").unwrap();
+    for _ in 0..10 {
+        cluster.deliver_where(|m| m.to.0 != c && m.from.0 != c);
+    }
+    cluster.drop_all();
+    assert!(
+        cluster.commit_index(a) >= five.index,
+        "committed on a and b"
+    );
+    assert!(cluster.disks[&NodeId(c)].log.len() < usize::try_from(five.index.0).unwrap());
+    let k = five.index.0;
+    cluster.crash(a);
+    cluster.crash(b);
+    cluster.damage_entry(b, k);
+    cluster.start(NodeId(b));
+    (cluster, (a, b, c), k)
+}
+
+/// Scenario S17 (PAR, FAST'18 Fig. 2), required outcome: `b` keeps `(k, t)` as faulty and
+/// refuses `c`; it wins with `c`'s vote, asks for `k`, gets `DontHave` from `c` only and
+/// waits, applying nothing past `k − 1`; when `a` returns (`Have`) `k` is repaired, `b`
+/// appends its no-op, and every server applies the committed "five".
+#[test]
+fn s17_corruption_is_not_truncation() {
+    use std::time::Duration;
+    let (mut cluster, (a, b, c), k) = s17_setting();
+    assert_eq!(cluster.node(b).status().repair_from, Some(LogIndex(k)));
+    for _ in 0..300 {
+        cluster.advance(Duration::from_millis(10));
+        cluster.deliver_all();
+    }
+    // Only b can win (c lacks k); it waits for a copy, appending and applying nothing.
+    assert_eq!(cluster.leader(), Some(NodeId(b)));
+    assert_eq!(cluster.node(b).status().last_index, LogIndex(k));
+    assert!(cluster.node(b).status().applied_index < LogIndex(k));
+    assert!(cluster.node(c).status().applied_index < LogIndex(k));
+    assert!(!cluster.applied_payloads(b).contains(&"five".to_string()));
+    cluster.start(NodeId(a));
+    for _ in 0..300 {
+        cluster.advance(Duration::from_millis(10));
+        cluster.deliver_all();
+    }
+    for id in [a, b, c] {
+        let status = cluster.node(id).status();
+        assert_eq!(status.faulty_count, 0, "{status:?}");
+        assert!(status.applied_index > LogIndex(k), "{status:?}");
+    }
+    assert!(cluster.applied_payloads(b).contains(&"five".to_string()));
+    assert!(cluster.applied_payloads(c).contains(&"five".to_string()));
+    assert!(cluster.disks[&NodeId(b)].faulty.is_empty());
+}
+
+/// Scenario S17 with injected bug 10 (the Truncate reaction): `b` drops `k` and votes for `c`,
+/// which wins; when `a` returns, `c` overwrites the committed `k` on it: a committed entry is
+/// lost (what the simulator's durability checker reports).
+#[cfg(feature = "sim")]
+#[test]
+fn s17_the_truncate_reaction_loses_a_committed_entry() {
+    use std::time::Duration;
+    let (mut cluster, (a, b, c), k) = s17_setting();
+    cluster
+        .node_mut(b)
+        .inject_bug(crate::injected::InjectedBug::TruncateFaultyEntries);
+    cluster.perform(NodeId(b));
+    cluster.timeout(c);
+    for _ in 0..300 {
+        cluster.advance(Duration::from_millis(10));
+        cluster.deliver_all();
+    }
+    cluster.start(NodeId(a));
+    for _ in 0..300 {
+        cluster.advance(Duration::from_millis(10));
+        cluster.deliver_all();
+    }
+    let lost = cluster.disks[&NodeId(a)]
+        .log
+        .iter()
+        .find(|entry| entry.index == LogIndex(k))
+        .is_none_or(|entry| entry.payload != Bytes::from_static(b"five"));
+    assert!(lost, "the committed entry {k} was overwritten on a");
+    assert!(!cluster.applied_payloads(c).contains(&"five".to_string()));
+}
