@@ -39,6 +39,12 @@ pub enum ProposeError {
         /// The transfer's target.
         target: NodeId,
     },
+    /// Issue 13, rule F6: the leader won with faulty entries and accepts nothing until it has
+    /// repaired them (or proved them uncommitted); retry shortly.
+    Repairing {
+        /// Its lowest faulty index.
+        from: crate::types::LogIndex,
+    },
 }
 
 /// Why a leadership transfer was refused (rule T1).
@@ -105,6 +111,10 @@ impl fmt::Display for ProposeError {
             ProposeError::Transferring { target } => {
                 write!(f, "leadership is being transferred to node {target}; retry")
             }
+            ProposeError::Repairing { from } => write!(
+                f,
+                "the leader is repairing its damaged log entry {from} from its peers; retry"
+            ),
         }
     }
 }

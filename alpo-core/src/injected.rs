@@ -35,12 +35,16 @@ pub enum InjectedBug {
     /// vote fence (breaks F9: it may grant a second vote in a term it voted in before the loss;
     /// the vote ledger, property 15, must catch it).
     IgnoreVoteFence,
+    /// A server drops its log from its first faulty entry and carries on (issue 13: the PAR
+    /// "Truncate" reaction, FAST'18 Fig. 2; breaks F1, F5): it then votes for a candidate that
+    /// lacks an entry it acknowledged, and a committed entry can be lost (scenario S17).
+    TruncateFaultyEntries,
 }
 
 #[cfg(feature = "sim")]
 impl InjectedBug {
     /// Every injected bug, in the order of their trace codes.
-    pub const ALL: [InjectedBug; 9] = [
+    pub const ALL: [InjectedBug; 10] = [
         InjectedBug::CommitOlderTermByCount,
         InjectedBug::GrantTwoVotesPerTerm,
         InjectedBug::CountStaleAppendReply,
@@ -50,6 +54,7 @@ impl InjectedBug {
         InjectedBug::ReadWithoutRound,
         InjectedBug::ConfigChangeBeforeTermCommit,
         InjectedBug::IgnoreVoteFence,
+        InjectedBug::TruncateFaultyEntries,
     ];
 
     /// This bug's byte in an input trace (0 is "none").
@@ -65,6 +70,7 @@ impl InjectedBug {
             InjectedBug::ReadWithoutRound => 7,
             InjectedBug::ConfigChangeBeforeTermCommit => 8,
             InjectedBug::IgnoreVoteFence => 9,
+            InjectedBug::TruncateFaultyEntries => 10,
         }
     }
 

@@ -117,6 +117,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod faulty;
 mod injected;
 pub mod limits;
 mod log;
@@ -146,6 +147,8 @@ mod membership_tests;
 #[cfg(test)]
 mod read_tests;
 #[cfg(test)]
+mod repair_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod snapshot_tests;
@@ -154,14 +157,15 @@ pub use checkpoint::Checkpoint;
 pub use config::{Config, ReadLease};
 pub use counters::Counters;
 pub use error::{ConfigError, ProposeError, SnapshotReadError, TraceError, TransferError};
+pub use faulty::FaultyEntry;
 #[cfg(feature = "sim")]
 pub use injected::InjectedBug;
 pub use log_read::{LogCacheStatus, LogFault, LogReadId, LogReadResult};
 pub use membership::{ConfigChange, ConfigChangeError, Configuration};
 pub use message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
-    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
-    VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, FetchAnswer, FetchEntry, FetchReply, InstallSnapshot,
+    Message, MessageBody, ReadIndexReply, ReadIndexRequest, ReadIndexResult, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 pub use node::{Node, Proposal, ReadError, ReadId, ReadMode, Role, Status, TraceCut};
 pub use output::Output;

@@ -44,6 +44,7 @@ fn follower_without_tail() -> Node {
             last: LogIndex(4),
             tail: Vec::new(),
             configs: Vec::new(),
+            faulty: Vec::new(),
         },
         incarnation: Incarnation(1),
         ..Persisted::default()
@@ -115,6 +116,7 @@ fn s9_entries_not_cached_are_read_back_and_applied_in_order() {
                         match_index: LogIndex(4)
                     },
                     round: 0,
+                    repair_from: None,
                 }),
             }),
         ]
@@ -299,6 +301,7 @@ fn s9_a_read_answer_for_a_follower_that_moved_on_is_not_sent() {
                 match_index: LogIndex(0),
             },
             round: 0,
+            repair_from: None,
         }),
     };
     let now = cluster.now;

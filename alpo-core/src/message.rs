@@ -52,6 +52,43 @@ pub enum MessageBody {
     ReadIndexReply(ReadIndexReply),
     /// The leader tells the target of a leadership transfer to stand at once (rule T4).
     TimeoutNow,
+    /// Issue 13, rule F6: a server with a faulty entry asks a peer for a copy of it.
+    FetchEntry(FetchEntry),
+    /// Issue 13, rules F6, F7: the answer to a `FetchEntry`.
+    FetchReply(FetchReply),
+}
+
+/// "Do you hold the entry at `position`?" (rule F6). It changes nothing at the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FetchEntry {
+    /// The faulty entry's position.
+    pub position: LogPosition,
+}
+
+/// The answer to a `FetchEntry` (rules F6, F7); its message term is the responder's current
+/// term.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FetchReply {
+    /// The position asked about.
+    pub position: LogPosition,
+    /// What the responder knows of it.
+    pub answer: FetchAnswer,
+}
+
+/// What a responder knows of the entry at a position (CTRL's have / dontHave / haveFaulty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FetchAnswer {
+    /// It holds the entry, intact: here it is (the requester's driver checks the CRC, F12).
+    Have(Entry),
+    /// Its verified log proves it does not hold that position (F7): an intact entry of
+    /// another term there, or an intact log ending below it.
+    DontHave,
+    /// It cannot tell (faulty there itself, fenced after a hard-state loss, an empty disk, or
+    /// a read failed): counts for neither side.
+    Unknown,
+    /// A snapshot at this position `(L, term_L)`, with `L ≥` the index asked about, covers it:
+    /// the responder holds the committed prefix through `L`.
+    Covered(LogPosition),
 }
 
 /// `requestVote`: "vote for me in `Message::term`".
@@ -124,6 +161,10 @@ pub struct AppendReply {
     pub result: AppendResult,
     /// The highest `Append::round` this follower received in the reply's term (rule Q1(c)).
     pub round: u64,
+    /// Issue 13, rule F5: the follower's lowest faulty index `f`, if it has one. Its match
+    /// index stays below `f`, and the leader sends from `f` (the follower replaces the payload
+    /// of an entry of the same position instead of keeping it).
+    pub repair_from: Option<LogIndex>,
 }
 
 /// The outcome of an `Append` at a follower.

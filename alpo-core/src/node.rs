@@ -24,9 +24,11 @@
 
 mod checkpoint;
 mod election;
+mod fetch;
 mod log_read;
 mod members;
 mod read;
+mod repair;
 mod replication;
 mod snapshot;
 mod transfer;
@@ -103,6 +105,10 @@ pub struct Status {
     pub snapshot_index: LogIndex,
     /// First index of the log the core still holds (1 until compacted).
     pub first_index: LogIndex,
+    /// Issue 13, rule F5: the lowest faulty index (a damaged entry not yet repaired), if any.
+    pub repair_from: Option<LogIndex>,
+    /// Issue 13: how many entries are faulty.
+    pub faulty_count: u64,
 }
 
 /// One ALPO server's protocol state machine.
@@ -147,6 +153,10 @@ pub struct Node {
     transfer: Option<transfer::Transfer>,
     /// The term ceiling and the vote fence (rules F8, F9).
     fences: vote_fence::Fences,
+    /// Issue 13, rules F4, F5: the faulty entries and their repairs (`repair`).
+    faulty: crate::faulty::FaultySet,
+    /// Issue 13, rule F6: the fetch of a faulty entry in progress (`fetch`).
+    fetch: Option<fetch::Fetch>,
     /// Not in a checkpoint: one is taken only with no output pending (`Node::cut_trace`).
     #[serde(skip)]
     outputs: Vec<Output>,
@@ -206,6 +216,7 @@ impl Node {
         config.validate()?;
         let mut membership = members::load_membership(&config.members, &persisted)?;
         let (hard_state, fences) = vote_fence::startup_fences(&persisted);
+        let faulty_at_start = persisted.log.faulty.clone();
         let loaded = Log::load(
             persisted.snapshot,
             persisted.log,
@@ -216,6 +227,7 @@ impl Node {
             problem: error.0,
         })?;
         let log = loaded.log;
+        let faulty = repair::load_faulty(&log, persisted.snapshot, &faulty_at_start)?;
         let hard_state = election::startup_hard_state(hard_state, &log);
         // S8: the snapshot's entries are applied (its state restored) and committed.
         let snapshot_index = persisted
@@ -261,6 +273,8 @@ impl Node {
             catch_up: None,
             transfer: None,
             fences,
+            faulty,
+            fetch: None,
             outputs,
             recorder: None,
             counters: Counters::default(),
@@ -294,6 +308,7 @@ impl Node {
         if let Some(recorder) = &mut self.recorder {
             recorder.injected_bug(bug.code());
         }
+        self.truncate_faulty_on_injected_bug();
     }
 
     /// Time passes: fire the election timer, heartbeats, check-quorum, as due at `now`.
@@ -460,6 +475,48 @@ impl Node {
         outcome
     }
 
+    /// Issue 13, rule F5: a log read found the record at `entry`'s position damaged while its
+    /// identifier is valid. Call it before answering the read with `LogReadResult::Fault`;
+    /// the node then marks the entry faulty instead of stopping (contract on
+    /// [`crate::faulty`]). A report for a position the log no longer holds is ignored.
+    pub fn on_entry_faulty(&mut self, now: Instant, entry: crate::faulty::FaultyEntry) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.entry_faulty(now, entry);
+        }
+        self.flush_log_writes();
+        self.entry_faulty(entry);
+        self.fetch_faulty(now);
+        self.finish_input();
+    }
+
+    /// Issue 13, rule F5: the driver made the `Output::RepairEntry` of `position` durable.
+    /// The entry is no longer faulty: acknowledgements and the apply go on past it.
+    pub fn on_entry_repaired(&mut self, now: Instant, position: LogPosition) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.entry_repaired(now, position);
+        }
+        self.flush_log_writes();
+        self.entry_repaired(now, position);
+        self.finish_input();
+    }
+
+    /// Issue 13, rule F12: the driver did not write the `Output::RepairEntry` of `position`,
+    /// whose payload failed the identifier's CRC check; the entry stays faulty.
+    pub fn on_entry_repair_failed(&mut self, now: Instant, position: LogPosition) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.entry_repair_failed(now, position);
+        }
+        self.flush_log_writes();
+        self.entry_repair_failed(position);
+        self.finish_input();
+    }
+
+    /// Issue 13: this node's faulty entries, lowest first (for status reports and checkers).
+    #[must_use]
+    pub fn faulty_entries(&self) -> Vec<crate::faulty::FaultyEntry> {
+        self.faulty.iter().collect()
+    }
+
     /// The read fault that stopped this node, if any (rule S9).
     #[must_use]
     pub fn fault(&self) -> Option<LogFault> {
@@ -537,6 +594,8 @@ impl Node {
             applied_index: self.applied_index,
             snapshot_index: self.snapshot_index(),
             first_index: self.log.first_index(),
+            repair_from: self.faulty.first(),
+            faulty_count: self.faulty.len() as u64,
         }
     }
 
@@ -622,6 +681,7 @@ impl Node {
         );
         self.snapshot_invariants();
         self.fence_invariants();
+        self.faulty_invariants();
         let leader_state = self.transfer.is_some() || self.catch_up.is_some();
         assert!(
             self.role == Role::Leader || (self.progress.is_empty() && !leader_state),
@@ -760,6 +820,8 @@ impl Node {
             }
             MessageBody::ReadIndexReply(reply) => self.on_read_index_reply(now, term, reply),
             MessageBody::TimeoutNow => self.on_timeout_now(now, from, term),
+            MessageBody::FetchEntry(request) => self.on_fetch_entry(from, request),
+            MessageBody::FetchReply(reply) => self.on_fetch_reply(now, from, term, reply),
         }
     }
 

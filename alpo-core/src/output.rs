@@ -47,6 +47,12 @@
 //!     a driver that applies on another thread passes the read along the same queue, in order).
 //!     [`Output::ReadFailed`] may come at any point (rules Q1, Q2).
 //!
+//! 12. [`Output::RepairEntry`] (issue 13, rule F5) goes to the log writer in list order like
+//!     `AppendLog`: the driver checks the payload against the identifier's CRC, rewrites the
+//!     record (and its identifier) in place, makes it durable, and then reports it with
+//!     `Node::on_entry_repaired` (or `Node::on_entry_repair_failed` when the CRC differs).
+//!     Until then the entry stays faulty: nothing from its index on is acknowledged or applied.
+//!
 //! Index relationships kept by the core:
 //! `base ≤ L ≤ applied ≤ commit ≤ durable ≤ last`, where `base + 1` is the first retained index
 //! and `L` the newest durable snapshot's last index (0 without one).
@@ -88,6 +94,15 @@ pub enum Output {
     AppendLog {
         /// The entries, in index order, continuing the log without a gap.
         entries: Vec<Entry>,
+    },
+    /// Issue 13, rule F5: rewrite the faulty entry at `entry.index` in place (record and
+    /// identifier) with this copy of the same position, if its payload CRC is the
+    /// identifier's (F12), make it durable, and report it with `Node::on_entry_repaired`;
+    /// report a CRC mismatch with `Node::on_entry_repair_failed`. Contract on
+    /// [`crate::faulty`].
+    RepairEntry {
+        /// The verified entry.
+        entry: Entry,
     },
     /// Send a message to another server.
     Send(Message),

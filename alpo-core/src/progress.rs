@@ -272,6 +272,32 @@ impl Progress {
         self.next_index = self.next_index.max(self.match_index.next());
     }
 
+    /// Issue 13, rule F5: the follower has a faulty entry at `from` (its match index is below
+    /// it): resend from there unless a probe or Append from there is already under way.
+    /// Returns whether the progress moved back.
+    pub(crate) fn on_repair_from(&mut self, from: LogIndex, leader_last: LogIndex) -> bool {
+        if self.state == ProgressState::Snapshot
+            || from > leader_last
+            || from <= self.match_index
+            || self.next_index <= from
+        {
+            return false;
+        }
+        self.become_probe(from, leader_last);
+        true
+    }
+
+    /// Issue 13, rule F6: the leader truncated its own log (before its no-op) to end at
+    /// `leader_last`: probe again from there, forgetting any match above it.
+    pub(crate) fn on_leader_truncated(&mut self, leader_last: LogIndex) {
+        self.match_index = self.match_index.min(leader_last);
+        if self.state == ProgressState::Snapshot {
+            self.next_index = self.next_index.min(leader_last.next());
+            return;
+        }
+        self.become_probe(leader_last.next(), leader_last);
+    }
+
     /// The follower rejected an Append (rule R3).
     ///
     /// Probe: skip `next_index` back past the whole conflicting term in one step.

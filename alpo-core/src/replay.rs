@@ -10,7 +10,7 @@ use crate::message::Message;
 use crate::node::Status;
 use crate::node::{Node, Proposal};
 use crate::output::Output;
-use crate::trace::{Decoder, Head, Record, Start, outputs_digest, trace_head};
+use crate::trace::{Decoder, Head, Record, RepairRecord, Start, outputs_digest, trace_head};
 use crate::types::Instant;
 
 /// The result of replaying a trace.
@@ -186,6 +186,7 @@ fn fresh_node(decoder: &Decoder<'_>, start: Start) -> Result<Node, TraceError> {
 }
 
 /// What feeding one record did.
+#[derive(Default)]
 struct Fed {
     now: Option<Instant>,
     input: &'static str,
@@ -196,19 +197,31 @@ struct Fed {
     diverged: bool,
 }
 
+/// Issue 13's inputs (`feed` for the other records).
+fn feed_repair(node: &mut Node, record: RepairRecord) -> (Option<Instant>, &'static str) {
+    match record {
+        RepairRecord::Faulty(now, entry) => {
+            node.on_entry_faulty(now, entry);
+            (Some(now), "entry faulty")
+        }
+        RepairRecord::Repaired(now, position) => {
+            node.on_entry_repaired(now, position);
+            (Some(now), "entry repaired")
+        }
+        RepairRecord::Failed(now, position) => {
+            node.on_entry_repair_failed(now, position);
+            (Some(now), "entry repair failed")
+        }
+    }
+}
+
 /// Gives `record` to `node`, as the recorded driver did.
 fn feed(
     node: &mut Node,
     record: Record,
     proposals: &mut Vec<Result<Proposal, ProposeError>>,
 ) -> Fed {
-    let mut fed = Fed {
-        now: None,
-        input: "",
-        message: None,
-        taken: Vec::new(),
-        diverged: false,
-    };
+    let mut fed = Fed::default();
     let (now, input) = match record {
         Record::Tick(now) => {
             node.tick(now);
@@ -269,6 +282,7 @@ fn feed(
             let _ = node.transfer_leadership(now, target);
             (Some(now), "transfer")
         }
+        Record::Repair(record) => feed_repair(node, record),
     };
     fed.now = now;
     fed.input = input;

@@ -101,6 +101,7 @@ fn accepted(match_index: u64) -> MessageBody {
             match_index: LogIndex(match_index),
         },
         round: 0,
+        repair_from: None,
     })
 }
 
@@ -369,6 +370,7 @@ fn e6_higher_terms_are_adopted_lower_terms_answered() {
                 MessageBody::AppendReply(AppendReply {
                     result: AppendResult::Rejected(hint),
                     round: 0,
+                    repair_from: None,
                 })
             ),
         ]
@@ -638,6 +640,7 @@ fn r3_mismatch_rejected_with_a_term_hint() {
     let reject = MessageBody::AppendReply(AppendReply {
         result: AppendResult::Rejected(hint),
         round: 0,
+        repair_from: None,
     });
     assert_eq!(
         follower.take_outputs(),
@@ -1070,6 +1073,8 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("node/members.rs"),
         include_str!("node/transfer.rs"),
         include_str!("node/vote_fence.rs"),
+        include_str!("node/repair.rs"),
+        include_str!("node/fetch.rs"),
         include_str!("node.rs"),
         include_str!("progress.rs"),
     ];
@@ -1080,6 +1085,7 @@ fn every_mark_is_checked_once_and_documented() {
         include_str!("read_tests.rs"),
         include_str!("membership_tests.rs"),
         include_str!("fault_tests.rs"),
+        include_str!("repair_tests.rs"),
     ]
     .concat();
     let docs = include_str!("../../docs/protocol.md");

@@ -235,6 +235,7 @@ fn s8_appends_below_the_base_match_and_their_covered_entries_are_skipped() {
                     match_index: LogIndex(7)
                 },
                 round: 0,
+                repair_from: None,
             }),
         ))
     );

@@ -33,6 +33,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::ProposeError;
+use crate::faulty::FaultyEntry;
 use crate::log_read::{LogFault, LogReadId, LogReadResult};
 use crate::membership::{ConfigChange, ConfigChangeError, Configuration};
 use crate::message::{Message, MessageBody};
@@ -86,6 +87,9 @@ pub struct Disk {
     /// Both hard-state copies are damaged (rule F9): set by a test between a crash and a
     /// start; cleared by the next `SaveHardState`.
     pub hard_state_lost: bool,
+    /// Issue 13: records damaged at rest ([`Cluster::damage_entry`]), by index, with what
+    /// their identifiers still say; the record itself holds other bytes until repaired.
+    pub faulty: BTreeMap<LogIndex, FaultyEntry>,
 }
 
 /// A hand-driven cluster.
@@ -154,6 +158,11 @@ pub struct HeldLogRead {
 /// What performing one output leaves for the node to hear after the whole list is performed.
 enum Report {
     LogRead(LogReadId, LogReadResult),
+    /// Issue 13: a read met a damaged record (`Node::on_entry_faulty`, then the answer).
+    FaultyRead(FaultyEntry, LogReadId, LogIndex),
+    /// Issue 13: a `RepairEntry` was checked against the identifier and written (`true`) or
+    /// refused (`false`).
+    Repair(LogPosition, bool),
     SnapshotDurable(SnapshotMeta),
     SnapshotRead {
         to: NodeId,
@@ -212,19 +221,48 @@ impl Disk {
             Output::TruncateLog { from } => {
                 self.log.retain(|entry| entry.index < *from);
                 self.synced = self.synced.min(self.log.len());
+                self.faulty.retain(|index, _| index < from);
             }
             Output::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
             Output::CompactLog { below } => {
                 let dropped = self.log.iter().take_while(|e| e.index < *below).count();
                 self.log.drain(..dropped);
                 self.synced = self.synced.saturating_sub(dropped);
+                self.faulty.retain(|index, _| index >= below);
             }
             _ => {}
         }
     }
 
+    /// Issue 13, rule F12 at the driver: checks `entry` against the damaged record's
+    /// identifier and rewrites it in place (durable at once); whether it was written.
+    fn repair(&mut self, entry: &Entry) -> bool {
+        let Some(faulty) = self.faulty.get(&entry.index) else {
+            return false;
+        };
+        if !faulty.repaired_by(entry) {
+            return false;
+        }
+        self.faulty.remove(&entry.index);
+        if let Some(slot) = self.log.iter_mut().find(|e| e.index == entry.index) {
+            *slot = entry.clone();
+        }
+        true
+    }
+
     /// Rule S9 at the driver: the disk's answer to `read` now.
     pub fn read(&self, read: HeldLogRead) -> LogReadResult {
+        if let Some((index, _)) = self.faulty.range(read.from..=read.to).next() {
+            if *index == read.from {
+                return LogReadResult::Fault(*index);
+            }
+            // The records before the damaged one.
+            let read = HeldLogRead {
+                to: index.prev(),
+                ..read
+            };
+            return self.read(read);
+        }
         if self
             .log
             .first()
@@ -346,10 +384,16 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let disk = self.disks.get_mut(&id).expect("test: known server");
         disk.incarnation = Incarnation(disk.incarnation.0 + 1);
+        // Issue 13: damaged records start faulty; the tail holds only what lies above them.
+        let mut log = PersistedLog::from_entries(disk.log.clone());
+        if let Some((last_faulty, _)) = disk.faulty.last_key_value() {
+            log.tail.retain(|entry| entry.index > *last_faulty);
+        }
+        log.faulty = disk.faulty.values().copied().collect();
         let persisted = Persisted {
             hard_state: disk.hard_state,
             snapshot: disk.snapshot.as_ref().map(|(meta, _)| *meta),
-            log: PersistedLog::from_entries(disk.log.clone()),
+            log,
             incarnation: disk.incarnation,
             term_ceiling: disk.term_ceiling,
             hard_state_lost: disk.hard_state_lost,
@@ -371,6 +415,22 @@ impl Cluster {
         self.applied.insert(id, restored);
         // A start may ask the driver to redo an install's truncation (S7 step 1).
         self.perform(id);
+    }
+
+    /// Issue 13: the synced record at `index` on server `id`'s disk rots at rest (its
+    /// identifier stays intact): its payload becomes other bytes, and it is faulty from the
+    /// next read or start on.
+    pub fn damage_entry(&mut self, id: u64, index: u64) {
+        let disk = self.disks.get_mut(&NodeId(id)).expect("test: known server");
+        let position = disk
+            .log
+            .iter()
+            .position(|entry| entry.index == LogIndex(index))
+            .expect("test: a record on the disk");
+        assert!(position < disk.synced, "test: damage a synced record");
+        let record = &mut disk.log[position];
+        disk.faulty.insert(record.index, FaultyEntry::of(record));
+        record.payload = Bytes::from(format!("rotten {index}"));
     }
 
     /// Crashes server `id`: it stops, and its unsynced log writes are lost.
@@ -495,6 +555,25 @@ impl Cluster {
                 disk.keep_snapshot(snapshot, Bytes::from(file));
                 Some(Report::Installed(snapshot))
             }
+            output @ (Output::ReadLog { .. } | Output::RepairEntry { .. }) => {
+                self.perform_log_output(id, output)
+            }
+            Output::RestoreStateMachine { snapshot } => {
+                let (meta, image) = disk.snapshot.as_ref().expect("test: installed snapshot");
+                assert_eq!(*meta, snapshot, "test: restore the newest snapshot");
+                let restored = decode_image(image).expect("test: a valid image");
+                self.applied.insert(id, restored);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Rule S9 and issue 13 at the driver: a `ReadLog` (answered now or held), a
+    /// `RepairEntry` (checked against the identifier, written at once).
+    fn perform_log_output(&mut self, id: NodeId, output: Output) -> Option<Report> {
+        let disk = self.disks.get_mut(&id).expect("test: known server");
+        match output {
             Output::ReadLog {
                 id: read,
                 from,
@@ -511,14 +590,16 @@ impl Cluster {
                     self.held_log_reads.entry(id).or_default().push(held);
                     return None;
                 }
-                Some(Report::LogRead(read, disk.read(held)))
+                match disk.read(held) {
+                    LogReadResult::Fault(index) if disk.faulty.contains_key(&index) => {
+                        Some(Report::FaultyRead(disk.faulty[&index], read, index))
+                    }
+                    result => Some(Report::LogRead(read, result)),
+                }
             }
-            Output::RestoreStateMachine { snapshot } => {
-                let (meta, image) = disk.snapshot.as_ref().expect("test: installed snapshot");
-                assert_eq!(*meta, snapshot, "test: restore the newest snapshot");
-                let restored = decode_image(image).expect("test: a valid image");
-                self.applied.insert(id, restored);
-                None
+            Output::RepairEntry { entry } => {
+                let written = disk.repair(&entry);
+                Some(Report::Repair(entry.position(), written))
             }
             _ => None,
         }
@@ -566,6 +647,13 @@ impl Cluster {
                 node.on_log_read(now, read, result)
                     .expect("test: the disk answers without faults");
             }
+            Report::FaultyRead(faulty, read, index) => {
+                node.on_entry_faulty(now, faulty);
+                node.on_log_read(now, read, LogReadResult::Fault(index))
+                    .expect("test: a reported faulty entry does not stop the node");
+            }
+            Report::Repair(position, true) => node.on_entry_repaired(now, position),
+            Report::Repair(position, false) => node.on_entry_repair_failed(now, position),
             Report::SnapshotDurable(meta) => node.on_snapshot_durable(now, meta),
             Report::SnapshotRead {
                 to,

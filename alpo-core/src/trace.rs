@@ -34,11 +34,17 @@
 //! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease);
 //! - tag 12 `config_change` (rules M1–M11): `now`, change (`u8` 1 add learner, 2 promote,
 //!   3 remove; node id);
-//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option.
+//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option;
+//! - tag 14 `entry_faulty` (issue 13, rule F5): `now`, then a faulty entry (index, term,
+//!   payload CRC as a `u64`);
+//! - tag 15 `entry_repaired` (issue 13, rule F5): `now`, index, term;
+//! - tag 16 `entry_repair_failed` (issue 13, rule F12): `now`, index, term.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
-//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`, 9 TimeoutNow: no field)
+//! 8 ReadIndexReply: read id, then 1 and the index or 2 for `NotLeader`, 9 TimeoutNow: no field,
+//! 10 FetchEntry: index, term; 11 FetchReply: index, term, then 1 `Have` and an entry, 2
+//! `DontHave`, 3 `Unknown`, or 4 `Covered` and the snapshot's index and term)
 //! and the body's fields in declaration order (InstallSnapshot's chunk an opaque payload); an
 //! `Option` is a `u8` presence flag then the value; an entry is index, term, kind (`u8`), and
 //! its payload: opaque for a `Normal` entry, a payload for the others (a `Config` entry's is
@@ -57,6 +63,10 @@
 //! M1–M11, T1–T5), all in this one version.
 //! Version 4 (issue 13) ends the persisted state with the term ceiling (`u64`) and the
 //! hard-state-lost flag (`u8`), and adds vote reason 7 `Abstaining` (rules F8, F9).
+//! Version 5 (issue 13, rules F3–F5) ends the persisted log with its faulty entries (count,
+//! then each as in `entry_faulty`), ends AppendReply with `repair_from` (an option of an
+//! index), adds the `entry_faulty`, `entry_repaired` and `entry_repair_failed` records and
+//! the FetchEntry and FetchReply messages (rule F6).
 //!
 //! A payload is a `u32` length then the bytes. An *opaque* payload is the `u32` length alone
 //! (version 4, issue 15's recorder cost): the bytes the core never reads, a `Normal` entry's
@@ -92,12 +102,13 @@ use bytes::Bytes;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, ReadLease};
 use crate::error::{SnapshotReadError, TraceError};
+use crate::faulty::FaultyEntry;
 use crate::log_read::{LogReadId, LogReadResult};
 use crate::membership::{ConfigChange, Configuration};
 use crate::message::{
-    Append, AppendReply, AppendResult, InstallSnapshot, Message, MessageBody, ReadIndexReply,
-    ReadIndexRequest, ReadIndexResult, RejectHint, SnapshotReply, SnapshotResult, VoteReason,
-    VoteReply, VoteRequest,
+    Append, AppendReply, AppendResult, FetchAnswer, FetchEntry, FetchReply, InstallSnapshot,
+    Message, MessageBody, ReadIndexReply, ReadIndexRequest, ReadIndexResult, RejectHint,
+    SnapshotReply, SnapshotResult, VoteReason, VoteReply, VoteRequest,
 };
 use crate::node::{ReadId, ReadMode};
 use crate::output::Output;
@@ -130,6 +141,9 @@ const TAG_READ_INDEX: u8 = 11;
 const TAG_CONFIG_CHANGE: u8 = 12;
 const TAG_TRANSFER: u8 = 13;
 const TAG_CHECKPOINT: u8 = 18;
+const TAG_ENTRY_FAULTY: u8 = 14;
+const TAG_ENTRY_REPAIRED: u8 = 15;
+const TAG_ENTRY_REPAIR_FAILED: u8 = 16;
 
 /// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
 /// hasher (every field, in order), so equal outputs give equal digests and any difference a
@@ -227,6 +241,9 @@ fn output_as_replayed(output: Output) -> Output {
         Output::Apply { entries: list } => Output::Apply {
             entries: entries(list),
         },
+        Output::RepairEntry { entry } => Output::RepairEntry {
+            entry: entry_as_replayed(&entry),
+        },
         Output::WriteSnapshotChunk {
             snapshot,
             offset,
@@ -246,6 +263,10 @@ fn output_as_replayed(output: Output) -> Output {
                 MessageBody::InstallSnapshot(chunk) => {
                     chunk.data = Bytes::from(vec![0; chunk.data.len()]);
                 }
+                MessageBody::FetchReply(FetchReply {
+                    answer: FetchAnswer::Have(entry),
+                    ..
+                }) => *entry = entry_as_replayed(entry),
                 _ => {}
             }
             Output::Send(message)
@@ -452,6 +473,29 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn entry_faulty(&mut self, now: Instant, entry: FaultyEntry) {
+        let mut writer = self.writer(TAG_ENTRY_FAULTY);
+        writer.u64(now.0);
+        writer.faulty(entry);
+        self.bytes = writer.bytes;
+    }
+
+    pub(crate) fn entry_repaired(&mut self, now: Instant, position: LogPosition) {
+        self.position_record(TAG_ENTRY_REPAIRED, now, position);
+    }
+
+    pub(crate) fn entry_repair_failed(&mut self, now: Instant, position: LogPosition) {
+        self.position_record(TAG_ENTRY_REPAIR_FAILED, now, position);
+    }
+
+    fn position_record(&mut self, tag: u8, now: Instant, position: LogPosition) {
+        let mut writer = self.writer(tag);
+        writer.u64(now.0);
+        writer.u64(position.index.0);
+        writer.u64(position.term.0);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn snapshot_installed(&mut self, now: Instant, meta: SnapshotMeta, ok: bool) {
         let mut writer = self.writer(TAG_SNAPSHOT_INSTALLED);
         writer.u64(now.0);
@@ -543,6 +587,19 @@ pub(crate) enum Record {
     ConfigChange(Instant, ConfigChange),
     /// `Node::transfer_leadership`.
     Transfer(Instant, Option<NodeId>),
+    /// Issue 13's inputs.
+    Repair(RepairRecord),
+}
+
+/// Issue 13's input records (rules F5, F12).
+#[derive(Debug)]
+pub(crate) enum RepairRecord {
+    /// `Node::on_entry_faulty`.
+    Faulty(Instant, FaultyEntry),
+    /// `Node::on_entry_repaired`.
+    Repaired(Instant, LogPosition),
+    /// `Node::on_entry_repair_failed`.
+    Failed(Instant, LogPosition),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -668,6 +725,9 @@ impl<'a> Decoder<'a> {
                 let now = Instant(reader.u64()?);
                 Record::Transfer(now, reader.option_id()?)
             }
+            tag @ (TAG_ENTRY_FAULTY | TAG_ENTRY_REPAIRED | TAG_ENTRY_REPAIR_FAILED) => {
+                reader.repair_record(tag)?
+            }
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -787,6 +847,16 @@ impl Writer {
         self.entries(&persisted.log.configs);
         self.u64(persisted.term_ceiling.0);
         self.bool(persisted.hard_state_lost);
+        self.u64(persisted.log.faulty.len() as u64);
+        for entry in &persisted.log.faulty {
+            self.faulty(*entry);
+        }
+    }
+
+    fn faulty(&mut self, entry: FaultyEntry) {
+        self.u64(entry.index.0);
+        self.u64(entry.term.0);
+        self.u64(u64::from(entry.payload_crc));
     }
 
     fn entries(&mut self, entries: &[Entry]) {
@@ -883,6 +953,11 @@ impl Writer {
                     ReadIndexResult::NotLeader => self.u8(2),
                 }
             }
+            MessageBody::FetchEntry(fetch) => {
+                self.u8(10);
+                self.position(fetch.position);
+            }
+            MessageBody::FetchReply(reply) => self.fetch_reply(reply),
             MessageBody::TimeoutNow => self.u8(9),
         }
     }
@@ -897,6 +972,28 @@ impl Writer {
         }
         self.u64(append.leader_commit.0);
         self.u64(append.round);
+    }
+
+    fn position(&mut self, position: LogPosition) {
+        self.u64(position.index.0);
+        self.u64(position.term.0);
+    }
+
+    fn fetch_reply(&mut self, reply: &FetchReply) {
+        self.u8(11);
+        self.position(reply.position);
+        match &reply.answer {
+            FetchAnswer::Have(entry) => {
+                self.u8(1);
+                self.entry(entry);
+            }
+            FetchAnswer::DontHave => self.u8(2),
+            FetchAnswer::Unknown => self.u8(3),
+            FetchAnswer::Covered(snapshot) => {
+                self.u8(4);
+                self.position(*snapshot);
+            }
+        }
     }
 
     fn append_reply(&mut self, reply: &AppendReply) {
@@ -915,6 +1012,10 @@ impl Writer {
             }
         }
         self.u64(reply.round);
+        self.bool(reply.repair_from.is_some());
+        if let Some(from) = reply.repair_from {
+            self.u64(from.0);
+        }
     }
 }
 
@@ -1109,6 +1210,10 @@ impl<'a> Reader<'a> {
         let configs = self.entries()?;
         let term_ceiling = Term(self.u64()?);
         let hard_state_lost = self.bool()?;
+        let faulty_count = self.count(24)?;
+        let faulty = (0..faulty_count)
+            .map(|_| self.faulty())
+            .collect::<Result<Vec<_>, TraceError>>()?;
         Ok(Persisted {
             hard_state: HardState {
                 current_term,
@@ -1120,10 +1225,40 @@ impl<'a> Reader<'a> {
                 last,
                 tail,
                 configs,
+                faulty,
             },
             incarnation,
             term_ceiling,
             hard_state_lost,
+        })
+    }
+
+    /// The fields of an `entry_faulty`, `entry_repaired` or `entry_repair_failed` record.
+    fn repair_record(&mut self, tag: u8) -> Result<Record, TraceError> {
+        let now = Instant(self.u64()?);
+        if tag == TAG_ENTRY_FAULTY {
+            return Ok(Record::Repair(RepairRecord::Faulty(now, self.faulty()?)));
+        }
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let position = LogPosition { index, term };
+        Ok(Record::Repair(if tag == TAG_ENTRY_REPAIRED {
+            RepairRecord::Repaired(now, position)
+        } else {
+            RepairRecord::Failed(now, position)
+        }))
+    }
+
+    fn faulty(&mut self) -> Result<FaultyEntry, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let at = self.offset;
+        let payload_crc = u32::try_from(self.u64()?)
+            .map_err(|_| self.error(at, "a faulty entry's CRC above 32 bits"))?;
+        Ok(FaultyEntry {
+            index,
+            term,
+            payload_crc,
         })
     }
 
@@ -1236,6 +1371,10 @@ impl<'a> Reader<'a> {
             }),
             8 => MessageBody::ReadIndexReply(self.read_index_reply()?),
             9 => MessageBody::TimeoutNow,
+            10 => MessageBody::FetchEntry(FetchEntry {
+                position: self.position()?,
+            }),
+            11 => MessageBody::FetchReply(self.fetch_reply()?),
             other => return Err(self.error(at, &format!("message kind {other}"))),
         };
         Ok(Message {
@@ -1245,6 +1384,25 @@ impl<'a> Reader<'a> {
             incarnation,
             body,
         })
+    }
+
+    fn position(&mut self) -> Result<LogPosition, TraceError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        Ok(LogPosition { index, term })
+    }
+
+    fn fetch_reply(&mut self) -> Result<FetchReply, TraceError> {
+        let position = self.position()?;
+        let at = self.offset;
+        let answer = match self.u8()? {
+            1 => FetchAnswer::Have(self.entry()?),
+            2 => FetchAnswer::DontHave,
+            3 => FetchAnswer::Unknown,
+            4 => FetchAnswer::Covered(self.position()?),
+            other => return Err(self.error(at, &format!("fetch answer {other}"))),
+        };
+        Ok(FetchReply { position, answer })
     }
 
     fn vote_reply(&mut self) -> Result<VoteReply, TraceError> {
@@ -1331,9 +1489,16 @@ impl<'a> Reader<'a> {
             }),
             other => return Err(self.error(at, &format!("append result {other}"))),
         };
+        let round = self.u64()?;
+        let repair_from = if self.bool()? {
+            Some(LogIndex(self.u64()?))
+        } else {
+            None
+        };
         Ok(AppendReply {
             result,
-            round: self.u64()?,
+            round,
+            repair_from,
         })
     }
 }

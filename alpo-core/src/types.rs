@@ -356,6 +356,11 @@ pub struct PersistedLog {
     /// or not the tail holds them (the membership is the latest of them; a driver collects
     /// them in its recovery scan). Those the tail holds may be left out.
     pub configs: Vec<Entry>,
+    /// Issue 13, rules F3–F5: the entries whose identifier is valid but whose record is not
+    /// (bad, missing or stale), in index order. Their positions are in `runs` like any
+    /// other's; the tail holds only entries above the last of them. Contract on
+    /// [`crate::faulty`].
+    pub faulty: Vec<crate::faulty::FaultyEntry>,
 }
 
 impl PersistedLog {
@@ -378,6 +383,7 @@ impl PersistedLog {
             last,
             tail: entries,
             configs,
+            faulty: Vec::new(),
         }
     }
 }

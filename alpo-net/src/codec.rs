@@ -15,6 +15,7 @@ use alpo_core::{
 use alpo_core::{
     Configuration, InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult,
 };
+use alpo_core::{FetchAnswer, FetchEntry, FetchReply};
 use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use bytes::Bytes;
 
@@ -23,6 +24,11 @@ use crate::frame::{FrameHeader, FrameKind, begin_frame, finish_frame};
 use crate::limits::ENTRY_HEADER_BYTES;
 
 /// Flag bit in VoteRequest and VoteReply bodies: this is a pre-vote (rule E2).
+/// FetchReply answer tags (issue 13).
+const FETCH_HAVE: u8 = 1;
+const FETCH_DONT_HAVE: u8 = 2;
+const FETCH_UNKNOWN: u8 = 3;
+const FETCH_COVERED: u8 = 4;
 const FLAG_PRE_VOTE: u8 = 0b01;
 /// Flag bit in VoteRequest bodies: the candidate stands for a leadership transfer (rule T4).
 const FLAG_TRANSFER: u8 = 0b10;
@@ -72,6 +78,8 @@ pub fn frame_kind(body: &MessageBody) -> FrameKind {
         MessageBody::TimeoutNow => FrameKind::TimeoutNow,
         MessageBody::ReadIndexRequest(_) => FrameKind::ReadIndexRequest,
         MessageBody::ReadIndexReply(_) => FrameKind::ReadIndexReply,
+        MessageBody::FetchEntry(_) => FrameKind::FetchEntry,
+        MessageBody::FetchReply(_) => FrameKind::FetchReply,
     }
 }
 
@@ -121,6 +129,10 @@ pub fn decode_message(header: &FrameHeader, body: Bytes) -> Result<Message, Reje
         FrameKind::ReadIndexReply => {
             MessageBody::ReadIndexReply(decode_read_index_reply(&mut reader)?)
         }
+        FrameKind::FetchEntry => MessageBody::FetchEntry(FetchEntry {
+            position: decode_position(&mut reader)?,
+        }),
+        FrameKind::FetchReply => MessageBody::FetchReply(decode_fetch_reply(&mut reader)?),
         _ => return Err(reader.malformed("not a peer message kind")),
     };
     reader.finish()?;
@@ -167,8 +179,73 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> 
                 ReadIndexResult::NotLeader => out.push(RESULT_READ_NOT_LEADER),
             }
         }
+        MessageBody::FetchEntry(fetch) => put_position(out, fetch.position),
+        MessageBody::FetchReply(reply) => encode_fetch_reply(reply, out)?,
     }
     Ok(())
+}
+
+fn put_position(out: &mut Vec<u8>, position: LogPosition) {
+    put_u64(out, position.index.0);
+    put_u64(out, position.term.0);
+}
+
+/// Issue 13 (version 5): the position, then a tag: 1 `Have` and the entry (term, kind, payload
+/// length, payload: its index is the position's), 2 `DontHave`, 3 `Unknown`, 4 `Covered` and
+/// the snapshot's position.
+fn encode_fetch_reply(reply: &FetchReply, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    put_position(out, reply.position);
+    match &reply.answer {
+        FetchAnswer::Have(entry) => {
+            out.push(FETCH_HAVE);
+            put_u64(out, entry.term.0);
+            out.push(entry.kind.to_byte());
+            let payload_bytes =
+                u32::try_from(entry.payload.len()).map_err(|_| EncodeError::TooLarge {
+                    bytes: u64::try_from(entry.payload.len()).unwrap_or(u64::MAX),
+                })?;
+            put_u32(out, payload_bytes);
+            out.extend_from_slice(&entry.payload);
+        }
+        FetchAnswer::DontHave => out.push(FETCH_DONT_HAVE),
+        FetchAnswer::Unknown => out.push(FETCH_UNKNOWN),
+        FetchAnswer::Covered(snapshot) => {
+            out.push(FETCH_COVERED);
+            put_position(out, *snapshot);
+        }
+    }
+    Ok(())
+}
+
+fn decode_position(reader: &mut BodyReader) -> Result<LogPosition, Rejection> {
+    Ok(LogPosition {
+        index: LogIndex(reader.u64("body ends inside a position's index")?),
+        term: Term(reader.u64("body ends inside a position's term")?),
+    })
+}
+
+fn decode_fetch_reply(reader: &mut BodyReader) -> Result<FetchReply, Rejection> {
+    let position = decode_position(reader)?;
+    let answer = match reader.u8("body ends inside the fetch answer tag")? {
+        FETCH_HAVE => {
+            let term = Term(reader.u64("body ends inside the entry term")?);
+            let kind = EntryKind::from_byte(reader.u8("body ends inside the entry kind")?)
+                .ok_or_else(|| reader.malformed_before(1, "unknown entry kind"))?;
+            let payload_bytes = reader.u32("body ends inside the entry payload length")?;
+            let payload = reader.bytes(payload_bytes, "body ends inside the entry payload")?;
+            FetchAnswer::Have(Entry {
+                index: position.index,
+                term,
+                kind,
+                payload,
+            })
+        }
+        FETCH_DONT_HAVE => FetchAnswer::DontHave,
+        FETCH_UNKNOWN => FetchAnswer::Unknown,
+        FETCH_COVERED => FetchAnswer::Covered(decode_position(reader)?),
+        _ => return Err(reader.malformed_before(1, "unknown fetch answer tag")),
+    };
+    Ok(FetchReply { position, answer })
 }
 
 fn encode_vote_reply(reply: &VoteReply, out: &mut Vec<u8>) {
@@ -234,6 +311,14 @@ fn encode_append_reply(reply: &AppendReply, out: &mut Vec<u8>) {
         }
     }
     put_u64(out, reply.round);
+    // Issue 13 (wire version 5): `repair_from`, a presence byte then the index.
+    match reply.repair_from {
+        Some(from) => {
+            out.push(1);
+            put_u64(out, from.0);
+        }
+        None => out.push(0),
+    }
 }
 
 fn decode_vote_request(reader: &mut BodyReader) -> Result<VoteRequest, Rejection> {
@@ -352,7 +437,16 @@ fn decode_append_reply(reader: &mut BodyReader) -> Result<AppendReply, Rejection
         _ => return Err(reader.malformed_before(1, "unknown append result tag")),
     };
     let round = reader.u64("body ends inside the round")?;
-    Ok(AppendReply { result, round })
+    let repair_from = match reader.u8("body ends inside repair_from")? {
+        0 => None,
+        1 => Some(LogIndex(reader.u64("body ends inside repair_from")?)),
+        _ => return Err(reader.malformed_before(1, "unknown repair_from presence byte")),
+    };
+    Ok(AppendReply {
+        result,
+        round,
+        repair_from,
+    })
 }
 
 fn encode_install_snapshot(chunk: &InstallSnapshot, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -619,6 +713,7 @@ mod tests {
                     match_index: LogIndex(3),
                 },
                 round: 0,
+                repair_from: None,
             }),
         };
         let mut body = Vec::new();

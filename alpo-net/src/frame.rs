@@ -21,7 +21,7 @@ use crate::limits::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
 pub const MAGIC: [u8; 4] = [0xA1, b'A', b'N', b'\n'];
 
 /// The protocol version this build speaks; frames with another version are refused.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The sender id a client puts in its frames (clients have no node id).
 pub const CLIENT_SENDER_ID: u64 = u64::MAX;

@@ -37,6 +37,10 @@ pub enum FrameKind {
     ReadIndexRequest = 0x17,
     /// An `alpo_core::ReadIndexReply` message (rule Q2; version 3).
     ReadIndexReply = 0x18,
+    /// An `alpo_core::FetchEntry` message (issue 13, rule F6; version 5).
+    FetchEntry = 0x19,
+    /// An `alpo_core::FetchReply` message (issue 13, rules F6, F7; version 5).
+    FetchReply = 0x1A,
     /// A client's request; the body is opaque to alpo-net.
     ClientRequest = 0x20,
     /// A server's response to a client; the body is opaque to alpo-net.
@@ -60,6 +64,8 @@ impl FrameKind {
             0x16 => FrameKind::TimeoutNow,
             0x17 => FrameKind::ReadIndexRequest,
             0x18 => FrameKind::ReadIndexReply,
+            0x19 => FrameKind::FetchEntry,
+            0x1A => FrameKind::FetchReply,
             0x20 => FrameKind::ClientRequest,
             0x21 => FrameKind::ClientResponse,
             _ => return None,

@@ -16,6 +16,7 @@ use alpo_core::{
 use alpo_core::{
     Configuration, InstallSnapshot, LogPosition, SnapshotMeta, SnapshotReply, SnapshotResult,
 };
+use alpo_core::{FetchAnswer, FetchEntry, FetchReply};
 use alpo_core::{ReadIndexReply, ReadIndexRequest, ReadIndexResult};
 use alpo_net::codec::{decode_message, encode_message};
 use alpo_net::frame::{Frame, FrameDecoder, FrameKind, encode_frame};
@@ -116,8 +117,45 @@ fn body() -> impl Strategy<Value = MessageBody> {
         append_body(),
         snapshot_body(),
         read_body(),
+        fetch_body(),
         Just(MessageBody::TimeoutNow)
     ]
+}
+
+/// Issue 13: FetchEntry and FetchReply with every answer.
+fn fetch_body() -> impl Strategy<Value = MessageBody> {
+    let position = (any::<u64>(), any::<u64>()).prop_map(|(index, term)| LogPosition {
+        index: LogIndex(index),
+        term: Term(term),
+    });
+    let request = position
+        .clone()
+        .prop_map(|position| MessageBody::FetchEntry(FetchEntry { position }));
+    let answer = (
+        0u8..4,
+        position.clone(),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    let reply = (position, answer).prop_map(|(position, (tag, other, noop, payload))| {
+        let answer = match tag {
+            0 => FetchAnswer::Have(Entry {
+                index: position.index,
+                term: other.term,
+                kind: if noop {
+                    EntryKind::Noop
+                } else {
+                    EntryKind::Normal
+                },
+                payload: payload.into(),
+            }),
+            1 => FetchAnswer::DontHave,
+            2 => FetchAnswer::Unknown,
+            _ => FetchAnswer::Covered(other),
+        };
+        MessageBody::FetchReply(FetchReply { position, answer })
+    });
+    prop_oneof![request, reply]
 }
 
 fn append_body() -> impl Strategy<Value = MessageBody> {
@@ -166,8 +204,18 @@ fn append_body() -> impl Strategy<Value = MessageBody> {
             last_term: Term(d),
         })
     });
-    let append_reply = (prop_oneof![accepted, rejected], any::<u64>())
-        .prop_map(|(result, round)| MessageBody::AppendReply(AppendReply { result, round }));
+    let append_reply = (
+        prop_oneof![accepted, rejected],
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(result, round, repair_from)| {
+            MessageBody::AppendReply(AppendReply {
+                result,
+                round,
+                repair_from: repair_from.map(LogIndex),
+            })
+        });
     prop_oneof![append, append_reply]
 }
 

@@ -125,6 +125,8 @@ mod tests {
             applied_index: LogIndex(0),
             snapshot_index: LogIndex(0),
             first_index: LogIndex(1),
+            repair_from: None,
+            faulty_count: 0,
         }
     }
 

@@ -593,6 +593,7 @@ fn persisted_log(log: &Log, covered: u64) -> Result<PersistedLog, Error> {
         last,
         tail: Vec::new(),
         configs,
+        faulty: Vec::new(),
     })
 }
 

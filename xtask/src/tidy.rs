@@ -41,8 +41,12 @@ const ALLOWED_EDGES: &[(&str, Option<&[&str]>)] = &[
 /// Dev-dependencies (proptest, criterion, tempfile…) are not restricted. Extend a row in the
 /// same commit that adds the dependency, and say why in the commit message.
 const ALLOWED_EXTERNAL: &[(&str, &[&str])] = &[
-    // serde + postcard: the trace checkpoint (issue 15), the core's state serialised by derive.
-    ("alpo-core", &["bytes", "tracing", "serde", "postcard"]),
+    // serde + postcard: the trace checkpoint (issue 15), the core's state serialised by derive;
+    // crc32fast: a faulty entry's payload CRC (issue 13, `faulty::payload_crc`).
+    (
+        "alpo-core",
+        &["bytes", "crc32fast", "tracing", "serde", "postcard"],
+    ),
     ("alpo-log", &["bytes", "tracing", "crc32fast", "memmap2"]),
     // mio: epoll readiness for the inbox (no runtime; the workspace denies unsafe code).
     // rustls (+ its pki-types and webpki): TLS without OpenSSL, sans-IO so it fits the threads

@@ -215,6 +215,12 @@ impl Node {
             .collect();
         self.timers.heartbeat_due = now + self.config.heartbeat_interval;
         self.timers.quorum_check_due = now + self.config.passive_timeout_min;
+        if self.faulty.first().is_some() {
+            // F6: no no-op (and so no proposal) until the faulty entries are repaired.
+            hit!(f6_winner_with_faulty_entries_recovers_first);
+            self.fetch_faulty(now);
+            return;
+        }
         self.append_noop();
     }
 
@@ -539,6 +545,9 @@ impl Node {
             self.timers.quorum_check_due = now + self.config.passive_timeout_min;
         }
         if now >= self.timers.heartbeat_due {
+            if self.fetch_tick(now) {
+                return;
+            }
             self.heartbeat_round(now);
             self.heartbeat();
             self.timers.heartbeat_due = now + self.config.heartbeat_interval;

@@ -43,6 +43,9 @@ pub(super) enum ReadPurpose {
     Apply,
     /// The next Append to this follower (rule R2).
     Replicate(NodeId),
+    /// Issue 13, rule F6: the answer to this peer's `FetchEntry` of this position (one such
+    /// read in flight at a time).
+    Fetch(NodeId, crate::types::LogPosition),
 }
 
 impl LogReads {
@@ -62,19 +65,23 @@ impl Node {
         to: LogIndex,
     ) -> bool {
         debug_assert!(from <= to && to < self.log.cached_from());
-        if self
-            .log_reads
-            .pending
-            .values()
-            .any(|read| read.purpose == purpose)
-        {
+        let fetching = matches!(purpose, ReadPurpose::Fetch(..));
+        if self.log_reads.pending.values().any(|read| {
+            read.purpose == purpose || (fetching && matches!(read.purpose, ReadPurpose::Fetch(..)))
+        }) {
             return false;
         }
         // Each purpose (the apply and every follower) gets an equal share of the budget, so
         // that one far-behind follower cannot starve the others; the shares sum to at most
         // the budget, and one read per purpose keeps the reads in flight within it.
         let purposes = self.config.members.len() as u64;
-        let max_bytes = (self.config.read_inflight_bytes_max / purposes).max(1);
+        let max_bytes = if fetching {
+            // Issue 13: a fetch answer reads one entry (the first entry of an answer may
+            // exceed `max_bytes`), outside the shares.
+            0
+        } else {
+            (self.config.read_inflight_bytes_max / purposes).max(1)
+        };
         debug_assert!(
             self.log_reads.inflight_bytes + max_bytes
                 <= self.config.read_inflight_bytes_max.max(purposes)
@@ -110,8 +117,21 @@ impl Node {
             return Ok(());
         };
         self.log_reads.inflight_bytes -= read.max_bytes;
+        if let (ReadPurpose::Fetch(peer, position), LogReadResult::Fault(_)) =
+            (read.purpose, &result)
+        {
+            // F7: a read that failed proves nothing: `Unknown` (the node goes on).
+            self.answer_fetch_from_read(peer, position, None);
+            return Ok(());
+        }
         let entries = match result {
             LogReadResult::Entries(entries) => entries,
+            LogReadResult::Fault(index) if self.faulty.contains(index) => {
+                // Issue 13, F5: the driver told us first (`on_entry_faulty`): the read ends,
+                // the node goes on; apply and Appends stop before the entry until repaired.
+                hit!(f5_read_of_faulty_entry_ends_the_read);
+                return Ok(());
+            }
             LogReadResult::Fault(index) => return Err(self.log_fault(id, index)),
             LogReadResult::Compacted => {
                 return match read.purpose {
@@ -128,6 +148,10 @@ impl Node {
                         Err(self.log_fault(id, read.from))
                     }
                     ReadPurpose::Apply => Ok(()),
+                    ReadPurpose::Fetch(peer, position) => {
+                        self.answer_fetch_from_read(peer, position, None);
+                        Ok(())
+                    }
                 };
             }
         };
@@ -135,6 +159,9 @@ impl Node {
         match read.purpose {
             ReadPurpose::Apply => self.apply_read_entries(read.from, usable),
             ReadPurpose::Replicate(peer) => self.send_read_append(peer, read.from, usable),
+            ReadPurpose::Fetch(peer, position) => {
+                self.answer_fetch_from_read(peer, position, Some(usable));
+            }
         }
         Ok(())
     }
@@ -170,10 +197,11 @@ impl Node {
             hit!(s9_stale_apply_read_ignored);
             return;
         }
-        let commit = self.commit_index;
+        // F5: up to the apply limit (below the first faulty entry).
+        let limit = self.apply_limit();
         let entries: Vec<Entry> = entries
             .into_iter()
-            .take_while(|entry| entry.index <= commit)
+            .take_while(|entry| entry.index <= limit)
             .collect();
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return;

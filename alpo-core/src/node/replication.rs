@@ -29,6 +29,11 @@ impl Node {
                 leader_hint: self.leader,
             });
         }
+        if let (true, Some(from)) = (self.recovering(), self.first_faulty()) {
+            // F6: a recovering leader accepts nothing until its faulty entries are repaired.
+            hit!(f6_proposal_refused_while_recovering);
+            return Err(ProposeError::Repairing { from });
+        }
         if let Some(target) = self.transfer_target() {
             // T2: the target can only catch up with a log that stops growing.
             hit!(t2_proposal_refused_while_transferring);
@@ -104,11 +109,27 @@ impl Node {
                 return;
             }
             let cached_from = self.log.cached_from();
+            if next < cached_from && self.faulty.contains(next) {
+                if next <= self.snapshot_index() {
+                    // F3, S5: a snapshot covers the faulty entry: send it instead.
+                    hit!(f3_faulty_entry_below_snapshot_sent_as_snapshot);
+                    self.start_snapshot_transfer(peer);
+                    return;
+                }
+                // F12: a faulty entry cannot be sent; the follower waits for its repair.
+                hit!(f12_leader_sends_nothing_at_a_faulty_entry);
+                return;
+            }
             if next < cached_from {
                 // S9: the cache evicted entry `next`: read it back (a window's worth at most);
                 // the answer sends the Appends.
                 let span = self.config.append_entry_count_max.saturating_mul(window);
                 let end = LogIndex(next.0.saturating_add(span - 1));
+                // F12: the read stops before the next faulty entry.
+                let end = self
+                    .faulty
+                    .first_from(next)
+                    .map_or(end, |faulty| end.min(faulty.prev()));
                 let to = end.min(cached_from.prev());
                 if self.request_log_read(ReadPurpose::Replicate(peer), next, to) {
                     hit!(s9_append_reads_evicted_entries);
@@ -259,6 +280,8 @@ impl Node {
         }
         self.learn_commit(append.leader_commit.min(verified));
         self.acknowledge(from, verified);
+        // F5: a fault the leader's Appends do not reach (below our match) is fetched.
+        self.fetch_faulty(now);
     }
 
     /// A message of the leader of `term` (≥ ours) arrived: rules E6 (adopt its term), E1 and E5
@@ -303,6 +326,10 @@ impl Node {
                 continue;
             }
             match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term && self.faulty.contains(entry.index) => {
+                    // F5 (amends R4): the same position replaces a faulty entry's payload.
+                    self.repair_from_leader(entry);
+                }
                 Some(term) if term == entry.term => hit!(r4_matching_entry_kept),
                 Some(_) => {
                     hit!(r4_conflicting_suffix_truncated);
@@ -334,6 +361,11 @@ impl Node {
         }
         self.outputs.push(Output::TruncateLog { from });
         self.log.truncate_from(from);
+        if self.faulty.first_from(from).is_some() {
+            // F5: a faulty entry of another term than the leader's is a conflict like any.
+            hit!(f5_faulty_entry_truncated_by_conflict);
+        }
+        self.faulty.truncate_from(from);
         if self.membership.on_truncate(from) {
             // M1: the server reverts to the latest configuration that remains.
             hit!(m1_truncated_configuration_reverts);
@@ -343,9 +375,14 @@ impl Node {
 
     /// Rule R4's ordering: acknowledge up to `verified` once it is durable; now if it already is.
     fn acknowledge(&mut self, leader: NodeId, verified: LogIndex) {
+        let intact = self.intact_through(verified);
+        if intact < verified {
+            // F5: what lies past the first faulty entry is acknowledged once it is repaired.
+            self.pending_ack = Some(self.pending_ack.map_or(verified, |p| p.max(verified)));
+        }
         if verified <= self.log.durable_index() {
             let reply = AppendResult::Accepted {
-                match_index: verified,
+                match_index: intact,
             };
             self.send(
                 leader,
@@ -365,7 +402,7 @@ impl Node {
             hit!(r10_leader_counts_its_own_durable_write);
             self.leader_commit(now);
         } else if let (Some(pending), Some(leader)) = (self.pending_ack, self.leader) {
-            let match_index = pending.min(self.log.durable_index());
+            let match_index = self.intact_through(pending.min(self.log.durable_index()));
             if match_index == pending {
                 self.pending_ack = None;
             }
@@ -402,6 +439,12 @@ impl Node {
         match reply.result {
             AppendResult::Accepted { match_index } if match_index <= last => {
                 progress.on_accepted(match_index);
+                if let Some(from) = reply.repair_from {
+                    // F5: probe from the follower's first faulty entry.
+                    if progress.on_repair_from(from, last) {
+                        hit!(f5_leader_probes_from_repair_from);
+                    }
+                }
                 self.leader_commit(now);
                 self.check_catch_up(now);
                 self.check_transfer(now);
@@ -441,7 +484,7 @@ impl Node {
         // M5: a majority of the voters of the configuration in force; we count ourselves only
         // if we are one of them (M9), a learner never.
         let me = self.config.id;
-        let durable = self.log.durable_index();
+        let durable = self.intact_through(self.log.durable_index());
         let quorum_index = self.membership.current().quorum_index(|id| {
             if id == me {
                 durable
@@ -481,20 +524,22 @@ impl Node {
         if target > self.commit_index {
             self.commit_index = target;
         }
-        if self.commit_index > self.applied_index {
+        // F5 (amends R11): the apply stops before the first faulty entry.
+        let limit = self.apply_limit();
+        if limit > self.applied_index {
             let from = self.applied_index.next();
             let cached_from = self.log.cached_from();
             if from < cached_from {
                 // S9: the cache evicted entries to apply: read them back, in order.
-                let to = self.commit_index.min(cached_from.prev());
+                let to = limit.min(cached_from.prev());
                 if self.request_log_read(ReadPurpose::Apply, from, to) {
                     hit!(s9_apply_reads_evicted_entries);
                 }
                 return;
             }
             hit!(r11_committed_entries_applied);
-            let entries: Vec<Entry> = self.log.cached(from, self.commit_index).cloned().collect();
-            self.applied_index = self.commit_index;
+            let entries: Vec<Entry> = self.log.cached(from, limit).cloned().collect();
+            self.applied_index = limit;
             self.outputs.push(Output::Apply { entries });
             self.maybe_take_snapshot();
         }
@@ -505,7 +550,12 @@ impl Node {
     /// An AppendReply, echoing the highest round received in our term (Q1 (c)).
     fn append_reply(&self, result: AppendResult) -> MessageBody {
         let round = self.echo_round();
-        MessageBody::AppendReply(AppendReply { result, round })
+        MessageBody::AppendReply(AppendReply {
+            result,
+            round,
+            // F5: the leader sends from our first faulty entry.
+            repair_from: self.first_faulty(),
+        })
     }
 }
 

@@ -143,6 +143,8 @@ impl Node {
         hit!(s4_log_compacted_below_snapshot);
         self.outputs.push(Output::CompactLog { below });
         self.log.compact_below(below);
+        // F3: entries a durable snapshot covers are dropped, not faulty.
+        self.faulty.drop_through(self.log.base().index);
     }
 
     /// Rule S5: a follower needs an entry this leader compacted: send it the newest snapshot.
@@ -370,6 +372,9 @@ impl Node {
             // Log matching: the entries after L are the leader's too (or a suffix R4 fixes).
             hit!(s7_matching_log_suffix_kept);
             self.log.mark_durable_through_snapshot(last.index);
+            // F3: entries the snapshot covers are dropped, not faulty (F11's image replaces
+            // them).
+            self.faulty.drop_through(last.index);
             changed = self.membership.on_snapshot(last.index, meta.configuration);
         } else {
             // The entries after L conflict with the snapshot's, so they are uncommitted.
@@ -379,6 +384,7 @@ impl Node {
             hit!(s7_log_without_snapshot_position_discarded);
             self.outputs.push(Output::TruncateLog { from: LogIndex(1) });
             self.log.reset_to(last);
+            self.faulty.truncate_from(LogIndex(1));
             self.pending_ack = None;
             changed = self.membership.on_reset(meta.configuration);
         }

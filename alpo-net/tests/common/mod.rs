@@ -184,6 +184,7 @@ pub fn ack(from: u64, to: u64, seq: u64) -> Message {
                 match_index: LogIndex(seq),
             },
             round: 0,
+            repair_from: None,
         }),
     }
 }

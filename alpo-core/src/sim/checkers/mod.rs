@@ -151,6 +151,8 @@ pub(crate) mod test_support {
             applied_index: LogIndex(commit),
             snapshot_index: LogIndex(0),
             first_index: LogIndex(1),
+            repair_from: None,
+            faulty_count: 0,
         }
     }
 

@@ -173,6 +173,14 @@ impl Simulation {
                 self.read_served(slot, id, index, after.commit_index)?;
             }
             Output::ReadFailed { id, .. } => self.read_failed(slot, id),
+            // Issue 13: the simulated disk damages no entry yet, so no node has a faulty entry
+            // to repair: a repair is a contract breach.
+            Output::RepairEntry { entry } => {
+                return Err(contract(format!(
+                    "RepairEntry at {} while the simulated disk damaged no entry",
+                    entry.index
+                )));
+            }
             // The simulated network reaches every slot; membership is observed after the step.
             Output::Membership { .. } | Output::ConfigChange { .. } => {}
             other => self.perform_snapshot_output(slot, after.id, other)?,
@@ -385,6 +393,7 @@ impl Simulation {
                 last,
                 tail: Vec::new(),
                 configs,
+                faulty: Vec::new(),
             },
             incarnation: s.incarnation,
             term_ceiling,
@@ -467,5 +476,7 @@ fn hash_message(trace: &mut TraceHash, message: &Message) {
             crate::message::ReadIndexResult::NotLeader => reply.read_id << 3 | 3,
         }),
         MessageBody::TimeoutNow => trace.word(7),
+        MessageBody::FetchEntry(fetch) => trace.word(fetch.position.index.0 << 3 | 4),
+        MessageBody::FetchReply(reply) => trace.word(reply.position.index.0 << 3 | 5),
     }
 }
