@@ -211,6 +211,10 @@ fn feed(
             let _ = node.transfer_leadership(now, target);
             (Some(now), "transfer")
         }
+        Record::ConfigAnnex(annex) => {
+            node.set_config_annex(annex);
+            (None, "config_annex")
+        }
     };
     fed.now = now;
     fed.input = input;
