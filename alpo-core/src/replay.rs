@@ -376,7 +376,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 4"
+            "corrupt trace at byte 8: trace version 9, expected 5"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {
