@@ -203,6 +203,16 @@ fn feed(
             let _ = node.on_log_read(now, id, result);
             (Some(now), "log_read")
         }
+        other => feed_membership(node, other),
+    };
+    fed.now = now;
+    fed.input = input;
+    fed
+}
+
+/// The membership records (issue 12): `now` and the input's name.
+fn feed_membership(node: &mut Node, record: Record) -> (Option<Instant>, &'static str) {
+    match record {
         Record::ConfigChange(now, change) => {
             let _ = node.propose_config_change(now, change);
             (Some(now), "config_change")
@@ -215,10 +225,8 @@ fn feed(
             node.set_config_annex(annex);
             (None, "config_annex")
         }
-    };
-    fed.now = now;
-    fed.input = input;
-    fed
+        other => unreachable!("invariant: feed routes only membership records here: {other:?}"),
+    }
 }
 
 #[cfg(test)]
