@@ -287,9 +287,9 @@ impl MemberOps {
         }
         if self.book.get(id).is_some() {
             return Some(format!(
-                "node {id} was a member of this cluster before (an old incarnation, removed since); \
-                 node ids are never reused: add the machine under a new id with an empty data \
-                 directory"
+                "node {id} was a member of this cluster before (an old incarnation, removed \
+                 since); node ids are never reused: add the machine under a new id with an \
+                 empty data directory"
             ));
         }
         for addr in [addresses.peer_addr, addresses.client_addr] {

@@ -105,9 +105,10 @@ pub(crate) struct SnapshotHandle {
 }
 
 /// The newest snapshot's position, size and configuration (the header's `membership` bytes,
-/// `Configuration::encode` then the address book, issue 12; empty in files written before), as the core knows
-/// snapshots. Undecodable membership bytes (the header's CRC passed, so a foreign writer) are
-/// reported and read as no configuration: the core then falls back to the bootstrap one.
+/// `Configuration::encode` then the address book, issue 12; empty in files written before), as
+/// the core knows snapshots. Undecodable membership bytes (the header's CRC passed, so a
+/// foreign writer) are reported and read as no configuration: the core then falls back to the
+/// bootstrap one.
 pub(crate) fn core_meta(meta: &alpo_log::SnapshotMeta, file_bytes: u64) -> SnapshotMeta {
     let configuration = if meta.membership.is_empty() {
         Configuration::default()
