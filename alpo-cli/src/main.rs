@@ -79,7 +79,7 @@ fn init_logging(format: LogFormat) {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node of a cluster (from a TOML file or flags).
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// Run a local cluster on loopback for development (Ctrl-C stops it).
     Dev(dev::DevArgs),
     /// Append a value to the log; prints its index once committed.
@@ -98,7 +98,7 @@ enum Command {
     Status(client_cmd::StatusArgs),
     /// Ask each node to take a snapshot now; prints its index once durable.
     Snapshot(client_cmd::TakeSnapshotArgs),
-    /// List the cluster's members, promote a learner, remove a member (issue 12).
+    /// List the cluster's members, add a member, promote a learner, remove a member (issue 12).
     Member(member_cmd::MemberArgs),
     /// Hand the leadership to a voter (the most up-to-date one by default); prints the new
     /// leader once it leads.
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Node(args) => node_cmd::run(args),
+        Command::Node(args) => node_cmd::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Append(args) => client_cmd::append(args),
         Command::Read(args) => client_cmd::read(args),

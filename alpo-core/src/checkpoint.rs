@@ -345,3 +345,23 @@ mod tests {
         }
     }
 }
+
+/// Bytes the core keeps in full (`serde(with)` on `Node::config_annex`, issue 12: the driver's
+/// annex travels in every `Config` entry, which replay checks byte for byte).
+pub(crate) mod bytes_in_full {
+    use bytes::Bytes;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        bytes: &Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Bytes, D::Error> {
+        Ok(Bytes::from(Vec::<u8>::deserialize(deserializer)?))
+    }
+}

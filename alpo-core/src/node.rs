@@ -151,6 +151,10 @@ pub struct Node {
     catch_up: Option<members::CatchUp>,
     /// Leader: the leadership transfer in progress (rules T1–T5), if any.
     transfer: Option<transfer::Transfer>,
+    /// Issue 12: the driver's bytes every `Config` entry this node appends carries after its
+    /// configuration (`set_config_annex`); never read by the core.
+    #[serde(with = "crate::checkpoint::bytes_in_full")]
+    config_annex: Bytes,
     /// The term ceiling and the vote fence (rules F8, F9).
     fences: vote_fence::Fences,
     /// Issue 13, rules F4, F5: the faulty entries and their repairs (`repair`).
@@ -197,6 +201,19 @@ struct Timers {
     heartbeat_due: Instant,
     /// Leader: next check-quorum (E5).
     quorum_check_due: Instant,
+}
+
+impl Timers {
+    /// Every deadline at `now`, no leader heard: a start (`Node::new` resets the passive timer).
+    fn all_due(now: Instant) -> Timers {
+        Timers {
+            election_deadline: now,
+            deferred_until: now,
+            leader_contact: None,
+            heartbeat_due: now,
+            quorum_check_due: now,
+        }
+    }
 }
 
 /// A round of pre-votes (E2) or votes (E3) in progress.
@@ -253,13 +270,7 @@ impl Node {
             commit_known: snapshot_index,
             commit_index: snapshot_index,
             applied_index: snapshot_index,
-            timers: Timers {
-                election_deadline: now,
-                deferred_until: now,
-                leader_contact: None,
-                heartbeat_due: now,
-                quorum_check_due: now,
-            },
+            timers: Timers::all_due(now),
             campaign: None,
             progress: BTreeMap::new(),
             pending_ack: None,
@@ -272,6 +283,7 @@ impl Node {
             membership,
             catch_up: None,
             transfer: None,
+            config_annex: Bytes::new(),
             fences,
             faulty,
             fetch: None,
@@ -366,6 +378,18 @@ impl Node {
         let result = self.start_config_change(now, change);
         self.finish_input();
         result
+    }
+
+    /// Issue 12: bytes that every `Config` entry this node appends as leader from now on
+    /// carries after its configuration (`Configuration::decode_with_annex` splits them off).
+    /// The core never reads them; alpo-node puts its address book there, so that a new
+    /// member's addresses travel with the entry that adds it. Not persisted: a driver sets it
+    /// again after a restart.
+    pub fn set_config_annex(&mut self, annex: Bytes) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.config_annex(&annex);
+        }
+        self.config_annex = annex;
     }
 
     /// Asks the leader to hand leadership to `target`, or to the most up-to-date voter

@@ -274,6 +274,17 @@ fn feed(
             let _ = node.on_log_read(now, id, result);
             (Some(now), "log_read")
         }
+        other => feed_membership(node, other),
+    };
+    fed.now = now;
+    fed.input = input;
+    fed
+}
+
+/// The membership records (issue 12) and the repair records (issue 13): `now` and the input's
+/// name.
+fn feed_membership(node: &mut Node, record: Record) -> (Option<Instant>, &'static str) {
+    match record {
         Record::ConfigChange(now, change) => {
             let _ = node.propose_config_change(now, change);
             (Some(now), "config_change")
@@ -282,11 +293,13 @@ fn feed(
             let _ = node.transfer_leadership(now, target);
             (Some(now), "transfer")
         }
+        Record::ConfigAnnex(annex) => {
+            node.set_config_annex(annex);
+            (None, "config_annex")
+        }
         Record::Repair(record) => feed_repair(node, record),
-    };
-    fed.now = now;
-    fed.input = input;
-    fed
+        other => unreachable!("invariant: feed routes only membership records here: {other:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@
 //!   payload CRC as a `u64`);
 //! - tag 15 `entry_repaired` (issue 13, rule F5): `now`, index, term;
 //! - tag 16 `entry_repair_failed` (issue 13, rule F12): `now`, index, term.
+//! - tag 17 `config_annex` (issue 12, `Node::set_config_annex`): the annex as a payload.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
@@ -144,6 +145,7 @@ const TAG_CHECKPOINT: u8 = 18;
 const TAG_ENTRY_FAULTY: u8 = 14;
 const TAG_ENTRY_REPAIRED: u8 = 15;
 const TAG_ENTRY_REPAIR_FAILED: u8 = 16;
+const TAG_CONFIG_ANNEX: u8 = 17;
 
 /// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
 /// hasher (every field, in order), so equal outputs give equal digests and any difference a
@@ -466,6 +468,12 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn config_annex(&mut self, annex: &[u8]) {
+        let mut writer = self.writer(TAG_CONFIG_ANNEX);
+        writer.payload(annex);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn transfer(&mut self, now: Instant, target: Option<NodeId>) {
         let mut writer = self.writer(TAG_TRANSFER);
         writer.u64(now.0);
@@ -587,6 +595,8 @@ pub(crate) enum Record {
     ConfigChange(Instant, ConfigChange),
     /// `Node::transfer_leadership`.
     Transfer(Instant, Option<NodeId>),
+    /// `Node::set_config_annex`.
+    ConfigAnnex(Bytes),
     /// Issue 13's inputs.
     Repair(RepairRecord),
 }
@@ -706,21 +716,7 @@ impl<'a> Decoder<'a> {
                 };
                 Record::ReadIndex(now, id, mode)
             }
-            TAG_CONFIG_CHANGE => {
-                let now = Instant(reader.u64()?);
-                let code_at = reader.offset;
-                let code = reader.u8()?;
-                let id = NodeId(reader.u64()?);
-                let change = match code {
-                    1 => ConfigChange::AddLearner(id),
-                    2 => ConfigChange::Promote(id),
-                    3 => ConfigChange::Remove(id),
-                    other => {
-                        return Err(reader.error(code_at, &format!("config change kind {other}")));
-                    }
-                };
-                Record::ConfigChange(now, change)
-            }
+            TAG_CONFIG_CHANGE => reader.config_change_record()?,
             TAG_TRANSFER => {
                 let now = Instant(reader.u64()?);
                 Record::Transfer(now, reader.option_id()?)
@@ -728,6 +724,7 @@ impl<'a> Decoder<'a> {
             tag @ (TAG_ENTRY_FAULTY | TAG_ENTRY_REPAIRED | TAG_ENTRY_REPAIR_FAILED) => {
                 reader.repair_record(tag)?
             }
+            TAG_CONFIG_ANNEX => Record::ConfigAnnex(reader.payload()?),
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))
@@ -1231,6 +1228,21 @@ impl<'a> Reader<'a> {
             term_ceiling,
             hard_state_lost,
         })
+    }
+
+    /// The fields of a `config_change` record.
+    fn config_change_record(&mut self) -> Result<Record, TraceError> {
+        let now = Instant(self.u64()?);
+        let code_at = self.offset;
+        let code = self.u8()?;
+        let id = NodeId(self.u64()?);
+        let change = match code {
+            1 => ConfigChange::AddLearner(id),
+            2 => ConfigChange::Promote(id),
+            3 => ConfigChange::Remove(id),
+            other => return Err(self.error(code_at, &format!("config change kind {other}"))),
+        };
+        Ok(Record::ConfigChange(now, change))
     }
 
     /// The fields of an `entry_faulty`, `entry_repaired` or `entry_repair_failed` record.

@@ -33,7 +33,8 @@
 //! (tag 2); version 4 (issue 14) replaced them with tags 10 and 11, which end with a
 //! consistency byte (`1` linearizable, `2` lease, `3` stale). Version 5 (issue 12) added the
 //! membership operations 7–9, the answers 8, 9 and 15, and the error codes 7 (`ChangeRefused`)
-//! and 8 (`Busy`).
+//! and 8 (`Busy`). Version 6 (issue 12, `member_protocol.rs`) added the change `add` (with the
+//! new member's addresses) and each member's peer address in the members answer.
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -722,6 +723,14 @@ mod tests {
             Op::ChangeMembers {
                 change: MemberChange::Remove(NodeId(2)),
             },
+            Op::ChangeMembers {
+                change: MemberChange::Add {
+                    id: NodeId(5),
+                    peer_addr: "127.0.0.1:7105".parse().unwrap(),
+                    client_addr: "[::1]:7205".parse().unwrap(),
+                    learner: true,
+                },
+            },
             Op::TransferLeader { target: None },
             Op::TransferLeader {
                 target: Some(NodeId(3)),
@@ -819,12 +828,14 @@ mod tests {
                         role: crate::member_protocol::MemberRole::Voter,
                         match_index: Some(LogIndex(12)),
                         client_addr: "127.0.0.1:7201".into(),
+                        peer_addr: "127.0.0.1:7101".into(),
                     },
                     crate::member_protocol::MemberInfo {
                         id: NodeId(4),
                         role: crate::member_protocol::MemberRole::Learner,
                         match_index: None,
                         client_addr: String::new(),
+                        peer_addr: String::new(),
                     },
                 ],
             }),
@@ -938,6 +949,29 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert_eq!(&bytes[bytes.len() - 32..], &disk[..]);
+    }
+
+    #[test]
+    fn golden_member_add_bytes() {
+        // Version 6 (issue 12): add node 4 as a learner (change 1, id, two addresses, 1).
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::ChangeMembers {
+                change: MemberChange::Add {
+                    id: NodeId(4),
+                    peer_addr: "1.2.3.4:5".parse().unwrap(),
+                    client_addr: "1.2.3.4:6".parse().unwrap(),
+                    learner: true,
+                },
+            },
+        };
+        let mut add = vec![8, 1, 4, 0, 0, 0, 0, 0, 0, 0];
+        add.extend_from_slice(&[9, 0, 0, 0]);
+        add.extend_from_slice(b"1.2.3.4:5");
+        add.extend_from_slice(&[9, 0, 0, 0]);
+        add.extend_from_slice(b"1.2.3.4:6");
+        add.push(1);
+        assert_eq!(&request.encode()[17..], &add[..]);
     }
 
     #[test]

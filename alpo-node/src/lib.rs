@@ -121,6 +121,7 @@
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod address_book;
 mod apply;
 mod client;
 mod client_driver;
@@ -134,6 +135,7 @@ mod events;
 mod hard_state_start;
 mod http;
 mod image_io;
+mod join;
 pub mod kv;
 mod kv_client;
 pub mod limits;

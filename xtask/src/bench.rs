@@ -55,6 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+#[path = "bench/add_member.rs"]
+mod add_member;
 #[path = "bench/bounded.rs"]
 mod bounded;
 #[path = "bench/checkpoint.rs"]
@@ -175,13 +177,19 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     let result = match (first, first.and_then(bounded::Bench::parse)) {
         (Some("cluster"), _) => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
         (Some("checkpoint"), _) => checkpoint::run(&args[1..]),
+        (Some("add-member"), _) => add_member::main(&args[1..]),
         (Some("report"), _) if args.len() > 1 => {
             let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             report(&files)
         }
         (_, Some(bench)) => bounded::parse(bench, &args[1..]).and_then(|plan| bounded::run(&plan)),
         _ => {
-            eprintln!("{USAGE}\n{}\n{}", bounded::USAGE, checkpoint::USAGE);
+            eprintln!(
+                "{USAGE}\n{}\n{}\n{}",
+                bounded::USAGE,
+                checkpoint::USAGE,
+                add_member::USAGE
+            );
             return ExitCode::from(2);
         }
     };

@@ -74,7 +74,8 @@ impl Node {
         // Each purpose (the apply and every follower) gets an equal share of the budget, so
         // that one far-behind follower cannot starve the others; the shares sum to at most
         // the budget, and one read per purpose keeps the reads in flight within it.
-        let purposes = self.config.members.len() as u64;
+        // A server added later (issue 12, rule M11) has no bootstrap members: one share.
+        let purposes = (self.config.members.len() as u64).max(1);
         let max_bytes = if fetching {
             // Issue 13: a fetch answer reads one entry (the first entry of an answer may
             // exceed `max_bytes`), outside the shares.
