@@ -30,6 +30,8 @@
 //! - `bench memory|restart|catchup …` (`bench/bounded.rs`): issue 11's benchmarks — resident
 //!   memory and data directory size sampled every second over a fixed number of appends, the
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
+//! - `bench transfer …` (`bench/transfer.rs`): issue 12's leader unavailability per leadership
+//!   transfer against a leader kill, and the write throughput around a membership change.
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
@@ -58,6 +60,8 @@ mod load;
 mod local;
 #[path = "bench/page.rs"]
 pub(crate) mod page;
+#[path = "bench/transfer.rs"]
+mod transfer;
 
 use local::{CLUSTER_ID, LocalCluster};
 
@@ -145,13 +149,14 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     let first = args.first().map(String::as_str);
     let result = match (first, first.and_then(bounded::Bench::parse)) {
         (Some("cluster"), _) => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
+        (Some("transfer"), _) => transfer::parse(&args[1..]).and_then(|plan| transfer::run(&plan)),
         (Some("report"), _) if args.len() > 1 => {
             let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             report(&files)
         }
         (_, Some(bench)) => bounded::parse(bench, &args[1..]).and_then(|plan| bounded::run(&plan)),
         _ => {
-            eprintln!("{USAGE}\n{}", bounded::USAGE);
+            eprintln!("{USAGE}\n{}\n{}", bounded::USAGE, transfer::USAGE);
             return ExitCode::from(2);
         }
     };
