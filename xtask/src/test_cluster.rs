@@ -41,6 +41,8 @@
 mod checks;
 #[path = "cluster/logs.rs"]
 mod logs;
+#[path = "cluster/membership.rs"]
+mod membership;
 #[path = "cluster/process.rs"]
 pub(crate) mod process;
 #[path = "cluster/traces.rs"]
@@ -72,7 +74,7 @@ use workload::LeaderLog;
 
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
-[--clients N] [--nemesis kill,pause,partition,restart,lag|all|none] [--seed S] [--keep DIR] \
+[--clients N] [--nemesis kill,pause,partition,restart,lag,membership|all|none] [--seed S] [--keep DIR] \
 [--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
 [--lease-drift-ppm PPM]";
 
@@ -196,8 +198,8 @@ fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
             .map(|name| {
                 FaultKind::parse(name.trim()).ok_or_else(|| {
                     format!(
-                        "unknown nemesis {name:?} (kill, pause, partition, restart, lag, all, \
-                         none)"
+                        "unknown nemesis {name:?} (kill, pause, partition, restart, lag, \
+                         membership, all, none)"
                     )
                 })
             })
@@ -722,6 +724,8 @@ fn execute(
             cluster.mesh.heal();
             "heal network".into()
         }
+        Action::Member { op, .. } => membership::run(cluster, *op)?,
+        Action::MemberDone { .. } => "membership operation over".into(),
     })
 }
 

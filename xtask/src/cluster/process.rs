@@ -288,6 +288,41 @@ impl Nodes {
         Ok(())
     }
 
+    /// Issue 12: SIGTERM node `index` and waits up to `wait` for it to exit (a leader hands over
+    /// first). Returns its exit status, or `None` if it did not exit in time: it is then killed
+    /// (`kill -9`) and reaped. A node that is not running returns `Some("not running")`.
+    pub(crate) fn terminate(
+        &mut self,
+        index: usize,
+        wait: std::time::Duration,
+    ) -> Result<Option<String>> {
+        let Some(child) = &mut self.children[index] else {
+            return Ok(Some("not running".into()));
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM of node n{index} failed ({status})");
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child
+                .try_wait()
+                .with_context(|| format!("waiting for node n{index}"))?
+            {
+                self.children[index] = None;
+                self.paused[index] = false;
+                return Ok(Some(status.to_string()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.kill(index)?;
+        Ok(None)
+    }
+
     /// Nodes whose process ended on its own (not killed by us), with the exit status.
     pub(crate) fn exited(&mut self) -> Vec<(usize, String)> {
         let mut exited = Vec::new();

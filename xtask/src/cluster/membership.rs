@@ -1,0 +1,152 @@
+//! Issue 12: the `membership` nemesis's operations ([`MemberOp`]) against the running cluster,
+//! through the real client API (`Client::transfer_leader`) and real signals (SIGTERM).
+//!
+//! - A transfer asks any node to move the leadership (to a named node, or to the best voter);
+//!   a refusal (the target is the leader itself, is down, or another change is in progress) or
+//!   an abort (rule T5) is logged, not judged: the checks judge what the cluster did meanwhile.
+//! - A rolling restart, for each node that is up, in index order: SIGTERM, wait for it to exit
+//!   (a leader hands over first, rule T1), start it again with the same config and data, and
+//!   wait until it has applied the commit index the cluster had when it came back. A node that
+//!   does not exit within [`STOP_WAIT`] of its SIGTERM is a violation (then killed), and so is
+//!   one that exits with a failure status.
+//!
+//! Invariant: every operation leaves each node it touched running, so the membership and the
+//! processes are as the operation found them.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use alpo_core::{NodeId, Role};
+use alpo_node::client_protocol::NodeStatus;
+use xtask::nemesis::{MemberOp, NodeIndex};
+
+use super::Cluster;
+use super::workload;
+
+/// How long a node may take to stop after SIGTERM (a leader transfers first: at most two
+/// election cycles, then it exits).
+const STOP_WAIT: Duration = Duration::from_secs(20);
+/// How long a restarted node may take to answer and catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(20);
+
+/// Carries out `op`; returns what was done, for the nemesis log. Violations go to
+/// `cluster.crashed`.
+pub(super) fn run(cluster: &mut Cluster, op: MemberOp) -> Result<String> {
+    match op {
+        MemberOp::TransferLeader(target) => Ok(transfer(cluster, target)),
+        MemberOp::RollingRestart => rolling_restart(cluster),
+    }
+}
+
+/// The options of the nemesis's own client: patient enough for a change, short attempts.
+fn admin_client(cluster: &Cluster) -> Result<alpo_node::Client> {
+    let mut options = workload::client_options();
+    options.attempt_timeout = Duration::from_millis(500);
+    options.request_timeout = Duration::from_secs(5);
+    Ok(workload::new_client(cluster.endpoints.clone(), options)?)
+}
+
+fn transfer(cluster: &Cluster, target: Option<NodeIndex>) -> String {
+    let target_id = target.map(|node| NodeId(cluster.nodes.specs()[node.0].id));
+    let started = Instant::now();
+    let result = admin_client(cluster)
+        .map_err(|error| error.to_string())
+        .and_then(|mut client| {
+            client
+                .transfer_leader(target_id)
+                .map_err(|error| error.to_string())
+        });
+    let took = started.elapsed().as_millis();
+    let to = target.map_or_else(
+        || "the best voter".to_owned(),
+        |node| format!("n{}", node.0),
+    );
+    match result {
+        Ok(leader) => {
+            let index = index_of(cluster, leader).map_or("?".to_owned(), |i| format!("n{i}"));
+            format!("transfer leader to {to}: {index} leads now ({took} ms)")
+        }
+        Err(error) => format!("transfer leader to {to}: not done ({error}; {took} ms)"),
+    }
+}
+
+fn index_of(cluster: &Cluster, id: NodeId) -> Option<usize> {
+    cluster
+        .nodes
+        .specs()
+        .iter()
+        .position(|spec| spec.id == id.0)
+}
+
+fn rolling_restart(cluster: &mut Cluster) -> Result<String> {
+    let mut log = String::from("rolling restart:");
+    let down = cluster.nodes.down();
+    for index in 0..cluster.endpoints.len() {
+        if down[index] {
+            let _ = write!(log, " n{index} down, skipped;");
+            continue;
+        }
+        let started = Instant::now();
+        match cluster.nodes.terminate(index, STOP_WAIT)? {
+            Some(status) if status.contains("exit status: 0") => {}
+            Some(status) => cluster.crashed.push(format!(
+                "node n{index} stopped by SIGTERM (rolling restart) exited with {status}"
+            )),
+            None => cluster.crashed.push(format!(
+                "node n{index} did not stop within {STOP_WAIT:?} of SIGTERM (rolling restart)"
+            )),
+        }
+        let stopped_ms = started.elapsed().as_millis();
+        cluster.nodes.start(index)?;
+        let caught_up = wait_caught_up(cluster, index);
+        let _ = write!(
+            log,
+            " n{index} stopped in {stopped_ms} ms, {};",
+            match caught_up {
+                Some(at) => format!("caught up {} ms after", at.as_millis()),
+                None => format!("not caught up within {CATCH_UP_WAIT:?}"),
+            }
+        );
+    }
+    Ok(log)
+}
+
+/// Waits until node `index` answers and has applied the highest commit index a leader reports
+/// once it answers; `None` on timeout (logged: a later check judges convergence).
+fn wait_caught_up(cluster: &Cluster, index: usize) -> Option<Duration> {
+    let started = Instant::now();
+    let mut target = None;
+    while started.elapsed() < CATCH_UP_WAIT {
+        let own = status_of(cluster.endpoints[index]);
+        if target.is_none() && own.is_some() {
+            target = cluster
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| status_of(*endpoint))
+                .filter(|status| status.role == Role::Leader)
+                .map(|status| status.commit_index.0)
+                .max();
+        }
+        if let (Some(target), Some(own)) = (target, own)
+            && target <= own.applied_index.0
+        {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The status of the node at `endpoint`, from a fresh connection, if it answers soon.
+fn status_of(endpoint: SocketAddr) -> Option<NodeStatus> {
+    let mut options = workload::client_options();
+    options.attempt_timeout = Duration::from_millis(300);
+    options.request_timeout = Duration::from_millis(600);
+    workload::new_client(vec![endpoint], options)
+        .ok()?
+        .status_of(endpoint)
+        .ok()
+}
