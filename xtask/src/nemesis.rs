@@ -590,12 +590,7 @@ fn plan_fault(
         healed_by_ms,
     } = planned;
     let member = (kind == FaultKind::Membership).then(|| member_op(config, rng));
-    let hold_ms = match kind {
-        FaultKind::Restart => config.restart_downtime_ms.max(1),
-        FaultKind::Lag => config.lag_hold_ms.max(1),
-        FaultKind::Membership => member.map_or(1, |op| op.hold_ms(config).max(1)),
-        _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
-    };
+    let hold_ms = hold_ms(config, rng, kind, member);
     let end_ms = (at_ms + hold_ms).min(healed_by_ms);
     if end_ms <= at_ms {
         return None;
@@ -691,6 +686,21 @@ fn network_fault(config: &NemesisConfig, rng: &mut SplitMix64) -> Option<Network
             }
         }
     })
+}
+
+/// How long a fault of `kind` holds (a membership operation: `member`'s span).
+fn hold_ms(
+    config: &NemesisConfig,
+    rng: &mut SplitMix64,
+    kind: FaultKind,
+    member: Option<MemberOp>,
+) -> u64 {
+    match kind {
+        FaultKind::Restart => config.restart_downtime_ms.max(1),
+        FaultKind::Lag => config.lag_hold_ms.max(1),
+        FaultKind::Membership => member.map_or(1, |op| op.hold_ms(config).max(1)),
+        _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
+    }
 }
 
 /// Draws a membership operation: a transfer (to the best voter, or a named node) two times in

@@ -83,9 +83,8 @@ fn index_of(cluster: &Cluster, id: NodeId) -> Option<usize> {
 
 fn rolling_restart(cluster: &mut Cluster) -> Result<String> {
     let mut log = String::from("rolling restart:");
-    let down = cluster.nodes.down();
-    for index in 0..cluster.endpoints.len() {
-        if down[index] {
+    for (index, down) in cluster.nodes.down().into_iter().enumerate() {
+        if down {
             let _ = write!(log, " n{index} down, skipped;");
             continue;
         }
