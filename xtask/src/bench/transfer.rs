@@ -4,12 +4,13 @@
 //!
 //! A fresh cluster of `--nodes` (3) runs a closed-loop write load of `--clients` (16) sessions
 //! (log appends of `--value-size` bytes, through `alpo_node::drive`, as `alpo bench`) for the
-//! whole run; every acknowledgement's time is kept. Then, one after the other:
+//! whole run; every acknowledgement's time is kept. Then:
 //! - `--count` (100) transfers: `Client::transfer_leader(None)` (the most up-to-date voter),
-//!   then `--settle-ms` (300) of quiet;
+//!   each followed by `--settle-ms` (300) of quiet; interleaved with them (one after every
+//!   `count / kills` transfers, so both kinds see the same machine load)
 //! - `--kills` (5) leader kills: `kill -9` the leader, start it again at once, then
-//!   `--kill-settle-ms` (2000) of quiet, so the next kill finds the restarted node caught up;
-//! - one membership change (`--change remove`, the default: remove a follower; `none` skips
+//!   `--kill-settle-ms` (2000) of quiet, so the next event finds the restarted node caught up;
+//! - then one membership change (`--change remove`, the default: remove a follower; `none` skips
 //!   it): the writes per second in the `--window-ms` (1000) before the request, while it is
 //!   outstanding, and in the window after its answer.
 //!
@@ -226,30 +227,38 @@ fn measure(
     std::thread::sleep(WARMUP);
     let mut client = Client::new(cluster.client_addrs(), admin_options())?;
     let mut events = Vec::new();
-    for i in 0..plan.count {
-        let started = Instant::now();
-        client
-            .transfer_leader(None)
-            .with_context(|| format!("transfer {i}"))?;
-        events.push(Event {
-            kind: Kind::Transfer,
-            at_us: since(started),
-            answer_us: since(Instant::now()) - since(started),
-        });
-        std::thread::sleep(plan.settle);
-    }
-    for i in 0..plan.kills {
-        let leader = wait_for_leader(cluster)?;
-        let started = Instant::now();
-        cluster.kill(leader);
-        cluster.start_node(leader)?;
-        wait_for_leader(cluster).with_context(|| format!("kill {i}"))?;
-        events.push(Event {
-            kind: Kind::Kill,
-            at_us: since(started),
-            answer_us: since(Instant::now()) - since(started),
-        });
-        std::thread::sleep(plan.kill_settle);
+    // The kills are spread evenly among the transfers (interleaved: both kinds see the same
+    // machine load), one after every `every` transfers, the rest at the end.
+    let every = plan.count.checked_div(plan.kills).unwrap_or(0).max(1);
+    let mut kills = 0;
+    for i in 0..plan.count.max(plan.kills) {
+        if i < plan.count {
+            let started = Instant::now();
+            client
+                .transfer_leader(None)
+                .with_context(|| format!("transfer {i}"))?;
+            events.push(Event {
+                kind: Kind::Transfer,
+                at_us: since(started),
+                answer_us: since(Instant::now()) - since(started),
+            });
+            std::thread::sleep(plan.settle);
+        }
+        let due = (i + 1) % every == 0 || plan.count <= i + 1;
+        if kills < plan.kills && due {
+            kills += 1;
+            let leader = wait_for_leader(cluster)?;
+            let started = Instant::now();
+            cluster.kill(leader);
+            cluster.start_node(leader)?;
+            wait_for_leader(cluster).with_context(|| format!("kill {kills}"))?;
+            events.push(Event {
+                kind: Kind::Kill,
+                at_us: since(started),
+                answer_us: since(Instant::now()) - since(started),
+            });
+            std::thread::sleep(plan.kill_settle);
+        }
     }
     let change = match plan.change {
         Change::None => None,
