@@ -1075,6 +1075,16 @@ mod tests {
                 .kinds
                 .contains(&FaultKind::Lag)
         );
+        assert_eq!(
+            parse(&args("--nemesis membership")).unwrap().kinds,
+            vec![FaultKind::Membership]
+        );
+        assert!(
+            parse(&args("--nemesis all"))
+                .unwrap()
+                .kinds
+                .contains(&FaultKind::Membership)
+        );
         assert!(
             parse(&args("--colour red"))
                 .unwrap_err()
