@@ -74,8 +74,8 @@ use workload::LeaderLog;
 
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
-[--clients N] [--nemesis kill,pause,partition,restart,lag,membership|all|none] [--seed S] [--keep DIR] \
-[--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
+[--clients N] [--nemesis kill,pause,partition,restart,lag,membership|all|none] [--seed S] \
+[--keep DIR] [--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
 [--lease-drift-ppm PPM]";
 
 /// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
