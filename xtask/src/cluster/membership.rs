@@ -83,11 +83,13 @@ fn index_of(cluster: &Cluster, id: NodeId) -> Option<usize> {
 
 fn rolling_restart(cluster: &mut Cluster) -> Result<String> {
     let mut log = String::from("rolling restart:");
+    let term_before = highest_term(cluster);
     for (index, down) in cluster.nodes.down().into_iter().enumerate() {
         if down {
             let _ = write!(log, " n{index} down, skipped;");
             continue;
         }
+        let leading = status_of(cluster.endpoints[index]).is_some_and(|s| s.role == Role::Leader);
         let started = Instant::now();
         match cluster.nodes.terminate(index, STOP_WAIT)? {
             Some(status) if status.contains("exit status: 0") => {}
@@ -103,14 +105,33 @@ fn rolling_restart(cluster: &mut Cluster) -> Result<String> {
         let caught_up = wait_caught_up(cluster, index);
         let _ = write!(
             log,
-            " n{index} stopped in {stopped_ms} ms, {};",
+            " n{index}{} stopped in {stopped_ms} ms, {};",
+            if leading { " (leader)" } else { "" },
             match caught_up {
                 Some(at) => format!("caught up {} ms after", at.as_millis()),
                 None => format!("not caught up within {CATCH_UP_WAIT:?}"),
             }
         );
     }
+    // Each stop of the leader costs one term (its transfer's); an election timeout would show
+    // as more. Reported, not judged (real clocks on a shared machine).
+    let _ = write!(
+        log,
+        " terms {} -> {}",
+        term_before.map_or("?".to_owned(), |t| t.to_string()),
+        highest_term(cluster).map_or("?".to_owned(), |t| t.to_string())
+    );
     Ok(log)
+}
+
+/// The highest term any node answering its status reports.
+fn highest_term(cluster: &Cluster) -> Option<u64> {
+    cluster
+        .endpoints
+        .iter()
+        .filter_map(|endpoint| status_of(*endpoint))
+        .map(|status| status.term.0)
+        .max()
 }
 
 /// Waits until node `index` answers and has applied the highest commit index a leader reports
