@@ -1,4 +1,5 @@
-//! Issue 12: `alpo member list | promote ID | remove ID` and `alpo transfer-leader [ID]`, and
+//! Issue 12: `alpo member list | add ID PEER_ADDR,CLIENT_ADDR [--learner] | promote ID |
+//! remove ID` and `alpo transfer-leader [ID]`, and
 //! the membership columns of `alpo status` (`member_columns`).
 //!
 //! Invariants: like every client subcommand (`client_cmd.rs`), results go to standard output as
@@ -30,6 +31,10 @@ enum MemberCommand {
     /// List the members of the configuration in force: id, role (voter or learner), client
     /// address, and (from the leader) match index and lag.
     List(ListArgs),
+    /// Add a new node (its addresses travel in the entry that adds it); unless --learner, the
+    /// leader promotes it to voter once it has caught up. Start the node with `alpo node
+    /// --join` (before or after; without --learner this waits for it, --timeout-ms).
+    Add(AddArgs),
     /// Make a learner a voter once it has caught up (rule M8).
     Promote(ChangeArgs),
     /// Remove a member, voter or learner, the leader included (it hands over, rule M9).
@@ -52,6 +57,20 @@ struct ChangeArgs {
     flags: ClientFlags,
 }
 
+/// `alpo member add ID PEER_ADDR,CLIENT_ADDR [--learner]`.
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// The new node's id: never used in this cluster before.
+    id: u64,
+    /// Where the new node listens: PEER_ADDR,CLIENT_ADDR (as its --listen flag).
+    addrs: String,
+    /// Keep it a learner (it receives the log, never votes); promote it later.
+    #[arg(long)]
+    learner: bool,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
+
 /// `alpo transfer-leader [ID]`.
 #[derive(Debug, Args)]
 pub(crate) struct TransferArgs {
@@ -64,9 +83,33 @@ pub(crate) struct TransferArgs {
 pub(crate) fn member(args: MemberArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         MemberCommand::List(args) => list(&args.flags),
+        MemberCommand::Add(args) => {
+            let (peer_addr, client_addr) = parse_addrs(&args.addrs)?;
+            let add = MemberChange::Add {
+                id: NodeId(args.id),
+                peer_addr,
+                client_addr,
+                learner: args.learner,
+            };
+            change(&args.flags, add)
+        }
         MemberCommand::Promote(args) => change(&args.flags, MemberChange::Promote(NodeId(args.id))),
         MemberCommand::Remove(args) => change(&args.flags, MemberChange::Remove(NodeId(args.id))),
     }
+}
+
+/// `PEER_ADDR,CLIENT_ADDR`, each `IP:PORT`.
+fn parse_addrs(text: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let form = "expected PEER_ADDR,CLIENT_ADDR (each IP:PORT)";
+    let (peer, client) = text
+        .split_once(',')
+        .ok_or_else(|| anyhow::anyhow!("{form}, got {text:?}"))?;
+    let parse = |addr: &str, which: &str| {
+        addr.trim().parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!("the {which} address {addr:?} is not of the form IP:PORT ({form})")
+        })
+    };
+    Ok((parse(peer, "peer")?, parse(client, "client")?))
 }
 
 /// Lists the members as the leader knows them (with match indexes), else as the first node
@@ -117,6 +160,7 @@ fn member_json(member: &MemberInfo, members: &Members) -> Value {
         ("id", Value::Number(member.id.0)),
         ("role", Value::String(member.role.name().into())),
         ("client_addr", Value::String(member.client_addr.clone())),
+        ("peer_addr", Value::String(member.peer_addr.clone())),
         ("leader", Value::Bool(members.leader == Some(member.id))),
         ("match_index", number(member.match_index.map(|i| i.0))),
         ("lag", number(member.lag(members.last_index))),

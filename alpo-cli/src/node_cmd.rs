@@ -1,6 +1,10 @@
 //! `alpo node`: run one node of a cluster, configured by a TOML file (`--config`) or by flags,
 //! with the built-in key-value store as its state machine.
 //!
+//! Issue 12: `--join ENDPOINTS` starts a new node into a running cluster (`Server::join`): it
+//! asks the nodes at ENDPOINTS for the members and their addresses, needs its own id among them
+//! (`alpo member add` first) and an empty data directory.
+//!
 //! Invariants: the configuration is validated before anything starts, and a bad one is refused
 //! with the field and the problem; the node runs until Ctrl-C (SIGINT or SIGTERM), then stops
 //! cleanly, or until a fatal storage error, which is reported (naming the file) with exit code 1.
@@ -78,6 +82,11 @@ pub(crate) struct NodeArgs {
     metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     recorder: RecorderArgs,
+    /// Join a running cluster (issue 12): client addresses of any of its nodes, comma
+    /// separated. Add the node first with `alpo member add ID PEER_ADDR,CLIENT_ADDR`; the data
+    /// directory must be empty. Restart a joined node later without --join.
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<SocketAddr>,
 }
 
 /// The flight recorder's flags, shared by `alpo node` and `alpo dev`.
@@ -164,6 +173,7 @@ impl SnapshotArgs {
 }
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let join = args.join.clone();
     let config = match &args.config {
         Some(path) => {
             let mut config = NodeConfig::load(path)?;
@@ -175,7 +185,12 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         None => from_flags(args)?,
     };
     let stop = stop_signal()?;
-    let server = Server::start(config, KvStateMachine::new()).context("starting the node")?;
+    let server = if join.is_empty() {
+        Server::start(config, KvStateMachine::new()).context("starting the node")?
+    } else {
+        let members = cluster_members(&config, join)?;
+        Server::join(config, &members, KvStateMachine::new()).context("joining the cluster")?
+    };
     say!(
         "node {} running: clients on {}, peers on {} (Ctrl-C stops it)",
         server.id(),
@@ -196,6 +211,35 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     server.stop().context("stopping the node")?;
     say!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The members of the cluster at `endpoints`, with their addresses, for a join.
+fn cluster_members(
+    config: &NodeConfig,
+    endpoints: Vec<SocketAddr>,
+) -> anyhow::Result<alpo_node::member_protocol::Members> {
+    let options = alpo_node::ClientOptions::new(alpo_core::ClusterId(config.cluster_id));
+    let tls = match &config.tls {
+        Some(settings) => {
+            let paths = alpo_node::tls::TlsPaths {
+                ca: settings.ca.clone(),
+                cert: Some(settings.cert.clone()),
+                key: Some(settings.key.clone()),
+            };
+            Some(alpo_node::tls::TlsConfig::load(&paths).context("loading the TLS files")?)
+        }
+        None => None,
+    };
+    let mut client = alpo_node::Client::new(endpoints.clone(), options)?.with_tls(tls);
+    let members = client.members().with_context(|| {
+        let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+        format!(
+            "asking the cluster {} at {} for its members",
+            config.cluster_id,
+            list.join(",")
+        )
+    })?;
+    Ok(members)
 }
 
 fn from_flags(args: NodeArgs) -> anyhow::Result<NodeConfig> {

@@ -275,7 +275,8 @@ impl Configuration {
         out.freeze()
     }
 
-    /// Decodes a `Config` entry's payload; the error says what is wrong.
+    /// Decodes a `Config` entry's payload; the error says what is wrong. Bytes after the
+    /// members are the driver's annex and are ignored here ([`Configuration::decode_with_annex`]).
     pub fn decode(bytes: &[u8]) -> Result<Configuration, String> {
         let (&version, rest) = bytes.split_first().ok_or("configuration: empty payload")?;
         if version != ENCODING_VERSION {
@@ -298,14 +299,17 @@ impl Configuration {
             }
             rest = &rest[9..];
         }
-        if !rest.is_empty() {
-            return Err(format!(
-                "configuration: {} bytes after the members",
-                rest.len()
-            ));
-        }
         Configuration::new(&voters, &learners)
             .ok_or_else(|| "configuration: a member is listed twice, or too many".to_string())
+    }
+
+    /// Decodes a `Config` entry's payload (or a snapshot's membership bytes) and returns the
+    /// bytes after the configuration: the driver's annex (`Node::set_config_annex`), which
+    /// the core carries but never reads. `decode` is this without the annex.
+    pub fn decode_with_annex(bytes: &[u8]) -> Result<(Configuration, &[u8]), String> {
+        let configuration = Configuration::decode(bytes)?;
+        let encoded = 2 + 9 * usize::from(configuration.len);
+        Ok((configuration, &bytes[encoded..]))
     }
 }
 
@@ -508,9 +512,15 @@ mod tests {
         assert_eq!(config.to_string(), "voters {1,2,3} learners {9}");
         assert!(Configuration::decode(&[]).is_err());
         assert!(Configuration::decode(&[2, 0]).is_err());
-        let mut long = config.encode().to_vec();
-        long.push(0);
-        assert!(Configuration::decode(&long).is_err());
+        // Bytes after the members are the driver's annex: carried, not read.
+        let mut annexed = config.encode().to_vec();
+        annexed.extend_from_slice(b"addresses");
+        assert_eq!(Configuration::decode(&annexed), Ok(config));
+        let (decoded, annex) = Configuration::decode_with_annex(&annexed).unwrap();
+        assert_eq!((decoded, annex), (config, &b"addresses"[..]));
+        let mut short = config.encode().to_vec();
+        short.pop();
+        assert!(Configuration::decode(&short).is_err());
         let mut bad_role = config.encode().to_vec();
         bad_role[10] = 7;
         assert!(Configuration::decode(&bad_role).is_err());

@@ -691,3 +691,43 @@ fn t4_timeout_now_counts_only_from_the_leader_in_its_term() {
     assert_eq!(node.status().role, Role::Passive);
     assert_eq!(node.status().term, term);
 }
+
+/// Issue 12: the driver's annex rides on every `Config` entry the leader appends, reaches the
+/// followers with it, is ignored by the configuration, and a replay of the recorded leader
+/// reproduces it (trace record `config_annex`).
+#[test]
+fn m1_a_config_entry_carries_the_drivers_annex_to_every_member() {
+    let mut cluster = Cluster::new_recorded(3, 12);
+    let leader = cluster.elect(Duration::from_secs(5)).expect("a leader");
+    run(&mut cluster, 60);
+    cluster.add_server(4);
+    cluster
+        .node_mut(leader.0)
+        .set_config_annex(Bytes::from_static(b"book"));
+    cluster
+        .change(leader, ConfigChange::AddLearner(NodeId(4)))
+        .unwrap();
+    run(&mut cluster, 200);
+    let [(_, Ok(proposal))] = config_changes(&cluster, leader)[..] else {
+        panic!("one reported change")
+    };
+    for id in 1..=4 {
+        let entry = cluster.node(id).entry(proposal.index).expect("replicated");
+        let (configuration, annex) = Configuration::decode_with_annex(&entry.payload).unwrap();
+        assert_eq!(configuration, with_learners(&[1, 2, 3], &[4]), "node {id}");
+        assert_eq!(annex, b"book", "node {id}");
+        assert_eq!(cluster.node(id).configuration(), configuration, "node {id}");
+    }
+    let trace = cluster.node(leader.0).trace().unwrap();
+    let replayed = crate::replay::replay(trace).unwrap();
+    assert_eq!(
+        replayed
+            .node
+            .entry(proposal.index)
+            .map(|e| e.payload.clone()),
+        cluster
+            .node(leader.0)
+            .entry(proposal.index)
+            .map(|e| e.payload.clone())
+    );
+}

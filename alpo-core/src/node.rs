@@ -143,6 +143,9 @@ pub struct Node {
     catch_up: Option<members::CatchUp>,
     /// Leader: the leadership transfer in progress (rules T1–T5), if any.
     transfer: Option<transfer::Transfer>,
+    /// Issue 12: the driver's bytes every `Config` entry this node appends carries after its
+    /// configuration (`set_config_annex`); never read by the core.
+    config_annex: Bytes,
     /// The term ceiling and the vote fence (rules F8, F9).
     fences: vote_fence::Fences,
     outputs: Vec<Output>,
@@ -251,6 +254,7 @@ impl Node {
             membership,
             catch_up: None,
             transfer: None,
+            config_annex: Bytes::new(),
             fences,
             outputs,
             recorder: None,
@@ -342,6 +346,18 @@ impl Node {
         let result = self.start_config_change(now, change);
         self.finish_input();
         result
+    }
+
+    /// Issue 12: bytes that every `Config` entry this node appends as leader from now on
+    /// carries after its configuration (`Configuration::decode_with_annex` splits them off).
+    /// The core never reads them; alpo-node puts its address book there, so that a new
+    /// member's addresses travel with the entry that adds it. Not persisted: a driver sets it
+    /// again after a restart.
+    pub fn set_config_annex(&mut self, annex: Bytes) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.config_annex(&annex);
+        }
+        self.config_annex = annex;
     }
 
     /// Asks the leader to hand leadership to `target`, or to the most up-to-date voter

@@ -203,6 +203,16 @@ fn feed(
             let _ = node.on_log_read(now, id, result);
             (Some(now), "log_read")
         }
+        other => feed_membership(node, other),
+    };
+    fed.now = now;
+    fed.input = input;
+    fed
+}
+
+/// The membership records (issue 12): `now` and the input's name.
+fn feed_membership(node: &mut Node, record: Record) -> (Option<Instant>, &'static str) {
+    match record {
         Record::ConfigChange(now, change) => {
             let _ = node.propose_config_change(now, change);
             (Some(now), "config_change")
@@ -211,10 +221,12 @@ fn feed(
             let _ = node.transfer_leadership(now, target);
             (Some(now), "transfer")
         }
-    };
-    fed.now = now;
-    fed.input = input;
-    fed
+        Record::ConfigAnnex(annex) => {
+            node.set_config_annex(annex);
+            (None, "config_annex")
+        }
+        other => unreachable!("invariant: feed routes only membership records here: {other:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -372,7 +384,7 @@ mod tests {
         bad_version[8] = 9;
         assert_eq!(
             replay(&bad_version).unwrap_err().to_string(),
-            "corrupt trace at byte 8: trace version 9, expected 4"
+            "corrupt trace at byte 8: trace version 9, expected 5"
         );
         // Every prefix either replays or is refused: no panic on a torn trace.
         for length in 0..trace.len().min(600) {

@@ -5,7 +5,7 @@
 //! proposals, durability reports, and the points where the driver took outputs, since a flush
 //! may batch work there). So a trace of those inputs is a complete description of a run.
 //!
-//! # Format (version 4)
+//! # Format (version 5)
 //! All integers are little-endian. A trace is the 8-byte magic `ALPOTRC\x01`, a `u16` version,
 //! then records, each a one-byte tag followed by its fields:
 //! - tag 0 `start`: config, persisted state, `now` (the `Node::new_recorded` call);
@@ -26,7 +26,8 @@
 //! - tag 11 `read_index`: `now`, read id, `u8` mode (0 linearizable, 1 lease);
 //! - tag 12 `config_change` (rules M1–M11): `now`, change (`u8` 1 add learner, 2 promote,
 //!   3 remove; node id);
-//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option.
+//! - tag 13 `transfer` (rules T1–T5): `now`, target as an option;
+//! - tag 17 `config_annex` (issue 12, `Node::set_config_annex`): the annex as a payload.
 //!
 //! A message is from, to, term, incarnation (`u64` each), a body tag (1 VoteRequest, 2 VoteReply,
 //! 3 Append, 4 AppendReply, 5 InstallSnapshot, 6 SnapshotReply, 7 ReadIndexRequest,
@@ -92,7 +93,7 @@ use crate::types::{
 };
 
 /// The trace format's version; bump it with every change to the layout above.
-pub const TRACE_VERSION: u16 = 4;
+pub const TRACE_VERSION: u16 = 5;
 
 const MAGIC: &[u8; 8] = b"ALPOTRC\x01";
 
@@ -114,6 +115,7 @@ const TAG_LOG_READ: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
 const TAG_CONFIG_CHANGE: u8 = 12;
 const TAG_TRANSFER: u8 = 13;
+const TAG_CONFIG_ANNEX: u8 = 17;
 
 /// A digest of `outputs`: a word-at-a-time hash (below) of what their derived `Hash` feeds a
 /// hasher (every field, in order), so equal outputs give equal digests and any difference a
@@ -410,6 +412,12 @@ impl Recorder {
         self.bytes = writer.bytes;
     }
 
+    pub(crate) fn config_annex(&mut self, annex: &[u8]) {
+        let mut writer = self.writer(TAG_CONFIG_ANNEX);
+        writer.payload(annex);
+        self.bytes = writer.bytes;
+    }
+
     pub(crate) fn transfer(&mut self, now: Instant, target: Option<NodeId>) {
         let mut writer = self.writer(TAG_TRANSFER);
         writer.u64(now.0);
@@ -469,6 +477,8 @@ pub(crate) enum Record {
     ConfigChange(Instant, ConfigChange),
     /// `Node::transfer_leadership`.
     Transfer(Instant, Option<NodeId>),
+    /// `Node::set_config_annex`.
+    ConfigAnnex(Bytes),
 }
 
 /// Reads a trace: the header and the `start` record, then one input record at a time.
@@ -590,6 +600,7 @@ impl<'a> Decoder<'a> {
                 let now = Instant(reader.u64()?);
                 Record::Transfer(now, reader.option_id()?)
             }
+            TAG_CONFIG_ANNEX => Record::ConfigAnnex(reader.payload()?),
             tag => return Err(reader.error(at, &format!("unknown record tag {tag}"))),
         };
         Ok(Some(record))

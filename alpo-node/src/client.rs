@@ -206,6 +206,27 @@ impl Client {
         }
     }
 
+    /// Issue 12: `member add`: adds node `id`, listening at `peer_addr` and `client_addr`, as a
+    /// learner; unless `learner`, the leader then promotes it once it has caught up (rule M8)
+    /// and answers after the promotion is committed (start the new node with
+    /// [`crate::Server::join`] meanwhile). Returns the index of the last `Config` entry. An id
+    /// used before in this cluster, or an address a member uses, is refused
+    /// (`ErrorCode::ChangeRefused`).
+    pub fn add_member(
+        &mut self,
+        id: NodeId,
+        peer_addr: SocketAddr,
+        client_addr: SocketAddr,
+        learner: bool,
+    ) -> Result<LogIndex, Error> {
+        self.change_members(MemberChange::Add {
+            id,
+            peer_addr,
+            client_addr,
+            learner,
+        })
+    }
+
     /// Issue 12: hands the leadership to `target`, or to the most up-to-date voter (rules
     /// T1–T5); returns the new leader once it leads.
     pub fn transfer_leader(&mut self, target: Option<NodeId>) -> Result<NodeId, Error> {

@@ -626,7 +626,7 @@ mod tests {
         };
         assert_eq!(
             error.to_string(),
-            "127.0.0.1:1 speaks client protocol version 1; this client speaks version 5"
+            "127.0.0.1:1 speaks client protocol version 1; this client speaks version 6"
         );
     }
 }

@@ -33,7 +33,8 @@
 //! (tag 2); version 4 (issue 14) replaced them with tags 10 and 11, which end with a
 //! consistency byte (`1` linearizable, `2` lease, `3` stale). Version 5 (issue 12) added the
 //! membership operations 7–9, the answers 8, 9 and 15, and the error codes 7 (`ChangeRefused`)
-//! and 8 (`Busy`).
+//! and 8 (`Busy`). Version 6 (issue 12, `member_protocol.rs`) added the change `add` (with the
+//! new member's addresses) and each member's peer address in the members answer.
 //!
 //! Invariants: `decode(encode(x)) == x` for every message; decoding never panics and rejects
 //! trailing bytes, unknown tags and other versions with a `DecodeError` naming the field and the
@@ -47,7 +48,7 @@ use crate::member_protocol::{MemberChange, Members};
 use crate::wire::{DecodeError, DecodeProblem, Reader, Writer};
 
 /// The version byte every request and response starts with.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// Identifies a request for duplicate detection: a retry carries the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -692,6 +693,14 @@ mod tests {
             Op::ChangeMembers {
                 change: MemberChange::Remove(NodeId(2)),
             },
+            Op::ChangeMembers {
+                change: MemberChange::Add {
+                    id: NodeId(5),
+                    peer_addr: "127.0.0.1:7105".parse().unwrap(),
+                    client_addr: "[::1]:7205".parse().unwrap(),
+                    learner: true,
+                },
+            },
             Op::TransferLeader { target: None },
             Op::TransferLeader {
                 target: Some(NodeId(3)),
@@ -783,12 +792,14 @@ mod tests {
                         role: crate::member_protocol::MemberRole::Voter,
                         match_index: Some(LogIndex(12)),
                         client_addr: "127.0.0.1:7201".into(),
+                        peer_addr: "127.0.0.1:7101".into(),
                     },
                     crate::member_protocol::MemberInfo {
                         id: NodeId(4),
                         role: crate::member_protocol::MemberRole::Learner,
                         match_index: None,
                         client_addr: String::new(),
+                        peer_addr: String::new(),
                     },
                 ],
             }),
@@ -836,7 +847,7 @@ mod tests {
             op: Op::Command { payload: b("kv") },
         };
         let expected: &[u8] = &[
-            5, // version
+            6, // version
             1, 0, 0, 0, 0, 0, 0, 0, // client id
             2, 0, 0, 0, 0, 0, 0, 0, // sequence number
             4, // command
@@ -885,8 +896,31 @@ mod tests {
             seq: 2,
             body: ResponseBody::Snapshot { index: LogIndex(9) },
         };
-        let expected: &[u8] = &[5, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
+        let expected: &[u8] = &[6, 2, 0, 0, 0, 0, 0, 0, 0, 7, 9, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(&response.encode()[..], expected);
+    }
+
+    #[test]
+    fn golden_member_add_bytes() {
+        // Version 6 (issue 12): add node 4 as a learner (change 1, id, two addresses, 1).
+        let request = Request {
+            id: RequestId { client: 1, seq: 2 },
+            op: Op::ChangeMembers {
+                change: MemberChange::Add {
+                    id: NodeId(4),
+                    peer_addr: "1.2.3.4:5".parse().unwrap(),
+                    client_addr: "1.2.3.4:6".parse().unwrap(),
+                    learner: true,
+                },
+            },
+        };
+        let mut add = vec![8, 1, 4, 0, 0, 0, 0, 0, 0, 0];
+        add.extend_from_slice(&[9, 0, 0, 0]);
+        add.extend_from_slice(b"1.2.3.4:5");
+        add.extend_from_slice(&[9, 0, 0, 0]);
+        add.extend_from_slice(b"1.2.3.4:6");
+        add.push(1);
+        assert_eq!(&request.encode()[17..], &add[..]);
     }
 
     #[test]
@@ -958,12 +992,12 @@ mod tests {
         assert_eq!((version, seq, code), (1, 0, ErrorCode::BadRequest));
         assert_eq!(
             reason,
-            "client protocol version 1 is not supported: this node speaks version 5"
+            "client protocol version 1 is not supported: this node speaks version 6"
         );
-        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(6));
-        assert_eq!(version, 6);
+        let (version, _, _, reason) = decode_error_of_any_version(&unsupported_version_response(7));
+        assert_eq!(version, 7);
         assert!(
-            reason.contains("version 6") && reason.contains("version 5"),
+            reason.contains("version 7") && reason.contains("version 6"),
             "{reason}"
         );
         // And a response of another version is refused by this version's decoder, naming it.

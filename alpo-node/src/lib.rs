@@ -121,6 +121,7 @@
 #![warn(unreachable_pub)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod address_book;
 mod apply;
 mod client;
 mod client_driver;
@@ -132,6 +133,7 @@ mod error;
 mod events;
 mod http;
 mod image_io;
+mod join;
 pub mod kv;
 mod kv_client;
 pub mod limits;

@@ -7,11 +7,16 @@
 //!   committed, of the one before ([`MemberOps::on_configuration`]): a removed leader keeps
 //!   replicating its removal until it commits (rule M9), so the others must still hear it and
 //!   answer it; a removed follower should receive its removal. Members are linked at the
-//!   addresses the node knows (its `--peer` flags). A removed member is dropped once its
-//!   removal commits (its link retired, its handshakes refused); a configuration that names a
-//!   member whose address this node does not know is logged, and that member is left out
-//!   (adding a new member needs its addresses replicated: docs/protocol.md, "Issue 12 in the
-//!   node").
+//!   addresses of the node's [`AddressBook`] (its flags, the annex of every `Config` entry and
+//!   snapshot). A removed member is dropped once its removal commits (its link retired, its
+//!   handshakes refused); a configuration that names a member whose address this node does
+//!   not know is logged, and that member is left out.
+//! - **Adds.** `member add` puts the new member's addresses in the book the leader hands the
+//!   core as its `Config` annex, so they travel in the entry that adds it. An id the book
+//!   knows that is not in the configuration was a member before (an old incarnation) and is
+//!   refused; so is an address another member uses. Unless asked for a learner, the waiter
+//!   then asks the promotion (rule M8's catch-up) once the add is committed, asking again
+//!   while the catch-up fails, until [`ADD_PROMOTE_WAIT`].
 //! - **Changes.** A change the core accepts waits in [`MemberOps`] for its
 //!   `Output::ConfigChange` (the `Config` entry's position, or why there is none), then for the
 //!   commit of that entry; it is answered `MembersChanged`, or `Retry` if the leadership was
@@ -33,8 +38,8 @@ use alpo_core::{
     TransferError,
 };
 
+use crate::address_book::{AddressBook, Addresses};
 use crate::client_protocol::{ErrorCode, LeaderHint, ResponseBody};
-use crate::config::NodeConfig;
 use crate::member_protocol::{MemberChange, MemberInfo, MemberRole, Members};
 
 /// How long a transfer's client waits for the new leader to be known once this node stepped
@@ -45,9 +50,15 @@ const TRANSFER_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// entry committed; past it the client is told to check (`Retry`).
 const CHANGE_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long `member add` (without `--learner`) keeps asking the new member's promotion while
+/// its catch-up fails (a large snapshot to install first, rule M8).
+pub(crate) const ADD_PROMOTE_WAIT: Duration = Duration::from_secs(600);
+
 /// The clients waiting for a membership change or a leadership transfer.
 #[derive(Debug, Default)]
 pub(crate) struct MemberOps {
+    /// Every id this node knows, with its addresses.
+    pub(crate) book: AddressBook,
     changes: Vec<ChangeWaiter>,
     transfers: Vec<TransferWaiter>,
     /// The configuration in force, as last reported.
@@ -68,6 +79,21 @@ struct ChangeWaiter {
     /// longer, as a follower, to learn the entry committed (a leader that removed itself
     /// steps down at the commit, rule M9, possibly before its own disk let it apply).
     deposed: Option<Instant>,
+    /// `member add` without `--learner`: promote once the add is committed.
+    then_promote: bool,
+    /// The promotion phase of such an add.
+    promotion: Option<Promotion>,
+}
+
+/// The promotion that follows an add (rule M8).
+#[derive(Debug, Clone, Copy)]
+struct Promotion {
+    /// The committed entry that added the learner.
+    added_at: LogIndex,
+    /// Until when a failed catch-up is asked again.
+    deadline: Instant,
+    /// Whether the core accepted the current ask (its catch-up runs).
+    asked: bool,
 }
 
 /// A client waiting for its transfer.
@@ -83,17 +109,18 @@ struct TransferWaiter {
 /// One answer for a waiting client.
 pub(crate) type Answer = (ConnectionId, u64, ResponseBody);
 
-/// The peers the transport should link to for `members`: each but this node, at the addresses
-/// `config` knows. Members without a known address are returned apart.
+/// The peers the transport should link to for `members`: each but this node (`me`), at the
+/// addresses `book` knows. Members without a known address are returned apart.
 pub(crate) fn peer_set(
     members: &[NodeId],
-    config: &NodeConfig,
+    me: NodeId,
+    book: &AddressBook,
 ) -> (Vec<(NodeId, SocketAddr)>, Vec<NodeId>) {
     let mut peers = Vec::new();
     let mut unknown = Vec::new();
-    for member in members.iter().copied().filter(|id| id.0 != config.id) {
-        match config.peers.iter().find(|peer| peer.id == member.0) {
-            Some(peer) => peers.push((member, peer.peer_addr)),
+    for member in members.iter().copied().filter(|id| *id != me) {
+        match book.get(member) {
+            Some(addresses) => peers.push((member, addresses.peer_addr)),
             None => unknown.push(member),
         }
     }
@@ -101,7 +128,7 @@ pub(crate) fn peer_set(
 }
 
 /// `Op::Members`: the configuration in force at `node`, with match indexes when it leads.
-pub(crate) fn members_of(node: &Node, config: &NodeConfig) -> Members {
+pub(crate) fn members_of(node: &Node, book: &AddressBook) -> Members {
     let status = node.status();
     let matches = node.match_indexes();
     let members = node
@@ -118,12 +145,17 @@ pub(crate) fn members_of(node: &Node, config: &NodeConfig) -> Members {
             } else {
                 matches.iter().find(|(peer, _)| *peer == id).map(|m| m.1)
             };
-            let client_addr = config.client_addr_of(id).map(|a| a.to_string());
+            let addresses = book.get(id);
             MemberInfo {
                 id,
                 role,
                 match_index,
-                client_addr: client_addr.unwrap_or_default(),
+                client_addr: addresses
+                    .map(|a| a.client_addr.to_string())
+                    .unwrap_or_default(),
+                peer_addr: addresses
+                    .map(|a| a.peer_addr.to_string())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -135,6 +167,14 @@ pub(crate) fn members_of(node: &Node, config: &NodeConfig) -> Members {
 }
 
 impl MemberOps {
+    /// Waiting for nothing yet, with this address book.
+    pub(crate) fn new(book: AddressBook) -> MemberOps {
+        MemberOps {
+            book,
+            ..MemberOps::default()
+        }
+    }
+
     /// `Output::Membership` (or the start): the members to link to, those of `configuration`
     /// and, until `last_index` (at or past the entry that brought it) is committed, those of
     /// the configuration before. An empty configuration (a server added later) links to
@@ -165,7 +205,9 @@ impl MemberOps {
         Some(self.linked())
     }
 
-    fn linked(&self) -> Vec<NodeId> {
+    /// The members linked now: those of the configuration in force and, until its change
+    /// commits, of the one before.
+    pub(crate) fn linked(&self) -> Vec<NodeId> {
         let mut members: Vec<NodeId> = self.current.members().collect();
         if let Some((_, previous)) = &self.previous {
             members.extend(previous.members());
@@ -175,7 +217,9 @@ impl MemberOps {
         members
     }
 
-    /// `Op::ChangeMembers`: asks the core; the answer now if it refused, else later.
+    /// `Op::ChangeMembers`: asks the core; the answer now if it refused, else later. The
+    /// same change asked again while it waits (a client's retry after an attempt timeout)
+    /// moves the waiter to the new request.
     pub(crate) fn ask_change(
         &mut self,
         node: &mut Node,
@@ -184,20 +228,80 @@ impl MemberOps {
         change: MemberChange,
         hint: impl Fn(NodeId) -> LeaderHint,
     ) -> Option<ResponseBody> {
-        let change = change.to_core();
-        match node.propose_config_change(now, change) {
-            Ok(()) => {
-                self.changes.push(ChangeWaiter {
-                    connection,
-                    seq,
-                    change,
-                    entry: None,
-                    deposed: None,
-                });
-                None
-            }
-            Err(error) => Some(change_refused(error, hint)),
+        let core_change = change.to_core();
+        if let Some(waiter) = self.changes.iter_mut().find(|waiter| {
+            waiter.change == core_change
+                || waiter.promotion.is_some()
+                    && core_change == ConfigChange::AddLearner(waiter.change.node())
+        }) {
+            waiter.connection = connection;
+            waiter.seq = seq;
+            return None;
         }
+        let mut then_promote = false;
+        if let MemberChange::Add {
+            id,
+            peer_addr,
+            client_addr,
+            learner,
+        } = change
+            && node.status().role == Role::Leader
+        {
+            let addresses = Addresses {
+                peer_addr,
+                client_addr,
+            };
+            if let Some(refusal) = self.refuse_add(node, id, addresses) {
+                return Some(error(ErrorCode::ChangeRefused, refusal));
+            }
+            // The new member's addresses ride on the entry that adds it (the annex).
+            let mut with = self.book.clone();
+            with.insert(id, addresses);
+            node.set_config_annex(with.encode());
+            then_promote = !learner;
+            if let Err(refused) = node.propose_config_change(now, core_change) {
+                node.set_config_annex(self.book.encode());
+                return Some(change_refused(refused, hint));
+            }
+            self.book = with;
+        } else if let Err(refused) = node.propose_config_change(now, core_change) {
+            return Some(change_refused(refused, hint));
+        }
+        self.changes.push(ChangeWaiter {
+            connection,
+            seq,
+            change: core_change,
+            entry: None,
+            deposed: None,
+            then_promote,
+            promotion: None,
+        });
+        None
+    }
+
+    /// Why `member add` of `id` at `addresses` is refused before the core sees it, if it is.
+    fn refuse_add(&self, node: &Node, id: NodeId, addresses: Addresses) -> Option<String> {
+        let configuration = node.configuration();
+        if configuration.contains(id) {
+            return None; // The core refuses it: already a member.
+        }
+        if self.book.get(id).is_some() {
+            return Some(format!(
+                "node {id} was a member of this cluster before (an old incarnation, removed since); \
+                 node ids are never reused: add the machine under a new id with an empty data \
+                 directory"
+            ));
+        }
+        for addr in [addresses.peer_addr, addresses.client_addr] {
+            if let Some(user) = self.book.user_of(addr)
+                && configuration.contains(user)
+            {
+                return Some(format!(
+                    "address {addr} is member {user}'s; remove node {user} first"
+                ));
+            }
+        }
+        None
     }
 
     /// `Op::TransferLeader`: asks the core; the answer now if it refused, else later.
@@ -235,23 +339,40 @@ impl MemberOps {
             .changes
             .iter()
             .position(|waiter| waiter.change == change && waiter.entry.is_none())?;
+        let waiter = &mut self.changes[position];
         match result {
             Ok(proposal) => {
-                self.changes[position].entry = Some(proposal);
+                waiter.entry = Some(proposal);
                 None
             }
-            Err(error) => {
+            Err(ConfigChangeError::CatchUpFailed(_))
+                if waiter
+                    .promotion
+                    .is_some_and(|p| Instant::now() < p.deadline) =>
+            {
+                // Still installing or catching up: ask again after this batch.
+                if let Some(promotion) = &mut waiter.promotion {
+                    promotion.asked = false;
+                }
+                None
+            }
+            Err(refused) => {
                 let waiter = self.changes.remove(position);
-                Some((waiter.connection, waiter.seq, change_refused(error, hint)))
+                let body = match waiter.promotion {
+                    Some(promotion) => not_promoted(waiter.change.node(), promotion, refused),
+                    None => change_refused(refused, hint),
+                };
+                Some((waiter.connection, waiter.seq, body))
             }
         }
     }
 
     /// After each batch: answers the changes whose entry is committed (or whose leader was
-    /// deposed first) and the transfers that are over.
-    pub(crate) fn after_batch(&mut self, node: &Node) -> Vec<Answer> {
+    /// deposed first) and the transfers that are over; asks the promotions that follow adds.
+    pub(crate) fn after_batch(&mut self, node: &mut Node, at: alpo_core::Instant) -> Vec<Answer> {
+        let mut answers = self.ask_promotions(node, at);
+        let node = &*node;
         let status = node.status();
-        let mut answers = Vec::new();
         let now = Instant::now();
         self.changes.retain_mut(|waiter| {
             let Some(entry) = waiter.entry else {
@@ -273,6 +394,18 @@ impl MemberOps {
             if status.commit_index >= entry.index {
                 // Not in memory any more (compacted or evicted): ours if no other leader came.
                 let body = if ours == Some(true) || same_term {
+                    if waiter.then_promote && status.role == Role::Leader {
+                        // The add is committed: now the promotion (rule M8).
+                        waiter.then_promote = false;
+                        waiter.change = ConfigChange::Promote(waiter.change.node());
+                        waiter.entry = None;
+                        waiter.promotion = Some(Promotion {
+                            added_at: entry.index,
+                            deadline: now + ADD_PROMOTE_WAIT,
+                            asked: false,
+                        });
+                        return true;
+                    }
                     ResponseBody::MembersChanged { index: entry.index }
                 } else {
                     leadership_lost()
@@ -290,6 +423,15 @@ impl MemberOps {
             }
             true
         });
+        self.answer_transfers(node, now, &mut answers);
+        answers
+    }
+}
+
+impl MemberOps {
+    /// The transfers that are over: another node leads, or the core aborted (rule T5).
+    fn answer_transfers(&mut self, node: &Node, now: Instant, answers: &mut Vec<Answer>) {
+        let status = node.status();
         self.transfers.retain_mut(|waiter| {
             if status.role == Role::Leader {
                 if node.transfer_target().is_some() {
@@ -321,8 +463,51 @@ impl MemberOps {
             }
             true
         });
+    }
+
+    /// Asks the core for each promotion that follows an add and is not running.
+    fn ask_promotions(&mut self, node: &mut Node, at: alpo_core::Instant) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        let now = Instant::now();
+        if node.status().role != Role::Leader {
+            return answers;
+        }
+        self.changes.retain_mut(|waiter| {
+            let Some(promotion) = &mut waiter.promotion else {
+                return true;
+            };
+            if promotion.asked || waiter.entry.is_some() {
+                return true;
+            }
+            match node.propose_config_change(at, waiter.change) {
+                Ok(()) => {
+                    promotion.asked = true;
+                    true
+                }
+                Err(
+                    ConfigChangeError::ChangeInProgress
+                    | ConfigChangeError::LeaderNotReady
+                    | ConfigChangeError::Transferring { .. },
+                ) if now < promotion.deadline => true,
+                Err(refused) => {
+                    let body = not_promoted(waiter.change.node(), *promotion, refused);
+                    answers.push((waiter.connection, waiter.seq, body));
+                    false
+                }
+            }
+        });
         answers
     }
+}
+
+/// The answer to an add whose promotion failed: the learner stays.
+fn not_promoted(id: NodeId, promotion: Promotion, refused: ConfigChangeError) -> ResponseBody {
+    let reason = format!(
+        "node {id} was added as a learner (entry {}) but not promoted: {refused}; once it has \
+         caught up, run `alpo member promote {id}`",
+        promotion.added_at
+    );
+    error(ErrorCode::ChangeRefused, reason)
 }
 
 fn error(code: ErrorCode, reason: String) -> ResponseBody {
@@ -441,11 +626,12 @@ mod tests {
                 client_addr: SocketAddr::from(([127, 0, 0, 1], 7200 + id)),
             })
             .collect();
-        let config = NodeConfig::for_members(1, dir, &members).remove(0);
+        let config = crate::config::NodeConfig::for_members(1, dir, &members).remove(0);
+        let book = AddressBook::from_config(&config);
         let two_and_nine = Configuration::new(&[NodeId(1), NodeId(2)], &[NodeId(9)]).unwrap();
         let mut ops = MemberOps::default();
         let linked = ops.on_configuration(two_and_nine, LogIndex(4)).unwrap();
-        let (peers, unknown) = peer_set(&linked, &config);
+        let (peers, unknown) = peer_set(&linked, NodeId(1), &book);
         assert_eq!(peers, vec![(NodeId(2), members[1].peer_addr)]);
         assert_eq!(unknown, vec![NodeId(9)]);
         // A removal keeps the removed member linked until it commits (rule M9).
@@ -467,6 +653,7 @@ mod tests {
                 role: MemberRole::Voter,
                 match_index: Some(LogIndex(3)),
                 client_addr: String::new(),
+                peer_addr: String::new(),
             }],
         };
         assert_eq!(

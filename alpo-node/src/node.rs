@@ -104,6 +104,11 @@ impl Server {
         peer_listener: TcpListener,
         machine: impl StateMachine,
     ) -> Result<Server, Error> {
+        // Issue 12: a joined directory links to the addresses the cluster gave at the join.
+        let config = match crate::join::joined_book(&config.data_dir)? {
+            Some(book) => crate::join::with_joined_peers(config, &book),
+            None => config,
+        };
         config.validate()?;
         let mut machine = machine;
         let Recovered {
@@ -160,6 +165,37 @@ impl Server {
             listener,
             http,
         })
+    }
+
+    /// Issue 12: starts a new node that joins a running cluster (`alpo node --join`,
+    /// `join.rs`): `members` is the cluster's answer to [`crate::Client::members`], which must
+    /// list `config.id` (added first with `member add`); `config.data_dir` must be empty. The
+    /// node starts with an empty configuration (rule M11): it never campaigns until a
+    /// configuration names it a voter, and learns the log or a snapshot from the leader.
+    pub fn join(
+        config: NodeConfig,
+        members: &crate::member_protocol::Members,
+        machine: impl StateMachine,
+    ) -> Result<Server, Error> {
+        let listener = TcpListener::bind(config.peer_addr).map_err(|source| Error::Io {
+            what: format!("binding the peer address {}", config.peer_addr),
+            source,
+        })?;
+        Server::join_with_listener(config, members, listener, machine)
+    }
+
+    /// Like [`Server::join`], on a peer listener the caller bound already.
+    pub fn join_with_listener(
+        mut config: NodeConfig,
+        members: &crate::member_protocol::Members,
+        peer_listener: TcpListener,
+        machine: impl StateMachine,
+    ) -> Result<Server, Error> {
+        crate::join::check_empty(&config.data_dir)?;
+        config.peers = crate::join::peers_from_members(&config, members)?;
+        config.validate()?;
+        crate::join::mark_joined(&config)?;
+        Server::start_with_listener(config, peer_listener, machine)
     }
 
     /// This node's id.

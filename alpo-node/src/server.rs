@@ -168,6 +168,7 @@ impl EventLoop {
     /// Runs until asked to stop or until a fatal error; then lets the other threads drain. A
     /// fatal error is published for `Server::failure` and returned as [`Error::Failed`].
     pub(crate) fn run(mut self) -> Result<(), Error> {
+        self.book_changed(); // The snapshot thread's copy of the book at start (issue 12).
         let result = self.run_inner();
         // The last batch's inputs, and the whole trace, reach the file before the loop ends.
         if let Some(mut recorder) = self.recorder.take() {
@@ -331,7 +332,13 @@ impl EventLoop {
                 } => self
                     .node
                     .on_snapshot_read(now, to, snapshot, offset, result),
-                SnapshotReport::Installed { meta, path } => {
+                SnapshotReport::Installed { meta, path, book } => {
+                    if let Some(book) = book
+                        && self.members.book.merge(&book)
+                    {
+                        self.book_changed();
+                        self.link_members(&self.members.linked())?;
+                    }
                     let (node, index) = (self.config.id, meta.last.index.0);
                     tracing::info!(node, index, "snapshot from the leader installed (S7)");
                     if let Some(probe) = &self.probe {
@@ -452,7 +459,8 @@ impl EventLoop {
     /// answered at once only if refused.
     fn on_member_op(&mut self, connection: ConnectionId, seq: u64, op: Op) {
         let now = self.now();
-        let hint = |id| leader_hint_of(&self.config, id);
+        let book = self.members.book.clone();
+        let hint = |id| leader_hint_of(&book, id);
         let answer = match op {
             Op::ChangeMembers { change } => {
                 let asked = (connection, seq);
@@ -466,11 +474,14 @@ impl EventLoop {
             }
             _ => Some(ResponseBody::Members(crate::member_ops::members_of(
                 &self.node,
-                &self.config,
+                &self.members.book,
             ))),
         };
         if let Some(body) = answer {
             self.reply(connection, seq, body);
+        }
+        if self.members.book != book {
+            self.book_changed();
         }
     }
 
@@ -552,7 +563,7 @@ impl EventLoop {
     }
 
     fn leader_hint(&self, id: NodeId) -> LeaderHint {
-        leader_hint_of(&self.config, id)
+        leader_hint_of(&self.members.book, id)
     }
 
     fn propose(&mut self, connection: ConnectionId, id: RequestId, op: Op) -> Result<(), Error> {
@@ -629,7 +640,10 @@ impl EventLoop {
                     self.send_storage(StorageOp::Reset { snapshot })?;
                 }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
-                Output::AppendLog { entries } => self.append_log(entries)?,
+                Output::AppendLog { entries } => {
+                    self.learn_addresses(&entries)?;
+                    self.append_log(entries)?;
+                }
                 Output::Send(message) => self.send(message),
                 Output::ReadReady { id, index } => self.read_answered(id, Ok(index))?,
                 Output::ReadFailed { id, error } => self.read_answered(id, Err(error))?,
@@ -699,7 +713,8 @@ impl EventLoop {
             }
             Output::ConfigChange { change, result } => {
                 tracing::info!(%change, ?result, "membership change");
-                let hint = |id| leader_hint_of(&self.config, id);
+                let book = self.members.book.clone();
+                let hint = |id| leader_hint_of(&book, id);
                 if let Some((connection, seq, body)) =
                     self.members.on_config_change(change, result, hint)
                 {
@@ -724,9 +739,40 @@ impl EventLoop {
         }
     }
 
+    /// Issue 12: the address book of each `Config` entry appended (its annex) joins this
+    /// node's; new addresses are linked at once (the entry's `Membership` output may have come
+    /// first) and become the core's annex (`address_book.rs`).
+    fn learn_addresses(&mut self, entries: &[alpo_core::Entry]) -> Result<(), Error> {
+        let mut changed = false;
+        for entry in entries
+            .iter()
+            .filter(|e| e.kind == alpo_core::EntryKind::Config)
+        {
+            let what = "a Config entry";
+            if let Some(book) = crate::address_book::AddressBook::of_annex(&entry.payload, what) {
+                changed |= self.members.book.merge(&book);
+            }
+        }
+        if changed {
+            self.book_changed();
+            return self.link_members(&self.members.linked());
+        }
+        Ok(())
+    }
+
+    /// The book grew: the core's annex and the snapshot thread's copy follow it.
+    fn book_changed(&mut self) {
+        let encoded = self.members.book.encode();
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.state.lock().book = encoded.clone();
+        }
+        self.node.set_config_annex(encoded);
+    }
+
     /// Gives the transport the peers among `members`, at the addresses this node knows.
     fn link_members(&self, members: &[NodeId]) -> Result<(), Error> {
-        let (peers, unknown) = crate::member_ops::peer_set(members, &self.config);
+        let me = self.config.node_id();
+        let (peers, unknown) = crate::member_ops::peer_set(members, me, &self.members.book);
         if !unknown.is_empty() {
             tracing::warn!(
                 node = self.config.id,
@@ -807,7 +853,8 @@ impl EventLoop {
     /// Publishes status and metrics; streams the trace; tells waiting clients when leadership
     /// is lost.
     fn after_batch(&mut self, input_count: usize) -> Result<(), Error> {
-        for (connection, seq, body) in self.members.after_batch(&self.node) {
+        let now = self.now();
+        for (connection, seq, body) in self.members.after_batch(&mut self.node, now) {
             self.reply(connection, seq, body);
         }
         if let Some(members) = self.members.on_commit(self.node.status().commit_index) {
@@ -951,7 +998,7 @@ pub(crate) fn launch(
     machine: Box<dyn StateMachine>,
 ) -> Result<Running, Error> {
     let origin = std::time::Instant::now();
-    let (node, recorder) = start_core(&config, persisted)?;
+    let (node, recorder, book) = start_member(&config, persisted, parts.snapshots.as_ref())?;
     let newest_snapshot = node.snapshot().map(|meta| meta.last).unwrap_or_default();
     let restored_index = parts.restored.as_ref().map_or(LogIndex(0), |r| r.last);
     // The core starts from the snapshot the state machine was restored from (rule S8).
@@ -1002,7 +1049,7 @@ pub(crate) fn launch(
         reads: ClientReads::default(),
         log_reader: parts.log_reader,
         log_reads: Vec::new(),
-        members: crate::member_ops::MemberOps::default(),
+        members: crate::member_ops::MemberOps::new(book),
         leaving: None,
         probe: parts.metrics.map(|m| LoopProbe::new(m, start_commit)),
         recorder,
@@ -1023,10 +1070,49 @@ pub(crate) fn launch(
     })
 }
 
+/// Issue 12: the core started as a member: a joined directory with an empty bootstrap
+/// configuration, a removed node refused (`join.rs`), the address book its annex.
+fn start_member(
+    config: &NodeConfig,
+    persisted: Persisted,
+    snapshots: Option<&alpo_log::SnapshotStore>,
+) -> Result<(Node, Option<Recorder>, crate::address_book::AddressBook), Error> {
+    let book = initial_book(config, &persisted, snapshots);
+    let joined = config.data_dir.join(crate::join::JOINED_FILE_NAME).exists();
+    let (node, recorder) = start_core(config, persisted, joined)?;
+    crate::join::refuse_removed(config, node.configuration(), joined)?;
+    Ok((node, recorder, book))
+}
+
+/// Issue 12: the address book at start: this node's flags, then the newest snapshot's and
+/// every retained `Config` entry's annex (`address_book.rs`).
+fn initial_book(
+    config: &NodeConfig,
+    persisted: &Persisted,
+    snapshots: Option<&alpo_log::SnapshotStore>,
+) -> crate::address_book::AddressBook {
+    use crate::address_book::AddressBook;
+    let mut book = AddressBook::from_config(config);
+    if let Some(meta) = snapshots.and_then(alpo_log::SnapshotStore::newest)
+        && !meta.membership.is_empty()
+        && let Some(found) = AddressBook::of_annex(&meta.membership, "the newest snapshot")
+    {
+        book.merge(&found);
+    }
+    let entries = persisted.log.configs.iter().chain(&persisted.log.tail);
+    for entry in entries.filter(|e| e.kind == alpo_core::EntryKind::Config) {
+        if let Some(found) = AddressBook::of_annex(&entry.payload, "a retained Config entry") {
+            book.merge(&found);
+        }
+    }
+    book
+}
+
 /// The core, recording its inputs for the flight recorder (started here) when it is on.
 fn start_core(
     config: &NodeConfig,
     persisted: Persisted,
+    joined: bool,
 ) -> Result<(Node, Option<Recorder>), Error> {
     let seed = seed_for(config.id);
     let start = alpo_core::Instant::from_nanos(0);
@@ -1042,10 +1128,16 @@ fn start_core(
             )
         })
         .transpose()?;
+    let mut core_config = config.core_config(seed);
+    if joined {
+        // Issue 12, rule M11: a joined node's configuration comes from the log or a snapshot
+        // only; its flags name the cluster it joined, not a configuration.
+        core_config.members.clear();
+    }
     let node = if recorder.is_some() {
-        Node::new_recorded(config.core_config(seed), persisted, start)
+        Node::new_recorded(core_config, persisted, start)
     } else {
-        Node::new(config.core_config(seed), persisted, start)
+        Node::new(core_config, persisted, start)
     }
     .map_err(|error| Error::Config {
         field: error.field.to_string(),
@@ -1148,13 +1240,13 @@ fn command_of(op: Op) -> Option<(CommandKind, Bytes)> {
     }
 }
 
-/// Where a client finds node `id`, as `config` knows it.
-fn leader_hint_of(config: &NodeConfig, id: NodeId) -> LeaderHint {
+/// Where a client finds node `id`, as `book` knows it.
+fn leader_hint_of(book: &crate::address_book::AddressBook, id: NodeId) -> LeaderHint {
     LeaderHint {
         id,
-        client_addr: config
-            .client_addr_of(id)
-            .map(|a| a.to_string())
+        client_addr: book
+            .get(id)
+            .map(|a| a.client_addr.to_string())
             .unwrap_or_default(),
     }
 }

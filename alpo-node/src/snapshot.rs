@@ -71,8 +71,13 @@ pub(crate) enum SnapshotReport {
         offset: u64,
         result: Result<Bytes, SnapshotReadError>,
     },
-    /// A received snapshot is verified and durable at `path` (for `on_snapshot_installed`).
-    Installed { meta: SnapshotMeta, path: PathBuf },
+    /// A received snapshot is verified and durable at `path` (for `on_snapshot_installed`),
+    /// with the address book of its membership bytes (issue 12).
+    Installed {
+        meta: SnapshotMeta,
+        path: PathBuf,
+        book: Option<crate::address_book::AddressBook>,
+    },
     /// A received snapshot did not verify (for `on_snapshot_install_failed`).
     InstallFailed(SnapshotMeta),
 }
@@ -86,6 +91,9 @@ pub(crate) struct SnapshotState {
     pub(crate) fatal: Option<alpo_log::Error>,
     /// Last index of the newest snapshot file (0 without one), for status.
     pub(crate) newest_index: u64,
+    /// Issue 12: the event loop's address book, encoded: a snapshot taken here carries it
+    /// after its configuration in the header's membership bytes.
+    pub(crate) book: Bytes,
 }
 
 /// The event loop's view of the snapshot thread.
@@ -97,7 +105,7 @@ pub(crate) struct SnapshotHandle {
 }
 
 /// The newest snapshot's position, size and configuration (the header's `membership` bytes,
-/// `Configuration::encode`; empty in files written before issue 12), as the core knows
+/// `Configuration::encode` then the address book, issue 12; empty in files written before), as the core knows
 /// snapshots. Undecodable membership bytes (the header's CRC passed, so a foreign writer) are
 /// reported and read as no configuration: the core then falls back to the bootstrap one.
 pub(crate) fn core_meta(meta: &alpo_log::SnapshotMeta, file_bytes: u64) -> SnapshotMeta {
@@ -213,7 +221,8 @@ impl Worker {
             configuration,
             image,
         } = frozen;
-        let membership = configuration.encode();
+        let mut membership = configuration.encode().to_vec();
+        membership.extend_from_slice(&self.state.lock().book);
         let mut writer = self.store.begin(at.index.0, at.term.0, &membership)?;
         if let Err(source) = image.write_to(&mut writer) {
             // A write into the file failed (the writer reports the file and the cause).
@@ -335,10 +344,14 @@ impl Worker {
                     file = %path.display(),
                     "snapshot received and verified"
                 );
+                let what = "an installed snapshot";
+                let book =
+                    crate::address_book::AddressBook::of_annex(&file.meta().membership, what);
                 self.set_newest(file);
                 self.report(SnapshotReport::Installed {
                     meta: snapshot,
                     path,
+                    book,
                 });
             }
             Err(error) if error.is_fatal() => return Err(error),

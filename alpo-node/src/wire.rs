@@ -36,6 +36,8 @@ pub enum DecodeProblem {
     InvalidUtf8,
     /// The format version is not one this build reads.
     UnsupportedVersion(u8),
+    /// A text field that must be an `IP:PORT` address is not one (issue 12).
+    BadAddress,
 }
 
 /// Appends fields to a buffer.
@@ -66,6 +68,9 @@ impl fmt::Display for DecodeError {
             DecodeProblem::InvalidUtf8 => write!(f, "{what} is not utf-8 at byte {offset}"),
             DecodeProblem::UnsupportedVersion(version) => {
                 write!(f, "unsupported {what} version {version} at byte {offset}")
+            }
+            DecodeProblem::BadAddress => {
+                write!(f, "{what} at byte {offset} is not an IP:PORT address")
             }
         }
     }
@@ -196,6 +201,20 @@ impl Reader {
     }
 
     /// Everything not read yet (only as the last field).
+    /// A string that must be an `IP:PORT` address (issue 12).
+    pub(crate) fn socket_addr(
+        &mut self,
+        what: &'static str,
+    ) -> Result<std::net::SocketAddr, DecodeError> {
+        let at = self.offset;
+        let text = self.string(what)?;
+        text.parse().map_err(|_| DecodeError {
+            what,
+            offset: at,
+            problem: DecodeProblem::BadAddress,
+        })
+    }
+
     pub(crate) fn tail(&mut self) -> Bytes {
         let rest = self.buf.slice(self.offset..);
         self.offset = self.buf.len();

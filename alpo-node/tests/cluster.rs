@@ -414,7 +414,12 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     let addr = cluster.configs[leader].client_addr;
     let timeout = Duration::from_secs(5);
     let mut raw = alpo_net::ClientConnection::connect(addr, ClusterId(CLUSTER), timeout).unwrap();
-    raw.send(b"\x05garbage").unwrap();
+    let garbage = [
+        &[alpo_node::client_protocol::PROTOCOL_VERSION][..],
+        b"garbage",
+    ]
+    .concat();
+    raw.send(&garbage).unwrap();
     let response = Response::decode(raw.recv(timeout).unwrap()).unwrap();
     assert!(
         matches!(response.body, ResponseBody::Error { .. }),
@@ -422,13 +427,14 @@ fn bad_input_gets_an_error_and_the_node_keeps_serving() {
         response.body
     );
     // A client of another protocol version gets an answer in its own version naming both.
-    for version in [1u8, 6] {
+    for version in [1u8, alpo_node::client_protocol::PROTOCOL_VERSION + 1] {
         raw.send(&[version, 0, 0]).unwrap();
         let answer = raw.recv(timeout).unwrap();
         assert_eq!(answer[0], version);
         let text = String::from_utf8_lossy(&answer);
         let expected = format!(
-            "client protocol version {version} is not supported: this node speaks version 5"
+            "client protocol version {version} is not supported: this node speaks version {}",
+            alpo_node::client_protocol::PROTOCOL_VERSION
         );
         assert!(text.ends_with(&expected), "{text}");
     }

@@ -22,6 +22,16 @@ use crate::output::Output;
 use crate::progress::Progress;
 use crate::types::{Entry, EntryKind, Instant, LogIndex, NodeId, Persisted};
 
+/// A `Config` entry's payload: the configuration, then the driver's annex (issue 12).
+fn with_annex(next: Configuration, annex: &[u8]) -> bytes::Bytes {
+    if annex.is_empty() {
+        return next.encode();
+    }
+    let mut payload = next.encode().to_vec();
+    payload.extend_from_slice(annex);
+    payload.into()
+}
+
 /// A learner's catch-up before its promotion (rule M8); volatile, leader only.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct CatchUp {
@@ -160,7 +170,7 @@ impl Node {
             index,
             term,
             kind: EntryKind::Config,
-            payload: next.encode(),
+            payload: with_annex(next, &self.config_annex),
         });
         self.outputs.push(Output::ConfigChange {
             change,
