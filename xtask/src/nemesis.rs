@@ -176,6 +176,10 @@ pub enum MemberOp {
     /// SIGTERM each node in turn (a leader hands over first, rule T1), start it again, and
     /// wait until it has caught up before the next.
     RollingRestart,
+    /// Remove the target (the leader hands over, rule M9), stop it, move its data aside, add
+    /// it back under a new id as a learner at the same addresses, start it with `--join`, and
+    /// promote it once it has caught up (rule M8).
+    Replace(Target),
 }
 
 impl MemberOp {
@@ -183,7 +187,7 @@ impl MemberOp {
     pub fn nodes_out(self) -> usize {
         match self {
             MemberOp::TransferLeader(_) => 0,
-            MemberOp::RollingRestart => 1,
+            MemberOp::RollingRestart | MemberOp::Replace(_) => 1,
         }
     }
 
@@ -192,7 +196,7 @@ impl MemberOp {
     pub fn hold_ms(self, config: &NemesisConfig) -> u64 {
         match self {
             MemberOp::TransferLeader(_) => config.transfer_hold_ms,
-            MemberOp::RollingRestart => config.member_hold_ms,
+            MemberOp::RollingRestart | MemberOp::Replace(_) => config.member_hold_ms,
         }
     }
 }
@@ -203,6 +207,7 @@ impl fmt::Display for MemberOp {
             MemberOp::TransferLeader(None) => write!(f, "transfer leader"),
             MemberOp::TransferLeader(Some(node)) => write!(f, "transfer leader to n{}", node.0),
             MemberOp::RollingRestart => write!(f, "rolling restart"),
+            MemberOp::Replace(target) => write!(f, "replace {target} under a new id"),
         }
     }
 }
@@ -703,13 +708,15 @@ fn hold_ms(
     }
 }
 
-/// Draws a membership operation: a transfer (to the best voter, or a named node) two times in
-/// three, else a rolling restart.
+/// Draws a membership operation: a transfer (to the best voter, or a named node) one time in
+/// two, else a rolling restart, or the replacement of a follower or of the leader.
 fn member_op(config: &NemesisConfig, rng: &mut SplitMix64) -> MemberOp {
-    match rng.below(6) {
+    match rng.below(8) {
         0 | 1 => MemberOp::TransferLeader(None),
         2 | 3 => MemberOp::TransferLeader(Some(NodeIndex(rng.index(config.node_count)))),
-        _ => MemberOp::RollingRestart,
+        4 | 5 => MemberOp::RollingRestart,
+        6 => MemberOp::Replace(Target::Follower),
+        _ => MemberOp::Replace(Target::Leader),
     }
 }
 
@@ -920,12 +927,16 @@ mod tests {
                         op: MemberOp::RollingRestart,
                         ..
                     } => "rolling-restart",
+                    Action::Member {
+                        op: MemberOp::Replace(_),
+                        ..
+                    } => "replace",
                     _ => "heal",
                 };
                 *seen.entry(name).or_insert(0) += 1;
             }
         }
-        assert_eq!(seen.len(), 10, "{seen:?}");
+        assert_eq!(seen.len(), 11, "{seen:?}");
         let none = NemesisConfig::new(1, 5, 60_000, &[]);
         assert!(schedule(&none).unwrap().actions.is_empty());
     }
@@ -999,6 +1010,11 @@ mod tests {
         }
         assert!(0 < ops);
         assert_eq!(MemberOp::RollingRestart.nodes_out(), 1);
+        assert_eq!(MemberOp::Replace(Target::Leader).nodes_out(), 1);
+        assert_eq!(
+            MemberOp::Replace(Target::Follower).to_string(),
+            "replace a follower under a new id"
+        );
         assert_eq!(MemberOp::TransferLeader(None).nodes_out(), 0);
         assert_eq!(FaultKind::parse("membership"), Some(FaultKind::Membership));
         assert_eq!(

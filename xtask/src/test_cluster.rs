@@ -336,6 +336,13 @@ struct Cluster {
     stop_pollers: Arc<AtomicBool>,
     /// Nodes that exited without being killed (a violation: see their logs).
     crashed: Vec<String>,
+    /// Issue 12: TLS on (the membership nemesis then replaces no node: the certificates name
+    /// the ids the run started with).
+    tls: bool,
+    /// Issue 12: the id the next node added under a new id gets.
+    next_id: u64,
+    /// The run directory (node configs, data directories).
+    dir: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -545,6 +552,9 @@ fn start_cluster(
         stop_clients: Arc::new(AtomicBool::new(false)),
         stop_pollers: Arc::new(AtomicBool::new(false)),
         crashed: Vec::new(),
+        tls: options.tls,
+        next_id: u64::try_from(count)? + 1,
+        dir: dir.to_path_buf(),
     })
 }
 
@@ -724,7 +734,7 @@ fn execute(
             cluster.mesh.heal();
             "heal network".into()
         }
-        Action::Member { op, .. } => membership::run(cluster, *op)?,
+        Action::Member { op, .. } => membership::run(cluster, *op, leader)?,
         Action::MemberDone { .. } => "membership operation over".into(),
     })
 }
@@ -863,9 +873,11 @@ fn replay_traces(
     violations: &mut Vec<String>,
 ) -> Result<traces::TraceSummary> {
     cluster.nodes.kill_all();
-    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
+    let mut data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
         .map(|index| process::data_dir(dir, index))
         .collect();
+    // Issue 12: the old incarnations of replaced nodes ran too.
+    data_dirs.extend(cluster.nodes.retired().iter().cloned());
     traces::check_traces(&data_dirs, violations)
 }
 

@@ -9,6 +9,14 @@
 //!   wait until it has applied the commit index the cluster had when it came back. A node that
 //!   does not exit within [`STOP_WAIT`] of its SIGTERM is a violation (then killed), and so is
 //!   one that exits with a failure status.
+//! - A replacement removes a node (the leader hands over first, rule M9), stops it, moves its
+//!   data directory aside (its traces are still replayed), adds it back under the next unused
+//!   id as a learner at the same addresses (`Client::add_member`), starts it with `--join`
+//!   (an empty data directory: it learns everything from the leader, by install-snapshot when
+//!   the log is compacted), waits until it has caught up and promotes it (rule M8). Once the
+//!   removal is done, a failed add or promotion is a violation. Links to a re-added member go
+//!   directly to its peer port, not through the proxies: its address is replicated, one for
+//!   every node, while the proxies are one per directed link.
 //!
 //! Invariant: every operation leaves each node it touched running, so the membership and the
 //! processes are as the operation found them.
@@ -21,7 +29,8 @@ use anyhow::Result;
 
 use alpo_core::{NodeId, Role};
 use alpo_node::client_protocol::NodeStatus;
-use xtask::nemesis::{MemberOp, NodeIndex};
+use alpo_node::member_protocol::MemberChange;
+use xtask::nemesis::{self, MemberOp, NodeIndex};
 
 use super::Cluster;
 use super::workload;
@@ -31,13 +40,117 @@ use super::workload;
 const STOP_WAIT: Duration = Duration::from_secs(20);
 /// How long a restarted node may take to answer and catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(20);
+/// How long a membership change may be retried.
+const CHANGE_WAIT: Duration = Duration::from_secs(20);
 
 /// Carries out `op`; returns what was done, for the nemesis log. Violations go to
 /// `cluster.crashed`.
-pub(super) fn run(cluster: &mut Cluster, op: MemberOp) -> Result<String> {
+pub(super) fn run(
+    cluster: &mut Cluster,
+    op: MemberOp,
+    leader: Option<NodeIndex>,
+) -> Result<String> {
     match op {
         MemberOp::TransferLeader(target) => Ok(transfer(cluster, target)),
         MemberOp::RollingRestart => rolling_restart(cluster),
+        MemberOp::Replace(target) => {
+            if cluster.tls {
+                // The run's certificates name the ids it started with.
+                return Ok(format!("{op}: skipped under --tls"));
+            }
+            let down = cluster.nodes.down();
+            match nemesis::resolve_target(target, leader, &down) {
+                Some(node) if !down[node.0] => replace(cluster, node.0),
+                _ => Ok(format!("{op}: every node is down, skipped")),
+            }
+        }
+    }
+}
+
+/// Removes node `index`, stops it, moves its data aside and brings it back as a new member
+/// under the next unused id (module doc). A step the cluster refuses is a violation once the
+/// removal is done: the operation must leave as many voters as it found.
+fn replace(cluster: &mut Cluster, index: usize) -> Result<String> {
+    let started = Instant::now();
+    let old_id = cluster.nodes.specs()[index].id;
+    let mut client = admin_client(cluster)?;
+    let mut log = format!("replace n{index} (id {old_id}):");
+    if let Err(error) = client.change_members(MemberChange::Remove(NodeId(old_id))) {
+        // "Retry": it may or may not have taken effect; the members say.
+        let still = client
+            .members()
+            .map(|members| members.members.iter().any(|m| m.id.0 == old_id));
+        if !matches!(still, Ok(false)) {
+            return Ok(format!("{log} remove not done ({error})"));
+        }
+    }
+    let _ = write!(log, " removed at {} ms;", started.elapsed().as_millis());
+    match cluster.nodes.terminate(index, STOP_WAIT)? {
+        Some(_) => {}
+        None => cluster.crashed.push(format!(
+            "removed node n{index} (id {old_id}) did not stop within {STOP_WAIT:?} of SIGTERM"
+        )),
+    }
+    let new_id = cluster.next_id;
+    cluster.next_id += 1;
+    cluster.nodes.renumber(
+        index,
+        new_id,
+        &super::process::data_dir(&cluster.dir, index),
+    )?;
+    let spec = cluster.nodes.specs()[index].clone();
+    let added = retry(|| client.add_member(NodeId(new_id), spec.peer_addr, spec.client_addr, true));
+    if let Err(error) = added {
+        cluster.crashed.push(format!(
+            "replace n{index}: adding id {new_id} back failed: {error}"
+        ));
+        return Ok(format!("{log} add {new_id} failed ({error})"));
+    }
+    let _ = write!(
+        log,
+        " added as id {new_id} at {} ms;",
+        started.elapsed().as_millis()
+    );
+    let others: Vec<SocketAddr> = cluster
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, endpoint)| *endpoint)
+        .collect();
+    cluster.nodes.start_joining(index, &others)?;
+    match wait_caught_up(cluster, index) {
+        Some(took) => {
+            let _ = write!(log, " caught up {} ms after its start;", took.as_millis());
+        }
+        None => {
+            let _ = write!(log, " not caught up within {CATCH_UP_WAIT:?};");
+        }
+    }
+    match retry(|| client.change_members(MemberChange::Promote(NodeId(new_id)))) {
+        Ok(_) => {
+            let _ = write!(log, " promoted at {} ms", started.elapsed().as_millis());
+        }
+        Err(error) => {
+            cluster.crashed.push(format!(
+                "replace n{index}: promoting id {new_id} failed: {error}"
+            ));
+            let _ = write!(log, " promotion failed ({error})");
+        }
+    }
+    Ok(log)
+}
+
+/// Calls `step` until it succeeds or [`CHANGE_WAIT`] has passed (a change refused for now, a
+/// learner not caught up yet, a leader being elected); returns the last result.
+fn retry<T>(mut step: impl FnMut() -> Result<T, alpo_node::Error>) -> Result<T, alpo_node::Error> {
+    let started = Instant::now();
+    loop {
+        let result = step();
+        if result.is_ok() || CHANGE_WAIT < started.elapsed() {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
