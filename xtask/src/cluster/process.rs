@@ -224,8 +224,8 @@ impl Nodes {
     }
 
     /// Issue 12: node `index` (stopped) becomes a new member with id `id`: its data directory
-    /// `data` is moved aside to `data-n<index>-id<old id>` (listed by [`Nodes::retired`]) and its config
-    /// file names the new id; the same addresses and the rest of the config stay.
+    /// `data` is moved aside to `data-n<index>-id<old id>` (listed by [`Nodes::retired`]) and
+    /// its config file names the new id; the same addresses and the rest of the config stay.
     pub(crate) fn renumber(&mut self, index: usize, id: u64, data: &Path) -> Result<()> {
         assert!(
             self.children[index].is_none(),
@@ -234,7 +234,7 @@ impl Nodes {
         let spec = &mut self.specs[index];
         let parked = data.with_file_name(format!("data-n{index}-id{}", spec.id));
         if data.exists() {
-            std::fs::rename(&data, &parked)
+            std::fs::rename(data, &parked)
                 .with_context(|| format!("moving {} to {}", data.display(), parked.display()))?;
             self.retired.push(parked);
         }
