@@ -98,7 +98,7 @@ enum Command {
     Status(client_cmd::StatusArgs),
     /// Ask each node to take a snapshot now; prints its index once durable.
     Snapshot(client_cmd::TakeSnapshotArgs),
-    /// List the cluster's members, promote a learner, remove a member (issue 12).
+    /// List the cluster's members, add a member, promote a learner, remove a member (issue 12).
     Member(member_cmd::MemberArgs),
     /// Hand the leadership to a voter (the most up-to-date one by default); prints the new
     /// leader once it leads.

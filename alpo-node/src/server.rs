@@ -627,7 +627,9 @@ impl EventLoop {
     }
 
     fn perform_outputs(&mut self) -> Result<(), Error> {
-        for output in self.node.take_outputs() {
+        let outputs = self.node.take_outputs();
+        self.learn_addresses_of(&outputs)?;
+        for output in outputs {
             match output {
                 Output::SaveHardState(state) => self.hard_state.save(state)?,
                 Output::SaveTermCeiling { ceiling } => {
@@ -640,10 +642,7 @@ impl EventLoop {
                     self.send_storage(StorageOp::Reset { snapshot })?;
                 }
                 Output::TruncateLog { from } => self.send_storage(StorageOp::Truncate { from })?,
-                Output::AppendLog { entries } => {
-                    self.learn_addresses(&entries)?;
-                    self.append_log(entries)?;
-                }
+                Output::AppendLog { entries } => self.append_log(entries)?,
                 Output::Send(message) => self.send(message),
                 Output::ReadReady { id, index } => self.read_answered(id, Ok(index))?,
                 Output::ReadFailed { id, error } => self.read_answered(id, Err(error))?,
@@ -737,6 +736,16 @@ impl EventLoop {
             Some(members) => self.link_members(&members),
             None => Ok(()),
         }
+    }
+
+    /// Issue 12: a `Config` entry's addresses are known before its `Membership` output links.
+    fn learn_addresses_of(&mut self, outputs: &[Output]) -> Result<(), Error> {
+        for output in outputs {
+            if let Output::AppendLog { entries } = output {
+                self.learn_addresses(entries)?;
+            }
+        }
+        Ok(())
     }
 
     /// Issue 12: the address book of each `Config` entry appended (its annex) joins this

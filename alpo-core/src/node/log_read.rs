@@ -73,7 +73,8 @@ impl Node {
         // Each purpose (the apply and every follower) gets an equal share of the budget, so
         // that one far-behind follower cannot starve the others; the shares sum to at most
         // the budget, and one read per purpose keeps the reads in flight within it.
-        let purposes = self.config.members.len() as u64;
+        // A server added later (issue 12, rule M11) has no bootstrap members: one share.
+        let purposes = (self.config.members.len() as u64).max(1);
         let max_bytes = (self.config.read_inflight_bytes_max / purposes).max(1);
         debug_assert!(
             self.log_reads.inflight_bytes + max_bytes
