@@ -10,8 +10,9 @@
 //!   `count / kills` transfers, so both kinds see the same machine load)
 //! - `--kills` (5) leader kills: `kill -9` the leader, start it again at once, then
 //!   `--kill-settle-ms` (2000) of quiet, so the next event finds the restarted node caught up;
-//! - then one membership change (`--change remove`, the default: remove a follower; `none` skips
-//!   it): the writes per second in the `--window-ms` (1000) before the request, while it is
+//! - then one membership change (`--change replace`, the default: replace a follower under a
+//!   new id, by remove, `member add` as a learner, `--join`, promote; `remove`: only remove it;
+//!   `none` skips it): the writes per second in the `--window-ms` (1000) before the request, while it is
 //!   outstanding, and in the window after its answer.
 //!
 //! Leader unavailability of an event = the longest gap between consecutive acknowledgements
@@ -48,7 +49,7 @@ use super::local::{CLUSTER_ID, LocalCluster};
 pub(super) const USAGE: &str = "\
        cargo xtask bench transfer [--count 100] [--kills 5] [--clients 16] [--value-size 128]
                                   [--settle-ms 300] [--kill-settle-ms 2000] [--window-ms 1000]
-                                  [--change remove|none] [--nodes 3] [--out DIR] [--alpo PATH]
+                                  [--change replace|remove|none] [--nodes 3] [--out DIR] [--alpo PATH]
                                   [--node-flag FLAGS]...";
 
 /// How long a fresh cluster may take to elect a leader, or the load to see a first write.
@@ -63,6 +64,10 @@ pub(super) enum Change {
     None,
     /// Remove a follower.
     Remove,
+    /// Replace a follower under a new id: remove it, stop it, add the new id as a learner at
+    /// the same addresses, start it with `--join` and an empty data directory, promote it once
+    /// caught up.
+    Replace,
 }
 
 /// Options of `bench transfer`.
@@ -93,7 +98,7 @@ pub(super) fn parse(args: &[String]) -> anyhow::Result<Plan> {
         settle: Duration::from_millis(300),
         kill_settle: Duration::from_millis(2_000),
         window: Duration::from_millis(1_000),
-        change: Change::Remove,
+        change: Change::Replace,
         out: PathBuf::from("out"),
         alpo: None,
         node_flags: Vec::new(),
@@ -119,9 +124,10 @@ pub(super) fn parse(args: &[String]) -> anyhow::Result<Plan> {
             "--window-ms" => plan.window = Duration::from_millis(number()?),
             "--change" => {
                 plan.change = match value.as_str() {
+                    "replace" => Change::Replace,
                     "remove" => Change::Remove,
                     "none" => Change::None,
-                    other => bail!("--change wants remove or none, found {other:?}"),
+                    other => bail!("--change wants replace, remove or none, found {other:?}"),
                 }
             }
             "--out" => plan.out = PathBuf::from(value),
@@ -260,28 +266,69 @@ fn measure(
             std::thread::sleep(plan.kill_settle);
         }
     }
-    let change = match plan.change {
+    let change = change(plan, cluster, &mut client, base)?;
+    Ok((events, change))
+}
+
+/// The membership change `plan.change` asks for, with its throughput windows.
+fn change(
+    plan: &Plan,
+    cluster: &mut LocalCluster,
+    client: &mut Client,
+    base: Instant,
+) -> anyhow::Result<Option<ChangeWindows>> {
+    let since = |at: Instant| u64::try_from(at.duration_since(base).as_micros()).unwrap_or(0);
+    Ok(match plan.change {
         Change::None => None,
-        Change::Remove => {
+        Change::Remove | Change::Replace => {
             let leader = wait_for_leader(cluster)?;
             let follower = (leader + 1) % cluster.len();
-            let id = NodeId(u64::try_from(follower)? + 1);
+            let id = NodeId(cluster.id(follower));
             std::thread::sleep(plan.window);
             let asked = Instant::now();
             client
                 .change_members(MemberChange::Remove(id))
                 .with_context(|| format!("removing node {}", id.0))?;
+            let what = if plan.change == Change::Replace {
+                let new_id =
+                    NodeId(1 + (0..cluster.len()).map(|i| cluster.id(i)).max().unwrap_or(0));
+                cluster.kill(follower);
+                let (peer_addr, client_addr) = cluster.addrs_of(follower);
+                client
+                    .add_member(new_id, peer_addr, client_addr, true)
+                    .with_context(|| format!("adding node {}", new_id.0))?;
+                cluster.start_joining(follower, new_id.0)?;
+                promote(client, new_id)?;
+                format!("replace {} by {}", id.0, new_id.0)
+            } else {
+                format!("remove {}", id.0)
+            };
             let answered = Instant::now();
             std::thread::sleep(plan.window);
             Some(ChangeWindows {
-                what: format!("remove {}", id.0),
+                what,
                 asked_us: since(asked),
                 answered_us: since(answered),
                 window_us: u64::try_from(plan.window.as_micros())?,
             })
         }
-    };
-    Ok((events, change))
+    })
+}
+
+/// Promotes learner `id` once it has caught up: asks again while the leader refuses (not caught
+/// up yet) for up to [`WAIT`].
+fn promote(client: &mut Client, id: NodeId) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.change_members(MemberChange::Promote(id)) {
+            Ok(_) => return Ok(()),
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => return Err(error).with_context(|| format!("promoting node {}", id.0)),
+        }
+    }
 }
 
 /// The write throughput around one membership change.
@@ -573,6 +620,11 @@ mod tests {
 
     #[test]
     fn flags_parse_and_bad_ones_are_named() {
+        assert_eq!(parse(&[]).unwrap().change, Change::Replace);
+        assert_eq!(
+            parse(&args("--change remove")).unwrap().change,
+            Change::Remove
+        );
         let plan = parse(&args("--count 7 --kills 2 --clients 4 --change none")).unwrap();
         assert_eq!((plan.count, plan.kills, plan.clients), (7, 2, 4));
         assert_eq!(plan.change, Change::None);
