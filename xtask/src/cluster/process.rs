@@ -225,7 +225,8 @@ impl Nodes {
 
     /// Issue 12: node `index` (stopped) becomes a new member with id `id`: its data directory
     /// `data` is moved aside to `data-n<index>-id<old id>` (listed by [`Nodes::retired`]) and
-    /// its config file names the new id; the same addresses and the rest of the config stay.
+    /// its config file names the new id, and so do the other nodes' peer lists; the same
+    /// addresses and the rest of the configs stay.
     pub(crate) fn renumber(&mut self, index: usize, id: u64, data: &Path) -> Result<()> {
         assert!(
             self.children[index].is_none(),
@@ -249,7 +250,24 @@ impl Nodes {
         };
         std::fs::write(&spec.config_path, format!("id = {id}\n{rest}"))
             .with_context(|| format!("writing {}", spec.config_path.display()))?;
+        let old_id = spec.id;
         spec.id = id;
+        // The others' peer lists name the new id at the same (proxy) addresses, as an operator
+        // updates the `--peer` flags: a node restarted with a removed id at an address a new
+        // member now uses refuses to start ("address used twice").
+        let (old_entry, new_entry) = (
+            format!("[[peers]]\nid = {old_id}\n"),
+            format!("[[peers]]\nid = {id}\n"),
+        );
+        for (other, spec) in self.specs.iter().enumerate().filter(|(j, _)| *j != index) {
+            let text = std::fs::read_to_string(&spec.config_path)
+                .with_context(|| format!("reading {}", spec.config_path.display()))?;
+            if !text.contains(&old_entry) {
+                bail!("n{other}'s config names no peer {old_id}");
+            }
+            std::fs::write(&spec.config_path, text.replace(&old_entry, &new_entry))
+                .with_context(|| format!("writing {}", spec.config_path.display()))?;
+        }
         Ok(())
     }
 
