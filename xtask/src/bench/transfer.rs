@@ -12,8 +12,8 @@
 //!   `--kill-settle-ms` (2000) of quiet, so the next event finds the restarted node caught up;
 //! - then one membership change (`--change replace`, the default: replace a follower under a
 //!   new id, by remove, `member add` as a learner, `--join`, promote; `remove`: only remove it;
-//!   `none` skips it): the writes per second in the `--window-ms` (1000) before the request, while it is
-//!   outstanding, and in the window after its answer.
+//!   `none` skips it): the writes per second in the `--window-ms` (1000) before the request,
+//!   while it is outstanding, and in the window after its answer.
 //!
 //! Leader unavailability of an event = the longest gap between consecutive acknowledgements
 //! from the last one before the event starts to the start of the next event (so the gap that
@@ -49,8 +49,8 @@ use super::local::{CLUSTER_ID, LocalCluster};
 pub(super) const USAGE: &str = "\
        cargo xtask bench transfer [--count 100] [--kills 5] [--clients 16] [--value-size 128]
                                   [--settle-ms 300] [--kill-settle-ms 2000] [--window-ms 1000]
-                                  [--change replace|remove|none] [--nodes 3] [--out DIR] [--alpo PATH]
-                                  [--node-flag FLAGS]...";
+                                  [--change replace|remove|none] [--nodes 3] [--out DIR]
+                                  [--alpo PATH] [--node-flag FLAGS]...";
 
 /// How long a fresh cluster may take to elect a leader, or the load to see a first write.
 const WAIT: Duration = Duration::from_secs(60);
