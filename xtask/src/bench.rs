@@ -35,6 +35,8 @@
 //!   time a killed node takes to serve again, and a restarted follower's catch-up rate.
 //! - `bench checkpoint …` (`bench/checkpoint.rs`): issue 15's trace checkpoint, its size and
 //!   the time to take it and to rebuild a node from it, on a one-node core with a large log.
+//! - `bench transfer …` (`bench/transfer.rs`): issue 12's leader unavailability per leadership
+//!   transfer against a leader kill, and the write throughput around a membership change.
 //! - `bench report FILE.jsonl…` renders JSON lines (ours, and the etcd reference kit's sweep
 //!   output, from outside this repository) as a markdown table of medians and an SVG plot of
 //!   throughput and latency against the client count, next to the first file (`.md`, `.svg`).
@@ -67,6 +69,8 @@ mod load;
 mod local;
 #[path = "bench/page.rs"]
 pub(crate) mod page;
+#[path = "bench/transfer.rs"]
+mod transfer;
 
 use local::{CLUSTER_ID, LocalCluster};
 
@@ -178,6 +182,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         (Some("cluster"), _) => parse_plan(&args[1..]).and_then(|plan| cluster(&plan)),
         (Some("checkpoint"), _) => checkpoint::run(&args[1..]),
         (Some("add-member"), _) => add_member::main(&args[1..]),
+        (Some("transfer"), _) => transfer::parse(&args[1..]).and_then(|plan| transfer::run(&plan)),
         (Some("report"), _) if args.len() > 1 => {
             let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             report(&files)
@@ -185,10 +190,11 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
         (_, Some(bench)) => bounded::parse(bench, &args[1..]).and_then(|plan| bounded::run(&plan)),
         _ => {
             eprintln!(
-                "{USAGE}\n{}\n{}\n{}",
+                "{USAGE}\n{}\n{}\n{}\n{}",
                 bounded::USAGE,
                 checkpoint::USAGE,
-                add_member::USAGE
+                add_member::USAGE,
+                transfer::USAGE
             );
             return ExitCode::from(2);
         }

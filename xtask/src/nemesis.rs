@@ -11,7 +11,8 @@
 //! - at any moment the nodes taken out (killed, paused, or on the minority side of a partition or
 //!   isolated) number at most a minority, `(node_count - 1) / 2`, counted as if disjoint;
 //! - at most one network fault (partition, isolation, one-way loss, slow link) is active at once,
-//!   so healing the network never undoes another fault;
+//!   so healing the network never undoes another fault; at most one membership operation
+//!   ([`MemberOp`]) at once, as the protocol allows one change at a time;
 //! - the actions are sorted by time, and a fault's heal comes strictly after its start.
 //!
 //! "The leader" is resolved when the action runs ([`resolve_target`]), because the schedule is
@@ -85,6 +86,9 @@ pub enum FaultKind {
     /// Issue 13: `kill -9` a node, damage its files while it is down ([`DiskDamage`]), start it
     /// again: it must come back (fenced after a lost hard state, rule F9) and catch up.
     Disk,
+    /// Issue 12: a membership operation ([`MemberOp`]): a leadership transfer, a rolling
+    /// restart (SIGTERM each node in turn), and whatever else [`MemberOp`] lists.
+    Membership,
 }
 
 /// What a [`FaultKind::Disk`] fault does to the killed node's files (issue 13), limited to
@@ -117,10 +121,11 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::Lag,
         FaultKind::Disk,
+        FaultKind::Membership,
     ];
 
     /// Parses the names used on the command line (`kill`, `pause`, `partition`, `restart`,
-    /// `lag`).
+    /// `lag`, `membership`).
     pub fn parse(name: &str) -> Option<FaultKind> {
         Self::ALL.into_iter().find(|kind| kind.name() == name)
     }
@@ -134,6 +139,7 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::Lag => "lag",
             FaultKind::Disk => "disk",
+            FaultKind::Membership => "membership",
         }
     }
 }
@@ -185,6 +191,53 @@ pub enum NetworkFault {
     },
 }
 
+/// Issue 12: one membership operation of the `membership` nemesis. The runner carries it out
+/// whole when its [`Action::Member`] runs (it blocks the schedule until done) and leaves the
+/// membership as it found it: the same number of voters, every one of them up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberOp {
+    /// `transfer_leader` to this node, or to the most up-to-date voter (`None`); the target
+    /// may be the leader itself or down, and the refusal is then logged, not judged.
+    TransferLeader(Option<NodeIndex>),
+    /// SIGTERM each node in turn (a leader hands over first, rule T1), start it again, and
+    /// wait until it has caught up before the next.
+    RollingRestart,
+    /// Remove the target (the leader hands over, rule M9), stop it, move its data aside, add
+    /// it back under a new id as a learner at the same addresses, start it with `--join`, and
+    /// promote it once it has caught up (rule M8).
+    Replace(Target),
+}
+
+impl MemberOp {
+    /// How many nodes the operation takes out at once (for the minority bound).
+    pub fn nodes_out(self) -> usize {
+        match self {
+            MemberOp::TransferLeader(_) => 0,
+            MemberOp::RollingRestart | MemberOp::Replace(_) => 1,
+        }
+    }
+
+    /// The span the schedule plans for it: [`NemesisConfig::transfer_hold_ms`] for a transfer,
+    /// [`NemesisConfig::member_hold_ms`] for the others.
+    pub fn hold_ms(self, config: &NemesisConfig) -> u64 {
+        match self {
+            MemberOp::TransferLeader(_) => config.transfer_hold_ms,
+            MemberOp::RollingRestart | MemberOp::Replace(_) => config.member_hold_ms,
+        }
+    }
+}
+
+impl fmt::Display for MemberOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemberOp::TransferLeader(None) => write!(f, "transfer leader"),
+            MemberOp::TransferLeader(Some(node)) => write!(f, "transfer leader to n{}", node.0),
+            MemberOp::RollingRestart => write!(f, "rolling restart"),
+            MemberOp::Replace(target) => write!(f, "replace {target} under a new id"),
+        }
+    }
+}
+
 /// One thing the runner does at a point of the schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -231,6 +284,19 @@ pub enum Action {
         /// The fault this action ends.
         fault: FaultId,
     },
+    /// Issue 12: carry out a membership operation, whole.
+    Member {
+        /// The fault this action begins.
+        fault: FaultId,
+        /// What to do.
+        op: MemberOp,
+    },
+    /// The end of a membership operation's span (nothing left to undo: [`Action::Member`]
+    /// leaves the membership as it found it).
+    MemberDone {
+        /// The fault this action ends.
+        fault: FaultId,
+    },
 }
 
 impl Action {
@@ -243,7 +309,9 @@ impl Action {
             | Action::Pause { fault, .. }
             | Action::Resume { fault }
             | Action::Network { fault, .. }
-            | Action::HealNetwork { fault } => *fault,
+            | Action::HealNetwork { fault }
+            | Action::Member { fault, .. }
+            | Action::MemberDone { fault } => *fault,
         }
     }
 
@@ -255,6 +323,7 @@ impl Action {
                 | Action::DamageAndStart { .. }
                 | Action::Resume { .. }
                 | Action::HealNetwork { .. }
+                | Action::MemberDone { .. }
         )
     }
 }
@@ -312,13 +381,20 @@ pub struct NemesisConfig {
     pub lag_hold_ms: u64,
     /// Largest latency of a slow link, milliseconds (drawn from `1..=slow_link_ms_max`).
     pub slow_link_ms_max: u64,
+    /// The span planned for a membership operation ([`FaultKind::Membership`]), milliseconds:
+    /// the time a rolling restart of every node usually takes. The runner blocks until the
+    /// operation is done, so a slower one only delays the actions after it.
+    pub member_hold_ms: u64,
+    /// The span planned for a leadership transfer, milliseconds.
+    pub transfer_hold_ms: u64,
 }
 
 impl NemesisConfig {
     /// A config with the default timings: settle for a fifth of the run (at least 2 s, at most
     /// half the run), gaps of 0.3–2 s, holds of 0.5–3 s (shorter for short runs), 100 ms
-    /// crash-restart downtime, a lagging follower down for a quarter of the run (0.5–8 s) and
-    /// slow links of up to 200 ms.
+    /// crash-restart downtime, a lagging follower down for a quarter of the run (0.5–8 s),
+    /// slow links of up to 200 ms, 0.5 s for a leadership transfer and 1.5 s per node for the
+    /// other membership operations.
     pub fn new(seed: u64, node_count: usize, duration_ms: u64, kinds: &[FaultKind]) -> Self {
         let settle_ms = (duration_ms / 5).max(2_000).min(duration_ms / 2);
         let hold_ms_max = 3_000.min((duration_ms / 4).max(500));
@@ -335,6 +411,8 @@ impl NemesisConfig {
             restart_downtime_ms: 100,
             lag_hold_ms: (duration_ms / 4).clamp(500, 8_000),
             slow_link_ms_max: 200,
+            member_hold_ms: 1_500 * u64::try_from(node_count).unwrap_or(1),
+            transfer_hold_ms: 500,
         }
     }
 
@@ -505,6 +583,8 @@ impl fmt::Display for Action {
             Action::Resume { fault } => write!(f, "f{} SIGCONT the paused node", fault.0),
             Action::Network { fault, shape } => write!(f, "f{} {shape}", fault.0),
             Action::HealNetwork { fault } => write!(f, "f{} heal the network", fault.0),
+            Action::Member { fault, op } => write!(f, "f{} {op}", fault.0),
+            Action::MemberDone { fault } => write!(f, "f{} membership operation over", fault.0),
         }
     }
 }
@@ -552,11 +632,8 @@ fn plan_fault(
         at_ms,
         healed_by_ms,
     } = planned;
-    let hold_ms = match kind {
-        FaultKind::Restart | FaultKind::Disk => config.restart_downtime_ms.max(1),
-        FaultKind::Lag => config.lag_hold_ms.max(1),
-        _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
-    };
+    let member = (kind == FaultKind::Membership).then(|| member_op(config, rng));
+    let hold_ms = hold_ms(config, rng, kind, member);
     let end_ms = (at_ms + hold_ms).min(healed_by_ms);
     if end_ms <= at_ms {
         return None;
@@ -590,6 +667,14 @@ fn plan_fault(
             Action::Resume { fault },
             format!("pause {target}"),
         ),
+        FaultKind::Membership => {
+            let op = member?;
+            (
+                Action::Member { fault, op },
+                Action::MemberDone { fault },
+                op.to_string(),
+            )
+        }
         FaultKind::Partition => {
             let shape = network_fault(config, rng)?;
             let label = shape.to_string();
@@ -661,6 +746,33 @@ fn network_fault(config: &NemesisConfig, rng: &mut SplitMix64) -> Option<Network
     })
 }
 
+/// How long a fault of `kind` holds (a membership operation: `member`'s span).
+fn hold_ms(
+    config: &NemesisConfig,
+    rng: &mut SplitMix64,
+    kind: FaultKind,
+    member: Option<MemberOp>,
+) -> u64 {
+    match kind {
+        FaultKind::Restart | FaultKind::Disk => config.restart_downtime_ms.max(1),
+        FaultKind::Lag => config.lag_hold_ms.max(1),
+        FaultKind::Membership => member.map_or(1, |op| op.hold_ms(config).max(1)),
+        _ => rng.range_inclusive(config.hold_ms_min, config.hold_ms_max),
+    }
+}
+
+/// Draws a membership operation: a transfer (to the best voter, or a named node) one time in
+/// two, else a rolling restart, or the replacement of a follower or of the leader.
+fn member_op(config: &NemesisConfig, rng: &mut SplitMix64) -> MemberOp {
+    match rng.below(8) {
+        0 | 1 => MemberOp::TransferLeader(None),
+        2 | 3 => MemberOp::TransferLeader(Some(NodeIndex(rng.index(config.node_count)))),
+        4 | 5 => MemberOp::RollingRestart,
+        6 => MemberOp::Replace(Target::Follower),
+        _ => MemberOp::Replace(Target::Leader),
+    }
+}
+
 /// How many nodes a fault takes out of the cluster, counted as if disjoint from other faults.
 fn nodes_out(span: &FaultSpan, begin: &Action) -> usize {
     match begin {
@@ -673,6 +785,7 @@ fn nodes_out(span: &FaultSpan, begin: &Action) -> usize {
             ..
         } => 1,
         Action::Network { .. } => 0,
+        Action::Member { op, .. } => op.nodes_out(),
         _ => {
             debug_assert!(span.kind != FaultKind::Partition);
             1
@@ -687,10 +800,12 @@ fn fits(
     active: &[&(FaultSpan, Action, Action)],
     candidate: &(FaultSpan, Action, Action),
 ) -> bool {
-    let is_network = |span: &FaultSpan| span.kind == FaultKind::Partition;
     let (span, begin, _) = candidate;
-    if is_network(span) && active.iter().any(|(other, _, _)| is_network(other)) {
-        return false;
+    // One network fault at a time, and one membership operation at a time.
+    for exclusive in [FaultKind::Partition, FaultKind::Membership] {
+        if span.kind == exclusive && active.iter().any(|(other, _, _)| other.kind == exclusive) {
+            return false;
+        }
     }
     // Upper bound on the overlap: count every intersecting fault as out at once. This is
     // conservative (two faults may not overlap each other) but never under-counts.
@@ -885,12 +1000,24 @@ mod tests {
                     } => "kill-leader",
                     Action::Kill { .. } => "kill-node",
                     Action::Pause { .. } => "pause",
+                    Action::Member {
+                        op: MemberOp::TransferLeader(_),
+                        ..
+                    } => "transfer",
+                    Action::Member {
+                        op: MemberOp::RollingRestart,
+                        ..
+                    } => "rolling-restart",
+                    Action::Member {
+                        op: MemberOp::Replace(_),
+                        ..
+                    } => "replace",
                     _ => "heal",
                 };
                 *seen.entry(name).or_insert(0) += 1;
             }
         }
-        assert_eq!(seen.len(), 8, "{seen:?}");
+        assert_eq!(seen.len(), 11, "{seen:?}");
         let none = NemesisConfig::new(1, 5, 60_000, &[]);
         assert!(schedule(&none).unwrap().actions.is_empty());
     }
@@ -927,6 +1054,53 @@ mod tests {
             FaultKind::ALL
                 .iter()
                 .all(|k| FaultKind::parse(k.name()) == Some(*k))
+        );
+    }
+
+    #[test]
+    fn membership_operations_hold_their_span_and_count_against_the_minority() {
+        let mut ops = 0;
+        for seed in 0..50 {
+            let config = NemesisConfig::new(seed, 3, 60_000, &[FaultKind::Membership]);
+            assert_eq!(config.member_hold_ms, 4_500);
+            let schedule = schedule(&config).unwrap();
+            for pair in schedule.faults.windows(2) {
+                assert!(pair[0].end_ms <= pair[1].start_ms, "seed {seed}: overlap");
+            }
+            for span in &schedule.faults {
+                assert_eq!(span.kind, FaultKind::Membership);
+                let hold = span.end_ms - span.start_ms;
+                if span.label.starts_with("transfer") {
+                    assert!(hold <= config.transfer_hold_ms);
+                } else {
+                    assert!(hold <= config.member_hold_ms);
+                }
+            }
+            for timed in &schedule.actions {
+                match timed.action {
+                    Action::Member { op, .. } => {
+                        ops += 1;
+                        if let MemberOp::TransferLeader(Some(node)) = op {
+                            assert!(node.0 < 3);
+                        }
+                    }
+                    Action::MemberDone { .. } => assert!(timed.action.is_heal()),
+                    ref other => panic!("seed {seed}: {other:?} in a membership-only run"),
+                }
+            }
+        }
+        assert!(0 < ops);
+        assert_eq!(MemberOp::RollingRestart.nodes_out(), 1);
+        assert_eq!(MemberOp::Replace(Target::Leader).nodes_out(), 1);
+        assert_eq!(
+            MemberOp::Replace(Target::Follower).to_string(),
+            "replace a follower under a new id"
+        );
+        assert_eq!(MemberOp::TransferLeader(None).nodes_out(), 0);
+        assert_eq!(FaultKind::parse("membership"), Some(FaultKind::Membership));
+        assert_eq!(
+            MemberOp::TransferLeader(Some(NodeIndex(2))).to_string(),
+            "transfer leader to n2"
         );
     }
 

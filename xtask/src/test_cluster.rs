@@ -43,6 +43,8 @@ mod checks;
 mod disk_damage;
 #[path = "cluster/logs.rs"]
 mod logs;
+#[path = "cluster/membership.rs"]
+mod membership;
 #[path = "cluster/process.rs"]
 pub(crate) mod process;
 #[path = "cluster/traces.rs"]
@@ -74,8 +76,8 @@ use workload::LeaderLog;
 
 /// The usage text.
 pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [--duration SECS] \
-[--clients N] [--nemesis kill,pause,partition,restart,lag,disk|all|none] [--seed S] [--keep DIR] \
-[--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
+[--clients N] [--nemesis kill,pause,partition,restart,lag,disk,membership|all|none] [--seed S] \
+[--keep DIR] [--snapshot-interval N] [--snapshot-retain N] [--log-cache-bytes N] [--tls] \
 [--lease-drift-ppm PPM] [--trace-file-bytes N]";
 
 /// Each node's trace file size unless `--trace-file-bytes` says otherwise (issue 15): small, so
@@ -212,7 +214,7 @@ fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
                 FaultKind::parse(name.trim()).ok_or_else(|| {
                     format!(
                         "unknown nemesis {name:?} (kill, pause, partition, restart, lag, disk, \
-                         all, none)"
+                         membership, all, none)"
                     )
                 })
             })
@@ -353,6 +355,13 @@ struct Cluster {
     data_dirs: Vec<PathBuf>,
     /// Issue 13: draws the disk nemesis's bytes (seeded from the run's seed).
     damage_rng: nemesis::SplitMix64,
+    /// Issue 12: TLS on (the membership nemesis then replaces no node: the certificates name
+    /// the ids the run started with).
+    tls: bool,
+    /// Issue 12: the id the next node added under a new id gets.
+    next_id: u64,
+    /// The run directory (node configs, data directories).
+    dir: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -567,6 +576,9 @@ fn start_cluster(
         crashed: Vec::new(),
         data_dirs: (0..count).map(|i| process::data_dir(dir, i)).collect(),
         damage_rng: nemesis::SplitMix64::new(options.seed ^ 0xd15c),
+        tls: options.tls,
+        next_id: u64::try_from(count)? + 1,
+        dir: dir.to_path_buf(),
     })
 }
 
@@ -755,6 +767,8 @@ fn execute(
             cluster.mesh.heal();
             "heal network".into()
         }
+        Action::Member { op, .. } => membership::run(cluster, *op, leader)?,
+        Action::MemberDone { .. } => "membership operation over".into(),
     })
 }
 
@@ -894,9 +908,11 @@ fn replay_traces(
     violations: &mut Vec<String>,
 ) -> Result<traces::TraceSummary> {
     cluster.nodes.kill_all();
-    let data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
+    let mut data_dirs: Vec<PathBuf> = (0..cluster.endpoints.len())
         .map(|index| process::data_dir(dir, index))
         .collect();
+    // Issue 12: the old incarnations of replaced nodes ran too.
+    data_dirs.extend(cluster.nodes.retired().iter().cloned());
     traces::check_traces(&data_dirs, violations)
 }
 
@@ -1105,6 +1121,16 @@ mod tests {
                 .unwrap()
                 .kinds
                 .contains(&FaultKind::Lag)
+        );
+        assert_eq!(
+            parse(&args("--nemesis membership")).unwrap().kinds,
+            vec![FaultKind::Membership]
+        );
+        assert!(
+            parse(&args("--nemesis all"))
+                .unwrap()
+                .kinds
+                .contains(&FaultKind::Membership)
         );
         assert!(
             parse(&args("--colour red"))

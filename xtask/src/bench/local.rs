@@ -23,6 +23,8 @@ pub(super) struct LocalCluster {
     /// Flags every node gets after its own (the snapshot options).
     node_flags: Vec<String>,
     children: Vec<Option<Child>>,
+    /// Each node's id (index + 1, until issue 12's `start_joining` gives it another).
+    ids: Vec<u64>,
     /// The directory holding every node's data directory and log.
     pub(super) dir: PathBuf,
     /// The client addresses, comma-separated, for `alpo bench` and `alpo status`.
@@ -139,6 +141,7 @@ impl LocalCluster {
             addrs,
             node_flags: node_flags.to_vec(),
             children: (0..n).map(|_| None).collect(),
+            ids: (1..=u64::from(nodes)).collect(),
             dir,
             tls: certs.cloned(),
         };
@@ -172,7 +175,32 @@ impl LocalCluster {
 
     /// Node `index`'s data directory.
     pub(super) fn data_dir(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("node-{}", index + 1))
+        self.dir.join(format!("node-{}", self.ids[index]))
+    }
+
+    /// Node `index`'s peer and client addresses.
+    pub(super) fn addrs_of(&self, index: usize) -> (SocketAddr, SocketAddr) {
+        (self.addrs[index], self.addrs[self.len() + index])
+    }
+
+    /// Node `index`'s id.
+    pub(super) fn id(&self, index: usize) -> u64 {
+        self.ids[index]
+    }
+
+    /// Issue 12: node `index` (stopped) comes back as the new member `id`, with a fresh data
+    /// directory, started with `--join` and the other nodes' client addresses (add it first).
+    pub(super) fn start_joining(&mut self, index: usize, id: u64) -> anyhow::Result<()> {
+        assert!(
+            self.children[index].is_none(),
+            "invariant: a node joins under a new id only while stopped"
+        );
+        self.ids[index] = id;
+        let others: Vec<String> = (0..self.len())
+            .filter(|&j| j != index)
+            .map(|j| self.client_addr(j).to_string())
+            .collect();
+        self.spawn(index, &["--join".to_string(), others.join(",")])
     }
 
     /// The process ids of the running nodes, by node index.
@@ -185,6 +213,10 @@ impl LocalCluster {
 
     /// Starts node `index` (no-op if it runs); its output is appended to `node-N.log`.
     pub(super) fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
+        self.spawn(index, &[])
+    }
+
+    fn spawn(&mut self, index: usize, extra: &[String]) -> anyhow::Result<()> {
         if self.children[index].is_some() {
             return Ok(());
         }
@@ -196,7 +228,7 @@ impl LocalCluster {
                 "--cluster-id",
                 CLUSTER_ID,
                 "--id",
-                &(index + 1).to_string(),
+                &self.ids[index].to_string(),
             ])
             .arg("--data-dir")
             .arg(self.data_dir(index))
@@ -205,14 +237,14 @@ impl LocalCluster {
         for j in (0..n).filter(|&j| j != index) {
             command.args([
                 "--peer",
-                &format!("{}={},{}", j + 1, self.addrs[j], self.addrs[n + j]),
+                &format!("{}={},{}", self.ids[j], self.addrs[j], self.addrs[n + j]),
             ]);
         }
-        command.args(&self.node_flags);
+        command.args(&self.node_flags).args(extra);
         if let Some(certs) = &self.tls {
             command.args(certs.node_flags(index));
         }
-        let log_path = self.dir.join(format!("node-{}.log", index + 1));
+        let log_path = self.dir.join(format!("node-{}.log", self.ids[index]));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -205,6 +205,9 @@ pub(crate) struct Nodes {
     specs: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Issue 12: the data directories of old incarnations, moved aside by
+    /// [`Nodes::renumber`] (kept for trace replay).
+    retired: Vec<PathBuf>,
 }
 
 impl Nodes {
@@ -216,7 +219,68 @@ impl Nodes {
             specs,
             children: (0..count).map(|_| None).collect(),
             paused: vec![false; count],
+            retired: Vec::new(),
         }
+    }
+
+    /// Issue 12: node `index` (stopped) becomes a new member with id `id`: its data directory
+    /// `data` is moved aside to `data-n<index>-id<old id>` (listed by [`Nodes::retired`]) and
+    /// its config file names the new id, and so do the other nodes' peer lists; the same
+    /// addresses and the rest of the configs stay.
+    pub(crate) fn renumber(&mut self, index: usize, id: u64, data: &Path) -> Result<()> {
+        assert!(
+            self.children[index].is_none(),
+            "invariant: a node is renumbered only while stopped"
+        );
+        let spec = &mut self.specs[index];
+        let parked = data.with_file_name(format!("data-n{index}-id{}", spec.id));
+        if data.exists() {
+            std::fs::rename(data, &parked)
+                .with_context(|| format!("moving {} to {}", data.display(), parked.display()))?;
+            self.retired.push(parked);
+        }
+        let text = std::fs::read_to_string(&spec.config_path)
+            .with_context(|| format!("reading {}", spec.config_path.display()))?;
+        let old_line = format!("id = {}\n", spec.id);
+        let Some(rest) = text.strip_prefix(&old_line) else {
+            bail!(
+                "{} does not start with {old_line:?}",
+                spec.config_path.display()
+            );
+        };
+        std::fs::write(&spec.config_path, format!("id = {id}\n{rest}"))
+            .with_context(|| format!("writing {}", spec.config_path.display()))?;
+        let old_id = spec.id;
+        spec.id = id;
+        // The others' peer lists name the new id at the same (proxy) addresses, as an operator
+        // updates the `--peer` flags: a node restarted with a removed id at an address a new
+        // member now uses refuses to start ("address used twice").
+        let (old_entry, new_entry) = (
+            format!("[[peers]]\nid = {old_id}\n"),
+            format!("[[peers]]\nid = {id}\n"),
+        );
+        for (other, spec) in self.specs.iter().enumerate().filter(|(j, _)| *j != index) {
+            let text = std::fs::read_to_string(&spec.config_path)
+                .with_context(|| format!("reading {}", spec.config_path.display()))?;
+            if !text.contains(&old_entry) {
+                bail!("n{other}'s config names no peer {old_id}");
+            }
+            std::fs::write(&spec.config_path, text.replace(&old_entry, &new_entry))
+                .with_context(|| format!("writing {}", spec.config_path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Issue 12: the data directories of the nodes' old incarnations.
+    pub(crate) fn retired(&self) -> &[PathBuf] {
+        &self.retired
+    }
+
+    /// Issue 12: starts node `index` with `--join ENDPOINTS` (a new member with an empty data
+    /// directory; later starts go without it).
+    pub(crate) fn start_joining(&mut self, index: usize, endpoints: &[SocketAddr]) -> Result<()> {
+        let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+        self.start_with(index, &["--join".to_owned(), list.join(",")])
     }
 
     /// The nodes' specs.
@@ -233,6 +297,10 @@ impl Nodes {
 
     /// Starts node `index` from its config file (no-op if it runs).
     pub(crate) fn start(&mut self, index: usize) -> Result<()> {
+        self.start_with(index, &[])
+    }
+
+    fn start_with(&mut self, index: usize, extra: &[String]) -> Result<()> {
         if self.children[index].is_some() {
             return Ok(());
         }
@@ -247,6 +315,7 @@ impl Nodes {
             .arg("node")
             .arg("--config")
             .arg(&spec.config_path)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -286,6 +355,41 @@ impl Nodes {
         }
         self.paused[index] = pause;
         Ok(())
+    }
+
+    /// Issue 12: SIGTERM node `index` and waits up to `wait` for it to exit (a leader hands over
+    /// first). Returns its exit status, or `None` if it did not exit in time: it is then killed
+    /// (`kill -9`) and reaped. A node that is not running returns `Some("not running")`.
+    pub(crate) fn terminate(
+        &mut self,
+        index: usize,
+        wait: std::time::Duration,
+    ) -> Result<Option<String>> {
+        let Some(child) = &mut self.children[index] else {
+            return Ok(Some("not running".into()));
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM of node n{index} failed ({status})");
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child
+                .try_wait()
+                .with_context(|| format!("waiting for node n{index}"))?
+            {
+                self.children[index] = None;
+                self.paused[index] = false;
+                return Ok(Some(status.to_string()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.kill(index)?;
+        Ok(None)
     }
 
     /// Nodes whose process ended on its own (not killed by us), with the exit status.
