@@ -86,7 +86,7 @@ pub(crate) const USAGE: &str = "usage: cargo xtask test-cluster [--nodes 3|5] [-
 const TRACE_FILE_BYTES_DEFAULT: u64 = 256 * 1024;
 /// Each node's trace budget: a few files, so a busy node's ring drops its oldest files and the
 /// replay starts from a checkpoint.
-const TRACE_FILES_KEPT: u64 = 8;
+const TRACE_FILES_KEPT: u64 = 32;
 
 /// Snapshot interval (entries) when the binary takes snapshots and none is given: small, so
 /// snapshots, compaction and installs happen under every nemesis of a short run.
